@@ -1,0 +1,48 @@
+/**
+ * Runs once around the whole suite. Fixes the run id the workers inherit, and
+ * at the end checks that the suite left nothing behind: no namespace of this
+ * run and no process whose command line names this run's id. Anything found
+ * is removed (namespaces) or stopped by pid, and the suite fails.
+ */
+import { readFile, readdir } from 'node:fs/promises';
+import { leftoverNamespaces, sh } from './netns.ts';
+import { runId } from './run-id.ts';
+
+export function setup(): void {
+  runId();
+}
+
+async function leftoverProcesses(id: string): Promise<{ pid: number; cmd: string }[]> {
+  const found: { pid: number; cmd: string }[] = [];
+  for (const entry of await readdir('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      const cmd = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ');
+      if (cmd.includes(`mvt-${id}`)) found.push({ pid, cmd });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found;
+}
+
+export async function teardown(): Promise<void> {
+  const id = runId();
+  const procs = await leftoverProcesses(id);
+  for (const p of procs) {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  const ns = await leftoverNamespaces();
+  for (const n of ns) await sh('ip', ['netns', 'del', n], { allowFail: true });
+  if (procs.length > 0 || ns.length > 0) {
+    throw new Error(
+      `the test suite left things behind (now removed): namespaces [${ns.join(', ')}], processes [${procs.map((p) => `${p.pid}: ${p.cmd}`).join('; ')}]`,
+    );
+  }
+  process.stderr.write(`leak check: no namespace or process of test run ${id} left behind\n`);
+}
