@@ -7,6 +7,7 @@ import type { Io } from './io.ts';
  * process exit code (see ExitCode in errors.ts); failures may also be thrown
  * as MvpnError and are turned into a message and exit code by main.
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the registry holds commands of every argument shape
 export interface CliCommand<A = any> {
   readonly command: string;
   readonly describe: string;

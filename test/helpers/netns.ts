@@ -48,7 +48,7 @@ export async function sh(cmd: string, args: readonly string[], opts: { allowFail
     const e = err as { stdout?: string; stderr?: string; code?: number | string };
     const res = { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: typeof e.code === 'number' ? e.code : 1 };
     if (opts.allowFail) return res;
-    throw new Error(`${cmd} ${args.join(' ')} failed (${String(e.code)}): ${res.stderr.trim() || res.stdout.trim()}`);
+    throw new Error(`${cmd} ${args.join(' ')} failed (${String(e.code)}): ${res.stderr.trim() || res.stdout.trim()}`, { cause: err });
   }
 }
 
