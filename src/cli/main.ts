@@ -1,5 +1,5 @@
 import yargs, { type Argv } from 'yargs';
-import { ExitCode, exitCodeFor, toMvpnError, type MvpnError } from '../errors.ts';
+import { ExitCode, exitCodeFor, toMvpnError, UsageError, type MvpnError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { isGroup, type CliCommand, type CliGroup } from './command.ts';
 import { commands } from './commands.ts';
@@ -9,10 +9,9 @@ import type { Io } from './io.ts';
  * Parse argv and dispatch to one subcommand. Resolves to the exit code; never
  * calls process.exit itself, so tests can drive it with buffers.
  */
-export async function main(argv: readonly string[], io: Io): Promise<number> {
+export async function main(argv: readonly string[], io: Io, tree: readonly (CliCommand | CliGroup)[] = commands): Promise<number> {
   let exitCode: number = ExitCode.ok;
   let ran = false;
-  let usageFailure: string | undefined;
 
   const register = (y: Argv, entry: CliCommand | CliGroup): Argv => {
     if (isGroup(entry)) {
@@ -43,11 +42,11 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
     .demandCommand(1, 'name a command (see --help)')
     .exitProcess(false)
     .fail((msg, err) => {
-      if (err) throw err;
-      usageFailure = msg;
+      // Throwing stops yargs before any handler runs; main reports it below.
+      throw err ?? new UsageError(msg || 'invalid usage');
     });
   parser = parser.parserConfiguration({ 'boolean-negation': true });
-  for (const entry of commands) parser = register(parser, entry);
+  for (const entry of tree) parser = register(parser, entry);
 
   let output = '';
   try {
@@ -57,12 +56,8 @@ export async function main(argv: readonly string[], io: Io): Promise<number> {
   } catch (err) {
     const e = toMvpnError(err);
     reportError(io, e);
+    if (e instanceof UsageError) io.stderr.write('see: mvpn-client --help\n');
     return exitCodeFor(e);
-  }
-  if (usageFailure !== undefined) {
-    if (output) io.stderr.write(output.endsWith('\n') ? output : output + '\n');
-    io.stderr.write(`mvpn-client: ${usageFailure}\n`);
-    return ExitCode.usage;
   }
   if (!ran && output) io.stdout.write(output.endsWith('\n') ? output : output + '\n');
   return exitCode;

@@ -9,6 +9,12 @@ import { leftoverNamespaces, sh } from './netns.ts';
 import { runId } from './run-id.ts';
 
 export function setup(): void {
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < 24) {
+    throw new Error(
+      `tests need the pinned Node 24 runtime, this is ${process.version}: run them with \`npm test\` or \`npx vitest run FILE\` (both put node_modules/.bin first on PATH), not node_modules/.bin/vitest directly`,
+    );
+  }
   runId();
 }
 
