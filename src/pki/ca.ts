@@ -1,0 +1,77 @@
+/**
+ * Per-network certificate authorities (DESIGN.md §3). A CA is a self-signed
+ * certificate (basicConstraints CA:TRUE critical, keyCertSign + cRLSign,
+ * subject key identifier) and its PKCS#8 key, both PEM, so the server's
+ * store can keep them as text.
+ */
+import type { webcrypto } from 'node:crypto';
+import { PkiError } from '../errors.ts';
+import { checkCaCn, checkValidity, cnName, keyIdOf, parseCertificate, randomSerialHex } from './common.ts';
+import { generateKeyPairPem, importSigningKey, isKeyAlg, publicKeyPemOf, signingAlgorithm, type KeyAlg } from './keys.ts';
+import { derToPem, x509 } from './x509.ts';
+
+export interface CaMaterial {
+  readonly alg: KeyAlg;
+  readonly certPem: string;
+  /** PKCS#8 PEM of the CA key; 0600 wherever it is written. */
+  readonly keyPem: string;
+}
+
+export async function createCa(opts: { cn: string; alg?: KeyAlg; notBefore: Date; notAfter: Date }): Promise<CaMaterial> {
+  const alg = opts.alg ?? 'ec-p256';
+  if (!isKeyAlg(alg)) throw new PkiError('MVPN_KEY_INVALID', `unsupported key algorithm ${String(alg)}`);
+  checkCaCn(opts.cn);
+  checkValidity(opts.notBefore, opts.notAfter);
+  const keys = await generateKeyPairPem(alg);
+  const { cryptoKey } = await importSigningKey(keys.privateKeyPem);
+  const publicKey = new x509.PublicKey(keys.publicKeyPem);
+  const name = cnName(opts.cn);
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerialHex(),
+    subject: name,
+    issuer: name,
+    notBefore: opts.notBefore,
+    notAfter: opts.notAfter,
+    publicKey,
+    signingKey: cryptoKey,
+    signingAlgorithm: signingAlgorithm(alg),
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey),
+    ],
+  });
+  return { alg, certPem: derToPem('CERTIFICATE', cert.rawData), keyPem: keys.privateKeyPem };
+}
+
+/** A CA ready to sign: parsed certificate, signing key, key id. Checks that the key belongs to the certificate. */
+export interface LoadedCa {
+  readonly alg: KeyAlg;
+  readonly cert: x509.X509Certificate;
+  readonly signingKey: webcrypto.CryptoKey;
+  readonly keyId: string;
+}
+
+/** Issuing 1,000 certificates from one CaMaterial parses and imports it once. */
+const loaded = new WeakMap<CaMaterial, Promise<LoadedCa>>();
+
+export function loadCa(ca: CaMaterial): Promise<LoadedCa> {
+  let p = loaded.get(ca);
+  if (!p) {
+    p = loadCaUncached(ca);
+    loaded.set(ca, p);
+    p.catch(() => loaded.delete(ca));
+  }
+  return p;
+}
+
+async function loadCaUncached(ca: CaMaterial): Promise<LoadedCa> {
+  const cert = parseCertificate(ca.certPem, 'CA certificate');
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  if (!bc?.ca) throw new PkiError('MVPN_CERT_INVALID', 'the CA certificate is not a CA (basicConstraints CA:TRUE missing)');
+  const { alg, cryptoKey } = await importSigningKey(ca.keyPem);
+  const certSpki = Buffer.from(cert.publicKey.rawData);
+  const keySpki = Buffer.from(new x509.PublicKey(publicKeyPemOf(ca.keyPem)).rawData);
+  if (!certSpki.equals(keySpki)) throw new PkiError('MVPN_CERT_KEY_MISMATCH', 'the CA key does not belong to the CA certificate');
+  return { alg, cert, signingKey: cryptoKey, keyId: await keyIdOf(cert) };
+}

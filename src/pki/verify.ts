@@ -1,0 +1,105 @@
+/**
+ * Checking a leaf certificate against a network's CA the way openvpn's
+ * `remote-cert-tls` + `crl-verify` would, but before openvpn ever sees it,
+ * so the agent can refuse a bundle with a precise reason. `now` is passed
+ * in (Nebula's VerifyCertificate(now, cert)) so expiry is testable.
+ */
+import { PkiError } from '../errors.ts';
+import { cnOf, normaliseSerial, parseCertificate, sameBytes, spkiPem } from './common.ts';
+import type { CertUsage } from './cert.ts';
+import { loadPrivateKey, publicKeyPemOf } from './keys.ts';
+import { OID, x509 } from './x509.ts';
+
+export interface VerifiedCert {
+  readonly cn: string;
+  readonly serialHex: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  readonly publicKeyPem: string;
+}
+
+function inValidity(cert: x509.X509Certificate, now: Date): boolean {
+  return cert.notBefore.getTime() <= now.getTime() && now.getTime() <= cert.notAfter.getTime();
+}
+
+/**
+ * Checks in this order, each failure with its own code: readable
+ * (MVPN_CERT_INVALID); issued and signed by this CA, which is a CA
+ * (MVPN_CERT_WRONG_ISSUER); CA and certificate valid at `now`
+ * (MVPN_CERT_EXPIRED, also for not-yet-valid); not revoked
+ * (MVPN_CERT_REVOKED); a leaf with digitalSignature and the EKU for `usage`
+ * (MVPN_CERT_WRONG_USAGE); the CN expected (MVPN_CERT_WRONG_CN).
+ */
+export async function verifyCert(opts: {
+  certPem: string;
+  caCertPem: string;
+  usage: CertUsage;
+  now: Date;
+  expectCn?: string;
+  revokedSerials?: readonly string[];
+}): Promise<VerifiedCert> {
+  const cert = parseCertificate(opts.certPem, 'certificate');
+  const ca = parseCertificate(opts.caCertPem, 'CA certificate');
+
+  const caBc = ca.getExtension(x509.BasicConstraintsExtension);
+  if (!caBc?.ca) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `"${ca.subject}" is not a CA certificate`);
+  if (!sameBytes(cert.issuerName.toArrayBuffer(), ca.subjectName.toArrayBuffer())) {
+    throw new PkiError('MVPN_CERT_WRONG_ISSUER', `the certificate is issued by "${cert.issuer}", not by this network's CA "${ca.subject}"`, {
+      context: { issuer: cert.issuer, ca: ca.subject },
+    });
+  }
+  let signed: boolean;
+  try {
+    signed = await cert.verify({ publicKey: ca.publicKey, signatureOnly: true });
+  } catch {
+    signed = false;
+  }
+  if (!signed) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `the certificate's signature does not verify with this network's CA "${ca.subject}"`);
+
+  if (!inValidity(ca, opts.now)) {
+    throw new PkiError('MVPN_CERT_EXPIRED', `the CA certificate is valid only from ${ca.notBefore.toISOString()} to ${ca.notAfter.toISOString()}`, {
+      context: { which: 'ca', notBefore: ca.notBefore.toISOString(), notAfter: ca.notAfter.toISOString() },
+    });
+  }
+  if (!inValidity(cert, opts.now)) {
+    throw new PkiError('MVPN_CERT_EXPIRED', `the certificate is valid only from ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}`, {
+      context: { which: 'cert', notBefore: cert.notBefore.toISOString(), notAfter: cert.notAfter.toISOString() },
+    });
+  }
+
+  const serialHex = normaliseSerial(cert.serialNumber);
+  if (opts.revokedSerials?.some((s) => normaliseSerial(s) === serialHex)) {
+    throw new PkiError('MVPN_CERT_REVOKED', `the certificate (serial ${serialHex}) is revoked`, { context: { serial: serialHex } });
+  }
+
+  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  if (bc?.ca) throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate is a CA certificate, not a node or server certificate');
+  const ku = cert.getExtension(x509.KeyUsagesExtension);
+  if (!ku || (ku.usages & x509.KeyUsageFlags.digitalSignature) === 0) {
+    throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate lacks keyUsage digitalSignature');
+  }
+  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+  const wanted = opts.usage === 'server' ? OID.serverAuth : OID.clientAuth;
+  if (!eku?.usages.map(String).includes(wanted)) {
+    throw new PkiError('MVPN_CERT_WRONG_USAGE', `the certificate is not a ${opts.usage} certificate (extendedKeyUsage ${opts.usage === 'server' ? 'serverAuth' : 'clientAuth'} missing)`, {
+      context: { usage: opts.usage },
+    });
+  }
+
+  const cn = cnOf(cert.subjectName);
+  if (cn === undefined) throw new PkiError('MVPN_CERT_INVALID', 'the certificate subject must have exactly one CN');
+  if (opts.expectCn !== undefined && cn !== opts.expectCn) {
+    throw new PkiError('MVPN_CERT_WRONG_CN', `the certificate is for ${JSON.stringify(cn)}, expected ${JSON.stringify(opts.expectCn)}`, {
+      context: { cn, expected: opts.expectCn },
+    });
+  }
+  return { cn, serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter, publicKeyPem: spkiPem(cert.publicKey) };
+}
+
+/** Whether the private key is the one the certificate was issued for (e.g. a central node.key against node.crt). */
+export async function certMatchesKey(certPem: string, privateKeyPem: string): Promise<boolean> {
+  const cert = parseCertificate(certPem);
+  loadPrivateKey(privateKeyPem);
+  const fromKey = new x509.PublicKey(publicKeyPemOf(privateKeyPem));
+  return Promise.resolve(sameBytes(cert.publicKey.rawData, fromKey.rawData));
+}
