@@ -1,0 +1,176 @@
+/**
+ * The reconcile planner: desired state (verified membership + the bundles
+ * fetched for it) against actual state (installed bundles + running
+ * networks) → one action per network. Pure and table-tested; reconcile.ts
+ * performs the actions.
+ *
+ * Rules (DESIGN.md §5):
+ * - Only what differs changes. A network whose installed bundle matches the
+ *   membership entry keeps running untouched.
+ * - A changed bundle restarts only its own network, unless the change touches
+ *   nothing but `crl.pem`: then the files are swapped under the running
+ *   openvpn (it re-reads the CRL for new TLS sessions) without a restart.
+ * - A network gone from the membership is stopped and removed.
+ * - When no membership could be obtained at all (every source unreachable),
+ *   nothing is torn down: installed bundles keep running, and are started
+ *   (boot from cache) as long as they have not expired.
+ * - A new bundle that was rejected leaves the old one running; the reason is
+ *   carried to status as the network's last error.
+ * - A network an operator took down (`mvpn-client down`) is never started by
+ *   reconcile; its bundle is still kept current.
+ */
+
+export interface NetError {
+  readonly code: string;
+  readonly message: string;
+}
+
+/** What the planner needs to know about a bundle, installed or freshly verified. */
+export interface BundleFacts {
+  readonly version: number;
+  readonly sha256: string;
+  /** File name → sha256, as listed in the signed manifest. */
+  readonly files: Readonly<Record<string, string>>;
+  /** Epoch ms after which the bundle must not be used. */
+  readonly expiresAt: number;
+}
+
+export type FetchedBundle =
+  | { readonly kind: 'installed' }
+  | { readonly kind: 'verified'; readonly facts: BundleFacts }
+  | { readonly kind: 'rejected'; readonly error: NetError };
+
+export interface DesiredNetwork {
+  readonly id: string;
+  readonly version: number;
+  readonly sha256: string;
+  readonly bundle: FetchedBundle;
+}
+
+export type Desired =
+  | { readonly kind: 'membership'; readonly networks: readonly DesiredNetwork[] }
+  /** No source gave an acceptable membership document this time. */
+  | { readonly kind: 'unavailable' };
+
+export interface ActualNetwork {
+  readonly id: string;
+  readonly installed?: BundleFacts;
+  /** A supervisor exists for it (in any state but stopped). */
+  readonly running: boolean;
+  /** Taken down by an operator; reconcile must not start it. */
+  readonly adminDown: boolean;
+}
+
+export type ActionKind =
+  /** Nothing to do. */
+  | 'keep'
+  /** The installed bundle is right but nothing runs it (boot, after an error). */
+  | 'start'
+  /** A network new to this node. */
+  | 'install-start'
+  /** New bundle for a network that must not run now (operator down). */
+  | 'install'
+  /** New bundle; restart that network only. */
+  | 'replace-restart'
+  /** Only crl.pem changed: swap files, no restart. */
+  | 'swap-crl'
+  /** Stop but keep the files (installed bundle expired). */
+  | 'stop'
+  /** Gone from the membership: stop and remove its files. */
+  | 'stop-remove';
+
+export interface Action {
+  readonly id: string;
+  readonly kind: ActionKind;
+  /** Shown in status as the network's last error; undefined clears a previous reconcile error. */
+  readonly error?: NetError;
+}
+
+/** Networks whose bundle must be fetched before planning: installed version or hash differs. Pure. */
+export function bundlesToFetch(
+  membership: readonly { id: string; version: number; sha256: string }[],
+  installed: ReadonlyMap<string, { version: number; sha256: string }>,
+): string[] {
+  return membership
+    .filter((n) => {
+      const have = installed.get(n.id);
+      return have === undefined || have.version !== n.version || have.sha256 !== n.sha256;
+    })
+    .map((n) => n.id);
+}
+
+/**
+ * True when two bundles differ in nothing openvpn loads at start: the same
+ * files with the same hashes, except `crl.pem`.
+ */
+export function onlyCrlChanged(old: Readonly<Record<string, string>>, next: Readonly<Record<string, string>>): boolean {
+  const a = Object.keys(old).sort();
+  const b = Object.keys(next).sort();
+  if (a.length !== b.length || a.some((k, i) => k !== b[i])) return false;
+  if (!a.includes('crl.pem')) return false;
+  return a.every((k) => k === 'crl.pem' || old[k] === next[k]);
+}
+
+function expiredError(id: string, expiresAt: number): NetError {
+  return {
+    code: 'MVPN_BUNDLE_EXPIRED',
+    message: `installed bundle for ${id} expired at ${new Date(expiresAt).toISOString()} and no newer one could be fetched`,
+  };
+}
+
+/** The whole plan, one action per network, sorted by id. Pure. */
+export function plan(desired: Desired, actual: readonly ActualNetwork[], now: number): Action[] {
+  const byId = new Map(actual.map((a) => [a.id, a]));
+  const out: Action[] = [];
+
+  if (desired.kind === 'unavailable') {
+    for (const a of actual) out.push(keepWhatIsThere(a, now));
+    return sortById(out);
+  }
+
+  const wanted = new Set<string>();
+  for (const d of desired.networks) {
+    wanted.add(d.id);
+    const a = byId.get(d.id) ?? { id: d.id, running: false, adminDown: false };
+    out.push(planOne(d, a, now));
+  }
+  for (const a of actual) {
+    if (!wanted.has(a.id) && (a.running || a.installed !== undefined)) out.push({ id: a.id, kind: 'stop-remove' });
+  }
+  return sortById(out);
+}
+
+function planOne(d: DesiredNetwork, a: ActualNetwork, now: number): Action {
+  const b = d.bundle;
+  switch (b.kind) {
+    case 'installed':
+      // Installed bundle matches the membership entry.
+      return keepWhatIsThere(a, now);
+    case 'rejected': {
+      // Keep whatever ran before; the reason goes to status.
+      const kept = keepWhatIsThere(a, now);
+      return kept.error ? kept : { ...kept, error: b.error };
+    }
+    case 'verified': {
+      if (a.installed === undefined) return { id: d.id, kind: a.adminDown ? 'install' : 'install-start' };
+      if (a.adminDown) return { id: d.id, kind: 'install' };
+      if (!a.running) return { id: d.id, kind: 'install-start' };
+      if (onlyCrlChanged(a.installed.files, b.facts.files)) return { id: d.id, kind: 'swap-crl' };
+      return { id: d.id, kind: 'replace-restart' };
+    }
+  }
+}
+
+/** No (usable) news for this network: run what is installed while it is valid. */
+function keepWhatIsThere(a: ActualNetwork, now: number): Action {
+  if (a.installed === undefined) return { id: a.id, kind: a.running ? 'stop' : 'keep' };
+  if (a.installed.expiresAt <= now) {
+    return { id: a.id, kind: a.running ? 'stop' : 'keep', error: expiredError(a.id, a.installed.expiresAt) };
+  }
+  if (!a.running && !a.adminDown) return { id: a.id, kind: 'start' };
+  return { id: a.id, kind: 'keep' };
+}
+
+function sortById(actions: Action[]): Action[] {
+  return actions.sort((x, y) => (x.id < y.id ? -1 : x.id > y.id ? 1 : 0));
+}

@@ -1,0 +1,142 @@
+import { describe, expect, it } from 'vitest';
+import {
+  bundlesToFetch,
+  onlyCrlChanged,
+  plan,
+  type ActualNetwork,
+  type BundleFacts,
+  type Desired,
+  type DesiredNetwork,
+} from '../../src/agent/plan.ts';
+
+const NOW = Date.parse('2030-01-01T00:00:00Z');
+const LATER = NOW + 86_400_000;
+const files = { 'network.json': 'n1', 'ca.crt': 'c1', 'node.crt': 'k1', 'tls-crypt-v2.key': 't1', 'crl.pem': 'r1' };
+
+function facts(version: number, over: Partial<BundleFacts> = {}, fileOver: Record<string, string> = {}): BundleFacts {
+  return { version, sha256: `sha-${version}`, files: { ...files, ...fileOver }, expiresAt: LATER, ...over };
+}
+const installed = (id: string, f: BundleFacts, running = true, adminDown = false): ActualNetwork => ({ id, installed: f, running, adminDown });
+const same = (id: string, v: number): DesiredNetwork => ({ id, version: v, sha256: `sha-${v}`, bundle: { kind: 'installed' } });
+const fresh = (id: string, f: BundleFacts): DesiredNetwork => ({ id, version: f.version, sha256: f.sha256, bundle: { kind: 'verified', facts: f } });
+const rejected = (id: string, v: number): DesiredNetwork => ({
+  id,
+  version: v,
+  sha256: `sha-${v}`,
+  bundle: { kind: 'rejected', error: { code: 'MVPN_OPTION_FORBIDDEN', message: 'directive up is not allowed' } },
+});
+const membership = (...networks: DesiredNetwork[]): Desired => ({ kind: 'membership', networks });
+
+describe('reconcile plan', () => {
+  const table: [string, Desired, ActualNetwork[], Record<string, string>][] = [
+    ['nothing installed, nothing wanted', membership(), [], {}],
+    ['new network: install and start', membership(fresh('a', facts(1))), [], { a: 'install-start' }],
+    ['unchanged and running: keep', membership(same('a', 1)), [installed('a', facts(1))], { a: 'keep' }],
+    ['unchanged but not running (boot from installed): start', membership(same('a', 1)), [installed('a', facts(1), false)], { a: 'start' }],
+    [
+      'version bump with new cert: restart that network only',
+      membership(fresh('a', facts(2, {}, { 'node.crt': 'k2' })), same('b', 1)),
+      [installed('a', facts(1)), installed('b', facts(1))],
+      { a: 'replace-restart', b: 'keep' },
+    ],
+    [
+      'version bump touching only crl.pem: swap without restart',
+      membership(fresh('a', facts(2, {}, { 'crl.pem': 'r2' }))),
+      [installed('a', facts(1))],
+      { a: 'swap-crl' },
+    ],
+    [
+      'crl-only change while not running: install and start',
+      membership(fresh('a', facts(2, {}, { 'crl.pem': 'r2' }))),
+      [installed('a', facts(1), false)],
+      { a: 'install-start' },
+    ],
+    [
+      'a file added along with the CRL: restart',
+      membership(fresh('a', facts(2, {}, { 'crl.pem': 'r2', 'node.key': 'x' }))),
+      [installed('a', facts(1))],
+      { a: 'replace-restart' },
+    ],
+    ['network removed: stop and remove', membership(same('b', 1)), [installed('a', facts(1)), installed('b', facts(1))], { a: 'stop-remove', b: 'keep' }],
+    [
+      'network removed while stopped but installed: still removed',
+      membership(),
+      [installed('a', facts(1), false)],
+      { a: 'stop-remove' },
+    ],
+    [
+      'all sources unreachable: nothing torn down, stopped ones start from cache',
+      { kind: 'unavailable' },
+      [installed('a', facts(1)), installed('b', facts(1), false)],
+      { a: 'keep', b: 'start' },
+    ],
+    [
+      'all sources unreachable and a cached bundle expired: stop it, keep the files',
+      { kind: 'unavailable' },
+      [installed('a', facts(1, { expiresAt: NOW - 1 })), installed('b', facts(1, { expiresAt: NOW - 1 }), false)],
+      { a: 'stop', b: 'keep' },
+    ],
+    ['rejected new bundle: old keeps running', membership(rejected('a', 2)), [installed('a', facts(1))], { a: 'keep' }],
+    ['rejected new bundle, old not running: start the old one', membership(rejected('a', 2)), [installed('a', facts(1), false)], { a: 'start' }],
+    ['rejected bundle for a new network: nothing to run', membership(rejected('a', 1)), [], { a: 'keep' }],
+    ['operator took it down: not started', membership(same('a', 1)), [installed('a', facts(1), false, true)], { a: 'keep' }],
+    ['operator took it down, new bundle: install only', membership(fresh('a', facts(2))), [installed('a', facts(1), false, true)], { a: 'install' }],
+    ['operator down while unreachable: not started', { kind: 'unavailable' }, [installed('a', facts(1), false, true)], { a: 'keep' }],
+  ];
+
+  it.each(table)('%s', (_name, desired, actual, want) => {
+    const got = Object.fromEntries(plan(desired, actual, NOW).map((a) => [a.id, a.kind]));
+    expect(got).toEqual(want);
+  });
+
+  it('carries the rejection reason to status and clears it otherwise', () => {
+    const [a] = plan(membership(rejected('a', 2)), [installed('a', facts(1))], NOW);
+    expect(a?.error).toEqual({ code: 'MVPN_OPTION_FORBIDDEN', message: 'directive up is not allowed' });
+    const [b] = plan(membership(same('a', 1)), [installed('a', facts(1))], NOW);
+    expect(b?.error).toBeUndefined();
+  });
+
+  it('reports an expired cached bundle as MVPN_BUNDLE_EXPIRED', () => {
+    const [a] = plan({ kind: 'unavailable' }, [installed('a', facts(1, { expiresAt: NOW }))], NOW);
+    expect(a).toMatchObject({ kind: 'stop', error: { code: 'MVPN_BUNDLE_EXPIRED' } });
+  });
+
+  it('returns actions sorted by network id', () => {
+    const ids = plan(membership(fresh('c', facts(1)), fresh('a', facts(1)), fresh('b', facts(1))), [], NOW).map((a) => a.id);
+    expect(ids).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('bundlesToFetch', () => {
+  it('fetches only what is missing or differs in version or hash', () => {
+    const have = new Map([
+      ['a', { version: 1, sha256: 'x' }],
+      ['b', { version: 1, sha256: 'x' }],
+      ['c', { version: 1, sha256: 'x' }],
+    ]);
+    const got = bundlesToFetch(
+      [
+        { id: 'a', version: 1, sha256: 'x' },
+        { id: 'b', version: 2, sha256: 'y' },
+        { id: 'c', version: 1, sha256: 'z' },
+        { id: 'd', version: 1, sha256: 'x' },
+      ],
+      have,
+    );
+    expect(got).toEqual(['b', 'c', 'd']);
+  });
+});
+
+describe('onlyCrlChanged', () => {
+  it.each([
+    ['only crl differs', { ...files, 'crl.pem': 'r2' }, true],
+    ['identical (no CRL change either)', files, true],
+    ['network.json differs', { ...files, 'crl.pem': 'r2', 'network.json': 'n2' }, false],
+    ['file set differs', { ...files, extra: 'e' }, false],
+  ])('%s', (_n, next, want) => {
+    expect(onlyCrlChanged(files, next)).toBe(want);
+  });
+  it('is false without a crl.pem', () => {
+    expect(onlyCrlChanged({ a: '1' }, { a: '1' })).toBe(false);
+  });
+});
