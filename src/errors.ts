@@ -78,6 +78,7 @@ export type ErrorCode =
   | 'MVPN_NOT_ENROLLED'
   // local daemon API
   | 'MVPN_DAEMON_UNREACHABLE'
+  | 'MVPN_DAEMON_RUNNING'
   | 'MVPN_PERMISSION_DENIED'
   | 'MVPN_NETWORK_UNKNOWN'
   // server mode
