@@ -65,9 +65,14 @@ export type ErrorCode =
   // openvpn processes and management interface
   | 'MVPN_OPENVPN_SPAWN_FAILED'
   | 'MVPN_OPENVPN_EXITED'
+  | 'MVPN_OPENVPN_ALREADY_RUNNING'
+  | 'MVPN_OPENVPN_HUNG'
+  | 'MVPN_OPENVPN_UNHEALTHY'
   | 'MVPN_MGMT_CONNECT_FAILED'
   | 'MVPN_MGMT_TIMEOUT'
   | 'MVPN_MGMT_ERROR'
+  | 'MVPN_MGMT_CLOSED'
+  | 'MVPN_MGMT_PROTOCOL'
   // fetching and discovery (agent)
   | 'MVPN_FETCH_FAILED'
   | 'MVPN_FETCH_TIMEOUT'
