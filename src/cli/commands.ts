@@ -1,7 +1,19 @@
 import type { CliCommand, CliGroup } from './command.ts';
+import { downCommand } from './down.ts';
+import { reloadCommand } from './reload.ts';
+import { restartCommand } from './restart.ts';
+import { statusCommand } from './status.ts';
+import { upCommand } from './up.ts';
 
 /**
  * The command tree. Each entry lives in its own file under src/cli/ (one
  * file per subcommand); add new ones here, grouped as the CLI shows them.
  */
-export const commands: readonly (CliCommand | CliGroup)[] = [];
+export const commands: readonly (CliCommand | CliGroup)[] = [
+  // agent (node side)
+  statusCommand,
+  upCommand,
+  downCommand,
+  restartCommand,
+  reloadCommand,
+];

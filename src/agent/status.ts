@@ -1,0 +1,131 @@
+/**
+ * The daemon's status object: what `GET /v1/status` returns and
+ * `mvpn-client status --json` prints as is. Scripts and monitoring read it,
+ * so fields may be added but never change meaning (Tailscale docs/cli.md).
+ *
+ * Fields (schema 1):
+ * - `version`: mvpn-client version of the daemon.
+ * - `node`: this node's id.
+ * - `started_at`: when the daemon started (ISO 8601).
+ * - `ready`: true once the first reconcile brought every network to
+ *   connected or to a definite failure (the same moment READY=1 is sent).
+ * - `membership`: the last accepted membership document — `serial`, `source`
+ *   (URL or path it came from), `fetched_at` (last time a source confirmed
+ *   it, by a new document or a 304), `expires_at` — or null before one was
+ *   ever accepted.
+ * - `reconcile`: `last_at` (ISO, null before the first), `last_error`
+ *   ({code, message} of the last failed discovery, null when it succeeded —
+ *   e.g. MVPN_SOURCES_UNREACHABLE while the server is down).
+ * - `networks[]`, sorted by id:
+ *   `id`, `name`; `state`: stopped | starting | connecting | connected |
+ *   degraded | backoff | stopping | failed; `admin_down`: taken down with
+ *   `mvpn-client down`; `tunnel_address` (address/len on the tunnel
+ *   interface, null if none); `server` (the remote in use, "host:port", null
+ *   when not connected); `uptime_s` (seconds since connected, null when not
+ *   connected); `connected_since` (ISO or null); `bytes_in`, `bytes_out`
+ *   (tunnel counters of the current openvpn); `restarts` (openvpn restarts
+ *   since the daemon started); `last_error` ({code, message} or null: the
+ *   network's own failure, or the reason its newest bundle was rejected while
+ *   the old one keeps running); `bundle_version` (installed, null if none).
+ */
+import { ExitCode } from '../errors.ts';
+
+export type NetworkState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
+
+export interface StatusError {
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface NetworkStatus {
+  readonly id: string;
+  readonly name: string;
+  readonly state: NetworkState;
+  readonly admin_down: boolean;
+  readonly tunnel_address: string | null;
+  readonly server: string | null;
+  readonly uptime_s: number | null;
+  readonly connected_since: string | null;
+  readonly bytes_in: number;
+  readonly bytes_out: number;
+  readonly restarts: number;
+  readonly last_error: StatusError | null;
+  readonly bundle_version: number | null;
+}
+
+export interface MembershipStatus {
+  readonly serial: number;
+  readonly source: string;
+  readonly fetched_at: string;
+  readonly expires_at: string;
+}
+
+export interface AgentStatus {
+  readonly version: string;
+  readonly node: string;
+  readonly started_at: string;
+  readonly ready: boolean;
+  readonly membership: MembershipStatus | null;
+  readonly reconcile: { readonly last_at: string | null; readonly last_error: StatusError | null };
+  readonly networks: readonly NetworkStatus[];
+}
+
+/** 0 when every network is connected (also when there are none), 1 otherwise. */
+export function statusExitCode(s: Pick<AgentStatus, 'networks'>): number {
+  return s.networks.every((n) => n.state === 'connected') ? ExitCode.ok : ExitCode.notAllConnected;
+}
+
+/** "3/3 networks connected" — systemd STATUS= and the first line people see. */
+export function summaryLine(s: Pick<AgentStatus, 'networks'>): string {
+  const up = s.networks.filter((n) => n.state === 'connected').length;
+  return `${up}/${s.networks.length} networks connected`;
+}
+
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const d = Math.floor(s / 86_400);
+  const h = Math.floor((s % 86_400) / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  if (d > 0) return `${d}d${String(h).padStart(2, '0')}h`;
+  if (h > 0) return `${h}h${String(m).padStart(2, '0')}m`;
+  if (m > 0) return `${m}m${String(s % 60).padStart(2, '0')}s`;
+  return `${s}s`;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v}B` : `${v < 10 ? v.toFixed(1) : Math.round(v)}${units[i]}`;
+}
+
+/**
+ * The plain aligned table of `mvpn-client status`. Columns:
+ * NETWORK STATE ADDRESS SERVER UPTIME RX TX LAST-ERROR.
+ */
+export function renderStatusTable(s: AgentStatus): string {
+  const head = ['NETWORK', 'STATE', 'ADDRESS', 'SERVER', 'UPTIME', 'RX', 'TX', 'LAST-ERROR'];
+  const rows = s.networks.map((n) => [
+    n.id,
+    n.admin_down && n.state === 'stopped' ? 'down' : n.state,
+    n.tunnel_address ?? '-',
+    n.server ?? '-',
+    n.uptime_s === null ? '-' : formatDuration(n.uptime_s),
+    formatBytes(n.bytes_in),
+    formatBytes(n.bytes_out),
+    n.last_error ? `${n.last_error.code}: ${n.last_error.message}` : '-',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  const out = [line(head), ...rows.map(line)];
+  if (rows.length === 0) out.push('(this node is in no network)');
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,45 @@
+import type { Argv } from 'yargs';
+import { ExitCode } from '../errors.ts';
+import { DEFAULT_RUNTIME_DIR } from '../agent/config.ts';
+import { daemonRequest } from '../agent/control-client.ts';
+import { renderStatusTable, statusExitCode, summaryLine, type AgentStatus } from '../agent/status.ts';
+import type { CliCommand } from './command.ts';
+import type { Io } from './io.ts';
+
+interface StatusArgs {
+  json: boolean;
+  'runtime-dir': string;
+}
+
+/**
+ * `mvpn-client status`: asks the daemon over the world-readable status
+ * socket, so experimenters need no root. Exit codes (documented in README):
+ * 0 every network connected (also when the node is in none), 1 some are not
+ * (ExitCode.notAllConnected), 3 the daemon is not running
+ * (ExitCode.daemonUnreachable).
+ */
+export const statusCommand: CliCommand<StatusArgs> = {
+  command: 'status',
+  describe: 'show the networks of this node (exit 0: all connected, 1: some not, 3: daemon not running)',
+  builder: (y: Argv) =>
+    y
+      .option('json', { type: 'boolean', default: false, describe: "print the daemon's status object as JSON" })
+      .option('runtime-dir', { type: 'string', default: DEFAULT_RUNTIME_DIR, describe: "the daemon's runtime directory" }) as unknown as Argv<StatusArgs>,
+  async run(args: StatusArgs, io: Io): Promise<number> {
+    // Transport failures throw MvpnError; main prints them and exits 3 or 4.
+    const status = (await daemonRequest({
+      runtimeDir: args['runtime-dir'],
+      socket: 'status',
+      method: 'GET',
+      path: '/v1/status',
+      action: 'status',
+    })) as AgentStatus;
+    if (args.json) {
+      io.stdout.write(JSON.stringify(status, null, 2) + '\n');
+    } else {
+      io.stdout.write(renderStatusTable(status));
+      io.stderr.write(`${summaryLine(status)}${status.ready ? '' : ' (daemon still starting)'}\n`);
+    }
+    return statusExitCode(status) === 0 ? ExitCode.ok : ExitCode.notAllConnected;
+  },
+};

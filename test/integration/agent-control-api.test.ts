@@ -1,0 +1,178 @@
+/**
+ * The local control API on real unix sockets, driven by the real CLI as a
+ * child process — as root and as `nobody` — against a daemon stand-in that
+ * implements only the handlers (the daemon itself is tested in agent-e2e).
+ */
+import { spawn } from 'node:child_process';
+import { chmod, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { startControlApi, type ControlApi, type ControlHandlers, type NetworkVerb } from '../../src/agent/control-api.ts';
+import { daemonRequest } from '../../src/agent/control-client.ts';
+import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
+import { DaemonError, ExitCode } from '../../src/errors.ts';
+import { tmpDir } from '../helpers/tmp.ts';
+
+const NODE = join(process.cwd(), 'node_modules/.bin/node');
+const MAIN = join(process.cwd(), 'src/main.ts');
+
+function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkStatus> = {}): NetworkStatus {
+  return {
+    id,
+    name: `net ${id}`,
+    state,
+    admin_down: false,
+    tunnel_address: state === 'connected' ? '198.51.100.10/24' : null,
+    server: state === 'connected' ? '198.18.0.1:1194' : null,
+    uptime_s: state === 'connected' ? 3725 : null,
+    connected_since: state === 'connected' ? '2030-01-01T00:00:00.000Z' : null,
+    bytes_in: 123_456,
+    bytes_out: 789,
+    restarts: 0,
+    last_error: null,
+    bundle_version: 1,
+    ...over,
+  };
+}
+
+class FakeDaemon implements ControlHandlers {
+  networks: NetworkStatus[] = [net('alpha', 'connected'), net('beta', 'connected')];
+  calls: string[] = [];
+  status(): AgentStatus {
+    return {
+      version: 'test',
+      node: 'pc1',
+      started_at: '2030-01-01T00:00:00.000Z',
+      ready: true,
+      membership: null,
+      reconcile: { last_at: null, last_error: null },
+      networks: this.networks,
+    };
+  }
+  async network(id: string, verb: NetworkVerb): Promise<void> {
+    if (!this.networks.some((n) => n.id === id)) throw new DaemonError('MVPN_NETWORK_UNKNOWN', `this node is not in network ${id}`);
+    this.calls.push(`${verb} ${id}`);
+  }
+  async reload(): Promise<{ ok: boolean }> {
+    this.calls.push('reload');
+    return { ok: true };
+  }
+}
+
+function cli(args: string[], opts: { asNobody?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const argv = opts.asNobody ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', NODE, MAIN, ...args] : [NODE, MAIN, ...args];
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+describe('agent control API over unix sockets', () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  let api: ControlApi | undefined;
+  let daemon: FakeDaemon;
+
+  beforeEach(async () => {
+    dir = await tmpDir('ctl');
+    await chmod(dir.path, 0o755); // like /run/mvpn-client (RuntimeDirectoryMode=0755)
+    daemon = new FakeDaemon();
+    api = await startControlApi(dir.path, daemon);
+  });
+  afterEach(async () => {
+    await api?.close();
+    await dir.remove();
+  });
+
+  it('creates status.sock 0666 and control.sock 0600', async () => {
+    expect((await stat(join(dir.path, 'status.sock'))).mode & 0o777).toBe(0o666);
+    expect((await stat(join(dir.path, 'control.sock'))).mode & 0o777).toBe(0o600);
+  });
+
+  it('status prints an aligned table and exits 0 when every network is connected', async () => {
+    const r = await cli(['status', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(ExitCode.ok);
+    const lines = r.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^NETWORK\s+STATE\s+ADDRESS\s+SERVER\s+UPTIME\s+RX\s+TX\s+LAST-ERROR$/);
+    expect(lines[1]).toMatch(/^alpha\s+connected\s+198\.51\.100\.10\/24\s+198\.18\.0\.1:1194\s+1h02m\s+121KiB\s+789B\s+-$/);
+    expect(lines).toHaveLength(3);
+    // columns line up: STATE starts at the same offset in every line
+    const col = lines[0]!.indexOf('STATE');
+    for (const l of lines.slice(1)) expect(l.slice(col)).toMatch(/^connected/);
+    expect(r.stderr).toContain('2/2 networks connected');
+  });
+
+  it('status exits 1 when a network is not connected and shows its last error', async () => {
+    daemon.networks = [
+      net('alpha', 'connected'),
+      net('beta', 'backoff', { last_error: { code: 'MVPN_BUNDLE_HASH_MISMATCH', message: 'bundle sha256 differs' } }),
+    ];
+    const r = await cli(['status', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(ExitCode.notAllConnected);
+    expect(r.stdout).toMatch(/beta\s+backoff\s+-\s+-\s+-\s+121KiB\s+789B\s+MVPN_BUNDLE_HASH_MISMATCH: bundle sha256 differs/);
+  });
+
+  it('status --json prints the status object as is', async () => {
+    const r = await cli(['status', '--json', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(daemon.status());
+  });
+
+  it('status exits 3 with a hint when no daemon is running', async () => {
+    await api!.close();
+    api = undefined;
+    const r = await cli(['status', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(ExitCode.daemonUnreachable);
+    expect(r.stderr).toContain('MVPN_DAEMON_UNREACHABLE');
+    expect(r.stderr).toContain('systemctl status mvpn-client');
+  });
+
+  it('down, up, restart and reload reach the daemon as root', async () => {
+    for (const verb of ['down', 'up', 'restart']) expect((await cli([verb, 'alpha', '--runtime-dir', dir.path])).code).toBe(0);
+    expect((await cli(['reload', '--runtime-dir', dir.path])).code).toBe(0);
+    expect(daemon.calls).toEqual(['down alpha', 'up alpha', 'restart alpha', 'reload']);
+  });
+
+  it('an unknown network is refused with MVPN_NETWORK_UNKNOWN', async () => {
+    const r = await cli(['down', 'gamma', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(ExitCode.failure);
+    expect(r.stderr).toContain('MVPN_NETWORK_UNKNOWN');
+    expect(daemon.calls).toEqual([]);
+  });
+
+  it('a non-root user can run status but is refused for down', async () => {
+    const s = await cli(['status', '--runtime-dir', dir.path], { asNobody: true });
+    expect(s.stderr).toBe('2/2 networks connected\n');
+    expect(s.code).toBe(0);
+    const d = await cli(['down', 'alpha', '--runtime-dir', dir.path], { asNobody: true });
+    expect(d.code).toBe(ExitCode.permissionDenied);
+    expect(d.stderr).toContain('permission denied: down alpha needs root (try sudo)');
+    expect(daemon.calls).toEqual([]);
+  });
+
+  it('the status socket refuses control requests', async () => {
+    const raw = await import('undici').then(
+      ({ Client }) => new Client('http://localhost', { connect: { socketPath: join(dir.path, 'status.sock') } }),
+    );
+    try {
+      const res = await raw.request({ method: 'POST', path: '/v1/networks/alpha/down' });
+      expect(res.statusCode).toBe(403);
+      expect(await res.body.json()).toMatchObject({ error: { code: 'MVPN_PERMISSION_DENIED' } });
+    } finally {
+      await raw.close();
+    }
+    expect(daemon.calls).toEqual([]);
+  });
+
+  it('a second daemon on the same runtime dir refuses to start; a stale socket is replaced', async () => {
+    await expect(startControlApi(dir.path, daemon)).rejects.toMatchObject({ code: 'MVPN_DAEMON_RUNNING' });
+    // the first one still answers
+    expect(await daemonRequest({ runtimeDir: dir.path, socket: 'status', method: 'GET', path: '/v1/status', action: 'status' })).toMatchObject({
+      node: 'pc1',
+    });
+  });
+});
