@@ -54,8 +54,8 @@ const sourceSchema = z.discriminatedUnion('type', [
 const fetchSchema = z.strictObject({
   request_timeout_s: positiveSeconds(600).default(15),
   deadline_s: positiveSeconds(3600).default(120),
-  max_membership_bytes: z.int().min(1024).max(64 << 20).default(1 << 20),
-  max_bundle_bytes: z.int().min(1024).max(256 << 20).default(8 << 20),
+  max_membership_bytes: z.int().min(1024).max(64 << 20).default(512 << 10),
+  max_bundle_bytes: z.int().min(1024).max(256 << 20).default(2 << 20),
   retries: z.int().min(0).max(10).default(3),
 });
 
@@ -82,8 +82,8 @@ const configSchema = z.strictObject({
   fetch: fetchSchema.default({
     request_timeout_s: 15,
     deadline_s: 120,
-    max_membership_bytes: 1 << 20,
-    max_bundle_bytes: 8 << 20,
+    max_membership_bytes: 512 << 10,
+    max_bundle_bytes: 2 << 20,
     retries: 3,
   }),
 });

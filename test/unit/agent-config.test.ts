@@ -25,7 +25,7 @@ describe('agent config', () => {
     expect(c.stateDir).toBe('/var/lib/mvpn-client');
     expect(c.runtimeDir).toBe('/run/mvpn-client');
     expect(c.reconcileIntervalMs).toBe(300_000);
-    expect(c.fetch.maxMembershipBytes).toBe(1 << 20);
+    expect(c.fetch.maxMembershipBytes).toBe(512 << 10);
     expect(c.fetch.retries).toBe(3);
     expect(c.anchor).toBe(ANCHOR);
     expect(c.enroll).toBeUndefined();

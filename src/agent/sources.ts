@@ -1,0 +1,405 @@
+/**
+ * Discovery: getting the signed membership document and the bundles it
+ * names, from an ordered list of sources (DESIGN.md §5).
+ *
+ * Design notes:
+ * - The signature, not the channel, carries the trust, so any source may
+ *   serve the document (MetaVPN host, a boss/CM relay, a file from the
+ *   startup tarball). Sources are tried in order; the first whose document
+ *   *verifies* wins. A source that answers with a bad document is skipped
+ *   and the reason recorded — a relay with a stale copy must not stop the
+ *   agent from asking the next one.
+ * - Every network operation is bounded: a per-request timeout (undici
+ *   headersTimeout/bodyTimeout, connect timeout), an overall deadline for the
+ *   whole discovery (one AbortSignal shared by all requests and backoff
+ *   sleeps), and byte caps (undici `maxResponseSize` on the dispatcher, plus
+ *   Content-Length checked before reading).
+ * - Transient failures (connection errors, timeouts, 5xx, 429) are retried
+ *   with exponential backoff and full jitter, because a whole testbed swaps
+ *   in at once; 4xx and bad documents are not retried.
+ * - ETag / If-None-Match: a 304 from the source that gave the last accepted
+ *   document means "still that one"; the caller re-verifies the stored copy
+ *   (it may have expired since).
+ * - An https source URL ending in `/` is a base: the document is at
+ *   `<base>v1/membership` (the server API). Any other URL is the document
+ *   itself (a relay may serve it anywhere). Bundle URLs in the document
+ *   resolve against the URL or file the document came from.
+ */
+import { open } from 'node:fs/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
+import { FetchError, isMvpnError, MvpnError, toMvpnError } from '../errors.ts';
+import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
+import type { FetchLimits, SourceConfig } from './config.ts';
+
+/** TLS material for https sources: pinned CA, and the identity cert once enrolled. */
+export interface TlsMaterial {
+  /** PEM of the CA that must have issued the server's certificate; undefined = system CAs. */
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
+/** One try at one source, kept for status and logs. */
+export interface SourceAttempt {
+  readonly source: string;
+  readonly ok: boolean;
+  readonly code?: string;
+  readonly message?: string;
+}
+
+export interface FetchedDoc {
+  readonly kind: 'doc';
+  readonly bytes: Buffer;
+  readonly etag?: string;
+}
+export interface NotModified {
+  readonly kind: 'not-modified';
+}
+
+/** Where a document came from: its label for status, and the base for its bundle URLs. */
+export interface DocOrigin {
+  readonly label: string;
+  readonly base: URL;
+}
+
+export interface DiscoverOptions<T> {
+  /** ETag to send to this source (only the source that produced the stored document). */
+  readonly etagFor: (origin: DocOrigin) => string | undefined;
+  /** Verify fresh bytes; throw (any MvpnError) to reject the document. */
+  readonly accept: (bytes: Buffer, origin: DocOrigin) => T;
+  /** The stored document for a 304; throw if it can no longer be accepted. */
+  readonly reuse: (origin: DocOrigin) => T;
+  readonly signal?: AbortSignal;
+}
+
+export interface Discovered<T> {
+  readonly value: T;
+  readonly origin: DocOrigin;
+  readonly etag?: string;
+  readonly notModified: boolean;
+  readonly attempts: readonly SourceAttempt[];
+}
+
+export interface SourceDeps {
+  readonly random: () => number;
+  /** Abortable sleep; rejects with the signal's reason. */
+  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
+  readonly backoff: BackoffPolicy;
+}
+
+const defaultDeps: SourceDeps = {
+  random: Math.random,
+  sleep: (ms, signal) =>
+    new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason as Error);
+      const t = setTimeout(() => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      const onAbort = (): void => {
+        clearTimeout(t);
+        reject(signal.reason as Error);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    }),
+  backoff: { initialMs: 1_000, maxMs: 30_000, factor: 2, jitter: 1, minMs: 250 },
+};
+
+export function membershipUrl(source: string): URL {
+  const u = new URL(source);
+  return u.pathname.endsWith('/') ? new URL('v1/membership', u) : u;
+}
+
+export function originOf(source: SourceConfig): DocOrigin {
+  if (source.type === 'file') return { label: source.path, base: pathToFileURL(source.path) };
+  const url = membershipUrl(source.url);
+  return { label: url.href, base: url };
+}
+
+/**
+ * Resolve a bundle URL from a membership document against where the document
+ * came from. https documents may only point at https; file documents at
+ * files or https (an offline tarball next to its membership file).
+ */
+export function resolveBundleUrl(ref: string, origin: DocOrigin): URL {
+  let url: URL;
+  try {
+    url = new URL(ref, origin.base);
+  } catch (err) {
+    throw new FetchError('MVPN_FETCH_FAILED', `bundle url ${JSON.stringify(ref)} is not a valid URL`, { cause: err });
+  }
+  const allowed = origin.base.protocol === 'file:' ? ['file:', 'https:'] : ['https:'];
+  if (!allowed.includes(url.protocol)) {
+    throw new FetchError('MVPN_FETCH_FAILED', `bundle url ${url.href} uses ${url.protocol}, not allowed for a document from ${origin.label}`, {
+      context: { url: url.href },
+    });
+  }
+  return url;
+}
+
+const TRANSIENT_HTTP = new Set([408, 425, 429, 500, 502, 503, 504]);
+
+function isTransient(e: MvpnError): boolean {
+  if (e.code === 'MVPN_FETCH_TIMEOUT' || e.code === 'MVPN_FETCH_FAILED') return e.context['permanent'] !== true;
+  if (e.code === 'MVPN_FETCH_HTTP_STATUS') return TRANSIENT_HTTP.has(Number(e.context['status']));
+  return false;
+}
+
+/**
+ * The https side: one undici Agent per (CA, byte cap), with mTLS when the
+ * node is enrolled. Make one per reconcile and close it afterwards, so a new
+ * identity or CA is picked up and no idle sockets linger.
+ */
+export class HttpFetcher {
+  private readonly agents = new Map<string, Agent>();
+  private readonly tls: TlsMaterial;
+  private readonly limits: FetchLimits;
+
+  constructor(tls: TlsMaterial, limits: FetchLimits) {
+    this.tls = tls;
+    this.limits = limits;
+  }
+
+  private agent(maxBytes: number, ca: string | undefined): Agent {
+    const key = `${maxBytes}\0${ca ?? ''}`;
+    let a = this.agents.get(key);
+    if (a === undefined) {
+      a = new Agent({
+        headersTimeout: this.limits.requestTimeoutMs,
+        bodyTimeout: this.limits.requestTimeoutMs,
+        maxResponseSize: maxBytes,
+        connect: {
+          timeout: Math.min(this.limits.requestTimeoutMs, 10_000),
+          ...(ca === undefined ? {} : { ca }),
+          ...(this.tls.cert !== undefined && this.tls.key !== undefined ? { cert: this.tls.cert, key: this.tls.key } : {}),
+        },
+      });
+      this.agents.set(key, a);
+    }
+    return a;
+  }
+
+  /** GET with a byte cap; 304 when `etag` still matches. */
+  async get(
+    url: URL,
+    opts: { maxBytes: number; etag?: string; ca?: string; signal: AbortSignal; accept: string },
+  ): Promise<FetchedDoc | NotModified> {
+    // Two dispatchers per CA (membership cap, bundle cap) rather than one per size.
+    const cap = opts.maxBytes <= this.limits.maxMembershipBytes ? this.limits.maxMembershipBytes : Math.max(opts.maxBytes, this.limits.maxBundleBytes);
+    const dispatcher: Dispatcher = this.agent(cap, opts.ca ?? this.tls.ca);
+    const headers: Record<string, string> = { accept: opts.accept };
+    if (opts.etag !== undefined) headers['if-none-match'] = opts.etag;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, { method: 'GET', headers, dispatcher, signal: opts.signal });
+    } catch (err) {
+      throw fetchErrorFrom(err, url);
+    }
+    try {
+      if (res.statusCode === 304) {
+        await res.body.dump();
+        return { kind: 'not-modified' };
+      }
+      const len = Number(res.headers['content-length']);
+      if (Number.isFinite(len) && len > opts.maxBytes) {
+        throw new FetchError('MVPN_FETCH_TOO_LARGE', `${url.href} announces ${len} bytes, more than the limit of ${opts.maxBytes}`, {
+          context: { url: url.href, size: len, limit: opts.maxBytes, permanent: true },
+        });
+      }
+      const bytes = Buffer.from(await res.body.arrayBuffer());
+      if (res.statusCode !== 200) throw httpStatusError(url, res.statusCode, bytes);
+      if (bytes.length > opts.maxBytes) {
+        throw new FetchError('MVPN_FETCH_TOO_LARGE', `${url.href} sent ${bytes.length} bytes, more than the limit of ${opts.maxBytes}`, {
+          context: { url: url.href, size: bytes.length, limit: opts.maxBytes, permanent: true },
+        });
+      }
+      const etag = res.headers['etag'];
+      return { kind: 'doc', bytes, ...(typeof etag === 'string' ? { etag } : {}) };
+    } catch (err) {
+      // Destroying an unread body emits an AbortError on it; nobody waits for that one.
+      res.body.on('error', () => undefined);
+      res.body.destroy();
+      if (isMvpnError(err)) throw err;
+      throw fetchErrorFrom(err, url);
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.agents.values()].map((a) => a.close().catch(() => undefined)));
+    this.agents.clear();
+  }
+}
+
+function httpStatusError(url: URL, status: number, body: Buffer): FetchError {
+  let detail = '';
+  try {
+    const e = (JSON.parse(body.subarray(0, 4096).toString('utf8')) as { error?: { code?: unknown; message?: unknown } }).error;
+    if (e && typeof e.code === 'string' && typeof e.message === 'string') detail = `: ${e.code}: ${e.message.slice(0, 300)}`;
+  } catch {
+    // not JSON; the status says enough
+  }
+  return new FetchError('MVPN_FETCH_HTTP_STATUS', `${url.href} answered HTTP ${status}${detail}`, { context: { url: url.href, status } });
+}
+
+/** Map undici / socket errors to typed fetch errors. */
+export function fetchErrorFrom(err: unknown, url: URL): MvpnError {
+  if (isMvpnError(err)) return err;
+  const e = err as Error & { code?: string };
+  const where = url.href;
+  if (e instanceof undiciErrors.ResponseExceededMaxSizeError) {
+    return new FetchError('MVPN_FETCH_TOO_LARGE', `${where} sent more bytes than the limit`, { context: { url: where, permanent: true }, cause: err });
+  }
+  if (
+    e instanceof undiciErrors.HeadersTimeoutError ||
+    e instanceof undiciErrors.BodyTimeoutError ||
+    e instanceof undiciErrors.ConnectTimeoutError ||
+    e.name === 'TimeoutError' ||
+    e.name === 'AbortError'
+  ) {
+    return new FetchError('MVPN_FETCH_TIMEOUT', `${where}: timed out (${e.message})`, { context: { url: where }, cause: err });
+  }
+  const code = typeof e.code === 'string' ? e.code : undefined;
+  return new FetchError('MVPN_FETCH_FAILED', `${where}: ${code ?? ''}${code ? ' ' : ''}${e.message}`, { context: { url: where, errno: code }, cause: err });
+}
+
+/** Read a local file with a size cap (never more than `maxBytes` + 1 bytes into memory). */
+export async function readFileCapped(path: string, maxBytes: number): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new FetchError('MVPN_FETCH_FAILED', `cannot read ${path}: ${code ?? (err as Error).message}`, {
+      context: { path, permanent: code === 'ENOENT' || code === 'EACCES' },
+      cause: err,
+    });
+  }
+  try {
+    const buf = Buffer.alloc(maxBytes + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > maxBytes) {
+        throw new FetchError('MVPN_FETCH_TOO_LARGE', `${path} is larger than the limit of ${maxBytes} bytes`, {
+          context: { path, limit: maxBytes, permanent: true },
+        });
+      }
+    }
+    return buf.subarray(0, n);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Run `fn` with retries for transient errors, within the shared deadline signal. */
+async function withRetries<T>(fn: () => Promise<T>, retries: number, signal: AbortSignal, deps: SourceDeps): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const e = toMvpnError(err);
+      if (attempt >= retries || !isTransient(e) || signal.aborted) throw e;
+      try {
+        await deps.sleep(backoffDelay(attempt, deps.backoff, deps.random), signal);
+      } catch {
+        throw e;
+      }
+    }
+  }
+}
+
+export interface SourceSet {
+  readonly sources: readonly SourceConfig[];
+  readonly limits: FetchLimits;
+  readonly http: Pick<HttpFetcher, 'get'>;
+}
+
+/**
+ * Try the sources in order; the first whose document is accepted wins.
+ * Throws MVPN_SOURCES_UNREACHABLE listing every source's reason when none
+ * gives an acceptable document (the caller then keeps what runs).
+ */
+export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps: Partial<SourceDeps> = {}): Promise<Discovered<T>> {
+  const d = { ...defaultDeps, ...deps };
+  const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(set.limits.deadlineMs)]) : AbortSignal.timeout(set.limits.deadlineMs);
+  const attempts: SourceAttempt[] = [];
+  for (const source of set.sources) {
+    const origin = originOf(source);
+    if (signal.aborted) {
+      attempts.push({ source: origin.label, ok: false, code: 'MVPN_FETCH_TIMEOUT', message: 'overall discovery deadline passed' });
+      continue;
+    }
+    try {
+      const etag = opts.etagFor(origin);
+      const got = await withRetries(
+        async (): Promise<FetchedDoc | NotModified> => {
+          if (source.type === 'file') return { kind: 'doc', bytes: await readFileCapped(source.path, set.limits.maxMembershipBytes) };
+          return set.http.get(origin.base, {
+            maxBytes: set.limits.maxMembershipBytes,
+            ...(etag === undefined ? {} : { etag }),
+            ...(source.ca === undefined ? {} : { ca: source.ca }),
+            signal,
+            accept: 'application/json',
+          });
+        },
+        set.limits.retries,
+        signal,
+        d,
+      );
+      const value = got.kind === 'not-modified' ? opts.reuse(origin) : opts.accept(got.bytes, origin);
+      attempts.push({ source: origin.label, ok: true });
+      return {
+        value,
+        origin,
+        notModified: got.kind === 'not-modified',
+        attempts,
+        ...(got.kind === 'doc' && got.etag !== undefined ? { etag: got.etag } : {}),
+      };
+    } catch (err) {
+      const e = toMvpnError(err);
+      attempts.push({ source: origin.label, ok: false, code: e.code, message: e.message });
+    }
+  }
+  const reasons = attempts.map((a) => `${a.source}: ${a.message ?? a.code ?? 'failed'}`).join('; ');
+  // A source that answered with a bad document is more telling than "unreachable".
+  const firstBad = attempts.find((a) => a.code !== undefined && !a.code.startsWith('MVPN_FETCH_'));
+  throw new FetchError('MVPN_SOURCES_UNREACHABLE', `no source gave an acceptable membership document: ${reasons}`, {
+    context: { attempts, ...(firstBad ? { rejected: firstBad.code } : {}) },
+    hint: 'installed networks keep running; the agent retries on its next reconcile',
+  });
+}
+
+/** Fetch one bundle (https or file), capped at the size the signed membership gave. */
+export async function fetchBundleBytes(
+  url: URL,
+  expect: { size: number },
+  ctx: { http: Pick<HttpFetcher, 'get'>; limits: FetchLimits; signal: AbortSignal; ca?: string },
+  deps: Partial<SourceDeps> = {},
+): Promise<Buffer> {
+  const d = { ...defaultDeps, ...deps };
+  if (expect.size > ctx.limits.maxBundleBytes) {
+    throw new FetchError('MVPN_FETCH_TOO_LARGE', `bundle ${url.href} is ${expect.size} bytes, more than max_bundle_bytes ${ctx.limits.maxBundleBytes}`, {
+      context: { url: url.href, size: expect.size, limit: ctx.limits.maxBundleBytes },
+    });
+  }
+  return withRetries(
+    async () => {
+      if (url.protocol === 'file:') return readFileCapped(fileURLToPath(url), expect.size);
+      const got = await ctx.http.get(url, {
+        maxBytes: expect.size,
+        signal: ctx.signal,
+        accept: 'application/gzip',
+        ...(ctx.ca === undefined ? {} : { ca: ctx.ca }),
+      });
+      if (got.kind !== 'doc') throw new FetchError('MVPN_FETCH_HTTP_STATUS', `${url.href} answered 304 without a conditional request`, { context: { status: 304 } });
+      return got.bytes;
+    },
+    ctx.limits.retries,
+    ctx.signal,
+    d,
+  );
+}
+
