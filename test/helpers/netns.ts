@@ -1,192 +1,27 @@
 /**
- * Test labs built from real network namespaces, veth pairs and Linux bridges.
- *
- * Rules (DESIGN.md §9): names are unique per run (`mvt-<run>-<n>`), addresses
- * come only from 198.18.0.0/15 and the documentation ranges, and `destroy()`
- * removes everything, also after a failed test. Processes are stopped by the
- * pid we started; as a last resort, anything still inside one of *our*
- * namespaces is stopped by pid before the namespace goes.
+ * Test labs: src/netns/lab.ts with the test rules (DESIGN.md §9) applied —
+ * names unique per run (`mvt-<run>-…-<pid>`) so the suite's leak check finds
+ * anything left, and only addresses from 198.18.0.0/15 and the documentation
+ * ranges. `withLab` destroys the lab also when the test fails.
  */
-import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { promisify } from 'node:util';
+import { assertLabAddress, Lab as BaseLab, namespacesWithPrefix } from '../../src/netns/lab.ts';
 import { nsPrefix } from './run-id.ts';
 
-const execFileP = promisify(execFile);
+export { Netns, sh, waitFor, type ShResult as ExecResult } from '../../src/netns/lab.ts';
 
-const ALLOWED = [
-  ['198.18.0.0', 15],
-  ['192.0.2.0', 24],
-  ['198.51.100.0', 24],
-  ['203.0.113.0', 24],
-] as const;
+export const assertTestAddress = assertLabAddress;
 
-function ipToInt(ip: string): number {
-  const p = ip.split('.').map(Number);
-  if (p.length !== 4 || p.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${ip}`);
-  return ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
-}
-
-/** Throws unless `cidrOrIp` lies inside the ranges tests may use. */
-export function assertTestAddress(cidrOrIp: string): void {
-  const ip = cidrOrIp.split('/')[0]!;
-  const n = ipToInt(ip);
-  const ok = ALLOWED.some(([base, bits]) => (n & (~0 << (32 - bits))) >>> 0 === ipToInt(base));
-  if (!ok) throw new Error(`address ${cidrOrIp} is outside the test ranges (198.18.0.0/15, 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)`);
-}
-
-export interface ExecResult {
-  stdout: string;
-  stderr: string;
-  code: number;
-}
-
-export async function sh(cmd: string, args: readonly string[], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<ExecResult> {
-  try {
-    const { stdout, stderr } = await execFileP(cmd, [...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 });
-    return { stdout, stderr, code: 0 };
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; code?: number | string };
-    const res = { stdout: e.stdout ?? '', stderr: e.stderr ?? '', code: typeof e.code === 'number' ? e.code : 1 };
-    if (opts.allowFail) return res;
-    throw new Error(`${cmd} ${args.join(' ')} failed (${String(e.code)}): ${res.stderr.trim() || res.stdout.trim()}`, { cause: err });
-  }
-}
-
-let counter = 0;
-
-export class Netns {
-  readonly name: string;
-  readonly lab: Lab;
-  constructor(lab: Lab, name: string) {
-    this.lab = lab;
-    this.name = name;
-  }
-
-  /** Run a command inside the namespace and wait for it. */
-  exec(cmd: string, args: readonly string[] = [], opts: { allowFail?: boolean; timeoutMs?: number } = {}): Promise<ExecResult> {
-    return sh('ip', ['netns', 'exec', this.name, cmd, ...args], opts);
-  }
-
-  /** Start a long-running process inside the namespace; the lab stops it by pid on destroy. */
-  spawn(cmd: string, args: readonly string[], opts: SpawnOptions = {}): ChildProcess {
-    const child = spawn('ip', ['netns', 'exec', this.name, cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
-    this.lab.track(child);
-    return child;
-  }
-
-  async addr(ifname: string, cidr: string): Promise<void> {
-    assertTestAddress(cidr);
-    await this.exec('ip', ['addr', 'add', cidr, 'dev', ifname]);
-  }
-
-  async up(ifname: string): Promise<void> {
-    await this.exec('ip', ['link', 'set', ifname, 'up']);
-  }
-
-  /** One ping; true when a reply came back. */
-  async ping(ip: string, opts: { count?: number; timeoutS?: number } = {}): Promise<boolean> {
-    assertTestAddress(ip);
-    const r = await this.exec('ping', ['-n', '-q', '-c', String(opts.count ?? 1), '-W', String(opts.timeoutS ?? 2), ip], { allowFail: true });
-    return r.code === 0;
-  }
-
-  /** Pids of every process inside this namespace. */
-  async pids(): Promise<number[]> {
-    const r = await sh('ip', ['netns', 'pids', this.name], { allowFail: true });
-    return r.stdout.split(/\s+/).filter(Boolean).map(Number);
-  }
-}
-
-export class Lab {
-  readonly namespaces: Netns[] = [];
-  private readonly children = new Set<ChildProcess>();
-  private destroyed = false;
-
-  /** Create a namespace with loopback up. `label` only makes names readable. */
-  async ns(label = 'n'): Promise<Netns> {
-    const name = `${nsPrefix()}${++counter}${label.replace(/[^a-z0-9]/gi, '').slice(0, 8)}-${process.pid}`;
-    await sh('ip', ['netns', 'add', name]);
-    const ns = new Netns(this, name);
-    this.namespaces.push(ns);
-    await ns.exec('ip', ['link', 'set', 'lo', 'up']);
-    return ns;
-  }
-
-  /**
-   * A veth pair between two namespaces, created directly inside them so no
-   * interface ever exists in the host namespace. Returns the interface names.
-   */
-  async link(a: Netns, b: Netns, opts: { aName?: string; bName?: string; aAddr?: string; bAddr?: string } = {}): Promise<[string, string]> {
-    const aName = opts.aName ?? `v${++counter}`;
-    const bName = opts.bName ?? `v${++counter}`;
-    await sh('ip', ['link', 'add', 'name', aName, 'netns', a.name, 'type', 'veth', 'peer', 'name', bName, 'netns', b.name]);
-    if (opts.aAddr) await a.addr(aName, opts.aAddr);
-    if (opts.bAddr) await b.addr(bName, opts.bAddr);
-    await a.up(aName);
-    await b.up(bName);
-    return [aName, bName];
-  }
-
-  /** A Linux bridge inside `ns` with the given interfaces enslaved. */
-  async bridge(ns: Netns, name: string, members: readonly string[], addr?: string): Promise<void> {
-    await ns.exec('ip', ['link', 'add', 'name', name, 'type', 'bridge']);
-    for (const m of members) await ns.exec('ip', ['link', 'set', m, 'master', name]);
-    if (addr) await ns.addr(name, addr);
-    await ns.up(name);
-  }
-
-  track(child: ChildProcess): void {
-    this.children.add(child);
-    child.once('exit', () => this.children.delete(child));
-  }
-
-  /** Stop what we started (by pid), then remove every namespace. Safe to call twice. */
-  async destroy(): Promise<void> {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    for (const child of this.children) stopPid(child.pid, 'SIGTERM');
-    for (const ns of this.namespaces) for (const pid of await ns.pids()) stopPid(pid, 'SIGTERM');
-    await waitFor(async () => {
-      for (const ns of this.namespaces) if ((await ns.pids()).length > 0) return false;
-      return true;
-    }, 5_000);
-    for (const ns of this.namespaces) for (const pid of await ns.pids()) stopPid(pid, 'SIGKILL');
-    for (const ns of this.namespaces) await sh('ip', ['netns', 'del', ns.name], { allowFail: true });
-  }
-}
-
-function stopPid(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-/** Poll `cond` until it holds or `timeoutMs` passes; resolves to whether it held. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() >= deadline) return false;
-    await new Promise((r) => setTimeout(r, intervalMs));
+export class Lab extends BaseLab {
+  constructor() {
+    super({ prefix: `${nsPrefix()}${process.pid}-`, checkAddress: assertLabAddress });
   }
 }
 
 /** Namespaces of this run that still exist (the suite's final check). */
-export async function leftoverNamespaces(): Promise<string[]> {
-  const r = await sh('ip', ['netns', 'list'], { allowFail: true });
-  return r.stdout
-    .split('\n')
-    .map((l) => l.split(' ')[0] ?? '')
-    .filter((n) => n.startsWith(nsPrefix()));
+export function leftoverNamespaces(): Promise<string[]> {
+  return namespacesWithPrefix(nsPrefix());
 }
 
-/**
- * A lab for one test file: `const lab = useLab()` in a describe block gives a
- * fresh Lab per test and destroys it afterwards, pass or fail.
- */
 export async function withLab<T>(fn: (lab: Lab) => Promise<T>): Promise<T> {
   const lab = new Lab();
   try {
