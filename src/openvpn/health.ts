@@ -1,0 +1,203 @@
+/**
+ * Health of one openvpn instance, judged from what a periodic check saw.
+ *
+ * `assessHealth` is pure: the supervisor gathers an observation (did the
+ * management interface answer, openvpn's own state, the interface's
+ * addresses, the byte counters), passes the memory of earlier checks, and
+ * gets a verdict plus the new memory. Thresholds count consecutive checks, so
+ * one slow answer or a briefly missing address (openvpn re-creating the tap
+ * device on a reconnect) does not restart a working tunnel.
+ *
+ * Verdicts, in the order they are decided:
+ * - `failed`: restart it. The management interface has not answered
+ *   `hungLimit` checks in a row (hung: SIGSTOPped, deadlocked), or a client
+ *   is CONNECTED but its expected address has been missing from the device
+ *   for `addressMissingLimit` checks.
+ * - `pending`: openvpn is working on a connection (any state but CONNECTED).
+ *   Not our business to restart: openvpn retries on its own (connect-retry,
+ *   ping-restart).
+ * - `degraded`: something is off but below the thresholds, or the counters
+ *   have not moved for `stallLimit` checks (never a restart reason on its
+ *   own: an idle tunnel with keepalive off is legal).
+ * - `ok`.
+ *
+ * A server counts as connected when openvpn says CONNECTED or, as a fallback,
+ * when the management interface answers and its device exists (a server has
+ * no single peer whose loss would make it "not connected").
+ */
+import type { ExecFn } from '../util/exec.ts';
+import { parseJsonBounded } from '../util/json.ts';
+
+export type Role = 'client' | 'server';
+export type HealthVerdict = 'ok' | 'pending' | 'degraded' | 'failed';
+
+export interface HealthPolicy {
+  /** Time between checks. */
+  readonly intervalMs: number;
+  /** Per-check timeout for the management `state` command. */
+  readonly mgmtTimeoutMs: number;
+  /** Consecutive unanswered checks before the process counts as hung. */
+  readonly hungLimit: number;
+  /** Consecutive checks with the expected address missing (while CONNECTED) before a restart. */
+  readonly addressMissingLimit: number;
+  /** Consecutive checks without counter movement before `degraded`; 0 disables. */
+  readonly stallLimit: number;
+}
+
+export const defaultHealthPolicy: HealthPolicy = { intervalMs: 5_000, mgmtTimeoutMs: 5_000, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 };
+
+export interface DeviceInfo {
+  /** `unknown` when `ip` itself could not run (we never restart on that). */
+  readonly device: 'present' | 'missing' | 'unknown';
+  /** IPv4 and IPv6 addresses as `addr/prefixlen`. */
+  readonly addresses: readonly string[];
+}
+
+export interface HealthObservation {
+  /** `ok`: the `state` command answered; `timeout`: it did not; `unavailable`: no management connection could be made. */
+  readonly mgmt: 'ok' | 'timeout' | 'unavailable';
+  /** openvpn's state name when mgmt is `ok`. */
+  readonly openvpnState?: string;
+  readonly device: DeviceInfo;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+export interface HealthMemory {
+  readonly mgmtFailures: number;
+  readonly addressMissing: number;
+  readonly stalled: number;
+  readonly lastBytes?: { readonly bytesIn: number; readonly bytesOut: number };
+}
+
+export const freshHealthMemory: HealthMemory = { mgmtFailures: 0, addressMissing: 0, stalled: 0 };
+
+export interface HealthTarget {
+  readonly role: Role;
+  readonly dev: string;
+  /** `a.b.c.d` or `a.b.c.d/len`; only checked for clients. */
+  readonly expectedAddress?: string;
+}
+
+export interface HealthResult {
+  readonly verdict: HealthVerdict;
+  readonly reason: string;
+  /** Set for `failed`: the error code the supervisor records as lastError. */
+  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY';
+  readonly memory: HealthMemory;
+  /** The address found on the device that matches the expected one (or the first IPv4 one). */
+  readonly tunnelAddress?: string;
+}
+
+/** True when `addresses` (addr/len) hold `expected` (addr, or addr/len which must then match exactly). */
+export function hasAddress(addresses: readonly string[], expected: string): boolean {
+  const [ip, len] = expected.split('/');
+  return addresses.some((a) => {
+    const [aip, alen] = a.split('/');
+    return aip === ip && (len === undefined || alen === len);
+  });
+}
+
+function pickTunnelAddress(addresses: readonly string[], expected: string | undefined): string | undefined {
+  if (expected !== undefined) {
+    const ip = expected.split('/')[0];
+    const hit = addresses.find((a) => a.split('/')[0] === ip);
+    if (hit) return hit;
+  }
+  return addresses.find((a) => !a.includes(':'));
+}
+
+export function assessHealth(obs: HealthObservation, memory: HealthMemory, target: HealthTarget, policy: HealthPolicy = defaultHealthPolicy): HealthResult {
+  const tunnelAddress = pickTunnelAddress(obs.device.addresses, target.expectedAddress);
+  const withAddr = <T extends object>(r: T): T & { tunnelAddress?: string } => (tunnelAddress === undefined ? r : { ...r, tunnelAddress });
+
+  // Counters: only compared between two answered checks.
+  const moved = memory.lastBytes === undefined || memory.lastBytes.bytesIn !== obs.bytesIn || memory.lastBytes.bytesOut !== obs.bytesOut;
+
+  if (obs.mgmt !== 'ok') {
+    const mgmtFailures = memory.mgmtFailures + 1;
+    const next: HealthMemory = { ...memory, mgmtFailures };
+    const what = obs.mgmt === 'timeout' ? 'did not answer' : 'could not be reached';
+    if (mgmtFailures >= policy.hungLimit) {
+      return withAddr({
+        verdict: 'failed' as const,
+        code: 'MVPN_OPENVPN_HUNG' as const,
+        reason: `management interface ${what} in ${mgmtFailures} checks in a row: openvpn is hung`,
+        memory: next,
+      });
+    }
+    return withAddr({ verdict: 'degraded' as const, reason: `management interface ${what}`, memory: next });
+  }
+
+  const base: HealthMemory = { mgmtFailures: 0, addressMissing: 0, stalled: 0, lastBytes: { bytesIn: obs.bytesIn, bytesOut: obs.bytesOut } };
+  const connected = obs.openvpnState === 'CONNECTED' || (target.role === 'server' && obs.device.device === 'present');
+  if (!connected) {
+    return withAddr({ verdict: 'pending' as const, reason: `openvpn state ${obs.openvpnState ?? 'unknown'}`, memory: base });
+  }
+
+  if (target.role === 'client' && target.expectedAddress !== undefined && obs.device.device !== 'unknown' && !hasAddress(obs.device.addresses, target.expectedAddress)) {
+    const addressMissing = memory.addressMissing + 1;
+    const where = obs.device.device === 'missing' ? `device ${target.dev} is missing` : `address ${target.expectedAddress} is missing on ${target.dev}`;
+    const next: HealthMemory = { ...base, addressMissing };
+    if (addressMissing >= policy.addressMissingLimit) {
+      return withAddr({
+        verdict: 'failed' as const,
+        code: 'MVPN_OPENVPN_UNHEALTHY' as const,
+        reason: `connected but ${where} for ${addressMissing} checks in a row`,
+        memory: next,
+      });
+    }
+    return withAddr({ verdict: 'degraded' as const, reason: `connected but ${where}`, memory: next });
+  }
+
+  if (target.role === 'server' && obs.device.device === 'missing') {
+    return withAddr({ verdict: 'degraded' as const, reason: `device ${target.dev} is missing`, memory: base });
+  }
+
+  if (policy.stallLimit > 0) {
+    const stalled = moved ? 0 : memory.stalled + 1;
+    const next: HealthMemory = { ...base, stalled };
+    if (stalled >= policy.stallLimit) {
+      return withAddr({ verdict: 'degraded' as const, reason: `no traffic counted for ${stalled} checks`, memory: next });
+    }
+    return withAddr({ verdict: 'ok' as const, reason: 'connected', memory: next });
+  }
+  return withAddr({ verdict: 'ok' as const, reason: 'connected', memory: base });
+}
+
+interface IpAddrJson {
+  ifname?: unknown;
+  addr_info?: { family?: unknown; local?: unknown; prefixlen?: unknown }[];
+}
+
+/** Parses `ip -j addr show dev X` output. */
+export function parseIpAddrJson(stdout: string): string[] {
+  const data = parseJsonBounded(stdout, { maxBytes: 1 << 20, maxDepth: 8 }, 'ip -j addr output');
+  if (!Array.isArray(data)) return [];
+  const out: string[] = [];
+  for (const link of data as IpAddrJson[]) {
+    for (const a of Array.isArray(link.addr_info) ? link.addr_info : []) {
+      if ((a.family === 'inet' || a.family === 'inet6') && typeof a.local === 'string' && typeof a.prefixlen === 'number') {
+        out.push(`${a.local}/${a.prefixlen}`);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Reads the device's addresses with `ip -j addr show dev <dev>`. `exec` is
+ * injected: unit tests need no root, and tests in a network namespace pass
+ * one that runs `ip netns exec <ns> ip ...`.
+ */
+export async function readDevice(exec: ExecFn, dev: string, timeoutMs = 5_000): Promise<DeviceInfo> {
+  try {
+    const r = await exec('ip', ['-j', 'addr', 'show', 'dev', dev], { timeoutMs });
+    if (r.code !== 0) {
+      return /does not exist|cannot find device/i.test(r.stderr) ? { device: 'missing', addresses: [] } : { device: 'unknown', addresses: [] };
+    }
+    return { device: 'present', addresses: parseIpAddrJson(r.stdout) };
+  } catch {
+    return { device: 'unknown', addresses: [] };
+  }
+}

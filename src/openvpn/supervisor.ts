@@ -1,0 +1,846 @@
+/**
+ * One openvpn process (a client of one network on a node, or the server of
+ * one network) as a state machine.
+ *
+ *   stopped ─start→ starting ─mgmt ready→ connecting ─CONNECTED→ connected ⇄ degraded
+ *                      │  ▲                    │                     │
+ *        exit / hung / │  └──── backoff ◄──────┴─────────────────────┘
+ *        unhealthy     └────────►  (delay with jitter, then starting again)
+ *   any running state ─stop→ stopping → stopped;  permanent spawn failure → failed
+ *
+ * Design notes:
+ * - `nextState(state, event)` is pure and returns the next state plus the
+ *   actions to perform; `Supervisor.enter` is the one place that changes
+ *   state, performs actions and logs `old -> new` (Tailscale's
+ *   nextStateLocked / enterStateLocked).
+ * - Every process is a `Run` with its own generation. Events from a run that
+ *   is no longer the current one (it was told to terminate, or it already
+ *   exited) are dropped before they reach `nextState` — zx's ProcessStage:
+ *   once a process has settled, late events about it change nothing.
+ * - Processes are stopped by pid only: SIGTERM (+SIGCONT, so a stopped
+ *   process can act on it), SIGKILL after a grace period. A new process for
+ *   the same instance starts only after the previous one has exited, and
+ *   never while another openvpn (a leftover of a crashed previous run, or a
+ *   second Supervisor in this process) holds the same pid file or
+ *   management socket: the network never runs twice.
+ * - Restarts back off exponentially with jitter per instance; the attempt
+ *   counter resets after the instance stayed connected for `stableMs`.
+ * - Health (health.ts) runs every `health.intervalMs` while the process is
+ *   up; a `failed` verdict (hung, or connected without its address) restarts
+ *   it through backoff.
+ */
+import { EventEmitter } from 'node:events';
+import { spawn as nodeSpawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { OpenvpnError, toMvpnError, type MvpnError } from '../errors.ts';
+import { nullLogger, type Logger } from '../log.ts';
+import { backoffDelay, defaultBackoff, type BackoffPolicy } from '../util/backoff.ts';
+import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
+import { execCommand, type ExecFn } from '../util/exec.ts';
+import type { OpenvpnEvent } from './events.ts';
+import { assessHealth, defaultHealthPolicy, freshHealthMemory, readDevice, type HealthMemory, type HealthPolicy, type HealthVerdict } from './health.ts';
+import { ManagementClient, type ManagementOptions, type StateInfo } from './management.ts';
+import { findRunning } from './process.ts';
+
+export type InstanceState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
+
+export interface InstanceSpec {
+  /** Network id; names the instance in logs and status. */
+  readonly id: string;
+  readonly role: 'client' | 'server';
+  readonly configPath: string;
+  /** Working directory for openvpn (the bundle directory, so relative paths in the config resolve). */
+  readonly cwd?: string;
+  /** Use runtimePaths() from process.ts for these two. */
+  readonly mgmtSocket: string;
+  readonly pidFile: string;
+  /** The tun/tap device the config names (`dev mv-<id>`). */
+  readonly dev: string;
+  /** Client: the address that must be on `dev` once connected (`a.b.c.d/len` or `a.b.c.d`). */
+  readonly expectedAddress?: string;
+  readonly openvpnPath?: string;
+}
+
+export interface ErrorInfo {
+  readonly code: string;
+  readonly message: string;
+}
+
+export interface InstanceStatus {
+  readonly id: string;
+  readonly role: 'client' | 'server';
+  readonly state: InstanceState;
+  /** ms timestamp (deps.clock) of entering `state`. */
+  readonly since: number;
+  readonly pid?: number;
+  readonly connectedSince?: number;
+  readonly tunnelAddress?: string;
+  /** `ip:port` of the server (client role), from openvpn's CONNECTED state. */
+  readonly remote?: string;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** Processes started after the first one (crash, hang, health or restart()). */
+  readonly restarts: number;
+  /** Server role: clients in the last `status 3`. */
+  readonly clients?: number;
+  readonly lastError?: ErrorInfo;
+}
+
+export type SupervisorEvent =
+  | { readonly type: 'start' }
+  | { readonly type: 'stop' }
+  | { readonly type: 'restart' }
+  | { readonly type: 'spawned'; readonly pid: number }
+  | { readonly type: 'spawn-failed'; readonly error: ErrorInfo; readonly permanent: boolean }
+  | { readonly type: 'mgmt-ready' }
+  | { readonly type: 'mgmt-failed'; readonly error: ErrorInfo }
+  | { readonly type: 'openvpn-state'; readonly name: string }
+  | { readonly type: 'health'; readonly verdict: HealthVerdict; readonly reason: string; readonly error?: ErrorInfo }
+  | { readonly type: 'exited'; readonly code: number | null; readonly signal: string | null; readonly error?: ErrorInfo }
+  | { readonly type: 'backoff-elapsed' }
+  | { readonly type: 'stopped' };
+
+export type SupervisorAction =
+  | 'spawn'
+  | 'connect-mgmt'
+  | 'start-health'
+  | 'stop-health'
+  | 'close-mgmt'
+  | 'terminate'
+  | 'schedule-backoff'
+  | 'cancel-backoff'
+  | 'finish-stop';
+
+export interface Transition {
+  readonly next: InstanceState;
+  readonly actions: readonly SupervisorAction[];
+  /** True when the event means nothing in this state (no state change, no action). */
+  readonly ignored: boolean;
+}
+
+const STOP: readonly SupervisorAction[] = ['cancel-backoff', 'stop-health', 'terminate', 'finish-stop'];
+const CRASHED: readonly SupervisorAction[] = ['stop-health', 'close-mgmt', 'schedule-backoff'];
+const KILL_THEN_BACKOFF: readonly SupervisorAction[] = ['stop-health', 'terminate', 'schedule-backoff'];
+const RESTART_NOW: readonly SupervisorAction[] = ['cancel-backoff', 'stop-health', 'terminate', 'spawn'];
+
+/** The state machine. Pure: same input, same output, no side effects. */
+export function nextState(current: InstanceState, event: SupervisorEvent): Transition {
+  const go = (next: InstanceState, actions: readonly SupervisorAction[] = []): Transition => ({ next, actions, ignored: false });
+  const ignore: Transition = { next: current, actions: [], ignored: true };
+
+  switch (current) {
+    case 'stopped':
+      return event.type === 'start' || event.type === 'restart' ? go('starting', ['spawn']) : ignore;
+    case 'failed':
+      if (event.type === 'start' || event.type === 'restart') return go('starting', ['spawn']);
+      return event.type === 'stop' ? go('stopped') : ignore;
+    case 'stopping':
+      return event.type === 'stopped' ? go('stopped') : ignore;
+    case 'backoff':
+      if (event.type === 'backoff-elapsed') return go('starting', ['spawn']);
+      if (event.type === 'restart') return go('starting', ['cancel-backoff', 'spawn']);
+      if (event.type === 'stop') return go('stopping', STOP);
+      return ignore;
+    case 'starting':
+    case 'connecting':
+    case 'connected':
+    case 'degraded':
+      break;
+  }
+
+  // A process is (being) started: the events every running state shares.
+  switch (event.type) {
+    case 'stop':
+      return go('stopping', STOP);
+    case 'restart':
+      return go('starting', RESTART_NOW);
+    case 'exited':
+      return go('backoff', CRASHED);
+    case 'health':
+      if (current === 'starting') return ignore;
+      if (event.verdict === 'failed') return go('backoff', KILL_THEN_BACKOFF);
+      break;
+    default:
+      break;
+  }
+
+  switch (current) {
+    case 'starting':
+      switch (event.type) {
+        case 'spawned':
+          return go('starting', ['connect-mgmt']);
+        case 'spawn-failed':
+          return event.permanent ? go('failed') : go('backoff', ['schedule-backoff']);
+        case 'mgmt-ready':
+          return go('connecting', ['start-health']);
+        case 'mgmt-failed':
+          return go('backoff', KILL_THEN_BACKOFF);
+        default:
+          return ignore;
+      }
+    case 'connecting':
+      if (event.type === 'openvpn-state' && event.name === 'CONNECTED') return go('connected');
+      if (event.type === 'health' && event.verdict === 'ok') return go('connected');
+      return ignore;
+    case 'connected':
+      if (event.type === 'openvpn-state' && event.name !== 'CONNECTED') return go('connecting');
+      if (event.type === 'health' && event.verdict === 'degraded') return go('degraded');
+      if (event.type === 'health' && event.verdict === 'pending') return go('connecting');
+      return ignore;
+    case 'degraded':
+      if (event.type === 'openvpn-state' && event.name !== 'CONNECTED') return go('connecting');
+      if (event.type === 'health' && event.verdict === 'ok') return go('connected');
+      if (event.type === 'health' && event.verdict === 'pending') return go('connecting');
+      return ignore;
+  }
+}
+
+/** The narrow process handle the supervisor needs (node's ChildProcess fits). */
+export interface SpawnedProcess {
+  readonly pid?: number | undefined;
+  readonly stdout: NodeJS.ReadableStream | null;
+  readonly stderr: NodeJS.ReadableStream | null;
+  once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): unknown;
+  once(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+export type SpawnFn = (cmd: string, args: readonly string[], opts: { cwd?: string }) => SpawnedProcess;
+
+export interface SupervisorDeps {
+  readonly spawn: SpawnFn;
+  readonly connectManagement: (socketPath: string, opts: ManagementOptions) => Promise<ManagementClient>;
+  /** Runs `ip` for the health check (tests in a namespace wrap it in `ip netns exec`). */
+  readonly exec: ExecFn;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly logger: Logger<OpenvpnEvent>;
+  readonly kill: (pid: number, signal: NodeJS.Signals) => void;
+  /** A live openvpn already holding these files (see process.ts findRunning). */
+  readonly findRunning: (files: { pidFile: string; mgmtSocket: string }) => Promise<number | undefined>;
+  readonly removeFile: (path: string) => Promise<void>;
+  readonly backoff: BackoffPolicy;
+  readonly health: HealthPolicy;
+  /** Connected this long resets the backoff attempt counter. */
+  readonly stableMs: number;
+  /** SIGTERM → SIGKILL. */
+  readonly graceMs: number;
+  /** After SIGKILL, how long to wait before reporting the process stuck. */
+  readonly killWaitMs: number;
+  /** How long openvpn may take to open its management socket after spawn. */
+  readonly mgmtConnectTimeoutMs: number;
+  readonly mgmtPollMs: number;
+  /** Timeout of setup commands (state on, bytecount, hold release, status 3). */
+  readonly commandTimeoutMs: number;
+  readonly bytecountSeconds: number;
+  /** Passed as --management-client-user so only we (same user) can use the socket; undefined leaves it out. */
+  readonly managementUser: string | undefined;
+}
+
+function currentUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+
+export function defaultSupervisorDeps(): SupervisorDeps {
+  return {
+    spawn: (cmd, args, opts) => nodeSpawn(cmd, [...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] }),
+    connectManagement: (path, opts) => ManagementClient.connect(path, opts),
+    exec: execCommand,
+    clock: systemClock,
+    random: Math.random,
+    logger: nullLogger(),
+    kill: (pid, sig) => process.kill(pid, sig),
+    findRunning: (files) => findRunning(files),
+    removeFile: (path) => rm(path, { force: true }),
+    backoff: defaultBackoff,
+    health: defaultHealthPolicy,
+    stableMs: 60_000,
+    graceMs: 5_000,
+    killWaitMs: 5_000,
+    mgmtConnectTimeoutMs: 15_000,
+    mgmtPollMs: 100,
+    commandTimeoutMs: 10_000,
+    bytecountSeconds: 5,
+    managementUser: currentUser(),
+  };
+}
+
+/** One openvpn process of this instance. */
+interface Run {
+  readonly gen: number;
+  readonly child: SpawnedProcess;
+  readonly pid: number;
+  exited: boolean;
+  /** Resolves when the process has exited. */
+  readonly exit: Promise<void>;
+  /** Resolves when terminate() is done (exited, or given up after SIGKILL). */
+  terminated?: Promise<void>;
+  mgmt: ManagementClient | undefined;
+  readonly output: string[];
+  fatal: string | undefined;
+}
+
+const OUTPUT_KEEP = 20;
+const OUTPUT_LINE_MAX = 4_096;
+
+/** Management sockets claimed by supervisors in this process: a second Supervisor for the same files refuses to start. */
+const claims = new Map<string, Supervisor>();
+
+function describe(e: SupervisorEvent): string {
+  switch (e.type) {
+    case 'spawned':
+      return `spawned pid ${e.pid}`;
+    case 'spawn-failed':
+    case 'mgmt-failed':
+      return `${e.type}: ${e.error.message}`;
+    case 'openvpn-state':
+      return `openvpn state ${e.name}`;
+    case 'health':
+      return `health ${e.verdict}: ${e.reason}`;
+    case 'exited':
+      return e.error?.message ?? `exited (${e.signal ?? `code ${String(e.code)}`})`;
+    default:
+      return e.type;
+  }
+}
+
+function errorInfo(err: MvpnError): ErrorInfo {
+  return { code: err.code, message: err.message };
+}
+
+export interface SupervisorEvents {
+  /** After every state change, and when the tunnel address or remote changes. */
+  change: [InstanceStatus];
+}
+
+export class Supervisor extends EventEmitter<SupervisorEvents> {
+  readonly spec: InstanceSpec;
+  private readonly deps: SupervisorDeps;
+  private state: InstanceState = 'stopped';
+  private since: number;
+  private gen = 0;
+  private run: Run | undefined;
+  private readonly retiring = new Set<Run>();
+  private spawnToken: object | undefined;
+  private restarts = 0;
+  private attempt = 0;
+  private connectedSince: number | undefined;
+  private tunnelAddress: string | undefined;
+  private remote: string | undefined;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private clients: number | undefined;
+  private lastError: ErrorInfo | undefined;
+  private cancelBackoff: Cancel | undefined;
+  private cancelHealth: Cancel | undefined;
+  private healthActive = false;
+  private healthMemory: HealthMemory = freshHealthMemory;
+  private lastVerdict: HealthVerdict | undefined;
+  private dispatching = false;
+  private readonly queue: { event: SupervisorEvent; from: Run | undefined }[] = [];
+  private stopWaiters: (() => void)[] = [];
+
+  constructor(spec: InstanceSpec, deps: Partial<SupervisorDeps> = {}) {
+    super();
+    if (spec.mgmtSocket === spec.pidFile) throw new OpenvpnError('MVPN_CONFIG_INVALID', `instance ${spec.id}: management socket and pid file must differ`);
+    this.spec = spec;
+    this.deps = { ...defaultSupervisorDeps(), ...deps };
+    this.since = this.deps.clock.now();
+  }
+
+  start(): void {
+    this.dispatch({ type: 'start' });
+  }
+
+  /** Restart now (no backoff delay): terminate the current process, start a new one. */
+  restart(): void {
+    this.dispatch({ type: 'restart' });
+  }
+
+  /**
+   * Stops the process (SIGTERM, SIGKILL after the grace period), removes its
+   * pid file and socket, and resolves once the state is `stopped`.
+   */
+  stop(): Promise<void> {
+    if (this.state === 'stopped') return Promise.resolve();
+    const done = new Promise<void>((resolve) => this.stopWaiters.push(resolve));
+    this.dispatch({ type: 'stop' });
+    return done;
+  }
+
+  status(): InstanceStatus {
+    return {
+      id: this.spec.id,
+      role: this.spec.role,
+      state: this.state,
+      since: this.since,
+      ...(this.run === undefined ? {} : { pid: this.run.pid }),
+      ...(this.connectedSince === undefined ? {} : { connectedSince: this.connectedSince }),
+      ...(this.tunnelAddress === undefined ? {} : { tunnelAddress: this.tunnelAddress }),
+      ...(this.remote === undefined ? {} : { remote: this.remote }),
+      bytesIn: this.bytesIn,
+      bytesOut: this.bytesOut,
+      restarts: this.restarts,
+      ...(this.clients === undefined ? {} : { clients: this.clients }),
+      ...(this.lastError === undefined ? {} : { lastError: this.lastError }),
+    };
+  }
+
+  /** The live management connection of the current process (server mode: status3(), kill(cn)). */
+  management(): ManagementClient | undefined {
+    const m = this.run?.mgmt;
+    return m === undefined || m.isClosed ? undefined : m;
+  }
+
+  // ------------------------------------------------------------ transitions
+
+  private dispatch(event: SupervisorEvent, from?: Run): void {
+    this.queue.push({ event, from });
+    if (this.dispatching) return;
+    this.dispatching = true;
+    try {
+      for (let item = this.queue.shift(); item; item = this.queue.shift()) {
+        // Events about a process that is no longer current are stale.
+        if (item.from !== undefined && item.from !== this.run) continue;
+        const t = nextState(this.state, item.event);
+        if (!t.ignored) this.enter(t, item.event);
+      }
+    } finally {
+      this.dispatching = false;
+    }
+  }
+
+  /** The only place that changes state and performs side effects. */
+  private enter(t: Transition, event: SupervisorEvent): void {
+    const old = this.state;
+    const now = this.deps.clock.now();
+    const err = 'error' in event ? event.error : undefined;
+    if (err !== undefined) this.lastError = err;
+    const wasUp = old === 'connected' || old === 'degraded';
+    const isUp = t.next === 'connected' || t.next === 'degraded';
+    if (wasUp && !isUp) {
+      if (this.connectedSince !== undefined && now - this.connectedSince >= this.deps.stableMs) this.attempt = 0;
+      this.connectedSince = undefined;
+    }
+    if (!wasUp && isUp) this.connectedSince = now;
+    if (t.next !== old) {
+      this.state = t.next;
+      this.since = now;
+      this.deps.logger.emit({ kind: 'openvpn.transition', id: this.spec.id, from: old, to: t.next, cause: describe(event) });
+    }
+    if (t.next === 'stopped' || t.next === 'failed') {
+      if (claims.get(this.spec.mgmtSocket) === this) claims.delete(this.spec.mgmtSocket);
+      this.attempt = 0;
+    }
+    for (const action of t.actions) this.perform(action, event);
+    if (t.next !== old) this.emit('change', this.status());
+    if (t.next === 'stopped') for (const w of this.stopWaiters.splice(0)) w();
+  }
+
+  private perform(action: SupervisorAction, event: SupervisorEvent): void {
+    switch (action) {
+      case 'spawn':
+        if (event.type !== 'start') this.restarts++;
+        // A new process: its counters start at zero and it has no tunnel yet.
+        this.bytesIn = 0;
+        this.bytesOut = 0;
+        this.tunnelAddress = undefined;
+        this.remote = undefined;
+        this.clients = undefined;
+        void this.spawnProcess();
+        return;
+      case 'connect-mgmt':
+        if (this.run) void this.setupManagement(this.run);
+        return;
+      case 'start-health':
+        this.healthActive = true;
+        this.healthMemory = freshHealthMemory;
+        this.lastVerdict = undefined;
+        this.scheduleHealth();
+        return;
+      case 'stop-health':
+        this.healthActive = false;
+        this.cancelHealth?.();
+        this.cancelHealth = undefined;
+        return;
+      case 'close-mgmt': {
+        const run = this.run;
+        run?.mgmt?.close();
+        if (run?.exited) this.run = undefined;
+        return;
+      }
+      case 'terminate': {
+        const run = this.run;
+        if (!run) return;
+        this.run = undefined;
+        this.terminate(run, describe(event));
+        return;
+      }
+      case 'schedule-backoff': {
+        const delayMs = backoffDelay(this.attempt, this.deps.backoff, this.deps.random);
+        this.attempt++;
+        this.deps.logger.emit({ kind: 'openvpn.backoff', id: this.spec.id, attempt: this.attempt, delayMs });
+        this.cancelBackoff?.();
+        this.cancelBackoff = this.deps.clock.setTimeout(() => {
+          this.cancelBackoff = undefined;
+          this.dispatch({ type: 'backoff-elapsed' });
+        }, delayMs);
+        return;
+      }
+      case 'cancel-backoff':
+        this.cancelBackoff?.();
+        this.cancelBackoff = undefined;
+        return;
+      case 'finish-stop':
+        this.spawnToken = undefined;
+        void this.finishStop();
+        return;
+    }
+  }
+
+  // ------------------------------------------------------------ process
+
+  private async spawnProcess(): Promise<void> {
+    const token = {};
+    this.spawnToken = token;
+    const superseded = (): boolean => this.spawnToken !== token || this.state !== 'starting';
+    // The previous process of this instance must be gone first.
+    await Promise.all([...this.retiring].map((r) => r.terminated));
+    if (superseded()) return;
+
+    const holder = claims.get(this.spec.mgmtSocket);
+    if (holder !== undefined && holder !== this) {
+      this.refuse(undefined, 'another supervisor in this process runs the same instance');
+      return;
+    }
+    const files = { pidFile: this.spec.pidFile, mgmtSocket: this.spec.mgmtSocket };
+    let running: number | undefined;
+    try {
+      running = await this.deps.findRunning(files);
+    } catch {
+      running = undefined;
+    }
+    if (superseded()) return;
+    if (running !== undefined) {
+      this.refuse(running, `pid file ${this.spec.pidFile} / socket ${this.spec.mgmtSocket}`);
+      return;
+    }
+    claims.set(this.spec.mgmtSocket, this);
+    // Stale files of a process that is gone; openvpn would refuse to bind over the socket.
+    await Promise.all([this.deps.removeFile(this.spec.mgmtSocket).catch(() => undefined), this.deps.removeFile(this.spec.pidFile).catch(() => undefined)]);
+    if (superseded()) return;
+
+    const cmd = this.spec.openvpnPath ?? 'openvpn';
+    const args = [
+      '--config',
+      this.spec.configPath,
+      '--management',
+      this.spec.mgmtSocket,
+      'unix',
+      '--management-hold',
+      ...(this.deps.managementUser === undefined ? [] : ['--management-client-user', this.deps.managementUser]),
+      '--writepid',
+      this.spec.pidFile,
+    ];
+    let child: SpawnedProcess;
+    try {
+      child = this.deps.spawn(cmd, args, this.spec.cwd === undefined ? {} : { cwd: this.spec.cwd });
+    } catch (e) {
+      this.spawnFailed(e);
+      return;
+    }
+    const pid = child.pid;
+    if (pid === undefined) {
+      // node reports ENOENT/EACCES through 'error' with no pid.
+      child.once('error', (e) => this.spawnFailed(e));
+      return;
+    }
+    let onExit: () => void = () => undefined;
+    const exit = new Promise<void>((resolve) => (onExit = resolve));
+    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined };
+    this.run = run;
+    this.captureOutput(run, child.stdout);
+    this.captureOutput(run, child.stderr);
+    child.once('error', () => undefined);
+    child.once('exit', (code, signal) => {
+      run.exited = true;
+      onExit();
+      run.mgmt?.close();
+      const expected = this.run !== run;
+      this.deps.logger.emit({ kind: 'openvpn.exited', id: this.spec.id, pid, exitCode: code, signal, expected });
+      const last = run.fatal ?? run.output[run.output.length - 1];
+      const how = signal === null ? `with code ${String(code)}` : `on signal ${signal}`;
+      const error = { code: 'MVPN_OPENVPN_EXITED', message: `openvpn exited ${how}${last === undefined ? '' : `: ${last}`}` };
+      this.dispatch({ type: 'exited', code, signal, error }, run);
+    });
+    this.deps.logger.emit({ kind: 'openvpn.spawned', id: this.spec.id, pid, argv: [cmd, ...args] });
+    this.dispatch({ type: 'spawned', pid }, run);
+  }
+
+  private refuse(pid: number | undefined, reason: string): void {
+    this.deps.logger.emit({ kind: 'openvpn.refused', id: this.spec.id, pid: pid ?? 0, reason });
+    const message =
+      pid === undefined ? `instance ${this.spec.id} is already run by another supervisor` : `openvpn pid ${pid} still runs instance ${this.spec.id} (${reason})`;
+    this.dispatch({
+      type: 'spawn-failed',
+      permanent: true,
+      error: { code: 'MVPN_OPENVPN_ALREADY_RUNNING', message },
+    });
+  }
+
+  private spawnFailed(e: unknown): void {
+    const errno = (e as NodeJS.ErrnoException).code;
+    const permanent = errno === 'ENOENT' || errno === 'EACCES';
+    const err = new OpenvpnError('MVPN_OPENVPN_SPAWN_FAILED', `cannot start ${this.spec.openvpnPath ?? 'openvpn'}: ${(e as Error).message}`, { cause: e });
+    this.deps.logger.emit({ kind: 'openvpn.spawn-failed', id: this.spec.id, code: err.code, message: err.message });
+    this.dispatch({ type: 'spawn-failed', permanent, error: errorInfo(err) });
+  }
+
+  private captureOutput(run: Run, stream: NodeJS.ReadableStream | null): void {
+    if (!stream) return;
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      const parts = (partial + chunk).split('\n');
+      partial = (parts.pop() ?? '').slice(0, OUTPUT_LINE_MAX);
+      for (const raw of parts) {
+        const line = raw.replace(/\r$/, '').slice(0, OUTPUT_LINE_MAX);
+        if (line === '') continue;
+        run.output.push(line);
+        if (run.output.length > OUTPUT_KEEP) run.output.shift();
+        this.deps.logger.emit({ kind: 'openvpn.output', id: this.spec.id, pid: run.pid, line });
+      }
+    });
+  }
+
+  /** SIGTERM + SIGCONT, SIGKILL after the grace period; by the pid of our own child, which cannot be reused before we saw it exit. */
+  private terminate(run: Run, reason: string): void {
+    run.mgmt?.close();
+    if (run.exited || run.terminated) return;
+    const { clock, kill, logger } = this.deps;
+    const signal = (sig: NodeJS.Signals): void => {
+      if (run.exited) return;
+      logger.emit({ kind: 'openvpn.signal', id: this.spec.id, pid: run.pid, signal: sig, reason });
+      try {
+        kill(run.pid, sig);
+      } catch {
+        // exited meanwhile
+      }
+    };
+    const within = (ms: number): Promise<boolean> =>
+      new Promise((resolve) => {
+        const cancel = clock.setTimeout(() => resolve(false), ms);
+        void run.exit.then(() => {
+          cancel();
+          resolve(true);
+        });
+      });
+    this.retiring.add(run);
+    run.terminated = (async () => {
+      signal('SIGTERM');
+      signal('SIGCONT');
+      if (!(await within(this.deps.graceMs))) {
+        signal('SIGKILL');
+        if (!(await within(this.deps.killWaitMs))) logger.emit({ kind: 'openvpn.kill-stuck', id: this.spec.id, pid: run.pid });
+      }
+      this.retiring.delete(run);
+    })();
+  }
+
+  private async finishStop(): Promise<void> {
+    await Promise.all([...this.retiring].map((r) => r.terminated));
+    // Only remove the files when no process holds them any more.
+    let running: number | undefined;
+    try {
+      running = await this.deps.findRunning({ pidFile: this.spec.pidFile, mgmtSocket: this.spec.mgmtSocket });
+    } catch {
+      running = undefined;
+    }
+    if (running === undefined) {
+      await Promise.all([this.deps.removeFile(this.spec.mgmtSocket).catch(() => undefined), this.deps.removeFile(this.spec.pidFile).catch(() => undefined)]);
+    }
+    this.dispatch({ type: 'stopped' });
+  }
+
+  // ------------------------------------------------------------ management
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.deps.clock.setTimeout(r, ms));
+  }
+
+  private mgmtOptions(): ManagementOptions {
+    return { timeoutMs: this.deps.commandTimeoutMs, commandTimeoutMs: this.deps.commandTimeoutMs };
+  }
+
+  /** Waits for the socket (bounded), then `state on`, `bytecount N`, `hold release`. */
+  private async setupManagement(run: Run): Promise<void> {
+    const deadline = this.deps.clock.now() + this.deps.mgmtConnectTimeoutMs;
+    let mgmt: ManagementClient | undefined;
+    let lastErr: MvpnError | undefined;
+    while (mgmt === undefined) {
+      if (this.run !== run || run.exited) return;
+      try {
+        mgmt = await this.deps.connectManagement(this.spec.mgmtSocket, this.mgmtOptions());
+      } catch (e) {
+        lastErr = toMvpnError(e);
+        if (this.deps.clock.now() >= deadline) {
+          const error = new OpenvpnError(
+            'MVPN_MGMT_CONNECT_FAILED',
+            `openvpn did not open its management socket ${this.spec.mgmtSocket} within ${this.deps.mgmtConnectTimeoutMs} ms: ${lastErr.message}`,
+          );
+          this.deps.logger.emit({ kind: 'openvpn.mgmt-failed', id: this.spec.id, code: error.code, message: error.message });
+          this.dispatch({ type: 'mgmt-failed', error: errorInfo(error) }, run);
+          return;
+        }
+        await this.sleep(this.deps.mgmtPollMs);
+      }
+    }
+    if (this.run !== run || run.exited) {
+      mgmt.close();
+      return;
+    }
+    this.attach(run, mgmt);
+    try {
+      await mgmt.stateOn();
+      await mgmt.bytecount(this.deps.bytecountSeconds);
+      await mgmt.holdRelease();
+    } catch (e) {
+      const error = toMvpnError(e);
+      this.deps.logger.emit({ kind: 'openvpn.mgmt-failed', id: this.spec.id, code: error.code, message: error.message });
+      this.dispatch({ type: 'mgmt-failed', error: errorInfo(error) }, run);
+      return;
+    }
+    this.dispatch({ type: 'mgmt-ready' }, run);
+    // State changes before mgmt-ready were ignored in `starting`; ask once.
+    try {
+      this.onOpenvpnState(run, await mgmt.state());
+    } catch {
+      // the health check will ask again
+    }
+  }
+
+  private attach(run: Run, mgmt: ManagementClient): void {
+    run.mgmt = mgmt;
+    this.deps.logger.emit({ kind: 'openvpn.mgmt-connected', id: this.spec.id, socket: this.spec.mgmtSocket });
+    mgmt.on('state', (st) => this.onOpenvpnState(run, st));
+    mgmt.on('bytecount', (b) => {
+      if (this.run !== run) return;
+      this.bytesIn = b.bytesIn;
+      this.bytesOut = b.bytesOut;
+    });
+    mgmt.on('fatal', ({ text }) => {
+      run.fatal = text;
+      this.deps.logger.emit({ kind: 'openvpn.fatal', id: this.spec.id, pid: run.pid, text });
+    });
+    mgmt.on('close', () => {
+      if (run.mgmt === mgmt) run.mgmt = undefined;
+    });
+  }
+
+  private onOpenvpnState(run: Run, st: StateInfo): void {
+    if (this.run !== run) return;
+    let changed = false;
+    if (st.name === 'CONNECTED') {
+      const remote = st.remoteIp === undefined ? undefined : `${st.remoteIp}${st.remotePort === undefined ? '' : `:${st.remotePort}`}`;
+      if (remote !== undefined && remote !== this.remote) {
+        this.remote = remote;
+        changed = true;
+      }
+      if (this.tunnelAddress === undefined && st.localIp !== undefined) {
+        this.tunnelAddress = st.localIp;
+        changed = true;
+      }
+    }
+    const before = this.state;
+    this.dispatch({ type: 'openvpn-state', name: st.name }, run);
+    if (changed && this.state === before) this.emit('change', this.status());
+  }
+
+  // ------------------------------------------------------------ health
+
+  private scheduleHealth(): void {
+    if (!this.healthActive) return;
+    const run = this.run;
+    this.cancelHealth = this.deps.clock.setTimeout(() => {
+      this.cancelHealth = undefined;
+      if (run !== undefined) void this.healthCheck(run);
+    }, this.deps.health.intervalMs);
+  }
+
+  private async healthCheck(run: Run): Promise<void> {
+    if (this.run !== run || !this.healthActive) return;
+    const policy = this.deps.health;
+    let mgmtResult: 'ok' | 'timeout' | 'unavailable' = 'ok';
+    let openvpnState: string | undefined;
+    let mgmt = run.mgmt;
+    if (mgmt === undefined || mgmt.isClosed) {
+      // Lost (e.g. closed after a timeout): reconnect and re-enable notifications.
+      mgmt = undefined;
+      try {
+        const m = await this.deps.connectManagement(this.spec.mgmtSocket, { timeoutMs: policy.mgmtTimeoutMs, commandTimeoutMs: policy.mgmtTimeoutMs });
+        if (this.run !== run) {
+          m.close();
+          return;
+        }
+        this.attach(run, m);
+        await m.stateOn();
+        await m.bytecount(this.deps.bytecountSeconds);
+        mgmt = m;
+      } catch (e) {
+        mgmtResult = toMvpnError(e).code === 'MVPN_MGMT_TIMEOUT' ? 'timeout' : 'unavailable';
+      }
+    }
+    if (mgmt !== undefined) {
+      try {
+        const st = await mgmt.state({ timeoutMs: policy.mgmtTimeoutMs });
+        openvpnState = st.name;
+        this.onOpenvpnState(run, st);
+      } catch (e) {
+        mgmtResult = toMvpnError(e).code === 'MVPN_MGMT_TIMEOUT' ? 'timeout' : 'unavailable';
+      }
+      if (mgmtResult === 'ok' && this.spec.role === 'server' && this.run === run) {
+        try {
+          const s = await mgmt.status3({ timeoutMs: policy.mgmtTimeoutMs });
+          this.clients = s.clients.length;
+          this.bytesIn = s.clients.reduce((a, c) => a + c.bytesIn, 0);
+          this.bytesOut = s.clients.reduce((a, c) => a + c.bytesOut, 0);
+        } catch (e) {
+          if (toMvpnError(e).code === 'MVPN_MGMT_TIMEOUT') mgmtResult = 'timeout';
+        }
+      }
+    }
+    if (this.run !== run || !this.healthActive) return;
+    const device = await readDevice(this.deps.exec, this.spec.dev, policy.mgmtTimeoutMs);
+    if (this.run !== run || !this.healthActive) return;
+
+    const result = assessHealth(
+      { mgmt: mgmtResult, ...(openvpnState === undefined ? {} : { openvpnState }), device, bytesIn: this.bytesIn, bytesOut: this.bytesOut },
+      this.healthMemory,
+      { role: this.spec.role, dev: this.spec.dev, ...(this.spec.expectedAddress === undefined ? {} : { expectedAddress: this.spec.expectedAddress }) },
+      policy,
+    );
+    this.healthMemory = result.memory;
+    const addrChanged = result.tunnelAddress !== undefined && result.tunnelAddress !== this.tunnelAddress;
+    if (addrChanged) this.tunnelAddress = result.tunnelAddress;
+    if (result.verdict !== this.lastVerdict || result.verdict !== 'ok') {
+      this.deps.logger.emit({ kind: 'openvpn.health', id: this.spec.id, verdict: result.verdict, reason: result.reason });
+    }
+    this.lastVerdict = result.verdict;
+    const before = this.state;
+    this.dispatch(
+      {
+        type: 'health',
+        verdict: result.verdict,
+        reason: result.reason,
+        ...(result.code === undefined ? {} : { error: { code: result.code, message: result.reason } }),
+      },
+      run,
+    );
+    if (addrChanged && this.state === before) this.emit('change', this.status());
+    if (this.run === run) this.scheduleHealth();
+  }
+}
