@@ -2,8 +2,10 @@ import type { CliCommand, CliGroup } from './command.ts';
 import { downCommand } from './down.ts';
 import { reloadCommand } from './reload.ts';
 import { restartCommand } from './restart.ts';
+import { serverGroup } from './server/group.ts';
 import { statusCommand } from './status.ts';
 import { upCommand } from './up.ts';
+import { verifyCommand } from './verify.ts';
 
 /**
  * The command tree. Each entry lives in its own file under src/cli/ (one
@@ -16,4 +18,7 @@ export const commands: readonly (CliCommand | CliGroup)[] = [
   downCommand,
   restartCommand,
   reloadCommand,
+  verifyCommand,
+  // server mode (MetaVPN host)
+  serverGroup,
 ];

@@ -1,0 +1,43 @@
+import type { CliGroup } from '../command.ts';
+import { serverExportCommand } from './export.ts';
+import { serverInitCommand } from './init.ts';
+import { networkCreateCommand } from './network-create.ts';
+import { networkDeleteCommand } from './network-delete.ts';
+import { networkDownCommand } from './network-down.ts';
+import { networkListCommand } from './network-list.ts';
+import { networkPurgeCommand } from './network-purge.ts';
+import { networkShowCommand } from './network-show.ts';
+import { networkUpCommand } from './network-up.ts';
+import { nodeAddCommand } from './node-add.ts';
+import { nodeListCommand } from './node-list.ts';
+import { nodeRemoveCommand } from './node-remove.ts';
+import { nodeRevokeCommand } from './node-revoke.ts';
+import { nodeTokenCommand } from './node-token.ts';
+
+/** `mvpn-client server …`: the MetaVPN host's side. Admin commands work on the local state directory only. */
+export const serverGroup: CliGroup = {
+  command: 'server',
+  describe: 'server mode: networks, nodes, enrollment, the HTTPS API and openvpn servers',
+  children: [
+    serverInitCommand,
+    {
+      command: 'network',
+      describe: 'create, list, show, start, stop, delete and purge networks',
+      children: [
+        networkCreateCommand,
+        networkListCommand,
+        networkShowCommand,
+        networkUpCommand,
+        networkDownCommand,
+        networkDeleteCommand,
+        networkPurgeCommand,
+      ],
+    },
+    {
+      command: 'node',
+      describe: 'add, remove, list, enroll and revoke nodes',
+      children: [nodeAddCommand, nodeRemoveCommand, nodeListCommand, nodeTokenCommand, nodeRevokeCommand],
+    },
+    serverExportCommand,
+  ],
+};

@@ -1,0 +1,82 @@
+import type { Argv } from 'yargs';
+import { ExitCode } from '../../errors.ts';
+import { DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_PORT_RANGE, DEFAULT_STATE_DIR } from '../../server/config.ts';
+import { initServer } from '../../server/init.ts';
+import type { CliCommand } from '../command.ts';
+import type { Io } from '../io.ts';
+import { reportFailure, writeOutput } from './common.ts';
+
+interface InitArgs {
+  'state-dir': string;
+  hostname: string[];
+  address: string[];
+  listen?: string;
+  'vpn-listen'?: string;
+  pool?: string;
+  'port-range'?: string;
+  'runtime-dir'?: string;
+  openvpn?: string;
+  json: boolean;
+}
+
+/**
+ * `mvpn-client server init`: create the state directory (signing key, API CA,
+ * listener certificate, config, store). Prints the trust anchor line and the
+ * API CA path: both go into the nodes' startup tarballs.
+ */
+export const serverInitCommand: CliCommand<InitArgs> = {
+  command: 'init',
+  describe: 'create a new server state directory (refuses to overwrite one)',
+  builder: (y: Argv) =>
+    y
+      .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where to create it (0700)' })
+      .option('hostname', { type: 'string', array: true, default: [], describe: "DNS name of this server (listener certificate, default remotes); repeat" })
+      .option('address', { type: 'string', array: true, default: [], describe: 'IP address of this server (listener certificate, default remotes); repeat' })
+      .option('listen', { type: 'string', describe: `HTTPS API listener ADDR:PORT (default ${DEFAULT_LISTEN})` })
+      .option('vpn-listen', { type: 'string', describe: 'address the openvpn servers bind to (default: all)' })
+      .option('pool', { type: 'string', describe: `IPv4 pool network subnets come from (default ${DEFAULT_POOL})` })
+      .option('port-range', { type: 'string', describe: `UDP ports for networks, A-B (default ${DEFAULT_PORT_RANGE})` })
+      .option('runtime-dir', { type: 'string', describe: 'management sockets, pid files, status (default /run/mvpn-server or <state-dir>/run)' })
+      .option('openvpn', { type: 'string', describe: 'openvpn executable (default: openvpn on PATH)' })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout' }) as unknown as Argv<InitArgs>,
+  async run(args: InitArgs, io: Io): Promise<number> {
+    try {
+      const r = await initServer({
+        stateDir: args['state-dir'],
+        hostnames: args.hostname.map(String),
+        addresses: args.address.map(String),
+        ...(args.listen === undefined ? {} : { listen: args.listen }),
+        ...(args['vpn-listen'] === undefined ? {} : { vpnListen: args['vpn-listen'] }),
+        ...(args.pool === undefined ? {} : { pool: args.pool }),
+        ...(args['port-range'] === undefined ? {} : { portRange: args['port-range'] }),
+        ...(args['runtime-dir'] === undefined ? {} : { runtimeDir: args['runtime-dir'] }),
+        ...(args.openvpn === undefined ? {} : { openvpnPath: args.openvpn }),
+      });
+      writeOutput(args, io, {
+        json: {
+          state_dir: r.stateDir,
+          trust_anchor: r.trustAnchor,
+          trust_anchor_file: r.trustAnchorPath,
+          api_ca: r.apiCaPath,
+          listen: r.config.listen,
+          hostnames: r.config.hostnames,
+          addresses: r.config.addresses,
+          pool: r.config.pool,
+          port_range: r.config.port_range,
+          runtime_dir: r.config.runtime_dir,
+        },
+        text: [
+          `initialised ${r.stateDir}`,
+          `trust anchor: ${r.trustAnchor}`,
+          `  (also in ${r.trustAnchorPath}; put it in the nodes' startup tarball as the agent's "anchor")`,
+          `API CA: ${r.apiCaPath}`,
+          `  (put it in the startup tarball as the agent's "server_ca")`,
+          `HTTPS API will listen on ${r.config.listen}; names in its certificate: ${[...r.config.hostnames, ...r.config.addresses].join(', ')}`,
+        ].join('\n'),
+      });
+      return ExitCode.ok;
+    } catch (err) {
+      return reportFailure(args, io, err);
+    }
+  },
+};

@@ -1,0 +1,53 @@
+import type { Argv } from 'yargs';
+import { getNetworkOrThrow, networkView } from '../../server/ops/networks.ts';
+import { membershipView } from '../../server/ops/nodes.ts';
+import { readStatus } from '../../server/status.ts';
+import type { CliCommand } from '../command.ts';
+import type { Io } from '../io.ts';
+import { serverAction, serverOptions, table } from './common.ts';
+import type { IdArgs } from './network-delete.ts';
+
+/**
+ * `server network show ID`: the network, its members, and — from the running
+ * daemon's status snapshot — its openvpn server and connected clients
+ * (`status 3`). `runtime` is null when no daemon is running.
+ */
+export const networkShowCommand: CliCommand<IdArgs> = {
+  command: 'show <id>',
+  describe: 'show a network, its nodes and its connected clients',
+  builder: (y: Argv) => serverOptions(y.positional('id', { type: 'string', demandOption: true, describe: 'network id' })) as unknown as Argv<IdArgs>,
+  run: (args: IdArgs, io: Io) =>
+    serverAction(args, io, async (ctx) => {
+      const net = getNetworkOrThrow(ctx, String(args.id));
+      const members = ctx.store.read((tx) => tx.listMemberships({ network: net.id }));
+      const status = await readStatus(ctx.config.runtime_dir);
+      const runtime = status ? (status.networks[net.id] ?? { state: 'stopped', clients: [], restarts: 0 }) : null;
+      const base = networkView(net, { active: members.filter((m) => !m.revoked).length, revoked: members.filter((m) => m.revoked).length });
+      const view = {
+        ...base,
+        members: members.map(membershipView),
+        runtime,
+      };
+      const connected = new Map((runtime?.clients ?? []).map((c) => [c.cn, c]));
+      const lines = [
+        `network ${net.id} (${net.name}): ${net.state}, ${net.devType} ${net.proto}/${net.port}, subnet ${net.subnet}, server ${String(base['server_address'])}`,
+        `remotes: ${net.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(', ')}`,
+        `crl: #${net.crlNumber}, next update ${new Date(net.crlNextUpdate).toISOString()}`,
+        runtime === null
+          ? 'server: no daemon running (`mvpn-client server run`)'
+          : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,
+      ];
+      if (members.length > 0) {
+        lines.push(
+          table([
+            ['NODE', 'ADDRESS', 'STATE', 'KEY', 'CONNECTED FROM'],
+            ...members.map((m) => {
+              const v = membershipView(m);
+              return [m.node, m.address, String(v['state']), m.keyOrigin ?? '-', connected.get(m.node)?.real_address ?? '-'];
+            }),
+          ]),
+        );
+      }
+      return { json: view, text: lines.join('\n') };
+    }),
+};

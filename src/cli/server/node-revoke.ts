@@ -1,0 +1,37 @@
+import type { Argv } from 'yargs';
+import { membershipView, revokeNode } from '../../server/ops/nodes.ts';
+import type { CliCommand } from '../command.ts';
+import type { Io } from '../io.ts';
+import { serverAction, serverOptions, type ServerArgs } from './common.ts';
+
+interface RevokeArgs extends ServerArgs {
+  node: string;
+  network?: string;
+}
+
+/**
+ * `server node revoke NODE [--network ID]`: certificates on the CRL (written
+ * atomically by the daemon, which also kills the live session with
+ * `kill CN`); without --network also the node's API identity and tokens.
+ */
+export const nodeRevokeCommand: CliCommand<RevokeArgs> = {
+  command: 'revoke <node>',
+  describe: 'revoke a node in one network, or everywhere including its API identity',
+  builder: (y: Argv) =>
+    serverOptions(
+      y
+        .positional('node', { type: 'string', demandOption: true, describe: 'node id' })
+        .option('network', { type: 'string', describe: 'only in this network' }),
+    ) as unknown as Argv<RevokeArgs>,
+  run: (args: RevokeArgs, io: Io) =>
+    serverAction(args, io, async (ctx) => {
+      const node = String(args.node);
+      const r = await revokeNode(ctx, node, args.network);
+      return {
+        json: { node, revoked: r.revoked.map(membershipView), identity_revoked: args.network === undefined },
+        text:
+          `revoked ${node} in ${r.revoked.length === 0 ? 'no network (already revoked)' : r.revoked.map((m) => m.network).join(', ')}` +
+          (args.network === undefined ? '; its API identity and unused tokens are gone too' : ''),
+      };
+    }),
+};

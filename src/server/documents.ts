@@ -1,0 +1,116 @@
+/**
+ * What the server signs and hands out, as pure functions of the store's
+ * records: a node's network spec, its bundle for a network, and its
+ * membership document.
+ *
+ * Determinism matters: the same records give the same bytes (bundles are
+ * built deterministically, Ed25519 signatures are deterministic, the
+ * document's timestamps come from the store, not from "now"), so a bundle's
+ * sha256 in the document stays right, ETags are stable across daemon
+ * restarts, and a document serial never stands for two different documents
+ * (which an agent would rightly call equivocation).
+ */
+import { buildBundle } from '../bundle/build.ts';
+import { buildMembership } from '../bundle/membership.ts';
+import type { MembershipDoc, NetworkSpec } from '../bundle/schema.ts';
+import type { SigningKey } from '../bundle/sign.ts';
+import { intToIp, parseCidr, serverAddress } from './alloc.ts';
+import { serverCn } from './pki-service.ts';
+import { iso } from './ops/context.ts';
+import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.ts';
+
+/** Data-channel ciphers, strongest first; all AEAD. */
+export const CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'CHACHA20-POLY1305'] as const;
+export const KEEPALIVE = { interval: 10, timeout: 60 } as const;
+
+export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'address'>): NetworkSpec {
+  const subnet = parseCidr(net.subnet);
+  return {
+    schema: 1,
+    id: net.id,
+    name: net.name,
+    dev_type: net.devType,
+    proto: net.proto,
+    remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
+    server_cn: serverCn(net.id),
+    address: { ipv4: `${m.address}/${subnet.prefix}` },
+    server_tunnel_ip: intToIp(serverAddress(subnet)),
+    ciphers: [...CIPHERS],
+    keepalive: { ...KEEPALIVE },
+    allow_pushed_routes: false,
+  };
+}
+
+export interface BuiltBundle {
+  readonly bytes: Buffer;
+  readonly sha256: string;
+  readonly size: number;
+}
+
+/**
+ * A node's bundle for one network at the membership's current version.
+ * `nodeKeyPem` only for a central key (offline export); the manifest says so.
+ */
+export async function buildNodeBundle(
+  key: SigningKey,
+  net: NetworkRecord,
+  m: MembershipRecord,
+  nodeKeyPem?: string,
+): Promise<BuiltBundle> {
+  if (m.certPem === null || m.keyOrigin === null) throw new Error(`membership ${m.node}/${m.network} has no certificate`);
+  return buildBundle({
+    signingKey: key,
+    manifest: {
+      node: m.node,
+      network: net.id,
+      version: m.bundleVersion,
+      created: iso(m.bundleCreatedAt),
+      // The bundle is good as long as its CRL: openvpn refuses every peer after the CRL's nextUpdate.
+      expires: iso(net.crlNextUpdate),
+      key_origin: m.keyOrigin,
+    },
+    spec: networkSpec(net, m),
+    caPem: net.caCertPem,
+    nodeCertPem: m.certPem,
+    tlsCryptV2ClientKey: m.tlsCryptV2ClientKey,
+    crlPem: net.crlPem,
+    ...(nodeKeyPem === undefined ? {} : { nodeKeyPem }),
+  });
+}
+
+/** Memberships an online document lists: active, certified with the node's own key, network not deleted. */
+export function servedMemberships(memberships: readonly MembershipRecord[], networks: ReadonlyMap<string, NetworkRecord>): MembershipRecord[] {
+  return memberships
+    .filter((m) => !m.revoked && m.keyOrigin === 'node' && m.certPem !== null && networks.get(m.network)?.state !== 'deleted' && networks.has(m.network))
+    .sort((a, b) => (a.network < b.network ? -1 : a.network > b.network ? 1 : 0));
+}
+
+export function bundlePath(network: string, version: number): string {
+  return `bundles/${network}/${version}`;
+}
+
+/**
+ * The membership document (unsigned) for `node` listing `entries`, each with
+ * its bundle's hash and size; `url` defaults to the API path relative to the
+ * document's own URL (…/v1/membership → …/v1/bundles/<net>/<version>).
+ */
+export function membershipDoc(
+  node: Pick<NodeRecord, 'id' | 'docSerial' | 'docIssuedAt' | 'docExpiresAt'>,
+  entries: readonly { net: NetworkRecord; m: MembershipRecord; bundle: BuiltBundle; url?: string }[],
+): MembershipDoc {
+  return {
+    node: node.id,
+    serial: node.docSerial,
+    issued_at: iso(node.docIssuedAt),
+    expires_at: iso(node.docExpiresAt),
+    networks: entries.map(({ net, m, bundle, url }) => ({
+      id: net.id,
+      name: net.name,
+      bundle: { version: m.bundleVersion, sha256: bundle.sha256, size: bundle.size, url: url ?? bundlePath(net.id, m.bundleVersion) },
+    })),
+  };
+}
+
+export function signMembership(doc: MembershipDoc, key: SigningKey): Buffer {
+  return buildMembership(doc, key);
+}

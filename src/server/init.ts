@@ -1,0 +1,139 @@
+/**
+ * `server init`: a new state directory with everything the server needs
+ * before its first network — the Ed25519 signing key (whose public half is
+ * the nodes' trust anchor), the API CA and the HTTPS listener's certificate,
+ * config.json and an empty store.
+ *
+ * The directory is built under a temporary sibling name and renamed into
+ * place at the end, so a failure halfway leaves nothing that looks like an
+ * initialised server, and an existing state directory is never touched.
+ */
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { hostname as osHostname } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, UsageError } from '../errors.ts';
+import { anchorToString, generateSigningKey, signingKeyToPem } from '../bundle/sign.ts';
+import { isRemoteHost } from '../bundle/schema.ts';
+import { createCa } from '../pki/ca.ts';
+import { issueCert } from '../pki/cert.ts';
+import { generateKeyPairPem } from '../pki/keys.ts';
+import { checkConfig, defaultConfig, parseListen, serverPaths, type ServerConfig } from './config.ts';
+import { parseCidr, parsePortRange } from './alloc.ts';
+import { SqliteStore } from './store/sqlite.ts';
+
+export interface InitOptions {
+  readonly stateDir: string;
+  readonly hostnames?: readonly string[];
+  readonly addresses?: readonly string[];
+  readonly listen?: string;
+  readonly vpnListen?: string;
+  readonly pool?: string;
+  readonly portRange?: string;
+  readonly runtimeDir?: string;
+  readonly openvpnPath?: string;
+  readonly now?: number;
+}
+
+export interface InitResult {
+  readonly stateDir: string;
+  readonly trustAnchor: string;
+  readonly trustAnchorPath: string;
+  readonly apiCaPath: string;
+  readonly config: ServerConfig;
+}
+
+const YEAR = 365 * 86_400_000;
+
+async function isEmptyDir(path: string): Promise<boolean> {
+  try {
+    return (await readdir(path)).length === 0;
+  } catch {
+    return false;
+  }
+}
+
+export async function initServer(opts: InitOptions): Promise<InitResult> {
+  const stateDir = resolve(opts.stateDir);
+  if (existsSync(stateDir) && !(await isEmptyDir(stateDir))) {
+    throw new ConfigError('MVPN_ALREADY_EXISTS', `${stateDir} already exists and is not empty; refusing to overwrite a state directory`, {
+      context: { stateDir },
+      hint: 'choose another --state-dir, or remove this one yourself if you really mean to start over',
+    });
+  }
+  for (const h of opts.hostnames ?? []) if (!isRemoteHost(h) || isIP(h) !== 0) throw new UsageError(`--hostname ${JSON.stringify(h)} is not a DNS name`);
+  for (const a of opts.addresses ?? []) if (isIP(a) === 0) throw new UsageError(`--address ${JSON.stringify(a)} is not an IP address`);
+  if (opts.pool !== undefined) parseCidr(opts.pool);
+  if (opts.portRange !== undefined) parsePortRange(opts.portRange);
+  if (opts.listen !== undefined) parseListen(opts.listen);
+
+  let hostnames = [...(opts.hostnames ?? [])];
+  let addresses = [...(opts.addresses ?? [])];
+  if (hostnames.length === 0 && addresses.length === 0) {
+    const h = osHostname();
+    hostnames = isRemoteHost(h) && isIP(h) === 0 ? [h] : [];
+    addresses = ['127.0.0.1'];
+  }
+  const base = defaultConfig(stateDir);
+  const config = checkConfig(
+    {
+      ...base,
+      ...(opts.listen === undefined ? {} : { listen: opts.listen }),
+      hostnames,
+      addresses,
+      ...(opts.vpnListen === undefined ? {} : { vpn_listen: opts.vpnListen }),
+      ...(opts.pool === undefined ? {} : { pool: opts.pool }),
+      ...(opts.portRange === undefined ? {} : { port_range: opts.portRange }),
+      ...(opts.runtimeDir === undefined ? {} : { runtime_dir: resolve(opts.runtimeDir) }),
+      ...(opts.openvpnPath === undefined ? {} : { openvpn_path: opts.openvpnPath }),
+    },
+    'server init',
+  );
+
+  const now = opts.now ?? Date.now();
+  await mkdir(dirname(stateDir), { recursive: true, mode: 0o755 });
+  const tmp = join(dirname(stateDir), `.${basename(stateDir)}.init-${randomBytes(4).toString('hex')}`);
+  const paths = serverPaths(tmp);
+  let anchor: string;
+  try {
+    await mkdir(tmp, { mode: 0o700 });
+    await chmod(tmp, 0o700);
+    await mkdir(paths.apiDir, { mode: 0o700 });
+    await mkdir(paths.networksDir, { mode: 0o700 });
+
+    const signing = generateSigningKey();
+    anchor = anchorToString(signing);
+    await writeFile(paths.signingKey, signingKeyToPem(signing), { mode: 0o600 });
+    await writeFile(paths.trustAnchor, anchor + '\n', { mode: 0o644 });
+
+    const notBefore = new Date(now - 5 * 60_000);
+    const apiCa = await createCa({ cn: 'mvpn-api-ca', alg: 'ec-p256', notBefore, notAfter: new Date(now + 10 * YEAR) });
+    const listenerKey = await generateKeyPairPem('ec-p256');
+    const listener = await issueCert({
+      ca: apiCa,
+      publicKeyPem: listenerKey.publicKeyPem,
+      cn: hostnames[0] ?? addresses[0] ?? 'mvpn-server',
+      usage: 'server',
+      notBefore,
+      notAfter: new Date(now + 10 * YEAR),
+      dnsNames: hostnames,
+      ipAddresses: addresses,
+    });
+    await writeFile(paths.apiCaCert, apiCa.certPem, { mode: 0o644 });
+    await writeFile(paths.apiCaKey, apiCa.keyPem, { mode: 0o600 });
+    await writeFile(paths.apiCert, listener.certPem, { mode: 0o644 });
+    await writeFile(paths.apiKey, listenerKey.privateKeyPem, { mode: 0o600 });
+    await writeFile(paths.config, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+    SqliteStore.open(paths.store, { create: true }).close();
+
+    // An existing empty directory (checked above) is replaced by the rename.
+    await rename(tmp, stateDir);
+  } catch (err) {
+    await rm(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  const final = serverPaths(stateDir);
+  return { stateDir, trustAnchor: anchor, trustAnchorPath: final.trustAnchor, apiCaPath: final.apiCaCert, config };
+}

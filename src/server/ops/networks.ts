@@ -1,0 +1,207 @@
+/**
+ * Network lifecycle (MetaVPN's add / up / down / del / purge, completed):
+ * create → down; up ⇄ down; delete (only when down) keeps the records as
+ * history and gives the port and subnet back; purge removes everything.
+ *
+ * A network's membership documents list it whether it is up or down: "down"
+ * only stops its server (nodes keep their config and reconnect when it comes
+ * back), "deleted" takes it out of every document.
+ */
+import { rm } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { StoreError, UsageError } from '../../errors.ts';
+import { NETWORK_ID_RE, isRemoteHost } from '../../bundle/schema.ts';
+import type { KeyAlg } from '../../pki/keys.ts';
+import { allocatePort, allocateSubnet, formatCidr, parseCidr, parsePortRange, intToIp, serverAddress } from '../alloc.ts';
+import { networkDir } from '../config.ts';
+import { createNetworkPki } from '../pki-service.ts';
+import type { DevType, NetworkRecord, NetworkState, Proto, Remote } from '../store/store.ts';
+import { Bumps, nowOf, type ServerContext } from './context.ts';
+
+export interface CreateNetworkInput {
+  readonly id: string;
+  readonly name?: string | undefined;
+  readonly devType?: DevType | undefined;
+  readonly proto?: Proto | undefined;
+  readonly subnet?: string | undefined;
+  readonly port?: number | undefined;
+  readonly remotes?: readonly string[] | undefined;
+  readonly keyAlg?: KeyAlg | undefined;
+}
+
+export function checkNetworkId(id: string): void {
+  if (!NETWORK_ID_RE.test(id)) {
+    throw new UsageError(`network id ${JSON.stringify(id)} is not valid: a lower-case letter, then up to 11 lower-case letters, digits or "-"`, {
+      context: { network: id },
+      hint: 'the id becomes interface names (ms-<id> on the server, mv-<id> on nodes), which are at most 15 characters',
+    });
+  }
+}
+
+function checkName(name: string): void {
+  if (name.length < 1 || name.length > 128 || /\p{C}/u.test(name)) {
+    throw new UsageError(`network name ${JSON.stringify(name)} must be 1-128 printable characters`);
+  }
+}
+
+/** "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT"; a bare IPv6 address has no port. */
+export function parseRemote(text: string): Remote {
+  let host = text;
+  let port: number | undefined;
+  const bracket = /^\[([^\]]+)\](?::([0-9]{1,5}))?$/.exec(text);
+  if (bracket) {
+    host = bracket[1]!;
+    if (bracket[2] !== undefined) port = Number(bracket[2]);
+  } else if ((text.match(/:/g) ?? []).length === 1) {
+    const [h, p] = text.split(':') as [string, string];
+    if (!/^[0-9]{1,5}$/.test(p)) throw new UsageError(`remote ${JSON.stringify(text)}: port ${JSON.stringify(p)} is not a number`);
+    host = h;
+    port = Number(p);
+  }
+  if (!isRemoteHost(host) || (bracket && isIP(host) !== 6)) {
+    throw new UsageError(`remote ${JSON.stringify(text)}: ${JSON.stringify(host)} is not an IP address or DNS name`, { context: { remote: text } });
+  }
+  if (port !== undefined && (port < 1 || port > 65535)) throw new UsageError(`remote ${JSON.stringify(text)}: port ${port} is not between 1 and 65535`);
+  return port === undefined ? { host } : { host, port };
+}
+
+export function getNetworkOrThrow(ctx: ServerContext, id: string): NetworkRecord {
+  checkNetworkId(id);
+  const net = ctx.store.read((tx) => tx.getNetwork(id));
+  if (!net) throw new StoreError('MVPN_NOT_FOUND', `no network ${id}`, { context: { network: id }, hint: 'see `mvpn-client server network list`' });
+  return net;
+}
+
+export async function createNetwork(ctx: ServerContext, input: CreateNetworkInput): Promise<NetworkRecord> {
+  checkNetworkId(input.id);
+  const name = input.name ?? input.id;
+  checkName(name);
+  const devType = input.devType ?? 'tap';
+  const proto = input.proto ?? 'udp';
+  const requestedSubnet = input.subnet === undefined ? undefined : parseCidr(input.subnet);
+  const remotes: Remote[] = input.remotes?.length
+    ? input.remotes.map(parseRemote)
+    : [...ctx.config.hostnames, ...ctx.config.addresses].map((host) => ({ host }));
+  if (remotes.length === 0) {
+    throw new UsageError(`network ${input.id} needs at least one --remote (the address nodes connect to)`, {
+      hint: 'give --remote HOST[:PORT], or --hostname/--address at `server init` to set defaults',
+    });
+  }
+  if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
+  const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
+  if (existing) throw alreadyExists(existing);
+
+  const now = nowOf(ctx);
+  const pki = await createNetworkPki(input.id, input.keyAlg ?? 'ec-p256', now, ctx.config.crl_days);
+  return ctx.store.write((tx) => {
+    const again = tx.getNetwork(input.id);
+    if (again) throw alreadyExists(again);
+    const live = tx.listNetworks().filter((n) => n.state !== 'deleted');
+    const port = allocatePort(parsePortRange(ctx.config.port_range), new Set(live.map((n) => n.port)), input.port);
+    const subnet = allocateSubnet(parseCidr(ctx.config.pool), ctx.config.subnet_prefix, live.map((n) => parseCidr(n.subnet)), requestedSubnet);
+    const rec: NetworkRecord = {
+      id: input.id,
+      name,
+      devType,
+      proto,
+      port,
+      subnet: formatCidr(subnet),
+      state: 'down',
+      remotes,
+      ...pki,
+      createdAt: now,
+      updatedAt: now,
+    };
+    tx.insertNetwork(rec);
+    return rec;
+  });
+}
+
+function alreadyExists(net: NetworkRecord): StoreError {
+  return new StoreError('MVPN_ALREADY_EXISTS', `network ${net.id} already exists${net.state === 'deleted' ? ' (deleted, kept as history)' : ''}`, {
+    context: { network: net.id, state: net.state },
+    ...(net.state === 'deleted' ? { hint: `\`mvpn-client server network purge ${net.id}\` removes it for good` } : {}),
+  });
+}
+
+export function listNetworks(ctx: ServerContext): NetworkRecord[] {
+  return ctx.store.read((tx) => tx.listNetworks());
+}
+
+/** up / down. Idempotent; a deleted network cannot come back up. */
+export function setNetworkState(ctx: ServerContext, id: string, state: 'up' | 'down'): NetworkRecord {
+  checkNetworkId(id);
+  const now = nowOf(ctx);
+  return ctx.store.write((tx) => {
+    const net = tx.getNetwork(id);
+    if (!net) throw new StoreError('MVPN_NOT_FOUND', `no network ${id}`, { context: { network: id } });
+    if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${id} is deleted`, { context: { network: id }, hint: 'create a new one' });
+    if (net.state !== state) tx.updateNetwork(id, { state, updatedAt: now });
+    return { ...net, state, updatedAt: net.state !== state ? now : net.updatedAt };
+  });
+}
+
+/** Marks a down network deleted: out of every document, port and subnet free again, records kept. */
+export function deleteNetwork(ctx: ServerContext, id: string): NetworkRecord {
+  checkNetworkId(id);
+  const now = nowOf(ctx);
+  return ctx.store.write((tx) => {
+    const net = tx.getNetwork(id);
+    if (!net) throw new StoreError('MVPN_NOT_FOUND', `no network ${id}`, { context: { network: id } });
+    requireNotUp(net, 'delete');
+    if (net.state === 'deleted') return net;
+    tx.updateNetwork(id, { state: 'deleted', updatedAt: now });
+    const bumps = new Bumps();
+    for (const m of tx.listMemberships({ network: id })) bumps.doc(m.node);
+    bumps.apply(tx, now, ctx.config.membership_days);
+    return { ...net, state: 'deleted' as NetworkState, updatedAt: now };
+  });
+}
+
+/** Removes a network that is not up and everything it had: records, keys, rendered files. */
+export async function purgeNetwork(ctx: ServerContext, id: string): Promise<NetworkRecord> {
+  checkNetworkId(id);
+  const now = nowOf(ctx);
+  const net = ctx.store.write((tx) => {
+    const n = tx.getNetwork(id);
+    if (!n) throw new StoreError('MVPN_NOT_FOUND', `no network ${id}`, { context: { network: id } });
+    requireNotUp(n, 'purge');
+    const bumps = new Bumps();
+    for (const m of tx.listMemberships({ network: id })) bumps.doc(m.node);
+    tx.deleteNetwork(id);
+    bumps.apply(tx, now, ctx.config.membership_days);
+    return n;
+  });
+  await rm(networkDir(ctx.paths, id), { recursive: true, force: true });
+  return net;
+}
+
+function requireNotUp(net: NetworkRecord, verb: string): void {
+  if (net.state === 'up') {
+    throw new StoreError('MVPN_STORE_CONFLICT', `network ${net.id} is up; bring it down before you ${verb} it`, {
+      context: { network: net.id },
+      hint: `mvpn-client server network down ${net.id}`,
+    });
+  }
+}
+
+/** JSON view of a network (no key material). */
+export function networkView(net: NetworkRecord, members?: { active: number; revoked: number }): Record<string, unknown> {
+  const subnet = parseCidr(net.subnet);
+  return {
+    id: net.id,
+    name: net.name,
+    state: net.state,
+    dev_type: net.devType,
+    proto: net.proto,
+    port: net.port,
+    subnet: net.subnet,
+    server_address: intToIp(serverAddress(subnet)),
+    remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
+    key_alg: net.keyAlg,
+    crl: { number: net.crlNumber, next_update: new Date(net.crlNextUpdate).toISOString() },
+    ...(members ? { nodes: members } : {}),
+    created_at: new Date(net.createdAt).toISOString(),
+    updated_at: new Date(net.updatedAt).toISOString(),
+  };
+}

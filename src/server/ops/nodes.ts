@@ -1,0 +1,269 @@
+/**
+ * Nodes and memberships: add (with a given or allocated address), remove,
+ * revoke, enrollment tokens.
+ *
+ * remove vs revoke: `remove` takes a node out of a network (its certificate
+ * goes on the CRL, its address is free again, adding it later gives it the
+ * same address if still free). `revoke` keeps the membership but marks it
+ * revoked (certificate on the CRL, address stays reserved, no bundle); to
+ * let the node back in, remove it and add it again. Revoking without a
+ * network revokes every membership and the node's API identity and drops its
+ * unused tokens, so it must enroll again with a new token.
+ *
+ * The running daemon sees every change within about a second (it polls the
+ * store's data_version), rewrites the CRL and ccd files and kills the
+ * affected sessions with `kill CN`.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { StoreError, UsageError } from '../../errors.ts';
+import { NODE_ID_RE } from '../../bundle/schema.ts';
+import { wrapTlsCryptV2ClientKey } from '../../pki/tls-crypt-v2.ts';
+import { allocateAddress, intToIp, ipToInt, parseCidr } from '../alloc.ts';
+import { issueNodeCert } from '../pki-service.ts';
+import type { MembershipRecord, NetworkRecord, NodeRecord, RevocationRecord, StoreTx } from '../store/store.ts';
+import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
+import { checkNetworkId } from './networks.ts';
+
+/** CNs, file names in client-config-dir, agent node ids: at most 63 characters (X.509 CN limit is 64). */
+export function checkNodeId(id: string): void {
+  if (!NODE_ID_RE.test(id) || id.length > 63) {
+    throw new UsageError(`node id ${JSON.stringify(id)} is not valid: a letter or digit, then up to 62 letters, digits, ".", "_" or "-"`, {
+      context: { node: id },
+    });
+  }
+}
+
+function notFound(what: string, context: Record<string, string>): StoreError {
+  return new StoreError('MVPN_NOT_FOUND', what, { context });
+}
+
+function liveNetwork(tx: StoreTx, id: string): NetworkRecord {
+  const net = tx.getNetwork(id);
+  if (!net) throw notFound(`no network ${id}`, { network: id });
+  if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${id} is deleted`, { context: { network: id } });
+  return net;
+}
+
+export interface AddNodeInput {
+  readonly node: string;
+  readonly network: string;
+  readonly address?: string | undefined;
+}
+
+/** Adds a node to a network (creating the node record if new). */
+export async function addNode(ctx: ServerContext, input: AddNodeInput): Promise<MembershipRecord> {
+  checkNodeId(input.node);
+  checkNetworkId(input.network);
+  const requested = input.address === undefined ? undefined : ipToInt(input.address);
+  return withRetry(async () => {
+    const { net, node } = ctx.store.read((tx) => {
+      const n = liveNetwork(tx, input.network);
+      const m = tx.getMembership(input.network, input.node);
+      if (m) throw membershipExists(m);
+      return { net: n, node: tx.getNode(input.node) };
+    });
+    const now = nowOf(ctx);
+    const tlsCryptV2ClientKey = wrapTlsCryptV2ClientKey(net.tlsCryptV2ServerKey, undefined, { now: new Date(now) });
+    const cert = node?.publicKeyPem ? await issueNodeCert(net, input.node, node.publicKeyPem, now, ctx.config.cert_days) : undefined;
+    return ctx.store.write((tx) => {
+      const n = liveNetwork(tx, input.network);
+      if (n.tlsCryptV2ServerKey !== net.tlsCryptV2ServerKey || n.caCertPem !== net.caCertPem) throw conflict(`network ${input.network}`);
+      const existing = tx.getMembership(input.network, input.node);
+      if (existing) throw membershipExists(existing);
+      const current = tx.getNode(input.node);
+      if ((current?.publicKeyPem ?? null) !== (node?.publicKeyPem ?? null)) throw conflict(`node ${input.node}`);
+      if (!current) {
+        tx.insertNode({
+          id: input.node,
+          publicKeyPem: null,
+          keyAlg: null,
+          identityCertPem: null,
+          identitySerial: null,
+          enrolledAt: null,
+          docSerial: 0,
+          docIssuedAt: now,
+          docExpiresAt: now,
+          createdAt: now,
+        });
+      }
+      const members = tx.listMemberships({ network: input.network });
+      const history = tx.addressHistory(input.network);
+      const mine = history.filter((h) => h.node === input.node).at(-1);
+      const address = allocateAddress(
+        parseCidr(n.subnet),
+        {
+          taken: new Set(members.map((m) => ipToInt(m.address))),
+          everUsed: new Set(history.map((h) => ipToInt(h.address))),
+          previous: mine === undefined ? undefined : ipToInt(mine.address),
+        },
+        requested,
+      );
+      const rec: MembershipRecord = {
+        network: input.network,
+        node: input.node,
+        address: intToIp(address),
+        certPem: cert?.certPem ?? null,
+        certSerial: cert?.serialHex ?? null,
+        keyOrigin: cert ? 'node' : null,
+        tlsCryptV2ClientKey,
+        revoked: false,
+        bundleVersion: 0,
+        bundleCreatedAt: now,
+        addedAt: now,
+      };
+      tx.insertMembership(rec);
+      tx.recordAddress({ network: input.network, node: input.node, address: rec.address, at: now });
+      new Bumps().membership(input.network, input.node).apply(tx, now, ctx.config.membership_days);
+      return tx.getMembership(input.network, input.node)!;
+    });
+  });
+}
+
+function membershipExists(m: MembershipRecord): StoreError {
+  return new StoreError('MVPN_ALREADY_EXISTS', `node ${m.node} is already in network ${m.network}${m.revoked ? ' (revoked)' : ''}`, {
+    context: { node: m.node, network: m.network, address: m.address },
+    ...(m.revoked ? { hint: `remove it first: mvpn-client server node remove ${m.node} --network ${m.network}` } : {}),
+  });
+}
+
+/** Revocation records and CRL plans for the certificates of `memberships`. */
+async function planRevocations(
+  ctx: ServerContext,
+  memberships: readonly MembershipRecord[],
+  reason: RevocationRecord['reason'],
+  now: number,
+): Promise<CrlPlan[]> {
+  const plans: CrlPlan[] = [];
+  for (const m of memberships) {
+    if (m.certSerial === null || m.revoked) continue; // nothing (new) to put on the CRL
+    const { net, recorded } = ctx.store.read((tx) => ({ net: tx.getNetwork(m.network)!, recorded: tx.listRevocations(m.network) }));
+    const rec: RevocationRecord = { network: m.network, serial: m.certSerial, node: m.node, address: m.address, reason, revokedAt: now };
+    plans.push(await planCrl(net, recorded, [rec], now, ctx.config.crl_days));
+  }
+  return plans;
+}
+
+function sameMembership(a: MembershipRecord | undefined, b: MembershipRecord): boolean {
+  return a !== undefined && a.certSerial === b.certSerial && a.revoked === b.revoked;
+}
+
+/** Takes a node out of a network: certificate on the CRL, membership gone, address free. */
+export async function removeNode(ctx: ServerContext, node: string, network: string): Promise<MembershipRecord> {
+  checkNodeId(node);
+  checkNetworkId(network);
+  return withRetry(async () => {
+    const m = ctx.store.read((tx) => tx.getMembership(network, node));
+    if (!m) throw notFound(`node ${node} is not in network ${network}`, { node, network });
+    const now = nowOf(ctx);
+    const plans = await planRevocations(ctx, [m], 'removed', now);
+    return ctx.store.write((tx) => {
+      if (!sameMembership(tx.getMembership(network, node), m)) throw conflict(`membership of ${node} in ${network}`);
+      const bumps = new Bumps().doc(node);
+      for (const p of plans) applyCrl(tx, p, bumps, now);
+      tx.deleteMembership(network, node);
+      bumps.apply(tx, now, ctx.config.membership_days);
+      return m;
+    });
+  });
+}
+
+/**
+ * Revokes a node in one network, or (network undefined) everywhere plus its
+ * API identity. Returns the memberships that were revoked now.
+ */
+export async function revokeNode(ctx: ServerContext, node: string, network?: string): Promise<{ revoked: MembershipRecord[]; identity: boolean }> {
+  checkNodeId(node);
+  if (network !== undefined) checkNetworkId(network);
+  return withRetry(async () => {
+    const { n, targets } = ctx.store.read((tx) => ({
+      n: tx.getNode(node),
+      targets: tx.listMemberships(network === undefined ? { node } : { node, network }),
+    }));
+    if (!n) throw notFound(`no node ${node}`, { node });
+    if (network !== undefined && targets.length === 0) throw notFound(`node ${node} is not in network ${network}`, { node, network });
+    const now = nowOf(ctx);
+    const plans = await planRevocations(ctx, targets, 'revoked', now);
+    return ctx.store.write((tx) => {
+      for (const t of targets) if (!sameMembership(tx.getMembership(t.network, t.node), t)) throw conflict(`membership of ${node} in ${t.network}`);
+      const bumps = new Bumps().doc(node);
+      for (const p of plans) applyCrl(tx, p, bumps, now);
+      const revoked: MembershipRecord[] = [];
+      for (const t of targets) {
+        if (t.revoked) continue;
+        tx.updateMembership(t.network, t.node, { revoked: true });
+        revoked.push({ ...t, revoked: true });
+      }
+      let identity = false;
+      if (network === undefined) {
+        identity = tx.getNode(node)?.identitySerial != null;
+        tx.updateNode(node, { publicKeyPem: null, keyAlg: null, identityCertPem: null, identitySerial: null });
+        tx.dropUnusedTokens(node);
+      }
+      bumps.apply(tx, now, ctx.config.membership_days);
+      return { revoked, identity };
+    });
+  });
+}
+
+export interface NodeListEntry {
+  readonly node: NodeRecord;
+  readonly memberships: readonly MembershipRecord[];
+}
+
+export function listNodes(ctx: ServerContext, network?: string): NodeListEntry[] {
+  if (network !== undefined) checkNetworkId(network);
+  return ctx.store.read((tx) => {
+    if (network !== undefined && !tx.getNetwork(network)) throw notFound(`no network ${network}`, { network });
+    const nodes = tx.listNodes();
+    const memberships = tx.listMemberships(network === undefined ? {} : { network });
+    const byNode = new Map<string, MembershipRecord[]>();
+    for (const m of memberships) byNode.set(m.node, [...(byNode.get(m.node) ?? []), m]);
+    return nodes
+      .filter((n) => network === undefined || byNode.has(n.id))
+      .map((n) => ({ node: n, memberships: byNode.get(n.id) ?? [] }));
+  });
+}
+
+/** "30m", "24h", "7d", "3600s" → ms (1 minute to 30 days). */
+export function parseTtl(text: string): number {
+  const m = /^([0-9]{1,6})([smhd])$/.exec(text);
+  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: DAY } as const;
+  const ms = m ? Number(m[1]) * unit[m[2] as keyof typeof unit] : NaN;
+  if (!m || ms < 60_000 || ms > 30 * DAY) {
+    throw new UsageError(`--ttl ${JSON.stringify(text)}: expected a duration from 1m to 30d, like 30m, 24h or 7d`);
+  }
+  return ms;
+}
+
+export function tokenHash(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+/** Token text: a fixed prefix (so it is recognisable in a leak scan) and 256 random bits. */
+export const TOKEN_RE = /^mvpn1_[A-Za-z0-9_-]{43}$/;
+
+/** A one-time enrollment token for a known node. Only its sha256 is stored. */
+export function createToken(ctx: ServerContext, node: string, ttlMs: number): { token: string; expiresAt: number } {
+  checkNodeId(node);
+  const token = `mvpn1_${randomBytes(32).toString('base64url')}`;
+  const now = nowOf(ctx);
+  const expiresAt = now + ttlMs;
+  ctx.store.write((tx) => {
+    if (!tx.getNode(node)) throw notFound(`no node ${node}`, { node });
+    tx.insertToken({ hash: tokenHash(token), node, createdAt: now, expiresAt, usedAt: null });
+  });
+  return { token, expiresAt };
+}
+
+export function membershipView(m: MembershipRecord): Record<string, unknown> {
+  return {
+    node: m.node,
+    network: m.network,
+    address: m.address,
+    state: m.revoked ? 'revoked' : m.certPem === null ? 'pending' : 'active',
+    key_origin: m.keyOrigin,
+    cert_serial: m.certSerial,
+    bundle_version: m.bundleVersion,
+    added_at: new Date(m.addedAt).toISOString(),
+  };
+}

@@ -1,0 +1,111 @@
+/**
+ * The server's use of src/pki: what a network's PKI consists of, the names
+ * and lifetimes of its certificates, and CRLs built from the store's
+ * revocation records. Every function takes `now`, so validity is testable.
+ *
+ * Naming: network CA `mvpn-ca-<net>`, server certificate `mvpn-server-<net>`
+ * (serverAuth; the agent pins it with `verify-x509-name`), node certificates
+ * CN = node id (clientAuth). CRLs are v2 with an increasing CRL number and a
+ * nextUpdate `crl_days` ahead; the daemon re-issues them at half-life
+ * (openvpn refuses every peer once the CRL has expired).
+ */
+import { createCa, type CaMaterial } from '../pki/ca.ts';
+import { issueCert } from '../pki/cert.ts';
+import { createCrl } from '../pki/crl.ts';
+import { generateKeyPairPem, type KeyAlg } from '../pki/keys.ts';
+import { generateTlsCryptV2ServerKey } from '../pki/tls-crypt-v2.ts';
+import type { NetworkRecord, RevocationRecord } from './store/store.ts';
+
+const DAY = 86_400_000;
+/** Certificates start a little in the past so a node whose clock is slightly behind accepts them. */
+const BACKDATE = 5 * 60_000;
+
+export function serverCn(networkId: string): string {
+  return `mvpn-server-${networkId}`;
+}
+
+export function caOf(net: Pick<NetworkRecord, 'keyAlg' | 'caCertPem' | 'caKeyPem'>): CaMaterial {
+  return { alg: net.keyAlg as KeyAlg, certPem: net.caCertPem, keyPem: net.caKeyPem };
+}
+
+export interface NetworkPki {
+  readonly keyAlg: KeyAlg;
+  readonly caCertPem: string;
+  readonly caKeyPem: string;
+  readonly serverCertPem: string;
+  readonly serverKeyPem: string;
+  readonly tlsCryptV2ServerKey: string;
+  readonly crlPem: string;
+  readonly crlNumber: number;
+  readonly crlNextUpdate: number;
+}
+
+/** A fresh network PKI: CA (10 years), server certificate (10 years), tls-crypt-v2 server key, empty CRL number 1. */
+export async function createNetworkPki(networkId: string, alg: KeyAlg, now: number, crlDays: number): Promise<NetworkPki> {
+  const notBefore = new Date(now - BACKDATE);
+  const notAfter = new Date(now + 3650 * DAY);
+  const ca = await createCa({ cn: `mvpn-ca-${networkId}`, alg, notBefore, notAfter });
+  const serverKey = await generateKeyPairPem(alg);
+  const server = await issueCert({ ca, publicKeyPem: serverKey.publicKeyPem, cn: serverCn(networkId), usage: 'server', notBefore, notAfter });
+  const crl = await buildCrl(ca, [], 1, now, crlDays);
+  return {
+    keyAlg: alg,
+    caCertPem: ca.certPem,
+    caKeyPem: ca.keyPem,
+    serverCertPem: server.certPem,
+    serverKeyPem: serverKey.privateKeyPem,
+    tlsCryptV2ServerKey: generateTlsCryptV2ServerKey(),
+    crlPem: crl.crlPem,
+    crlNumber: 1,
+    crlNextUpdate: crl.nextUpdate,
+  };
+}
+
+/** A node certificate for one network, from the node's public key (enrolled) or a central one (export). */
+export async function issueNodeCert(
+  net: Pick<NetworkRecord, 'keyAlg' | 'caCertPem' | 'caKeyPem'>,
+  nodeId: string,
+  publicKeyPem: string,
+  now: number,
+  certDays: number,
+): Promise<{ certPem: string; serialHex: string }> {
+  const r = await issueCert({
+    ca: caOf(net),
+    publicKeyPem,
+    cn: nodeId,
+    usage: 'client',
+    notBefore: new Date(now - BACKDATE),
+    notAfter: new Date(now + certDays * DAY),
+  });
+  return { certPem: r.certPem, serialHex: r.serialHex.toLowerCase() };
+}
+
+export interface BuiltCrl {
+  readonly crlPem: string;
+  readonly crlNumber: number;
+  readonly nextUpdate: number;
+}
+
+/** A CRL listing `revoked` (store records) plus `extra` serials about to be recorded. */
+export async function buildCrl(
+  ca: CaMaterial,
+  revoked: readonly Pick<RevocationRecord, 'serial' | 'revokedAt'>[],
+  crlNumber: number,
+  now: number,
+  crlDays: number,
+): Promise<BuiltCrl> {
+  const nextUpdate = now + crlDays * DAY;
+  const crlPem = await createCrl({
+    ca,
+    revoked: revoked.map((r) => ({ serialHex: r.serial, revokedAt: new Date(r.revokedAt) })),
+    thisUpdate: new Date(now - BACKDATE),
+    nextUpdate: new Date(nextUpdate),
+    crlNumber,
+  });
+  return { crlPem, crlNumber, nextUpdate };
+}
+
+/** True once less than half of the CRL's validity is left: time to re-issue. */
+export function crlDue(net: Pick<NetworkRecord, 'crlNextUpdate'>, now: number, crlDays: number): boolean {
+  return net.crlNextUpdate - now < (crlDays * DAY) / 2;
+}

@@ -1,0 +1,72 @@
+/**
+ * The daemon's status snapshot: a JSON file in its runtime directory,
+ * rewritten atomically whenever an instance changes and every few seconds,
+ * which `server network show` reads. A file instead of a socket keeps the
+ * admin side free of any listener (admin operations are never exposed on the
+ * network) and lets `show` work with the store alone when the daemon is not
+ * running. The snapshot names the daemon's pid, so a stale file from a
+ * crashed daemon is recognised.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../util/fs-atomic.ts';
+
+export interface ClientSnapshot {
+  readonly cn: string;
+  readonly real_address: string;
+  readonly virtual_address: string;
+  readonly bytes_in: number;
+  readonly bytes_out: number;
+  readonly connected_since: string;
+}
+
+export interface InstanceSnapshot {
+  readonly state: string;
+  readonly since: string;
+  readonly pid?: number | undefined;
+  readonly restarts: number;
+  readonly last_error?: { readonly code: string; readonly message: string } | undefined;
+  readonly clients: readonly ClientSnapshot[];
+}
+
+export interface StatusSnapshot {
+  readonly pid: number;
+  readonly started_at: string;
+  readonly updated_at: string;
+  readonly listen: string;
+  readonly networks: Readonly<Record<string, InstanceSnapshot>>;
+}
+
+export function statusPath(runtimeDir: string): string {
+  return join(runtimeDir, 'status.json');
+}
+
+export async function writeStatus(runtimeDir: string, s: StatusSnapshot): Promise<void> {
+  await writeFileAtomic(statusPath(runtimeDir), JSON.stringify(s, null, 2) + '\n', 0o644);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The snapshot of a running daemon, or undefined (no daemon, or a stale file left by a dead one). */
+export async function readStatus(runtimeDir: string): Promise<StatusSnapshot | undefined> {
+  let text: string;
+  try {
+    text = await readFile(statusPath(runtimeDir), 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const s = JSON.parse(text) as StatusSnapshot;
+    if (typeof s.pid !== 'number' || !alive(s.pid) || typeof s.networks !== 'object') return undefined;
+    return s;
+  } catch {
+    return undefined;
+  }
+}

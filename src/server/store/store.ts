@@ -1,0 +1,176 @@
+/**
+ * The server's state, behind a narrow interface: the records the operations
+ * read and write, and one way to change them — `write(fn)`, which runs `fn`
+ * in a single IMMEDIATE transaction (all of it or none of it, and no other
+ * writer in between, also across processes).
+ *
+ * Design note: every operation that needs crypto (a CA, a certificate, a
+ * CRL) does that asynchronous work first and then commits in one synchronous
+ * transaction that re-checks its preconditions (for example "the CRL number
+ * is still N"). If they no longer hold, the transaction throws
+ * MVPN_STORE_CONFLICT and the operation prepares again. So a transaction
+ * never spans an `await`, which keeps the embedded implementation simple and
+ * correct with one connection per process.
+ *
+ * The interface is synchronous because the embedded store (node:sqlite) is;
+ * a networked database would put the same methods behind a driver that can
+ * run a transaction synchronously from the caller's view, or this interface
+ * grows an async twin. Nothing outside src/server/store knows about SQL.
+ */
+
+export type NetworkState = 'up' | 'down' | 'deleted';
+export type DevType = 'tap' | 'tun';
+export type Proto = 'udp' | 'tcp';
+export type KeyOrigin = 'node' | 'central';
+export type RevocationReason = 'removed' | 'revoked' | 'superseded';
+
+export interface Remote {
+  readonly host: string;
+  /** Defaults to the network's port. */
+  readonly port?: number | undefined;
+}
+
+export interface NetworkRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly devType: DevType;
+  readonly proto: Proto;
+  readonly port: number;
+  /** "a.b.c.d/len" */
+  readonly subnet: string;
+  readonly state: NetworkState;
+  readonly remotes: readonly Remote[];
+  readonly keyAlg: string;
+  readonly caCertPem: string;
+  readonly caKeyPem: string;
+  readonly serverCertPem: string;
+  readonly serverKeyPem: string;
+  readonly tlsCryptV2ServerKey: string;
+  readonly crlPem: string;
+  readonly crlNumber: number;
+  /** ms since the epoch */
+  readonly crlNextUpdate: number;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export interface NodeRecord {
+  readonly id: string;
+  /** SPKI PEM of the key the node enrolled with (made on the node). */
+  readonly publicKeyPem: string | null;
+  readonly keyAlg: string | null;
+  /** API identity certificate (mTLS on the HTTPS API). */
+  readonly identityCertPem: string | null;
+  readonly identitySerial: string | null;
+  readonly enrolledAt: number | null;
+  /** Membership document: serial, and the issue/expiry times signed into it. */
+  readonly docSerial: number;
+  readonly docIssuedAt: number;
+  readonly docExpiresAt: number;
+  readonly createdAt: number;
+}
+
+export interface MembershipRecord {
+  readonly network: string;
+  readonly node: string;
+  readonly address: string;
+  /** null until the node has a key (enrollment or export). */
+  readonly certPem: string | null;
+  readonly certSerial: string | null;
+  readonly keyOrigin: KeyOrigin | null;
+  readonly tlsCryptV2ClientKey: string;
+  readonly revoked: boolean;
+  /** Increases whenever the content of this node's bundle for this network changes. */
+  readonly bundleVersion: number;
+  readonly bundleCreatedAt: number;
+  readonly addedAt: number;
+}
+
+export interface TokenRecord {
+  /** sha256 (hex) of the token; the token itself is never stored. */
+  readonly hash: string;
+  readonly node: string;
+  readonly createdAt: number;
+  readonly expiresAt: number;
+  readonly usedAt: number | null;
+}
+
+export interface RevocationRecord {
+  readonly network: string;
+  readonly serial: string;
+  readonly node: string;
+  readonly address: string | null;
+  readonly reason: RevocationReason;
+  readonly revokedAt: number;
+}
+
+export interface AddressHistoryRecord {
+  readonly network: string;
+  readonly node: string;
+  readonly address: string;
+  readonly at: number;
+}
+
+type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P] }, K>>;
+
+export type NetworkPatch = Patch<
+  NetworkRecord,
+  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'updatedAt'
+>;
+export type NodePatch = Patch<
+  NodeRecord,
+  'publicKeyPem' | 'keyAlg' | 'identityCertPem' | 'identitySerial' | 'enrolledAt' | 'docSerial' | 'docIssuedAt' | 'docExpiresAt'
+>;
+export type MembershipPatch = Patch<
+  MembershipRecord,
+  'certPem' | 'certSerial' | 'keyOrigin' | 'revoked' | 'bundleVersion' | 'bundleCreatedAt'
+>;
+
+/** What a transaction may do. Reads see the transaction's own writes. */
+export interface StoreTx {
+  /** The next value of the store-wide sequence (bundle versions, document serials). */
+  nextSeq(): number;
+
+  getNetwork(id: string): NetworkRecord | undefined;
+  listNetworks(): NetworkRecord[];
+  insertNetwork(rec: NetworkRecord): void;
+  updateNetwork(id: string, patch: NetworkPatch): void;
+  /** Removes the network and, through foreign keys, its memberships, history and revocations. */
+  deleteNetwork(id: string): void;
+
+  getNode(id: string): NodeRecord | undefined;
+  listNodes(): NodeRecord[];
+  insertNode(rec: NodeRecord): void;
+  updateNode(id: string, patch: NodePatch): void;
+
+  getMembership(network: string, node: string): MembershipRecord | undefined;
+  listMemberships(filter?: { network?: string; node?: string }): MembershipRecord[];
+  insertMembership(rec: MembershipRecord): void;
+  updateMembership(network: string, node: string, patch: MembershipPatch): void;
+  deleteMembership(network: string, node: string): void;
+
+  addressHistory(network: string): AddressHistoryRecord[];
+  recordAddress(rec: AddressHistoryRecord): void;
+
+  getToken(hash: string): TokenRecord | undefined;
+  insertToken(rec: TokenRecord): void;
+  markTokenUsed(hash: string, at: number): void;
+  /** Drops a node's unused tokens (revocation); returns how many. */
+  dropUnusedTokens(node: string): number;
+
+  listRevocations(network: string): RevocationRecord[];
+  insertRevocation(rec: RevocationRecord): void;
+}
+
+export interface Store {
+  /** Runs `fn` in one IMMEDIATE transaction; commits if it returns, rolls back if it throws. Not reentrant. */
+  write<T>(fn: (tx: StoreTx) => T): T;
+  /** Runs `fn` on one consistent snapshot (read-only use of `tx`). */
+  read<T>(fn: (tx: StoreTx) => T): T;
+  /**
+   * A number that changes when another connection (a CLI call, another
+   * process) commits. Cheap; the daemon polls it about once a second.
+   */
+  dataVersion(): number;
+  close(): void;
+}
