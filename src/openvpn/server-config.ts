@@ -1,0 +1,135 @@
+/**
+ * The openvpn server config of one network, rendered by the server daemon
+ * from its store. Like the client side, every value is either a constant or
+ * one the caller has validated (ids, addresses, absolute plain paths), and
+ * nothing runs scripts.
+ *
+ * L2 (tap, the default): `mode server` + `tls-server` + `server-bridge GW
+ * MASK POOL` for the bridge-mode semantics (openvpn forwards Ethernet frames
+ * between clients, `client-to-client` lets them see each other's MACs), plus
+ * an explicit `ifconfig` so the server's own tunnel address sits on the tap.
+ * Without that `ifconfig` openvpn leaves the tap down and unaddressed (it
+ * expects an external bridge to carry the address), and no frame would flow
+ * at all. Joining two servers with a Linux bridge later (DESIGN.md §1,
+ * topology 2) moves the address to the bridge.
+ *
+ * L3 (tun): `topology subnet` + `server NET MASK nopool`.
+ *
+ * Addresses: `client-config-dir` with one file per node holding
+ * `ifconfig-push ADDR MASK` (renderCcd), and `ccd-exclusive`, so a node
+ * without a file — removed, revoked, unknown — is refused even before the
+ * CRL is consulted. The pool `server-bridge` requires is never used: every
+ * allowed node has a fixed address.
+ *
+ * Not in the file: `management <sock> unix`, `management-hold` and
+ * `writepid`. The supervisor (supervisor.ts) passes them on the command
+ * line, so the socket and pid file paths live in one place; the daemon
+ * releases the hold once it is attached to the management interface.
+ *
+ * Revocation: openvpn re-reads the `crl-verify` file when it changes (it
+ * checks at each new TLS session), so the daemon replaces it atomically and
+ * kills the revoked node's live session with `kill CN`.
+ */
+import { RenderError } from '../errors.ts';
+import { NETWORK_ID_RE } from '../bundle/schema.ts';
+
+export interface ServerNetwork {
+  readonly id: string;
+  readonly devType: 'tap' | 'tun';
+  readonly proto: 'udp' | 'tcp';
+  readonly port: number;
+  /** Address openvpn binds to; undefined: all. */
+  readonly local?: string | undefined;
+  /** Subnet network address, netmask and the server's own address in it. */
+  readonly network: string;
+  readonly netmask: string;
+  readonly serverIp: string;
+  /** First and last host of the subnet (the `server-bridge` pool, never used). */
+  readonly firstHost: string;
+  readonly lastHost: string;
+  readonly ciphers: readonly string[];
+  readonly keepalive: { readonly interval: number; readonly timeout: number };
+}
+
+export interface ServerFiles {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  readonly tlsCryptV2: string;
+  readonly crl: string;
+  readonly ccdDir: string;
+  /** `ms-<id>` */
+  readonly dev: string;
+}
+
+const PATH_RE = /^\/[A-Za-z0-9._/+@=,-]{1,4000}$/;
+const DEV_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+const IPV4_RE = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$/;
+const IP_RE = /^[0-9A-Fa-f:.]{2,45}$/;
+const CIPHER_RE = /^[A-Z0-9-]{1,32}$/;
+
+function invalid(field: string, value: unknown): RenderError {
+  return new RenderError('MVPN_OPTION_INVALID', `cannot render the openvpn server config: ${field} ${JSON.stringify(value)} is not valid`, {
+    context: { field, value },
+  });
+}
+
+function check(net: ServerNetwork, files: ServerFiles): void {
+  if (!NETWORK_ID_RE.test(net.id)) throw invalid('id', net.id);
+  if (!Number.isInteger(net.port) || net.port < 1 || net.port > 65535) throw invalid('port', net.port);
+  if (net.local !== undefined && !IP_RE.test(net.local)) throw invalid('local', net.local);
+  for (const k of ['network', 'netmask', 'serverIp', 'firstHost', 'lastHost'] as const) if (!IPV4_RE.test(net[k])) throw invalid(k, net[k]);
+  if (net.ciphers.length === 0 || !net.ciphers.every((c) => CIPHER_RE.test(c))) throw invalid('ciphers', net.ciphers);
+  const { interval, timeout } = net.keepalive;
+  if (!Number.isInteger(interval) || !Number.isInteger(timeout) || interval < 1 || timeout <= interval) throw invalid('keepalive', net.keepalive);
+  for (const [k, v] of Object.entries(files) as [keyof ServerFiles, string][]) {
+    const ok = k === 'dev' ? DEV_RE.test(v) : PATH_RE.test(v) && !v.split('/').includes('..');
+    if (!ok) throw invalid(k, v);
+  }
+}
+
+export function renderServerConfig(net: ServerNetwork, files: ServerFiles): string {
+  check(net, files);
+  const l2 = net.devType === 'tap';
+  const lines = [
+    `# openvpn server config for network ${net.id}, rendered by mvpn-client server from its store.`,
+    '# Do not edit: the daemon rewrites it. The management socket, management-hold and the pid file',
+    '# are given on the command line by the supervisor.',
+    `dev-type ${net.devType}`,
+    `dev ${files.dev}`,
+    `proto ${net.proto === 'tcp' ? 'tcp-server' : 'udp'}`,
+    ...(net.local === undefined ? [] : [`local ${net.local}`]),
+    `port ${net.port}`,
+    ...(l2
+      ? ['mode server', 'tls-server', `ifconfig ${net.serverIp} ${net.netmask}`, `server-bridge ${net.serverIp} ${net.netmask} ${net.firstHost} ${net.lastHost}`]
+      : ['topology subnet', `server ${net.network} ${net.netmask} nopool`]),
+    'client-to-client',
+    `client-config-dir ${files.ccdDir}`,
+    'ccd-exclusive',
+    `ca ${files.ca}`,
+    `cert ${files.cert}`,
+    `key ${files.key}`,
+    `tls-crypt-v2 ${files.tlsCryptV2}`,
+    `crl-verify ${files.crl}`,
+    'remote-cert-tls client',
+    'verify-client-cert require',
+    'dh none',
+    'ecdh-curve prime256v1',
+    'tls-version-min 1.2',
+    `data-ciphers ${net.ciphers.join(':')}`,
+    `keepalive ${net.keepalive.interval} ${net.keepalive.timeout}`,
+    ...(net.proto === 'udp' ? ['explicit-exit-notify 1'] : []),
+    'persist-key',
+    'persist-tun',
+    'script-security 1',
+    'verb 3',
+  ];
+  return lines.join('\n') + '\n';
+}
+
+/** The client-config-dir file of one node: its fixed address. */
+export function renderCcd(address: string, netmask: string): string {
+  if (!IPV4_RE.test(address)) throw invalid('address', address);
+  if (!IPV4_RE.test(netmask)) throw invalid('netmask', netmask);
+  return `ifconfig-push ${address} ${netmask}\n`;
+}

@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest';
+import { renderCcd, renderServerConfig, type ServerFiles, type ServerNetwork } from '../../src/openvpn/server-config.ts';
+import { isMvpnError } from '../../src/errors.ts';
+
+const net: ServerNetwork = {
+  id: 'lab1',
+  devType: 'tap',
+  proto: 'udp',
+  port: 1194,
+  network: '198.19.0.0',
+  netmask: '255.255.255.0',
+  serverIp: '198.19.0.1',
+  firstHost: '198.19.0.1',
+  lastHost: '198.19.0.254',
+  ciphers: ['AES-256-GCM', 'AES-128-GCM'],
+  keepalive: { interval: 10, timeout: 60 },
+};
+const files: ServerFiles = {
+  ca: '/var/lib/mvpn-server/networks/lab1/ca.crt',
+  cert: '/var/lib/mvpn-server/networks/lab1/server.crt',
+  key: '/var/lib/mvpn-server/networks/lab1/server.key',
+  tlsCryptV2: '/var/lib/mvpn-server/networks/lab1/tls-crypt-v2-server.key',
+  crl: '/var/lib/mvpn-server/networks/lab1/crl.pem',
+  ccdDir: '/var/lib/mvpn-server/networks/lab1/ccd',
+  dev: 'ms-lab1',
+};
+
+function directives(conf: string): string[][] {
+  return conf
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => l.split(' '));
+}
+const has = (conf: string, line: string) => conf.split('\n').includes(line);
+
+describe('renderServerConfig', () => {
+  it('renders L2 (tap) as server-bridge with the server address on the tap and per-node addresses only', () => {
+    const conf = renderServerConfig(net, files);
+    for (const line of [
+      'dev-type tap',
+      'dev ms-lab1',
+      'proto udp',
+      'port 1194',
+      'mode server',
+      'tls-server',
+      'ifconfig 198.19.0.1 255.255.255.0',
+      'server-bridge 198.19.0.1 255.255.255.0 198.19.0.1 198.19.0.254',
+      'client-to-client',
+      `client-config-dir ${files.ccdDir}`,
+      'ccd-exclusive',
+      `crl-verify ${files.crl}`,
+      `tls-crypt-v2 ${files.tlsCryptV2}`,
+      'remote-cert-tls client',
+      'verify-client-cert require',
+      'dh none',
+      'ecdh-curve prime256v1',
+      'tls-version-min 1.2',
+      'data-ciphers AES-256-GCM:AES-128-GCM',
+      'keepalive 10 60',
+      'persist-key',
+      'persist-tun',
+      'script-security 1',
+    ]) {
+      expect(has(conf, line), line).toBe(true);
+    }
+    expect(conf).not.toMatch(/^topology/m);
+    expect(conf).not.toMatch(/^local /m);
+  });
+
+  it('renders L3 (tun) as topology subnet + server without a pool', () => {
+    const conf = renderServerConfig({ ...net, devType: 'tun' }, files);
+    expect(has(conf, 'dev-type tun')).toBe(true);
+    expect(has(conf, 'topology subnet')).toBe(true);
+    expect(has(conf, 'server 198.19.0.0 255.255.255.0 nopool')).toBe(true);
+    expect(conf).not.toMatch(/^server-bridge/m);
+    expect(has(conf, 'ccd-exclusive')).toBe(true);
+  });
+
+  it.each([
+    [{ proto: 'tcp' as const }, 'proto tcp-server'],
+    [{ local: '198.18.0.1' }, 'local 198.18.0.1'],
+    [{ port: 1300 }, 'port 1300'],
+  ])('renders %j', (patch, line) => {
+    expect(has(renderServerConfig({ ...net, ...patch }, files), line)).toBe(true);
+  });
+
+  it('never runs scripts or writes files on its own', () => {
+    const names = directives(renderServerConfig(net, files)).map((d) => d[0]);
+    for (const bad of ['up', 'down', 'client-connect', 'learn-address', 'tls-verify', 'plugin', 'log', 'log-append', 'status', 'writepid', 'duplicate-cn']) {
+      expect(names).not.toContain(bad);
+    }
+    expect(directives(renderServerConfig(net, files)).find((d) => d[0] === 'script-security')).toEqual(['script-security', '1']);
+  });
+
+  it.each<[string, Partial<ServerNetwork>, Partial<ServerFiles>]>([
+    ['id with a newline', { id: 'lab1\nup /bin/sh' }, {}],
+    ['id too long', { id: 'abcdefghijklmn' }, {}],
+    ['port 0', { port: 0 }, {}],
+    ['bad local', { local: '198.18.0.1 up' }, {}],
+    ['bad netmask', { netmask: '255.255.255.0\nplugin x' }, {}],
+    ['bad cipher', { ciphers: ['AES-256-GCM x'] }, {}],
+    ['no cipher', { ciphers: [] }, {}],
+    ['keepalive timeout not longer', { keepalive: { interval: 10, timeout: 10 } }, {}],
+    ['relative path', {}, { crl: 'crl.pem' }],
+    ['path with a space', {}, { key: '/tmp/a b/key' }],
+    ['path with ..', {}, { ccdDir: '/var/lib/../etc' }],
+    ['dev too long', {}, { dev: 'ms-abcdefghijklmn' }],
+  ])('refuses %s', (_name, netPatch, filePatch) => {
+    try {
+      renderServerConfig({ ...net, ...netPatch }, { ...files, ...filePatch });
+      expect.unreachable();
+    } catch (err) {
+      expect(isMvpnError(err) && err.code).toBe('MVPN_OPTION_INVALID');
+    }
+  });
+});
+
+describe('renderCcd', () => {
+  it('pins the node address', () => expect(renderCcd('198.19.0.7', '255.255.255.0')).toBe('ifconfig-push 198.19.0.7 255.255.255.0\n'));
+  it.each([
+    ['198.19.0.7\nifconfig-push 1.2.3.4', '255.255.255.0'],
+    ['198.19.0.256', '255.255.255.0'],
+    ['198.19.0.7', 'x'],
+  ])('refuses %j %j', (a, m) => expect(() => renderCcd(a, m)).toThrow(/not valid/));
+});
