@@ -1,0 +1,373 @@
+/**
+ * The Supervisor's timing and process handling, driven by a ManualClock:
+ * backoff delays, the stable-period reset, SIGTERM → SIGKILL escalation,
+ * hang detection, refusal to run an instance twice, and stale events from a
+ * retired process. The openvpn process is a fake (crashes and hangs on
+ * demand); the management interface is the real client against a scripted
+ * peer on a real unix socket. Real openvpn: test/integration/supervisor.test.ts.
+ */
+import { EventEmitter } from 'node:events';
+import { PassThrough } from 'node:stream';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { memoryLogger } from '../../src/log.ts';
+import type { OpenvpnEvent } from '../../src/openvpn/events.ts';
+import { ManagementClient } from '../../src/openvpn/management.ts';
+import { Supervisor, type InstanceSpec, type SpawnedProcess, type SupervisorDeps } from '../../src/openvpn/supervisor.ts';
+import { ManualClock } from '../../src/util/clock.ts';
+import type { ExecFn } from '../../src/util/exec.ts';
+import { startFakeManagement, type FakeManagement } from '../helpers/fake-management.ts';
+
+class FakeProc extends EventEmitter implements SpawnedProcess {
+  readonly pid: number;
+  readonly stdout = new PassThrough();
+  readonly stderr = new PassThrough();
+  readonly signals: string[] = [];
+  exited = false;
+  /** A stopped or stubborn process ignores SIGTERM; SIGKILL always works. */
+  ignoresTerm = false;
+  constructor(pid: number) {
+    super();
+    this.pid = pid;
+  }
+  /** Dying but not yet reaped: signals still reach it (like a real pid until its exit is seen). */
+  private dying = false;
+  die(code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.dying) return;
+    this.dying = true;
+    setImmediate(() => {
+      this.exited = true;
+      this.emit('exit', code, signal);
+    });
+  }
+}
+
+interface Harness {
+  sup: Supervisor;
+  clock: ManualClock;
+  procs: FakeProc[];
+  fake: FakeManagement;
+  logger: ReturnType<typeof memoryLogger<OpenvpnEvent>>;
+  removed: string[];
+}
+
+const harnesses: Harness[] = [];
+afterEach(async () => {
+  for (const h of harnesses.splice(0)) {
+    for (const p of h.procs) p.die(0, 'SIGKILL');
+    await h.fake.close();
+  }
+});
+
+const ipOk: ExecFn = async () => ({
+  code: 0,
+  stderr: '',
+  stdout: JSON.stringify([{ ifname: 'mv-t', addr_info: [{ family: 'inet', local: '198.51.100.2', prefixlen: 24 }] }]),
+});
+
+async function harness(over: Partial<SupervisorDeps> = {}, spec: Partial<InstanceSpec> = {}): Promise<Harness> {
+  const clock = new ManualClock(1_000_000);
+  const fake = await startFakeManagement();
+  const procs: FakeProc[] = [];
+  const removed: string[] = [];
+  const logger = memoryLogger<OpenvpnEvent>();
+  let nextPid = 5000;
+  const deps: Partial<SupervisorDeps> = {
+    clock,
+    random: () => 0.5,
+    logger,
+    spawn: () => {
+      const p = new FakeProc(nextPid++);
+      procs.push(p);
+      return p;
+    },
+    kill: (pid, sig) => {
+      const p = procs.find((x) => x.pid === pid);
+      if (!p || p.exited) throw Object.assign(new Error('ESRCH'), { code: 'ESRCH' });
+      p.signals.push(sig);
+      if (sig === 'SIGKILL') p.die(null, 'SIGKILL');
+      else if (sig === 'SIGTERM' && !p.ignoresTerm) p.die(0, null);
+    },
+    connectManagement: (_path, opts) => ManagementClient.connect(fake.path, opts),
+    exec: ipOk,
+    findRunning: async () => undefined,
+    removeFile: async (path) => void removed.push(path),
+    backoff: { initialMs: 1_000, maxMs: 60_000, factor: 2, jitter: 0.5, minMs: 200 },
+    health: { intervalMs: 1e9, mgmtTimeoutMs: 300, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 },
+    stableMs: 60_000,
+    graceMs: 5_000,
+    killWaitMs: 5_000,
+    mgmtConnectTimeoutMs: 2_000,
+    mgmtPollMs: 100,
+    commandTimeoutMs: 2_000,
+    managementUser: undefined,
+    ...over,
+  };
+  const sup = new Supervisor(
+    {
+      id: 't',
+      role: 'client',
+      configPath: '/nonexistent/client.conf',
+      mgmtSocket: `/nonexistent/openvpn-t-${Math.random()}.sock`,
+      pidFile: '/nonexistent/openvpn-t.pid',
+      dev: 'mv-t',
+      expectedAddress: '198.51.100.2/24',
+      ...spec,
+    },
+    deps,
+  );
+  const h = { sup, clock, procs, fake, logger, removed };
+  harnesses.push(h);
+  return h;
+}
+
+const until = (fn: () => void): Promise<void> => vi.waitFor(fn, { timeout: 5_000, interval: 5 });
+
+/** Advance the manual clock in steps, letting real I/O (the unix socket) run in between. */
+async function advance(clock: ManualClock, ms: number, step = 100): Promise<void> {
+  for (let done = 0; done < ms; done += step) {
+    clock.advance(Math.min(step, ms - done));
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+describe('Supervisor with a ManualClock', () => {
+  it('starts: spawn with the management flags, state on, bytecount, hold release, then connected', async () => {
+    const spawned: string[][] = [];
+    const h = await harness({
+      spawn: (cmd, args) => {
+        spawned.push([cmd, ...args]);
+        const p = new FakeProc(7000);
+        h.procs.push(p);
+        return p;
+      },
+      managementUser: 'root',
+    });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(spawned[0]).toEqual([
+      'openvpn',
+      '--config',
+      '/nonexistent/client.conf',
+      '--management',
+      h.sup.spec.mgmtSocket,
+      'unix',
+      '--management-hold',
+      '--management-client-user',
+      'root',
+      '--writepid',
+      '/nonexistent/openvpn-t.pid',
+    ]);
+    expect(h.fake.commands.slice(0, 4)).toEqual(['state on', 'bytecount 5', 'hold release', 'state']);
+    expect(h.sup.status()).toMatchObject({ pid: 7000, restarts: 0, remote: '192.0.2.1:1194', tunnelAddress: '198.51.100.2', connectedSince: 1_000_000 });
+    const transitions = h.logger.events.filter((e) => e.kind === 'openvpn.transition').map((e) => `${e.from}->${e.to}`);
+    expect(transitions).toEqual(['stopped->starting', 'starting->connecting', 'connecting->connected']);
+  });
+
+  it('a crash restarts after the backoff delay, with exponential growth and a reset after a stable period', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+
+    // Crash 1: delay(attempt 0) = 1000 * (0.5 + 0.5 * 0.5) = 750 ms.
+    h.procs[0]!.die(1, null);
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    expect(h.sup.status().lastError).toMatchObject({ code: 'MVPN_OPENVPN_EXITED' });
+    await advance(h.clock, 749, 749);
+    expect(h.procs).toHaveLength(1);
+    await advance(h.clock, 1, 1);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(2);
+    expect(h.sup.status().restarts).toBe(1);
+
+    // Crash 2 right away: attempt 1 → 1500 ms.
+    h.procs[1]!.die(1, null);
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    await advance(h.clock, 1_499, 1_499);
+    expect(h.procs).toHaveLength(2);
+    await advance(h.clock, 1, 1);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.sup.status().restarts).toBe(2);
+
+    // Connected for the stable period: the next crash starts over at 750 ms.
+    await advance(h.clock, 60_000, 10_000);
+    h.procs[2]!.die(null, 'SIGKILL');
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    await advance(h.clock, 749, 749);
+    expect(h.procs).toHaveLength(3);
+    await advance(h.clock, 1, 1);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    const delays = h.logger.events.filter((e) => e.kind === 'openvpn.backoff').map((e) => e.delayMs);
+    expect(delays).toEqual([750, 1500, 750]);
+  });
+
+  it('a hung process (management does not answer) goes degraded, then is killed and restarted', async () => {
+    const h = await harness({ health: { intervalMs: 1_000, mgmtTimeoutMs: 200, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 } });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.fake.hung = true;
+    h.procs[0]!.ignoresTerm = true;
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.sup.status().state).toBe('degraded'));
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    expect(h.sup.status().lastError?.code).toBe('MVPN_OPENVPN_HUNG');
+    expect(h.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    // It ignores SIGTERM: SIGKILL after the grace period.
+    await advance(h.clock, 5_000, 1_000);
+    await until(() => expect(h.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGKILL']));
+    h.fake.hung = false;
+    await advance(h.clock, 1_000, 250);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.sup.status().restarts).toBe(1);
+  });
+
+  it('a new process is not spawned before the old one has exited, and the old one\'s exit is not a crash', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.procs[0]!.ignoresTerm = true;
+    h.sup.restart();
+    expect(h.sup.status().state).toBe('starting');
+    await advance(h.clock, 4_900, 700);
+    expect(h.procs).toHaveLength(1);
+    await advance(h.clock, 100, 100); // grace over: SIGKILL, exit, then spawn
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(2);
+    expect(h.procs[0]!.signals).toContain('SIGKILL');
+    const exited = h.logger.events.filter((e) => e.kind === 'openvpn.exited');
+    expect(exited).toEqual([expect.objectContaining({ pid: h.procs[0]!.pid, expected: true })]);
+    expect(h.logger.events.filter((e) => e.kind === 'openvpn.backoff')).toEqual([]);
+  });
+
+  it('stop(): SIGTERM, wait for exit, remove socket and pid file, state stopped', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    await h.sup.stop();
+    expect(h.sup.status().state).toBe('stopped');
+    expect(h.procs[0]!.exited).toBe(true);
+    expect(h.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    expect(h.removed).toEqual(expect.arrayContaining([h.sup.spec.mgmtSocket, h.sup.spec.pidFile]));
+    expect(h.sup.status().pid).toBeUndefined();
+  });
+
+  it('stop() during backoff cancels the restart', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.procs[0]!.die(1, null);
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    await h.sup.stop();
+    await advance(h.clock, 120_000, 10_000);
+    expect(h.procs).toHaveLength(1);
+    expect(h.sup.status().state).toBe('stopped');
+  });
+
+  it('refuses to start while a previous openvpn still runs this instance (failed, MVPN_OPENVPN_ALREADY_RUNNING)', async () => {
+    const h = await harness({ findRunning: async () => 4321 });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('failed'));
+    expect(h.procs).toHaveLength(0);
+    expect(h.sup.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
+  });
+
+  it('two supervisors for the same socket: the second refuses', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    const twin = new Supervisor(h.sup.spec, { clock: h.clock, findRunning: async () => undefined, spawn: () => { throw new Error('must not spawn'); } });
+    twin.start();
+    await until(() => expect(twin.status().state).toBe('failed'));
+    expect(twin.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
+    // Once the first has stopped, the second may run.
+    await h.sup.stop();
+    expect(h.sup.status().state).toBe('stopped');
+  });
+
+  it('a missing openvpn binary is a permanent failure, not a restart loop', async () => {
+    const h = await harness({
+      spawn: () => {
+        throw Object.assign(new Error('spawn openvpn ENOENT'), { code: 'ENOENT' });
+      },
+    });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('failed'));
+    expect(h.sup.status().lastError?.code).toBe('MVPN_OPENVPN_SPAWN_FAILED');
+  });
+
+  it('management socket never appears: killed and retried with backoff', async () => {
+    const h = await harness({ connectManagement: () => Promise.reject(new Error('ENOENT')), mgmtConnectTimeoutMs: 1_000 });
+    h.sup.start();
+    await until(() => expect(h.procs).toHaveLength(1));
+    await advance(h.clock, 1_200, 50);
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    expect(h.sup.status().lastError?.code).toBe('MVPN_MGMT_CONNECT_FAILED');
+    expect(h.procs[0]!.signals[0]).toBe('SIGTERM');
+  });
+
+  it('connected without the expected address for 3 checks: degraded, then restarted (MVPN_OPENVPN_UNHEALTHY)', async () => {
+    let present = true;
+    const exec: ExecFn = async (...a) =>
+      present ? ipOk(...a) : { code: 0, stderr: '', stdout: JSON.stringify([{ ifname: 'mv-t', addr_info: [] }]) };
+    const h = await harness({ exec, health: { intervalMs: 1_000, mgmtTimeoutMs: 500, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 } });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    present = false;
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.sup.status().state).toBe('degraded'));
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.logger.events.filter((e) => e.kind === 'openvpn.health' && e.verdict === 'degraded')).toHaveLength(2));
+    expect(h.sup.status().state).toBe('degraded');
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.sup.status().state).toBe('backoff'));
+    expect(h.sup.status().lastError?.code).toBe('MVPN_OPENVPN_UNHEALTHY');
+    present = true;
+    await advance(h.clock, 1_000, 250);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+  });
+
+  it('a degraded check that recovers goes back to connected without a restart', async () => {
+    let present = true;
+    const exec: ExecFn = async (...a) =>
+      present ? ipOk(...a) : { code: 1, stderr: 'Device "mv-t" does not exist.', stdout: '' };
+    const h = await harness({ exec, health: { intervalMs: 1_000, mgmtTimeoutMs: 500, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 } });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    present = false;
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.sup.status().state).toBe('degraded'));
+    present = true;
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(1);
+  });
+
+  it('openvpn reconnecting on its own (RECONNECTING) is connecting, not a restart', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.fake.broadcast('>STATE:1700000100,RECONNECTING,ping-restart,,,,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connecting'));
+    h.fake.broadcast('>STATE:1700000110,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(1);
+  });
+
+  it('counts bytes from >BYTECOUNT', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.fake.broadcast('>BYTECOUNT:1234,5678\n');
+    await until(() => expect(h.sup.status()).toMatchObject({ bytesIn: 1234, bytesOut: 5678 }));
+  });
+
+  it('emits change with the status on every transition', async () => {
+    const h = await harness();
+    const seen: string[] = [];
+    h.sup.on('change', (s) => seen.push(s.state));
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    await h.sup.stop();
+    expect(seen).toEqual(['starting', 'connecting', 'connected', 'stopping', 'stopped']);
+  });
+});
