@@ -19,7 +19,8 @@
  * - `networks[]`, sorted by id:
  *   `id`, `name`; `state`: stopped | starting | connecting | connected |
  *   degraded | backoff | stopping | failed; `admin_down`: taken down with
- *   `mvpn-client down`; `tunnel_address` (address/len on the tunnel
+ *   `mvpn-client down`; `pid` (of the network's current openvpn, null if
+ *   none); `tunnel_address` (address/len on the tunnel
  *   interface, null if none); `server` (the remote in use, "host:port", null
  *   when not connected); `uptime_s` (seconds since connected, null when not
  *   connected); `connected_since` (ISO or null); `bytes_in`, `bytes_out`
@@ -42,6 +43,7 @@ export interface NetworkStatus {
   readonly name: string;
   readonly state: NetworkState;
   readonly admin_down: boolean;
+  readonly pid: number | null;
   readonly tunnel_address: string | null;
   readonly server: string | null;
   readonly uptime_s: number | null;

@@ -1,5 +1,6 @@
 import type { CliCommand, CliGroup } from './command.ts';
 import { downCommand } from './down.ts';
+import { enrollCommand } from './enroll.ts';
 import { reloadCommand } from './reload.ts';
 import { restartCommand } from './restart.ts';
 import { serverGroup } from './server/group.ts';
@@ -18,6 +19,7 @@ export const commands: readonly (CliCommand | CliGroup)[] = [
   downCommand,
   restartCommand,
   reloadCommand,
+  enrollCommand,
   verifyCommand,
   // server mode (MetaVPN host)
   serverGroup,

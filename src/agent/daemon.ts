@@ -1,0 +1,351 @@
+/**
+ * The agent daemon (`mvpn-client run`): wires config, reconcile, one
+ * supervisor per network, the local control API and systemd notification,
+ * and owns the lifecycle.
+ *
+ * Start-up order, and why:
+ * 1. Resolve node id, anchor and CA: a config that cannot be used stops the
+ *    start with an error naming the field (nothing has been touched yet).
+ * 2. State dir 0700, runtime dir 0755 (status.sock must be reachable).
+ * 3. Claim the runtime dir (control API sockets): a second agent on the same
+ *    dir refuses to start before it could touch the first one's openvpns.
+ * 4. cleanupLeftovers: openvpns a crashed previous run left are stopped by
+ *    pid (after a /proc cmdline check) and their files removed, so no
+ *    network ever runs twice.
+ * 5. The stored membership document (rollback protection, names).
+ * 6. First reconcile. If no source answers, installed bundles start from
+ *    the cache (plan 'unavailable').
+ * 7. READY=1 once every network is connected or has definitely failed, or
+ *    after ready_timeout — never before the first reconcile.
+ * 8. Timer: the next reconcile after reconcile_interval ± jitter, or sooner
+ *    with backoff after a failed discovery (a testbed swapping in at once
+ *    must not poll in lockstep).
+ *
+ * Shutdown: STOPPING=1, stop the timer, abort a running reconcile, stop
+ * every openvpn (by pid, via its supervisor), close the sockets.
+ */
+import { chmod } from 'node:fs/promises';
+import type { Anchor } from '../bundle/sign.ts';
+import { DaemonError, toMvpnError } from '../errors.ts';
+import { nullLogger, type Logger } from '../log.ts';
+import type { OpenvpnEvent } from '../openvpn/events.ts';
+import { cleanupLeftovers } from '../openvpn/process.ts';
+import { Supervisor, type InstanceSpec, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
+import { backoffDelay } from '../util/backoff.ts';
+import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
+import { ensureDir } from '../util/fs-atomic.ts';
+import { VERSION } from '../version.ts';
+import type { AgentConfig } from './config.ts';
+import { startControlApi, type ControlApi, type NetworkVerb } from './control-api.ts';
+import type { AgentEvent } from './events.ts';
+import { NetworkRunner, type SupervisorFactory } from './networks.ts';
+import { resolveNodeId } from './node-id.ts';
+import type { NetError } from './plan.ts';
+import { Reconciler, type ReconcileResult } from './reconcile.ts';
+import type { SourceDeps } from './sources.ts';
+import { loadMembership } from './state.ts';
+import { summaryLine, type AgentStatus, type NetworkStatus } from './status.ts';
+import { loadAnchor, loadCaPem } from './trust.ts';
+
+/** The part of src/systemd/notify.ts Notifier the daemon uses. */
+export interface ReadinessNotifier {
+  ready(status?: string): Promise<void>;
+  status(text: string): Promise<void>;
+  reloading(): Promise<void>;
+  stopping(): Promise<void>;
+}
+
+export interface DaemonDeps {
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly logger: Logger<AgentEvent>;
+  readonly openvpnLogger: Logger<OpenvpnEvent>;
+  readonly notifier: ReadinessNotifier | undefined;
+  /** Default: a real Supervisor with the openvpn logger. */
+  readonly supervisorFactory: SupervisorFactory | undefined;
+  readonly supervisorDeps: Partial<SupervisorDeps>;
+  readonly sourceDeps: Partial<SourceDeps> | undefined;
+}
+
+const defaultDeps: DaemonDeps = {
+  clock: systemClock,
+  random: Math.random,
+  logger: nullLogger(),
+  openvpnLogger: nullLogger(),
+  notifier: undefined,
+  supervisorFactory: undefined,
+  supervisorDeps: {},
+  sourceDeps: undefined,
+};
+
+/** States from which a network will not become connected without something changing. */
+const DEFINITE_FAILURE: ReadonlySet<string> = new Set(['failed', 'backoff']);
+
+export class AgentDaemon {
+  readonly config: AgentConfig;
+  readonly nodeId: string;
+  private readonly deps: DaemonDeps;
+  private readonly runner: NetworkRunner;
+  private readonly reconciler: Reconciler;
+  private readonly anchor: Anchor;
+  private api: ControlApi | undefined;
+  private readonly startedAt: number;
+  private ready = false;
+  private stopping = false;
+  private cancelTimer: Cancel | undefined;
+  private lastSummary = '';
+  private readonly readyWaiters: (() => void)[] = [];
+
+  private constructor(config: AgentConfig, nodeId: string, anchor: Anchor, serverCaPem: string | undefined, deps: DaemonDeps) {
+    this.config = config;
+    this.nodeId = nodeId;
+    this.anchor = anchor;
+    this.deps = deps;
+    this.startedAt = deps.clock.now();
+    const factory: SupervisorFactory =
+      deps.supervisorFactory ?? ((spec: InstanceSpec) => new Supervisor(spec, { logger: deps.openvpnLogger, clock: deps.clock, ...deps.supervisorDeps }));
+    this.runner = new NetworkRunner({
+      runtimeDir: config.runtimeDir,
+      openvpnPath: config.openvpnPath,
+      factory,
+      onChange: (id, s) => this.onNetworkChange(id, s),
+    });
+    this.reconciler = new Reconciler(
+      { config, nodeId, anchor, runner: this.runner, ...(serverCaPem === undefined ? {} : { serverCaPem }) },
+      { clock: deps.clock, logger: deps.logger, ...(deps.sourceDeps ? { sourceDeps: deps.sourceDeps } : {}) },
+    );
+  }
+
+  /** Resolve everything the config names; throws ConfigError naming the field. Touches nothing on disk. */
+  static async create(config: AgentConfig, deps: Partial<DaemonDeps> = {}): Promise<AgentDaemon> {
+    const d = { ...defaultDeps, ...deps };
+    const nodeId = await resolveNodeId(config.node);
+    const anchor = await loadAnchor(config.anchor);
+    const serverCaPem = config.serverCa === undefined ? undefined : await loadCaPem(config.serverCa, 'server_ca');
+    for (const [i, s] of config.sources.entries()) if (s.type === 'https' && s.ca !== undefined) await loadCaPem(s.ca, `sources[${i}].ca`);
+    return new AgentDaemon(config, nodeId, anchor, serverCaPem, d);
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    const { logger } = this.deps;
+    await ensureDir(config.stateDir, 0o700);
+    await chmod(config.stateDir, 0o700);
+    await ensureDir(config.runtimeDir, 0o755);
+    await chmod(config.runtimeDir, 0o755);
+
+    this.api = await startControlApi(config.runtimeDir, {
+      status: () => this.status(),
+      network: (id, verb) => this.networkVerb(id, verb),
+      reload: () => this.reload('control API'),
+    });
+    logger.emit({ kind: 'agent.started', node: this.nodeId, version: VERSION, config: config.path });
+
+    const left = await cleanupLeftovers(config.runtimeDir, { logger: this.deps.openvpnLogger });
+    if (left.stopped.length > 0 || left.removed.length > 0) logger.emit({ kind: 'agent.leftovers', stopped: left.stopped, removed: left.removed.length });
+
+    try {
+      this.reconciler.membership = await loadMembership(config.stateDir, this.anchor);
+    } catch (err) {
+      logger.emit({ kind: 'agent.membership-state-ignored', message: toMvpnError(err).message });
+    }
+    await this.reconciler.refreshInstalled();
+
+    await this.reconciler.reconcile('start');
+    this.scheduleNext();
+    await this.waitSettled(config.readyTimeoutMs);
+  }
+
+  /** Resolves once start() sent READY (tests, and `run` for its log line). */
+  whenReady(): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    return new Promise((r) => this.readyWaiters.push(r));
+  }
+
+  /** SIGHUP / `mvpn-client reload`: RELOADING=1, reconcile now, READY=1. */
+  async reload(reason: string): Promise<{ ok: boolean; error?: NetError }> {
+    if (this.stopping) return { ok: false, error: { code: 'MVPN_DAEMON_UNREACHABLE', message: 'the agent is stopping' } };
+    await this.notify((n) => n.reloading());
+    let r: ReconcileResult;
+    try {
+      r = await this.reconciler.reconcile(reason);
+    } finally {
+      await this.notify((n) => n.ready(this.summary()));
+    }
+    this.scheduleNext();
+    return r.error ? { ok: r.ok, error: r.error } : { ok: r.ok };
+  }
+
+  async stop(reason: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.deps.logger.emit({ kind: 'agent.stopping', reason });
+    await this.notify((n) => n.stopping());
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
+    await this.reconciler.shutdown();
+    await this.runner.stopAll();
+    await this.api?.close();
+    for (const w of this.readyWaiters.splice(0)) w();
+    this.deps.logger.emit({ kind: 'agent.stopped' });
+  }
+
+  // ------------------------------------------------------------ status
+
+  status(): AgentStatus {
+    const now = this.deps.clock.now();
+    const r = this.reconciler;
+    const doc = r.membership?.doc;
+    const names = new Map<string, string>();
+    for (const b of r.installed.values()) names.set(b.network, b.spec.name);
+    // Membership networks are listed even when nothing could be installed for them.
+    for (const n of doc?.networks ?? []) names.set(n.id, n.name);
+    const ids = new Set([...names.keys(), ...this.runner.ids()]);
+    const networks: NetworkStatus[] = [...ids].sort().map((id) => {
+      const s = this.runner.status(id);
+      const up = s !== undefined && (s.state === 'connected' || s.state === 'degraded');
+      const reconcileError = r.errors.get(id);
+      const supError = s?.lastError !== undefined && s.state !== 'connected' ? s.lastError : undefined;
+      const lastError = reconcileError ?? supError;
+      const state = s?.state ?? (reconcileError ? 'failed' : 'stopped');
+      return {
+        id,
+        name: names.get(id) ?? id,
+        state,
+        admin_down: this.runner.isAdminDown(id),
+        pid: s?.pid ?? null,
+        tunnel_address: up ? (s.tunnelAddress ?? null) : null,
+        server: up ? (s.remote ?? null) : null,
+        uptime_s: up && s.connectedSince !== undefined ? Math.max(0, Math.floor((now - s.connectedSince) / 1000)) : null,
+        connected_since: up && s.connectedSince !== undefined ? new Date(s.connectedSince).toISOString() : null,
+        bytes_in: s?.bytesIn ?? 0,
+        bytes_out: s?.bytesOut ?? 0,
+        restarts: s?.restarts ?? 0,
+        last_error: lastError ? { code: lastError.code, message: lastError.message } : null,
+        bundle_version: r.installed.get(id)?.version ?? null,
+      };
+    });
+    return {
+      version: VERSION,
+      node: this.nodeId,
+      started_at: new Date(this.startedAt).toISOString(),
+      ready: this.ready,
+      membership: r.membership
+        ? {
+            serial: r.membership.doc.serial,
+            source: r.membership.source,
+            fetched_at: new Date(r.membership.fetchedAt).toISOString(),
+            expires_at: r.membership.doc.expires_at,
+          }
+        : null,
+      reconcile: { last_at: r.lastAt === undefined ? null : new Date(r.lastAt).toISOString(), last_error: r.lastError ?? null },
+      networks,
+    };
+  }
+
+  private summary(): string {
+    return summaryLine(this.status());
+  }
+
+  // ------------------------------------------------------------ control
+
+  private async networkVerb(id: string, verb: NetworkVerb): Promise<void> {
+    const known = this.reconciler.installed.has(id) || this.runner.ids().includes(id) || (this.reconciler.membership?.doc.networks.some((n) => n.id === id) ?? false);
+    if (!known) {
+      throw new DaemonError('MVPN_NETWORK_UNKNOWN', `this node is not in network ${id}`, { hint: 'see `mvpn-client status` for the networks of this node' });
+    }
+    this.deps.logger.emit({ kind: 'network.admin', network: id, verb });
+    switch (verb) {
+      case 'down':
+        await this.runner.adminDown(id);
+        return;
+      case 'up':
+      case 'restart': {
+        const b = await this.reconciler.installedBundle(id);
+        if (b === undefined) {
+          throw new DaemonError('MVPN_NOT_FOUND', `network ${id} has no installed bundle to run`, {
+            hint: 'see last_error in `mvpn-client status`; `mvpn-client reload` fetches again',
+          });
+        }
+        if (verb === 'up' || this.runner.isAdminDown(id)) await this.runner.adminUp(b, id);
+        else await this.runner.restart(b);
+        return;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ readiness, timer
+
+  private onNetworkChange(_id: string, _s: InstanceStatus): void {
+    const line = this.summary();
+    if (line !== this.lastSummary) {
+      this.lastSummary = line;
+      void this.notify((n) => n.status(line));
+    }
+    this.settleCheck?.();
+  }
+
+  private settleCheck: (() => void) | undefined;
+
+  /** True when no network can still become connected on its own: each is connected or definitely failed. */
+  private settled(): boolean {
+    return this.status().networks.every((n) => n.state === 'connected' || n.admin_down || DEFINITE_FAILURE.has(n.state) || (n.state === 'stopped' && n.last_error !== null));
+  }
+
+  private async waitSettled(timeoutMs: number): Promise<void> {
+    let timedOut = false;
+    if (!this.settled()) {
+      await new Promise<void>((resolve) => {
+        const cancel = this.deps.clock.setTimeout(() => {
+          timedOut = true;
+          done();
+        }, timeoutMs);
+        const done = (): void => {
+          cancel();
+          this.settleCheck = undefined;
+          resolve();
+        };
+        this.settleCheck = () => {
+          if (this.stopping || this.settled()) done();
+        };
+      });
+    }
+    if (this.stopping) return;
+    this.ready = true;
+    const line = this.summary();
+    this.lastSummary = line;
+    this.deps.logger.emit({ kind: 'agent.ready', summary: line, timedOut });
+    await this.notify((n) => n.ready(line));
+    for (const w of this.readyWaiters.splice(0)) w();
+  }
+
+  private scheduleNext(): void {
+    if (this.stopping) return;
+    this.cancelTimer?.();
+    const { config } = this;
+    const { random } = this.deps;
+    const r = this.reconciler;
+    const delayMs =
+      r.failures > 0
+        ? backoffDelay(r.failures - 1, { initialMs: 5_000, maxMs: config.reconcileIntervalMs, factor: 2, jitter: 1, minMs: 1_000 }, random)
+        : Math.round(config.reconcileIntervalMs * (1 + config.reconcileJitter * (2 * random() - 1)));
+    this.deps.logger.emit({ kind: 'reconcile.next', delayMs });
+    this.cancelTimer = this.deps.clock.setTimeout(() => {
+      this.cancelTimer = undefined;
+      void this.reconciler
+        .reconcile('timer')
+        .catch((err: unknown) => this.deps.logger.emit({ kind: 'discovery.failed', code: toMvpnError(err).code, message: toMvpnError(err).message }))
+        .finally(() => this.scheduleNext());
+    }, delayMs);
+  }
+
+  private async notify(fn: (n: ReadinessNotifier) => Promise<void>): Promise<void> {
+    const n = this.deps.notifier;
+    if (n === undefined) return;
+    try {
+      await fn(n);
+    } catch {
+      // systemd notification is best effort; the daemon works without it
+    }
+  }
+}

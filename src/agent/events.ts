@@ -1,0 +1,52 @@
+/**
+ * Log events of the agent daemon (discovery, reconcile, enrollment,
+ * lifecycle). openvpn processes log through src/openvpn/events.ts; both go to
+ * the same stderr sink, one event per line.
+ */
+import type { Formatters } from '../log.ts';
+
+export type AgentEvent =
+  | { readonly kind: 'agent.started'; readonly node: string; readonly version: string; readonly config: string }
+  | { readonly kind: 'agent.stopping'; readonly reason: string }
+  | { readonly kind: 'agent.stopped' }
+  | { readonly kind: 'agent.ready'; readonly summary: string; readonly timedOut: boolean }
+  | { readonly kind: 'agent.leftovers'; readonly stopped: readonly number[]; readonly removed: number }
+  | { readonly kind: 'agent.membership-state-ignored'; readonly message: string }
+  | { readonly kind: 'enroll.ok'; readonly node: string; readonly url: string }
+  | { readonly kind: 'enroll.failed'; readonly code: string; readonly message: string; readonly permanent: boolean }
+  | { readonly kind: 'enroll.skipped'; readonly reason: string }
+  | { readonly kind: 'discovery.ok'; readonly source: string; readonly serial: number; readonly notModified: boolean }
+  | { readonly kind: 'discovery.source-failed'; readonly source: string; readonly code: string; readonly message: string }
+  | { readonly kind: 'discovery.failed'; readonly code: string; readonly message: string }
+  | { readonly kind: 'reconcile.start'; readonly reason: string }
+  | { readonly kind: 'reconcile.action'; readonly network: string; readonly action: string }
+  | { readonly kind: 'reconcile.rejected'; readonly network: string; readonly code: string; readonly message: string }
+  | { readonly kind: 'reconcile.done'; readonly actions: number; readonly durationMs: number }
+  | { readonly kind: 'reconcile.next'; readonly delayMs: number }
+  | { readonly kind: 'install.broken'; readonly network: string; readonly message: string }
+  | { readonly kind: 'network.admin'; readonly network: string; readonly verb: string };
+
+export const agentFormatters: Formatters<AgentEvent> = {
+  'agent.started': (e) => ({ level: 'notice', text: `mvpn-client ${e.version} agent started for node ${e.node} (config ${e.config})` }),
+  'agent.stopping': (e) => ({ level: 'notice', text: `stopping (${e.reason}): stopping every network` }),
+  'agent.stopped': () => ({ level: 'notice', text: 'stopped' }),
+  'agent.ready': (e) => ({ level: 'notice', text: `ready: ${e.summary}${e.timedOut ? ' (stopped waiting for the rest)' : ''}` }),
+  'agent.leftovers': (e) => ({
+    level: e.stopped.length > 0 ? 'warning' : 'info',
+    text: `previous run left ${e.stopped.length} openvpn process(es) [${e.stopped.join(', ')}] and ${e.removed} stale file(s); cleaned up`,
+  }),
+  'agent.membership-state-ignored': (e) => ({ level: 'warning', text: `stored membership state not used: ${e.message}` }),
+  'enroll.ok': (e) => ({ level: 'notice', text: `enrolled node ${e.node} with ${e.url}` }),
+  'enroll.failed': (e) => ({ level: 'error', text: `enrollment failed: ${e.message} [${e.code}]${e.permanent ? ' (not retried with this token)' : ''}` }),
+  'enroll.skipped': (e) => ({ level: 'warning', text: `not enrolling: ${e.reason}` }),
+  'discovery.ok': (e) => ({ level: 'info', text: `membership serial ${e.serial} from ${e.source}${e.notModified ? ' (not modified)' : ''}` }),
+  'discovery.source-failed': (e) => ({ level: 'warning', text: `source ${e.source}: ${e.message} [${e.code}]` }),
+  'discovery.failed': (e) => ({ level: 'warning', text: `no membership document this time, keeping what runs: ${e.message} [${e.code}]` }),
+  'reconcile.start': (e) => ({ level: 'info', text: `reconcile (${e.reason})` }),
+  'reconcile.action': (e) => ({ level: 'notice', text: `${e.network}: ${e.action}` }),
+  'reconcile.rejected': (e) => ({ level: 'error', text: `${e.network}: new bundle rejected, keeping what runs: ${e.message} [${e.code}]` }),
+  'reconcile.done': (e) => ({ level: 'info', text: `reconcile done: ${e.actions} change(s) in ${e.durationMs} ms` }),
+  'reconcile.next': (e) => ({ level: 'debug', text: `next reconcile in ${Math.round(e.delayMs / 1000)} s` }),
+  'install.broken': (e) => ({ level: 'warning', text: `${e.network}: installed files are not usable, reinstalling: ${e.message}` }),
+  'network.admin': (e) => ({ level: 'notice', text: `${e.network}: ${e.verb} requested by an operator` }),
+};

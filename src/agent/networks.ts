@@ -1,0 +1,164 @@
+/**
+ * One supervised openvpn per network (DESIGN.md §6). This module owns the
+ * map network id → Supervisor and the operator's "down" marks; it never
+ * decides *what* should run (reconcile.ts does), only makes it so.
+ *
+ * - Runtime files follow src/openvpn/process.ts runtimePaths
+ *   (`<runtime>/openvpn-<id>.sock|.pid`), so cleanupLeftovers at the next
+ *   start recognises whatever a crashed agent left.
+ * - The interface is `mv-<id>` (network ids are at most 12 characters).
+ * - A supervisor's spec is fixed; when a new bundle changes what the spec
+ *   holds (the expected address), the old supervisor is stopped and a new one
+ *   started. Otherwise a restart is the supervisor's own restart().
+ * - A network an operator took down is never started here, whoever asks
+ *   (a reconcile that planned before the `down` arrived included).
+ */
+import type { InstalledBundle } from '../bundle/install.ts';
+import { runtimePaths } from '../openvpn/process.ts';
+import type { InstanceSpec, InstanceStatus } from '../openvpn/supervisor.ts';
+
+/** What the runner needs of a supervisor (src/openvpn/supervisor.ts Supervisor fits). */
+export interface SupervisorLike {
+  start(): void;
+  stop(): Promise<void>;
+  restart(): void;
+  status(): InstanceStatus;
+  on(event: 'change', listener: (s: InstanceStatus) => void): unknown;
+}
+
+export type SupervisorFactory = (spec: InstanceSpec) => SupervisorLike;
+
+export function deviceName(networkId: string): string {
+  return `mv-${networkId}`;
+}
+
+export function instanceSpec(b: InstalledBundle, runtimeDir: string, openvpnPath: string): InstanceSpec {
+  return {
+    id: b.network,
+    role: 'client',
+    configPath: b.configPath,
+    cwd: b.dir,
+    ...runtimePaths(runtimeDir, b.network),
+    dev: deviceName(b.network),
+    expectedAddress: b.spec.address.ipv4,
+    openvpnPath,
+  };
+}
+
+function sameSpec(a: InstanceSpec, b: InstanceSpec): boolean {
+  return (
+    a.configPath === b.configPath &&
+    a.cwd === b.cwd &&
+    a.mgmtSocket === b.mgmtSocket &&
+    a.pidFile === b.pidFile &&
+    a.dev === b.dev &&
+    a.expectedAddress === b.expectedAddress &&
+    a.openvpnPath === b.openvpnPath
+  );
+}
+
+interface Entry {
+  readonly spec: InstanceSpec;
+  readonly sup: SupervisorLike;
+}
+
+export class NetworkRunner {
+  private readonly entries = new Map<string, Entry>();
+  private readonly down = new Set<string>();
+  private readonly runtimeDir: string;
+  private readonly openvpnPath: string;
+  private readonly factory: SupervisorFactory;
+  private readonly onChange: (id: string, s: InstanceStatus) => void;
+
+  constructor(opts: { runtimeDir: string; openvpnPath: string; factory: SupervisorFactory; onChange: (id: string, s: InstanceStatus) => void }) {
+    this.runtimeDir = opts.runtimeDir;
+    this.openvpnPath = opts.openvpnPath;
+    this.factory = opts.factory;
+    this.onChange = opts.onChange;
+  }
+
+  ids(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  /** A supervisor exists and is not stopped (it may be connecting, in backoff or failed). */
+  isRunning(id: string): boolean {
+    const e = this.entries.get(id);
+    return e !== undefined && e.sup.status().state !== 'stopped';
+  }
+
+  isAdminDown(id: string): boolean {
+    return this.down.has(id);
+  }
+
+  status(id: string): InstanceStatus | undefined {
+    return this.entries.get(id)?.sup.status();
+  }
+
+  private create(spec: InstanceSpec): Entry {
+    const sup = this.factory(spec);
+    const entry = { spec, sup };
+    sup.on('change', (s) => {
+      if (this.entries.get(spec.id) === entry) this.onChange(spec.id, s);
+    });
+    this.entries.set(spec.id, entry);
+    return entry;
+  }
+
+  /** Make sure the installed bundle runs; a running supervisor with the same spec is left alone. */
+  async run(b: InstalledBundle): Promise<void> {
+    if (this.down.has(b.network)) return;
+    const spec = instanceSpec(b, this.runtimeDir, this.openvpnPath);
+    const e = this.entries.get(b.network);
+    if (e !== undefined && sameSpec(e.spec, spec)) {
+      const state = e.sup.status().state;
+      if (state === 'stopped' || state === 'failed') e.sup.start();
+      return;
+    }
+    if (e !== undefined) await this.stop(b.network);
+    if (this.down.has(b.network)) return;
+    this.create(spec).sup.start();
+  }
+
+  /** Restart with a (possibly) new bundle: only this network's openvpn. */
+  async restart(b: InstalledBundle): Promise<void> {
+    if (this.down.has(b.network)) return;
+    const spec = instanceSpec(b, this.runtimeDir, this.openvpnPath);
+    const e = this.entries.get(b.network);
+    if (e !== undefined && sameSpec(e.spec, spec)) {
+      e.sup.restart();
+      return;
+    }
+    await this.run(b);
+  }
+
+  async stop(id: string): Promise<void> {
+    const e = this.entries.get(id);
+    if (e === undefined) return;
+    await e.sup.stop();
+    if (this.entries.get(id) === e) this.entries.delete(id);
+    this.onChange(id, e.sup.status());
+  }
+
+  /** `mvpn-client down`: stop it and keep it stopped until `up` (or a daemon restart). */
+  async adminDown(id: string): Promise<void> {
+    this.down.add(id);
+    await this.stop(id);
+  }
+
+  /** `mvpn-client up`: clear the mark and start the installed bundle, if any. */
+  async adminUp(b: InstalledBundle | undefined, id: string): Promise<void> {
+    this.down.delete(id);
+    if (b !== undefined) await this.run(b);
+  }
+
+  /** Forget a removed network's operator mark. */
+  forget(id: string): void {
+    this.down.delete(id);
+  }
+
+  /** Stop every network (daemon shutdown), in parallel; each by its own pid. */
+  async stopAll(): Promise<void> {
+    await Promise.all(this.ids().map((id) => this.stop(id)));
+  }
+}

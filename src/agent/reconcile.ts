@@ -1,0 +1,354 @@
+/**
+ * The reconcile executor: discovery → verification → plan (plan.ts, pure) →
+ * actions, one network at a time.
+ *
+ * Order of one reconcile, and why:
+ * 1. `now` is fixed at the start: every expiry check of this update uses it.
+ * 2. Enrollment (once, if a token is configured and the node has no
+ *    identity), because the https sources need the identity for mTLS.
+ * 3. Discovery over the ordered sources; the accepted document is persisted
+ *    *before* acting on it, so rollback protection holds even if we crash
+ *    halfway through installing.
+ * 4. Bundles are fetched only for networks whose installed version or hash
+ *    differs, each verified (verifyBundle) before anything touches disk.
+ *    A failure is recorded for that network only.
+ * 5. plan() decides per network; actions run in id order. An install that
+ *    fails leaves the previous version running (install is atomic).
+ *
+ * Reconciles never overlap: a request while one runs is coalesced into one
+ * more run after it (so a SIGHUP during a long fetch is not lost, and ten
+ * SIGHUPs do not queue ten runs).
+ */
+import { installBundle, listInstalled, readInstalled, removeInstalled, type InstalledBundle } from '../bundle/install.ts';
+import { verifyMembership, type AcceptedMembership } from '../bundle/membership.ts';
+import type { Manifest } from '../bundle/schema.ts';
+import type { Anchor } from '../bundle/sign.ts';
+import { verifyBundle, type VerifiedBundle } from '../bundle/verify.ts';
+import { MvpnError, toMvpnError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { renderClientConfig } from '../openvpn/client-config.ts';
+import { runtimePaths } from '../openvpn/process.ts';
+import type { Clock } from '../util/clock.ts';
+import type { AgentConfig } from './config.ts';
+import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
+import type { AgentEvent } from './events.ts';
+import { loadIdentity, type Identity } from './identity.ts';
+import { deviceName, type NetworkRunner } from './networks.ts';
+import { bundlesToFetch, plan, type Action, type ActualNetwork, type BundleFacts, type Desired, type DesiredNetwork, type NetError } from './plan.ts';
+import { discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, type DocOrigin, type SourceDeps } from './sources.ts';
+import { saveMembership, type StoredMembership } from './state.ts';
+
+export interface ReconcileContext {
+  readonly config: AgentConfig;
+  readonly nodeId: string;
+  readonly anchor: Anchor;
+  /** Pinned CA from the config (server_ca); falls back to the enrolled API CA. */
+  readonly serverCaPem?: string;
+  readonly runner: NetworkRunner;
+}
+
+export interface ReconcileDeps {
+  readonly clock: Clock;
+  readonly logger: Logger<AgentEvent>;
+  readonly sourceDeps?: Partial<SourceDeps>;
+}
+
+export interface ReconcileResult {
+  readonly ok: boolean;
+  readonly error?: NetError;
+  readonly actions: readonly Action[];
+}
+
+export function factsOf(manifest: Manifest, sha256: string): BundleFacts {
+  return { version: manifest.version, sha256, files: { ...manifest.files } as Record<string, string>, expiresAt: Date.parse(manifest.expires) };
+}
+
+function netError(err: unknown): NetError {
+  const e = toMvpnError(err);
+  return { code: e.code, message: e.message };
+}
+
+export class Reconciler {
+  /** The last accepted membership document (loaded at start, replaced by each accepted one). */
+  membership: StoredMembership | undefined;
+  /** What is installed, as of the last reconcile or operator action. */
+  readonly installed = new Map<string, InstalledBundle>();
+  /** Per network: why its newest bundle is not what runs (rejected, install failed, expired). */
+  readonly errors = new Map<string, NetError>();
+  lastAt: number | undefined;
+  lastError: NetError | undefined;
+  /** Consecutive reconciles without an accepted document. */
+  failures = 0;
+
+  private readonly ctx: ReconcileContext;
+  private readonly deps: ReconcileDeps;
+  private running: Promise<ReconcileResult> | undefined;
+  private pending: Promise<ReconcileResult> | undefined;
+  private enrollGaveUp = false;
+  private readonly abort = new AbortController();
+
+  constructor(ctx: ReconcileContext, deps: ReconcileDeps) {
+    this.ctx = ctx;
+    this.deps = deps;
+  }
+
+  /** Run a reconcile, or join the one queued behind the current run. */
+  reconcile(reason: string): Promise<ReconcileResult> {
+    if (this.running === undefined) {
+      this.running = this.once(reason).finally(() => {
+        this.running = undefined;
+      });
+      return this.running;
+    }
+    this.pending ??= this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.pending = undefined;
+        return this.reconcile(reason);
+      });
+    return this.pending;
+  }
+
+  /** Abort fetches in flight and wait for the current run to finish (shutdown). */
+  async shutdown(): Promise<void> {
+    this.abort.abort(new MvpnError('MVPN_FETCH_TIMEOUT', 'the agent is stopping'));
+    await this.running?.catch(() => undefined);
+    await this.pending?.catch(() => undefined);
+  }
+
+  /** Re-read the installed bundles (start-up, and before every plan). */
+  async refreshInstalled(): Promise<void> {
+    const list = await listInstalled(this.ctx.config.stateDir, {
+      anchor: this.ctx.anchor,
+      onError: (network, err) => this.deps.logger.emit({ kind: 'install.broken', network, message: toMvpnError(err).message }),
+    });
+    this.installed.clear();
+    for (const b of list) this.installed.set(b.network, b);
+  }
+
+  private render = (spec: Parameters<typeof renderClientConfig>[0], _dir: string, files: { ca: string; cert: string; key: string; tlsCryptV2: string; crl: string }): string =>
+    renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev: deviceName(spec.id) });
+
+  private async install(vb: VerifiedBundle, identity: Identity | undefined): Promise<InstalledBundle> {
+    const b = await installBundle(vb, {
+      stateDir: this.ctx.config.stateDir,
+      ...(identity ? { nodeKeyPath: identity.paths.key } : {}),
+      render: this.render,
+    });
+    this.installed.set(b.network, b);
+    return b;
+  }
+
+  private async maybeEnroll(now: Date): Promise<void> {
+    const e = this.ctx.config.enroll;
+    if (e === undefined || this.enrollGaveUp) return;
+    const should = await shouldAutoEnroll(this.ctx.config.stateDir, e.tokenFile);
+    if (!should.yes) {
+      if (should.reason !== 'already enrolled' && !should.reason.startsWith('no enrollment token')) {
+        this.deps.logger.emit({ kind: 'enroll.skipped', reason: should.reason });
+      }
+      return;
+    }
+    try {
+      await enroll({
+        nodeId: this.ctx.nodeId,
+        url: e.url,
+        tokenFile: e.tokenFile,
+        ...(this.ctx.serverCaPem === undefined ? {} : { serverCaPem: this.ctx.serverCaPem }),
+        stateDir: this.ctx.config.stateDir,
+        now,
+        timeoutMs: this.ctx.config.fetch.requestTimeoutMs,
+      });
+      this.deps.logger.emit({ kind: 'enroll.ok', node: this.ctx.nodeId, url: e.url });
+    } catch (err) {
+      const me = toMvpnError(err);
+      const permanent = isPermanentEnrollError(me);
+      if (permanent) this.enrollGaveUp = true;
+      this.deps.logger.emit({ kind: 'enroll.failed', code: me.code, message: me.message, permanent });
+    }
+  }
+
+  private async once(reason: string): Promise<ReconcileResult> {
+    const { clock, logger } = this.deps;
+    const { config, nodeId, anchor, runner } = this.ctx;
+    const startedAt = clock.now();
+    const now = new Date(startedAt);
+    logger.emit({ kind: 'reconcile.start', reason });
+
+    await this.maybeEnroll(now);
+    const identity = await loadIdentity(config.stateDir);
+    const defaultCa = this.ctx.serverCaPem ?? identity?.caPem;
+    const http = new HttpFetcher(
+      { ...(defaultCa === undefined ? {} : { ca: defaultCa }), ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}) },
+      config.fetch,
+    );
+    const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(config.fetch.deadlineMs)]);
+    try {
+      // 3. discovery
+      let accepted: { m: AcceptedMembership; origin: DocOrigin } | undefined;
+      try {
+        const stored = this.membership;
+        const last = stored ? { serial: stored.doc.serial, payloadSha256: stored.payloadSha256 } : undefined;
+        const verify = (bytes: Uint8Array): AcceptedMembership => verifyMembership(bytes, { anchor, nodeId, now, ...(last ? { last } : {}) });
+        const d = await discover(
+          { sources: config.sources, limits: config.fetch, http },
+          {
+            etagFor: (o) => (stored !== undefined && stored.source === o.label ? stored.etag : undefined),
+            accept: (bytes) => verify(bytes),
+            reuse: () => {
+              if (stored === undefined) throw new MvpnError('MVPN_FETCH_HTTP_STATUS', 'the source answered 304 but no document is stored');
+              return verify(stored.envelope);
+            },
+            signal,
+          },
+          this.deps.sourceDeps,
+        );
+        for (const a of d.attempts) if (!a.ok) logger.emit({ kind: 'discovery.source-failed', source: a.source, code: a.code ?? '', message: a.message ?? '' });
+        accepted = { m: d.value, origin: d.origin };
+        const etag = d.etag ?? (d.notModified ? stored?.etag : undefined);
+        this.membership = {
+          doc: d.value.doc,
+          envelope: d.value.envelope,
+          payloadSha256: d.value.payloadSha256,
+          source: d.origin.label,
+          ...(etag === undefined ? {} : { etag }),
+          fetchedAt: startedAt,
+        };
+        await saveMembership(config.stateDir, this.membership);
+        logger.emit({ kind: 'discovery.ok', source: d.origin.label, serial: d.value.doc.serial, notModified: d.notModified });
+        this.lastError = undefined;
+        this.failures = 0;
+      } catch (err) {
+        const e = toMvpnError(err);
+        const attempts = (e.context['attempts'] as { source: string; ok: boolean; code?: string; message?: string }[] | undefined) ?? [];
+        for (const a of attempts) logger.emit({ kind: 'discovery.source-failed', source: a.source, code: a.code ?? '', message: a.message ?? '' });
+        logger.emit({ kind: 'discovery.failed', code: e.code, message: e.message });
+        this.lastError = netError(e);
+        this.failures++;
+      }
+
+      // 4. installed state and the bundles to fetch
+      await this.refreshInstalled();
+      const verified = new Map<string, VerifiedBundle>();
+      let desired: Desired = { kind: 'unavailable' };
+      if (accepted !== undefined) {
+        const entries = accepted.m.doc.networks;
+        const toFetch = new Set(bundlesToFetch(entries.map((n) => ({ id: n.id, version: n.bundle.version, sha256: n.bundle.sha256 })), this.installed));
+        const sourceCa = this.caForOrigin(accepted.origin) ?? defaultCa;
+        const nets: DesiredNetwork[] = [];
+        for (const n of entries) {
+          const base = { id: n.id, version: n.bundle.version, sha256: n.bundle.sha256 };
+          if (!toFetch.has(n.id)) {
+            nets.push({ ...base, bundle: { kind: 'installed' } });
+            continue;
+          }
+          try {
+            const url = resolveBundleUrl(n.bundle.url, accepted.origin);
+            const bytes = await fetchBundleBytes(
+              url,
+              { size: n.bundle.size },
+              { http, limits: config.fetch, signal, ...(sourceCa === undefined ? {} : { ca: sourceCa }) },
+              this.deps.sourceDeps,
+            );
+            const vb = await verifyBundle(bytes, {
+              anchor,
+              nodeId,
+              now,
+              expect: { network: n.id, version: n.bundle.version, sha256: n.bundle.sha256, size: n.bundle.size },
+              ...(identity ? { nodeKeyPem: identity.keyPem } : {}),
+            });
+            verified.set(n.id, vb);
+            nets.push({ ...base, bundle: { kind: 'verified', facts: factsOf(vb.manifest, vb.sha256) } });
+          } catch (err) {
+            const error = netError(err);
+            logger.emit({ kind: 'reconcile.rejected', network: n.id, code: error.code, message: error.message });
+            nets.push({ ...base, bundle: { kind: 'rejected', error } });
+          }
+        }
+        desired = { kind: 'membership', networks: nets };
+      }
+
+      // 5. plan and act
+      const ids = new Set([...this.installed.keys(), ...runner.ids()]);
+      const actual: ActualNetwork[] = [...ids].map((id) => {
+        const inst = this.installed.get(id);
+        return { id, ...(inst ? { installed: factsOf(inst.manifest, inst.sha256) } : {}), running: runner.isRunning(id), adminDown: runner.isAdminDown(id) };
+      });
+      const actions = plan(desired, actual, startedAt);
+      // Without a fresh document, earlier reasons (a rejected bundle) still hold: keep them.
+      for (const a of actions) await this.apply(a, verified.get(a.id), identity, desired.kind === 'membership');
+      if (desired.kind === 'membership') {
+        // Networks no longer in the membership keep no error.
+        const wanted = new Set(desired.networks.map((n) => n.id));
+        for (const id of [...this.errors.keys()]) if (!wanted.has(id)) this.errors.delete(id);
+      }
+      const changes = actions.filter((a) => a.kind !== 'keep').length;
+      logger.emit({ kind: 'reconcile.done', actions: changes, durationMs: clock.now() - startedAt });
+      this.lastAt = startedAt;
+      return { ok: this.lastError === undefined, ...(this.lastError ? { error: this.lastError } : {}), actions };
+    } finally {
+      await http.close();
+    }
+  }
+
+  private caForOrigin(origin: DocOrigin): string | undefined {
+    for (const s of this.ctx.config.sources) if (s.type === 'https' && s.ca !== undefined && originOf(s).label === origin.label) return s.ca;
+    return undefined;
+  }
+
+  private async apply(a: Action, vb: VerifiedBundle | undefined, identity: Identity | undefined, fresh: boolean): Promise<void> {
+    const { runner, config } = this.ctx;
+    if (a.error) this.errors.set(a.id, a.error);
+    else if (fresh) this.errors.delete(a.id);
+    if (a.kind !== 'keep') this.deps.logger.emit({ kind: 'reconcile.action', network: a.id, action: a.kind });
+    try {
+      switch (a.kind) {
+        case 'keep':
+          return;
+        case 'start': {
+          const b = this.installed.get(a.id);
+          if (b) await runner.run(b);
+          return;
+        }
+        case 'install-start':
+          await runner.run(await this.install(this.need(vb, a), identity));
+          return;
+        case 'install':
+        case 'swap-crl':
+          await this.install(this.need(vb, a), identity);
+          return;
+        case 'replace-restart':
+          await runner.restart(await this.install(this.need(vb, a), identity));
+          return;
+        case 'stop':
+          await runner.stop(a.id);
+          return;
+        case 'stop-remove':
+          await runner.stop(a.id);
+          await removeInstalled(config.stateDir, a.id);
+          this.installed.delete(a.id);
+          this.errors.delete(a.id);
+          runner.forget(a.id);
+          return;
+      }
+    } catch (err) {
+      // Install is atomic: whatever ran before keeps running.
+      const error = netError(err);
+      this.errors.set(a.id, error);
+      this.deps.logger.emit({ kind: 'reconcile.rejected', network: a.id, code: error.code, message: error.message });
+    }
+  }
+
+  private need(vb: VerifiedBundle | undefined, a: Action): VerifiedBundle {
+    if (vb === undefined) throw new MvpnError('MVPN_INTERNAL', `${a.kind} for ${a.id} without a verified bundle`);
+    return vb;
+  }
+
+  /** For `up`: the installed bundle, re-read from disk. */
+  async installedBundle(id: string): Promise<InstalledBundle | undefined> {
+    const b = await readInstalled(this.ctx.config.stateDir, id, { anchor: this.ctx.anchor });
+    if (b) this.installed.set(id, b);
+    else this.installed.delete(id);
+    return b;
+  }
+}
