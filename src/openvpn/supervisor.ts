@@ -245,9 +245,25 @@ function currentUser(): string | undefined {
   }
 }
 
+/**
+ * The environment openvpn runs with: ours minus the systemd service-manager
+ * variables. Debian's openvpn is linked with libsystemd and calls
+ * sd_notify("READY=1") itself when NOTIFY_SOCKET is set; with
+ * NotifyAccess=all that would tell systemd *our* service is ready (and
+ * overwrite STATUS=) the moment any one network connects.
+ */
+export function openvpnEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k === 'NOTIFY_SOCKET' || k.startsWith('WATCHDOG_') || k.startsWith('LISTEN_')) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
 export function defaultSupervisorDeps(): SupervisorDeps {
   return {
-    spawn: (cmd, args, opts) => nodeSpawn(cmd, [...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawn: (cmd, args, opts) => nodeSpawn(cmd, [...args], { cwd: opts.cwd, env: openvpnEnv(process.env), stdio: ['ignore', 'pipe', 'pipe'] }),
     connectManagement: (path, opts) => ManagementClient.connect(path, opts),
     exec: execCommand,
     clock: systemClock,

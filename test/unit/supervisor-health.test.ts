@@ -1,0 +1,156 @@
+import { describe, expect, it } from 'vitest';
+import { parseOpenvpnVersion } from '../../src/openvpn/binary.ts';
+import {
+  assessHealth,
+  freshHealthMemory,
+  hasAddress,
+  parseIpAddrJson,
+  readDevice,
+  type HealthMemory,
+  type HealthObservation,
+  type HealthPolicy,
+  type HealthTarget,
+} from '../../src/openvpn/health.ts';
+import { isOpenvpnFor, isOpenvpnInDir, runtimePaths } from '../../src/openvpn/process.ts';
+
+const policy: HealthPolicy = { intervalMs: 1_000, mgmtTimeoutMs: 1_000, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 };
+const client: HealthTarget = { role: 'client', dev: 'mv-a', expectedAddress: '198.51.100.2/24' };
+const server: HealthTarget = { role: 'server', dev: 'ms-a' };
+const present = (...addresses: string[]): HealthObservation['device'] => ({ device: 'present', addresses });
+const ok = (over: Partial<HealthObservation> = {}): HealthObservation => ({
+  mgmt: 'ok',
+  openvpnState: 'CONNECTED',
+  device: present('198.51.100.2/24', 'fe80::1/64'),
+  bytesIn: 10,
+  bytesOut: 20,
+  ...over,
+});
+const mem = (over: Partial<HealthMemory> = {}): HealthMemory => ({ ...freshHealthMemory, ...over });
+
+describe('assessHealth', () => {
+  const cases: { name: string; obs: HealthObservation; memory?: HealthMemory; target?: HealthTarget; policy?: HealthPolicy; verdict: string; code?: string }[] = [
+    { name: 'connected with its address', obs: ok(), verdict: 'ok' },
+    { name: 'address without prefix expected', obs: ok(), target: { ...client, expectedAddress: '198.51.100.2' }, verdict: 'ok' },
+    { name: 'wrong prefix length counts as missing', obs: ok({ device: present('198.51.100.2/25') }), verdict: 'degraded' },
+    { name: 'openvpn still connecting', obs: ok({ openvpnState: 'WAIT', device: present() }), verdict: 'pending' },
+    { name: 'openvpn reconnecting', obs: ok({ openvpnState: 'RECONNECTING' }), verdict: 'pending' },
+    { name: 'first unanswered check', obs: ok({ mgmt: 'timeout', openvpnState: undefined }), verdict: 'degraded' },
+    { name: 'second unanswered check: hung', obs: ok({ mgmt: 'timeout' }), memory: mem({ mgmtFailures: 1 }), verdict: 'failed', code: 'MVPN_OPENVPN_HUNG' },
+    { name: 'unreachable counts like unanswered', obs: ok({ mgmt: 'unavailable' }), memory: mem({ mgmtFailures: 1 }), verdict: 'failed', code: 'MVPN_OPENVPN_HUNG' },
+    { name: 'address missing once', obs: ok({ device: present() }), verdict: 'degraded' },
+    { name: 'address missing twice', obs: ok({ device: present() }), memory: mem({ addressMissing: 1 }), verdict: 'degraded' },
+    {
+      name: 'address missing three times: restart',
+      obs: ok({ device: present() }),
+      memory: mem({ addressMissing: 2 }),
+      verdict: 'failed',
+      code: 'MVPN_OPENVPN_UNHEALTHY',
+    },
+    { name: 'device missing while connected', obs: ok({ device: { device: 'missing', addresses: [] } }), memory: mem({ addressMissing: 2 }), verdict: 'failed', code: 'MVPN_OPENVPN_UNHEALTHY' },
+    { name: 'ip could not run: never a restart reason', obs: ok({ device: { device: 'unknown', addresses: [] } }), memory: mem({ addressMissing: 5 }), verdict: 'ok' },
+    { name: 'client without expected address: no address check', obs: ok({ device: present() }), target: { role: 'client', dev: 'mv-a' }, verdict: 'ok' },
+    { name: 'server CONNECTED', obs: ok({ device: present('203.0.113.1/24') }), target: server, verdict: 'ok' },
+    { name: 'server: mgmt up + device present counts as connected', obs: ok({ openvpnState: 'ASSIGN_IP', device: present() }), target: server, verdict: 'ok' },
+    { name: 'server: device gone', obs: ok({ openvpnState: 'CONNECTED', device: { device: 'missing', addresses: [] } }), target: server, verdict: 'degraded' },
+    {
+      name: 'stalled counters (when enabled) are degraded, never failed',
+      obs: ok(),
+      memory: mem({ stalled: 2, lastBytes: { bytesIn: 10, bytesOut: 20 } }),
+      policy: { ...policy, stallLimit: 3 },
+      verdict: 'degraded',
+    },
+    {
+      name: 'moving counters reset the stall count',
+      obs: ok({ bytesIn: 11 }),
+      memory: mem({ stalled: 2, lastBytes: { bytesIn: 10, bytesOut: 20 } }),
+      policy: { ...policy, stallLimit: 3 },
+      verdict: 'ok',
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const r = assessHealth(c.obs, c.memory ?? freshHealthMemory, c.target ?? client, c.policy ?? policy);
+      expect(r.verdict).toBe(c.verdict);
+      expect(r.code).toBe(c.code);
+    });
+  }
+
+  it('an answered check clears the unanswered count', () => {
+    const r = assessHealth(ok(), mem({ mgmtFailures: 1, addressMissing: 2 }), client, policy);
+    expect(r.memory).toMatchObject({ mgmtFailures: 0, addressMissing: 0 });
+  });
+
+  it('reports the tunnel address it found', () => {
+    expect(assessHealth(ok(), freshHealthMemory, client, policy).tunnelAddress).toBe('198.51.100.2/24');
+    expect(assessHealth(ok({ device: present('fe80::1/64', '203.0.113.1/24') }), freshHealthMemory, server, policy).tunnelAddress).toBe('203.0.113.1/24');
+  });
+});
+
+describe('addresses', () => {
+  it('hasAddress', () => {
+    expect(hasAddress(['198.51.100.2/24'], '198.51.100.2')).toBe(true);
+    expect(hasAddress(['198.51.100.2/24'], '198.51.100.2/24')).toBe(true);
+    expect(hasAddress(['198.51.100.2/24'], '198.51.100.2/16')).toBe(false);
+    expect(hasAddress(['198.51.100.20/24'], '198.51.100.2')).toBe(false);
+  });
+
+  it('parseIpAddrJson reads ip -j output', () => {
+    const out = JSON.stringify([
+      {
+        ifindex: 3,
+        ifname: 'tap0',
+        addr_info: [
+          { family: 'inet', local: '203.0.113.1', prefixlen: 24, scope: 'global' },
+          { family: 'inet6', local: 'fe80::5c8e:2aff:fe24:93df', prefixlen: 64, scope: 'link' },
+        ],
+      },
+    ]);
+    expect(parseIpAddrJson(out)).toEqual(['203.0.113.1/24', 'fe80::5c8e:2aff:fe24:93df/64']);
+    expect(parseIpAddrJson('[]')).toEqual([]);
+    expect(parseIpAddrJson('{"not":"a list"}')).toEqual([]);
+  });
+
+  it('readDevice tells a missing device from an ip that cannot run', async () => {
+    expect(await readDevice(async () => ({ code: 1, stdout: '', stderr: 'Device "mv-x" does not exist.' }), 'mv-x')).toEqual({ device: 'missing', addresses: [] });
+    expect(await readDevice(async () => Promise.reject(new Error('spawn ip ENOENT')), 'mv-x')).toEqual({ device: 'unknown', addresses: [] });
+    expect(await readDevice(async () => ({ code: 0, stdout: 'not json', stderr: '' }), 'mv-x')).toEqual({ device: 'unknown', addresses: [] });
+  });
+});
+
+describe('process identity (pid reuse safety)', () => {
+  const files = runtimePaths('/run/mvpn-client', 'lab1');
+  const cases: { argv: string[]; ours: boolean; inDir: boolean }[] = [
+    { argv: ['/usr/sbin/openvpn', '--config', 'c.conf', '--management', files.mgmtSocket, 'unix', '--writepid', files.pidFile], ours: true, inDir: true },
+    { argv: ['openvpn', '--writepid', files.pidFile], ours: true, inDir: true },
+    { argv: ['openvpn', '--management', files.mgmtSocket, 'unix'], ours: true, inDir: true },
+    { argv: ['openvpn', '--writepid', '/run/mvpn-client/openvpn-other.pid'], ours: false, inDir: true },
+    { argv: ['openvpn', '--writepid', '/run/elsewhere/openvpn-lab1.pid'], ours: false, inDir: false },
+    { argv: ['openvpn', '--writepid', '/run/mvpn-client/status.pid'], ours: false, inDir: false },
+    { argv: ['/usr/bin/sleep', '600', '--writepid', files.pidFile], ours: false, inDir: false },
+    { argv: ['python3', '-c', 'x', 'openvpn', '--writepid', files.pidFile], ours: false, inDir: false },
+    { argv: [], ours: false, inDir: false },
+  ];
+  for (const c of cases) {
+    it(c.argv.join(' ') || '(empty)', () => {
+      expect(isOpenvpnFor(c.argv, files)).toBe(c.ours);
+      expect(isOpenvpnInDir(c.argv, '/run/mvpn-client')).toBe(c.inDir);
+    });
+  }
+
+  it('runtimePaths refuses ids that could escape the directory', () => {
+    expect(() => runtimePaths('/run/x', '../etc')).toThrow();
+    expect(() => runtimePaths('/run/x', 'a/b')).toThrow();
+    expect(runtimePaths('/run/x', 'net-1')).toEqual({ mgmtSocket: '/run/x/openvpn-net-1.sock', pidFile: '/run/x/openvpn-net-1.pid' });
+  });
+});
+
+describe('parseOpenvpnVersion', () => {
+  const cases: [string, ReturnType<typeof parseOpenvpnVersion>][] = [
+    ['OpenVPN 2.6.14 x86_64-pc-linux-gnu [SSL (OpenSSL)] [LZO]', { version: '2.6.14', major: 2, minor: 6 }],
+    ['OpenVPN 2.5.1 x86_64-pc-linux-gnu [SSL (OpenSSL)]', { version: '2.5.1', major: 2, minor: 5 }],
+    ['OpenVPN 2.7_beta1 x86_64-pc-linux-gnu', { version: '2.7_beta1', major: 2, minor: 7 }],
+    ['OpenVPN 2.4.7 x86_64', { version: '2.4.7', major: 2, minor: 4 }],
+    ['bash: openvpn: command not found', undefined],
+  ];
+  for (const [out, want] of cases) it(out, () => expect(parseOpenvpnVersion(out)).toEqual(want));
+});
