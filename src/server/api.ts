@@ -1,0 +1,276 @@
+/**
+ * The HTTPS API v1 (ARCHITECTURE.md "Server HTTPS API v1"): enrollment,
+ * signed membership documents and bundles. Nothing else — admin operations
+ * are never on this listener.
+ *
+ * Authentication: the TLS layer asks every client for a certificate but
+ * lets the handshake finish without one (`requestCert`, not
+ * `rejectUnauthorized`), because enrollment is the one route for nodes that
+ * have none yet. Every other route requires a certificate that chains to the
+ * API CA (`socket.authorized`) and whose serial is the node's current
+ * identity serial in the store — so a superseded or revoked identity is
+ * refused even though its signature is still good. The node is the
+ * certificate's CN; a node reads only its own documents.
+ *
+ * Robustness: bodies are capped (413) before they are read in full, only
+ * exact paths match (no decoding, no traversal), wrong methods get 405, and
+ * every failure is a JSON error with a stable code; nothing a client sends
+ * can throw past the handler.
+ */
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import { z } from 'zod';
+import { MvpnError, toMvpnError, type ErrorCode } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { NETWORK_ID_RE } from '../bundle/schema.ts';
+import type { CaMaterial } from '../pki/ca.ts';
+import { parseJsonBounded } from '../util/json.ts';
+import type { DocumentService } from './doc-service.ts';
+import type { ServerEvent } from './events.ts';
+import { enroll } from './ops/enroll.ts';
+import type { ServerContext } from './ops/context.ts';
+
+export interface ApiLimits {
+  readonly maxBodyBytes: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+}
+
+export const defaultApiLimits: ApiLimits = {
+  maxBodyBytes: 64 * 1024,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  maxHeaderBytes: 16 * 1024,
+};
+
+export interface ApiDeps {
+  readonly ctx: ServerContext;
+  readonly docs: DocumentService;
+  readonly apiCa: CaMaterial;
+  readonly tls: { readonly certPem: string; readonly keyPem: string };
+  readonly logger: Logger<ServerEvent>;
+  readonly limits?: Partial<ApiLimits>;
+}
+
+const EnrollSchema = z.strictObject({
+  node: z.string().min(1).max(128),
+  token: z.string().min(1).max(256),
+  csr: z.string().min(1).max(16 * 1024),
+});
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  MVPN_API_BAD_REQUEST: 400,
+  MVPN_JSON_INVALID: 400,
+  MVPN_JSON_TOO_LARGE: 400,
+  MVPN_SCHEMA_INVALID: 400,
+  MVPN_USAGE: 400,
+  MVPN_CSR_INVALID: 400,
+  MVPN_KEY_INVALID: 400,
+  MVPN_CERT_WRONG_CN: 400,
+  MVPN_ADDRESS_INVALID: 400,
+  MVPN_API_UNAUTHORIZED: 401,
+  MVPN_TOKEN_INVALID: 401,
+  MVPN_TOKEN_EXPIRED: 401,
+  MVPN_TOKEN_USED: 401,
+  MVPN_API_FORBIDDEN: 403,
+  MVPN_NOT_FOUND: 404,
+  MVPN_STORE_CONFLICT: 409,
+  MVPN_API_TOO_LARGE: 413,
+};
+
+class ApiError extends MvpnError {
+  readonly status: number;
+  constructor(status: number, code: ErrorCode, message: string, headers?: Record<string, string>) {
+    super(code, message, headers ? { context: { headers } } : {});
+    this.status = status;
+  }
+}
+
+const BUNDLE_RE = /^\/v1\/bundles\/([^/]+)\/([^/]+)$/;
+const VERSION_RE = /^[1-9][0-9]{0,15}$/;
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const bytes = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(bytes.length), 'cache-control': 'no-store', ...headers });
+  res.end(bytes);
+}
+
+/** Reads the body up to `max` bytes; 413 as soon as it is known to be larger. */
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (Number.isFinite(declared) && declared > max) {
+    return Promise.reject(new ApiError(413, 'MVPN_API_TOO_LARGE', `request body of ${declared} bytes is over the limit of ${max}`));
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    req.on('data', (c: Buffer) => {
+      if (done) return;
+      size += c.length;
+      if (size > max) {
+        done = true;
+        reject(new ApiError(413, 'MVPN_API_TOO_LARGE', `request body is over the limit of ${max} bytes`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => {
+      if (!done) {
+        done = true;
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    req.on('error', (e) => {
+      if (!done) {
+        done = true;
+        reject(e);
+      }
+    });
+  });
+}
+
+export function createApiServer(deps: ApiDeps): Server {
+  const limits = { ...defaultApiLimits, ...deps.limits };
+  const { ctx, docs, logger } = deps;
+
+  /** The authenticated node of this request, or a 401/403. */
+  const authenticate = (req: IncomingMessage): string => {
+    const socket = req.socket as TLSSocket;
+    const cert = socket.getPeerCertificate();
+    if (!cert || Object.keys(cert).length === 0) {
+      throw new ApiError(401, 'MVPN_API_UNAUTHORIZED', 'this route needs a node certificate (enroll first)');
+    }
+    if (!socket.authorized) {
+      throw new ApiError(401, 'MVPN_API_UNAUTHORIZED', `the client certificate is not accepted: ${String(socket.authorizationError ?? 'unknown issuer')}`);
+    }
+    const cn = typeof cert.subject?.CN === 'string' ? cert.subject.CN : undefined;
+    const serial = cert.serialNumber?.toLowerCase().replace(/^0+(?=.)/, '');
+    if (!cn) throw new ApiError(401, 'MVPN_API_UNAUTHORIZED', 'the client certificate has no CN');
+    const node = ctx.store.read((tx) => tx.getNode(cn));
+    const current = node?.identitySerial?.replace(/^0+(?=.)/, '');
+    if (!node || current === undefined || current !== serial) {
+      throw new ApiError(403, 'MVPN_API_FORBIDDEN', 'this node certificate is no longer valid (superseded or revoked); enroll again');
+    }
+    return cn;
+  };
+
+  const notModified = (req: IncomingMessage, etag: string): boolean => {
+    const inm = req.headers['if-none-match'];
+    return typeof inm === 'string' && inm.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}`);
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<string | undefined> => {
+    const rawUrl = req.url ?? '';
+    const path = rawUrl.split('?')[0] ?? '';
+    const method = req.method ?? '';
+    const allow = (methods: string) => {
+      if (!methods.split(', ').includes(method)) throw new ApiError(405, 'MVPN_API_BAD_REQUEST', `${method} is not allowed on ${path}`, { allow: methods });
+    };
+
+    if (path === '/v1/enroll') {
+      allow('POST');
+      const body = await readBody(req, limits.maxBodyBytes);
+      let parsed: z.infer<typeof EnrollSchema>;
+      try {
+        const r = EnrollSchema.safeParse(parseJsonBounded(body, { maxBytes: limits.maxBodyBytes, maxDepth: 4 }, 'enrollment request'));
+        if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; '));
+        parsed = r.data;
+      } catch (err) {
+        throw new ApiError(400, 'MVPN_API_BAD_REQUEST', `enrollment request: ${(err as Error).message}`);
+      }
+      const r = await enroll(ctx, deps.apiCa, parsed);
+      logger.emit({ kind: 'api.enrolled', node: r.node, networks: r.networks });
+      sendJson(res, 200, { node: r.node, identity_cert: r.identityCertPem, api_ca: deps.apiCa.certPem });
+      return r.node;
+    }
+
+    if (path === '/v1/membership') {
+      allow('GET, HEAD');
+      const node = authenticate(req);
+      const doc = await docs.membership(node);
+      const headers = { etag: doc.etag, 'cache-control': 'no-cache' };
+      if (notModified(req, doc.etag)) {
+        res.writeHead(304, headers);
+        res.end();
+        return node;
+      }
+      res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': String(doc.bytes.length) });
+      res.end(method === 'HEAD' ? undefined : doc.bytes);
+      return node;
+    }
+
+    const m = BUNDLE_RE.exec(path);
+    if (m) {
+      allow('GET, HEAD');
+      const node = authenticate(req);
+      const [, network, version] = m as unknown as [string, string, string];
+      if (!NETWORK_ID_RE.test(network) || !VERSION_RE.test(version) || Number(version) > Number.MAX_SAFE_INTEGER) {
+        throw new ApiError(404, 'MVPN_NOT_FOUND', 'no such bundle');
+      }
+      const b = await docs.bundle(node, network, Number(version));
+      const headers = { etag: b.etag, 'cache-control': 'private, max-age=31536000, immutable' };
+      if (notModified(req, b.etag)) {
+        res.writeHead(304, headers);
+        res.end();
+        return node;
+      }
+      res.writeHead(200, { ...headers, 'content-type': 'application/gzip', 'content-length': String(b.bytes.length) });
+      res.end(method === 'HEAD' ? undefined : b.bytes);
+      return node;
+    }
+
+    throw new ApiError(404, 'MVPN_NOT_FOUND', `no route ${path.length > 200 ? path.slice(0, 200) + '…' : path}`);
+  };
+
+  const server = createServer(
+    {
+      key: deps.tls.keyPem,
+      cert: deps.tls.certPem,
+      ca: [deps.apiCa.certPem],
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      maxHeaderSize: limits.maxHeaderBytes,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+    },
+    (req, res) => {
+      const started = Date.now();
+      const path = (req.url ?? '').split('?')[0]!.slice(0, 200);
+      route(req, res).then(
+        (node) => logger.emit({ kind: 'api.request', method: req.method ?? '', path, status: res.statusCode, node, ms: Date.now() - started }),
+        (err: unknown) => {
+          const e = toMvpnError(err);
+          const status = err instanceof ApiError ? err.status : (STATUS[e.code] ?? 500);
+          const message = status >= 500 ? 'internal error' : e.message;
+          logger.emit({ kind: 'api.error', method: req.method ?? '', path, status, code: e.code, message: e.message });
+          if (res.headersSent) {
+            res.destroy();
+            return;
+          }
+          const extra = err instanceof ApiError ? ((err.context['headers'] as Record<string, string> | undefined) ?? {}) : {};
+          // A body we refused may still be arriving: answer, then close instead of draining it.
+          const closing: Record<string, string> = status === 413 ? { connection: 'close' } : {};
+          sendJson(res, status, { error: { code: status >= 500 ? 'MVPN_INTERNAL' : e.code, message, ...(e.hint && status < 500 ? { hint: e.hint } : {}) } }, { ...extra, ...closing });
+          if (status === 413) req.socket.end();
+        },
+      );
+    },
+  );
+  server.on('clientError', (err, socket) => {
+    logger.emit({ kind: 'api.client-error', message: (err as Error).message });
+    if (socket.writable && !(err as NodeJS.ErrnoException).code?.startsWith('ERR_SSL')) {
+      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\n\r\n{"error":{"code":"MVPN_API_BAD_REQUEST","message":"malformed request"}}');
+    } else {
+      socket.destroy();
+    }
+  });
+  server.on('tlsClientError', (err) => logger.emit({ kind: 'api.client-error', message: `TLS: ${err.message}` }));
+  return server;
+}

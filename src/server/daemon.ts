@@ -1,0 +1,428 @@
+/**
+ * `server run`: the HTTPS API plus one supervised openvpn server per network
+ * that should be up, kept in line with the store.
+ *
+ * Design notes:
+ * - The store is the only input. The CLI changes it from other processes;
+ *   the daemon polls `PRAGMA data_version` (a cheap read that changes when
+ *   another connection commits) about once a second and reconciles, and
+ *   also reconciles on a slower timer (CRL half-life, sessions to kill) and
+ *   whenever an instance changes state. Reconciles are serialised; a request
+ *   during one runs one more afterwards.
+ * - Reconcile per network: write its files (only what changed), start or
+ *   stop its supervisor, restart it only when something openvpn reads at
+ *   start changed. CRL and ccd changes need no restart: openvpn re-reads
+ *   the CRL when it changes and reads ccd files at each connect.
+ * - Sessions that must end: after files are written, every connected client
+ *   (`status 3`) whose CN is no longer allowed (removed, revoked, no ccd),
+ *   or whose certificate was replaced since the last reconcile, is killed
+ *   with `kill CN`.
+ * - A leftover openvpn of a crashed previous daemon is stopped (by pid,
+ *   after checking its command line) before anything starts, so no network
+ *   ever runs twice.
+ * - READY=1 once the listener is up and every network that should be up is
+ *   running or has definitely failed (or a timeout passed); STATUS= carries
+ *   "N/M networks up, K clients".
+ */
+import { readFile, rm } from 'node:fs/promises';
+import type { Server } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { ConfigError, toMvpnError } from '../errors.ts';
+import { nullLogger, type Logger } from '../log.ts';
+import { signingKeyFromPem } from '../bundle/sign.ts';
+import type { CaMaterial } from '../pki/ca.ts';
+import type { OpenvpnEvent } from '../openvpn/events.ts';
+import { cleanupLeftovers, runtimePaths } from '../openvpn/process.ts';
+import { Supervisor, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
+import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
+import { ensureDir } from '../util/fs-atomic.ts';
+import { intToIp, parseCidr, serverAddress } from './alloc.ts';
+import { createApiServer, type ApiLimits } from './api.ts';
+import { loadServerConfig, parseListen } from './config.ts';
+import { DocumentService } from './doc-service.ts';
+import type { ServerEvent } from './events.ts';
+import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
+import type { ServerContext } from './ops/context.ts';
+import { refreshDueCrls } from './ops/crl.ts';
+import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type StatusSnapshot } from './status.ts';
+import { SqliteStore } from './store/sqlite.ts';
+import type { NetworkRecord } from './store/store.ts';
+
+/** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
+export interface DaemonNotifier {
+  ready(status?: string): Promise<void>;
+  status(text: string): Promise<void>;
+  stopping(): Promise<void>;
+}
+
+export interface DaemonOptions {
+  readonly stateDir: string;
+  readonly clock?: Clock;
+  readonly logger?: Logger<ServerEvent>;
+  readonly openvpnLogger?: Logger<OpenvpnEvent>;
+  /** Passed to every Supervisor (tests run openvpn inside a namespace through `spawn`/`exec`). */
+  readonly supervisorDeps?: Partial<SupervisorDeps>;
+  readonly notifier?: DaemonNotifier;
+  /** data_version poll interval. */
+  readonly pollMs?: number;
+  /** Full reconcile interval (CRL half-life, session checks) even without changes. */
+  readonly periodicMs?: number;
+  /** How often connected clients are read for the status snapshot. */
+  readonly statusMs?: number;
+  /** READY=1 at the latest after this long, even if a network is still starting. */
+  readonly readyTimeoutMs?: number;
+  readonly apiLimits?: Partial<ApiLimits>;
+}
+
+interface Instance {
+  readonly sup: Supervisor;
+  /** CN → certificate serial at the last reconcile (a change means: kill the old session). */
+  serials: Map<string, string>;
+  clients: ClientSnapshot[];
+}
+
+const SETTLED = new Set(['connected', 'degraded', 'failed', 'backoff']);
+
+export class ServerDaemon {
+  private readonly ctx: ServerContext;
+  private readonly store: SqliteStore;
+  private readonly server: Server;
+  private readonly opts: DaemonOptions;
+  private readonly clock: Clock;
+  private readonly logger: Logger<ServerEvent>;
+  private readonly instances = new Map<string, Instance>();
+  private readonly timers: Cancel[] = [];
+  private readonly startedAt: number;
+  private lastDataVersion = -1;
+  private reconciling: Promise<void> | undefined;
+  private again: string | undefined;
+  private stopped = false;
+  private statusWrite: Promise<void> = Promise.resolve();
+
+  private constructor(ctx: ServerContext & { store: SqliteStore }, server: Server, opts: DaemonOptions) {
+    this.ctx = ctx;
+    this.store = ctx.store;
+    this.server = server;
+    this.opts = opts;
+    this.clock = opts.clock ?? systemClock;
+    this.logger = opts.logger ?? nullLogger();
+    this.startedAt = this.clock.now();
+  }
+
+  /** Loads the state directory, cleans up after a crashed previous run, starts the API and every network that is up. */
+  static async start(opts: DaemonOptions): Promise<ServerDaemon> {
+    const { config, paths } = await loadServerConfig(opts.stateDir);
+    const [signingPem, caCertPem, caKeyPem, certPem, keyPem] = await Promise.all(
+      [paths.signingKey, paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey].map((p) =>
+        readFile(p, 'utf8').catch((err: unknown) => {
+          throw new ConfigError('MVPN_CONFIG_MISSING', `cannot read ${p}: ${(err as Error).message}`, { hint: 'is the state directory complete? (server init)' });
+        }),
+      ),
+    );
+    const signingKey = signingKeyFromPem(signingPem!);
+    const apiCa: CaMaterial = { alg: 'ec-p256', certPem: caCertPem!, keyPem: caKeyPem! };
+    const store = SqliteStore.open(paths.store);
+    const clock = opts.clock ?? systemClock;
+    const ctx = { config, paths, store, clock };
+    const logger = opts.logger ?? nullLogger<ServerEvent>();
+    const docs = new DocumentService(ctx, signingKey);
+    const server = createApiServer({ ctx, docs, apiCa, tls: { certPem: certPem!, keyPem: keyPem! }, logger, ...(opts.apiLimits ? { limits: opts.apiLimits } : {}) });
+    const daemon = new ServerDaemon(ctx, server, opts);
+    try {
+      await ensureDir(config.runtime_dir, 0o700);
+      await cleanupLeftovers(config.runtime_dir, { ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}) });
+      const { host, port } = parseListen(config.listen);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const nets = store.read((tx) => tx.listNetworks());
+      logger.emit({ kind: 'server.started', listen: daemon.listenAddress(), networks: nets.length });
+      await daemon.reconcile('start');
+      daemon.startTimers();
+      void daemon.announceReady();
+    } catch (err) {
+      await daemon.stop('start failed').catch(() => undefined);
+      throw err;
+    }
+    return daemon;
+  }
+
+  /** "host:port" the API listens on (the port is real even when config said 0). */
+  listenAddress(): string {
+    const a = this.server.address() as AddressInfo | null;
+    if (!a) return this.ctx.config.listen;
+    return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  /** Status of one network's openvpn server (undefined if it is not supervised). */
+  instanceStatus(id: string): InstanceStatus | undefined {
+    return this.instances.get(id)?.sup.status();
+  }
+
+  private startTimers(): void {
+    const every = (ms: number, fn: () => void) => {
+      let cancel: Cancel = () => undefined;
+      const tick = () => {
+        if (this.stopped) return;
+        fn();
+        cancel = this.clock.setTimeout(tick, ms);
+      };
+      cancel = this.clock.setTimeout(tick, ms);
+      this.timers.push(() => cancel());
+    };
+    every(this.opts.pollMs ?? 1_000, () => {
+      let v: number;
+      try {
+        v = this.store.dataVersion();
+      } catch {
+        return;
+      }
+      if (v !== this.lastDataVersion) this.requestReconcile('store changed');
+    });
+    every(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
+    every(this.opts.statusMs ?? 5_000, () => void this.refreshClients().then(() => this.writeSnapshot()));
+  }
+
+  private requestReconcile(cause: string): void {
+    if (this.stopped) return;
+    if (this.reconciling) {
+      this.again = cause;
+      return;
+    }
+    void this.reconcile(cause);
+  }
+
+  /** One pass: store → files → supervisors → sessions. Serialised. */
+  async reconcile(cause: string): Promise<void> {
+    if (this.reconciling) {
+      this.again = cause;
+      return this.reconciling;
+    }
+    this.reconciling = (async () => {
+      try {
+        await this.reconcileOnce(cause);
+      } catch (err) {
+        const e = toMvpnError(err);
+        this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: e.message });
+      } finally {
+        this.reconciling = undefined;
+      }
+      if (this.again !== undefined && !this.stopped) {
+        const next = this.again;
+        this.again = undefined;
+        await this.reconcile(next);
+      }
+    })();
+    return this.reconciling;
+  }
+
+  private async reconcileOnce(cause: string): Promise<void> {
+    if (this.stopped) return;
+    // Read data_version first: a commit after this point triggers another pass.
+    this.lastDataVersion = this.store.dataVersion();
+    for (const r of await refreshDueCrls(this.ctx)) {
+      this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
+    }
+    const { nets, members } = this.store.read((tx) => {
+      const ns = tx.listNetworks();
+      return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.listMemberships({ network: n.id })])) };
+    });
+    const up: string[] = [];
+    const stoppedNow: string[] = [];
+    const wanted = new Set(nets.filter((n) => n.state === 'up').map((n) => n.id));
+    for (const [id, inst] of this.instances) {
+      if (!wanted.has(id)) {
+        this.logger.emit({ kind: 'server.network-stop', network: id, reason: nets.some((n) => n.id === id) ? 'network is down or deleted' : 'network was purged' });
+        this.instances.delete(id);
+        await inst.sup.stop();
+        stoppedNow.push(id);
+      }
+    }
+    for (const net of nets) {
+      if (net.state !== 'up' || this.stopped) continue;
+      const ms = members.get(net.id) ?? [];
+      let restartNeeded: boolean;
+      try {
+        restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms)).restartNeeded;
+      } catch (err) {
+        const e = toMvpnError(err);
+        this.logger.emit({ kind: 'server.files-failed', network: net.id, code: e.code, message: e.message });
+        continue;
+      }
+      let inst = this.instances.get(net.id);
+      if (!inst) {
+        inst = this.startInstance(net);
+      } else if (restartNeeded) {
+        this.logger.emit({ kind: 'server.network-restart', network: net.id, reason: 'its config, certificate or keys changed' });
+        inst.sup.restart();
+      }
+      up.push(net.id);
+      await this.killDisallowed(net, inst, ms);
+    }
+    this.logger.emit({ kind: 'server.reconcile', cause, up, stopped: stoppedNow });
+    await this.writeSnapshot();
+  }
+
+  private startInstance(net: NetworkRecord): Instance {
+    const f = networkFilePaths(this.ctx.paths, net.id);
+    const rt = runtimePaths(this.ctx.config.runtime_dir, `ms-${net.id}`);
+    const subnet = parseCidr(net.subnet);
+    const sup = new Supervisor(
+      {
+        id: net.id,
+        role: 'server',
+        configPath: f.config,
+        cwd: f.dir,
+        mgmtSocket: rt.mgmtSocket,
+        pidFile: rt.pidFile,
+        dev: serverDev(net.id),
+        expectedAddress: `${intToIp(serverAddress(subnet))}/${subnet.prefix}`,
+        openvpnPath: this.ctx.config.openvpn_path,
+      },
+      { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
+    );
+    const inst: Instance = { sup, serials: new Map(), clients: [] };
+    sup.on('change', () => {
+      void this.writeSnapshot();
+      void this.updateStatusLine();
+    });
+    this.instances.set(net.id, inst);
+    this.logger.emit({ kind: 'server.network-start', network: net.id });
+    sup.start();
+    return inst;
+  }
+
+  /** Kills sessions of CNs that may no longer connect, or whose certificate was replaced. */
+  private async killDisallowed(net: NetworkRecord, inst: Instance, memberships: readonly { node: string; certSerial: string | null; revoked: boolean }[]): Promise<void> {
+    const allowed = new Map(allowedMembers(memberships as Parameters<typeof allowedMembers>[0]).map((m) => [m.node, m.certSerial!]));
+    const replaced = new Set<string>();
+    for (const [cn, serial] of allowed) {
+      const before = inst.serials.get(cn);
+      if (before !== undefined && before !== serial) replaced.add(cn);
+    }
+    inst.serials = allowed;
+    const mgmt = inst.sup.management();
+    if (!mgmt) return;
+    let clients: { cn: string }[];
+    try {
+      clients = (await mgmt.status3()).clients;
+    } catch {
+      return; // not answering now; the next pass tries again
+    }
+    for (const c of new Set(clients.map((x) => x.cn))) {
+      const reason = !allowed.has(c) ? 'no longer allowed in this network' : replaced.has(c) ? 'its certificate was replaced' : undefined;
+      if (reason === undefined) continue;
+      try {
+        await mgmt.kill(c);
+        this.logger.emit({ kind: 'server.session-killed', network: net.id, cn: c, reason });
+      } catch (err) {
+        this.logger.emit({ kind: 'server.kill-failed', network: net.id, cn: c, message: toMvpnError(err).message });
+      }
+    }
+  }
+
+  private async refreshClients(): Promise<void> {
+    for (const inst of this.instances.values()) {
+      const mgmt = inst.sup.management();
+      if (!mgmt) {
+        inst.clients = [];
+        continue;
+      }
+      try {
+        const s = await mgmt.status3();
+        inst.clients = s.clients.map((c) => ({
+          cn: c.cn,
+          real_address: c.realAddress,
+          virtual_address: c.virtualAddress,
+          bytes_in: c.bytesIn,
+          bytes_out: c.bytesOut,
+          connected_since: c.connectedSince.toISOString(),
+        }));
+      } catch {
+        // keep the last list; the supervisor's health check reports a hung openvpn
+      }
+    }
+    await this.updateStatusLine();
+  }
+
+  /** The status snapshot `network show` reads. */
+  snapshot(): StatusSnapshot {
+    const networks: Record<string, InstanceSnapshot> = {};
+    for (const [id, inst] of this.instances) {
+      const s = inst.sup.status();
+      networks[id] = {
+        state: s.state,
+        since: new Date(s.since).toISOString(),
+        pid: s.pid,
+        restarts: s.restarts,
+        last_error: s.lastError,
+        clients: inst.clients,
+      };
+    }
+    return {
+      pid: process.pid,
+      started_at: new Date(this.startedAt).toISOString(),
+      updated_at: new Date(this.clock.now()).toISOString(),
+      listen: this.listenAddress(),
+      networks,
+    };
+  }
+
+  private writeSnapshot(): Promise<void> {
+    if (this.stopped) return this.statusWrite;
+    this.statusWrite = this.statusWrite.then(() => writeStatus(this.ctx.config.runtime_dir, this.snapshot()).catch(() => undefined));
+    return this.statusWrite;
+  }
+
+  private statusLine(): string {
+    const all = [...this.instances.values()].map((i) => i.sup.status());
+    const running = all.filter((s) => s.state === 'connected' || s.state === 'degraded').length;
+    const clients = [...this.instances.values()].reduce((a, i) => a + i.clients.length, 0);
+    return `${running}/${all.length} networks up, ${clients} clients`;
+  }
+
+  private async updateStatusLine(): Promise<void> {
+    await this.opts.notifier?.status(this.statusLine()).catch(() => undefined);
+  }
+
+  private async announceReady(): Promise<void> {
+    const deadline = this.clock.now() + (this.opts.readyTimeoutMs ?? 60_000);
+    while (!this.stopped && this.clock.now() < deadline) {
+      if ([...this.instances.values()].every((i) => SETTLED.has(i.sup.status().state))) break;
+      await new Promise<void>((r) => this.clock.setTimeout(r, 200));
+    }
+    if (this.stopped) return;
+    const line = this.statusLine();
+    this.logger.emit({ kind: 'server.ready', status: line });
+    await this.opts.notifier?.ready(line).catch(() => undefined);
+  }
+
+  /** Stops every openvpn (by pid, through its supervisor), closes the listener and the store. */
+  async stop(reason = 'stop requested'): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.logger.emit({ kind: 'server.stopping', reason });
+    await this.opts.notifier?.stopping().catch(() => undefined);
+    for (const t of this.timers.splice(0)) t();
+    await this.reconciling?.catch(() => undefined);
+    await Promise.all([...this.instances.values()].map((i) => i.sup.stop()));
+    this.instances.clear();
+    await new Promise<void>((resolve) => {
+      if (!this.server.listening) return resolve();
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    await this.statusWrite;
+    await rm(statusPath(this.ctx.config.runtime_dir), { force: true });
+    this.store.close();
+    this.logger.emit({ kind: 'server.stopped' });
+  }
+}

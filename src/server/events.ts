@@ -1,0 +1,47 @@
+/**
+ * Log events of the server daemon and its HTTPS API. openvpn instance events
+ * (transitions, exits, backoff) come from src/openvpn/events.ts.
+ */
+import type { Formatters } from '../log.ts';
+
+export type ServerEvent =
+  | { readonly kind: 'server.started'; readonly listen: string; readonly networks: number }
+  | { readonly kind: 'server.ready'; readonly status: string }
+  | { readonly kind: 'server.stopping'; readonly reason: string }
+  | { readonly kind: 'server.stopped' }
+  | { readonly kind: 'server.reconcile'; readonly cause: string; readonly up: readonly string[]; readonly stopped: readonly string[] }
+  | { readonly kind: 'server.reconcile-failed'; readonly code: string; readonly message: string }
+  | { readonly kind: 'server.network-start'; readonly network: string }
+  | { readonly kind: 'server.network-stop'; readonly network: string; readonly reason: string }
+  | { readonly kind: 'server.network-restart'; readonly network: string; readonly reason: string }
+  | { readonly kind: 'server.files-failed'; readonly network: string; readonly code: string; readonly message: string }
+  | { readonly kind: 'server.crl-refreshed'; readonly network: string; readonly number: number; readonly nextUpdate: string }
+  | { readonly kind: 'server.session-killed'; readonly network: string; readonly cn: string; readonly reason: string }
+  | { readonly kind: 'server.kill-failed'; readonly network: string; readonly cn: string; readonly message: string }
+  | { readonly kind: 'api.request'; readonly method: string; readonly path: string; readonly status: number; readonly node?: string | undefined; readonly ms: number }
+  | { readonly kind: 'api.error'; readonly method: string; readonly path: string; readonly status: number; readonly code: string; readonly message: string }
+  | { readonly kind: 'api.enrolled'; readonly node: string; readonly networks: readonly string[] }
+  | { readonly kind: 'api.client-error'; readonly message: string };
+
+export const serverFormatters: Formatters<ServerEvent> = {
+  'server.started': (e) => ({ level: 'notice', text: `server: HTTPS API listening on ${e.listen}; ${e.networks} network(s) in the store` }),
+  'server.ready': (e) => ({ level: 'notice', text: `server: ready (${e.status})` }),
+  'server.stopping': (e) => ({ level: 'notice', text: `server: stopping (${e.reason})` }),
+  'server.stopped': () => ({ level: 'notice', text: 'server: stopped' }),
+  'server.reconcile': (e) => ({
+    level: 'info',
+    text: `server: reconciled (${e.cause}); up: [${e.up.join(', ')}]${e.stopped.length ? `; stopped: [${e.stopped.join(', ')}]` : ''}`,
+  }),
+  'server.reconcile-failed': (e) => ({ level: 'error', text: `server: reconcile failed: ${e.message} [${e.code}]` }),
+  'server.network-start': (e) => ({ level: 'notice', text: `${e.network}: starting its openvpn server` }),
+  'server.network-stop': (e) => ({ level: 'notice', text: `${e.network}: stopping its openvpn server (${e.reason})` }),
+  'server.network-restart': (e) => ({ level: 'notice', text: `${e.network}: restarting its openvpn server (${e.reason})` }),
+  'server.files-failed': (e) => ({ level: 'error', text: `${e.network}: cannot write its server files: ${e.message} [${e.code}]` }),
+  'server.crl-refreshed': (e) => ({ level: 'info', text: `${e.network}: CRL #${e.number} issued, next update ${e.nextUpdate}` }),
+  'server.session-killed': (e) => ({ level: 'notice', text: `${e.network}: killed the session of ${e.cn} (${e.reason})` }),
+  'server.kill-failed': (e) => ({ level: 'warning', text: `${e.network}: could not kill the session of ${e.cn}: ${e.message}` }),
+  'api.request': (e) => ({ level: 'debug', text: `api: ${e.method} ${e.path} -> ${e.status}${e.node ? ` (${e.node})` : ''} ${e.ms} ms` }),
+  'api.error': (e) => ({ level: e.status >= 500 ? 'error' : 'info', text: `api: ${e.method} ${e.path} -> ${e.status} ${e.code}: ${e.message}` }),
+  'api.enrolled': (e) => ({ level: 'notice', text: `api: node ${e.node} enrolled (networks: ${e.networks.join(', ') || 'none yet'})` }),
+  'api.client-error': (e) => ({ level: 'debug', text: `api: connection error: ${e.message}` }),
+};

@@ -1,0 +1,124 @@
+/**
+ * The files one network's openvpn server reads, written from the store into
+ * `<state>/networks/<id>/`: server.conf, the CA and server certificate, the
+ * server key and tls-crypt-v2 server key (0600), the CRL, and ccd/<node>
+ * for every node allowed to connect.
+ *
+ * Each file is replaced atomically and only when its content differs, so an
+ * unchanged CRL keeps its mtime (openvpn re-reads it when it changes) and the
+ * caller learns whether openvpn must restart (config, certificate or keys
+ * changed) or picks the change up by itself (CRL, ccd).
+ */
+import { readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { renderCcd, renderServerConfig } from '../openvpn/server-config.ts';
+import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
+import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
+import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
+import { CIPHERS, KEEPALIVE } from './documents.ts';
+import type { MembershipRecord, NetworkRecord } from './store/store.ts';
+
+export interface NetworkFilePaths {
+  readonly dir: string;
+  readonly config: string;
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  readonly tlsCryptV2: string;
+  readonly crl: string;
+  readonly ccdDir: string;
+}
+
+export function networkFilePaths(paths: ServerPaths, id: string): NetworkFilePaths {
+  const dir = networkDir(paths, id);
+  return {
+    dir,
+    config: join(dir, 'server.conf'),
+    ca: join(dir, 'ca.crt'),
+    cert: join(dir, 'server.crt'),
+    key: join(dir, 'server.key'),
+    tlsCryptV2: join(dir, 'tls-crypt-v2-server.key'),
+    crl: join(dir, 'crl.pem'),
+    ccdDir: join(dir, 'ccd'),
+  };
+}
+
+export function serverDev(id: string): string {
+  return `ms-${id}`;
+}
+
+/** Members allowed to connect: active and holding a certificate. */
+export function allowedMembers(memberships: readonly MembershipRecord[]): MembershipRecord[] {
+  return memberships.filter((m) => !m.revoked && m.certSerial !== null);
+}
+
+export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, net: NetworkRecord): string {
+  const f = networkFilePaths(paths, net.id);
+  const subnet = parseCidr(net.subnet);
+  return renderServerConfig(
+    {
+      id: net.id,
+      devType: net.devType,
+      proto: net.proto,
+      port: net.port,
+      local: config.vpn_listen,
+      network: intToIp(subnet.base),
+      netmask: netmaskString(subnet.prefix),
+      serverIp: intToIp(serverAddress(subnet)),
+      firstHost: intToIp(subnet.base + 1),
+      lastHost: intToIp(subnet.base + size(subnet) - 2),
+      ciphers: CIPHERS,
+      keepalive: KEEPALIVE,
+    },
+    { ca: f.ca, cert: f.cert, key: f.key, tlsCryptV2: f.tlsCryptV2, crl: f.crl, ccdDir: f.ccdDir, dev: serverDev(net.id) },
+  );
+}
+
+async function writeIfChanged(path: string, content: string, mode: number): Promise<boolean> {
+  try {
+    if ((await readFile(path, 'utf8')) === content) return false;
+  } catch {
+    // missing: write it
+  }
+  await writeFileAtomic(path, content, mode);
+  return true;
+}
+
+export interface WriteResult {
+  /** Something openvpn only reads at start changed (config, CA, certificate, keys). */
+  readonly restartNeeded: boolean;
+  readonly crlChanged: boolean;
+  readonly ccdChanged: boolean;
+}
+
+export async function writeNetworkFiles(
+  config: ServerConfig,
+  paths: ServerPaths,
+  net: NetworkRecord,
+  memberships: readonly MembershipRecord[],
+): Promise<WriteResult> {
+  const f = networkFilePaths(paths, net.id);
+  await ensureDir(f.dir, 0o700);
+  await ensureDir(f.ccdDir, 0o700);
+  const changed = await Promise.all([
+    writeIfChanged(f.config, renderNetworkConfig(config, paths, net), 0o644),
+    writeIfChanged(f.ca, net.caCertPem, 0o644),
+    writeIfChanged(f.cert, net.serverCertPem, 0o644),
+    writeIfChanged(f.key, net.serverKeyPem, 0o600),
+    writeIfChanged(f.tlsCryptV2, net.tlsCryptV2ServerKey, 0o600),
+  ]);
+  const crlChanged = await writeIfChanged(f.crl, net.crlPem, 0o644);
+
+  // ccd: exactly one file per allowed node; anything else goes (ccd-exclusive then refuses that CN).
+  const netmask = netmaskString(parseCidr(net.subnet).prefix);
+  const wanted = new Map(allowedMembers(memberships).map((m) => [m.node, renderCcd(m.address, netmask)]));
+  let ccdChanged = false;
+  for (const [node, content] of wanted) if (await writeIfChanged(join(f.ccdDir, node), content, 0o644)) ccdChanged = true;
+  for (const name of await readdir(f.ccdDir)) {
+    if (!wanted.has(name)) {
+      await rm(join(f.ccdDir, name), { force: true, recursive: true });
+      ccdChanged = true;
+    }
+  }
+  return { restartNeeded: changed.some(Boolean), crlChanged, ccdChanged };
+}

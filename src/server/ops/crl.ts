@@ -1,0 +1,32 @@
+/**
+ * CRL re-issue before expiry. openvpn (through OpenSSL) refuses every peer
+ * once the CRL it was given has passed its nextUpdate, and agents refuse
+ * bundles with an expired CRL, so the daemon re-issues each network's CRL at
+ * half-life. The new CRL gets the next CRL number, and every member gets a
+ * new bundle version (a change that touches only crl.pem, which agents apply
+ * without restarting openvpn).
+ */
+import { crlDue } from '../pki-service.ts';
+import { applyCrl, Bumps, nowOf, planCrl, withRetry, type ServerContext } from './context.ts';
+
+/** Re-issues the CRLs that are due; returns the networks whose CRL changed. */
+export async function refreshDueCrls(ctx: ServerContext): Promise<{ network: string; number: number; nextUpdate: number }[]> {
+  const done: { network: string; number: number; nextUpdate: number }[] = [];
+  const due = ctx.store.read((tx) => tx.listNetworks()).filter((n) => n.state !== 'deleted' && crlDue(n, nowOf(ctx), ctx.config.crl_days));
+  for (const n of due) {
+    const r = await withRetry(async () => {
+      const now = nowOf(ctx);
+      const { net, recorded } = ctx.store.read((tx) => ({ net: tx.getNetwork(n.id), recorded: tx.listRevocations(n.id) }));
+      if (!net || net.state === 'deleted' || !crlDue(net, now, ctx.config.crl_days)) return undefined;
+      const plan = await planCrl(net, recorded, [], now, ctx.config.crl_days);
+      ctx.store.write((tx) => {
+        const bumps = new Bumps();
+        applyCrl(tx, plan, bumps, now);
+        bumps.apply(tx, now, ctx.config.membership_days);
+      });
+      return { network: n.id, number: plan.crl.crlNumber, nextUpdate: plan.crl.nextUpdate };
+    });
+    if (r) done.push(r);
+  }
+  return done;
+}
