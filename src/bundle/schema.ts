@@ -153,7 +153,7 @@ export const EnvelopeSchema = z.strictObject({
   format: z.literal('mvpn-signed-v1'),
   type: z.enum(SIGNED_TYPES),
   key_id: z.string().regex(/^[0-9a-f]{16}$/, 'expected 16 lower-case hex digits'),
-  payload: base64(Math.ceil(limits.membershipBytes / 3) * 4),
+  payload: base64(limits.envelopeBytes),
   signature: base64(128).optional(),
 });
 export type Envelope = z.infer<typeof EnvelopeSchema>;

@@ -15,9 +15,10 @@
  *     once (the extra-options allow-list runs here);
  *  7. PEM files are exactly one block of the expected kind (openvpn would
  *     load every extra certificate in ca.crt as a trusted CA);
- *  8. CRL signed by the bundle's CA and current; node certificate issued by
- *     that CA, CN = node id, clientAuth, valid at `now`, not revoked; the
- *     private key (central node.key, or the node's own key) matches it.
+ *  8. node certificate issued by the bundle's CA, clientAuth, CN = node id,
+ *     valid at `now`; CRL signed by that CA and current, not revoking the
+ *     node's certificate; the private key (central node.key, or the node's
+ *     own key) matches the certificate.
  */
 import { BundleError, PkiError, type ErrorCode } from '../errors.ts';
 import { renderClientConfig } from '../openvpn/client-config.ts';
@@ -102,8 +103,12 @@ async function checkPki(files: ReadonlyMap<string, Buffer>, manifest: Manifest, 
   checkSinglePem(crlPem, ['X509 CRL'], 'MVPN_CRL_INVALID', 'crl.pem');
   checkSinglePem(text('tls-crypt-v2.key'), ['OpenVPN tls-crypt-v2 client key'], 'MVPN_KEY_INVALID', 'tls-crypt-v2.key');
 
+  // The chain first (a CRL cannot be judged against something that is not a CA), then the CRL, then revocation.
+  const cert = await verifyCert({ certPem, caCertPem: caPem, usage: 'client', now: opts.now, expectCn: opts.nodeId });
   const crl = await checkCrl({ crlPem, caCertPem: caPem, now: opts.now });
-  const cert = await verifyCert({ certPem, caCertPem: caPem, usage: 'client', now: opts.now, expectCn: opts.nodeId, revokedSerials: crl.revokedSerials });
+  if (crl.revokedSerials.includes(cert.serialHex)) {
+    throw new PkiError('MVPN_CERT_REVOKED', `node.crt (serial ${cert.serialHex}) is revoked by the bundle's CRL`, { context: { serial: cert.serialHex } });
+  }
 
   const keyChecks: [string, string][] = [];
   if (manifest.key_origin === 'central') {
