@@ -13,6 +13,7 @@ import { nodeListCommand } from './node-list.ts';
 import { nodeRemoveCommand } from './node-remove.ts';
 import { nodeRevokeCommand } from './node-revoke.ts';
 import { nodeTokenCommand } from './node-token.ts';
+import { serverRunCommand } from './run.ts';
 
 /** `mvpn-client server …`: the MetaVPN host's side. Admin commands work on the local state directory only. */
 export const serverGroup: CliGroup = {
@@ -20,6 +21,7 @@ export const serverGroup: CliGroup = {
   describe: 'server mode: networks, nodes, enrollment, the HTTPS API and openvpn servers',
   children: [
     serverInitCommand,
+    serverRunCommand,
     {
       command: 'network',
       describe: 'create, list, show, start, stop, delete and purge networks',
