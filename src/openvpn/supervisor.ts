@@ -235,6 +235,13 @@ export interface SupervisorDeps {
   readonly bytecountSeconds: number;
   /** Passed as --management-client-user so only we (same user) can use the socket; undefined leaves it out. */
   readonly managementUser: string | undefined;
+  /**
+   * Prepended to the openvpn and `ip` command lines of the default spawn and
+   * exec, e.g. `['ip', 'netns', 'exec', NS]` to run an instance inside a
+   * network namespace (tests, demos). `ip netns exec` execs the command, so
+   * the pid we see is openvpn's own.
+   */
+  readonly commandPrefix: readonly string[];
 }
 
 function currentUser(): string | undefined {
@@ -261,11 +268,16 @@ export function openvpnEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return out;
 }
 
-export function defaultSupervisorDeps(): SupervisorDeps {
+export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): SupervisorDeps {
+  const wrap = (cmd: string, args: readonly string[]): [string, string[]] =>
+    commandPrefix.length === 0 ? [cmd, [...args]] : [commandPrefix[0]!, [...commandPrefix.slice(1), cmd, ...args]];
   return {
-    spawn: (cmd, args, opts) => nodeSpawn(cmd, [...args], { cwd: opts.cwd, env: openvpnEnv(process.env), stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawn: (cmd, args, opts) => {
+      const [c, a] = wrap(cmd, args);
+      return nodeSpawn(c, a, { cwd: opts.cwd, env: openvpnEnv(process.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    },
     connectManagement: (path, opts) => ManagementClient.connect(path, opts),
-    exec: execCommand,
+    exec: (cmd, args, opts) => execCommand(...wrap(cmd, args), opts),
     clock: systemClock,
     random: Math.random,
     logger: nullLogger(),
@@ -282,6 +294,7 @@ export function defaultSupervisorDeps(): SupervisorDeps {
     commandTimeoutMs: 10_000,
     bytecountSeconds: 5,
     managementUser: currentUser(),
+    commandPrefix,
   };
 }
 
@@ -364,7 +377,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     super();
     if (spec.mgmtSocket === spec.pidFile) throw new OpenvpnError('MVPN_CONFIG_INVALID', `instance ${spec.id}: management socket and pid file must differ`);
     this.spec = spec;
-    this.deps = { ...defaultSupervisorDeps(), ...deps };
+    this.deps = { ...defaultSupervisorDeps(deps.commandPrefix ?? []), ...deps };
     this.since = this.deps.clock.now();
   }
 

@@ -1,0 +1,142 @@
+/**
+ * The Supervisor on real openvpn in network namespaces: a server-role and a
+ * client-role instance, brought up, broken (kill -9, SIGSTOP) and stopped.
+ */
+import { access } from 'node:fs/promises';
+import { describe, expect, it } from 'vitest';
+import { Supervisor } from '../../src/openvpn/supervisor.ts';
+import { withLab } from '../helpers/netns.ts';
+import {
+  CLIENT_TUNNEL,
+  CLIENT_UNDERLAY,
+  clientSpec,
+  fastDeps,
+  pidAlive,
+  recordingLogger,
+  SERVER_TUNNEL,
+  SERVER_UNDERLAY,
+  serverSpec,
+  tunnelLab,
+  until,
+  untilState,
+  type TunnelLab,
+} from '../helpers/supervisor-lab.ts';
+import { tmpDir } from '../helpers/tmp.ts';
+
+async function exists(path: string): Promise<boolean> {
+  return access(path).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A lab with a connected server and client supervisor; both stopped afterwards, pass or fail. */
+async function withTunnel(fn: (t: TunnelLab, server: Supervisor, client: Supervisor, events: ReturnType<typeof recordingLogger>['events']) => Promise<void>): Promise<void> {
+  const tmp = await tmpDir('sup');
+  try {
+    await withLab(async (lab) => {
+      const t = await tunnelLab(lab, tmp.path);
+      const logger = recordingLogger();
+      const server = new Supervisor(serverSpec(t), fastDeps(t.srv, logger));
+      const client = new Supervisor(clientSpec(t), fastDeps(t.cli, logger));
+      try {
+        server.start();
+        await untilState(server, 'connected', logger.events);
+        client.start();
+        await untilState(client, 'connected', logger.events);
+        await fn(t, server, client, logger.events);
+      } finally {
+        await client.stop();
+        await server.stop();
+      }
+    });
+  } finally {
+    await tmp.remove();
+  }
+}
+
+describe('Supervisor on real openvpn', () => {
+  it('brings a client to connected, reports tunnel address, server and bytes; the server lists it in status 3', async () => {
+    await withTunnel(async (t, server, client, events) => {
+      // The tunnel carries traffic.
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 3, timeoutS: 2 })).toBe(true);
+      await until(() => client.status().tunnelAddress === `${CLIENT_TUNNEL}/24` && client.status().bytesIn > 0, 'address and bytes', events);
+      const s = client.status();
+      expect(s).toMatchObject({ id: 'node1', role: 'client', state: 'connected', remote: `${SERVER_UNDERLAY}:1194`, restarts: 0 });
+      expect(s.pid).toBeGreaterThan(1);
+      expect(s.connectedSince).toBeTypeOf('number');
+      expect(s.bytesOut).toBeGreaterThan(0);
+
+      // Server role: connected, and its management interface lists the client.
+      expect(server.status()).toMatchObject({ role: 'server', state: 'connected', restarts: 0 });
+      const mgmt = server.management();
+      expect(mgmt).toBeDefined();
+      const st = await mgmt!.status3();
+      expect(st.clients).toHaveLength(1);
+      expect(st.clients[0]).toMatchObject({ cn: 'node1', virtualAddress: CLIENT_TUNNEL });
+      expect(st.clients[0]!.realAddress.startsWith(`${CLIENT_UNDERLAY}:`)).toBe(true);
+      expect(st.clients[0]!.bytesIn).toBeGreaterThan(0);
+      // The health check counts the server's clients too.
+      await until(() => server.status().clients === 1, 'server to count 1 client', events);
+      expect(server.status().tunnelAddress).toBe(`${SERVER_TUNNEL}/24`);
+    });
+  });
+
+  it('kill -9 of the client openvpn: back to connected by itself with restarts=1, a new pid', async () => {
+    await withTunnel(async (t, _server, client, events) => {
+      const oldPid = client.status().pid!;
+      process.kill(oldPid, 'SIGKILL');
+      await until(() => client.status().restarts === 1 && client.status().state === 'connected', 'reconnect after kill -9', events);
+      const s = client.status();
+      expect(s.pid).not.toBe(oldPid);
+      expect(await pidAlive(oldPid)).toBe(false);
+      expect(s.lastError?.code).toBe('MVPN_OPENVPN_EXITED');
+      expect(s.lastError?.message).toMatch(/signal SIGKILL/);
+      const path = events.filter((e) => e.kind === 'openvpn.transition' && e.id === 'node1').map((e) => (e.kind === 'openvpn.transition' ? e.to : ''));
+      expect(path.slice(-4)).toEqual(['backoff', 'starting', 'connecting', 'connected']);
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 2, timeoutS: 2 })).toBe(true);
+      // Only one openvpn for this network in the namespace.
+      expect(await t.cli.pids()).toEqual([s.pid]);
+    });
+  });
+
+  it('SIGSTOP (hung openvpn): detected through the management interface, killed by pid and restarted', async () => {
+    await withTunnel(async (t, _server, client, events) => {
+      const oldPid = client.status().pid!;
+      process.kill(oldPid, 'SIGSTOP');
+      try {
+        await until(() => client.status().restarts === 1 && client.status().state === 'connected', 'restart of the hung openvpn', events);
+      } finally {
+        // Never leave a stopped process behind if the test fails.
+        if (await pidAlive(oldPid)) process.kill(oldPid, 'SIGCONT');
+      }
+      expect(client.status().lastError?.code).toBe('MVPN_OPENVPN_HUNG');
+      expect(events.some((e) => e.kind === 'openvpn.transition' && e.id === 'node1' && e.from === 'connected' && e.to === 'degraded')).toBe(true);
+      expect(await pidAlive(oldPid)).toBe(false);
+      expect(await t.cli.pids()).toEqual([client.status().pid]);
+    });
+  });
+
+  it('stop() leaves no process (by pid and ip netns pids) and no socket or pid file', async () => {
+    await withTunnel(async (t, server, client) => {
+      const cpid = client.status().pid!;
+      const spid = server.status().pid!;
+      await client.stop();
+      await server.stop();
+      expect(client.status().state).toBe('stopped');
+      expect(server.status().state).toBe('stopped');
+      expect(await pidAlive(cpid)).toBe(false);
+      expect(await pidAlive(spid)).toBe(false);
+      expect(await t.cli.pids()).toEqual([]);
+      expect(await t.srv.pids()).toEqual([]);
+      for (const f of [clientSpec(t).mgmtSocket, clientSpec(t).pidFile, serverSpec(t).mgmtSocket, serverSpec(t).pidFile]) {
+        expect(await exists(f), f).toBe(false);
+      }
+      // And it can start again afterwards.
+      client.start();
+      server.start();
+      await untilState(server, 'connected', []);
+      await untilState(client, 'connected', []);
+    });
+  });
+});
