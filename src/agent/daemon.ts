@@ -78,6 +78,13 @@ const defaultDeps: DaemonDeps = {
   sourceDeps: undefined,
 };
 
+/** openvpn reports the bare address; show it with the prefix length from the bundle when they agree. */
+function tunnelAddress(reported: string | undefined, expected: string | undefined): string | null {
+  if (reported === undefined) return null;
+  if (expected !== undefined && expected.split('/')[0] === reported) return expected;
+  return reported;
+}
+
 /** States from which a network will not become connected without something changing. */
 const DEFINITE_FAILURE: ReadonlySet<string> = new Set(['failed', 'backoff']);
 
@@ -214,7 +221,7 @@ export class AgentDaemon {
         state,
         admin_down: this.runner.isAdminDown(id),
         pid: s?.pid ?? null,
-        tunnel_address: up ? (s.tunnelAddress ?? null) : null,
+        tunnel_address: up ? tunnelAddress(s.tunnelAddress, r.installed.get(id)?.spec.address.ipv4) : null,
         server: up ? (s.remote ?? null) : null,
         uptime_s: up && s.connectedSince !== undefined ? Math.max(0, Math.floor((now - s.connectedSince) / 1000)) : null,
         connected_since: up && s.connectedSince !== undefined ? new Date(s.connectedSince).toISOString() : null,

@@ -3,6 +3,7 @@ import { downCommand } from './down.ts';
 import { enrollCommand } from './enroll.ts';
 import { reloadCommand } from './reload.ts';
 import { restartCommand } from './restart.ts';
+import { runCommand } from './run.ts';
 import { serverGroup } from './server/group.ts';
 import { statusCommand } from './status.ts';
 import { upCommand } from './up.ts';
@@ -14,6 +15,7 @@ import { verifyCommand } from './verify.ts';
  */
 export const commands: readonly (CliCommand | CliGroup)[] = [
   // agent (node side)
+  runCommand,
   statusCommand,
   upCommand,
   downCommand,

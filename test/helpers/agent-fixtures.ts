@@ -1,0 +1,311 @@
+/**
+ * A small world for agent tests on real parts: a server namespace running one
+ * real openvpn server per network (rendered with src/openvpn/server-config),
+ * a node namespace joined to it by a veth underlay (198.18.0.0/30), and the
+ * agent daemon as a child process inside the node namespace
+ * (`node src/main.ts run --config …`), its state and runtime dirs in a
+ * tmpDir. Networks get tunnel subnets 198.19.<n>.0/24: server .1, node .10.
+ *
+ * Membership documents and bundles are made with the real building code
+ * (src/bundle/build.ts) and published either as files (a `file` source) or
+ * by a tiny HTTPS server started in the server namespace — so the agent's
+ * whole path (discovery, verification, install, supervision) runs as in
+ * production. Bundles are key_origin "central" (the offline-export path), so
+ * these tests need no enrollment; the server-mode e2e tests cover that.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { daemonRequest } from '../../src/agent/control-client.ts';
+import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
+import { buildBundle, buildMembership } from '../../src/bundle/build.ts';
+import type { MembershipDoc, NetworkSpec } from '../../src/bundle/schema.ts';
+import { anchorToString, generateSigningKey, type SigningKey } from '../../src/bundle/sign.ts';
+import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
+import { waitFor, type Lab, type Netns } from './netns.ts';
+import { makeTestPki, writeTestPki, type TestPki } from './pki-fixtures.ts';
+import { tmpDir } from './tmp.ts';
+
+export const NODE_BIN = join(process.cwd(), 'node_modules/.bin/node');
+export const MAIN = join(process.cwd(), 'src/main.ts');
+export const SERVER_UNDERLAY = '198.18.0.1';
+export const NODE_UNDERLAY = '198.18.0.2';
+const DAY = 86_400_000;
+
+export interface WorldNet {
+  readonly id: string;
+  readonly n: number;
+  readonly port: number;
+  readonly serverIp: string;
+  readonly nodeIp: string;
+  readonly pki: TestPki;
+  version: number;
+  /** Extra spec fields for the next publish (e.g. a forbidden extra option). */
+  specOverrides: Partial<NetworkSpec>;
+  /** Replace the CRL in the next publish (a CRL-only change). */
+  crlPem?: string;
+  server?: ChildProcess;
+}
+
+export interface AgentProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  log(): string;
+  /** SIGTERM, wait for exit (bounded); resolves to the exit code. */
+  stop(): Promise<number | null>;
+  exited(): Promise<number | null>;
+}
+
+export class AgentWorld {
+  readonly lab: Lab;
+  readonly srv: Netns;
+  readonly node: Netns;
+  readonly dir: string;
+  readonly nodeId: string;
+  readonly signingKey: SigningKey;
+  readonly nets = new Map<string, WorldNet>();
+  /** Networks the next publish lists. */
+  readonly member = new Set<string>();
+  readonly pubDir: string;
+  readonly stateDir: string;
+  readonly runtimeDir: string;
+  private serial = 0;
+  private counter = 0;
+  private readonly removeDir: () => Promise<void>;
+
+  private constructor(lab: Lab, srv: Netns, node: Netns, dir: { path: string; remove: () => Promise<void> }, nodeId: string) {
+    this.lab = lab;
+    this.srv = srv;
+    this.node = node;
+    this.dir = dir.path;
+    this.removeDir = dir.remove;
+    this.nodeId = nodeId;
+    this.signingKey = generateSigningKey();
+    this.pubDir = join(this.dir, 'pub');
+    this.stateDir = join(this.dir, 'state');
+    this.runtimeDir = join(this.dir, 'run');
+  }
+
+  static async create(lab: Lab, opts: { nodeId?: string } = {}): Promise<AgentWorld> {
+    const dir = await tmpDir('agent');
+    // Reachable by `nobody` for the non-root status test (like /run/mvpn-client, 0755).
+    await chmod(dir.path, 0o755);
+    const srv = await lab.ns('srv');
+    const node = await lab.ns('node');
+    await lab.link(srv, node, { aName: 'eth0', bName: 'eth0', aAddr: `${SERVER_UNDERLAY}/30`, bAddr: `${NODE_UNDERLAY}/30` });
+    const w = new AgentWorld(lab, srv, node, dir, opts.nodeId ?? 'pc1');
+    await mkdir(w.pubDir, { recursive: true });
+    return w;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.removeDir();
+  }
+
+  get anchor(): string {
+    return anchorToString(this.signingKey);
+  }
+
+  /** A network with its own PKI and a running openvpn server in the server namespace. */
+  async addNetwork(id: string): Promise<WorldNet> {
+    const n = ++this.counter;
+    const pki = await makeTestPki({ clients: [this.nodeId], serverCn: `srv-${id}` });
+    const net: WorldNet = { id, n, port: 1194 + n, serverIp: `198.19.${n}.1`, nodeIp: `198.19.${n}.10`, pki, version: 1, specOverrides: {} };
+    const base = join(this.dir, 'srv', id);
+    const paths = await writeTestPki(pki, join(base, 'pki'));
+    const ccd = join(base, 'ccd');
+    await mkdir(ccd, { recursive: true });
+    await writeFile(join(ccd, this.nodeId), renderCcd(net.nodeIp, '255.255.255.0'));
+    const conf = renderServerConfig(
+      {
+        id,
+        devType: 'tap',
+        proto: 'udp',
+        port: net.port,
+        local: SERVER_UNDERLAY,
+        network: `198.19.${n}.0`,
+        netmask: '255.255.255.0',
+        serverIp: net.serverIp,
+        firstHost: `198.19.${n}.2`,
+        lastHost: `198.19.${n}.254`,
+        ciphers: ['AES-256-GCM'],
+        keepalive: { interval: 2, timeout: 10 },
+      },
+      { ca: paths.ca, cert: paths.serverCert, key: paths.serverKey, tlsCryptV2: paths.tlsCryptV2Server, crl: paths.crl, ccdDir: ccd, dev: `ms-${id}` },
+    );
+    await writeFile(join(base, 'server.conf'), conf);
+    let out = '';
+    const child = this.srv.spawn('openvpn', ['--config', join(base, 'server.conf')]);
+    child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+    net.server = child;
+    if (!(await waitFor(() => out.includes('Initialization Sequence Completed'), 30_000))) throw new Error(`openvpn server for ${id} did not start:\n${out}`);
+    this.nets.set(id, net);
+    this.member.add(id);
+    return net;
+  }
+
+  spec(net: WorldNet): NetworkSpec {
+    return {
+      schema: 1,
+      id: net.id,
+      name: `test network ${net.id}`,
+      dev_type: 'tap',
+      proto: 'udp',
+      remotes: [{ host: SERVER_UNDERLAY, port: net.port }],
+      server_cn: `srv-${net.id}`,
+      address: { ipv4: `${net.nodeIp}/24` },
+      server_tunnel_ip: net.serverIp,
+      ciphers: ['AES-256-GCM'],
+      keepalive: { interval: 2, timeout: 10 },
+      allow_pushed_routes: false,
+      ...net.specOverrides,
+    };
+  }
+
+  /**
+   * Sign and write the current membership (the networks in `member`) and
+   * their bundles into pubDir. `bundleBytes` lets a test replace one
+   * bundle's bytes after signing (tampering in transit).
+   */
+  async publish(opts: { tamper?: string } = {}): Promise<MembershipDoc> {
+    const now = Date.now();
+    const networks: MembershipDoc['networks'] = [];
+    for (const id of [...this.member].sort()) {
+      const net = this.nets.get(id)!;
+      const client = net.pki.clients[this.nodeId]!;
+      const built = await buildBundle({
+        signingKey: this.signingKey,
+        manifest: {
+          node: this.nodeId,
+          network: id,
+          version: net.version,
+          created: new Date(now - 60_000).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+          expires: new Date(now + 20 * DAY).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+          key_origin: 'central',
+        },
+        spec: this.spec(net),
+        caPem: net.pki.ca.certPem,
+        nodeCertPem: client.certPem,
+        tlsCryptV2ClientKey: client.tlsCryptV2Key,
+        crlPem: net.crlPem ?? net.pki.crlPem,
+        nodeKeyPem: client.keyPem,
+      });
+      const file = `${id}-${net.version}.tar.gz`;
+      let bytes = built.bytes;
+      if (opts.tamper === id) {
+        bytes = Buffer.from(bytes);
+        bytes[bytes.length - 20]! ^= 0xff;
+      }
+      await writeFile(join(this.pubDir, file), bytes);
+      networks.push({ id, name: `test network ${id}`, bundle: { version: net.version, sha256: built.sha256, size: built.size, url: file } });
+    }
+    const doc: MembershipDoc = {
+      node: this.nodeId,
+      serial: ++this.serial,
+      issued_at: new Date(now - 60_000).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      expires_at: new Date(now + 7 * DAY).toISOString().replace(/\.\d{3}Z$/, 'Z'),
+      networks,
+    };
+    await writeFile(join(this.pubDir, 'membership.json'), buildMembership(doc, this.signingKey));
+    return doc;
+  }
+
+  /** Write the agent config; `sources` defaults to the published file. */
+  async writeConfig(extra: Record<string, unknown> = {}): Promise<string> {
+    const path = join(this.dir, 'config.json');
+    const config = {
+      node: { id: this.nodeId },
+      sources: [{ type: 'file', path: join(this.pubDir, 'membership.json') }],
+      anchor: this.anchor,
+      state_dir: this.stateDir,
+      runtime_dir: this.runtimeDir,
+      reconcile_interval_s: 3600,
+      ready_timeout_s: 60,
+      openvpn: '/usr/sbin/openvpn',
+      fetch: { request_timeout_s: 5, deadline_s: 20, retries: 1 },
+      ...extra,
+    };
+    await writeFile(path, JSON.stringify(config, null, 2));
+    return path;
+  }
+
+  /** Start `mvpn-client run` in the node namespace. */
+  startAgent(opts: { config?: string; env?: Record<string, string> } = {}): AgentProcess {
+    const config = opts.config ?? join(this.dir, 'config.json');
+    const child = spawn('ip', ['netns', 'exec', this.node.name, NODE_BIN, MAIN, 'run', '--config', config], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env },
+    });
+    this.lab.track(child);
+    let out = '';
+    child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    return {
+      child,
+      pid: child.pid!,
+      log: () => out,
+      exited: () => exit,
+      stop: async () => {
+        try {
+          process.kill(child.pid!, 'SIGTERM');
+        } catch {
+          // gone
+        }
+        return exit;
+      },
+    };
+  }
+
+  async status(): Promise<AgentStatus> {
+    return (await daemonRequest({ runtimeDir: this.runtimeDir, socket: 'status', method: 'GET', path: '/v1/status', action: 'status' })) as AgentStatus;
+  }
+
+  async tryStatus(): Promise<AgentStatus | undefined> {
+    try {
+      return await this.status();
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Poll status until `pred` holds (bounded); returns the last status seen. */
+  async waitStatus(pred: (s: AgentStatus) => boolean, timeoutMs = 90_000): Promise<AgentStatus> {
+    let last: AgentStatus | undefined;
+    const ok = await waitFor(async () => {
+      last = await this.tryStatus();
+      return last !== undefined && pred(last);
+    }, timeoutMs, 250);
+    if (!ok) throw new Error(`status did not reach the expected state within ${timeoutMs} ms; last: ${JSON.stringify(last, null, 2)}`);
+    return last!;
+  }
+
+  async control(path: string): Promise<unknown> {
+    return daemonRequest({ runtimeDir: this.runtimeDir, socket: 'control', method: 'POST', path, action: path });
+  }
+}
+
+export function net(s: AgentStatus, id: string): NetworkStatus | undefined {
+  return s.networks.find((n) => n.id === id);
+}
+
+export function allConnected(s: AgentStatus, ids: readonly string[]): boolean {
+  return ids.every((id) => net(s, id)?.state === 'connected') && s.networks.length === ids.length;
+}
+
+/** Pids of openvpn processes whose command line names this world's runtime dir. */
+export async function openvpnPids(world: AgentWorld): Promise<number[]> {
+  const { readdir, readFile } = await import('node:fs/promises');
+  const pids: number[] = [];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const argv = (await readFile(`/proc/${e}/cmdline`, 'utf8')).split('\0');
+      if (argv[0]?.endsWith('openvpn') && argv.some((a) => a.startsWith(world.runtimeDir + '/'))) pids.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
+}
