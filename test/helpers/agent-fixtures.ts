@@ -14,15 +14,18 @@
  * these tests need no enrollment; the server-mode e2e tests cover that.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { daemonRequest } from '../../src/agent/control-client.ts';
 import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
 import { buildBundle, buildMembership } from '../../src/bundle/build.ts';
 import type { MembershipDoc, NetworkSpec } from '../../src/bundle/schema.ts';
-import { anchorToString, generateSigningKey, type SigningKey } from '../../src/bundle/sign.ts';
+import { anchorToString, generateSigningKey, parseAnchor, type SigningKey } from '../../src/bundle/sign.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
 import { waitFor, type Lab, type Netns } from './netns.ts';
+import { rawBundle } from './adversarial/raw-bundle.ts';
+import type { BundleFixture } from './bundle-fixtures.ts';
 import { makeTestPki, writeTestPki, type TestPki } from './pki-fixtures.ts';
 import { tmpDir } from './tmp.ts';
 
@@ -168,13 +171,13 @@ export class AgentWorld {
    * their bundles into pubDir. `bundleBytes` lets a test replace one
    * bundle's bytes after signing (tampering in transit).
    */
-  async publish(opts: { tamper?: string } = {}): Promise<MembershipDoc> {
+  async publish(opts: { tamper?: string; hostile?: { id: string; spec: Record<string, unknown> } } = {}): Promise<MembershipDoc> {
     const now = Date.now();
     const networks: MembershipDoc['networks'] = [];
     for (const id of [...this.member].sort()) {
       const net = this.nets.get(id)!;
       const client = net.pki.clients[this.nodeId]!;
-      const built = await buildBundle({
+      const built = opts.hostile?.id === id ? this.hostileBundle(net, opts.hostile.spec) : await buildBundle({
         signingKey: this.signingKey,
         manifest: {
           node: this.nodeId,
@@ -209,6 +212,24 @@ export class AgentWorld {
     };
     await writeFile(join(this.pubDir, 'membership.json'), buildMembership(doc, this.signingKey));
     return doc;
+  }
+
+  /**
+   * A validly signed bundle whose network.json is whatever the caller says
+   * (the real builder would refuse it): what a compromised server could send.
+   */
+  private hostileBundle(net: WorldNet, spec: Record<string, unknown>): { bytes: Buffer; sha256: string; size: number } {
+    const f: BundleFixture = {
+      now: new Date(),
+      signingKey: this.signingKey,
+      anchor: parseAnchor(this.anchor),
+      pki: net.pki,
+      otherPki: net.pki,
+      nodeId: this.nodeId,
+      network: net.id,
+    };
+    const bytes = rawBundle(f, { version: net.version, central: true, spec: { ...this.spec(net), ...spec } });
+    return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
   }
 
   /** Write the agent config; `sources` defaults to the published file. */

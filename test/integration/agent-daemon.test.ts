@@ -6,7 +6,7 @@
  * Server-mode end-to-end tests (HTTPS API, enrollment) are in agent-e2e.
  */
 import { spawn } from 'node:child_process';
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createCrl } from '../../src/pki/crl.ts';
@@ -68,6 +68,101 @@ describe('agent daemon (file source)', () => {
         await w.cleanup();
       }
       expect(await openvpnPids(w)).toEqual([]);
+    });
+  });
+  it('kill -9 of one openvpn restarts only that network; a version bump restarts only its network; a CRL-only change restarts nothing', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, ['alpha', 'beta', 'gamma']);
+      const agent = w.startAgent();
+      try {
+        const s0 = await w.waitStatus((st) => st.ready && allConnected(st, ['alpha', 'beta', 'gamma']));
+        const before = (id: string) => net(s0, id)!;
+
+        // kill -9 beta's openvpn: beta comes back with a new pid, the others never notice
+        process.kill(before('beta').pid!, 'SIGKILL');
+        const s1 = await w.waitStatus((st) => net(st, 'beta')?.state === 'connected' && net(st, 'beta')!.pid !== before('beta').pid);
+        expect(net(s1, 'beta')!.restarts).toBe(1);
+        for (const id of ['alpha', 'gamma']) {
+          expect(net(s1, id)).toMatchObject({ pid: before(id).pid, connected_since: before(id).connected_since, restarts: 0, state: 'connected' });
+        }
+        expect(await waitFor(() => w.node.ping(w.nets.get('beta')!.serverIp), 30_000)).toBe(true);
+
+        // version bump for gamma (a new spec: another mtu): only gamma restarts
+        w.nets.get('gamma')!.version = 2;
+        w.nets.get('gamma')!.specOverrides = { mtu: 1400 };
+        await w.publish();
+        await w.control('/v1/reload');
+        const s2 = await w.waitStatus((st) => net(st, 'gamma')?.bundle_version === 2 && net(st, 'gamma')?.state === 'connected');
+        expect(net(s2, 'gamma')!.pid).not.toBe(before('gamma').pid);
+        expect(net(s2, 'alpha')).toMatchObject({ pid: before('alpha').pid, connected_since: before('alpha').connected_since });
+        expect(net(s2, 'beta')).toMatchObject({ pid: net(s1, 'beta')!.pid, connected_since: net(s1, 'beta')!.connected_since });
+        expect(s2.membership?.serial).toBe(2);
+        expect(await readFile(join(w.stateDir, 'networks', 'gamma', 'openvpn.conf'), 'utf8')).toContain('tun-mtu 1400');
+        expect(await waitFor(() => w.node.ping(w.nets.get('gamma')!.serverIp), 30_000)).toBe(true);
+
+        // a CRL refresh for alpha (new version, only crl.pem differs): files swapped, openvpn untouched
+        const a = w.nets.get('alpha')!;
+        a.crlPem = await createCrl({ ca: a.pki.ca, revoked: [], thisUpdate: new Date(Date.now() - 60_000), nextUpdate: new Date(Date.now() + 86_400_000), crlNumber: 2 });
+        a.version = 2;
+        await w.publish();
+        await w.control('/v1/reload');
+        const s3 = await w.waitStatus((st) => net(st, 'alpha')?.bundle_version === 2);
+        expect(net(s3, 'alpha')).toMatchObject({ pid: before('alpha').pid, connected_since: before('alpha').connected_since, state: 'connected' });
+        expect(agent.log()).toContain('alpha: swap-crl');
+      } finally {
+        await agent.stop();
+        await w.cleanup();
+      }
+    });
+  });
+
+  it('a removed network is stopped, its interface gone and its files removed; a tampered or policy-violating bundle is rejected while the old one keeps running', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, ['alpha', 'beta', 'gamma']);
+      const agent = w.startAgent();
+      try {
+        const s0 = await w.waitStatus((st) => st.ready && allConnected(st, ['alpha', 'beta', 'gamma']));
+        expect((await w.node.exec('ip', ['link', 'show', 'mv-beta'], { allowFail: true })).code).toBe(0);
+
+        w.member.delete('beta');
+        await w.publish();
+        await w.control('/v1/reload');
+        const s1 = await w.waitStatus((st) => !st.networks.some((n) => n.id === 'beta'));
+        expect(s1.networks.map((n) => n.id)).toEqual(['alpha', 'gamma']);
+        expect((await w.node.exec('ip', ['link', 'show', 'mv-beta'], { allowFail: true })).code).not.toBe(0);
+        expect((await readdir(join(w.stateDir, 'networks'))).filter((f) => f.includes('beta'))).toEqual([]);
+        expect((await openvpnPids(w)).length).toBe(2);
+
+        // tampered in transit: the bytes do not match the signed membership
+        w.nets.get('alpha')!.version = 2;
+        await w.publish({ tamper: 'alpha' });
+        await w.control('/v1/reload');
+        const s2 = await w.waitStatus((st) => net(st, 'alpha')?.last_error !== null);
+        expect(net(s2, 'alpha')).toMatchObject({
+          state: 'connected',
+          bundle_version: 1,
+          pid: net(s0, 'alpha')!.pid,
+          last_error: { code: 'MVPN_BUNDLE_HASH_MISMATCH' },
+        });
+        expect(await w.node.ping(w.nets.get('alpha')!.serverIp, { timeoutS: 5 })).toBe(true);
+
+        // validly signed, but asks openvpn to run a script: refused by the allow-list
+        w.nets.get('gamma')!.version = 2;
+        await w.publish({ hostile: { id: 'gamma', spec: { extra_options: [['up', '/bin/sh']] } } });
+        await w.control('/v1/reload');
+        const s3 = await w.waitStatus((st) => net(st, 'gamma')?.last_error !== null);
+        expect(net(s3, 'gamma')).toMatchObject({ state: 'connected', bundle_version: 1, pid: net(s0, 'gamma')!.pid, last_error: { code: 'MVPN_OPTION_FORBIDDEN' } });
+        expect(net(s3, 'gamma')!.last_error!.message).toContain('up');
+        const table = await cli(['status', '--runtime-dir', w.runtimeDir]);
+        expect(table.code).toBe(ExitCode.ok); // still connected, on the old bundle
+        expect(table.stdout).toMatch(/^gamma\s+connected\s+.*MVPN_OPTION_FORBIDDEN/m);
+        // nothing of the hostile bundle reached the disk
+        const dirs = (await readdir(join(w.stateDir, 'networks'))).filter((f) => f.startsWith('.gamma.'));
+        expect(dirs).toEqual([expect.stringMatching(/^\.gamma\.1\./)]);
+      } finally {
+        await agent.stop();
+        await w.cleanup();
+      }
     });
   });
 });
