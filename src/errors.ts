@@ -100,6 +100,7 @@ export type ErrorCode =
   | 'MVPN_API_UNAUTHORIZED'
   | 'MVPN_API_FORBIDDEN'
   | 'MVPN_API_TOO_LARGE'
+  | 'MVPN_TARBALL_FAILED'
   // internal
   | 'MVPN_INTERNAL';
 
