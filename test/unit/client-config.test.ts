@@ -1,0 +1,225 @@
+/**
+ * The hardened client template (DESIGN.md §4) and the extra-options
+ * allow-list, table by table. That openvpn itself accepts the rendered
+ * config and connects with it is test/integration/client-config.test.ts.
+ */
+import { describe, expect, test } from 'vitest';
+import { renderClientConfig, type ClientPaths } from '../../src/openvpn/client-config.ts';
+import { checkExtraOptions, normaliseDirective } from '../../src/openvpn/options.ts';
+import { MvpnError } from '../../src/errors.ts';
+import { makeSpec } from '../helpers/bundle-fixtures.ts';
+import { FORBIDDEN_DIRECTIVES, ODD_SPELLINGS } from '../helpers/adversarial/cases.ts';
+
+const paths: ClientPaths = {
+  ca: '/var/lib/mvpn-client/networks/lab1/ca.crt',
+  cert: '/var/lib/mvpn-client/networks/lab1/node.crt',
+  key: '/var/lib/mvpn-client/identity/node.key',
+  tlsCryptV2: '/var/lib/mvpn-client/networks/lab1/tls-crypt-v2.key',
+  crl: '/var/lib/mvpn-client/networks/lab1/crl.pem',
+  mgmtSocket: '/run/mvpn-client/lab1.mgmt',
+  dev: 'mv-lab1',
+};
+
+function directives(conf: string): string[][] {
+  return conf
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => l.split(' '));
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof MvpnError ? err.code : `not an MvpnError: ${String(err)}`;
+  }
+  return undefined;
+}
+
+describe('renderClientConfig', () => {
+  test('renders the hardened template exactly', () => {
+    expect(renderClientConfig(makeSpec('lab1'), paths)).toBe(
+      [
+        '# openvpn client config for network lab1, rendered by mvpn-client from network.json.',
+        '# Do not edit: it is rewritten on every install.',
+        'client',
+        'dev-type tap',
+        'dev mv-lab1',
+        'proto udp',
+        'remote 198.18.0.1 1194',
+        'remote vpn.example.org 1195',
+        'nobind',
+        'remote-cert-tls server',
+        'verify-x509-name vpn-server name',
+        `ca ${paths.ca}`,
+        `cert ${paths.cert}`,
+        `key ${paths.key}`,
+        `tls-crypt-v2 ${paths.tlsCryptV2}`,
+        `crl-verify ${paths.crl}`,
+        'tls-version-min 1.2',
+        'data-ciphers AES-256-GCM:CHACHA20-POLY1305',
+        'persist-key',
+        'persist-tun',
+        `management ${paths.mgmtSocket} unix`,
+        'management-hold',
+        'script-security 1',
+        'route-nopull',
+        'pull-filter ignore redirect-gateway',
+        'keepalive 10 60',
+        'verb 3',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  test.each<[string, Parameters<typeof makeSpec>[1], (d: string[][]) => void]>([
+    ['pushed routes allowed: no route-nopull, redirect-gateway still ignored', { allow_pushed_routes: true }, (d) => {
+      expect(d.some((x) => x[0] === 'route-nopull')).toBe(false);
+      expect(d).toContainEqual(['pull-filter', 'ignore', 'redirect-gateway']);
+    }],
+    ['tcp becomes tcp-client', { proto: 'tcp' }, (d) => expect(d).toContainEqual(['proto', 'tcp-client'])],
+    ['tun device type', { dev_type: 'tun' }, (d) => expect(d).toContainEqual(['dev-type', 'tun'])],
+    ['mtu', { mtu: 1400 }, (d) => expect(d).toContainEqual(['tun-mtu', '1400'])],
+    ['remotes keep their order', { remotes: [{ host: '2001:db8::9', port: 7 }, { host: '198.18.0.9', port: 8 }, { host: 'b.example', port: 9 }] }, (d) =>
+      expect(d.filter((x) => x[0] === 'remote')).toEqual([['remote', '2001:db8::9', '7'], ['remote', '198.18.0.9', '8'], ['remote', 'b.example', '9']])],
+    ['extra options are appended in canonical form', { extra_options: [['MSSFIX', '1360'], ['--mute-replay-warnings']] }, (d) => {
+      expect(d.slice(-2)).toEqual([['mssfix', '1360'], ['mute-replay-warnings']]);
+    }],
+  ])('%s', (_n, overrides, check) => {
+    check(directives(renderClientConfig(makeSpec('lab1', overrides), paths)));
+  });
+
+  test('never carries directives that write files, run scripts or open TCP management', () => {
+    for (const spec of [makeSpec('lab1'), makeSpec('lab1', { allow_pushed_routes: true, proto: 'tcp', mtu: 1300, extra_options: [['ping', '5']] })]) {
+      const names = directives(renderClientConfig(spec, paths)).map((d) => d[0]);
+      for (const bad of ['log', 'log-append', 'status', 'writepid', 'up', 'down', 'route-up', 'plugin', 'remote-random', 'management-query-passwords', 'daemon', 'config', 'cd']) {
+        expect(names).not.toContain(bad);
+      }
+      expect(names.filter((x) => x === 'management')).toHaveLength(1);
+      expect(names.filter((x) => x === 'script-security')).toHaveLength(1);
+    }
+  });
+
+  test.each<[string, Partial<ClientPaths>]>([
+    ['a relative path', { ca: 'ca.crt' }],
+    ['a path with a space', { crl: '/var/lib/my dir/crl.pem' }],
+    ['a path with a newline', { key: '/x\nup /bin/sh' }],
+    ['a path with a quote', { cert: '/x/"a' }],
+    ['a path with ..', { tlsCryptV2: '/var/lib/../etc/x' }],
+    ['a device name over 15 characters', { dev: 'mv-abcdefghijklm' }],
+    ['a device name with a slash', { dev: 'mv/x' }],
+  ])('refuses %s', (_n, p) => {
+    expect(codeOf(() => renderClientConfig(makeSpec('lab1'), { ...paths, ...p }))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test('extra tun-mtu together with spec mtu is refused', () => {
+    expect(codeOf(() => renderClientConfig(makeSpec('lab1', { mtu: 1400, extra_options: [['tun-mtu', '1300']] }), paths))).toBe('MVPN_OPTION_INVALID');
+  });
+});
+
+describe('checkExtraOptions', () => {
+  test.each([
+    [['mssfix']],
+    [['mssfix', '1400']],
+    [['mssfix', '1400', 'mtu']],
+    [['fragment', '1300']],
+    [['sndbuf', '393216']],
+    [['rcvbuf', '0']],
+    [['txqueuelen', '1000']],
+    [['tun-mtu', '1500']],
+    [['connect-retry', '5', '300']],
+    [['connect-retry-max', '10']],
+    [['hand-window', '60']],
+    [['reneg-sec', '3600']],
+    [['tls-timeout', '2']],
+    [['ping', '10']],
+    [['ping-restart', '60']],
+    [['mute-replay-warnings']],
+    [['explicit-exit-notify']],
+    [['explicit-exit-notify', '2']],
+    [['resolv-retry', 'infinite']],
+    [['replay-window', '128', '15']],
+  ])('allowed: %j', (opt) => {
+    expect(checkExtraOptions([opt])).toEqual([opt]);
+  });
+
+  test.each(FORBIDDEN_DIRECTIVES.map((d) => [d]))('forbidden: %s (named in the error)', (d) => {
+    try {
+      checkExtraOptions([['ping', '5'], [d, 'x']]);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as MvpnError).code).toBe('MVPN_OPTION_FORBIDDEN');
+      expect((err as MvpnError).message).toContain(`"${d}"`);
+      expect((err as MvpnError).message).toContain('extra_options[1]');
+      expect((err as MvpnError).context).toMatchObject({ directive: d, index: 1 });
+    }
+  });
+
+  test.each(ODD_SPELLINGS.map((s) => [s]))('"up" spelled %j is recognised and refused as "up"', (s) => {
+    try {
+      checkExtraOptions([[s, '/bin/sh']]);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as MvpnError).code).toBe('MVPN_OPTION_FORBIDDEN');
+      expect((err as MvpnError).context['directive']).toBe('up');
+    }
+  });
+
+  test.each([
+    ['log-foo', 'MVPN_OPTION_FORBIDDEN'],
+    ['setenv-opt', 'MVPN_OPTION_FORBIDDEN'],
+    ['management-client-auth', 'MVPN_OPTION_FORBIDDEN'],
+    ['tls-crypt-v2', 'MVPN_OPTION_FORBIDDEN'],
+    ['ca', 'MVPN_OPTION_FORBIDDEN'],
+    ['verify-x509-name', 'MVPN_OPTION_FORBIDDEN'],
+    ['pull-filter', 'MVPN_OPTION_FORBIDDEN'],
+    ['redirect-gateway', 'MVPN_OPTION_FORBIDDEN'],
+    ['route', 'MVPN_OPTION_FORBIDDEN'],
+    ['remote', 'MVPN_OPTION_FORBIDDEN'],
+    ['data-ciphers', 'MVPN_OPTION_FORBIDDEN'],
+    ['frobnicate', 'MVPN_OPTION_UNKNOWN'],
+    ['u\u0440', 'MVPN_OPTION_UNKNOWN'], // Cyrillic er: not "up", and not allowed either
+    ['</ca>', 'MVPN_OPTION_UNKNOWN'],
+    ['', 'MVPN_OPTION_UNKNOWN'],
+  ])('directive %j → %s', (d, code) => {
+    expect(codeOf(() => checkExtraOptions([[d]]))).toBe(code);
+  });
+
+  test.each<[string[], string]>([
+    [['mssfix', '1400\nup /bin/sh'], 'newline'],
+    [['mssfix', '1400 1'], 'space'],
+    [['mssfix', "'1400'"], 'quote'],
+    [['mssfix', '1400\\'], 'backslash'],
+    [['mssfix', '#1400'], 'comment'],
+    [['mssfix', '1400\0'], 'NUL'],
+    [['mssfix', '１４００'], 'non-ASCII digits'],
+    [['mssfix', '70000'], 'out of range'],
+    [['mssfix', '01400'], 'leading zero'],
+    [['mssfix', '1400', 'sometimes'], 'bad keyword'],
+    [['ping'], 'missing argument'],
+    [['ping', '5', '6'], 'extra argument'],
+    [['mute-replay-warnings', '1'], 'argument to a flag'],
+    [['resolv-retry', 'forever'], 'bad keyword'],
+  ])('invalid arguments: %j (%s)', (opt) => {
+    expect(codeOf(() => checkExtraOptions([opt]))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test('udp-only options are refused with proto tcp', () => {
+    expect(checkExtraOptions([['fragment', '1300']], { proto: 'udp' })).toHaveLength(1);
+    expect(codeOf(() => checkExtraOptions([['fragment', '1300']], { proto: 'tcp' }))).toBe('MVPN_OPTION_INVALID');
+    expect(codeOf(() => checkExtraOptions([['explicit-exit-notify']], { proto: 'tcp' }))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test('a directive given twice is refused', () => {
+    expect(codeOf(() => checkExtraOptions([['ping', '5'], ['PING', '6']]))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test.each([
+    ['UP', 'up'],
+    ['\t"--Log-Append"\u00a0', 'log-append'],
+    ['ｓｔａｔｕｓ', 'status'],
+    ['\u2014up', 'up'],
+  ])('normaliseDirective(%j) = %j', (raw, want) => {
+    expect(normaliseDirective(raw)).toBe(want);
+  });
+});
