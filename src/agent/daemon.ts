@@ -13,8 +13,10 @@
  *    pid (after a /proc cmdline check) and their files removed, so no
  *    network ever runs twice.
  * 5. The stored membership document (rollback protection, names).
- * 6. First reconcile. If no source answers, installed bundles start from
- *    the cache (plan 'unavailable').
+ * 6. Installed, unexpired bundles the stored membership still lists start
+ *    at once (a slow or unreachable server does not delay boot); then the
+ *    first reconcile changes only what differs. If no source answers,
+ *    nothing is torn down.
  * 7. READY=1 once every network is connected or has definitely failed, or
  *    after ready_timeout — never before the first reconcile.
  * 8. Timer: the next reconcile after reconcile_interval ± jitter, or sooner
@@ -157,6 +159,7 @@ export class AgentDaemon {
       logger.emit({ kind: 'agent.membership-state-ignored', message: toMvpnError(err).message });
     }
     await this.reconciler.refreshInstalled();
+    await this.reconciler.startFromCache();
 
     await this.reconciler.reconcile('start');
     this.scheduleNext();

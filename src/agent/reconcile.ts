@@ -116,6 +116,33 @@ export class Reconciler {
     await this.pending?.catch(() => undefined);
   }
 
+  /**
+   * Boot: start what is installed and still valid before asking any source,
+   * so a node whose server is slow or unreachable has its networks at once
+   * (the first reconcile then changes only what differs). Only bundles the
+   * stored membership document still lists at that version, when there is
+   * one: a network removed while the node was down is not started again.
+   */
+  async startFromCache(): Promise<number> {
+    const { runner } = this.ctx;
+    const now = this.deps.clock.now();
+    const listed = this.membership ? new Map(this.membership.doc.networks.map((n) => [n.id, n.bundle])) : undefined;
+    const actual: ActualNetwork[] = [...this.installed.values()]
+      .filter((b) => listed === undefined || (listed.get(b.network)?.version === b.version && listed.get(b.network)?.sha256 === b.sha256))
+      .map((b) => ({ id: b.network, installed: factsOf(b.manifest, b.sha256), running: runner.isRunning(b.network), adminDown: runner.isAdminDown(b.network) }));
+    let started = 0;
+    for (const a of plan({ kind: 'unavailable' }, actual, now)) {
+      if (a.error) this.errors.set(a.id, a.error);
+      if (a.kind !== 'start') continue;
+      const b = this.installed.get(a.id);
+      if (b === undefined) continue;
+      this.deps.logger.emit({ kind: 'reconcile.action', network: a.id, action: 'start (installed bundle, before discovery)' });
+      await runner.run(b);
+      started++;
+    }
+    return started;
+  }
+
   /** Re-read the installed bundles (start-up, and before every plan). */
   async refreshInstalled(): Promise<void> {
     const list = await listInstalled(this.ctx.config.stateDir, {

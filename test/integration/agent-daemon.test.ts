@@ -165,4 +165,129 @@ describe('agent daemon (file source)', () => {
       }
     });
   });
+  it('keeps everything running while no source answers, boots from the cache when the source is gone, and resumes when it is back', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, ['alpha', 'beta']);
+      let agent = w.startAgent();
+      try {
+        const s0 = await w.waitStatus((st) => st.ready && allConnected(st, ['alpha', 'beta']));
+
+        // the source disappears mid-run: a reconcile fails, nothing is torn down
+        await rm(join(w.pubDir, 'membership.json'));
+        expect(await w.control('/v1/reload')).toMatchObject({ ok: false, error: { code: 'MVPN_SOURCES_UNREACHABLE' } });
+        const s1 = await w.status();
+        expect(s1.reconcile.last_error?.code).toBe('MVPN_SOURCES_UNREACHABLE');
+        for (const id of ['alpha', 'beta']) expect(net(s1, id)).toMatchObject({ state: 'connected', pid: net(s0, id)!.pid, last_error: null });
+        expect(await w.node.ping(w.nets.get('alpha')!.serverIp, { timeoutS: 5 })).toBe(true);
+
+        // reboot while the source is still gone: the networks come up from the installed bundles
+        expect(await agent.stop()).toBe(0);
+        expect(await openvpnPids(w)).toEqual([]);
+        agent = w.startAgent();
+        const s2 = await w.waitStatus((st) => st.ready && allConnected(st, ['alpha', 'beta']));
+        expect(s2.reconcile.last_error?.code).toBe('MVPN_SOURCES_UNREACHABLE');
+        expect(s2.membership?.serial).toBe(1); // the stored document, rollback protection kept
+        expect(agent.log()).toContain('alpha: start (installed bundle, before discovery)');
+        for (const id of ['alpha', 'beta']) expect(await waitFor(() => w.node.ping(w.nets.get(id)!.serverIp), 30_000)).toBe(true);
+
+        // the source is back with a change: reconcile resumes
+        w.member.delete('beta');
+        await w.publish();
+        expect(await w.control('/v1/reload')).toMatchObject({ ok: true });
+        const s3 = await w.waitStatus((st) => st.networks.length === 1);
+        expect(s3.membership?.serial).toBe(2);
+        expect(s3.reconcile.last_error).toBeNull();
+        expect(net(s3, 'alpha')).toMatchObject({ state: 'connected', pid: net(s2, 'alpha')!.pid });
+      } finally {
+        await agent.stop();
+        await w.cleanup();
+      }
+    });
+  });
+
+  it('after kill -9 of the agent, a restarted agent cleans up the leftovers and never runs a network twice', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, ['alpha', 'beta']);
+      let agent = w.startAgent();
+      try {
+        await w.waitStatus((st) => st.ready && allConnected(st, ['alpha', 'beta']));
+        const old = (await openvpnPids(w)).sort();
+        expect(old).toHaveLength(2);
+        process.kill(agent.pid, 'SIGKILL');
+        await agent.exited();
+        // the orphans are still there, holding their pid files and sockets
+        expect((await openvpnPids(w)).sort()).toEqual(old);
+
+        agent = w.startAgent();
+        const s = await w.waitStatus((st) => st.ready && allConnected(st, ['alpha', 'beta']));
+        const now = (await openvpnPids(w)).sort();
+        expect(now).toHaveLength(2);
+        for (const pid of old) expect(now).not.toContain(pid);
+        expect(now).toEqual([net(s, 'alpha')!.pid, net(s, 'beta')!.pid].sort());
+        expect(agent.log()).toMatch(/previous run left 2 openvpn process\(es\)/);
+        for (const id of ['alpha', 'beta']) expect(await waitFor(() => w.node.ping(w.nets.get(id)!.serverIp), 30_000)).toBe(true);
+      } finally {
+        await agent.stop();
+        await w.cleanup();
+      }
+      expect(await openvpnPids(w)).toEqual([]);
+    });
+  });
+
+  it('tells systemd READY=1 only after the networks are up, then STATUS, WATCHDOG=1, RELOADING=1 on SIGHUP, STOPPING=1', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, ['alpha', 'beta']);
+      const listener = await startNotifyListener();
+      const agent = w.startAgent({ env: { NOTIFY_SOCKET: listener.socket, WATCHDOG_USEC: '1000000' } });
+      try {
+        const ready = await listener.waitFor((d) => d.fields['READY'] === '1', 90_000);
+        // at the moment READY=1 arrived, both networks were connected
+        const s = await w.status();
+        expect(allConnected(s, ['alpha', 'beta'])).toBe(true);
+        expect(ready.fields['STATUS']).toBe('2/2 networks connected');
+        expect(ready.pid).toBe(agent.pid);
+        // nothing said READY before
+        const beforeReady = listener.messages().slice(0, listener.messages().indexOf(ready));
+        expect(beforeReady.some((d) => d.fields['READY'] === '1')).toBe(false);
+
+        const dogs = () => listener.messages().filter((d) => d.fields['WATCHDOG'] === '1').length;
+        const n0 = dogs();
+        expect(await waitFor(() => dogs() >= n0 + 3, 20_000)).toBe(true); // every 500 ms; bound only catches a hang
+
+        process.kill(agent.pid, 'SIGHUP');
+        await listener.waitFor((d) => d.fields['RELOADING'] === '1');
+        await listener.waitFor((d) => d.fields['READY'] === '1' && d !== ready);
+
+        // a network going down is reported
+        process.kill(net(s, 'beta')!.pid!, 'SIGKILL');
+        await listener.waitFor((d) => d.fields['STATUS'] === '1/2 networks connected');
+
+        expect(await agent.stop()).toBe(0);
+        await listener.waitFor((d) => d.fields['STOPPING'] === '1');
+      } finally {
+        await agent.stop();
+        await listener.stop();
+        await w.cleanup();
+      }
+    });
+  });
+
+  it('refuses to start with a config it cannot use, naming the field, and touches nothing', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, []);
+      try {
+        await w.writeConfig({ sources: [{ type: 'https', url: 'http://198.18.0.1/' }] });
+        const r = await cli(['run', '--config', join(w.dir, 'config.json')]);
+        expect(r.code).toBe(ExitCode.failure);
+        expect(r.stderr).toContain('sources[0].url');
+        expect(r.stderr).toContain('MVPN_CONFIG_INVALID');
+        await w.writeConfig({ anchor: 'ed25519:not-a-key' });
+        const r2 = await cli(['run', '--config', join(w.dir, 'config.json')]);
+        expect(r2.stderr).toMatch(/config anchor: .*MVPN_CONFIG_INVALID/);
+        await expect(readdir(w.stateDir)).rejects.toMatchObject({ code: 'ENOENT' });
+      } finally {
+        await w.cleanup();
+      }
+    });
+  });
 });
