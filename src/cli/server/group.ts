@@ -14,6 +14,7 @@ import { nodeRemoveCommand } from './node-remove.ts';
 import { nodeRevokeCommand } from './node-revoke.ts';
 import { nodeTokenCommand } from './node-token.ts';
 import { serverRunCommand } from './run.ts';
+import { serverTarballCommand } from './tarball.ts';
 
 /** `mvpn-client server …`: the MetaVPN host's side. Admin commands work on the local state directory only. */
 export const serverGroup: CliGroup = {
@@ -41,5 +42,6 @@ export const serverGroup: CliGroup = {
       children: [nodeAddCommand, nodeRemoveCommand, nodeListCommand, nodeTokenCommand, nodeRevokeCommand],
     },
     serverExportCommand,
+    serverTarballCommand,
   ],
 };
