@@ -101,5 +101,5 @@ export async function certMatchesKey(certPem: string, privateKeyPem: string): Pr
   const cert = parseCertificate(certPem);
   loadPrivateKey(privateKeyPem);
   const fromKey = new x509.PublicKey(publicKeyPemOf(privateKeyPem));
-  return Promise.resolve(sameBytes(cert.publicKey.rawData, fromKey.rawData));
+  return sameBytes(cert.publicKey.rawData, fromKey.rawData);
 }
