@@ -13,6 +13,10 @@ command -v openvpn >/dev/null 2>&1 || [ -x /usr/sbin/openvpn ] || need_pkgs+=(op
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+# Packaging (packaging/build-*.sh) and the clean-root packaging test.
+command -v dpkg-shlibdeps >/dev/null 2>&1 || need_pkgs+=(dpkg-dev)
+command -v rpmbuild >/dev/null 2>&1 || need_pkgs+=(rpm)
+command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"
@@ -56,3 +60,18 @@ $NODE node_modules/postject/dist/cli.js build/mvpn-client.tmp NODE_SEA_BLOB buil
 chmod 0755 build/mvpn-client.tmp
 mv -f build/mvpn-client.tmp dist/mvpn-client
 say "dist/mvpn-client $(env -i dist/mvpn-client --version) ($(du -h dist/mvpn-client | cut -f1))"
+
+# --- Packages (packaging/, see packaging/README.md) -------------------------
+# The .deb and .rpm of dist/mvpn-client, rebuilt every time so they never lag
+# behind the binary. Any failure here fails the build.
+say "packages"
+rm -f dist/mvpn-client_*.deb dist/mvpn-client-*.rpm
+if ! deb=$(packaging/build-deb.sh dist/mvpn-client dist); then
+  say "packaging failed: packaging/build-deb.sh could not build the .deb (its messages are above)"
+  exit 1
+fi
+if ! rpm=$(packaging/build-rpm.sh dist/mvpn-client dist); then
+  say "packaging failed: packaging/build-rpm.sh could not build the .rpm (its messages are above)"
+  exit 1
+fi
+say "packages: ${deb#"$PWD"/} ${rpm#"$PWD"/}"

@@ -41,7 +41,7 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 fi
 export SOURCE_DATE_EPOCH
 
-work=$repo/build/deb
+work=${MVPN_DEB_WORKDIR:-$repo/build/deb}
 root=$work/root
 rm -rf "$work"
 mkdir -p "$root/DEBIAN"
