@@ -17,8 +17,12 @@
  * - `debootstrap` not installed, or the archive unreachable, is a test
  *   failure with a message saying what to do; it is never a skip (CI runs as
  *   root with the archive reachable).
- * - Mounts: only `/proc` (Node's single executable finds its own blob
- *   through /proc/self/exe), mounted by `withProc` and always unmounted.
+ * - Mounts: a command in the root gets `/proc` (Node's single executable
+ *   finds its own blob through /proc/self/exe) in a mount namespace of its
+ *   own (`unshare --mount-proc`), so the mount never exists outside that
+ *   command and cannot outlive it, even if the test process crashes. No pid
+ *   namespace: a daemon a maintainer script started would stay visible.
+ *   `remove` still refuses to delete a root that has a mount in it.
  */
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -39,7 +43,7 @@ export interface CleanRootOptions {
 
 export interface CleanRoot {
   readonly path: string;
-  /** Run a command inside the root (`chroot ROOT cmd...`) with a clean environment. */
+  /** Run a command inside the root (`chroot ROOT cmd...`, /proc mounted for it alone) with a clean environment. */
   run(cmd: string, args: readonly string[], opts?: { allowFail?: boolean; timeoutMs?: number }): Promise<ExecResult>;
   remove(): Promise<void>;
 }
@@ -119,7 +123,7 @@ export async function cleanRoot(label = 'root', opts: CleanRootOptions = {}): Pr
   return {
     path,
     run: (cmd, args, runOpts = {}) =>
-      sh('env', ['-i', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL=C', 'chroot', path, cmd, ...args], runOpts),
+      sh('env', ['-i', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL=C', 'unshare', '--mount', `--mount-proc=${join(path, 'proc')}`, 'chroot', path, cmd, ...args], runOpts),
     remove: async () => {
       // Never delete through a mount that is still there.
       const mounted = await sh('findmnt', ['-rn', '-o', 'TARGET', '--submounts', '--target', path], { allowFail: true });
@@ -130,16 +134,3 @@ export async function cleanRoot(label = 'root', opts: CleanRootOptions = {}): Pr
   };
 }
 
-/** Mount /proc in the root for the duration of `fn`, unmounting it even when `fn` throws. */
-export async function withProc<T>(root: CleanRoot, fn: () => Promise<T>): Promise<T> {
-  const proc = join(root.path, 'proc');
-  await mkdir(proc, { recursive: true });
-  await sh('mount', ['-t', 'proc', 'proc', proc]);
-  try {
-    return await fn();
-  } finally {
-    await sh('umount', [proc], { allowFail: true });
-    const still = await sh('findmnt', ['-rn', proc], { allowFail: true });
-    if (still.code === 0) await sh('umount', ['-l', proc]);
-  }
-}
