@@ -13,6 +13,11 @@
  * at all. Joining two servers with a Linux bridge later (DESIGN.md §1,
  * topology 2) moves the address to the bridge.
  *
+ * The tap gets a fixed MAC (`lladdr`, derived from the network id by the
+ * caller): a restarted server keeps its MAC, so nodes' ARP entries for the
+ * server's tunnel address stay right instead of pointing at the MAC of a tap
+ * that no longer exists until they time out.
+ *
  * L3 (tun): `topology subnet` + `server NET MASK nopool`.
  *
  * Addresses: `client-config-dir` with one file per node holding
@@ -49,6 +54,8 @@ export interface ServerNetwork {
   readonly lastHost: string;
   readonly ciphers: readonly string[];
   readonly keepalive: { readonly interval: number; readonly timeout: number };
+  /** tap only: the server tap's MAC, a locally administered unicast address (`02:…`). */
+  readonly lladdr?: string | undefined;
 }
 
 export interface ServerFiles {
@@ -67,6 +74,8 @@ const DEV_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 const IPV4_RE = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$/;
 const IP_RE = /^[0-9A-Fa-f:.]{2,45}$/;
 const CIPHER_RE = /^[A-Z0-9-]{1,32}$/;
+/** Unicast (bit 0 of the first octet clear), lower-case hex. */
+const MAC_RE = /^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$/;
 
 function invalid(field: string, value: unknown): RenderError {
   return new RenderError('MVPN_OPTION_INVALID', `cannot render the openvpn server config: ${field} ${JSON.stringify(value)} is not valid`, {
@@ -78,6 +87,7 @@ function check(net: ServerNetwork, files: ServerFiles): void {
   if (!NETWORK_ID_RE.test(net.id)) throw invalid('id', net.id);
   if (!Number.isInteger(net.port) || net.port < 1 || net.port > 65535) throw invalid('port', net.port);
   if (net.local !== undefined && !IP_RE.test(net.local)) throw invalid('local', net.local);
+  if (net.lladdr !== undefined && !MAC_RE.test(net.lladdr)) throw invalid('lladdr', net.lladdr);
   for (const k of ['network', 'netmask', 'serverIp', 'firstHost', 'lastHost'] as const) if (!IPV4_RE.test(net[k])) throw invalid(k, net[k]);
   if (net.ciphers.length === 0 || !net.ciphers.every((c) => CIPHER_RE.test(c))) throw invalid('ciphers', net.ciphers);
   const { interval, timeout } = net.keepalive;
@@ -97,6 +107,7 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
     '# are given on the command line by the supervisor.',
     `dev-type ${net.devType}`,
     `dev ${files.dev}`,
+    ...(l2 && net.lladdr !== undefined ? [`lladdr ${net.lladdr}`] : []),
     `proto ${net.proto === 'tcp' ? 'tcp-server' : 'udp'}`,
     ...(net.local === undefined ? [] : [`local ${net.local}`]),
     `port ${net.port}`,

@@ -20,6 +20,14 @@
  * - A leftover openvpn of a crashed previous daemon is stopped (by pid,
  *   after checking its command line) before anything starts, so no network
  *   ever runs twice.
+ * - L2 neighbour priming: openvpn in bridge mode forwards a unicast frame to
+ *   a client only once it has seen a frame from that client's MAC; unknown
+ *   destinations go to the server's tap, not to the other clients. After a
+ *   server restart (its MAC table is empty) two clients with warm ARP caches
+ *   would not reach each other until one of them happens to send a
+ *   broadcast. So when a session appears, the daemon pings the node's
+ *   address once from the server side: the ARP request reaches every client
+ *   and the node's reply teaches openvpn its MAC.
  * - READY=1 once the listener is up and every network that should be up is
  *   running or has definitely failed (or a timeout passed); STATUS= carries
  *   "N/M networks up, K clients".
@@ -35,6 +43,7 @@ import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, runtimePaths } from '../openvpn/process.ts';
 import { Supervisor, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
+import { execCommand, type ExecFn } from '../util/exec.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
 import { createApiServer, type ApiLimits } from './api.ts';
@@ -72,12 +81,16 @@ export interface DaemonOptions {
   /** READY=1 at the latest after this long, even if a network is still starting. */
   readonly readyTimeoutMs?: number;
   readonly apiLimits?: Partial<ApiLimits>;
+  /** Runs `ping` for L2 neighbour priming. */
+  readonly exec?: ExecFn;
 }
 
 interface Instance {
   readonly sup: Supervisor;
   /** CN → certificate serial at the last reconcile (a change means: kill the old session). */
   serials: Map<string, string>;
+  /** CN → tunnel address of the allowed members (for priming). */
+  addresses: Map<string, string>;
   clients: ClientSnapshot[];
 }
 
@@ -289,7 +302,7 @@ export class ServerDaemon {
       },
       { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
     );
-    const inst: Instance = { sup, serials: new Map(), clients: [] };
+    const inst: Instance = { sup, serials: new Map(), addresses: new Map(), clients: [] };
     sup.on('change', () => {
       void this.writeSnapshot();
       void this.updateStatusLine();
@@ -309,6 +322,7 @@ export class ServerDaemon {
       if (before !== undefined && before !== serial) replaced.add(cn);
     }
     inst.serials = allowed;
+    inst.addresses = new Map(allowedMembers(memberships as Parameters<typeof allowedMembers>[0]).map((m) => [m.node, m.address]));
     const mgmt = inst.sup.management();
     if (!mgmt) return;
     let clients: { cn: string }[];
@@ -330,7 +344,7 @@ export class ServerDaemon {
   }
 
   private async refreshClients(): Promise<void> {
-    for (const inst of this.instances.values()) {
+    for (const [id, inst] of this.instances) {
       const mgmt = inst.sup.management();
       if (!mgmt) {
         inst.clients = [];
@@ -338,6 +352,7 @@ export class ServerDaemon {
       }
       try {
         const s = await mgmt.status3();
+        const before = new Set(inst.clients.map((c) => `${c.cn}@${c.connected_since}`));
         inst.clients = s.clients.map((c) => ({
           cn: c.cn,
           real_address: c.realAddress,
@@ -346,11 +361,24 @@ export class ServerDaemon {
           bytes_out: c.bytesOut,
           connected_since: c.connectedSince.toISOString(),
         }));
+        const fresh = inst.clients.filter((c) => !before.has(`${c.cn}@${c.connected_since}`)).map((c) => inst.addresses.get(c.cn));
+        if (inst.sup.spec.dev.startsWith('ms-')) void this.prime(id, fresh.filter((a): a is string => a !== undefined));
       } catch {
         // keep the last list; the supervisor's health check reports a hung openvpn
       }
     }
     await this.updateStatusLine();
+  }
+
+  /** One ping per new session's address from the server's tap (see the module comment). Best effort. */
+  private async prime(network: string, addresses: readonly string[]): Promise<void> {
+    const net = this.store.read((tx) => tx.getNetwork(network));
+    if (!net || net.devType !== 'tap') return;
+    const exec = this.opts.exec ?? execCommand;
+    for (const a of addresses) {
+      if (this.stopped) return;
+      await exec('ping', ['-n', '-q', '-c', '1', '-W', '1', '-I', serverDev(network), a], { timeoutMs: 3_000 }).catch(() => undefined);
+    }
   }
 
   /** The status snapshot `network show` reads. */

@@ -9,6 +9,7 @@
  * caller learns whether openvpn must restart (config, certificate or keys
  * changed) or picks the change up by itself (CRL, ccd).
  */
+import { createHash } from 'node:crypto';
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderCcd, renderServerConfig } from '../openvpn/server-config.ts';
@@ -47,6 +48,15 @@ export function serverDev(id: string): string {
   return `ms-${id}`;
 }
 
+/**
+ * The server tap's MAC: stable for a network id (so a restarted server keeps
+ * it), locally administered and unicast (02:…).
+ */
+export function serverMac(id: string): string {
+  const h = createHash('sha256').update(`mvpn-server-tap:${id}`).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
 /** Members allowed to connect: active and holding a certificate. */
 export function allowedMembers(memberships: readonly MembershipRecord[]): MembershipRecord[] {
   return memberships.filter((m) => !m.revoked && m.certSerial !== null);
@@ -69,6 +79,7 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
       lastHost: intToIp(subnet.base + size(subnet) - 2),
       ciphers: CIPHERS,
       keepalive: KEEPALIVE,
+      lladdr: net.devType === 'tap' ? serverMac(net.id) : undefined,
     },
     { ca: f.ca, cert: f.cert, key: f.key, tlsCryptV2: f.tlsCryptV2, crl: f.crl, ccdDir: f.ccdDir, dev: serverDev(net.id) },
   );

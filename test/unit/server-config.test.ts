@@ -73,6 +73,7 @@ describe('renderServerConfig', () => {
     expect(has(conf, 'topology subnet')).toBe(true);
     expect(has(conf, 'server 198.19.0.0 255.255.255.0 nopool')).toBe(true);
     expect(conf).not.toMatch(/^server-bridge/m);
+    expect(renderServerConfig({ ...net, devType: 'tun', lladdr: '02:00:00:00:00:01' }, files)).not.toMatch(/^lladdr/m);
     expect(has(conf, 'ccd-exclusive')).toBe(true);
   });
 
@@ -80,6 +81,7 @@ describe('renderServerConfig', () => {
     [{ proto: 'tcp' as const }, 'proto tcp-server'],
     [{ local: '198.18.0.1' }, 'local 198.18.0.1'],
     [{ port: 1300 }, 'port 1300'],
+    [{ lladdr: '02:6d:76:00:12:ab' }, 'lladdr 02:6d:76:00:12:ab'],
   ])('renders %j', (patch, line) => {
     expect(has(renderServerConfig({ ...net, ...patch }, files), line)).toBe(true);
   });
@@ -97,6 +99,8 @@ describe('renderServerConfig', () => {
     ['id too long', { id: 'abcdefghijklmn' }, {}],
     ['port 0', { port: 0 }, {}],
     ['bad local', { local: '198.18.0.1 up' }, {}],
+    ['multicast lladdr', { lladdr: '01:00:5e:00:00:01' }, {}],
+    ['bad lladdr', { lladdr: '02:00:00:00:00:00\nup x' }, {}],
     ['bad netmask', { netmask: '255.255.255.0\nplugin x' }, {}],
     ['bad cipher', { ciphers: ['AES-256-GCM x'] }, {}],
     ['no cipher', { ciphers: [] }, {}],
