@@ -42,7 +42,8 @@ export const openvpnFormatters: Formatters<OpenvpnEvent> = {
     level: e.expected ? 'info' : 'warning',
     text: `${e.id}: openvpn pid ${e.pid} exited (${e.signal === null ? `code ${String(e.exitCode)}` : `signal ${e.signal}`})${e.expected ? '' : ' unexpectedly'}`,
   }),
-  'openvpn.output': (e) => ({ level: 'info', text: `${e.id}[${e.pid}]: ${e.line}` }),
+  // openvpn logs every management command at verb 3; the health check's `state` every few seconds would flood the journal.
+  'openvpn.output': (e) => ({ level: e.line.includes('MANAGEMENT: ') ? 'debug' : 'info', text: `${e.id}[${e.pid}]: ${e.line}` }),
   'openvpn.fatal': (e) => ({ level: 'error', text: `${e.id}[${e.pid}]: FATAL ${e.text}` }),
   'openvpn.mgmt-connected': (e) => ({ level: 'debug', text: `${e.id}: management interface connected (${e.socket})` }),
   'openvpn.mgmt-failed': (e) => ({ level: 'warning', text: `${e.id}: management interface: ${e.message} [${e.code}]` }),

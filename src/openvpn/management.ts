@@ -152,6 +152,16 @@ export class ManagementClient extends EventEmitter<ManagementEvents> {
     await this.command('hold release');
   }
 
+  /**
+   * Clears the hold flag. `--management-hold` holds not only at startup but
+   * after every restart inside openvpn (ping-restart, SIGUSR1, a server-side
+   * `kill`), and the flag persists; a supervisor that released only the first
+   * hold would leave the tunnel parked after its first reconnect.
+   */
+  async holdOff(): Promise<void> {
+    await this.command('hold off');
+  }
+
   async stateOn(): Promise<void> {
     await this.command('state on');
   }

@@ -705,7 +705,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     return { timeoutMs: this.deps.commandTimeoutMs, commandTimeoutMs: this.deps.commandTimeoutMs };
   }
 
-  /** Waits for the socket (bounded), then `state on`, `bytecount N`, `hold release`. */
+  /**
+   * Waits for the socket (bounded), then `state on`, `bytecount N`,
+   * `hold off` (so openvpn's own restarts do not park in a hold again; see
+   * ManagementClient.holdOff) and `hold release`.
+   */
   private async setupManagement(run: Run): Promise<void> {
     const deadline = this.deps.clock.now() + this.deps.mgmtConnectTimeoutMs;
     let mgmt: ManagementClient | undefined;
@@ -736,6 +740,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     try {
       await mgmt.stateOn();
       await mgmt.bytecount(this.deps.bytecountSeconds);
+      await mgmt.holdOff();
       await mgmt.holdRelease();
     } catch (e) {
       const error = toMvpnError(e);
@@ -760,6 +765,11 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       if (this.run !== run) return;
       this.bytesIn = b.bytesIn;
       this.bytesOut = b.bytesOut;
+    });
+    mgmt.on('hold', () => {
+      // Only the first hold is ours to wait on (setupManagement releases it);
+      // a later one (hold flag set again by someone) must not park the tunnel.
+      if (this.run === run && this.state !== 'starting') void mgmt.holdRelease().catch(() => undefined);
     });
     mgmt.on('fatal', ({ text }) => {
       run.fatal = text;

@@ -34,6 +34,7 @@ export const defaultResponder: Responder = (cmd) => {
   if (cmd === 'state on') return 'SUCCESS: real-time state notification set to ON';
   if (cmd.startsWith('bytecount ')) return 'SUCCESS: bytecount interval changed';
   if (cmd === 'hold release') return 'SUCCESS: hold release succeeded';
+  if (cmd === 'hold off') return 'SUCCESS: hold flag set to OFF';
   if (cmd === 'pid') return 'SUCCESS: pid=4242';
   if (cmd.startsWith('signal ')) return `SUCCESS: signal ${cmd.slice(7)} thrown`;
   if (cmd === 'status 3') return ['OpenVPN STATISTICS', 'Updated,2026-01-01 00:00:00', 'END'];

@@ -117,6 +117,34 @@ describe('Supervisor on real openvpn', () => {
     });
   });
 
+  it('kill CN via the server management ends the client session; openvpn reconnects on its own (no hold parks it, no process restart)', async () => {
+    await withTunnel(async (t, server, client, events) => {
+      const pid = client.status().pid!;
+      const before = (await server.management()!.status3()).clients[0]!;
+      const mark = events.length;
+      await server.management()!.kill('node1');
+      // openvpn 2.6 drops the session without telling the client; the client
+      // notices by ping-restart (10 s here) and reconnects inside the same process.
+      // On the way it may pass through degraded (the tap goes away during the restart).
+      await until(
+        () => events.slice(mark).some((e) => e.kind === 'openvpn.transition' && e.id === 'node1' && e.from === 'connected'),
+        'the client to notice the kill',
+        events,
+      );
+      await untilState(client, 'connected', events);
+      await until(
+        async () => {
+          const rows = (await server.management()!.status3()).clients;
+          return rows.length === 1 && rows[0]!.clientId !== before.clientId;
+        },
+        'a new session on the server',
+        events,
+      );
+      expect(client.status()).toMatchObject({ pid, restarts: 0 });
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 2, timeoutS: 2 })).toBe(true);
+    });
+  });
+
   it('stop() leaves no process (by pid and ip netns pids) and no socket or pid file', async () => {
     await withTunnel(async (t, server, client) => {
       const cpid = client.status().pid!;

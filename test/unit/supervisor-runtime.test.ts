@@ -157,7 +157,7 @@ describe('Supervisor with a ManualClock', () => {
       '--writepid',
       '/nonexistent/openvpn-t.pid',
     ]);
-    expect(h.fake.commands.slice(0, 4)).toEqual(['state on', 'bytecount 5', 'hold release', 'state']);
+    expect(h.fake.commands.slice(0, 5)).toEqual(['state on', 'bytecount 5', 'hold off', 'hold release', 'state']);
     expect(h.sup.status()).toMatchObject({ pid: 7000, restarts: 0, remote: '192.0.2.1:1194', tunnelAddress: '198.51.100.2', connectedSince: 1_000_000 });
     const transitions = h.logger.events.filter((e) => e.kind === 'openvpn.transition').map((e) => `${e.from}->${e.to}`);
     expect(transitions).toEqual(['stopped->starting', 'starting->connecting', 'connecting->connected']);
