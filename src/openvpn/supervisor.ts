@@ -75,6 +75,7 @@ export interface InstanceStatus {
   readonly since: number;
   readonly pid?: number;
   readonly connectedSince?: number;
+  /** `addr/len` as found on `dev` by the health check; before the first check, the bare address openvpn reported. */
   readonly tunnelAddress?: string;
   /** `ip:port` of the server (client role), from openvpn's CONNECTED state. */
   readonly remote?: string;
@@ -541,7 +542,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     await Promise.all([...this.retiring].map((r) => r.terminated));
     if (superseded()) return;
 
-    const holder = claims.get(this.spec.mgmtSocket);
+    let holder = claims.get(this.spec.mgmtSocket);
+    if (holder !== undefined && holder !== this && holder.state === 'stopping') {
+      // A supervisor being replaced: wait for it to finish instead of refusing.
+      await holder.stop();
+      if (superseded()) return;
+      holder = claims.get(this.spec.mgmtSocket);
+    }
     if (holder !== undefined && holder !== this) {
       this.refuse(undefined, 'another supervisor in this process runs the same instance');
       return;

@@ -284,6 +284,43 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.sup.status().state).toBe('stopped');
   });
 
+  it('a replacement supervisor started while the old one is stopping waits for it instead of refusing', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.procs[0]!.ignoresTerm = true;
+    const stopping = h.sup.stop();
+    expect(h.sup.status().state).toBe('stopping');
+    const spawned: number[] = [];
+    const next = new Supervisor(h.sup.spec, {
+      clock: h.clock,
+      findRunning: async () => undefined,
+      removeFile: async () => undefined,
+      connectManagement: (_p, o) => ManagementClient.connect(h.fake.path, o),
+      exec: ipOk,
+      managementUser: undefined,
+      health: { intervalMs: 1e9, mgmtTimeoutMs: 300, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 },
+      spawn: () => {
+        const p = new FakeProc(9000 + spawned.length);
+        spawned.push(p.pid);
+        h.procs.push(p);
+        return p;
+      },
+      kill: (pid, sig) => {
+        const p = h.procs.find((x) => x.pid === pid);
+        if (sig === 'SIGTERM' || sig === 'SIGKILL') p?.die(0, null);
+      },
+    });
+    next.start();
+    await advance(h.clock, 1_000, 500);
+    expect(spawned).toEqual([]);
+    await advance(h.clock, 4_500, 500); // grace over: the old process is killed, the old supervisor stops
+    await stopping;
+    await until(() => expect(next.status().state).toBe('connected'));
+    expect(spawned).toHaveLength(1);
+    await next.stop();
+  });
+
   it('a missing openvpn binary is a permanent failure, not a restart loop', async () => {
     const h = await harness({
       spawn: () => {
