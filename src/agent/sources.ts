@@ -363,7 +363,12 @@ export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps
       attempts.push({ source: origin.label, ok: false, code: e.code, message: e.message });
     }
   }
-  const reasons = attempts.map((a) => `${a.source}: ${a.message ?? a.code ?? 'failed'}`).join('; ');
+  const reasons = attempts
+    .map((a) => {
+      const msg = a.message ?? 'failed';
+      return `${msg.startsWith(a.source) ? msg : `${a.source}: ${msg}`}${a.code ? ` [${a.code}]` : ''}`;
+    })
+    .join('; ');
   // A source that answered with a bad document is more telling than "unreachable".
   const firstBad = attempts.find((a) => a.code !== undefined && !a.code.startsWith('MVPN_FETCH_'));
   throw new FetchError('MVPN_SOURCES_UNREACHABLE', `no source gave an acceptable membership document: ${reasons}`, {

@@ -19,14 +19,15 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { daemonRequest } from '../../src/agent/control-client.ts';
 import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
-import { buildBundle, buildMembership } from '../../src/bundle/build.ts';
+import { buildBundle, buildMembership, gzipDeterministic, tarFiles } from '../../src/bundle/build.ts';
 import type { MembershipDoc, NetworkSpec } from '../../src/bundle/schema.ts';
-import { anchorToString, generateSigningKey, parseAnchor, type SigningKey } from '../../src/bundle/sign.ts';
+import { anchorToString, generateSigningKey, parseAnchor, signDetached, type SigningKey } from '../../src/bundle/sign.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
 import { waitFor, type Lab, type Netns } from './netns.ts';
 import { rawBundle } from './adversarial/raw-bundle.ts';
 import type { BundleFixture } from './bundle-fixtures.ts';
 import { makeTestPki, writeTestPki, type TestPki } from './pki-fixtures.ts';
+import { makeServer, type TestServer } from './server-fixtures.ts';
 import { tmpDir } from './tmp.ts';
 
 export const NODE_BIN = join(process.cwd(), 'node_modules/.bin/node');
@@ -253,30 +254,7 @@ export class AgentWorld {
 
   /** Start `mvpn-client run` in the node namespace. */
   startAgent(opts: { config?: string; env?: Record<string, string> } = {}): AgentProcess {
-    const config = opts.config ?? join(this.dir, 'config.json');
-    const child = spawn('ip', ['netns', 'exec', this.node.name, NODE_BIN, MAIN, 'run', '--config', config], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...opts.env },
-    });
-    this.lab.track(child);
-    let out = '';
-    child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
-    child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    return {
-      child,
-      pid: child.pid!,
-      log: () => out,
-      exited: () => exit,
-      stop: async () => {
-        try {
-          process.kill(child.pid!, 'SIGTERM');
-        } catch {
-          // gone
-        }
-        return exit;
-      },
-    };
+    return startAgentIn(this.lab, this.node, opts.config ?? join(this.dir, 'config.json'), opts.env);
   }
 
   async status(): Promise<AgentStatus> {
@@ -293,13 +271,7 @@ export class AgentWorld {
 
   /** Poll status until `pred` holds (bounded); returns the last status seen. */
   async waitStatus(pred: (s: AgentStatus) => boolean, timeoutMs = 90_000): Promise<AgentStatus> {
-    let last: AgentStatus | undefined;
-    const ok = await waitFor(async () => {
-      last = await this.tryStatus();
-      return last !== undefined && pred(last);
-    }, timeoutMs, 250);
-    if (!ok) throw new Error(`status did not reach the expected state within ${timeoutMs} ms; last: ${JSON.stringify(last, null, 2)}`);
-    return last!;
+    return waitStatusOf(() => this.status(), pred, timeoutMs);
   }
 
   async control(path: string): Promise<unknown> {
@@ -316,7 +288,7 @@ export function allConnected(s: AgentStatus, ids: readonly string[]): boolean {
 }
 
 /** Pids of openvpn processes whose command line names this world's runtime dir. */
-export async function openvpnPids(world: AgentWorld): Promise<number[]> {
+export async function openvpnPids(world: { readonly runtimeDir: string }): Promise<number[]> {
   const { readdir, readFile } = await import('node:fs/promises');
   const pids: number[] = [];
   for (const e of await readdir('/proc')) {
@@ -329,4 +301,256 @@ export async function openvpnPids(world: AgentWorld): Promise<number[]> {
     }
   }
   return pids;
+}
+
+/**
+ * The agent against the real server mode: `mvpn-client server run` as a
+ * child in the server namespace (its HTTPS API on 198.18.0.1:8443, its
+ * openvpn servers bound to 198.18.0.1), networks and the node made with the
+ * server CLI, and the agent enrolling with a one-time token.
+ */
+export class ServerWorld {
+  readonly lab: Lab;
+  readonly srv: Netns;
+  readonly node: Netns;
+  readonly server: TestServer;
+  readonly dir: string;
+  readonly nodeId: string;
+  readonly stateDir: string;
+  readonly runtimeDir: string;
+  readonly tokenFile: string;
+  readonly apiUrl = `https://${SERVER_UNDERLAY}:8443/`;
+  daemon: ChildProcess | undefined;
+  daemonLog = '';
+  private readonly removeDir: () => Promise<void>;
+
+  private constructor(lab: Lab, srv: Netns, node: Netns, server: TestServer, dir: { path: string; remove: () => Promise<void> }, nodeId: string) {
+    this.lab = lab;
+    this.srv = srv;
+    this.node = node;
+    this.server = server;
+    this.dir = dir.path;
+    this.removeDir = dir.remove;
+    this.nodeId = nodeId;
+    this.stateDir = join(this.dir, 'state');
+    this.runtimeDir = join(this.dir, 'run');
+    this.tokenFile = join(this.dir, 'enroll.token');
+  }
+
+  static async create(lab: Lab, opts: { networks: readonly string[]; nodeId?: string }): Promise<ServerWorld> {
+    const dir = await tmpDir('agent-e2e');
+    await chmod(dir.path, 0o755);
+    const srv = await lab.ns('srv');
+    const node = await lab.ns('node');
+    await lab.link(srv, node, { aName: 'eth0', bName: 'eth0', aAddr: `${SERVER_UNDERLAY}/30`, bAddr: `${NODE_UNDERLAY}/30` });
+    const server = await makeServer({ label: 'e2e-srv', address: SERVER_UNDERLAY, listen: `${SERVER_UNDERLAY}:8443`, extra: ['--vpn-listen', SERVER_UNDERLAY] });
+    const w = new ServerWorld(lab, srv, node, server, dir, opts.nodeId ?? 'pc1');
+    for (const id of opts.networks) {
+      await server.run(['network', 'create', id, '--remote', SERVER_UNDERLAY]);
+      await server.run(['node', 'add', w.nodeId, '--network', id]);
+      await server.run(['network', 'up', id]);
+    }
+    return w;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stopServer();
+    await this.server.remove();
+    await this.removeDir();
+  }
+
+  get anchorPath(): string {
+    return join(this.server.stateDir, 'trust-anchor');
+  }
+
+  get apiCaPath(): string {
+    return join(this.server.stateDir, 'api', 'ca.crt');
+  }
+
+  /** `server run` in the server namespace; resolves once its API answers. */
+  async startServer(): Promise<void> {
+    const child = this.srv.spawn(NODE_BIN, [MAIN, 'server', 'run', '--state-dir', this.server.stateDir], { cwd: process.cwd() });
+    child.stdout?.on('data', (d: Buffer) => (this.daemonLog += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (this.daemonLog += d.toString()));
+    this.daemon = child;
+    const up = await waitFor(async () => (await this.srv.exec('ss', ['-Htln', `sport = :8443`], { allowFail: true })).stdout.includes('8443'), 60_000, 200);
+    if (!up) throw new Error(`server API did not come up:\n${this.daemonLog}`);
+  }
+
+  /** SIGTERM the server daemon (it stops its openvpn servers) and wait for it. */
+  async stopServer(): Promise<void> {
+    const d = this.daemon;
+    if (!d || d.exitCode !== null || d.signalCode !== null) return;
+    const exited = new Promise((r) => d.once('exit', r));
+    d.kill('SIGTERM');
+    await exited;
+  }
+
+  async newToken(): Promise<string> {
+    const { token } = await this.server.json<{ token: string }>(['node', 'token', this.nodeId]);
+    await writeFile(this.tokenFile, token + '\n', { mode: 0o600 });
+    return token;
+  }
+
+  async writeConfig(extra: Record<string, unknown> = {}): Promise<string> {
+    const path = join(this.dir, 'config.json');
+    const config = {
+      node: { id: this.nodeId },
+      sources: [{ type: 'https', url: this.apiUrl }],
+      anchor: this.anchorPath,
+      server_ca: this.apiCaPath,
+      enroll: { token_file: this.tokenFile },
+      state_dir: this.stateDir,
+      runtime_dir: this.runtimeDir,
+      reconcile_interval_s: 3600,
+      ready_timeout_s: 90,
+      openvpn: '/usr/sbin/openvpn',
+      fetch: { request_timeout_s: 3, deadline_s: 15, retries: 1 },
+      ...extra,
+    };
+    await writeFile(path, JSON.stringify(config, null, 2));
+    return path;
+  }
+
+  startAgent(opts: { env?: Record<string, string> } = {}): AgentProcess {
+    return startAgentIn(this.lab, this.node, join(this.dir, 'config.json'), opts.env);
+  }
+
+  async status(): Promise<AgentStatus> {
+    return (await daemonRequest({ runtimeDir: this.runtimeDir, socket: 'status', method: 'GET', path: '/v1/status', action: 'status' })) as AgentStatus;
+  }
+
+  async waitStatus(pred: (s: AgentStatus) => boolean, timeoutMs = 90_000): Promise<AgentStatus> {
+    return waitStatusOf(() => this.status(), pred, timeoutMs);
+  }
+
+  async control(path: string): Promise<unknown> {
+    return daemonRequest({ runtimeDir: this.runtimeDir, socket: 'control', method: 'POST', path, action: path });
+  }
+
+  /** The tunnel address the server allocated to this node in `network`. */
+  async nodeAddress(network: string): Promise<string> {
+    const v = await this.server.json<{ members: { node: string; address: string }[] }>(['network', 'show', network]);
+    const m = v.members.find((x) => x.node === this.nodeId);
+    if (!m) throw new Error(`node ${this.nodeId} is not in ${network}: ${JSON.stringify(v)}`);
+    return m.address.split('/')[0]!;
+  }
+
+  async serverTunnelIp(network: string): Promise<string> {
+    const v = await this.server.json<Record<string, unknown>>(['network', 'show', network]);
+    const ip = (v['server_address'] ?? v['server_ip']) as string | undefined;
+    if (typeof ip !== 'string') throw new Error(`network show ${network} has no server address: ${JSON.stringify(v)}`);
+    return ip.split('/')[0]!;
+  }
+}
+
+function startAgentIn(lab: Lab, ns: Netns, config: string, env: Record<string, string> = {}): AgentProcess {
+  const child = spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, MAIN, 'run', '--config', config], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  lab.track(child);
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    pid: child.pid!,
+    log: () => out,
+    exited: () => exit,
+    stop: async () => {
+      try {
+        process.kill(child.pid!, 'SIGTERM');
+      } catch {
+        // gone
+      }
+      return exit;
+    },
+  };
+}
+
+async function waitStatusOf(get: () => Promise<AgentStatus>, pred: (s: AgentStatus) => boolean, timeoutMs: number): Promise<AgentStatus> {
+  let last: AgentStatus | undefined;
+  const ok = await waitFor(
+    async () => {
+      try {
+        last = await get();
+      } catch {
+        return false;
+      }
+      return pred(last);
+    },
+    timeoutMs,
+    250,
+  );
+  if (!ok) throw new Error(`status did not reach the expected state within ${timeoutMs} ms; last: ${JSON.stringify(last, null, 2)}`);
+  return last!;
+}
+
+/**
+ * A hostile HTTPS server for "the server turned malicious": it has the
+ * server's TLS certificate (so it is validly transported) and its signing
+ * key (so its documents verify), and serves whatever files it is given.
+ * Runs as a child in `ns` (node, no dependencies), stopped by pid.
+ */
+const STATIC_HTTPS = String.raw`
+import { createServer } from 'node:https';
+import { readFileSync } from 'node:fs';
+const cfg = JSON.parse(readFileSync(process.argv[1], 'utf8'));
+const server = createServer({ cert: readFileSync(cfg.cert), key: readFileSync(cfg.key), requestCert: true, rejectUnauthorized: false }, (req, res) => {
+  const file = cfg.routes[req.url.split('?')[0]];
+  if (!file) { res.writeHead(404, { 'content-type': 'application/json' }); res.end('{"error":{"code":"MVPN_NOT_FOUND","message":"no"}}'); return; }
+  const body = readFileSync(file);
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': body.length });
+  res.end(body);
+});
+server.listen(cfg.port, cfg.host, () => console.log('listening'));
+`;
+
+export async function startStaticHttps(
+  lab: Lab,
+  ns: Netns,
+  opts: { dir: string; host: string; port: number; cert: string; key: string; routes: Record<string, string> },
+): Promise<{ stop: () => Promise<void> }> {
+  const cfgPath = join(opts.dir, `static-https-${opts.port}.json`);
+  await writeFile(cfgPath, JSON.stringify(opts));
+  const child = spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, '--input-type=module', '-e', STATIC_HTTPS, cfgPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  lab.track(child);
+  let out = '';
+  child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+  if (!(await waitFor(() => out.includes('listening'), 20_000))) throw new Error(`static https server did not start: ${out}`);
+  return {
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid!, 'SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/**
+ * A bundle built without the builder's checks, from the files of an
+ * installed bundle with `network.json` replaced, signed with `key`: what a
+ * malicious server holding the signing key could send.
+ */
+export function hostileBundleFrom(
+  installedDir: string,
+  manifest: { node: string; network: string; version: number; created: string; expires: string },
+  spec: Record<string, unknown>,
+  key: SigningKey,
+  readFileSync: (p: string) => Buffer,
+): { bytes: Buffer; sha256: string; size: number } {
+  const content = new Map<string, Buffer>([['network.json', Buffer.from(JSON.stringify(spec, null, 2) + '\n')]]);
+  for (const f of ['ca.crt', 'node.crt', 'tls-crypt-v2.key', 'crl.pem']) content.set(f, readFileSync(join(installedDir, f)));
+  const files: Record<string, string> = {};
+  for (const name of [...content.keys()].sort()) files[name] = createHash('sha256').update(content.get(name)!).digest('hex');
+  const m = Buffer.from(JSON.stringify({ schema: 1, ...manifest, key_origin: 'node', files }, null, 2) + '\n');
+  const all = new Map(content);
+  all.set('manifest.json', m);
+  all.set('manifest.sig', Buffer.from(signDetached('manifest', m, key).toString('base64')));
+  const bytes = gzipDeterministic(tarFiles(all, new Date(manifest.created)));
+  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.length };
 }
