@@ -95,7 +95,7 @@ export async function ensureCachedRoot(opts: CleanRootOptions = {}): Promise<str
       const log = await sh('tail', ['-n', '20', join(work, 'debootstrap/debootstrap.log')], { allowFail: true });
       throw new Error(
         `debootstrap --variant=minbase ${release} failed (exit ${r.code}); is Debian's archive reachable (set MVPN_DEBOOTSTRAP_MIRROR to use another mirror)?\n` +
-          `${r.stderr.trim().split('\n').slice(-10).join('\n')}\n${log.stdout}`,
+          `${(r.stdout + r.stderr).trim().split('\n').slice(-10).join('\n')}\n${log.stdout}`,
       );
     }
     // Keep the cache small: downloaded .debs and apt lists are not needed.
