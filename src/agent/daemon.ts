@@ -80,6 +80,17 @@ const defaultDeps: DaemonDeps = {
   sourceDeps: undefined,
 };
 
+/**
+ * When to reconcile next. After a success: the interval ± jitter, so a
+ * testbed whose nodes booted together does not poll in lockstep. After
+ * `failures` failed discoveries in a row: sooner, with exponential backoff
+ * and full jitter from 5 s, never later than the interval. Pure.
+ */
+export function nextReconcileDelay(failures: number, intervalMs: number, jitter: number, random: () => number): number {
+  if (failures > 0) return backoffDelay(failures - 1, { initialMs: 5_000, maxMs: intervalMs, factor: 2, jitter: 1, minMs: 1_000 }, random);
+  return Math.round(intervalMs * (1 + jitter * (2 * random() - 1)));
+}
+
 /** openvpn reports the bare address; show it with the prefix length from the bundle when they agree. */
 function tunnelAddress(reported: string | undefined, expected: string | undefined): string | null {
   if (reported === undefined) return null;
@@ -334,11 +345,7 @@ export class AgentDaemon {
     this.cancelTimer?.();
     const { config } = this;
     const { random } = this.deps;
-    const r = this.reconciler;
-    const delayMs =
-      r.failures > 0
-        ? backoffDelay(r.failures - 1, { initialMs: 5_000, maxMs: config.reconcileIntervalMs, factor: 2, jitter: 1, minMs: 1_000 }, random)
-        : Math.round(config.reconcileIntervalMs * (1 + config.reconcileJitter * (2 * random() - 1)));
+    const delayMs = nextReconcileDelay(this.reconciler.failures, config.reconcileIntervalMs, config.reconcileJitter, random);
     this.deps.logger.emit({ kind: 'reconcile.next', delayMs });
     this.cancelTimer = this.deps.clock.setTimeout(() => {
       this.cancelTimer = undefined;

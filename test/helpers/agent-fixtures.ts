@@ -111,7 +111,7 @@ export class AgentWorld {
   }
 
   /** A network with its own PKI and a running openvpn server in the server namespace. */
-  async addNetwork(id: string): Promise<WorldNet> {
+  async addNetwork(id: string, opts: { server?: boolean } = {}): Promise<WorldNet> {
     const n = ++this.counter;
     const pki = await makeTestPki({ clients: [this.nodeId], serverCn: `srv-${id}` });
     const net: WorldNet = { id, n, port: 1194 + n, serverIp: `198.19.${n}.1`, nodeIp: `198.19.${n}.10`, pki, version: 1, specOverrides: {} };
@@ -138,14 +138,15 @@ export class AgentWorld {
       { ca: paths.ca, cert: paths.serverCert, key: paths.serverKey, tlsCryptV2: paths.tlsCryptV2Server, crl: paths.crl, ccdDir: ccd, dev: `ms-${id}` },
     );
     await writeFile(join(base, 'server.conf'), conf);
+    this.nets.set(id, net);
+    this.member.add(id);
+    if (opts.server === false) return net; // a network whose server never answers
     let out = '';
     const child = this.srv.spawn('openvpn', ['--config', join(base, 'server.conf')]);
     child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
     net.server = child;
     if (!(await waitFor(() => out.includes('Initialization Sequence Completed'), 30_000))) throw new Error(`openvpn server for ${id} did not start:\n${out}`);
-    this.nets.set(id, net);
-    this.member.add(id);
     return net;
   }
 

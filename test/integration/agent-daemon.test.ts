@@ -37,7 +37,7 @@ async function world(lab: Parameters<Parameters<typeof withLab>[0]>[0], ids: str
 }
 
 describe('agent daemon (file source)', () => {
-  it('joins three networks at once: all connected, a ping over each, status shows three and exits 0; a non-root user can read status but not take a network down', async () => {
+  it('joins three networks at once: all connected, a ping over each, status shows three and exits 0; a non-root user can read status but not take a network down; root can down, up and restart one network', async () => {
     await withLab(async (lab) => {
       const w = await world(lab, ['alpha', 'beta', 'gamma']);
       const agent = w.startAgent();
@@ -62,6 +62,23 @@ describe('agent daemon (file source)', () => {
         expect(down.code).toBe(ExitCode.permissionDenied);
         expect(down.stderr).toContain('permission denied: down beta needs root (try sudo)');
         expect(net(await w.status(), 'beta')?.state).toBe('connected');
+
+        // as root: down keeps a network down (also across reconciles), up brings it back, restart restarts only it
+        const s1 = await w.status();
+        expect((await cli(['down', 'beta', '--runtime-dir', w.runtimeDir])).code).toBe(0);
+        const s2 = await w.waitStatus((st) => net(st, 'beta')?.state === 'stopped');
+        expect(net(s2, 'beta')).toMatchObject({ admin_down: true, pid: null });
+        expect((await w.node.exec('ip', ['link', 'show', 'mv-beta'], { allowFail: true })).code).not.toBe(0);
+        expect((await cli(['status', '--runtime-dir', w.runtimeDir])).code).toBe(ExitCode.notAllConnected);
+        expect((await cli(['reload', '--runtime-dir', w.runtimeDir])).code).toBe(0);
+        expect(net(await w.status(), 'beta')).toMatchObject({ state: 'stopped', admin_down: true });
+        expect((await cli(['up', 'beta', '--runtime-dir', w.runtimeDir])).code).toBe(0);
+        await w.waitStatus((st) => net(st, 'beta')?.state === 'connected' && !net(st, 'beta')!.admin_down);
+        expect((await cli(['restart', 'alpha', '--runtime-dir', w.runtimeDir])).code).toBe(0);
+        const s3 = await w.waitStatus((st) => net(st, 'alpha')?.state === 'connected' && net(st, 'alpha')!.pid !== net(s1, 'alpha')!.pid);
+        expect(net(s3, 'gamma')).toMatchObject({ pid: net(s1, 'gamma')!.pid, connected_since: net(s1, 'gamma')!.connected_since });
+        const unknown = await cli(['down', 'delta', '--runtime-dir', w.runtimeDir]);
+        expect(unknown.stderr).toContain('MVPN_NETWORK_UNKNOWN');
       } finally {
         expect(await agent.stop()).toBe(0);
         if (process.env['AGENT_TEST_LOG']) console.log(agent.log());
@@ -286,6 +303,36 @@ describe('agent daemon (file source)', () => {
         expect(r2.stderr).toMatch(/config anchor: .*MVPN_CONFIG_INVALID/);
         await expect(readdir(w.stateDir)).rejects.toMatchObject({ code: 'ENOENT' });
       } finally {
+        await w.cleanup();
+      }
+    });
+  });
+  it('READY=1 waits for a definite answer from every network, at most ready_timeout: a rejected bundle does not hold it up, a silent server does until the timeout', async () => {
+    await withLab(async (lab) => {
+      const w = await AgentWorld.create(lab);
+      await w.addNetwork('alpha');
+      await w.addNetwork('beta', { server: false });
+      await w.addNetwork('gamma');
+      await w.publish({ hostile: { id: 'gamma', spec: { extra_options: [['up', '/bin/sh']] } } });
+      await w.writeConfig({ ready_timeout_s: 15 });
+      const listener = await startNotifyListener();
+      const agent = w.startAgent({ env: { NOTIFY_SOCKET: listener.socket } });
+      try {
+        const s0 = await w.waitStatus((st) => net(st, 'alpha')?.state === 'connected' && net(st, 'gamma')?.state === 'failed');
+        // alpha is up and gamma has definitely failed, but beta is still trying: not ready yet
+        expect(net(s0, 'beta')?.state).toBe('connecting');
+        expect(s0.ready).toBe(false);
+        expect(listener.messages().some((d) => d.fields['READY'] === '1')).toBe(false);
+        const ready = await listener.waitFor((d) => d.fields['READY'] === '1', 60_000);
+        expect(ready.fields['STATUS']).toBe('1/3 networks connected');
+        const s1 = await w.status();
+        expect(s1.ready).toBe(true);
+        expect(net(s1, 'gamma')).toMatchObject({ state: 'failed', bundle_version: null, last_error: { code: 'MVPN_OPTION_FORBIDDEN' } });
+        expect(agent.log()).toContain('ready: 1/3 networks connected (stopped waiting for the rest)');
+        expect((await cli(['status', '--runtime-dir', w.runtimeDir])).code).toBe(ExitCode.notAllConnected);
+      } finally {
+        await agent.stop();
+        await listener.stop();
         await w.cleanup();
       }
     });
