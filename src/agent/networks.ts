@@ -12,6 +12,9 @@
  *   started. Otherwise a restart is the supervisor's own restart().
  * - A network an operator took down is never started here, whoever asks
  *   (a reconcile that planned before the `down` arrived included).
+ * - Operations on one network run one at a time (reconcile and the control
+ *   API may ask at once); two supervisors for one network would leave one
+ *   openvpn untracked. After stopAll() (shutdown) nothing starts any more.
  */
 import type { InstalledBundle } from '../bundle/install.ts';
 import { runtimePaths } from '../openvpn/process.ts';
@@ -65,6 +68,8 @@ interface Entry {
 export class NetworkRunner {
   private readonly entries = new Map<string, Entry>();
   private readonly down = new Set<string>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private closed = false;
   private readonly runtimeDir: string;
   private readonly openvpnPath: string;
   private readonly factory: SupervisorFactory;
@@ -105,9 +110,25 @@ export class NetworkRunner {
     return entry;
   }
 
+  /** Run `fn` after every earlier operation on network `id` has finished. */
+  private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    const tail = next.catch(() => undefined);
+    this.locks.set(id, tail);
+    void tail.then(() => {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    });
+    return next;
+  }
+
   /** Make sure the installed bundle runs; a running supervisor with the same spec is left alone. */
-  async run(b: InstalledBundle): Promise<void> {
-    if (this.down.has(b.network)) return;
+  run(b: InstalledBundle): Promise<void> {
+    return this.serial(b.network, () => this.runNow(b));
+  }
+
+  private async runNow(b: InstalledBundle): Promise<void> {
+    if (this.closed || this.down.has(b.network)) return;
     const spec = instanceSpec(b, this.runtimeDir, this.openvpnPath);
     const e = this.entries.get(b.network);
     if (e !== undefined && sameSpec(e.spec, spec)) {
@@ -115,24 +136,30 @@ export class NetworkRunner {
       if (state === 'stopped' || state === 'failed') e.sup.start();
       return;
     }
-    if (e !== undefined) await this.stop(b.network);
-    if (this.down.has(b.network)) return;
+    if (e !== undefined) await this.stopNow(b.network);
+    if (this.closed || this.down.has(b.network)) return;
     this.create(spec).sup.start();
   }
 
   /** Restart with a (possibly) new bundle: only this network's openvpn. */
-  async restart(b: InstalledBundle): Promise<void> {
-    if (this.down.has(b.network)) return;
-    const spec = instanceSpec(b, this.runtimeDir, this.openvpnPath);
-    const e = this.entries.get(b.network);
-    if (e !== undefined && sameSpec(e.spec, spec)) {
-      e.sup.restart();
-      return;
-    }
-    await this.run(b);
+  restart(b: InstalledBundle): Promise<void> {
+    return this.serial(b.network, async () => {
+      if (this.closed || this.down.has(b.network)) return;
+      const spec = instanceSpec(b, this.runtimeDir, this.openvpnPath);
+      const e = this.entries.get(b.network);
+      if (e !== undefined && sameSpec(e.spec, spec)) {
+        e.sup.restart();
+        return;
+      }
+      await this.runNow(b);
+    });
   }
 
-  async stop(id: string): Promise<void> {
+  stop(id: string): Promise<void> {
+    return this.serial(id, () => this.stopNow(id));
+  }
+
+  private async stopNow(id: string): Promise<void> {
     const e = this.entries.get(id);
     if (e === undefined) return;
     await e.sup.stop();
@@ -159,6 +186,9 @@ export class NetworkRunner {
 
   /** Stop every network (daemon shutdown), in parallel; each by its own pid. */
   async stopAll(): Promise<void> {
-    await Promise.all(this.ids().map((id) => this.stop(id)));
+    this.closed = true;
+    // Also networks with an operation in flight: it finishes first (and starts nothing now).
+    const ids = new Set([...this.ids(), ...this.locks.keys()]);
+    await Promise.all([...ids].map((id) => this.stop(id)));
   }
 }

@@ -1,0 +1,115 @@
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import type { InstalledBundle } from '../../src/bundle/install.ts';
+import { NetworkRunner, type SupervisorLike } from '../../src/agent/networks.ts';
+import type { InstanceSpec, InstanceState, InstanceStatus } from '../../src/openvpn/supervisor.ts';
+
+/** A supervisor double: records what it was asked, stops after a tick. */
+class FakeSupervisor extends EventEmitter implements SupervisorLike {
+  readonly spec: InstanceSpec;
+  readonly calls: string[] = [];
+  state: InstanceState = 'stopped';
+  constructor(spec: InstanceSpec) {
+    super();
+    this.spec = spec;
+  }
+  start(): void {
+    this.calls.push('start');
+    this.state = 'connected';
+  }
+  restart(): void {
+    this.calls.push('restart');
+  }
+  async stop(): Promise<void> {
+    this.calls.push('stop');
+    await new Promise((r) => setTimeout(r, 5));
+    this.state = 'stopped';
+  }
+  status(): InstanceStatus {
+    return { id: this.spec.id, role: 'client', state: this.state, since: 0, bytesIn: 0, bytesOut: 0, restarts: 0 };
+  }
+}
+
+function bundle(id: string, address = '198.19.1.10/24'): InstalledBundle {
+  return { network: id, configPath: `/state/networks/${id}/openvpn.conf`, dir: `/state/networks/${id}`, spec: { address: { ipv4: address } } } as unknown as InstalledBundle;
+}
+
+function runner(): { r: NetworkRunner; made: FakeSupervisor[] } {
+  const made: FakeSupervisor[] = [];
+  const r = new NetworkRunner({
+    runtimeDir: '/run/mvpn-client',
+    openvpnPath: '/usr/sbin/openvpn',
+    factory: (spec) => {
+      const s = new FakeSupervisor(spec);
+      made.push(s);
+      return s;
+    },
+    onChange: () => undefined,
+  });
+  return { r, made };
+}
+
+describe('network runner', () => {
+  it('gives each network its runtime files and interface', async () => {
+    const { r, made } = runner();
+    await r.run(bundle('alpha'));
+    expect(made[0]!.spec).toMatchObject({
+      id: 'alpha',
+      dev: 'mv-alpha',
+      mgmtSocket: '/run/mvpn-client/openvpn-alpha.sock',
+      pidFile: '/run/mvpn-client/openvpn-alpha.pid',
+      expectedAddress: '198.19.1.10/24',
+      openvpnPath: '/usr/sbin/openvpn',
+    });
+  });
+
+  it('never makes two supervisors for one network when asked at once', async () => {
+    const { r, made } = runner();
+    await Promise.all([r.run(bundle('alpha')), r.run(bundle('alpha')), r.restart(bundle('alpha'))]);
+    expect(made).toHaveLength(1);
+    expect(made[0]!.calls).toEqual(['start', 'restart']);
+  });
+
+  it('a replacement in flight (old one still stopping) is not doubled by a concurrent run', async () => {
+    const { r, made } = runner();
+    await r.run(bundle('alpha'));
+    const next = bundle('alpha', '198.19.1.11/24');
+    await Promise.all([r.restart(next), r.run(next)]);
+    expect(made).toHaveLength(2);
+    expect(made[1]!.calls).toEqual(['start']);
+  });
+
+  it('restarts in place for the same spec, replaces the supervisor when the spec changed', async () => {
+    const { r, made } = runner();
+    await r.run(bundle('alpha'));
+    await r.restart(bundle('alpha'));
+    expect(made).toHaveLength(1);
+    await r.restart(bundle('alpha', '198.19.1.11/24'));
+    expect(made).toHaveLength(2);
+    expect(made[0]!.calls).toEqual(['start', 'restart', 'stop']);
+    expect(made[1]!.calls).toEqual(['start']);
+  });
+
+  it('keeps an operator-downed network down, whoever asks, until up', async () => {
+    const { r, made } = runner();
+    await r.run(bundle('alpha'));
+    await r.adminDown('alpha');
+    await r.run(bundle('alpha'));
+    await r.restart(bundle('alpha'));
+    expect(r.isRunning('alpha')).toBe(false);
+    expect(made).toHaveLength(1);
+    await r.adminUp(bundle('alpha'), 'alpha');
+    expect(r.isRunning('alpha')).toBe(true);
+  });
+
+  it('starts nothing after stopAll, also what was asked for while it stopped', async () => {
+    const { r, made } = runner();
+    await r.run(bundle('alpha'));
+    const stopping = r.stopAll();
+    const late = r.run(bundle('beta'));
+    await Promise.all([stopping, late]);
+    await r.run(bundle('gamma'));
+    expect(made.map((s) => s.spec.id)).toEqual(['alpha']);
+    expect(r.isRunning('alpha')).toBe(false);
+  });
+});
