@@ -166,20 +166,27 @@ function isAssignable(subnet: Cidr, ip: number): boolean {
 }
 
 export interface AddressState {
-  /** Addresses current members hold (active or revoked: a revoked member keeps its address reserved). */
-  readonly taken: ReadonlySet<number>;
-  /** Addresses any member of this network has ever held. */
-  readonly everUsed: ReadonlySet<number>;
+  /** Held by a current member (active or revoked: a revoked member keeps its address reserved). */
+  readonly taken: (ip: number) => boolean;
+  /** Held by any member of this network, ever. */
+  readonly everUsed: (ip: number) => boolean;
   /** The address this node held in this network before, if any. */
   readonly previous?: number | undefined;
+  /**
+   * Where to start looking for a never-used address: every address below it
+   * has been used (a hint kept with the network, so adding the 1,000th node
+   * does not walk the first 999). Absent: the subnet's first host.
+   */
+  readonly freshFrom?: number | undefined;
 }
 
 /**
  * A node's address in a network: `requested` validated (inside the subnet,
  * not the network, broadcast or server address, not taken), or allocated by
- * the policy in the module comment.
+ * the policy in the module comment. `fresh` says the address was never used
+ * before (the caller moves its hint past it).
  */
-export function allocateAddress(subnet: Cidr, state: AddressState, requested?: number): number {
+export function allocateAddress(subnet: Cidr, state: AddressState, requested?: number): { address: number; fresh: boolean } {
   if (requested !== undefined) {
     if (!isAssignable(subnet, requested)) {
       const why = !contains(subnet, requested)
@@ -191,23 +198,21 @@ export function allocateAddress(subnet: Cidr, state: AddressState, requested?: n
         context: { address: intToIp(requested), subnet: formatCidr(subnet) },
       });
     }
-    if (state.taken.has(requested)) {
+    if (state.taken(requested)) {
       throw new StoreError('MVPN_ALREADY_EXISTS', `address ${intToIp(requested)} is already held by another node`, {
         context: { address: intToIp(requested) },
       });
     }
-    return requested;
+    return { address: requested, fresh: !state.everUsed(requested) };
   }
-  if (state.previous !== undefined && isAssignable(subnet, state.previous) && !state.taken.has(state.previous)) return state.previous;
+  if (state.previous !== undefined && isAssignable(subnet, state.previous) && !state.taken(state.previous)) return { address: state.previous, fresh: false };
   const first = subnet.base + 1;
   const last = subnet.base + size(subnet) - 2;
-  let freed: number | undefined;
-  for (let ip = first; ip <= last; ip++) {
-    if (!isAssignable(subnet, ip) || state.taken.has(ip)) continue;
-    if (!state.everUsed.has(ip)) return ip;
-    freed ??= ip;
+  for (let ip = Math.max(first, state.freshFrom ?? first); ip <= last; ip++) {
+    if (isAssignable(subnet, ip) && !state.everUsed(ip) && !state.taken(ip)) return { address: ip, fresh: true };
   }
-  if (freed !== undefined) return freed;
+  // No never-used address left: the lowest freed one (a full scan, only when the subnet is nearly full).
+  for (let ip = first; ip <= last; ip++) if (isAssignable(subnet, ip) && !state.taken(ip)) return { address: ip, fresh: false };
   throw new StoreError('MVPN_POOL_EXHAUSTED', `no free address left in ${formatCidr(subnet)}`, {
     context: { subnet: formatCidr(subnet) },
     hint: 'remove nodes that left, or create the network with a larger --subnet',

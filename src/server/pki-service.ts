@@ -24,8 +24,23 @@ export function serverCn(networkId: string): string {
   return `mvpn-server-${networkId}`;
 }
 
+/**
+ * src/pki caches a parsed and imported CA per CaMaterial object, so the same
+ * CA must come back as the same object: importing it again for every
+ * certificate would cost more than the signature. Keyed by the certificate
+ * and key text, bounded (one entry per network CA in use).
+ */
+const caObjects = new Map<string, CaMaterial>();
+
 export function caOf(net: Pick<NetworkRecord, 'keyAlg' | 'caCertPem' | 'caKeyPem'>): CaMaterial {
-  return { alg: net.keyAlg as KeyAlg, certPem: net.caCertPem, keyPem: net.caKeyPem };
+  const k = `${net.keyAlg}\0${net.caCertPem}\0${net.caKeyPem}`;
+  let ca = caObjects.get(k);
+  if (!ca) {
+    ca = { alg: net.keyAlg as KeyAlg, certPem: net.caCertPem, keyPem: net.caKeyPem };
+    if (caObjects.size >= 1024) caObjects.delete(caObjects.keys().next().value!);
+    caObjects.set(k, ca);
+  }
+  return ca;
 }
 
 export interface NetworkPki {

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMvpnError } from '../../src/errors.ts';
 import { overlaps, parseCidr } from '../../src/server/alloc.ts';
-import { SqliteStore } from '../../src/server/store/sqlite.ts';
+import { MIGRATIONS, SqliteStore } from '../../src/server/store/sqlite.ts';
 import type { NodeRecord } from '../../src/server/store/store.ts';
 import { makeServer, openContext, type TestServer } from '../helpers/server-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -40,7 +40,7 @@ describe('SqliteStore', () => {
     SqliteStore.open(path, { create: true }).close();
     const db = new DatabaseSync(path);
     try {
-      expect((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(1);
+      expect((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(2);
       expect((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
       const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((r) => r.name);
       expect(tables).toEqual(['address_history', 'memberships', 'meta', 'networks', 'nodes', 'revocations', 'tokens']);
@@ -49,6 +49,24 @@ describe('SqliteStore', () => {
     }
     // Opening again is a no-op migration.
     SqliteStore.open(path).close();
+  });
+
+  it('upgrades a version 1 store in place, keeping its rows', () => {
+    const path = join(dir.path, 'v1.db');
+    const db = new DatabaseSync(path);
+    db.exec(MIGRATIONS[0]!);
+    db.exec('PRAGMA user_version = 1');
+    db.exec(`INSERT INTO networks VALUES ('old', 'old', 'tap', 'udp', 1194, '198.19.0.0/24', 'down', '[]', 'ec-p256', 'c', 'k', 'sc', 'sk', 't', 'crl', 1, 0, 0, 0)`);
+    db.close();
+    const s = SqliteStore.open(path);
+    try {
+      expect(s.read((tx) => tx.getNetwork('old'))).toMatchObject({ id: 'old', port: 1194, allocHint: 0 });
+    } finally {
+      s.close();
+    }
+    const again = new DatabaseSync(path);
+    expect((again.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(MIGRATIONS.length);
+    again.close();
   });
 
   it('refuses a store written by a newer schema, and a missing file', () => {

@@ -25,6 +25,12 @@ function code(fn: () => unknown): string {
 }
 
 const ips = (...xs: string[]) => new Set(xs.map(ipToInt));
+/** The state from sets, as the store would answer. */
+const st = (taken: Set<number>, everUsed: Set<number>, extra: { previous?: number; freshFrom?: number } = {}): AddressState => ({
+  taken: (ip) => taken.has(ip),
+  everUsed: (ip) => everUsed.has(ip),
+  ...extra,
+});
 
 describe('ipv4 parsing', () => {
   it.each([
@@ -130,30 +136,35 @@ describe('allocateSubnet', () => {
 
 describe('allocateAddress', () => {
   const subnet = parseCidr('198.19.5.0/24');
-  const none: AddressState = { taken: new Set(), everUsed: new Set() };
+  const none: AddressState = st(new Set(), new Set());
   it('the server holds the first host', () => expect(intToIp(serverAddress(subnet))).toBe('198.19.5.1'));
 
   it.each<[string, AddressState, string | undefined, string]>([
     ['lowest host after the server', none, undefined, '198.19.5.2'],
-    ['skips taken', { taken: ips('198.19.5.2', '198.19.5.3'), everUsed: ips('198.19.5.2', '198.19.5.3') }, undefined, '198.19.5.4'],
-    ['prefers never-used over freed', { taken: ips('198.19.5.3'), everUsed: ips('198.19.5.2', '198.19.5.3') }, undefined, '198.19.5.4'],
-    ['gives a returning node its old address', { taken: new Set(), everUsed: ips('198.19.5.9'), previous: ipToInt('198.19.5.9') }, undefined, '198.19.5.9'],
-    [
-      'not the old address when someone else holds it now',
-      { taken: ips('198.19.5.9'), everUsed: ips('198.19.5.9'), previous: ipToInt('198.19.5.9') },
-      undefined,
-      '198.19.5.2',
-    ],
+    ['skips taken', st(ips('198.19.5.2', '198.19.5.3'), ips('198.19.5.2', '198.19.5.3')), undefined, '198.19.5.4'],
+    ['prefers never-used over freed', st(ips('198.19.5.3'), ips('198.19.5.2', '198.19.5.3')), undefined, '198.19.5.4'],
+    ['gives a returning node its old address', st(new Set(), ips('198.19.5.9'), { previous: ipToInt('198.19.5.9') }), undefined, '198.19.5.9'],
+    ['not the old address when someone else holds it now', st(ips('198.19.5.9'), ips('198.19.5.9'), { previous: ipToInt('198.19.5.9') }), undefined, '198.19.5.2'],
+    ['starts at the hint', st(ips('198.19.5.2'), ips('198.19.5.2', '198.19.5.3'), { freshFrom: ipToInt('198.19.5.4') }), undefined, '198.19.5.4'],
+    ['a hint below the subnet is harmless', st(new Set(), new Set(), { freshFrom: 0 }), undefined, '198.19.5.2'],
     ['requested', none, '198.19.5.200', '198.19.5.200'],
   ])('%s', (_name, state, requested, expected) => {
-    expect(intToIp(allocateAddress(subnet, state, requested === undefined ? undefined : ipToInt(requested)))).toBe(expected);
+    expect(intToIp(allocateAddress(subnet, state, requested === undefined ? undefined : ipToInt(requested)).address)).toBe(expected);
+  });
+
+  it('says whether the address was never used before', () => {
+    expect(allocateAddress(subnet, st(new Set(), new Set())).fresh).toBe(true);
+    expect(allocateAddress(subnet, st(new Set(), ips('198.19.5.9'), { previous: ipToInt('198.19.5.9') })).fresh).toBe(false);
+    expect(allocateAddress(subnet, st(new Set(), ips('198.19.5.9')), ipToInt('198.19.5.9')).fresh).toBe(false);
   });
 
   it('reuses a freed address only when the subnet has no never-used one left', () => {
     const small = parseCidr('198.19.6.0/29'); // hosts .1 (server) .2-.6
     const everUsed = ips('198.19.6.2', '198.19.6.3', '198.19.6.4', '198.19.6.5', '198.19.6.6');
     const taken = ips('198.19.6.2', '198.19.6.4', '198.19.6.5', '198.19.6.6');
-    expect(intToIp(allocateAddress(small, { taken, everUsed }))).toBe('198.19.6.3');
+    expect(intToIp(allocateAddress(small, st(taken, everUsed)).address)).toBe('198.19.6.3');
+    // Also when the hint says everything below the end was used.
+    expect(intToIp(allocateAddress(small, st(taken, everUsed, { freshFrom: ipToInt('198.19.6.7') })).address)).toBe('198.19.6.3');
   });
 
   it.each([
@@ -163,11 +174,11 @@ describe('allocateAddress', () => {
     ["the server's address", '198.19.5.1', 'MVPN_ADDRESS_INVALID'],
     ['taken', '198.19.5.7', 'MVPN_ALREADY_EXISTS'],
   ])('refuses a requested address that is %s', (_name, requested, expected) => {
-    expect(code(() => allocateAddress(subnet, { taken: ips('198.19.5.7'), everUsed: new Set() }, ipToInt(requested)))).toBe(expected);
+    expect(code(() => allocateAddress(subnet, st(ips('198.19.5.7'), new Set()), ipToInt(requested)))).toBe(expected);
   });
 
   it('reports exhaustion', () => {
     const tiny = parseCidr('198.19.7.0/30'); // .1 server, .2 the only node address
-    expect(code(() => allocateAddress(tiny, { taken: ips('198.19.7.2'), everUsed: new Set() }))).toBe('MVPN_POOL_EXHAUSTED');
+    expect(code(() => allocateAddress(tiny, st(ips('198.19.7.2'), new Set())))).toBe('MVPN_POOL_EXHAUSTED');
   });
 });

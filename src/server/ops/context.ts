@@ -87,7 +87,7 @@ export class Bumps {
       tx.updateMembership(network, node, { bundleVersion: seq, bundleCreatedAt: now });
       docs.add(node);
     };
-    for (const id of this.networks) for (const m of tx.listMemberships({ network: id })) if (!m.revoked) touch(m.network, m.node);
+    for (const id of this.networks) for (const m of tx.memberAddresses(id)) if (!m.revoked) touch(id, m.node);
     for (const [network, node] of this.memberships) if (tx.getMembership(network, node)) touch(network, node);
     for (const node of docs) {
       if (tx.getNode(node)) tx.updateNode(node, { docSerial: seq, docIssuedAt: now, docExpiresAt: now + membershipDays * DAY });

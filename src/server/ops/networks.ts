@@ -109,6 +109,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
       state: 'down',
       remotes,
       ...pki,
+      allocHint: 0,
       createdAt: now,
       updatedAt: now,
     };
@@ -152,7 +153,7 @@ export function deleteNetwork(ctx: ServerContext, id: string): NetworkRecord {
     if (net.state === 'deleted') return net;
     tx.updateNetwork(id, { state: 'deleted', updatedAt: now });
     const bumps = new Bumps();
-    for (const m of tx.listMemberships({ network: id })) bumps.doc(m.node);
+    for (const m of tx.memberAddresses(id)) bumps.doc(m.node);
     bumps.apply(tx, now, ctx.config.membership_days);
     return { ...net, state: 'deleted' as NetworkState, updatedAt: now };
   });
@@ -167,7 +168,7 @@ export async function purgeNetwork(ctx: ServerContext, id: string): Promise<Netw
     if (!n) throw new StoreError('MVPN_NOT_FOUND', `no network ${id}`, { context: { network: id } });
     requireNotUp(n, 'purge');
     const bumps = new Bumps();
-    for (const m of tx.listMemberships({ network: id })) bumps.doc(m.node);
+    for (const m of tx.memberAddresses(id)) bumps.doc(m.node);
     tx.deleteNetwork(id);
     bumps.apply(tx, now, ctx.config.membership_days);
     return n;

@@ -86,18 +86,19 @@ export async function addNode(ctx: ServerContext, input: AddNodeInput): Promise<
           createdAt: now,
         });
       }
-      const members = tx.listMemberships({ network: input.network });
-      const history = tx.addressHistory(input.network);
-      const mine = history.filter((h) => h.node === input.node).at(-1);
-      const address = allocateAddress(
+      const prev = tx.previousAddress(input.network, input.node);
+      const alloc = allocateAddress(
         parseCidr(n.subnet),
         {
-          taken: new Set(members.map((m) => ipToInt(m.address))),
-          everUsed: new Set(history.map((h) => ipToInt(h.address))),
-          previous: mine === undefined ? undefined : ipToInt(mine.address),
+          taken: (ip) => tx.isAddressTaken(input.network, intToIp(ip)),
+          everUsed: (ip) => tx.wasAddressUsed(input.network, intToIp(ip)),
+          previous: prev === undefined ? undefined : ipToInt(prev),
+          freshFrom: n.allocHint,
         },
         requested,
       );
+      const address = alloc.address;
+      if (alloc.fresh && requested === undefined) tx.updateNetwork(input.network, { allocHint: address + 1 });
       const rec: MembershipRecord = {
         network: input.network,
         node: input.node,

@@ -16,7 +16,6 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { StoreError } from '../../errors.ts';
 import type {
-  AddressHistoryRecord,
   MembershipPatch,
   MembershipRecord,
   NetworkPatch,
@@ -30,7 +29,7 @@ import type {
 } from './store.ts';
 
 /** Schema versions, in order; `PRAGMA user_version` is how many are applied. Never edit one that shipped; append. */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
   INSERT INTO meta (key, value) VALUES ('seq', 0);
@@ -116,6 +115,11 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (network, serial)
   ) STRICT;
   `,
+  // 2: O(1) address allocation (a hint per network, an index for a node's previous address)
+  `
+  ALTER TABLE networks ADD COLUMN alloc_hint INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX address_history_node ON address_history (network, node, at);
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -161,6 +165,7 @@ function toNetwork(r: Row): NetworkRecord {
     crlPem: str(r['crl']),
     crlNumber: num(r['crl_number']),
     crlNextUpdate: num(r['crl_next_update']),
+    allocHint: num(r['alloc_hint']),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -226,6 +231,7 @@ const NETWORK_COLUMNS: Record<keyof NetworkPatch, string> = {
   crlPem: 'crl',
   crlNumber: 'crl_number',
   crlNextUpdate: 'crl_next_update',
+  allocHint: 'alloc_hint',
   updatedAt: 'updated_at',
 };
 const NODE_COLUMNS: Record<keyof NodePatch, string> = {
@@ -409,9 +415,9 @@ export class SqliteStore implements Store {
         guard();
         exec(
           `INSERT INTO networks (id, name, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, created_at, updated_at)
+             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, created_at, updated_at)
            VALUES ($id, $name, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-             $tc, $crl, $crl_number, $crl_next_update, $created_at, $updated_at)`,
+             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $created_at, $updated_at)`,
           {
             id: n.id,
             name: n.name,
@@ -430,6 +436,7 @@ export class SqliteStore implements Store {
             crl: n.crlPem,
             crl_number: n.crlNumber,
             crl_next_update: n.crlNextUpdate,
+            alloc_hint: n.allocHint,
             created_at: n.createdAt,
             updated_at: n.updatedAt,
           },
@@ -514,10 +521,19 @@ export class SqliteStore implements Store {
         exec('DELETE FROM memberships WHERE network = $network AND node = $node', { network, node });
       },
 
-      addressHistory: (network) =>
-        all('SELECT * FROM address_history WHERE network = $network ORDER BY at', { network }).map(
-          (r): AddressHistoryRecord => ({ network: str(r['network']), node: str(r['node']), address: str(r['address']), at: num(r['at']) }),
-        ),
+      memberAddresses: (network) =>
+        all('SELECT node, address, revoked FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
+          node: str(r['node']),
+          address: str(r['address']),
+          revoked: r['revoked'] === 1,
+        })),
+      isAddressTaken: (network, address) => get('SELECT 1 AS x FROM memberships WHERE network = $network AND address = $address', { network, address }) !== undefined,
+      wasAddressUsed: (network, address) =>
+        get('SELECT 1 AS x FROM address_history WHERE network = $network AND address = $address LIMIT 1', { network, address }) !== undefined,
+      previousAddress: (network, node) => {
+        const r = get('SELECT address FROM address_history WHERE network = $network AND node = $node ORDER BY at DESC, address LIMIT 1', { network, node });
+        return r === undefined ? undefined : str(r['address']);
+      },
       recordAddress: (h) => {
         guard();
         exec(

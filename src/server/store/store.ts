@@ -50,6 +50,8 @@ export interface NetworkRecord {
   readonly crlNumber: number;
   /** ms since the epoch */
   readonly crlNextUpdate: number;
+  /** Allocation hint: every address below it has been used (see alloc.ts). */
+  readonly allocHint: number;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
@@ -115,7 +117,7 @@ type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P]
 
 export type NetworkPatch = Patch<
   NetworkRecord,
-  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'updatedAt'
+  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt'
 >;
 export type NodePatch = Patch<
   NodeRecord,
@@ -149,7 +151,12 @@ export interface StoreTx {
   updateMembership(network: string, node: string, patch: MembershipPatch): void;
   deleteMembership(network: string, node: string): void;
 
-  addressHistory(network: string): AddressHistoryRecord[];
+  /** Members of a network without their key material (cheap for network-wide changes). */
+  memberAddresses(network: string): { node: string; address: string; revoked: boolean }[];
+  /** Allocation lookups, each one indexed query. */
+  isAddressTaken(network: string, address: string): boolean;
+  wasAddressUsed(network: string, address: string): boolean;
+  previousAddress(network: string, node: string): string | undefined;
   recordAddress(rec: AddressHistoryRecord): void;
 
   getToken(hash: string): TokenRecord | undefined;
