@@ -17,9 +17,11 @@
  *   (`status 3`) whose CN is no longer allowed (removed, revoked, no ccd),
  *   or whose certificate was replaced since the last reconcile, is killed
  *   with `kill CN`.
- * - A leftover openvpn of a crashed previous daemon is stopped (by pid,
- *   after checking its command line) before anything starts, so no network
- *   ever runs twice.
+ * - One daemon per runtime directory: `server.pid` there names the running
+ *   one (checked against /proc/<pid>/cmdline), and a second `server run`
+ *   refuses with MVPN_DAEMON_RUNNING before it touches anything. Only then
+ *   is a leftover openvpn of a crashed previous daemon stopped (by pid, after
+ *   checking its command line), so no network ever runs twice.
  * - L2 neighbour priming: openvpn in bridge mode forwards a unicast frame to
  *   a client only once it has seen a frame from that client's MAC; unknown
  *   destinations go to the server's tap, not to the other clients. After a
@@ -32,15 +34,16 @@
  *   running or has definitely failed (or a timeout passed); STATUS= carries
  *   "N/M networks up, K clients".
  */
-import { readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { ConfigError, toMvpnError } from '../errors.ts';
+import { ConfigError, DaemonError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import { signingKeyFromPem } from '../bundle/sign.ts';
 import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
-import { cleanupLeftovers, runtimePaths } from '../openvpn/process.ts';
+import { cleanupLeftovers, isAlive, readCmdline, runtimePaths } from '../openvpn/process.ts';
 import { Supervisor, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
@@ -96,6 +99,39 @@ interface Instance {
 
 const SETTLED = new Set(['connected', 'degraded', 'failed', 'backoff']);
 
+const PID_FILE = 'server.pid';
+
+/**
+ * Claims the runtime directory for this process, or throws MVPN_DAEMON_RUNNING
+ * when a live `server run` (or another daemon in this process) holds it. A
+ * pid file naming a dead process or something else is stale and replaced.
+ */
+export async function claimRuntimeDir(runtimeDir: string): Promise<void> {
+  const path = join(runtimeDir, PID_FILE);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const fh = await open(path, 'wx', 0o644);
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (Number.isSafeInteger(pid) && pid > 0 && (await isAlive(pid))) {
+      const argv = (await readCmdline(pid)) ?? [];
+      if (pid === process.pid || (argv.includes('server') && argv.includes('run'))) {
+        throw new DaemonError('MVPN_DAEMON_RUNNING', `a server daemon (pid ${pid}) is already running on ${runtimeDir}`, {
+          context: { pid, runtimeDir },
+          hint: 'stop it first (systemctl stop mvpn-server), or use another --state-dir',
+        });
+      }
+    }
+    await rm(path, { force: true });
+  }
+  throw new DaemonError('MVPN_DAEMON_RUNNING', `cannot claim ${path}: another daemon keeps recreating it`);
+}
+
 export class ServerDaemon {
   private readonly ctx: ServerContext;
   private readonly store: SqliteStore;
@@ -110,6 +146,7 @@ export class ServerDaemon {
   private reconciling: Promise<void> | undefined;
   private again: string | undefined;
   private stopped = false;
+  private claimed = false;
   private statusWrite: Promise<void> = Promise.resolve();
 
   private constructor(ctx: ServerContext & { store: SqliteStore }, server: Server, opts: DaemonOptions) {
@@ -143,6 +180,8 @@ export class ServerDaemon {
     const daemon = new ServerDaemon(ctx, server, opts);
     try {
       await ensureDir(config.runtime_dir, 0o700);
+      await claimRuntimeDir(config.runtime_dir);
+      daemon.claimed = true;
       await cleanupLeftovers(config.runtime_dir, { ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}) });
       const { host, port } = parseListen(config.listen);
       await new Promise<void>((resolve, reject) => {
@@ -405,7 +444,7 @@ export class ServerDaemon {
   }
 
   private writeSnapshot(): Promise<void> {
-    if (this.stopped) return this.statusWrite;
+    if (this.stopped || !this.claimed) return this.statusWrite;
     this.statusWrite = this.statusWrite.then(() => writeStatus(this.ctx.config.runtime_dir, this.snapshot()).catch(() => undefined));
     return this.statusWrite;
   }
@@ -449,7 +488,11 @@ export class ServerDaemon {
       this.server.closeAllConnections();
     });
     await this.statusWrite;
-    await rm(statusPath(this.ctx.config.runtime_dir), { force: true });
+    // The runtime files belong to whoever claimed the directory: a daemon that was refused leaves them alone.
+    if (this.claimed) {
+      await rm(statusPath(this.ctx.config.runtime_dir), { force: true });
+      await rm(join(this.ctx.config.runtime_dir, PID_FILE), { force: true });
+    }
     this.store.close();
     this.logger.emit({ kind: 'server.stopped' });
   }

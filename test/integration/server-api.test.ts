@@ -92,6 +92,15 @@ describe('server HTTPS API', () => {
     expect((await get('/v1/membership', a)).headers['etag']).toBe(m.headers['etag']);
   });
 
+  it('refuses a second daemon on the same state directory and keeps serving', async () => {
+    await expect(ServerDaemon.start({ stateDir: s.stateDir })).rejects.toMatchObject({ code: 'MVPN_DAEMON_RUNNING' });
+    // The refused one left the running daemon's files alone.
+    expect(JSON.parse(await readFile(join(s.stateDir, 'run', 'status.json'), 'utf8'))).toMatchObject({ pid: process.pid });
+    expect((await readFile(join(s.stateDir, 'run', 'server.pid'), 'utf8')).trim()).toBe(String(process.pid));
+    const { enrolled } = await enroll(port, caPem, 'pc1', await token('pc1'));
+    expect((await get('/v1/membership', enrolled)).status).toBe(200);
+  });
+
   it('applies CLI changes without a restart: a new membership, then a removal', async () => {
     const { enrolled } = await enroll(port, caPem, 'pc2', await token('pc2'));
     const a = enrolled!;
