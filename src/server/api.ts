@@ -238,6 +238,8 @@ export function createApiServer(deps: ApiDeps): Server {
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,
+      // How often those two are enforced (node's default, 30 s, would let a slow client hold a socket that long).
+      connectionsCheckingInterval: Math.max(250, Math.min(5_000, Math.floor(limits.headersTimeoutMs / 2))),
       keepAliveTimeout: limits.keepAliveTimeoutMs,
     },
     (req, res) => {
@@ -263,13 +265,20 @@ export function createApiServer(deps: ApiDeps): Server {
       );
     },
   );
-  server.on('clientError', (err, socket) => {
-    logger.emit({ kind: 'api.client-error', message: (err as Error).message });
-    if (socket.writable && !(err as NodeJS.ErrnoException).code?.startsWith('ERR_SSL')) {
-      socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: application/json\r\n\r\n{"error":{"code":"MVPN_API_BAD_REQUEST","message":"malformed request"}}');
-    } else {
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    logger.emit({ kind: 'api.client-error', message: err.message });
+    if (!socket.writable || err.code?.startsWith('ERR_SSL') || err.code === 'ECONNRESET') {
       socket.destroy();
+      return;
     }
+    const [status, reason, message] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'the request took too long']
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large', 'request headers are too large']
+          : [400, 'Bad Request', 'malformed request'];
+    const body = JSON.stringify({ error: { code: 'MVPN_API_BAD_REQUEST', message } });
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
   });
   server.on('tlsClientError', (err) => logger.emit({ kind: 'api.client-error', message: `TLS: ${err.message}` }));
   return server;
