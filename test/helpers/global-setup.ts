@@ -3,12 +3,18 @@
  * at the end checks that the suite left nothing behind: no namespace of this
  * run and no process whose command line names this run's id. Anything found
  * is removed (namespaces) or stopped by pid, and the suite fails.
+ *
+ * While the suite runs, the test ranges that the host itself does not use are
+ * made unreachable in the host namespace, so a test that by mistake talks to
+ * a lab address from outside the lab fails at once instead of sending traffic
+ * out through the host's default route. (192.0.2.0/24 is left alone: on these
+ * machines it can be the host's own link.)
  */
 import { readFile, readdir } from 'node:fs/promises';
 import { leftoverNamespaces, sh } from './netns.ts';
 import { runId } from './run-id.ts';
 
-export function setup(): void {
+export async function setup(): Promise<void> {
   const major = Number(process.versions.node.split('.')[0]);
   if (major < 24) {
     throw new Error(
@@ -16,6 +22,21 @@ export function setup(): void {
     );
   }
   runId();
+  await guardTestRanges();
+}
+
+const GUARDED = ['198.18.0.0/15', '198.51.100.0/24', '203.0.113.0/24'];
+const added: string[] = [];
+
+async function guardTestRanges(): Promise<void> {
+  for (const prefix of GUARDED) {
+    const r = await sh('ip', ['route', 'show', 'exact', prefix], { allowFail: true });
+    if (r.code !== 0 || r.stdout.trim() !== '') continue;
+    const hostAddr = await sh('ip', ['-o', 'addr', 'show', 'to', prefix], { allowFail: true });
+    if (hostAddr.stdout.trim() !== '') continue;
+    const add = await sh('ip', ['route', 'add', 'unreachable', prefix], { allowFail: true });
+    if (add.code === 0) added.push(prefix);
+  }
 }
 
 async function leftoverProcesses(id: string): Promise<{ pid: number; cmd: string }[]> {
@@ -34,6 +55,7 @@ async function leftoverProcesses(id: string): Promise<{ pid: number; cmd: string
 }
 
 export async function teardown(): Promise<void> {
+  for (const prefix of added.splice(0)) await sh('ip', ['route', 'del', 'unreachable', prefix], { allowFail: true });
   const id = runId();
   const procs = await leftoverProcesses(id);
   for (const p of procs) {
