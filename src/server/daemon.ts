@@ -58,7 +58,7 @@ import type { ServerContext } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
 import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type StatusSnapshot } from './status.ts';
 import { SqliteStore } from './store/sqlite.ts';
-import type { NetworkRecord } from './store/store.ts';
+import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -285,7 +285,7 @@ export class ServerDaemon {
     }
     const { nets, members } = this.store.read((tx) => {
       const ns = tx.listNetworks();
-      return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.listMemberships({ network: n.id })])) };
+      return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])) };
     });
     const up: string[] = [];
     const stoppedNow: string[] = [];
@@ -353,15 +353,15 @@ export class ServerDaemon {
   }
 
   /** Kills sessions of CNs that may no longer connect, or whose certificate was replaced. */
-  private async killDisallowed(net: NetworkRecord, inst: Instance, memberships: readonly { node: string; certSerial: string | null; revoked: boolean }[]): Promise<void> {
-    const allowed = new Map(allowedMembers(memberships as Parameters<typeof allowedMembers>[0]).map((m) => [m.node, m.certSerial!]));
+  private async killDisallowed(net: NetworkRecord, inst: Instance, memberships: readonly MemberSummary[]): Promise<void> {
+    const allowed = new Map(allowedMembers(memberships).map((m) => [m.node, m.certSerial!]));
     const replaced = new Set<string>();
     for (const [cn, serial] of allowed) {
       const before = inst.serials.get(cn);
       if (before !== undefined && before !== serial) replaced.add(cn);
     }
     inst.serials = allowed;
-    inst.addresses = new Map(allowedMembers(memberships as Parameters<typeof allowedMembers>[0]).map((m) => [m.node, m.address]));
+    inst.addresses = new Map(allowedMembers(memberships).map((m) => [m.node, m.address]));
     const mgmt = inst.sup.management();
     if (!mgmt) return;
     let clients: { cn: string }[];

@@ -17,7 +17,7 @@ import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
 import { CIPHERS, KEEPALIVE } from './documents.ts';
-import type { MembershipRecord, NetworkRecord } from './store/store.ts';
+import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
 export interface NetworkFilePaths {
   readonly dir: string;
@@ -58,7 +58,7 @@ export function serverMac(id: string): string {
 }
 
 /** Members allowed to connect: active and holding a certificate. */
-export function allowedMembers(memberships: readonly MembershipRecord[]): MembershipRecord[] {
+export function allowedMembers<M extends MemberSummary>(memberships: readonly M[]): M[] {
   return memberships.filter((m) => !m.revoked && m.certSerial !== null);
 }
 
@@ -106,7 +106,7 @@ export async function writeNetworkFiles(
   config: ServerConfig,
   paths: ServerPaths,
   net: NetworkRecord,
-  memberships: readonly MembershipRecord[],
+  memberships: readonly MemberSummary[],
 ): Promise<WriteResult> {
   const f = networkFilePaths(paths, net.id);
   await ensureDir(f.dir, 0o700);

@@ -522,10 +522,11 @@ export class SqliteStore implements Store {
       },
 
       memberAddresses: (network) =>
-        all('SELECT node, address, revoked FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
+        all('SELECT node, address, revoked, cert_serial FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
           node: str(r['node']),
           address: str(r['address']),
           revoked: r['revoked'] === 1,
+          certSerial: strOrNull(r['cert_serial']),
         })),
       isAddressTaken: (network, address) => get('SELECT 1 AS x FROM memberships WHERE network = $network AND address = $address', { network, address }) !== undefined,
       wasAddressUsed: (network, address) =>

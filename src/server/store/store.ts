@@ -128,6 +128,8 @@ export type MembershipPatch = Patch<
   'certPem' | 'certSerial' | 'keyOrigin' | 'revoked' | 'bundleVersion' | 'bundleCreatedAt'
 >;
 
+export type MemberSummary = Pick<MembershipRecord, 'node' | 'address' | 'revoked' | 'certSerial'>;
+
 /** What a transaction may do. Reads see the transaction's own writes. */
 export interface StoreTx {
   /** The next value of the store-wide sequence (bundle versions, document serials). */
@@ -151,8 +153,8 @@ export interface StoreTx {
   updateMembership(network: string, node: string, patch: MembershipPatch): void;
   deleteMembership(network: string, node: string): void;
 
-  /** Members of a network without their key material (cheap for network-wide changes). */
-  memberAddresses(network: string): { node: string; address: string; revoked: boolean }[];
+  /** Members of a network without their key material (cheap for network-wide changes and the daemon's passes). */
+  memberAddresses(network: string): MemberSummary[];
   /** Allocation lookups, each one indexed query. */
   isAddressTaken(network: string, address: string): boolean;
   wasAddressUsed(network: string, address: string): boolean;
