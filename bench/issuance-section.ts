@@ -1,0 +1,87 @@
+/**
+ * Issuance: runs bench/server-issuance.ts (the server mode's own code path,
+ * 1,000 nodes, against easy-rsa `build-client-full` with EC keys in the same
+ * run) as a child process and puts its figures into the table. See that file
+ * for what exactly is timed.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { NODE, ROOT, within } from './lib/env.ts';
+import type { Benchmark, SectionResult } from './lib/types.ts';
+
+interface Stats {
+  n: number;
+  medianMs: number;
+  meanMs: number;
+  minMs: number;
+  maxMs: number;
+  perSecond: number;
+}
+
+interface IssuanceResult {
+  params: { count: number; sample: number };
+  machine: { easyrsa: string };
+  server: {
+    exportPath: { perNode: Stats; nodeAdd: Stats; export: Stats; wallSeconds: number; meanBundleBytes: number };
+    enrollPath: { perNode: Stats; enroll: Stats; membershipAndBundle: Stats; wallSeconds: number };
+    exportPathConcurrent: { concurrency: number; wallSeconds: number; perSecond: number };
+  };
+  easyrsa: { buildClientFull: Stats; buildClientFullPlusOpenvpnGenkeyTlsCryptV2: Stats };
+  ratios: {
+    exportPathOverEasyrsa: number;
+    enrollPathOverEasyrsa: number;
+    exportPathOverEasyrsaPlusGenkey: number;
+    enrollPathOverEasyrsaPlusGenkey: number;
+    exportPathConcurrentOverEasyrsa: number;
+  };
+}
+
+export const issuanceBench: Benchmark = {
+  name: 'issuance',
+  describe: 'certificates + bundles for 1,000 nodes through the server mode vs easy-rsa build-client-full (EC)',
+  async run(ctx) {
+    const dir = await ctx.env.tmpDir('issuance');
+    const out = join(dir, 'server-issuance.json');
+    const count = ctx.quick ? 100 : 1000;
+    const sample = ctx.quick ? 5 : 20;
+    const p = ctx.env.spawnHost(NODE, [join(ROOT, 'bench/server-issuance.ts'), '--count', String(count), '--sample', String(sample), '--concurrency', '8', '--out', out], { cwd: ROOT });
+    const exit = await within(p.exited, 15 * 60_000, 'bench/server-issuance.ts');
+    if (exit.code !== 0) throw new Error(`bench/server-issuance.ts exited ${exit.code ?? exit.signal}:\n${p.out.toString().slice(-4000)}`);
+    const r = JSON.parse(await readFile(out, 'utf8')) as IssuanceResult;
+    const worst = Math.min(r.ratios.exportPathOverEasyrsa, r.ratios.enrollPathOverEasyrsa);
+    return {
+      targets: [
+        {
+          what: `certificates + bundles for ${count} nodes, server mode vs easy-rsa build-client-full EC (rate, sequential; worse of export and enroll paths)`,
+          goal: '≥ 50×',
+          measured: `${worst}× (export ${r.ratios.exportPathOverEasyrsa}×, enroll ${r.ratios.enrollPathOverEasyrsa}×; ${r.ratios.exportPathConcurrentOverEasyrsa}× with ${r.server.exportPathConcurrent.concurrency} in flight)`,
+          met: worst >= 50,
+        },
+      ],
+      data: r as unknown as Record<string, unknown>,
+    };
+  },
+  render(s: SectionResult): string {
+    const r = s.data as unknown as IssuanceResult;
+    const row = (what: string, st: Stats): string => `| ${what} | ${st.n} | ${st.medianMs.toFixed(2)} (${st.minMs.toFixed(2)}–${st.maxMs.toFixed(2)}) | ${st.meanMs.toFixed(2)} | ${st.perSecond} |`;
+    return [
+      `bench/server-issuance.ts: ${r.params.count} nodes through the server mode's own functions on a real state directory (SQLite, synchronous=FULL), easy-rsa ${r.machine.easyrsa} for a sample of ${r.params.sample}. Per node, milliseconds.`,
+      '',
+      '| path | n | median (min–max) | mean | nodes/s |',
+      '|---|---:|---:|---:|---:|',
+      row('server: node add + export (central EC key, certificate, bundle, signed document, files written)', r.server.exportPath.perNode),
+      row('  of which node add', r.server.exportPath.nodeAdd),
+      row('  of which export', r.server.exportPath.export),
+      row('server: node add + token + enrollment (CSR) + document and bundle as served', r.server.enrollPath.perNode),
+      row('  of which enrollment', r.server.enrollPath.enroll),
+      row('  of which document + bundle build', r.server.enrollPath.membershipAndBundle),
+      row('easy-rsa build-client-full (EC prime256v1)', r.easyrsa.buildClientFull),
+      row('easy-rsa + openvpn --genkey tls-crypt-v2-client', r.easyrsa.buildClientFullPlusOpenvpnGenkeyTlsCryptV2),
+      '',
+      `Ratio of rates: export path ${r.ratios.exportPathOverEasyrsa}×, enrollment path ${r.ratios.enrollPathOverEasyrsa}× easy-rsa ` +
+        `(${r.ratios.exportPathOverEasyrsaPlusGenkey}× / ${r.ratios.enrollPathOverEasyrsaPlusGenkey}× against easy-rsa plus the tls-crypt-v2 key a node also needs). ` +
+        `With ${r.server.exportPathConcurrent.concurrency} nodes in flight the export path makes ${r.server.exportPathConcurrent.perSecond} nodes/s (${r.ratios.exportPathConcurrentOverEasyrsa}×). ` +
+        `Wall time for ${r.params.count} nodes: export ${r.server.exportPath.wallSeconds} s, enrollment ${r.server.enrollPath.wallSeconds} s.`,
+    ].join('\n');
+  },
+};

@@ -1,0 +1,178 @@
+/**
+ * Join: from starting the agent to every network connected, against bare
+ * openvpn started directly on the same rendered configs, in the same run.
+ *
+ * Agent (cold): `dist/mvpn-client run` in the node namespace on an empty
+ * state directory, membership + bundles from a file source — so the time
+ * includes process start, discovery, verification, install (fsync'd), one
+ * openvpn per network, management hold release and the TLS handshakes.
+ * The clock stops when READY=1 arrives on our NOTIFY_SOCKET (the agent
+ * sends it once every network is connected; the STATUS line and a status
+ * request afterwards confirm "N/N connected").
+ * Agent (installed): the same agent restarted on its state directory
+ * (bundles installed, membership stored): a node rebooting.
+ * Bare openvpn: one `openvpn --config` per network, all started at once, on
+ * the configs the agent rendered in that run, minus `management-hold` (else
+ * openvpn waits for a release nobody sends) and with the management socket
+ * moved; the clock stops when the last one prints "Initialization Sequence
+ * Completed" (openvpn's CONNECTED state).
+ *
+ * Trials alternate (agent, bare, agent restart / bare, agent, …) so that
+ * noise from the shared machine falls on both sides alike.
+ */
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AgentDirs, AgentWorld } from './lib/agent-world.ts';
+import { epochMs, OPENVPN, sleep, stopProc, within } from './lib/env.ts';
+import { fmtRange, round, summarize, type Summary } from './lib/stats.ts';
+import type { Benchmark, BenchContext, SectionResult, Target } from './lib/types.ts';
+
+interface AgentTrial {
+  readonly readyMs: number;
+  /** From agent start to each network's connected_since, first and last. */
+  readonly firstConnectedMs: number;
+  readonly lastConnectedMs: number;
+}
+
+interface SizeResult {
+  readonly networks: number;
+  readonly agentCold: Summary;
+  readonly agentInstalled: Summary;
+  readonly bare: Summary;
+  readonly agentLastConnected: Summary;
+  readonly overheadMs: number;
+  readonly installedOverheadMs: number;
+  readonly samples: { agentCold: number[]; agentInstalled: number[]; bare: number[] };
+}
+
+async function agentTrial(w: AgentWorld, dirs: AgentDirs, count: number): Promise<AgentTrial> {
+  const { proc, readyMs, status, t0 } = await w.runAgent(dirs, count);
+  try {
+    const since = status.networks.map((n) => Date.parse(n.connected_since!) - t0);
+    return { readyMs, firstConnectedMs: Math.min(...since), lastConnectedMs: Math.max(...since) };
+  } finally {
+    await stopProc(proc, 30_000);
+    await w.waitNoTaps();
+  }
+}
+
+/** The agent's rendered configs of that state dir, made runnable by hand: no management-hold, own socket. */
+async function bareConfigs(w: AgentWorld, stateDir: string, count: number): Promise<string[]> {
+  const dir = join(w.dir, `bare-${count}`);
+  await mkdir(dir, { recursive: true });
+  const out: string[] = [];
+  for (const net of w.nets.slice(0, count)) {
+    const conf = await readFile(join(stateDir, 'networks', net.id, 'openvpn.conf'), 'utf8');
+    const lines = conf.split('\n').filter((l) => l.trim() !== 'management-hold');
+    const bare = lines.map((l) => (l.startsWith('management ') ? `management ${join(dir, `${net.id}.sock`)} unix` : l)).join('\n');
+    if (bare === conf || !bare.includes(`dev mv-${net.id}`)) throw new Error(`unexpected rendered config for ${net.id}:\n${conf}`);
+    const path = join(dir, `${net.id}.conf`);
+    await writeFile(path, bare);
+    out.push(path);
+  }
+  return out;
+}
+
+async function bareTrial(w: AgentWorld, configs: readonly string[]): Promise<number> {
+  const t0 = epochMs();
+  const procs = configs.map((c) => w.env.spawnIn(w.node, OPENVPN, ['--config', c]));
+  try {
+    const times = await Promise.all(
+      procs.map((p) => within(p.out.waitFor('Initialization Sequence Completed'), 120_000, `bare openvpn:\n${p.out.toString().slice(-2000)}`).then(() => epochMs() - t0)),
+    );
+    return Math.max(...times);
+  } finally {
+    await Promise.all(procs.map((p) => stopProc(p, 15_000)));
+    await w.waitNoTaps();
+  }
+}
+
+async function runSize(ctx: BenchContext, w: AgentWorld, count: number, reps: number): Promise<SizeResult> {
+  const membership = await w.publish(count);
+  const cold: AgentTrial[] = [];
+  const installed: AgentTrial[] = [];
+  const bare: number[] = [];
+  let configs: string[] | undefined;
+  for (let r = 0; r < reps; r++) {
+    const dirs = await w.agentConfig(`join-${count}-${r}`, membership);
+    const doAgent = async (): Promise<void> => {
+      const t = await agentTrial(w, dirs, count);
+      cold.push(t);
+      configs ??= await bareConfigs(w, dirs.stateDir, count);
+      await sleep(300);
+      installed.push(await agentTrial(w, dirs, count));
+    };
+    const doBare = async (): Promise<void> => {
+      bare.push(await bareTrial(w, configs!));
+    };
+    if (r % 2 === 0 || configs === undefined) {
+      await doAgent();
+      await sleep(300);
+      await doBare();
+    } else {
+      await doBare();
+      await sleep(300);
+      await doAgent();
+    }
+    ctx.log(
+      `join ${count}: agent ${Math.round(cold.at(-1)!.readyMs)} ms (installed ${Math.round(installed.at(-1)!.readyMs)} ms), bare ${Math.round(bare.at(-1)!)} ms`,
+    );
+    await sleep(300);
+  }
+  const agentCold = summarize(cold.map((t) => t.readyMs), 1);
+  const agentInstalled = summarize(installed.map((t) => t.readyMs), 1);
+  const bareS = summarize(bare, 1);
+  return {
+    networks: count,
+    agentCold,
+    agentInstalled,
+    bare: bareS,
+    agentLastConnected: summarize(cold.map((t) => t.lastConnectedMs), 1),
+    overheadMs: round(agentCold.median - bareS.median, 1),
+    installedOverheadMs: round(agentInstalled.median - bareS.median, 1),
+    samples: { agentCold: cold.map((t) => round(t.readyMs, 1)), agentInstalled: installed.map((t) => round(t.readyMs, 1)), bare: bare.map((b) => round(b, 1)) },
+  };
+}
+
+export const joinBench: Benchmark = {
+  name: 'join',
+  describe: 'agent start → every network connected, 1/8/16 networks, vs bare openvpn on the same configs',
+  async run(ctx) {
+    const w = await ctx.agentWorld();
+    const sizes = ctx.quick ? [1, Math.min(4, ctx.maxNetworks)] : [1, 8, 16].filter((n) => n <= ctx.maxNetworks);
+    const reps = ctx.quick ? 1 : 5;
+    // Warm-up: page cache for the binary and openvpn, the servers' first handshakes. Not recorded.
+    await runSize(ctx, w, 1, 1);
+    const sizesOut: SizeResult[] = [];
+    for (const n of sizes) sizesOut.push(await runSize(ctx, w, n, reps));
+    const one = sizesOut.find((s) => s.networks === 1)!;
+    const max = sizesOut.at(-1)!;
+    const ratio = round(max.agentCold.median / one.agentCold.median, 2);
+    const targets: Target[] = [
+      { what: 'join overhead at 1 network (agent − bare, medians)', goal: '≤ 100 ms', measured: `${one.overheadMs} ms`, met: one.overheadMs <= 100 },
+      {
+        what: `join time at ${max.networks} networks / at 1 network (agent, medians)`,
+        goal: '≤ 1.5×',
+        measured: `${ratio}× (${Math.round(max.agentCold.median)} / ${Math.round(one.agentCold.median)} ms)`,
+        met: ratio <= 1.5,
+      },
+    ];
+    return { targets, data: { reps, sizes: sizesOut, ratioMaxOverOne: ratio, bareRatioMaxOverOne: round(max.bare.median / one.bare.median, 2) } };
+  },
+  render(r: SectionResult): string {
+    const d = r.data as { reps: number; sizes: SizeResult[]; ratioMaxOverOne: number; bareRatioMaxOverOne: number };
+    const rows = d.sizes.map(
+      (s) =>
+        `| ${s.networks} | ${fmtRange(s.bare, ' ms')} | ${fmtRange(s.agentCold, ' ms')} | **${Math.round(s.overheadMs)} ms** | ${fmtRange(s.agentInstalled, ' ms')} | ${Math.round(s.installedOverheadMs)} ms |`,
+    );
+    return [
+      `Median (min–max) of ${d.reps} runs each, milliseconds from process start to every network connected.`,
+      '',
+      '| networks | bare openvpn | agent, empty state | agent overhead | agent, bundles installed | overhead |',
+      '|---:|---:|---:|---:|---:|---:|',
+      ...rows,
+      '',
+      `Agent at ${d.sizes.at(-1)?.networks} networks / at 1: ${d.ratioMaxOverOne}× (bare openvpn: ${d.bareRatioMaxOverOne}×).`,
+    ].join('\n');
+  },
+};
