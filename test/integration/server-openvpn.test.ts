@@ -39,6 +39,7 @@ describe('server mode with real openvpn in namespaces', () => {
   let daemonLog = '';
   let clientA: VpnClient;
   let clientB: VpnClient;
+  const l3Clients: VpnClient[] = [];
   const dirs: { remove: () => Promise<void> }[] = [];
 
   const snapshot = async (): Promise<Snapshot | undefined> => {
@@ -108,6 +109,7 @@ describe('server mode with real openvpn in namespaces', () => {
     }
     await clientA?.stop().catch(() => undefined);
     await clientB?.stop().catch(() => undefined);
+    for (const c of l3Clients) await c.stop().catch(() => undefined);
     await stopDaemon().catch(() => undefined);
     await lab.destroy();
     await notify?.stop();
@@ -146,6 +148,31 @@ describe('server mode with real openvpn in namespaces', () => {
     }, 30_000);
     expect(shown).toBe(true);
     expect(notify.messages().some((m) => /^1\/1 networks up/.test(m.fields['STATUS'] ?? ''))).toBe(true);
+  });
+
+  it('runs an L3 (tun, topology subnet) network next to it, brought up while the daemon runs', { timeout: 180_000 }, async () => {
+    const l3 = await s.json<{ subnet: string; server_address: string }>(['network', 'create', 'l3', '--dev', 'tun', '--remote', '198.18.0.1']);
+    await s.run(['node', 'add', 'pc1', '--network', 'l3']);
+    await s.run(['node', 'add', 'pc2', '--network', 'l3', '--address', l3.subnet.replace(/0\/24$/, '77')]);
+    for (const n of ['pc1', 'pc2']) await s.run(['export', n, '--network', 'l3', '--out', join(s.dir, `${n}-l3.tar.gz`)]);
+    await s.run(['network', 'up', 'l3']);
+    const up = await waitFor(async () => (await snapshot())?.networks['l3']?.state === 'connected', 30_000);
+    expect(up, daemonLog.slice(-3000)).toBe(true);
+    expect((await srv.exec('ip', ['-d', 'link', 'show', 'ms-l3'])).stdout).toContain('tun type tun');
+
+    const start = async (ns: Netns, node: string) => {
+      const work = await tmpDir(`cl3-${node}`);
+      dirs.push(work);
+      return startVpnClient(ns, { bundlePath: join(s.dir, `${node}-l3.tar.gz`), anchorPath: join(s.stateDir, 'trust-anchor'), node, workDir: work.path });
+    };
+    const a3 = await start(nsA, 'pc1');
+    const b3 = await start(nsB, 'pc2');
+    l3Clients.push(a3, b3);
+    const aAddr = l3.subnet.replace(/0\/24$/, '2');
+    const bAddr = l3.subnet.replace(/0\/24$/, '77');
+    const ok = await waitFor(async () => (await nsA.ping(bAddr)) && (await nsB.ping(aAddr)) && (await nsA.ping(l3.server_address)), 60_000, 500);
+    expect(ok, `A:\n${a3.output().slice(-3000)}`).toBe(true);
+    expect((await nsB.exec('ip', ['-4', '-br', 'addr', 'show', 'dev', 'mv-l3'])).stdout).toContain(`${bAddr}/24`);
   });
 
   it('brings the openvpn server back by itself after kill -9, and the clients reconnect', { timeout: 300_000 }, async () => {
