@@ -53,7 +53,7 @@ describe('server mode with real openvpn in namespaces', () => {
   const startDaemon = async (): Promise<void> => {
     const readyBefore = notify.messages().filter((m) => m.fields['READY'] === '1').length;
     daemon = srv.spawn(process.execPath, [join(ROOT, 'src/main.ts'), 'server', 'run', '--state-dir', s.stateDir], {
-      env: { ...process.env, NOTIFY_SOCKET: notify.socket },
+      env: { ...process.env, NOTIFY_SOCKET: notify.socket, WATCHDOG_USEC: '4000000' },
       cwd: ROOT,
     });
     daemon.stderr?.on('data', (d: Buffer) => (daemonLog += d.toString('utf8')));
@@ -148,6 +148,7 @@ describe('server mode with real openvpn in namespaces', () => {
     }, 30_000);
     expect(shown).toBe(true);
     expect(notify.messages().some((m) => /^1\/1 networks up/.test(m.fields['STATUS'] ?? ''))).toBe(true);
+    expect(await waitFor(() => notify.messages().some((m) => m.fields['WATCHDOG'] === '1'), 10_000)).toBe(true);
   });
 
   it('runs an L3 (tun, topology subnet) network next to it, brought up while the daemon runs', { timeout: 180_000 }, async () => {
