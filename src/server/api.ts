@@ -54,6 +54,13 @@ export interface ApiDeps {
   readonly tls: { readonly certPem: string; readonly keyPem: string };
   readonly logger: Logger<ServerEvent>;
   readonly limits?: Partial<ApiLimits>;
+  /**
+   * Called after the API itself changed the store (an enrollment). The
+   * daemon's data_version poll does not see commits made on its own
+   * connection, so without this a new node's ccd file would wait for the
+   * periodic pass and every connection until then would be refused.
+   */
+  readonly onStoreChanged?: (cause: string) => void;
 }
 
 const EnrollSchema = z.strictObject({
@@ -185,6 +192,7 @@ export function createApiServer(deps: ApiDeps): Server {
       }
       const r = await enroll(ctx, deps.apiCa, parsed);
       logger.emit({ kind: 'api.enrolled', node: r.node, networks: r.networks });
+      deps.onStoreChanged?.(`node ${r.node} enrolled`);
       sendJson(res, 200, { node: r.node, identity_cert: r.identityCertPem, api_ca: deps.apiCa.certPem });
       return r.node;
     }

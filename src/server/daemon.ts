@@ -176,8 +176,17 @@ export class ServerDaemon {
     const ctx = { config, paths, store, clock };
     const logger = opts.logger ?? nullLogger<ServerEvent>();
     const docs = new DocumentService(ctx, signingKey);
-    const server = createApiServer({ ctx, docs, apiCa, tls: { certPem: certPem!, keyPem: keyPem! }, logger, ...(opts.apiLimits ? { limits: opts.apiLimits } : {}) });
-    const daemon = new ServerDaemon(ctx, server, opts);
+    let daemon: ServerDaemon | undefined;
+    const server = createApiServer({
+      ctx,
+      docs,
+      apiCa,
+      tls: { certPem: certPem!, keyPem: keyPem! },
+      logger,
+      ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
+      onStoreChanged: (cause) => daemon?.storeChanged(cause),
+    });
+    daemon = new ServerDaemon(ctx, server, opts);
     try {
       await ensureDir(config.runtime_dir, 0o700);
       await claimRuntimeDir(config.runtime_dir);
@@ -241,6 +250,11 @@ export class ServerDaemon {
     });
     every(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     every(this.opts.statusMs ?? 5_000, () => void this.refreshClients().then(() => this.writeSnapshot()));
+  }
+
+  /** A change this process committed itself (invisible to the data_version poll). */
+  storeChanged(cause: string): void {
+    this.requestReconcile(cause);
   }
 
   private requestReconcile(cause: string): void {

@@ -69,6 +69,11 @@ describe('server HTTPS API', () => {
     expect(res.status, res.body.toString()).toBe(200);
     expect(res.json<{ node: string; api_ca: string }>()).toMatchObject({ node: 'pc1', api_ca: caPem });
     const a = enrolled!;
+    // Regression: an enrollment is committed on the daemon's own connection, which its
+    // data_version poll cannot see; the node's ccd file then waited for the periodic pass
+    // (30 s in production) and every connection until then was refused.
+    const reconciledForEnrollment = () => logger.events.some((e) => e.kind === 'server.reconcile' && e.cause === 'node pc1 enrolled');
+    expect(await waitFor(reconciledForEnrollment, 10_000)).toBe(true);
 
     const m = await get('/v1/membership', a);
     expect(m.status).toBe(200);
