@@ -176,7 +176,6 @@ export class ServerDaemon {
     const ctx = { config, paths, store, clock };
     const logger = opts.logger ?? nullLogger<ServerEvent>();
     const docs = new DocumentService(ctx, signingKey);
-    let daemon: ServerDaemon | undefined;
     const server = createApiServer({
       ctx,
       docs,
@@ -184,9 +183,10 @@ export class ServerDaemon {
       tls: { certPem: certPem!, keyPem: keyPem! },
       logger,
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
-      onStoreChanged: (cause) => daemon?.storeChanged(cause),
+      // Only called for requests, which are served after `daemon` below exists.
+      onStoreChanged: (cause) => daemon.storeChanged(cause),
     });
-    daemon = new ServerDaemon(ctx, server, opts);
+    const daemon = new ServerDaemon(ctx, server, opts);
     try {
       await ensureDir(config.runtime_dir, 0o700);
       await claimRuntimeDir(config.runtime_dir);
