@@ -23,7 +23,8 @@ import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.
 export const CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'CHACHA20-POLY1305'] as const;
 export const KEEPALIVE = { interval: 10, timeout: 60 } as const;
 
-export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'address'>): NetworkSpec {
+/** The node's own remotes (per-node override) if it has them, else the network's; a port defaults to the network's. */
+export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'address' | 'remotes'>): NetworkSpec {
   const subnet = parseCidr(net.subnet);
   return {
     schema: 1,
@@ -31,7 +32,7 @@ export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'addre
     name: net.name,
     dev_type: net.devType,
     proto: net.proto,
-    remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
+    remotes: (m.remotes ?? net.remotes).map((r) => ({ host: r.host, port: r.port ?? net.port })),
     server_cn: serverCn(net.id),
     address: { ipv4: `${m.address}/${subnet.prefix}` },
     server_tunnel_ip: intToIp(serverAddress(subnet)),

@@ -12,6 +12,7 @@ import { nodeAddCommand } from './node-add.ts';
 import { nodeListCommand } from './node-list.ts';
 import { nodeRemoveCommand } from './node-remove.ts';
 import { nodeRevokeCommand } from './node-revoke.ts';
+import { nodeSetRemotesCommand } from './node-set-remotes.ts';
 import { nodeTokenCommand } from './node-token.ts';
 import { serverRunCommand } from './run.ts';
 import { serverTarballCommand } from './tarball.ts';
@@ -39,7 +40,7 @@ export const serverGroup: CliGroup = {
     {
       command: 'node',
       describe: 'add, remove, list, enroll and revoke nodes',
-      children: [nodeAddCommand, nodeRemoveCommand, nodeListCommand, nodeTokenCommand, nodeRevokeCommand],
+      children: [nodeAddCommand, nodeRemoveCommand, nodeListCommand, nodeTokenCommand, nodeRevokeCommand, nodeSetRemotesCommand],
     },
     serverExportCommand,
     serverTarballCommand,

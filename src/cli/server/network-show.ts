@@ -40,10 +40,11 @@ export const networkShowCommand: CliCommand<IdArgs> = {
       if (members.length > 0) {
         lines.push(
           table([
-            ['NODE', 'ADDRESS', 'STATE', 'KEY', 'CONNECTED FROM'],
+            ['NODE', 'ADDRESS', 'STATE', 'KEY', 'REMOTES', 'CONNECTED FROM'],
             ...members.map((m) => {
               const v = membershipView(m);
-              return [m.node, m.address, String(v['state']), m.keyOrigin ?? '-', connected.get(m.node)?.real_address ?? '-'];
+              const own = m.remotes ? m.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(',') : '(network)';
+              return [m.node, m.address, String(v['state']), m.keyOrigin ?? '-', own, connected.get(m.node)?.real_address ?? '-'];
             }),
           ]),
         );

@@ -8,11 +8,14 @@ interface AddArgs extends ServerArgs {
   node: string;
   network: string;
   address?: string;
+  remote?: string[];
 }
 
 /**
- * `server node add NODE --network ID [--address IP]`: makes NODE a member
- * with a stable address (given and validated, or allocated). An enrolled
+ * `server node add NODE --network ID [--address IP] [--remote HOST[:PORT]]…`:
+ * makes NODE a member with a stable address (given and validated, or
+ * allocated), and optionally its own ordered remotes (for example the ops
+ * host's private address for nodes of its own testbed). An enrolled
  * node gets its certificate for the network at once; otherwise at enrollment
  * (`node token`) or export.
  */
@@ -24,11 +27,16 @@ export const nodeAddCommand: CliCommand<AddArgs> = {
       y
         .positional('node', { type: 'string', demandOption: true, describe: 'node id (its certificate CN)' })
         .option('network', { type: 'string', demandOption: true, describe: 'network id' })
-        .option('address', { type: 'string', describe: "the node's tunnel address (default: allocated)" }),
+        .option('address', { type: 'string', describe: "the node's tunnel address (default: allocated)" })
+        .option('remote', {
+          type: 'string',
+          array: true,
+          describe: "HOST[:PORT] this node connects to, in order (repeatable); replaces the network's remotes for this node only",
+        }),
     ) as unknown as Argv<AddArgs>,
   run: (args: AddArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
-      const m = await addNode(ctx, { node: String(args.node), network: args.network, address: args.address });
+      const m = await addNode(ctx, { node: String(args.node), network: args.network, address: args.address, remotes: args.remote?.map(String) });
       const enrolled = m.certPem !== null;
       return {
         json: membershipView(m),

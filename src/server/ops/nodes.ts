@@ -20,9 +20,9 @@ import { NODE_ID_RE } from '../../bundle/schema.ts';
 import { wrapTlsCryptV2ClientKey } from '../../pki/tls-crypt-v2.ts';
 import { allocateAddress, intToIp, ipToInt, parseCidr } from '../alloc.ts';
 import { issueNodeCert } from '../pki-service.ts';
-import type { MembershipRecord, NetworkRecord, NodeRecord, RevocationRecord, StoreTx } from '../store/store.ts';
+import type { MembershipRecord, NetworkRecord, NodeRecord, Remote, RevocationRecord, StoreTx } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
-import { checkNetworkId } from './networks.ts';
+import { checkNetworkId, parseRemote } from './networks.ts';
 
 /** CNs, file names in client-config-dir, agent node ids: at most 63 characters (X.509 CN limit is 64). */
 export function checkNodeId(id: string): void {
@@ -48,6 +48,15 @@ export interface AddNodeInput {
   readonly node: string;
   readonly network: string;
   readonly address?: string | undefined;
+  /** This node's own remotes ("HOST[:PORT]", in order), replacing the network's in its bundle. */
+  readonly remotes?: readonly string[] | undefined;
+}
+
+/** Parses and checks a per-node remotes list the way network remotes are checked (1 to 8, HOST[:PORT]). */
+export function parseNodeRemotes(texts: readonly string[], network: string, node: string): Remote[] {
+  if (texts.length === 0) throw new UsageError(`node ${node} in ${network}: give at least one --remote, or --clear to use the network's`);
+  if (texts.length > 8) throw new UsageError(`node ${node} in ${network}: at most 8 remotes`);
+  return texts.map(parseRemote);
 }
 
 /** Adds a node to a network (creating the node record if new). */
@@ -55,6 +64,7 @@ export async function addNode(ctx: ServerContext, input: AddNodeInput): Promise<
   checkNodeId(input.node);
   checkNetworkId(input.network);
   const requested = input.address === undefined ? undefined : ipToInt(input.address);
+  const remotes = input.remotes?.length ? parseNodeRemotes(input.remotes, input.network, input.node) : null;
   return withRetry(async () => {
     const { net, node } = ctx.store.read((tx) => {
       const n = liveNetwork(tx, input.network);
@@ -108,6 +118,7 @@ export async function addNode(ctx: ServerContext, input: AddNodeInput): Promise<
         keyOrigin: cert ? 'node' : null,
         tlsCryptV2ClientKey,
         revoked: false,
+        remotes,
         bundleVersion: 0,
         bundleCreatedAt: now,
         addedAt: now,
@@ -146,6 +157,31 @@ async function planRevocations(
 
 function sameMembership(a: MembershipRecord | undefined, b: MembershipRecord): boolean {
   return a !== undefined && a.certSerial === b.certSerial && a.revoked === b.revoked;
+}
+
+function sameRemotes(a: readonly Remote[] | null | undefined, b: readonly Remote[] | null): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b);
+}
+
+/**
+ * Sets (or with `null`, clears) a node's own remotes in a network. The
+ * node's bundle gets a new version only when the list actually changes, so
+ * repeating the same call (a script re-applying a plan) is a no-op.
+ */
+export function setNodeRemotes(ctx: ServerContext, node: string, network: string, texts: readonly string[] | null): { membership: MembershipRecord; changed: boolean } {
+  checkNodeId(node);
+  checkNetworkId(network);
+  const remotes = texts === null ? null : parseNodeRemotes(texts, network, node);
+  const now = nowOf(ctx);
+  return ctx.store.write((tx) => {
+    liveNetwork(tx, network);
+    const m = tx.getMembership(network, node);
+    if (!m) throw notFound(`node ${node} is not in network ${network}`, { node, network });
+    if (sameRemotes(m.remotes, remotes)) return { membership: m, changed: false };
+    tx.updateMembership(network, node, { remotes });
+    new Bumps().membership(network, node).apply(tx, now, ctx.config.membership_days);
+    return { membership: tx.getMembership(network, node)!, changed: true };
+  });
 }
 
 /** Takes a node out of a network: certificate on the CRL, membership gone, address free. */
@@ -256,6 +292,11 @@ export function createToken(ctx: ServerContext, node: string, ttlMs: number): { 
   return { token, expiresAt };
 }
 
+/** A remote as given (port only when the node's list names one; the network's port applies otherwise). */
+function remoteView(r: Remote): Record<string, unknown> {
+  return r.port === undefined ? { host: r.host } : { host: r.host, port: r.port };
+}
+
 export function membershipView(m: MembershipRecord): Record<string, unknown> {
   return {
     node: m.node,
@@ -264,6 +305,7 @@ export function membershipView(m: MembershipRecord): Record<string, unknown> {
     state: m.revoked ? 'revoked' : m.certPem === null ? 'pending' : 'active',
     key_origin: m.keyOrigin,
     cert_serial: m.certSerial,
+    remotes: m.remotes ? m.remotes.map(remoteView) : null,
     bundle_version: m.bundleVersion,
     added_at: new Date(m.addedAt).toISOString(),
   };

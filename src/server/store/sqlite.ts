@@ -120,6 +120,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE networks ADD COLUMN alloc_hint INTEGER NOT NULL DEFAULT 0;
   CREATE INDEX address_history_node ON address_history (network, node, at);
   `,
+  // 3: per-node remotes (JSON list, NULL = the network's remotes)
+  `
+  ALTER TABLE memberships ADD COLUMN remotes TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -196,6 +200,7 @@ function toMembership(r: Row): MembershipRecord {
     keyOrigin: strOrNull(r['key_origin']) as MembershipRecord['keyOrigin'],
     tlsCryptV2ClientKey: str(r['tls_crypt_v2_client_key']),
     revoked: r['revoked'] === 1,
+    remotes: r['remotes'] == null ? null : (JSON.parse(str(r['remotes'])) as MembershipRecord['remotes']),
     bundleVersion: num(r['bundle_version']),
     bundleCreatedAt: num(r['bundle_created_at']),
     addedAt: num(r['added_at']),
@@ -249,6 +254,7 @@ const MEMBERSHIP_COLUMNS: Record<keyof MembershipPatch, string> = {
   certSerial: 'cert_serial',
   keyOrigin: 'key_origin',
   revoked: 'revoked',
+  remotes: 'remotes',
   bundleVersion: 'bundle_version',
   bundleCreatedAt: 'bundle_created_at',
 };
@@ -495,8 +501,8 @@ export class SqliteStore implements Store {
       insertMembership: (m) => {
         guard();
         exec(
-          `INSERT INTO memberships (network, node, address, cert, cert_serial, key_origin, tls_crypt_v2_client_key, revoked, bundle_version, bundle_created_at, added_at)
-           VALUES ($network, $node, $address, $cert, $serial, $origin, $tc, $revoked, $bv, $bc, $added)`,
+          `INSERT INTO memberships (network, node, address, cert, cert_serial, key_origin, tls_crypt_v2_client_key, revoked, remotes, bundle_version, bundle_created_at, added_at)
+           VALUES ($network, $node, $address, $cert, $serial, $origin, $tc, $revoked, $remotes, $bv, $bc, $added)`,
           {
             network: m.network,
             node: m.node,
@@ -506,6 +512,7 @@ export class SqliteStore implements Store {
             origin: m.keyOrigin,
             tc: m.tlsCryptV2ClientKey,
             revoked: m.revoked ? 1 : 0,
+            remotes: m.remotes ? JSON.stringify(m.remotes) : null,
             bv: m.bundleVersion,
             bc: m.bundleCreatedAt,
             added: m.addedAt,

@@ -82,6 +82,12 @@ export interface MembershipRecord {
   readonly keyOrigin: KeyOrigin | null;
   readonly tlsCryptV2ClientKey: string;
   readonly revoked: boolean;
+  /**
+   * This node's own ordered remotes for this network, replacing the
+   * network's in its bundle (e.g. the ops host's private address for nodes
+   * of its own testbed). null/absent: the network's remotes.
+   */
+  readonly remotes?: readonly Remote[] | null | undefined;
   /** Increases whenever the content of this node's bundle for this network changes. */
   readonly bundleVersion: number;
   readonly bundleCreatedAt: number;
@@ -125,7 +131,7 @@ export type NodePatch = Patch<
 >;
 export type MembershipPatch = Patch<
   MembershipRecord,
-  'certPem' | 'certSerial' | 'keyOrigin' | 'revoked' | 'bundleVersion' | 'bundleCreatedAt'
+  'certPem' | 'certSerial' | 'keyOrigin' | 'revoked' | 'remotes' | 'bundleVersion' | 'bundleCreatedAt'
 >;
 
 export type MemberSummary = Pick<MembershipRecord, 'node' | 'address' | 'revoked' | 'certSerial'>;
