@@ -4,10 +4,11 @@
  * subject key identifier) and its PKCS#8 key, both PEM, so the server's
  * store can keep them as text.
  */
-import type { webcrypto } from 'node:crypto';
+import type { KeyObject, webcrypto } from 'node:crypto';
 import { PkiError } from '../errors.ts';
 import { checkCaCn, checkValidity, cnName, keyIdOf, parseCertificate, randomSerialHex } from './common.ts';
-import { generateKeyPairPem, importSigningKey, isKeyAlg, publicKeyPemOf, signingAlgorithm, type KeyAlg } from './keys.ts';
+import { childrenOf, encodingOf, readElement } from './der.ts';
+import { generateKeyPairPem, importSigningKey, isKeyAlg, loadPrivateKey, publicKeyPemOf, signingAlgorithm, type KeyAlg } from './keys.ts';
 import { derToPem, x509 } from './x509.ts';
 
 export interface CaMaterial {
@@ -49,6 +50,10 @@ export interface LoadedCa {
   readonly alg: KeyAlg;
   readonly cert: x509.X509Certificate;
   readonly signingKey: webcrypto.CryptoKey;
+  /** The same key for node:crypto's sign (the fast issuing path in cert.ts). */
+  readonly key: KeyObject;
+  /** The DER of the certificate's subject, copied verbatim into every issued certificate's issuer. */
+  readonly subjectDer: Buffer;
   readonly keyId: string;
 }
 
@@ -73,5 +78,16 @@ async function loadCaUncached(ca: CaMaterial): Promise<LoadedCa> {
   const certSpki = Buffer.from(cert.publicKey.rawData);
   const keySpki = Buffer.from(new x509.PublicKey(publicKeyPemOf(ca.keyPem)).rawData);
   if (!certSpki.equals(keySpki)) throw new PkiError('MVPN_CERT_KEY_MISMATCH', 'the CA key does not belong to the CA certificate');
-  return { alg, cert, signingKey: cryptoKey, keyId: await keyIdOf(cert) };
+  return { alg, cert, signingKey: cryptoKey, key: loadPrivateKey(ca.keyPem).key, subjectDer: subjectDerOf(cert), keyId: await keyIdOf(cert) };
+}
+
+/** The subject Name's DER from a certificate the library has already parsed (so it is well-formed). */
+function subjectDerOf(cert: x509.X509Certificate): Buffer {
+  const der = new Uint8Array(cert.rawData);
+  const tbs = childrenOf(der, readElement(der, 0))[0]!;
+  const fields = childrenOf(der, tbs);
+  // version [0] is optional; then serial, signature, issuer, validity, subject.
+  const subject = fields[fields[0]!.tag === 0xa0 ? 5 : 4];
+  if (!subject) throw new PkiError('MVPN_CERT_INVALID', 'the CA certificate has no subject');
+  return encodingOf(der, subject);
 }
