@@ -1,4 +1,5 @@
 import type { CliCommand, CliGroup } from './command.ts';
+import { demoCommand } from './demo.ts';
 import { downCommand } from './down.ts';
 import { enrollCommand } from './enroll.ts';
 import { reloadCommand } from './reload.ts';
@@ -25,4 +26,6 @@ export const commands: readonly (CliCommand | CliGroup)[] = [
   verifyCommand,
   // server mode (MetaVPN host)
   serverGroup,
+  // everything at once, in namespaces on this machine
+  demoCommand,
 ];

@@ -1,0 +1,58 @@
+import { isSea } from 'node:sea';
+import { resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import { checkRoot, runDemo } from '../demo/run.ts';
+import { DEFAULT_BASE_DIR, downAll } from '../demo/state.ts';
+import type { CliCommand } from './command.ts';
+import type { Io } from './io.ts';
+
+interface DemoArgs {
+  action?: string;
+  keep: boolean;
+  dir: string;
+  'timeout-s': number;
+}
+
+/** This executable as an argv prefix: itself when packaged, node + the entry script in development. */
+export function selfCommand(): string[] {
+  if (isSea()) return [process.execPath];
+  const script = process.argv[1];
+  return script ? [process.execPath, resolve(script)] : [process.execPath];
+}
+
+/**
+ * `mvpn-client demo [down]`: the whole system in namespaces on this machine
+ * (two testbeds, server mode on one's ops host, six agents), proven by
+ * status, an all-pairs ping matrix and neighbour tables; `down` removes
+ * what `demo --keep` (or a killed demo) left.
+ */
+export const demoCommand: CliCommand<DemoArgs> = {
+  command: 'demo [action]',
+  describe: 'run the whole system in network namespaces on this machine and prove it works (root; needs openvpn); `demo down` removes a kept demo',
+  builder: (y: Argv) =>
+    y
+      .positional('action', { type: 'string', choices: ['down'], describe: 'down: remove what `demo --keep` left' })
+      .option('keep', { type: 'boolean', default: false, describe: 'leave the demo running and print commands to look around' })
+      .option('dir', { type: 'string', default: DEFAULT_BASE_DIR, describe: "where demos keep their files and state files" })
+      .option('timeout-s', { type: 'number', default: 240, describe: 'how long to wait for enrollment and for all nodes to connect' }) as unknown as Argv<DemoArgs>,
+  async run(args: DemoArgs, io: Io): Promise<number> {
+    const baseDir = resolve(args.dir);
+    if (args.action === 'down') {
+      checkRoot();
+      const r = await downAll(baseDir, (l) => io.stderr.write(`demo down: ${l}\n`));
+      io.stdout.write(
+        r.removed.length === 0 ? 'no kept demo found\n' : `removed demo(s) ${r.removed.join(', ')}\n`,
+      );
+      if (r.running.length > 0) io.stdout.write(`still running (not kept; they tear down by themselves): ${r.running.join(', ')}\n`);
+      return 0;
+    }
+    return runDemo({
+      bin: selfCommand(),
+      baseDir,
+      keep: args.keep,
+      timeoutS: args['timeout-s'],
+      out: (s) => io.stdout.write(s),
+      err: (s) => io.stderr.write(s),
+    });
+  },
+};

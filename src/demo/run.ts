@@ -1,0 +1,206 @@
+/**
+ * `mvpn-client demo`: the whole system on one machine (topology.ts,
+ * world.ts), then proof that it works: every node's `status`, an all-pairs
+ * ping matrix over the VPN, the neighbour tables of one L2 segment, timings.
+ * Progress goes to stderr, results to stdout. Exit 0 only when all pairs
+ * ping and every node is connected.
+ *
+ * Teardown (always, unless --keep; also on SIGINT/SIGTERM): agents and the
+ * server by pid, the namespaces, the demo directory, the state file.
+ */
+import { randomBytes } from 'node:crypto';
+import { access, mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { assertLabAddress, Lab } from '../netns/lab.ts';
+import { MvpnError } from '../errors.ts';
+import { B_LAN_SUBNET, INTERNET_SUBNET, OPS_PRIVATE, OPS_PUBLIC, VPN_SUBNET } from './topology.ts';
+import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
+import { DEV, NETWORK_ID, tail, World, type NeighbourProof, type PairResult } from './world.ts';
+
+export interface DemoOptions {
+  readonly bin: readonly string[];
+  readonly baseDir: string;
+  readonly keep: boolean;
+  readonly aCount?: number;
+  readonly bCount?: number;
+  readonly out: (s: string) => void;
+  readonly err: (s: string) => void;
+  /** How long to wait for enrollment and for every node to connect. */
+  readonly timeoutS?: number;
+}
+
+/** Refuse clearly when the demo cannot run here. */
+export function checkRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new MvpnError('MVPN_NOT_ROOT', 'permission denied: the demo builds network namespaces and needs root (try sudo)');
+  }
+}
+
+export async function checkDemoHost(openvpnCandidates: readonly string[] = ['/usr/sbin/openvpn', '/usr/bin/openvpn']): Promise<void> {
+  checkRoot();
+  for (const p of openvpnCandidates) {
+    try {
+      await access(p);
+      return;
+    } catch {
+      // next
+    }
+  }
+  throw new MvpnError('MVPN_DEPENDENCY_MISSING', `openvpn is not installed (looked at ${openvpnCandidates.join(', ')})`, {
+    hint: 'install it: apt-get install openvpn (./build.sh does it too)',
+  });
+}
+
+export async function runDemo(o: DemoOptions): Promise<number> {
+  await checkDemoHost();
+  const id = randomBytes(3).toString('hex');
+  const prefix = `${NS_PREFIX}${id}-`;
+  const dir = join(o.baseDir, id);
+  await mkdir(o.baseDir, { recursive: true, mode: 0o755 });
+  const lab = new Lab({ prefix, checkAddress: assertLabAddress });
+  const world = new World({ lab, bin: o.bin, dir, aCount: o.aCount ?? 3, bCount: o.bCount ?? 3, progress: o.err, reconcileIntervalS: 30 });
+  const t0 = performance.now();
+  const timings: [string, number][] = [];
+  const mark = (what: string): void => {
+    timings.push([what, (performance.now() - t0) / 1000]);
+    o.err(`demo: ${what} (${((performance.now() - t0) / 1000).toFixed(1)} s)\n`);
+  };
+  const state = (kept: boolean): DemoState => ({ schema: 1, id, prefix, dir, owner: process.pid, kept, pids: world.pids(), started_at: new Date().toISOString() });
+
+  let tornDown: Promise<void> | undefined;
+  const teardown = (): Promise<void> =>
+    (tornDown ??= (async () => {
+      o.err('demo: tearing down\n');
+      await world.stopAll();
+      await rm(dir, { recursive: true, force: true });
+      await rm(stateFile(o.baseDir, id), { force: true });
+    })());
+  const onSignal = (sig: NodeJS.Signals): void => {
+    o.err(`demo: ${sig}, stopping\n`);
+    void teardown().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  let ok: boolean;
+  try {
+    o.err(`demo ${id}: namespaces ${prefix}*, files in ${dir}\n`);
+    await writeState(o.baseDir, state(false));
+    await world.buildTopology();
+    mark('topology built');
+    await world.setUpServer();
+    await world.startServer();
+    await writeState(o.baseDir, state(false));
+    mark('server up');
+    for (const n of world.nodes) world.startAgent(n.id);
+    await writeState(o.baseDir, state(false));
+    const ids = world.nodes.map((n) => n.id);
+    const timeoutMs = (o.timeoutS ?? 240) * 1000;
+    const notEnrolled = await world.waitAll(ids, (n) => world.enrolled(n), timeoutMs);
+    if (notEnrolled.length === 0) mark('all enrolled');
+    const notConnected = notEnrolled.length > 0 ? ids : await world.waitAll(ids, (n) => world.connected(n), timeoutMs);
+    if (notConnected.length === 0) mark('all connected');
+
+    const statuses = await printStatuses(world, ids, o.out);
+    const matrix = await world.pingMatrix(ids);
+    mark('ping matrix');
+    // a second ping for pairs that lost their first one to ARP resolution
+    const retried = await retryFailed(world, matrix);
+    printMatrix(ids, retried, o.out);
+    const proof = await world.neighbourProof(ids);
+    printProof(proof, o.out);
+    printTimings(timings, o.out);
+
+    const pairsOk = retried.filter((p) => p.ok).length;
+    const problems: string[] = [];
+    if (notEnrolled.length > 0) problems.push(`not enrolled: ${notEnrolled.join(', ')}`);
+    const down = ids.filter((n) => statuses.get(n) !== true);
+    if (down.length > 0) problems.push(`not connected: ${down.join(', ')}`);
+    if (pairsOk !== retried.length) problems.push(`${retried.length - pairsOk} of ${retried.length} pairs do not ping: ${retried.filter((p) => !p.ok).map((p) => `${p.from}->${p.to}`).join(' ')}`);
+    ok = problems.length === 0;
+    if (ok) {
+      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network\n`);
+    } else {
+      o.out(`\nRESULT: FAILED: ${problems.join('; ')}\n`);
+      for (const n of down.length > 0 ? down : notEnrolled) o.err(`--- ${n} agent log (last lines)\n${await tail(join(world.nodeDir(n), 'agent.log'))}\n`);
+      o.err(`--- server log (last lines)\n${await tail(join(dir, 'server.log'))}\n`);
+    }
+    if (o.keep) {
+      await writeState(o.baseDir, state(true));
+      printKeep(world, o.bin, o.out, o.baseDir === DEFAULT_BASE_DIR ? '' : ` --dir ${o.baseDir}`);
+    }
+  } catch (err) {
+    o.err(`demo: failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    if (world.server) o.err(`--- server log (last lines)\n${await tail(join(dir, 'server.log'))}\n`);
+    if (o.keep) o.err('demo: not keeping a demo that failed to start\n');
+    await teardown();
+    throw err;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (!o.keep) await teardown();
+  return ok ? 0 : 1;
+}
+
+async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
+  const connected = new Map<string, boolean>();
+  out(`== status of every node (mvpn-client status, run inside each node's namespace)\n`);
+  for (const id of ids) {
+    const n = world.node(id);
+    const r = await world.statusTable(id);
+    connected.set(id, r.code === 0 && (await world.connected(id)));
+    out(`\n-- ${id}: testbed ${n.testbed}, ${n.testbed === 'A' ? 'public' : 'private'} ${n.underlay}, server via ${n.opsAddress}\n`);
+    out((r.stdout.trim() || r.stderr.trim()) + '\n');
+  }
+  return connected;
+}
+
+async function retryFailed(world: World, matrix: readonly PairResult[]): Promise<PairResult[]> {
+  const out: PairResult[] = [];
+  for (const p of matrix) {
+    if (p.ok) out.push(p);
+    else {
+      const to = await world.vpnAddress(p.to);
+      out.push({ ...p, ok: to !== undefined && (await world.node(p.from).ns.ping(to, { count: 1, timeoutS: 3 })) });
+    }
+  }
+  return out;
+}
+
+function printMatrix(ids: readonly string[], m: readonly PairResult[], out: (s: string) => void): void {
+  out(`\n== ping matrix over the VPN (row pings column, one ping each)\n`);
+  out('      ' + ids.map((i) => i.padStart(4)).join('') + '\n');
+  for (const from of ids) {
+    const cells = ids.map((to) => (to === from ? '   -' : m.find((p) => p.from === from && p.to === to)?.ok ? '  ok' : 'FAIL'.padStart(4)));
+    out(from.padEnd(6) + cells.join('') + '\n');
+  }
+  out(`${m.filter((p) => p.ok).length}/${m.length} ordered pairs answered\n`);
+}
+
+function printProof(proof: readonly NeighbourProof[], out: (s: string) => void): void {
+  out(`\n== one L2 segment: each node's neighbour table on ${DEV} holds the others' VPN addresses with their own MACs\n`);
+  for (const p of proof) {
+    out(`${p.node.padEnd(4)} ${p.mac}  sees ${p.seen.length}/${p.seen.length + p.missing.length}: ${p.seen.join(' ')}${p.missing.length ? `  MISSING: ${p.missing.join(' ')}` : ''}\n`);
+  }
+}
+
+function printTimings(t: readonly [string, number][], out: (s: string) => void): void {
+  out(`\n== timings (seconds since start)\n`);
+  for (const [what, s] of t) out(`${what.padEnd(16)} ${s.toFixed(1).padStart(6)}\n`);
+}
+
+function printKeep(world: World, bin: readonly string[], out: (s: string) => void, dirArg: string): void {
+  const exe = bin.join(' ');
+  const a = world.nodes[0]!;
+  const b = world.nodes[world.nodes.length - 1]!;
+  out(`\n== the demo keeps running (--keep). Look around:\n`);
+  for (const n of world.nodes) out(`  ip netns exec ${n.ns.name} ${exe} status --runtime-dir ${world.runtimeDir(n.id)}\n`);
+  out(`  ip netns exec ${a.ns.name} ping -c 3 <VPN address of ${b.id}, see its status>\n`);
+  out(`  ip netns exec ${a.ns.name} ip -br addr\n`);
+  out(`  ip netns exec ${a.ns.name} ip neigh show dev ${DEV}\n`);
+  out(`  ip netns exec ${world.topology.ops.name} ${exe} server network show ${NETWORK_ID} --state-dir ${world.serverState}\n`);
+  out(`  logs: ${world.dir}/server.log, ${world.dir}/nodes/<node>/agent.log\n`);
+  out(`  segments: internet ${INTERNET_SUBNET} (B-ops ${OPS_PUBLIC}), B LAN ${B_LAN_SUBNET} (B-ops ${OPS_PRIVATE}), VPN ${VPN_SUBNET}\n`);
+  out(`Remove it with: ${exe} demo down${dirArg}\n`);
+}

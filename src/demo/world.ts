@@ -1,0 +1,376 @@
+/**
+ * A running demo world: the two-testbed topology (topology.ts), server mode
+ * on B-ops and one agent per node, all driven through the mvpn-client
+ * executable as an operator would (`server init|network|node|tarball|run`,
+ * `run`, `status`). `mvpn-client demo` and the e2e suite both use this, so
+ * one implementation is what the tests prove.
+ *
+ * Design notes:
+ * - `bin` is the argv prefix of the executable: `[process.execPath]` inside
+ *   the single executable, `[node, src/main.ts]` in development, the built
+ *   `dist/mvpn-client` in the e2e suite.
+ * - Every file lives under `dir` (server state, per-node config, state,
+ *   runtime and logs), so one `rm -r` removes the demo and every process
+ *   command line names `dir` (used to verify pids before signalling).
+ * - Tokens reach the nodes the way the startup tarball carries them: a
+ *   per-node `server tarball --config-only` unpacked into the node's own
+ *   directory; its absolute /etc paths are pointed at that directory.
+ * - Long-running processes are spawned detached (own session), so Ctrl-C in
+ *   the terminal reaches only the demo, which then tears down in order, and
+ *   `--keep` survives the demo's exit. They are stopped by pid only.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { x as untar } from 'tar';
+import type { AgentStatus } from '../agent/status.ts';
+import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.ts';
+import { buildTopology, OPS_PRIVATE, OPS_PUBLIC, VPN_SUBNET, type DemoNode, type Topology } from './topology.ts';
+
+export const NETWORK_ID = 'demo';
+export const API_PORT = 8443;
+export const DEV = `mv-${NETWORK_ID}`;
+
+export interface WorldOptions {
+  readonly lab: Lab;
+  /** argv prefix of the mvpn-client executable. */
+  readonly bin: readonly string[];
+  /** Everything the world writes goes here (created). */
+  readonly dir: string;
+  readonly aCount: number;
+  readonly bCount: number;
+  /** Progress lines (stderr in the demo). */
+  readonly progress?: (line: string) => void;
+  /** Agent reconcile interval (seconds); short in the demo so changes show quickly. */
+  readonly reconcileIntervalS?: number;
+}
+
+export interface RunningProcess {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly log: string;
+  readonly exited: Promise<number | null>;
+}
+
+export interface PairResult {
+  readonly from: string;
+  readonly to: string;
+  readonly ok: boolean;
+}
+
+export interface NeighbourProof {
+  readonly node: string;
+  readonly mac: string;
+  /** The other nodes whose VPN address sits in this node's neighbour table with that node's own MAC. */
+  readonly seen: readonly string[];
+  readonly missing: readonly string[];
+}
+
+export class World {
+  readonly lab: Lab;
+  readonly bin: readonly string[];
+  readonly dir: string;
+  readonly serverState: string;
+  topology!: Topology;
+  server: RunningProcess | undefined;
+  readonly agents = new Map<string, RunningProcess>();
+  private readonly opts: WorldOptions;
+  private stopping = false;
+
+  constructor(opts: WorldOptions) {
+    this.opts = opts;
+    this.lab = opts.lab;
+    this.bin = opts.bin;
+    this.dir = opts.dir;
+    this.serverState = join(opts.dir, 'server');
+  }
+
+  get nodes(): readonly DemoNode[] {
+    return this.topology.nodes;
+  }
+
+  node(id: string): DemoNode {
+    const n = this.topology.nodes.find((x) => x.id === id);
+    if (!n) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  nodeDir(id: string): string {
+    return join(this.dir, 'nodes', id);
+  }
+  configPath(id: string): string {
+    return join(this.nodeDir(id), 'etc', 'mvpn-client', 'config.json');
+  }
+  runtimeDir(id: string): string {
+    return join(this.nodeDir(id), 'run');
+  }
+  stateDir(id: string): string {
+    return join(this.nodeDir(id), 'state');
+  }
+
+  private say(line: string): void {
+    this.opts.progress?.(line);
+  }
+
+  async buildTopology(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    this.topology = await buildTopology(this.lab, { aCount: this.opts.aCount, bCount: this.opts.bCount });
+  }
+
+  /** The executable, inside `ns` when given. Never throws on a non-zero exit. */
+  cli(args: readonly string[], ns?: Netns, timeoutMs = 120_000): Promise<ShResult> {
+    const argv = [...this.bin, ...args];
+    return ns ? ns.exec(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs }) : sh(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs });
+  }
+
+  /** A server CLI command on B-ops' state directory; throws with its output when it fails. */
+  async server$(args: readonly string[]): Promise<string> {
+    const r = await this.cli(['server', ...args, '--state-dir', this.serverState], this.topology.ops);
+    if (r.code !== 0) throw new Error(`mvpn-client server ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+    return r.stdout;
+  }
+
+  /** `server init`, the L2 network, the nodes (per-node remotes) and one config-only startup tarball per node. */
+  async setUpServer(): Promise<void> {
+    await this.server$(['init', '--address', OPS_PUBLIC, '--address', OPS_PRIVATE, '--listen', `0.0.0.0:${API_PORT}`]);
+    await this.server$(['network', 'create', NETWORK_ID, '--dev', 'tap', '--subnet', VPN_SUBNET, '--remote', OPS_PUBLIC, '--remote', OPS_PRIVATE]);
+    await this.server$(['network', 'up', NETWORK_ID]);
+    for (const n of this.nodes) {
+      await this.server$(['node', 'add', n.id, '--network', NETWORK_ID, '--remote', n.opsAddress]);
+      await this.deliverStartupTarball(n);
+    }
+  }
+
+  /** What a testbed does with a per-node startup tarball, into the node's own directory instead of `/`. */
+  async deliverStartupTarball(n: DemoNode): Promise<void> {
+    const nodeDir = this.nodeDir(n.id);
+    await mkdir(nodeDir, { recursive: true, mode: 0o700 });
+    const tarball = join(nodeDir, 'startup.tar.gz');
+    await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${n.opsAddress}:${API_PORT}/`, '--token-ttl', '1h', '--out', tarball]);
+    await untar({ file: tarball, cwd: nodeDir });
+    const cfgPath = this.configPath(n.id);
+    const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown> & { enroll?: Record<string, unknown> };
+    // The tarball's config names /etc/mvpn-client/...: here that directory is the node's own.
+    cfg['server_ca'] = 'server-ca.pem';
+    if (cfg.enroll) cfg.enroll['token_file'] = 'enroll.token';
+    cfg['state_dir'] = this.stateDir(n.id);
+    cfg['runtime_dir'] = this.runtimeDir(n.id);
+    cfg['reconcile_interval_s'] = this.opts.reconcileIntervalS ?? 30;
+    await writeFile(cfgPath, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o644 });
+  }
+
+  private launch(ns: Netns, args: readonly string[], log: string): RunningProcess {
+    const argv = [...this.bin, ...args];
+    const fd = openSync(log, 'a', 0o600);
+    let child: ChildProcess;
+    try {
+      // `ip netns exec` execs the program, so the child's pid is the program's.
+      child = spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', fd, fd], detached: true });
+    } finally {
+      closeSync(fd);
+    }
+    child.unref();
+    if (child.pid === undefined) throw new Error(`could not start ${argv.join(' ')}`);
+    const exited = new Promise<number | null>((resolve) => {
+      child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : null)));
+      child.once('error', () => resolve(null));
+    });
+    return { child, pid: child.pid, log, exited };
+  }
+
+  /** `server run` as a child in B-ops' namespace; resolves once its openvpn server is up. */
+  async startServer(timeoutMs = 60_000): Promise<void> {
+    if (this.stopping) throw new Error('the demo is stopping');
+    this.server = this.launch(this.topology.ops, ['server', 'run', '--state-dir', this.serverState], join(this.dir, 'server.log'));
+    const up = await waitFor(async () => {
+      if (this.server?.child.exitCode !== null) return true;
+      const r = await this.cli(['server', 'network', 'show', NETWORK_ID, '--json', '--state-dir', this.serverState], this.topology.ops);
+      if (r.code !== 0) return false;
+      const v = JSON.parse(r.stdout) as { runtime?: { state?: string } | null };
+      return v.runtime?.state === 'connected';
+    }, timeoutMs, 250);
+    if (this.server.child.exitCode !== null) throw new Error(`server run exited (${this.server.child.exitCode}): ${await tail(this.server.log)}`);
+    if (!up) throw new Error(`the server's openvpn did not come up within ${timeoutMs / 1000} s: ${await tail(this.server.log)}`);
+  }
+
+  async stopServer(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await stopProcess(s, this.dir);
+  }
+
+  startAgent(id: string): RunningProcess {
+    if (this.stopping) throw new Error('the demo is stopping');
+    const n = this.node(id);
+    const p = this.launch(n.ns, ['run', '--config', this.configPath(id)], join(this.nodeDir(id), 'agent.log'));
+    this.agents.set(id, p);
+    return p;
+  }
+
+  async stopAgent(id: string): Promise<number | null> {
+    const p = this.agents.get(id);
+    this.agents.delete(id);
+    return p ? stopProcess(p, this.dir) : null;
+  }
+
+  /** The agent's status object, or undefined while its daemon does not answer. */
+  async status(id: string): Promise<AgentStatus | undefined> {
+    const r = await this.cli(['status', '--json', '--runtime-dir', this.runtimeDir(id)], this.node(id).ns, 30_000);
+    if (r.code !== 0 && r.code !== 1) return undefined;
+    try {
+      return JSON.parse(r.stdout) as AgentStatus;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** `mvpn-client status` as a person would run it on the node (table, exit code). */
+  statusTable(id: string): Promise<ShResult> {
+    return this.cli(['status', '--runtime-dir', this.runtimeDir(id)], this.node(id).ns, 30_000);
+  }
+
+  /** Enrolled = the identity certificate is in the node's state directory. */
+  async enrolled(id: string): Promise<boolean> {
+    return stat(join(this.stateDir(id), 'identity', 'identity.crt')).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  async connected(id: string): Promise<boolean> {
+    const s = await this.status(id);
+    return s !== undefined && s.networks.length > 0 && s.networks.every((n) => n.state === 'connected' && n.tunnel_address !== null);
+  }
+
+  /** Wait until `cond` holds for every node in `ids`; resolves to those for which it never did. */
+  async waitAll(ids: readonly string[], cond: (id: string) => Promise<boolean>, timeoutMs: number): Promise<string[]> {
+    const pending = new Set(ids);
+    await waitFor(async () => {
+      if (this.stopping) return true;
+      for (const id of [...pending]) if (await cond(id)) pending.delete(id);
+      return pending.size === 0;
+    }, timeoutMs, 500);
+    return [...pending];
+  }
+
+  /** The node's VPN address (without prefix length) from its status, or the server's allocation. */
+  async vpnAddress(id: string): Promise<string | undefined> {
+    const s = await this.status(id);
+    return s?.networks.find((n) => n.id === NETWORK_ID)?.tunnel_address?.split('/')[0] ?? undefined;
+  }
+
+  /** One ping per ordered pair, `parallel` at a time. */
+  async pingMatrix(ids: readonly string[], parallel = 6, timeoutS = 3): Promise<PairResult[]> {
+    const addr = new Map<string, string>();
+    for (const id of ids) {
+      const a = await this.vpnAddress(id);
+      if (a) addr.set(id, a);
+    }
+    const pairs = ids.flatMap((from) => ids.filter((to) => to !== from).map((to) => ({ from, to })));
+    return mapBounded(pairs, parallel, async ({ from, to }) => {
+      const target = addr.get(to);
+      const ok = target !== undefined && addr.has(from) && (await this.node(from).ns.ping(target, { count: 1, timeoutS }));
+      return { from, to, ok };
+    });
+  }
+
+  /** Each node's MAC on the tap and which of the others sit in its neighbour table with their own MAC. */
+  async neighbourProof(ids: readonly string[]): Promise<NeighbourProof[]> {
+    const info = new Map<string, { addr: string; mac: string }>();
+    for (const id of ids) {
+      const addr = await this.vpnAddress(id);
+      const link = await this.node(id).ns.exec('ip', ['-j', 'link', 'show', DEV], { allowFail: true });
+      const mac = link.code === 0 ? ((JSON.parse(link.stdout) as { address?: string }[])[0]?.address ?? '') : '';
+      if (addr) info.set(id, { addr, mac });
+    }
+    const out: NeighbourProof[] = [];
+    for (const id of ids) {
+      const r = await this.node(id).ns.exec('ip', ['-j', 'neigh', 'show', 'dev', DEV], { allowFail: true });
+      const neigh = r.code === 0 ? (JSON.parse(r.stdout || '[]') as { dst: string; lladdr?: string }[]) : [];
+      const seen: string[] = [];
+      const missing: string[] = [];
+      for (const other of ids) {
+        if (other === id) continue;
+        const o = info.get(other);
+        const entry = o && neigh.find((e) => e.dst === o.addr);
+        if (o && entry?.lladdr && entry.lladdr.toLowerCase() === o.mac.toLowerCase()) seen.push(other);
+        else missing.push(other);
+      }
+      out.push({ node: id, mac: info.get(id)?.mac ?? '?', seen, missing });
+    }
+    return out;
+  }
+
+  /** Stop agents and server by pid, remove the namespaces (and whatever runs in them). The directory stays. */
+  async stopAll(): Promise<void> {
+    this.stopping = true;
+    await Promise.all([...this.agents.keys()].map((id) => this.stopAgent(id)));
+    await this.stopServer();
+    await this.lab.destroy();
+  }
+
+  /** Pids of the world's long-running processes (for the demo's state file). */
+  pids(): number[] {
+    return [...(this.server ? [this.server.pid] : []), ...[...this.agents.values()].map((p) => p.pid)];
+  }
+}
+
+/**
+ * SIGTERM, then SIGKILL after `graceMs`; only if /proc/<pid>/cmdline still
+ * names `marker` (the pid was not reused by something else).
+ */
+export async function stopPid(pid: number, marker: string, graceMs = 15_000): Promise<void> {
+  if (!(await pidRuns(pid, marker))) return;
+  signal(pid, 'SIGTERM');
+  if (await waitFor(async () => !(await pidRuns(pid, marker)), graceMs, 100)) return;
+  if (await pidRuns(pid, marker)) signal(pid, 'SIGKILL');
+  await waitFor(async () => !(await pidRuns(pid, marker)), 5_000, 100);
+}
+
+async function stopProcess(p: RunningProcess, marker: string): Promise<number | null> {
+  if (p.child.exitCode === null && p.child.signalCode === null) await stopPid(p.pid, marker);
+  return p.exited;
+}
+
+export async function pidRuns(pid: number, marker: string): Promise<boolean> {
+  try {
+    const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // a zombie still has a cmdline of nothing; state Z means it is gone
+    if (/^\d+ \(.*\) Z/.test(stat)) return false;
+    return cmd.split('\0').join(' ').includes(marker);
+  } catch {
+    return false;
+  }
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // gone
+  }
+}
+
+export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** The last lines of a log file, for error messages. */
+export async function tail(path: string, lines = 15): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
