@@ -7,6 +7,7 @@
  *   npm run bench -- --quick           smoke run: few repetitions, small counts; writes
  *                                      bench/results/quick.json and leaves BENCHMARKS.md alone
  *   npm run bench -- --time-limit 30   minutes before the run stops itself (default 40, quick 12)
+ *   npm run bench -- --allow-stale     run although dist/mvpn-client is older than src/ (a warning)
  *
  * Needs root (namespaces), ./build.sh done (dist/mvpn-client), openvpn and
  * easy-rsa; the storm benchmark installs nginx with apt-get if it is missing.
@@ -16,6 +17,7 @@
  */
 import { existsSync } from 'node:fs';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { footprintBench } from './footprint.ts';
@@ -40,16 +42,18 @@ interface Stored {
   sections: Record<string, SectionResult & { machine?: Machine }>;
 }
 
-function parseArgs(argv: readonly string[]): { names: string[]; quick: boolean; timeLimitMin: number | undefined } {
+function parseArgs(argv: readonly string[]): { names: string[]; quick: boolean; allowStale: boolean; timeLimitMin: number | undefined } {
   const names: string[] = [];
   let quick = false;
+  let allowStale = false;
   let timeLimitMin: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '--quick') quick = true;
+    else if (a === '--allow-stale') allowStale = true;
     else if (a === '--time-limit') timeLimitMin = Number(argv[++i]);
     else if (a === '--help' || a === '-h') {
-      console.log(`usage: npm run bench -- [${ALL.map((b) => b.name).join('|')} ...] [--quick] [--time-limit MIN]\n`);
+      console.log(`usage: npm run bench -- [${ALL.map((b) => b.name).join('|')} ...] [--quick] [--time-limit MIN] [--allow-stale]\n`);
       for (const b of ALL) console.log(`  ${b.name.padEnd(10)} ${b.describe}`);
       process.exit(0);
     } else if (a.startsWith('-')) throw new Error(`unknown option ${a} (see --help)`);
@@ -57,7 +61,7 @@ function parseArgs(argv: readonly string[]): { names: string[]; quick: boolean; 
     else names.push(a);
   }
   if (timeLimitMin !== undefined && !(timeLimitMin > 0)) throw new Error('--time-limit needs a number of minutes');
-  return { names, quick, timeLimitMin };
+  return { names, quick, allowStale, timeLimitMin };
 }
 
 function renderMarkdown(stored: Stored): string {
@@ -100,7 +104,7 @@ async function writeMarkdown(stored: Stored): Promise<void> {
 async function main(): Promise<number> {
   const args = parseArgs(process.argv.slice(2));
   if (process.getuid?.() !== 0) throw new Error('the benchmarks need root (network namespaces, openvpn)');
-  requireBuilt();
+  requireBuilt({ allowStale: args.allowStale });
   const selected = args.names.length === 0 ? ALL : ALL.filter((b) => args.names.includes(b.name));
   const env = new BenchEnv();
   const t0 = performance.now();
@@ -137,7 +141,8 @@ async function main(): Promise<number> {
     agentWorld: () => (world ??= AgentWorld.create(env, maxNetworks)),
   };
 
-  const outFile = join(RESULTS, args.quick ? 'quick.json' : 'latest.json');
+  // A smoke run must not replace the committed figures.
+  const outFile = args.quick ? join(tmpdir(), 'mvpn-bench-quick.json') : join(RESULTS, 'latest.json');
   let stored: Stored = { machine, date: new Date().toISOString(), sections: {} };
   if (existsSync(outFile)) {
     try {

@@ -15,7 +15,7 @@
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -151,7 +151,11 @@ function wrap(child: ChildProcess): Proc {
   const out = new OutputTail();
   child.stdout?.on('data', (d: Buffer) => out.push(d));
   child.stderr?.on('data', (d: Buffer) => out.push(d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  const closed = new Promise<void>((r) => child.once('close', () => r()));
+  // 'exit' can come before the last output; wait for the pipes to close too (bounded: a grandchild may hold them).
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => void Promise.race([closed, sleep(1_000)]).then(() => r({ code, signal }))),
+  );
   return { child, pid: child.pid, out, exited, alive: () => child.exitCode === null && child.signalCode === null };
 }
 
@@ -189,9 +193,30 @@ export async function pollUntil<T>(what: string, cond: () => Promise<T | undefin
   }
 }
 
-export function requireBuilt(): void {
+/**
+ * The benchmarks measure dist/mvpn-client but set up state directories with
+ * the code in src/, so a binary older than the source is refused (a store
+ * migration in src/ that the old binary does not know would fail the run).
+ */
+export function requireBuilt(opts: { allowStale?: boolean } = {}): void {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run ./build.sh first (the benchmarks measure the built executable)`);
   if (!existsSync(OPENVPN)) throw new Error(`${OPENVPN} is missing: apt-get install openvpn`);
+  const built = statSync(BIN).mtimeMs;
+  const newer = (dir: string): string | undefined => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) {
+        const n = newer(p);
+        if (n) return n;
+      } else if (statSync(p).mtimeMs > built) return p;
+    }
+    return undefined;
+  };
+  const n = newer(join(ROOT, 'src'));
+  if (n === undefined) return;
+  const msg = `${BIN} is older than ${n}: run ./build.sh first (the benchmarks measure the built executable)`;
+  if (!opts.allowStale) throw new Error(`${msg}, or pass --allow-stale`);
+  process.stderr.write(`bench: warning: ${msg}\n`);
 }
 
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes on this machine. */
