@@ -15,7 +15,7 @@ import { assertLabAddress, Lab } from '../netns/lab.ts';
 import { MvpnError } from '../errors.ts';
 import { B_LAN_SUBNET, INTERNET_SUBNET, OPS_PRIVATE, OPS_PUBLIC, VPN_SUBNET } from './topology.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
-import { DEV, NETWORK_ID, tail, World, type NeighbourProof, type PairResult } from './world.ts';
+import { DEV, mapBounded, NETWORK_ID, tail, World, type NeighbourProof, type PairResult } from './world.ts';
 
 export interface DemoOptions {
   readonly bin: readonly string[];
@@ -102,12 +102,13 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (notConnected.length === 0) mark('all connected');
 
     const statuses = await printStatuses(world, ids, o.out);
-    const matrix = await world.pingMatrix(ids);
+    const addrs = await world.vpnAddresses(ids);
+    const matrix = await world.pingMatrix(ids, addrs);
     mark('ping matrix');
     // a second ping for pairs that lost their first one to ARP resolution
-    const retried = await retryFailed(world, matrix);
+    const retried = await retryFailed(world, matrix, addrs);
     printMatrix(ids, retried, o.out);
-    const proof = await world.neighbourProof(ids);
+    const proof = await world.neighbourProof(ids, addrs);
     printProof(proof, o.out);
     printTimings(timings, o.out);
 
@@ -146,22 +147,23 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
   const connected = new Map<string, boolean>();
   out(`== status of every node (mvpn-client status, run inside each node's namespace)\n`);
-  for (const id of ids) {
+  const tables = await mapBounded(ids, 6, async (id) => ({ r: await world.statusTable(id), ok: await world.connected(id) }));
+  for (const [i, id] of ids.entries()) {
     const n = world.node(id);
-    const r = await world.statusTable(id);
-    connected.set(id, r.code === 0 && (await world.connected(id)));
+    const { r, ok } = tables[i]!;
+    connected.set(id, r.code === 0 && ok);
     out(`\n-- ${id}: testbed ${n.testbed}, ${n.testbed === 'A' ? 'public' : 'private'} ${n.underlay}, server via ${n.opsAddress}\n`);
     out((r.stdout.trim() || r.stderr.trim()) + '\n');
   }
   return connected;
 }
 
-async function retryFailed(world: World, matrix: readonly PairResult[]): Promise<PairResult[]> {
+async function retryFailed(world: World, matrix: readonly PairResult[], addrs: ReadonlyMap<string, string>): Promise<PairResult[]> {
   const out: PairResult[] = [];
   for (const p of matrix) {
     if (p.ok) out.push(p);
     else {
-      const to = await world.vpnAddress(p.to);
+      const to = addrs.get(p.to);
       out.push({ ...p, ok: to !== undefined && (await world.node(p.from).ns.ping(to, { count: 1, timeoutS: 3 })) });
     }
   }

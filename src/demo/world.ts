@@ -260,13 +260,14 @@ export class World {
     return s?.networks.find((n) => n.id === NETWORK_ID)?.tunnel_address?.split('/')[0] ?? undefined;
   }
 
+  /** Every node's VPN address (without length), asked in parallel; nodes without one are left out. */
+  async vpnAddresses(ids: readonly string[]): Promise<Map<string, string>> {
+    const found = await mapBounded(ids, 6, async (id) => [id, await this.vpnAddress(id)] as const);
+    return new Map(found.filter((e): e is readonly [string, string] => e[1] !== undefined));
+  }
+
   /** One ping per ordered pair, `parallel` at a time. */
-  async pingMatrix(ids: readonly string[], parallel = 6, timeoutS = 3): Promise<PairResult[]> {
-    const addr = new Map<string, string>();
-    for (const id of ids) {
-      const a = await this.vpnAddress(id);
-      if (a) addr.set(id, a);
-    }
+  async pingMatrix(ids: readonly string[], addr: ReadonlyMap<string, string>, parallel = 6, timeoutS = 3): Promise<PairResult[]> {
     const pairs = ids.flatMap((from) => ids.filter((to) => to !== from).map((to) => ({ from, to })));
     return mapBounded(pairs, parallel, async ({ from, to }) => {
       const target = addr.get(to);
@@ -276,10 +277,10 @@ export class World {
   }
 
   /** Each node's MAC on the tap and which of the others sit in its neighbour table with their own MAC. */
-  async neighbourProof(ids: readonly string[]): Promise<NeighbourProof[]> {
+  async neighbourProof(ids: readonly string[], addrs: ReadonlyMap<string, string>): Promise<NeighbourProof[]> {
     const info = new Map<string, { addr: string; mac: string }>();
     for (const id of ids) {
-      const addr = await this.vpnAddress(id);
+      const addr = addrs.get(id);
       const link = await this.node(id).ns.exec('ip', ['-j', 'link', 'show', DEV], { allowFail: true });
       const mac = link.code === 0 ? ((JSON.parse(link.stdout) as { address?: string }[])[0]?.address ?? '') : '';
       if (addr) info.set(id, { addr, mac });
