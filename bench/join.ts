@@ -32,6 +32,33 @@ interface AgentTrial {
   /** From agent start to each network's connected_since, first and last. */
   readonly firstConnectedMs: number;
   readonly lastConnectedMs: number;
+  readonly milestones: Milestone[];
+}
+
+/** A step of the agent's start, from its log: when it was first and last reached (ms after spawn; last = slowest network). */
+interface Milestone {
+  readonly step: string;
+  readonly first: number;
+  readonly last: number;
+}
+
+const STEPS: readonly [string, RegExp][] = [
+  ['process start → "agent started" (executable loaded, config read)', / agent started for node /],
+  ['membership document read and verified', / membership serial \d+ from /],
+  ['bundle verified and installed ("install-start")', /: install-start$/],
+  ['openvpn spawned', /: started openvpn pid /],
+  ['management interface connected (hold released next)', /: starting -> connecting \(mgmt-ready\)/],
+  ['openvpn CONNECTED', /: connecting -> connected /],
+  ['READY=1 received (sd_notify via systemd-notify)', /^\(READY=1 received\)$/],
+];
+
+function milestones(timeline: readonly [number, string][]): Milestone[] {
+  const out: Milestone[] = [];
+  for (const [step, re] of STEPS) {
+    const hits = timeline.filter(([, l]) => !/^\S+ \S+ b\d+\[\d+\]:/.test(l) && re.test(l)).map(([t]) => t);
+    if (hits.length > 0) out.push({ step, first: Math.min(...hits), last: Math.max(...hits) });
+  }
+  return out;
 }
 
 interface SizeResult {
@@ -42,14 +69,16 @@ interface SizeResult {
   readonly agentLastConnected: Summary;
   readonly overheadMs: number;
   readonly installedOverheadMs: number;
+  /** Steps of the median cold run. */
+  readonly milestones: Milestone[];
   readonly samples: { agentCold: number[]; agentInstalled: number[]; bare: number[] };
 }
 
 async function agentTrial(w: AgentWorld, dirs: AgentDirs, count: number): Promise<AgentTrial> {
-  const { proc, readyMs, status, t0 } = await w.runAgent(dirs, count);
+  const { proc, readyMs, status, t0, timeline } = await w.runAgent(dirs, count);
   try {
     const since = status.networks.map((n) => Date.parse(n.connected_since!) - t0);
-    return { readyMs, firstConnectedMs: Math.min(...since), lastConnectedMs: Math.max(...since) };
+    return { readyMs, firstConnectedMs: Math.min(...since), lastConnectedMs: Math.max(...since), milestones: milestones(timeline) };
   } finally {
     await stopProc(proc, 30_000);
     await w.waitNoTaps();
@@ -130,6 +159,7 @@ async function runSize(ctx: BenchContext, w: AgentWorld, count: number, reps: nu
     agentLastConnected: summarize(cold.map((t) => t.lastConnectedMs), 1),
     overheadMs: round(agentCold.median - bareS.median, 1),
     installedOverheadMs: round(agentInstalled.median - bareS.median, 1),
+    milestones: [...cold].sort((a, b) => a.readyMs - b.readyMs)[Math.floor((cold.length - 1) / 2)]!.milestones,
     samples: { agentCold: cold.map((t) => round(t.readyMs, 1)), agentInstalled: installed.map((t) => round(t.readyMs, 1)), bare: bare.map((b) => round(b, 1)) },
   };
 }
@@ -173,6 +203,12 @@ export const joinBench: Benchmark = {
       ...rows,
       '',
       `Agent at ${d.sizes.at(-1)?.networks} networks / at 1: ${d.ratioMaxOverOne}× (bare openvpn: ${d.bareRatioMaxOverOne}×).`,
+      '',
+      'Where the agent\'s time goes (median cold run; ms after spawn when its log line arrived; with several networks, first / last network):',
+      '',
+      `| step | ${d.sizes.map((s) => `${s.networks} network${s.networks > 1 ? 's' : ''}`).join(' | ')} |`,
+      `|---|${d.sizes.map(() => '---:').join('|')}|`,
+      ...STEPS.map(([step]) => `| ${step} | ${d.sizes.map((s) => { const m = (s.milestones ?? []).find((x) => x.step === step); return !m ? '' : m.first === m.last ? String(m.first) : `${m.first} / ${m.last}`; }).join(' | ')} |`),
     ].join('\n');
   },
 };

@@ -49,6 +49,7 @@ export class AgentWorld {
   readonly signingKey: SigningKey = generateSigningKey();
   notify!: NotifyListener;
   private serial = 0;
+  private configs = 0;
 
   private constructor(env: BenchEnv, lab: Lab, srv: Netns, node: Netns, dir: string) {
     this.env = env;
@@ -155,9 +156,10 @@ export class AgentWorld {
     return path;
   }
 
-  /** An agent config in `<dir>/<label>/` with its own state and runtime dirs. */
+  /** An agent config in a fresh `<dir>/<label>-<k>/` with its own state and runtime dirs. */
   async agentConfig(label: string, membershipPath: string): Promise<AgentDirs> {
-    const base = join(this.dir, label);
+    // Unique per call: a trial that should start from an empty state dir must never find an earlier one's.
+    const base = join(this.dir, `${label}-${++this.configs}`);
     await mkdir(base, { recursive: true });
     const dirs = { base, config: join(base, 'config.json'), stateDir: join(base, 'state'), runtimeDir: join(base, 'run') };
     const config = {
@@ -176,7 +178,10 @@ export class AgentWorld {
 
   /** `dist/mvpn-client run` in the node namespace, with NOTIFY_SOCKET pointing at our listener. */
   startAgent(dirs: AgentDirs): Proc {
-    return this.env.spawnIn(this.node, BIN, ['run', '--config', dirs.config], { env: { ...process.env, NOTIFY_SOCKET: this.notify.socket } });
+    // MVPN_BENCH_PROFILE=DIR: every agent writes a V8 CPU profile there at exit (see bench/profile-summary.ts).
+    const prof = process.env['MVPN_BENCH_PROFILE'];
+    const extra = prof ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` } : {};
+    return this.env.spawnIn(this.node, BIN, ['run', '--config', dirs.config], { env: { ...process.env, ...extra, NOTIFY_SOCKET: this.notify.socket } });
   }
 
   /** No mv-* interface left in the node namespace (every openvpn of the previous run has exited). */
@@ -194,10 +199,21 @@ export class AgentWorld {
    * connected or has definitely failed); checks that all `count` are
    * connected. `readyMs` is from just before the spawn to the datagram.
    */
-  async runAgent(dirs: AgentDirs, count: number): Promise<{ proc: Proc; readyMs: number; status: AgentStatus; t0: number }> {
+  async runAgent(dirs: AgentDirs, count: number): Promise<{ proc: Proc; readyMs: number; status: AgentStatus; t0: number; timeline: [number, string][] }> {
     const before = new Set(this.notify.received);
     const t0 = epochMs();
     const proc = this.startAgent(dirs);
+    // When each log line arrived, relative to the spawn: where the time goes (kept for the report).
+    const timeline: [number, string][] = [];
+    let partial = '';
+    const onData = (d: Buffer): void => {
+      const at = Math.round(epochMs() - t0);
+      const parts = (partial + d.toString()).split('\n');
+      partial = parts.pop() ?? '';
+      for (const l of parts) if (l.trim() !== '' && timeline.length < 200) timeline.push([at, l.slice(0, 200)]);
+    };
+    proc.child.stdout?.on('data', onData);
+    proc.child.stderr?.on('data', onData);
     try {
       const ready = await within(
         this.notify.waitFor((d) => !before.has(d) && d.fields['READY'] === '1', 150_000),
@@ -211,7 +227,8 @@ export class AgentWorld {
           `agent was READY (${ready.fields['STATUS'] ?? ''}) without all ${count} networks connected: ${JSON.stringify(status.networks.map((n) => [n.id, n.state, n.last_error]))}\n${proc.out.toString().slice(-4000)}`,
         );
       }
-      return { proc, readyMs, status, t0 };
+      timeline.push([Math.round(readyMs), '(READY=1 received)']);
+      return { proc, readyMs, status, t0, timeline };
     } catch (err) {
       await stopProc(proc, 30_000);
       throw err;
