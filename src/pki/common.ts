@@ -104,14 +104,10 @@ export function parseCertificate(pem: string, what = 'certificate'): x509.X509Ce
   }
 }
 
-export function parseCsrPem(pem: string): x509.Pkcs10CertificateRequest {
+/** The DER of a CSR PEM (exactly one "CERTIFICATE REQUEST" block), or MVPN_CSR_INVALID. */
+export function csrDer(pem: string): ArrayBuffer {
   checkPemInput(pem, 'MVPN_CSR_INVALID', 'CSR');
-  const block = onePemBlock(pem, 'CERTIFICATE REQUEST', 'MVPN_CSR_INVALID', 'CSR');
-  try {
-    return new x509.Pkcs10CertificateRequest(block);
-  } catch (err) {
-    throw new PkiError('MVPN_CSR_INVALID', 'CSR is not a readable PKCS#10 request', { cause: err });
-  }
+  return onePemBlock(pem, 'CERTIFICATE REQUEST', 'MVPN_CSR_INVALID', 'CSR');
 }
 
 export function parseCrlPem(pem: string): x509.X509Crl {
