@@ -28,6 +28,7 @@ import type { CaMaterial } from '../pki/ca.ts';
 import { parseJsonBounded } from '../util/json.ts';
 import type { DocumentService } from './doc-service.ts';
 import type { ServerEvent } from './events.ts';
+import { linkState } from './federation/links.ts';
 import { enroll } from './ops/enroll.ts';
 import type { ServerContext } from './ops/context.ts';
 
@@ -97,6 +98,7 @@ class ApiError extends MvpnError {
   }
 }
 
+const LINK_RE = /^\/v1\/link\/([a-z][a-z0-9-]{0,11})$/;
 const BUNDLE_RE = /^\/v1\/bundles\/([^/]+)\/([^/]+)$/;
 const VERSION_RE = /^[1-9][0-9]{0,15}$/;
 
@@ -230,6 +232,17 @@ export function createApiServer(deps: ApiDeps): Server {
       res.writeHead(200, { ...headers, 'content-type': 'application/gzip', 'content-length': String(b.bytes.length) });
       res.end(method === 'HEAD' ? undefined : b.bytes);
       return node;
+    }
+
+    const link = LINK_RE.exec(path);
+    if (link) {
+      // A peer server copying a hub network's members and CRL (src/server/federation/links.ts).
+      allow('GET');
+      const caller = authenticate(req);
+      const state = NETWORK_ID_RE.test(link[1]!) ? linkState(ctx, caller, link[1]!) : undefined;
+      if (!state) throw new ApiError(404, 'MVPN_NOT_FOUND', 'no link to this network for this caller');
+      sendJson(res, 200, state);
+      return caller;
     }
 
     throw new ApiError(404, 'MVPN_NOT_FOUND', `no route ${path.length > 200 ? path.slice(0, 200) + '…' : path}`);

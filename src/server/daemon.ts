@@ -53,12 +53,15 @@ import { createApiServer, type ApiLimits } from './api.ts';
 import { loadServerConfig, parseListen } from './config.ts';
 import { DocumentService } from './doc-service.ts';
 import type { ServerEvent } from './events.ts';
+import type { LinkPayload } from './federation/link-bundle.ts';
+import { bridgeDev, ensureBridge, fetchLinkState, linkDev, removeBridge, writeLinkFiles } from './federation/link-runtime.ts';
+import { applyLinkState, linkPayload } from './federation/links.ts';
 import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
 import type { ServerContext } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
-import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type StatusSnapshot } from './status.ts';
+import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot } from './status.ts';
 import { SqliteStore } from './store/sqlite.ts';
-import type { MemberSummary, NetworkRecord } from './store/store.ts';
+import type { LinkRecord, MemberSummary, NetworkRecord } from './store/store.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -84,8 +87,17 @@ export interface DaemonOptions {
   /** READY=1 at the latest after this long, even if a network is still starting. */
   readonly readyTimeoutMs?: number;
   readonly apiLimits?: Partial<ApiLimits>;
-  /** Runs `ping` for L2 neighbour priming. */
+  /** Runs `ping` for L2 neighbour priming and `ip` for a link's bridge. */
   readonly exec?: ExecFn;
+  /** How often a peer copies its hubs' members and CRLs (revocation reaches the peer within about this long). */
+  readonly linkSyncMs?: number;
+}
+
+/** A peer's link: the openvpn client to the hub, and the last state sync. */
+interface LinkInstance {
+  readonly sup: Supervisor;
+  readonly payload: LinkPayload;
+  lastSync?: { ok: boolean; at: number; error?: string };
 }
 
 interface Instance {
@@ -140,6 +152,9 @@ export class ServerDaemon {
   private readonly clock: Clock;
   private readonly logger: Logger<ServerEvent>;
   private readonly instances = new Map<string, Instance>();
+  private readonly links = new Map<string, LinkInstance>();
+  /** Mirrors whose bridge and taps exist. */
+  private readonly bridged = new Set<string>();
   private readonly timers: Cancel[] = [];
   private readonly startedAt: number;
   private lastDataVersion = -1;
@@ -249,6 +264,7 @@ export class ServerDaemon {
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
     });
     every(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
+    every(this.opts.linkSyncMs ?? 2_000, () => void this.syncLinks());
     every(this.opts.statusMs ?? 5_000, () => void this.refreshClients().then(() => this.writeSnapshot()));
   }
 
@@ -297,9 +313,9 @@ export class ServerDaemon {
     for (const r of await refreshDueCrls(this.ctx)) {
       this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
     }
-    const { nets, members } = this.store.read((tx) => {
+    const { nets, members, links } = this.store.read((tx) => {
       const ns = tx.listNetworks();
-      return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])) };
+      return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])), links: new Map(tx.listLinks().map((l) => [l.network, l])) };
     });
     const up: string[] = [];
     const stoppedNow: string[] = [];
@@ -312,12 +328,20 @@ export class ServerDaemon {
         stoppedNow.push(id);
       }
     }
+    for (const id of [...this.links.keys(), ...this.bridged]) if (!wanted.has(id) || !links.has(id)) await this.stopLink(id);
     for (const net of nets) {
       if (net.state !== 'up' || this.stopped) continue;
       const ms = members.get(net.id) ?? [];
+      const link = links.get(net.id);
+      const payload = link ? linkPayload(link) : undefined;
       let restartNeeded: boolean;
       try {
-        restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms)).restartNeeded;
+        if (payload && !this.bridged.has(net.id)) {
+          await ensureBridge(this.exec(), net.id, payload.peer.name, payload.peer.address, parseCidr(net.subnet).prefix);
+          this.bridged.add(net.id);
+        }
+        const bridge = payload ? { address: payload.peer.address } : undefined;
+        restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms, bridge)).restartNeeded;
       } catch (err) {
         const e = toMvpnError(err);
         this.logger.emit({ kind: 'server.files-failed', network: net.id, code: e.code, message: e.message });
@@ -331,6 +355,7 @@ export class ServerDaemon {
         inst.sup.restart();
       }
       up.push(net.id);
+      if (link && payload) await this.ensureLink(link, payload);
       await this.killDisallowed(net, inst, ms);
     }
     this.logger.emit({ kind: 'server.reconcile', cause, up, stopped: stoppedNow });
@@ -350,7 +375,8 @@ export class ServerDaemon {
         mgmtSocket: rt.mgmtSocket,
         pidFile: rt.pidFile,
         dev: serverDev(net.id),
-        expectedAddress: `${intToIp(serverAddress(subnet))}/${subnet.prefix}`,
+        // A mirror's address is on its bridge, not on the tap.
+        ...(this.bridged.has(net.id) ? {} : { expectedAddress: `${intToIp(serverAddress(subnet))}/${subnet.prefix}` }),
         openvpnPath: this.ctx.config.openvpn_path,
       },
       { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
@@ -364,6 +390,77 @@ export class ServerDaemon {
     this.logger.emit({ kind: 'server.network-start', network: net.id });
     sup.start();
     return inst;
+  }
+
+  private exec(): ExecFn {
+    return this.opts.exec ?? execCommand;
+  }
+
+  /** Starts the link client of a mirror (or restarts it when its files changed). */
+  private async ensureLink(link: LinkRecord, payload: LinkPayload): Promise<void> {
+    const { files, changed } = await writeLinkFiles(networkFilePaths(this.ctx.paths, link.network).dir, payload);
+    const cur = this.links.get(link.network);
+    if (cur) {
+      if (changed) cur.sup.restart();
+      return;
+    }
+    const rt = runtimePaths(this.ctx.config.runtime_dir, linkDev(link.network));
+    const sup = new Supervisor(
+      {
+        id: `link-${link.network}`,
+        role: 'client',
+        configPath: files.config,
+        cwd: files.dir,
+        mgmtSocket: rt.mgmtSocket,
+        pidFile: rt.pidFile,
+        dev: linkDev(link.network),
+        openvpnPath: this.ctx.config.openvpn_path,
+      },
+      { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
+    );
+    sup.on('change', () => void this.writeSnapshot());
+    this.links.set(link.network, { sup, payload });
+    this.logger.emit({ kind: 'server.link-start', network: link.network, hub: payload.hub.remotes.map((r) => `${r.host}:${r.port}`).join(', ') });
+    sup.start();
+    void this.syncLink(link.network);
+  }
+
+  /** Stops a mirror's link client and removes its bridge and taps. */
+  private async stopLink(id: string): Promise<void> {
+    const l = this.links.get(id);
+    this.links.delete(id);
+    await l?.sup.stop();
+    if (this.bridged.delete(id) || l) {
+      await removeBridge(this.exec(), id).catch((err: unknown) => {
+        const e = toMvpnError(err);
+        this.logger.emit({ kind: 'server.link-failed', network: id, code: e.code, message: e.message });
+      });
+    }
+  }
+
+  private async syncLinks(): Promise<void> {
+    await Promise.all([...this.links.keys()].map((id) => this.syncLink(id)));
+  }
+
+  /** Copies the hub's members and CRL into the mirror; a change reconciles (ccd, CRL, kill). */
+  private async syncLink(id: string): Promise<void> {
+    const l = this.links.get(id);
+    if (!l || this.stopped) return;
+    try {
+      const state = await fetchLinkState(l.payload);
+      if (this.stopped) return;
+      const changed = applyLinkState(this.ctx, state);
+      const was = l.lastSync;
+      l.lastSync = { ok: true, at: this.clock.now() };
+      if (changed) {
+        this.logger.emit({ kind: 'server.link-synced', network: id, members: state.members.length, crlNumber: state.crl_number });
+        this.requestReconcile(`hub state of ${id} changed`);
+      } else if (was && !was.ok) void this.writeSnapshot();
+    } catch (err) {
+      const e = toMvpnError(err);
+      if (l.lastSync?.error !== e.message) this.logger.emit({ kind: 'server.link-failed', network: id, code: e.code, message: e.message });
+      l.lastSync = { ok: false, at: this.clock.now(), error: e.message };
+    }
   }
 
   /** Kills sessions of CNs that may no longer connect, or whose certificate was replaced. */
@@ -430,7 +527,8 @@ export class ServerDaemon {
     const exec = this.opts.exec ?? execCommand;
     for (const a of addresses) {
       if (this.stopped) return;
-      await exec('ping', ['-n', '-q', '-c', '1', '-W', '1', '-I', serverDev(network), a], { timeoutMs: 3_000 }).catch(() => undefined);
+      const dev = this.bridged.has(network) ? bridgeDev(network) : serverDev(network);
+      await exec('ping', ['-n', '-q', '-c', '1', '-W', '1', '-I', dev, a], { timeoutMs: 3_000 }).catch(() => undefined);
     }
   }
 
@@ -448,12 +546,26 @@ export class ServerDaemon {
         clients: inst.clients,
       };
     }
+    const links: Record<string, LinkSnapshot> = {};
+    for (const [id, l] of this.links) {
+      const s = l.sup.status();
+      links[id] = {
+        state: s.state,
+        since: new Date(s.since).toISOString(),
+        pid: s.pid,
+        restarts: s.restarts,
+        last_error: s.lastError,
+        bridge: bridgeDev(id),
+        sync: l.lastSync ? { ok: l.lastSync.ok, at: new Date(l.lastSync.at).toISOString(), ...(l.lastSync.error ? { error: l.lastSync.error } : {}) } : null,
+      };
+    }
     return {
       pid: process.pid,
       started_at: new Date(this.startedAt).toISOString(),
       updated_at: new Date(this.clock.now()).toISOString(),
       listen: this.listenAddress(),
       networks,
+      links,
     };
   }
 
@@ -494,8 +606,13 @@ export class ServerDaemon {
     await this.opts.notifier?.stopping().catch(() => undefined);
     for (const t of this.timers.splice(0)) t();
     await this.reconciling?.catch(() => undefined);
+    await Promise.all([...this.links.values()].map((l) => l.sup.stop()));
     await Promise.all([...this.instances.values()].map((i) => i.sup.stop()));
     this.instances.clear();
+    this.links.clear();
+    // The daemon made the bridges and taps; it removes them.
+    for (const id of [...this.bridged]) await removeBridge(this.exec(), id).catch(() => undefined);
+    this.bridged.clear();
     await new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());

@@ -18,6 +18,9 @@ export type ServerEvent =
   | { readonly kind: 'server.crl-refreshed'; readonly network: string; readonly number: number; readonly nextUpdate: string }
   | { readonly kind: 'server.session-killed'; readonly network: string; readonly cn: string; readonly reason: string }
   | { readonly kind: 'server.kill-failed'; readonly network: string; readonly cn: string; readonly message: string }
+  | { readonly kind: 'server.link-start'; readonly network: string; readonly hub: string }
+  | { readonly kind: 'server.link-failed'; readonly network: string; readonly code: string; readonly message: string }
+  | { readonly kind: 'server.link-synced'; readonly network: string; readonly members: number; readonly crlNumber: number }
   | { readonly kind: 'api.request'; readonly method: string; readonly path: string; readonly status: number; readonly node?: string | undefined; readonly ms: number }
   | { readonly kind: 'api.error'; readonly method: string; readonly path: string; readonly status: number; readonly code: string; readonly message: string }
   | { readonly kind: 'api.enrolled'; readonly node: string; readonly networks: readonly string[] }
@@ -40,6 +43,9 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.crl-refreshed': (e) => ({ level: 'info', text: `${e.network}: CRL #${e.number} issued, next update ${e.nextUpdate}` }),
   'server.session-killed': (e) => ({ level: 'notice', text: `${e.network}: killed the session of ${e.cn} (${e.reason})` }),
   'server.kill-failed': (e) => ({ level: 'warning', text: `${e.network}: could not kill the session of ${e.cn}: ${e.message}` }),
+  'server.link-start': (e) => ({ level: 'notice', text: `${e.network}: starting its link to the hub ${e.hub}` }),
+  'server.link-failed': (e) => ({ level: 'warning', text: `${e.network}: link: ${e.message} [${e.code}]` }),
+  'server.link-synced': (e) => ({ level: 'info', text: `${e.network}: copied the hub's state (${e.members} members, CRL #${e.crlNumber})` }),
   'api.request': (e) => ({ level: 'debug', text: `api: ${e.method} ${e.path} -> ${e.status}${e.node ? ` (${e.node})` : ''} ${e.ms} ms` }),
   'api.error': (e) => ({ level: e.status >= 500 ? 'error' : 'info', text: `api: ${e.method} ${e.path} -> ${e.status} ${e.code}: ${e.message}` }),
   'api.enrolled': (e) => ({ level: 'notice', text: `api: node ${e.node} enrolled (networks: ${e.networks.join(', ') || 'none yet'})` }),

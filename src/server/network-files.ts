@@ -62,7 +62,18 @@ export function allowedMembers<M extends MemberSummary>(memberships: readonly M[
   return memberships.filter((m) => !m.revoked && m.certSerial !== null);
 }
 
-export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, net: NetworkRecord): string {
+/**
+ * `bridge`: this is a peer's mirror of a hub network (src/server/federation):
+ * the server's own address is the peer's (allocated by the hub) and sits on
+ * the bridge, so the tap gets neither `ifconfig` nor the network's server MAC
+ * (which the hub's tap has on the same segment).
+ */
+export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, net: NetworkRecord, bridge?: { readonly address: string }): string {
+  const text = renderBase(config, paths, net, bridge?.address);
+  return bridge ? text.replace(/^ifconfig .*\n/m, '').replace(/^lladdr .*\n/m, '') : text;
+}
+
+function renderBase(config: ServerConfig, paths: ServerPaths, net: NetworkRecord, serverIp?: string): string {
   const f = networkFilePaths(paths, net.id);
   const subnet = parseCidr(net.subnet);
   return renderServerConfig(
@@ -74,7 +85,7 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
       local: config.vpn_listen,
       network: intToIp(subnet.base),
       netmask: netmaskString(subnet.prefix),
-      serverIp: intToIp(serverAddress(subnet)),
+      serverIp: serverIp ?? intToIp(serverAddress(subnet)),
       firstHost: intToIp(subnet.base + 1),
       lastHost: intToIp(subnet.base + size(subnet) - 2),
       ciphers: CIPHERS,
@@ -107,12 +118,13 @@ export async function writeNetworkFiles(
   paths: ServerPaths,
   net: NetworkRecord,
   memberships: readonly MemberSummary[],
+  bridge?: { readonly address: string },
 ): Promise<WriteResult> {
   const f = networkFilePaths(paths, net.id);
   await ensureDir(f.dir, 0o700);
   await ensureDir(f.ccdDir, 0o700);
   const changed = await Promise.all([
-    writeIfChanged(f.config, renderNetworkConfig(config, paths, net), 0o644),
+    writeIfChanged(f.config, renderNetworkConfig(config, paths, net, bridge), 0o644),
     writeIfChanged(f.ca, net.caCertPem, 0o644),
     writeIfChanged(f.cert, net.serverCertPem, 0o644),
     writeIfChanged(f.key, net.serverKeyPem, 0o600),

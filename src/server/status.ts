@@ -29,12 +29,25 @@ export interface InstanceSnapshot {
   readonly clients: readonly ClientSnapshot[];
 }
 
+/** A peer's link to its hub: the link client's openvpn and the last state sync. */
+export interface LinkSnapshot {
+  readonly state: string;
+  readonly since: string;
+  readonly pid?: number | undefined;
+  readonly restarts: number;
+  readonly last_error?: { readonly code: string; readonly message: string } | undefined;
+  readonly bridge: string;
+  readonly sync: { readonly ok: boolean; readonly at: string; readonly error?: string } | null;
+}
+
 export interface StatusSnapshot {
   readonly pid: number;
   readonly started_at: string;
   readonly updated_at: string;
   readonly listen: string;
   readonly networks: Readonly<Record<string, InstanceSnapshot>>;
+  /** Peer side: one per linked (mirrored) network. */
+  readonly links?: Readonly<Record<string, LinkSnapshot>>;
 }
 
 export function statusPath(runtimeDir: string): string {

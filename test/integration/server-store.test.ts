@@ -43,7 +43,7 @@ describe('SqliteStore', () => {
       expect((db.prepare('PRAGMA user_version').get() as { user_version: number }).user_version).toBe(MIGRATIONS.length);
       expect((db.prepare('PRAGMA journal_mode').get() as { journal_mode: string }).journal_mode).toBe('wal');
       const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as { name: string }[]).map((r) => r.name);
-      expect(tables).toEqual(['address_history', 'memberships', 'meta', 'networks', 'nodes', 'revocations', 'tokens']);
+      expect(tables).toEqual(['address_history', 'links', 'memberships', 'meta', 'networks', 'nodes', 'revocations', 'tokens']);
     } finally {
       db.close();
     }

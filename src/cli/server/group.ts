@@ -1,6 +1,7 @@
 import type { CliGroup } from '../command.ts';
 import { serverExportCommand } from './export.ts';
 import { serverInitCommand } from './init.ts';
+import { linkGroup } from './link.ts';
 import { networkCreateCommand } from './network-create.ts';
 import { networkDeleteCommand } from './network-delete.ts';
 import { networkDownCommand } from './network-down.ts';
@@ -42,6 +43,7 @@ export const serverGroup: CliGroup = {
       describe: 'add, remove, list, enroll and revoke nodes',
       children: [nodeAddCommand, nodeRemoveCommand, nodeListCommand, nodeTokenCommand, nodeRevokeCommand, nodeSetRemotesCommand],
     },
+    linkGroup,
     serverExportCommand,
     serverTarballCommand,
   ],

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { getNetworkOrThrow, networkView } from '../../server/ops/networks.ts';
 import { membershipView } from '../../server/ops/nodes.ts';
+import { linkView } from '../../server/federation/links.ts';
 import { readStatus } from '../../server/status.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
@@ -23,10 +24,14 @@ export const networkShowCommand: CliCommand<IdArgs> = {
       const status = await readStatus(ctx.config.runtime_dir);
       const runtime = status ? (status.networks[net.id] ?? { state: 'stopped', clients: [], restarts: 0 }) : null;
       const base = networkView(net, { active: members.filter((m) => !m.revoked).length, revoked: members.filter((m) => m.revoked).length });
+      const link = ctx.store.read((tx) => tx.getLink(net.id));
+      const linkRuntime = link ? (status ? (status.links?.[net.id] ?? { state: 'stopped' }) : null) : undefined;
       const view = {
         ...base,
         members: members.map(membershipView),
         runtime,
+        // Peer side of a server-to-server link: the mirror's link to its hub and its health.
+        ...(link ? { link: linkView(link, linkRuntime) } : {}),
       };
       const connected = new Map((runtime?.clients ?? []).map((c) => [c.cn, c]));
       const lines = [
@@ -37,6 +42,11 @@ export const networkShowCommand: CliCommand<IdArgs> = {
           ? 'server: no daemon running (`mvpn-client server run`)'
           : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,
       ];
+      if (link) {
+        const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string } };
+        const rt = linkRuntime as { state?: string; restarts?: number } | null | undefined;
+        lines.push(`link: peer ${lv.peer} (address ${lv.address} on mb-${net.id}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
+      }
       if (members.length > 0) {
         lines.push(
           table([

@@ -6,13 +6,14 @@
  * new bundle version (a change that touches only crl.pem, which agents apply
  * without restarting openvpn).
  */
+import { isMirror } from '../federation/mirror.ts';
 import { crlDue } from '../pki-service.ts';
 import { applyCrl, Bumps, nowOf, planCrl, withRetry, type ServerContext } from './context.ts';
 
 /** Re-issues the CRLs that are due; returns the networks whose CRL changed. */
 export async function refreshDueCrls(ctx: ServerContext): Promise<{ network: string; number: number; nextUpdate: number }[]> {
   const done: { network: string; number: number; nextUpdate: number }[] = [];
-  const due = ctx.store.read((tx) => tx.listNetworks()).filter((n) => n.state !== 'deleted' && crlDue(n, nowOf(ctx), ctx.config.crl_days));
+  const due = ctx.store.read((tx) => tx.listNetworks()).filter((n) => n.state !== 'deleted' && !isMirror(n) && crlDue(n, nowOf(ctx), ctx.config.crl_days));
   for (const n of due) {
     const r = await withRetry(async () => {
       const now = nowOf(ctx);

@@ -13,6 +13,7 @@
  * from the sequence for it and the node's online document moves past it, so
  * no serial ever names two different documents.
  */
+import { isMirror, mirrorRefusal } from '../federation/mirror.ts';
 import { basename, dirname, join } from 'node:path';
 import { StoreError } from '../../errors.ts';
 import type { SigningKey } from '../../bundle/sign.ts';
@@ -50,6 +51,7 @@ export async function exportNode(ctx: ServerContext, key: SigningKey, node: stri
     const { m, net } = ctx.store.read((tx) => ({ m: tx.getMembership(network, node), net: tx.getNetwork(network) }));
     if (!m || !net) throw new StoreError('MVPN_NOT_FOUND', `node ${node} is not in network ${network}`, { context: { node, network } });
     if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${network} is deleted`, { context: { network } });
+    if (isMirror(net)) throw mirrorRefusal(network);
     if (m.revoked) {
       throw new StoreError('MVPN_STORE_CONFLICT', `node ${node} is revoked in network ${network}`, {
         context: { node, network },

@@ -23,6 +23,18 @@ import { issueNodeCert } from '../pki-service.ts';
 import type { MembershipRecord, NetworkRecord, NodeRecord, Remote, RevocationRecord, StoreTx } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNetworkId, parseRemote } from './networks.ts';
+import { isMirror, isPeerNode, mirrorRefusal } from '../federation/mirror.ts';
+
+/** Internal callers (links) may use the reserved `mvpn-peer-` node ids. */
+export interface ReservedOk {
+  readonly allowReserved?: boolean;
+}
+
+function checkNotReserved(node: string, opts: ReservedOk): void {
+  if (isPeerNode(node) && !opts.allowReserved) {
+    throw new UsageError(`node id ${JSON.stringify(node)} is reserved for server-to-server links`, { hint: 'use `mvpn-client server link …`' });
+  }
+}
 
 /** CNs, file names in client-config-dir, agent node ids: at most 63 characters (X.509 CN limit is 64). */
 export function checkNodeId(id: string): void {
@@ -40,8 +52,15 @@ function notFound(what: string, context: Record<string, string>): StoreError {
 function liveNetwork(tx: StoreTx, id: string): NetworkRecord {
   const net = tx.getNetwork(id);
   if (!net) throw notFound(`no network ${id}`, { network: id });
+  if (isMirror(net)) throw mirrorRefusal(id);
   if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${id} is deleted`, { context: { network: id } });
   return net;
+}
+
+/** A network that may be deleted but is not a mirror (removal and revocation need the CA key). */
+function liveOrDeleted(tx: StoreTx, id: string): void {
+  const net = tx.getNetwork(id);
+  if (net && isMirror(net)) throw mirrorRefusal(id);
 }
 
 export interface AddNodeInput {
@@ -60,8 +79,9 @@ export function parseNodeRemotes(texts: readonly string[], network: string, node
 }
 
 /** Adds a node to a network (creating the node record if new). */
-export async function addNode(ctx: ServerContext, input: AddNodeInput): Promise<MembershipRecord> {
+export async function addNode(ctx: ServerContext, input: AddNodeInput, opts: ReservedOk = {}): Promise<MembershipRecord> {
   checkNodeId(input.node);
+  checkNotReserved(input.node, opts);
   checkNetworkId(input.network);
   const requested = input.address === undefined ? undefined : ipToInt(input.address);
   const remotes = input.remotes?.length ? parseNodeRemotes(input.remotes, input.network, input.node) : null;
@@ -185,11 +205,15 @@ export function setNodeRemotes(ctx: ServerContext, node: string, network: string
 }
 
 /** Takes a node out of a network: certificate on the CRL, membership gone, address free. */
-export async function removeNode(ctx: ServerContext, node: string, network: string): Promise<MembershipRecord> {
+export async function removeNode(ctx: ServerContext, node: string, network: string, opts: ReservedOk = {}): Promise<MembershipRecord> {
   checkNodeId(node);
+  checkNotReserved(node, opts);
   checkNetworkId(network);
   return withRetry(async () => {
-    const m = ctx.store.read((tx) => tx.getMembership(network, node));
+    const m = ctx.store.read((tx) => {
+      liveOrDeleted(tx, network);
+      return tx.getMembership(network, node);
+    });
     if (!m) throw notFound(`node ${node} is not in network ${network}`, { node, network });
     const now = nowOf(ctx);
     const plans = await planRevocations(ctx, [m], 'removed', now);
@@ -212,10 +236,12 @@ export async function revokeNode(ctx: ServerContext, node: string, network?: str
   checkNodeId(node);
   if (network !== undefined) checkNetworkId(network);
   return withRetry(async () => {
-    const { n, targets } = ctx.store.read((tx) => ({
-      n: tx.getNode(node),
-      targets: tx.listMemberships(network === undefined ? { node } : { node, network }),
-    }));
+    const { n, targets } = ctx.store.read((tx) => {
+      if (network !== undefined) liveOrDeleted(tx, network);
+      const mirrors = new Set(tx.listNetworks().filter(isMirror).map((x) => x.id));
+      // A mirror's copies are the hub's to revoke; revoking everywhere here leaves them alone.
+      return { n: tx.getNode(node), targets: tx.listMemberships(network === undefined ? { node } : { node, network }).filter((m) => !mirrors.has(m.network)) };
+    });
     if (!n) throw notFound(`no node ${node}`, { node });
     if (network !== undefined && targets.length === 0) throw notFound(`node ${node} is not in network ${network}`, { node, network });
     const now = nowOf(ctx);

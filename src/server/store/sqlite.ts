@@ -22,6 +22,7 @@ import type {
   NetworkRecord,
   NodePatch,
   NodeRecord,
+  LinkRecord,
   RevocationRecord,
   Store,
   StoreTx,
@@ -124,6 +125,16 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE memberships ADD COLUMN remotes TEXT;
   `,
+  // 4: server-to-server links held by a peer (one per mirrored network)
+  `
+  CREATE TABLE links (
+    network TEXT PRIMARY KEY REFERENCES networks (id) ON DELETE CASCADE,
+    data TEXT NOT NULL,
+    hub_anchor TEXT NOT NULL,
+    synced_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  ) STRICT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -215,6 +226,10 @@ function toToken(r: Row): TokenRecord {
     expiresAt: num(r['expires_at']),
     usedAt: numOrNull(r['used_at']),
   };
+}
+
+function toLink(r: Row): LinkRecord {
+  return { network: str(r['network']), data: str(r['data']), hubAnchor: str(r['hub_anchor']), syncedAt: num(r['synced_at']), createdAt: num(r['created_at']) };
 }
 
 function toRevocation(r: Row): RevocationRecord {
@@ -582,6 +597,30 @@ export class SqliteStore implements Store {
            ON CONFLICT (network, serial) DO NOTHING`,
           { network: r.network, serial: r.serial, node: r.node, address: r.address, reason: r.reason, at: r.revokedAt },
         );
+      },
+
+      getLink: (network) => {
+        const r = get('SELECT * FROM links WHERE network = $network', { network });
+        return r && toLink(r);
+      },
+      listLinks: () => all('SELECT * FROM links ORDER BY network').map(toLink),
+      insertLink: (l) => {
+        guard();
+        exec('INSERT INTO links (network, data, hub_anchor, synced_at, created_at) VALUES ($network, $data, $anchor, $synced, $created)', {
+          network: l.network,
+          data: l.data,
+          anchor: l.hubAnchor,
+          synced: l.syncedAt,
+          created: l.createdAt,
+        });
+      },
+      setLinkSynced: (network, at) => {
+        guard();
+        exec('UPDATE links SET synced_at = $at WHERE network = $network', { network, at });
+      },
+      deleteLink: (network) => {
+        guard();
+        exec('DELETE FROM links WHERE network = $network', { network });
       },
     };
   }

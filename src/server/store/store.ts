@@ -119,6 +119,22 @@ export interface AddressHistoryRecord {
   readonly at: number;
 }
 
+/**
+ * A server-to-server link as the peer holds it: the network it mirrors (a
+ * networks row with the hub's subnet and CA, no CA key) and the link
+ * bundle's material (JSON, see src/server/federation/link-bundle.ts).
+ */
+export interface LinkRecord {
+  readonly network: string;
+  /** The verified link bundle payload (JSON text). */
+  readonly data: string;
+  /** The hub's trust anchor the bundle was verified with. */
+  readonly hubAnchor: string;
+  /** Last successful state sync from the hub (ms), 0 if never. */
+  readonly syncedAt: number;
+  readonly createdAt: number;
+}
+
 type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P] }, K>>;
 
 export type NetworkPatch = Patch<
@@ -175,6 +191,12 @@ export interface StoreTx {
 
   listRevocations(network: string): RevocationRecord[];
   insertRevocation(rec: RevocationRecord): void;
+
+  getLink(network: string): LinkRecord | undefined;
+  listLinks(): LinkRecord[];
+  insertLink(rec: LinkRecord): void;
+  setLinkSynced(network: string, at: number): void;
+  deleteLink(network: string): void;
 }
 
 export interface Store {

@@ -1,0 +1,149 @@
+/**
+ * `server link …`: server-to-server links (src/server/federation).
+ *
+ *   on the hub:  server link export NETWORK --peer NAME --out FILE [--api-url https://HOST:PORT]
+ *   on the peer: server link add FILE --hub-anchor ANCHOR|@FILE
+ *   either:      server link show [NETWORK]      (peer: its links and their health; hub: its peers)
+ *                server link remove NETWORK [--peer NAME]   (--peer on the hub)
+ *
+ * Every command takes --json and prints one JSON value, so scripts (the
+ * federated demo) can drive them.
+ */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import { signingKeyFromPem } from '../../bundle/sign.ts';
+import type { CaMaterial } from '../../pki/ca.ts';
+import { addLink, exportLink, isPeerNode, linkView, listLinks, removeHubLink, removeLink } from '../../server/federation/links.ts';
+import { readStatus } from '../../server/status.ts';
+import type { CliCommand, CliGroup } from '../command.ts';
+import type { Io } from '../io.ts';
+import { serverAction, serverOptions, table, type ServerArgs } from './common.ts';
+
+interface ExportArgs extends ServerArgs {
+  network: string;
+  peer: string;
+  out: string;
+  'api-url'?: string;
+}
+
+const linkExportCommand: CliCommand<ExportArgs> = {
+  command: 'export <network>',
+  describe: "hub: make a peer server a member of NETWORK and write its signed link bundle",
+  builder: (y: Argv) =>
+    serverOptions(
+      y
+        .positional('network', { type: 'string', demandOption: true, describe: 'network id (on this, the hub)' })
+        .option('peer', { type: 'string', demandOption: true, describe: 'peer server name (its link certificate is mvpn-peer-NAME)' })
+        .option('out', { type: 'string', demandOption: true, describe: 'link bundle to write; holds private keys, written 0600' })
+        .option('api-url', { type: 'string', describe: "https://HOST:PORT at which the peer reaches this server's API (default: first --hostname/--address and the listen port)" }),
+    ) as unknown as Argv<ExportArgs>,
+  run: (args: ExportArgs, io: Io) =>
+    serverAction(args, io, async (ctx) => {
+      const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
+      const apiCa: CaMaterial = { alg: 'ec-p256', certPem: await readFile(ctx.paths.apiCaCert, 'utf8'), keyPem: await readFile(ctx.paths.apiCaKey, 'utf8') };
+      const r = await exportLink(ctx, key, apiCa, { network: String(args.network), peer: args.peer, out: resolve(args.out), apiUrl: args['api-url'] });
+      return {
+        json: { network: r.network, peer: r.peer, cn: r.cn, address: r.address, file: r.file, api_url: r.apiUrl },
+        text: `wrote ${r.file}: peer ${r.peer} joins ${r.network} as ${r.cn} with address ${r.address}; on the peer: mvpn-client server link add ${r.file} --hub-anchor @<this server's trust-anchor file>`,
+      };
+    }),
+};
+
+interface AddArgs extends ServerArgs {
+  file: string;
+  'hub-anchor': string;
+}
+
+const linkAddCommand: CliCommand<AddArgs> = {
+  command: 'add <file>',
+  describe: "peer: verify a hub's link bundle and join its network (mirror network, bridge, link openvpn)",
+  builder: (y: Argv) =>
+    serverOptions(
+      y
+        .positional('file', { type: 'string', demandOption: true, describe: 'link bundle from `server link export` on the hub' })
+        .option('hub-anchor', { type: 'string', demandOption: true, describe: "the hub's trust anchor (ed25519:…), or @FILE to read it from a file" }),
+    ) as unknown as Argv<AddArgs>,
+  run: (args: AddArgs, io: Io) =>
+    serverAction(args, io, async (ctx) => {
+      const a = args['hub-anchor'];
+      const anchor = a.startsWith('@') ? await readFile(resolve(a.slice(1)), 'utf8') : a;
+      const r = await addLink(ctx, resolve(String(args.file)), anchor);
+      return {
+        json: r,
+        text: `joined ${r.network} (subnet ${r.subnet}) as peer ${r.peer} with address ${r.address}; local openvpn server on port ${r.port}, hub ${r.hub}. The running daemon brings it up.`,
+      };
+    }),
+};
+
+interface ShowArgs extends ServerArgs {
+  network?: string;
+}
+
+const linkShowCommand: CliCommand<ShowArgs> = {
+  command: 'show [network]',
+  describe: 'links of this server: as a peer (mirrors, with health) and as a hub (its peers)',
+  builder: (y: Argv) => serverOptions(y.positional('network', { type: 'string', describe: 'only this network' })) as unknown as Argv<ShowArgs>,
+  run: (args: ShowArgs, io: Io) =>
+    serverAction(args, io, async (ctx) => {
+      const status = await readStatus(ctx.config.runtime_dir);
+      const want = (n: string) => args.network === undefined || n === args.network;
+      const peerSide = listLinks(ctx)
+        .filter((l) => want(l.network))
+        .map((l) => linkView(l, status ? (status.links?.[l.network] ?? { state: 'stopped' }) : null));
+      const hubSide = ctx.store.read((tx) =>
+        tx
+          .listMemberships()
+          .filter((m) => isPeerNode(m.node) && want(m.network))
+          .map((m) => {
+            const client = status?.networks[m.network]?.clients.find((c) => c.cn === m.node);
+            return {
+              network: m.network,
+              peer: m.node.slice('mvpn-peer-'.length),
+              cn: m.node,
+              address: m.address,
+              state: m.revoked ? 'revoked' : 'active',
+              connected_from: client?.real_address ?? null,
+            };
+          }),
+      );
+      const rows: string[][] = [['ROLE', 'NETWORK', 'PEER', 'ADDRESS', 'STATE', 'DETAIL']];
+      for (const v of peerSide) {
+        const rt = v['runtime'] as { state?: string; restarts?: number; sync?: { ok: boolean; at: string } | null } | null;
+        rows.push(['peer', String(v['network']), String(v['peer']), String(v['address']), rt?.state ?? 'no daemon', `hub ${(v['hub'] as { api_url: string }).api_url}, restarts ${rt?.restarts ?? 0}, sync ${rt?.sync ? (rt.sync.ok ? `ok ${rt.sync.at}` : 'failing') : '-'}`]);
+      }
+      for (const h of hubSide) rows.push(['hub', h.network, h.peer, h.address, h.state, h.connected_from ? `connected from ${h.connected_from}` : 'not connected']);
+      return { json: { peer: peerSide, hub: hubSide }, text: rows.length === 1 ? 'no links' : table(rows) };
+    }),
+};
+
+interface RemoveArgs extends ServerArgs {
+  network: string;
+  peer?: string;
+}
+
+const linkRemoveCommand: CliCommand<RemoveArgs> = {
+  command: 'remove <network>',
+  describe: "peer: leave the hub's network (mirror, bridge and link go); hub (--peer NAME): end that peer's link",
+  builder: (y: Argv) =>
+    serverOptions(
+      y
+        .positional('network', { type: 'string', demandOption: true, describe: 'network id' })
+        .option('peer', { type: 'string', describe: "on the hub: the peer whose link to end (its certificate goes on the CRL)" }),
+    ) as unknown as Argv<RemoveArgs>,
+  run: (args: RemoveArgs, io: Io) =>
+    serverAction(args, io, async (ctx) => {
+      if (args.peer !== undefined) {
+        const r = await removeHubLink(ctx, String(args.network), args.peer);
+        return { json: { ...r, side: 'hub' }, text: `ended peer ${r.peer}'s link to ${r.network} (certificate revoked)` };
+      }
+      const r = removeLink(ctx, String(args.network));
+      return { json: { ...r, side: 'peer' }, text: `removed the link and mirror of ${r.network}; the running daemon stops its openvpn and removes the bridge` };
+    }),
+};
+
+export const linkGroup: CliGroup = {
+  command: 'link',
+  describe: 'server-to-server links: one network across several servers',
+  children: [linkExportCommand, linkAddCommand, linkShowCommand, linkRemoveCommand],
+};

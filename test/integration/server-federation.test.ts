@@ -1,0 +1,191 @@
+/**
+ * Federation on real parts (DESIGN.md §1, topology 2): two `server run`
+ * daemons in their own namespaces — hub B (public 198.18.0.1) and peer C,
+ * whose nodes sit on a private underlay (198.18.1.0/24) that only C's ops
+ * host reaches. C joins B's network through a link bundle; the daemons make
+ * the bridge, supervise the link's openvpn and copy B's members and CRL.
+ *
+ * Proves: a node behind B and a node behind C ping each other and see each
+ * other's MAC (one L2 segment); a broadcast ping reaches all nodes; killing
+ * the link's openvpn (peer side) or the hub's server brings the link back by
+ * itself while C's nodes keep talking to each other; a node revoked at the
+ * hub is thrown out at the peer within seconds and cannot connect again.
+ * Time bounds are generous hang guards only.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Lab, waitFor, type Netns } from '../helpers/netns.ts';
+import { makeServer, startVpnClient, type TestServer, type VpnClient } from '../helpers/server-fixtures.ts';
+import { tmpDir } from '../helpers/tmp.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+
+interface Snapshot {
+  networks: Record<string, { state: string; pid?: number; restarts: number; clients: { cn: string }[] }>;
+  links?: Record<string, { state: string; pid?: number; restarts: number; sync: { ok: boolean } | null }>;
+}
+
+describe('federation: a network across two servers joined by a link', () => {
+  const lab = new Lab();
+  let hub: TestServer;
+  let peer: TestServer;
+  let nsHub: Netns;
+  let nsPeer: Netns;
+  const nodeNs = new Map<string, Netns>();
+  const clients = new Map<string, VpnClient>();
+  const addr = new Map<string, string>();
+  const daemons: { child: ChildProcess; log: () => string }[] = [];
+  const dirs: { remove: () => Promise<void> }[] = [];
+
+  const snapshot = async (s: TestServer): Promise<Snapshot | undefined> => {
+    try {
+      return JSON.parse(await readFile(join(s.stateDir, 'run', 'status.json'), 'utf8')) as Snapshot;
+    } catch {
+      return undefined;
+    }
+  };
+  const logs = () => daemons.map((d, i) => `=== daemon ${i}\n${d.log().slice(-4000)}`).join('\n');
+  const startDaemon = (ns: Netns, s: TestServer) => {
+    let log = '';
+    const child = ns.spawn(process.execPath, [join(ROOT, 'src/main.ts'), 'server', 'run', '--state-dir', s.stateDir], { cwd: ROOT });
+    child.stderr?.on('data', (d: Buffer) => (log += d.toString('utf8')));
+    child.stdout?.on('data', (d: Buffer) => (log += d.toString('utf8')));
+    daemons.push({ child, log: () => log });
+  };
+  const mac = async (node: string) => (await nodeNs.get(node)!.exec('cat', ['/sys/class/net/mv-lab/address'])).stdout.trim();
+  const pings = async (from: string, to: string) => nodeNs.get(from)!.ping(addr.get(to)!, { count: 1, timeoutS: 2 });
+
+  beforeAll(async () => {
+    const sw = await lab.ns('sw');
+    const swc = await lab.ns('swc');
+    nsHub = await lab.ns('hub');
+    nsPeer = await lab.ns('peer');
+    const pub: string[] = [];
+    const priv: string[] = [];
+    pub.push((await lab.link(nsHub, sw, { aName: 'eth0', aAddr: '198.18.0.1/24' }))[1]);
+    pub.push((await lab.link(nsPeer, sw, { aName: 'eth0', aAddr: '198.18.0.2/24' }))[1]);
+    priv.push((await lab.link(nsPeer, swc, { aName: 'eth1', aAddr: '198.18.1.1/24' }))[1]);
+    for (const [node, ip, isPrivate] of [
+      ['b1', '198.18.0.11/24', false],
+      ['b2', '198.18.0.12/24', false],
+      ['c1', '198.18.1.11/24', true],
+      ['c2', '198.18.1.12/24', true],
+    ] as const) {
+      const ns = await lab.ns(node);
+      nodeNs.set(node, ns);
+      (isPrivate ? priv : pub).push((await lab.link(ns, isPrivate ? swc : sw, { aName: 'eth0', aAddr: ip }))[1]);
+      await ns.exec('sysctl', ['-q', '-w', 'net.ipv4.icmp_echo_ignore_broadcasts=0']);
+    }
+    await lab.bridge(sw, 'br0', pub);
+    await lab.bridge(swc, 'br0', priv);
+
+    hub = await makeServer({ label: 'hubB', address: '198.18.0.1', listen: '198.18.0.1:8443', extra: ['--vpn-listen', '198.18.0.1'] });
+    peer = await makeServer({ label: 'peerC', address: '198.18.1.1', listen: '127.0.0.1:8443' });
+    await hub.run(['network', 'create', 'lab', '--remote', '198.18.0.1']);
+    await hub.run(['network', 'up', 'lab']);
+    for (const n of ['b1', 'b2']) addr.set(n, (await hub.json<{ address: string }>(['node', 'add', n, '--network', 'lab'])).address);
+    const linkFile = join(hub.dir, 'link-c.json');
+    const ex = await hub.json<{ address: string; cn: string }>(['link', 'export', 'lab', '--peer', 'c', '--out', linkFile, '--api-url', 'https://198.18.0.1:8443']);
+    expect(ex.cn).toBe('mvpn-peer-c');
+    const added = await peer.json<{ port: number; address: string; subnet: string }>([
+      'link', 'add', linkFile, '--hub-anchor', `@${join(hub.stateDir, 'trust-anchor')}`,
+    ]);
+    expect(added.address).toBe(ex.address);
+    // C's nodes: registered at the hub (one allocation authority), connecting to C's ops host.
+    for (const n of ['c1', 'c2']) {
+      addr.set(n, (await hub.json<{ address: string }>(['node', 'add', n, '--network', 'lab', '--remote', `198.18.1.1:${added.port}`])).address);
+    }
+    for (const n of ['b1', 'b2', 'c1', 'c2']) await hub.run(['export', n, '--network', 'lab', '--out', join(hub.dir, `${n}.tar.gz`)]);
+    startDaemon(nsHub, hub);
+    startDaemon(nsPeer, peer);
+    for (const n of ['b1', 'b2', 'c1', 'c2']) {
+      const work = await tmpDir(`fed-${n}`);
+      dirs.push(work);
+      clients.set(n, await startVpnClient(nodeNs.get(n)!, { bundlePath: join(hub.dir, `${n}.tar.gz`), anchorPath: join(hub.stateDir, 'trust-anchor'), node: n, workDir: work.path }));
+    }
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const c of clients.values()) await c.stop().catch(() => undefined);
+    for (const d of daemons) {
+      if (d.child.exitCode !== null || d.child.signalCode !== null) continue;
+      const exited = new Promise((r) => d.child.once('exit', r));
+      d.child.kill('SIGTERM');
+      await exited;
+    }
+    await lab.destroy();
+    for (const d of dirs) await d.remove();
+    await hub?.remove();
+    await peer?.remove();
+  });
+
+  it('joins nodes behind B and behind C into one L2 segment; a broadcast reaches every node', { timeout: 180_000 }, async () => {
+    const joined = await waitFor(async () => (await pings('c1', 'b1')) && (await pings('b2', 'c2')), 90_000, 1_000);
+    expect(joined, `${logs()}\nc1:\n${clients.get('c1')!.output().slice(-2000)}`).toBe(true);
+    // The peer's daemon made the bridge with exactly its two taps, and carries the peer's address on it.
+    const br = await nsPeer.exec('ip', ['-br', 'link', 'show', 'master', 'mb-lab']);
+    expect(br.stdout.split('\n').filter(Boolean).map((l) => l.split(/\s+/)[0]!.replace(/@.*/, '')).sort()).toEqual(['ml-lab', 'ms-lab']);
+    expect((await nsPeer.exec('ip', ['-4', '-br', 'addr', 'show', 'dev', 'mb-lab'])).stdout).toContain('/24');
+    expect((await nsPeer.exec('sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim()).toBe('0');
+    // One L2 segment: C's node knows B's node by its real MAC, and the other way round.
+    const n1 = await nodeNs.get('c1')!.exec('ip', ['neigh', 'show', addr.get('b1')!, 'dev', 'mv-lab']);
+    expect(n1.stdout).toContain(await mac('b1'));
+    const n2 = await nodeNs.get('b2')!.exec('ip', ['neigh', 'show', addr.get('c2')!, 'dev', 'mv-lab']);
+    expect(n2.stdout).toContain(await mac('c2'));
+    // Broadcast from b1: every other node answers.
+    const everyone = await waitFor(async () => {
+      const r = await nodeNs.get('b1')!.exec('ping', ['-n', '-b', '-c', '3', '-i', '0.3', '-W', '2', '198.19.0.255']);
+      return ['b2', 'c1', 'c2'].every((n) => r.stdout.includes(`from ${addr.get(n)}:`));
+    }, 30_000, 1_000);
+    expect(everyone).toBe(true);
+    // Health in `network show` on the peer.
+    const shown = await peer.json<{ link?: { runtime?: { state: string; sync: { ok: boolean } | null } } }>(['network', 'show', 'lab']);
+    expect(shown.link?.runtime?.state).toBe('connected');
+    expect(shown.link?.runtime?.sync?.ok).toBe(true);
+  });
+
+  it("brings the link's openvpn back after kill -9 on the peer side; C's nodes keep talking meanwhile", { timeout: 240_000 }, async () => {
+    const pid = (await snapshot(peer))!.links!['lab']!.pid!;
+    expect(pid).toBeGreaterThan(0);
+    process.kill(pid, 'SIGKILL');
+    // Same side undisturbed: c1 and c2 meet on C's own server, not through the link.
+    expect(await pings('c1', 'c2')).toBe(true);
+    const back = await waitFor(async () => {
+      const l = (await snapshot(peer))?.links?.['lab'];
+      return l?.state === 'connected' && l.pid !== undefined && l.pid !== pid;
+    }, 60_000);
+    expect(back, logs()).toBe(true);
+    expect(await waitFor(async () => (await pings('c1', 'b1')) && (await pings('b2', 'c2')), 60_000, 1_000)).toBe(true);
+  });
+
+  it("reconnects the link after kill -9 of the hub's server; C's nodes are never disturbed", { timeout: 300_000 }, async () => {
+    const pid = (await snapshot(hub))!.networks['lab']!.pid!;
+    process.kill(pid, 'SIGKILL');
+    expect(await pings('c2', 'c1')).toBe(true);
+    const back = await waitFor(async () => {
+      const n = (await snapshot(hub))?.networks['lab'];
+      return n?.state === 'connected' && n.pid !== pid;
+    }, 60_000);
+    expect(back, logs()).toBe(true);
+    expect(await pings('c2', 'c1')).toBe(true);
+    // The link notices within its 10 s ping-restart; B's nodes within their 60 s one.
+    expect(await waitFor(async () => (await pings('c1', 'b1')) && (await pings('c2', 'b2')), 180_000, 1_000), logs()).toBe(true);
+  });
+
+  it('refuses a node revoked at the hub at the peer too, within seconds', { timeout: 180_000 }, async () => {
+    expect(await pings('c2', 'c1')).toBe(true);
+    await hub.run(['node', 'revoke', 'c2', '--network', 'lab']);
+    // The peer copies the hub's state every ~2 s, removes c2's ccd file, takes the new CRL and kills the session.
+    const out = await waitFor(async () => !(await pings('c2', 'c1')), 30_000, 500);
+    expect(out, logs()).toBe(true);
+    const ccd = await readFile(join(peer.stateDir, 'networks', 'lab', 'ccd', 'c2'), 'utf8').catch(() => 'gone');
+    expect(ccd).toBe('gone');
+    // It keeps retrying and stays out; c1 is untouched.
+    await new Promise((r) => setTimeout(r, 8_000));
+    expect(await pings('c2', 'c1')).toBe(false);
+    expect((await snapshot(peer))?.networks['lab']?.clients.map((c) => c.cn)).not.toContain('c2');
+    expect(await pings('c1', 'b1')).toBe(true);
+  });
+});
