@@ -34,7 +34,7 @@ import { SqliteStore } from '../src/server/store/sqlite.ts';
 import { systemClock } from '../src/util/clock.ts';
 import { startNotifyListener, type NotifyListener } from '../test/helpers/notify-listener.ts';
 import { agentStatus, allConnected } from './lib/agent-world.ts';
-import { BIN, epochMs, OPENVPN, pollUntil, sleep, stopProc, within, type BenchEnv, type Proc } from './lib/env.ts';
+import { BIN, epochMs, profileEnv, OPENVPN, pollUntil, sleep, stopProc, within, type BenchEnv, type Proc } from './lib/env.ts';
 import { fmtRange, round, summarize, type Summary } from './lib/stats.ts';
 import type { Benchmark, BenchContext, SectionResult } from './lib/types.ts';
 
@@ -171,7 +171,7 @@ async function makeServerWorld(env: BenchEnv, nodes: number): Promise<ServerWorl
 async function startDaemon(env: BenchEnv, w: ServerWorld): Promise<number> {
   const before = new Set(w.notify.received);
   const t0 = epochMs();
-  w.daemon = env.spawnIn(w.srv, BIN, ['server', 'run', '--state-dir', w.stateDir], { env: { ...process.env, NOTIFY_SOCKET: w.notify.socket } });
+  w.daemon = env.spawnIn(w.srv, BIN, ['server', 'run', '--state-dir', w.stateDir], { env: { ...process.env, ...profileEnv(), NOTIFY_SOCKET: w.notify.socket } });
   const d = w.daemon;
   const exited = d.exited.then((e) => {
     throw new Error(`server run exited (${e.code ?? e.signal}) before READY=1:\n${d.out.toString().slice(-3000)}`);

@@ -16,6 +16,7 @@
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { Client } from 'undici';
 
 interface Config {
@@ -47,6 +48,8 @@ export interface WorkerResult {
   readonly bundleMs: number[];
   readonly agentMs: number[];
   readonly bytes: number;
+  /** CPU this worker used during the pass (user + system), ms. */
+  readonly cpuMs: number;
 }
 
 const epochMs = (): number => performance.timeOrigin + performance.now();
@@ -58,6 +61,9 @@ async function main(): Promise<void> {
   const ca = cfg.ca;
   const membershipUrl = new URL('/v1/membership', cfg.origin);
 
+  // TLS contexts (CA, certificate and key parsed) are made before the start, as a booting agent has its identity
+  // loaded before it connects; each connection still does a full handshake with its own certificate.
+  const contexts = new Map(mine.map((id) => [id.node, createSecureContext({ ca, cert: id.cert, key: id.key })]));
   const lines = createInterface({ input: process.stdin });
   const go = new Promise<void>((resolve) => lines.on('line', (l) => l.trim() === 'go' && resolve()));
   process.stdout.write('ready\n');
@@ -75,7 +81,7 @@ async function main(): Promise<void> {
 
   const oneAgent = async (id: Identity): Promise<void> => {
     const client = new Client(cfg.origin, {
-      connect: { ca, cert: id.cert, key: id.key, timeout: 60_000 },
+      connect: { secureContext: contexts.get(id.node)!, timeout: 60_000 },
       headersTimeout: 60_000,
       bodyTimeout: 60_000,
       pipelining: 1,
@@ -116,6 +122,7 @@ async function main(): Promise<void> {
 
   if (cfg.save) await mkdir(join(cfg.save, 'm'), { recursive: true });
   const startEpochMs = epochMs();
+  const cpu0 = process.cpuUsage();
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.max(1, Math.min(cfg.concurrency, mine.length)) }, async () => {
@@ -123,6 +130,7 @@ async function main(): Promise<void> {
     }),
   );
   const endEpochMs = epochMs();
+  const cpu = process.cpuUsage(cpu0);
   const result: WorkerResult = {
     worker: cfg.worker,
     agents: mine.length,
@@ -135,6 +143,7 @@ async function main(): Promise<void> {
     bundleMs,
     agentMs,
     bytes,
+    cpuMs: (cpu.user + cpu.system) / 1000,
   };
   process.stdout.write(JSON.stringify(result) + '\n');
   lines.close();

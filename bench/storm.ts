@@ -40,7 +40,7 @@ import { systemClock } from '../src/util/clock.ts';
 import type { Netns } from '../src/netns/lab.ts';
 import { sh } from '../src/netns/lab.ts';
 import { startNotifyListener, type NotifyListener } from '../test/helpers/notify-listener.ts';
-import { BIN, epochMs, NODE, pollUntil, ROOT, sleep, stopProc, within, type BenchEnv, type Proc } from './lib/env.ts';
+import { BIN, epochMs, profileEnv, NODE, pollUntil, ROOT, sleep, stopProc, within, type BenchEnv, type Proc } from './lib/env.ts';
 import { fmtRange, round, summarize, type Summary } from './lib/stats.ts';
 import type { Benchmark, BenchContext, SectionResult } from './lib/types.ts';
 import type { WorkerResult } from './storm-client.ts';
@@ -61,6 +61,9 @@ interface PassResult {
   readonly requestsPerS: number;
   readonly requestMs: number[];
   readonly agentMs: number[];
+  /** CPU the server processes used during the pass, per agent served (ms). */
+  readonly serverCpuMsPerAgent: number;
+  readonly clientCpuMsPerAgent: number;
 }
 
 interface LevelResult {
@@ -72,6 +75,8 @@ interface LevelResult {
   readonly requestsPerS: Summary;
   readonly requestMs: Summary;
   readonly agentMs: Summary;
+  readonly serverCpuMsPerAgent: Summary;
+  readonly clientCpuMsPerAgent: Summary;
 }
 
 function level(concurrency: number, passes: readonly PassResult[]): LevelResult {
@@ -86,7 +91,40 @@ function level(concurrency: number, passes: readonly PassResult[]): LevelResult 
     requestsPerS: summarize(passes.map((p) => p.requestsPerS), 1),
     requestMs: summarize(passes.flatMap((p) => p.requestMs), 1),
     agentMs: summarize(passes.flatMap((p) => p.agentMs), 1),
+    serverCpuMsPerAgent: summarize(passes.map((p) => p.serverCpuMsPerAgent), 2),
+    clientCpuMsPerAgent: summarize(passes.map((p) => p.clientCpuMsPerAgent), 2),
   };
+}
+
+/** utime+stime of `pids` in ms (clock ticks of 10 ms). */
+async function cpuMsOf(pids: readonly number[]): Promise<number> {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const text = await readFile(`/proc/${pid}/stat`, 'utf8');
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      // exited
+    }
+  }
+  return ticks * 10;
+}
+
+/** A process and its direct children (nginx: master and workers). */
+async function withChildren(pid: number): Promise<number[]> {
+  const { readdir } = await import('node:fs/promises');
+  const out = [pid];
+  for (const e of await readdir('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const text = await readFile(`/proc/${e}/stat`, 'utf8');
+      if (Number(text.slice(text.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(e));
+    } catch {
+      // exited
+    }
+  }
+  return out;
 }
 
 interface Storm {
@@ -144,7 +182,7 @@ async function setup(ctx: BenchContext, count: number): Promise<Storm> {
 async function startDaemon(s: Storm): Promise<void> {
   if (s.daemon) await stopProc(s.daemon, 30_000);
   const before = new Set(s.notify.received);
-  const d = s.env.spawnIn(s.srv, BIN, ['server', 'run', '--state-dir', s.stateDir], { env: { ...process.env, NOTIFY_SOCKET: s.notify.socket } });
+  const d = s.env.spawnIn(s.srv, BIN, ['server', 'run', '--state-dir', s.stateDir], { env: { ...process.env, ...profileEnv(), NOTIFY_SOCKET: s.notify.socket } });
   s.daemon = d;
   const exited = d.exited.then((e) => {
     throw new Error(`server run exited (${e.code ?? e.signal}) before READY=1:\n${d.out.toString().slice(-3000)}`);
@@ -153,8 +191,9 @@ async function startDaemon(s: Storm): Promise<void> {
 }
 
 /** One pass: `workers` load generators in the client namespace, started together. */
-async function pass(s: Storm, port: number, concurrency: number, workers: number, save?: string): Promise<PassResult> {
+async function pass(s: Storm, port: number, concurrency: number, workers: number, serverPid: number, save?: string): Promise<PassResult> {
   const procs: Proc[] = [];
+  const serverPids = await withChildren(serverPid);
   try {
     for (let w = 0; w < workers; w++) {
       const cfgPath = join(s.dir, `client-${port}-${w}.json`);
@@ -165,8 +204,10 @@ async function pass(s: Storm, port: number, concurrency: number, workers: number
       procs.push(s.env.spawnIn(s.cli, NODE, [join(ROOT, 'bench/storm-client.ts'), cfgPath], { stdio: ['pipe', 'pipe', 'pipe'], cwd: ROOT }));
     }
     await within(Promise.all(procs.map((p) => p.out.waitFor('ready\n'))), 60_000, 'storm clients ready');
+    const cpu0 = await cpuMsOf(serverPids);
     for (const p of procs) p.child.stdin!.write('go\n');
     await within(Promise.all(procs.map((p) => p.exited)), 300_000, 'storm pass');
+    const serverCpuMs = (await cpuMsOf(serverPids)) - cpu0;
     const results = procs.map((p) => {
       const line = p.out.toString().split('\n').find((l) => l.startsWith('{'));
       if (!line) throw new Error(`storm client gave no result:\n${p.out.toString().slice(-3000)}`);
@@ -189,6 +230,8 @@ async function pass(s: Storm, port: number, concurrency: number, workers: number
       requestsPerS: round(((2 * ok) / wallMs) * 1000, 1),
       requestMs: results.flatMap((r) => [...r.membershipMs, ...r.bundleMs]),
       agentMs: results.flatMap((r) => r.agentMs),
+      serverCpuMsPerAgent: round(serverCpuMs / Math.max(1, ok), 2),
+      clientCpuMsPerAgent: round(results.reduce((a, r) => a + r.cpuMs, 0) / Math.max(1, ok), 2),
     };
   } finally {
     await Promise.all(procs.map((p) => stopProc(p, 5_000)));
@@ -293,7 +336,7 @@ export const stormBench: Benchmark = {
     await startDaemon(s);
     const bytesDir = join(s.dir, 'bytes');
     // Unmeasured: saves what the server mode serves each node, for nginx; also a check that all of it works.
-    const saved = await pass(s, MVPN_PORT, 100, workers, bytesDir);
+    const saved = await pass(s, MVPN_PORT, 100, workers, s.daemon!.pid, bytesDir);
     if (saved.failures > 0) throw new Error(`the server mode failed ${saved.failures} of ${count} agents before measuring: ${JSON.stringify(saved.errors)}`);
     const nginx = nginxProblem === undefined ? await startNginx(s, bytesDir) : undefined;
     if (nginxProblem) ctx.log(`storm: no nginx ceiling: ${nginxProblem}`);
@@ -306,9 +349,9 @@ export const stormBench: Benchmark = {
           const order = r % 2 === 0 ? ['mvpn', 'nginx'] : ['nginx', 'mvpn'];
           for (const who of order) {
             if (who === 'nginx' && !nginx) continue;
-            const p = await pass(s, who === 'mvpn' ? MVPN_PORT : NGINX_PORT, c, workers);
+            const p = who === 'mvpn' ? await pass(s, MVPN_PORT, c, workers, s.daemon!.pid) : await pass(s, NGINX_PORT, c, workers, nginx!.pid);
             (who === 'mvpn' ? warm : ceil).get(c)!.push(p);
-            ctx.log(`storm: ${who} ${c} in flight: ${p.agentsPerS} agents/s, ${p.failures} failed, p99 ${summarize(p.requestMs).p99.toFixed(0)} ms per request`);
+            ctx.log(`storm: ${who} ${c} in flight: ${p.agentsPerS} agents/s, ${p.failures} failed, p99 ${summarize(p.requestMs).p99.toFixed(0)} ms per request, server CPU ${p.serverCpuMsPerAgent} ms/agent, clients ${p.clientCpuMsPerAgent} ms/agent`);
             await sleep(500);
           }
         }
@@ -318,7 +361,7 @@ export const stormBench: Benchmark = {
       for (let r = 0; r < coldReps; r++) {
         await startDaemon(s);
         const t = epochMs();
-        const p = await pass(s, MVPN_PORT, top, workers);
+        const p = await pass(s, MVPN_PORT, top, workers, s.daemon!.pid);
         cold.push(p);
         ctx.log(`storm: mvpn cold (restarted, nothing cached) ${top} in flight: ${p.agentsPerS} agents/s, ${p.failures} failed (${Math.round(epochMs() - t)} ms)`);
       }
@@ -351,7 +394,7 @@ export const stormBench: Benchmark = {
   render(r: SectionResult): string {
     const d = r.data as { agents: number; workers: number; reps: number; coldReps: number; mvpn: LevelResult[]; nginx: LevelResult[]; mvpnCold: LevelResult; ratios: number[]; nginxProblem: string | null; nginxVersion: string | null };
     const row = (who: string, l: LevelResult): string =>
-      `| ${who} | ${l.concurrency} | ${fmtRange(l.agentsPerS)} | ${fmtRange(l.requestsPerS)} | ${l.requestMs.median.toFixed(0)} / ${l.requestMs.p99.toFixed(0)} | ${l.agentMs.median.toFixed(0)} / ${l.agentMs.p99.toFixed(0)} | ${l.failures}${l.failures ? ` ${JSON.stringify(l.errors)}` : ''} |`;
+      `| ${who} | ${l.concurrency} | ${fmtRange(l.agentsPerS)} | ${fmtRange(l.requestsPerS)} | ${l.requestMs.median.toFixed(0)} / ${l.requestMs.p99.toFixed(0)} | ${l.agentMs.median.toFixed(0)} / ${l.agentMs.p99.toFixed(0)} | ${l.serverCpuMsPerAgent?.median.toFixed(2) ?? 'n/a'} | ${l.clientCpuMsPerAgent?.median.toFixed(2) ?? 'n/a'} | ${l.failures}${l.failures ? ` ${JSON.stringify(l.errors)}` : ''} |`;
     const rows: string[] = [];
     d.mvpn.forEach((l, i) => {
       rows.push(row('server mode (warm)', l));
@@ -361,11 +404,12 @@ export const stormBench: Benchmark = {
     return [
       `${d.agents} simulated agents, each a new TLS connection with its own client certificate doing GET /v1/membership then GET of its bundle; load from ${d.workers} client processes in another namespace. Throughput: median (min–max) of ${d.reps} passes (cold: ${d.coldReps}); latency percentiles over all requests of all passes. ${d.nginxVersion ? `${d.nginxVersion} with worker_processes auto, same certificate and client-certificate check, same bytes.` : `No nginx ceiling: ${d.nginxProblem}.`}`,
       '',
-      '| server | in flight | agents/s | requests/s | request p50 / p99 ms | agent p50 / p99 ms | failures |',
-      '|---|---:|---:|---:|---:|---:|---:|',
+      '| server | in flight | agents/s | requests/s | request p50 / p99 ms | agent p50 / p99 ms | server CPU ms/agent | client CPU ms/agent | failures |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rows,
       '',
       d.ratios.length ? `nginx / server mode throughput: ${d.mvpn.map((l, i) => `${l.concurrency} in flight ${d.ratios[i]}×`).join(', ')}.` : '',
+      'CPU columns: utime+stime of the server processes (nginx: master and workers) and of the load generators during a pass, per agent served (median of passes); on this 2-core machine server and clients share the cores, so CPU per agent is the figure that noise affects least.',
     ].join('\n');
   },
 };

@@ -21,7 +21,7 @@ import type { Lab, Netns } from '../../src/netns/lab.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
 import { startNotifyListener, type NotifyListener } from '../../test/helpers/notify-listener.ts';
 import { makeTestPki, writeTestPki, type TestPki } from '../../test/helpers/pki-fixtures.ts';
-import { BIN, epochMs, OPENVPN, pollUntil, stopProc, within, type BenchEnv, type Proc } from './env.ts';
+import { BIN, epochMs, OPENVPN, pollUntil, profileEnv, stopProc, within, type BenchEnv, type Proc } from './env.ts';
 
 export const SERVER_UNDERLAY = '198.18.0.1';
 export const NODE_UNDERLAY = '198.18.0.2';
@@ -178,10 +178,7 @@ export class AgentWorld {
 
   /** `dist/mvpn-client run` in the node namespace, with NOTIFY_SOCKET pointing at our listener. */
   startAgent(dirs: AgentDirs): Proc {
-    // MVPN_BENCH_PROFILE=DIR: every agent writes a V8 CPU profile there at exit (see bench/profile-summary.ts).
-    const prof = process.env['MVPN_BENCH_PROFILE'];
-    const extra = prof ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${prof}` } : {};
-    return this.env.spawnIn(this.node, BIN, ['run', '--config', dirs.config], { env: { ...process.env, ...extra, NOTIFY_SOCKET: this.notify.socket } });
+    return this.env.spawnIn(this.node, BIN, ['run', '--config', dirs.config], { env: { ...process.env, ...profileEnv(), NOTIFY_SOCKET: this.notify.socket } });
   }
 
   /** No mv-* interface left in the node namespace (every openvpn of the previous run has exited). */

@@ -219,6 +219,16 @@ export function requireBuilt(opts: { allowStale?: boolean } = {}): void {
   process.stderr.write(`bench: warning: ${msg}\n`);
 }
 
+/**
+ * MVPN_BENCH_PROFILE=DIR: the mvpn-client processes a benchmark starts
+ * (agents, server daemons) write V8 CPU profiles there when they exit; read
+ * them with bench/profile-summary.ts. The executable honours NODE_OPTIONS.
+ */
+export function profileEnv(): Record<string, string> {
+  const dir = process.env['MVPN_BENCH_PROFILE'];
+  return dir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` } : {};
+}
+
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes on this machine. */
 export function epochMs(): number {
   return performance.timeOrigin + performance.now();
