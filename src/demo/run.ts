@@ -71,9 +71,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const teardown = (): Promise<void> =>
     (tornDown ??= (async () => {
       o.err('demo: tearing down\n');
-      await world.stopAll();
-      await rm(dir, { recursive: true, force: true });
-      await rm(stateFile(o.baseDir, id), { force: true });
+      try {
+        await world.stopAll();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+        await rm(stateFile(o.baseDir, id), { force: true });
+      }
     })());
   const onSignal = (sig: NodeJS.Signals): void => {
     o.err(`demo: ${sig}, stopping\n`);
