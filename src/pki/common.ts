@@ -39,7 +39,7 @@ export function checkValidity(notBefore: Date, notAfter: Date): void {
   }
 }
 
-/** A subject/issuer name holding just a CN (UTF8String, as openssl writes by default). */
+/** A subject/issuer name holding just a CN (PrintableString when the text allows, else UTF8String: the library's choice, which der.ts matches). */
 export function cnName(cn: string): x509.Name {
   return new x509.Name([{ CN: [cn] }]);
 }
