@@ -2,6 +2,7 @@ import type { CliGroup } from '../command.ts';
 import { serverExportCommand } from './export.ts';
 import { serverInitCommand } from './init.ts';
 import { linkGroup } from './link.ts';
+import { serverPlanCommand } from './plan.ts';
 import { networkCreateCommand } from './network-create.ts';
 import { networkDeleteCommand } from './network-delete.ts';
 import { networkDownCommand } from './network-down.ts';
@@ -44,6 +45,7 @@ export const serverGroup: CliGroup = {
       children: [nodeAddCommand, nodeRemoveCommand, nodeListCommand, nodeTokenCommand, nodeRevokeCommand, nodeSetRemotesCommand],
     },
     linkGroup,
+    serverPlanCommand,
     serverExportCommand,
     serverTarballCommand,
   ],

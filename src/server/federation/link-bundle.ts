@@ -33,6 +33,8 @@ export const LinkPayloadSchema = z.object({
     dev_type: z.literal('tap'),
     proto: z.enum(['udp', 'tcp']),
     subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+    /** The hub's port for the network; the peer uses the same one when it is free there, so one remote port fits both. */
+    port: z.number().int().min(1).max(65535),
     server_cn: z.string().min(1).max(64),
   }),
   hub: z.object({

@@ -106,7 +106,7 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
     schema: 1,
     kind: 'mvpn-link',
     created: iso(now),
-    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, server_cn: serverCn(cur.id) },
+    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, port: cur.port, server_cn: serverCn(cur.id) },
     hub: { remotes: cur.remotes.map((r) => ({ host: r.host, port: r.port ?? cur.port })), api_url: apiUrl, api_ca: apiCa.certPem },
     peer: {
       name: input.peer,
@@ -206,7 +206,8 @@ export async function addLink(ctx: ServerContext, file: string, hubAnchorText: s
     const live = tx.listNetworks().filter((n) => n.state !== 'deleted');
     const clash = live.find((n) => overlaps(parseCidr(n.subnet), subnet));
     if (clash) throw new StoreError('MVPN_ADDRESS_INVALID', `the hub's subnet ${p.network.subnet} overlaps this server's network ${clash.id} (${clash.subnet})`);
-    const port = allocatePort(parsePortRange(ctx.config.port_range), new Set(live.map((n) => n.port)), undefined);
+    const used = new Set(live.map((n) => n.port));
+    const port = used.has(p.network.port) ? allocatePort(parsePortRange(ctx.config.port_range), used, undefined) : p.network.port;
     const rec: NetworkRecord = {
       id: p.network.id,
       name: p.network.name,

@@ -1,0 +1,119 @@
+/**
+ * The planner as a pure function: the two DESIGN.md §1 topologies (fixtures
+ * shared with the demo) and every invalid description it must refuse with a
+ * message naming the problem.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { isMvpnError } from '../../src/errors.ts';
+import { formatPlan, parseExperiment, planExperiment, type Experiment } from '../../src/server/federation/plan.ts';
+
+const fixture = (name: string): Experiment => parseExperiment(JSON.parse(readFileSync(join(import.meta.dirname, '../fixtures', name), 'utf8')));
+
+describe('server plan', () => {
+  it('topology 2 (B and C both private): B hosts, C joins by a link, every node uses its own ops internal address', () => {
+    const plan = planExperiment(fixture('experiment-two-private.json'));
+    expect(plan.lans).toHaveLength(1);
+    const lan = plan.lans[0]!;
+    // 3 vs 3: ties go to the first name.
+    expect([lan.hub, lan.peers]).toEqual(['b', ['c']]);
+    expect(plan.links).toEqual([{ lan: 'lan0', hub: 'b', peer: 'c', hub_remote: '203.0.113.2' }]);
+    expect(Object.fromEntries(lan.members.map((m) => [m.node, `${m.server}@${m.remote}`]))).toEqual({
+      b1: 'b@198.18.2.1',
+      b2: 'b@198.18.2.1',
+      b3: 'b@198.18.2.1',
+      c1: 'c@198.18.3.1',
+      c2: 'c@198.18.3.1',
+      c3: 'c@198.18.3.1',
+    });
+    expect(plan.servers.map((s) => [s.testbed, s.hosts, s.joins])).toEqual([
+      ['b', ['lan0'], []],
+      ['c', [], ['lan0']],
+    ]);
+    expect(formatPlan(plan)).toMatch(/lan0\s+c\s+b\s+203\.0\.113\.2/);
+  });
+
+  it('topology 1 (A public + B private): B hosts, no links, A nodes use B-ops public address, B nodes its internal one', () => {
+    const plan = planExperiment(fixture('experiment-public-private.json'));
+    const lan = plan.lans[0]!;
+    expect([lan.hub, lan.peers, plan.links]).toEqual(['b', [], []]);
+    expect(lan.members.map((m) => [m.node, m.server, m.remote, m.address])).toEqual([
+      ['a1', 'b', '203.0.113.2', null],
+      ['a2', 'b', '203.0.113.2', '198.19.20.20'],
+      ['b1', 'b', '198.18.2.1', null],
+      ['b2', 'b', '198.18.2.1', null],
+    ]);
+  });
+
+  it('gives the hub to the private testbed with most members; public nodes of a third testbed use the hub', () => {
+    const plan = planExperiment(
+      parseExperiment({
+        testbeds: [
+          { name: 'a', nodes: 'public', ops: { public: '203.0.113.1', internal: '198.18.1.1' } },
+          { name: 'b', nodes: 'private', ops: { public: '203.0.113.2', internal: '198.18.2.1' } },
+          { name: 'c', nodes: 'private', ops: { public: '203.0.113.3', internal: '198.18.3.1' } },
+        ],
+        nodes: [
+          { name: 'a1', testbed: 'a' },
+          { name: 'b1', testbed: 'b' },
+          { name: 'c1', testbed: 'c' },
+          { name: 'c2', testbed: 'c' },
+        ],
+        lans: [{ name: 'x', members: ['a1', 'b1', 'c1', 'c2'] }, { name: 'pub', members: ['a1'] }],
+      }),
+    );
+    expect([plan.lans[0]!.hub, plan.lans[0]!.peers]).toEqual(['c', ['b']]);
+    expect(plan.lans[0]!.members.find((m) => m.node === 'a1')).toMatchObject({ server: 'c', remote: '203.0.113.3' });
+    // A public-only LAN goes to a member testbed with a server, reached by its internal address.
+    expect(plan.lans[1]).toMatchObject({ hub: 'a', peers: [], members: [{ node: 'a1', server: 'a', remote: '198.18.1.1' }] });
+  });
+
+  const base = {
+    testbeds: [
+      { name: 'a', nodes: 'public' },
+      { name: 'b', nodes: 'private', ops: { public: '203.0.113.2', internal: '198.18.2.1' } },
+    ],
+    nodes: [
+      { name: 'a1', testbed: 'a' },
+      { name: 'b1', testbed: 'b' },
+    ],
+    lans: [{ name: 'lan0', subnet: '198.19.0.0/24', members: ['a1', 'b1'] }],
+  };
+  it.each([
+    ['an unknown node in a LAN', { ...base, lans: [{ name: 'lan0', members: ['a1', 'ghost'] }] }, /node "ghost", which is not described/],
+    ['an unknown testbed', { ...base, nodes: [...base.nodes, { name: 'z1', testbed: 'zz' }] }, /testbed "zz", which is not described/],
+    ['a duplicate node', { ...base, nodes: [...base.nodes, { name: 'a1', testbed: 'b' }] }, /duplicate node name "a1"/],
+    ['a duplicate testbed', { ...base, testbeds: [...base.testbeds, { name: 'a', nodes: 'public' }] }, /duplicate testbed name "a"/],
+    ['a duplicate LAN', { ...base, lans: [...base.lans, { name: 'lan0', members: ['a1'] }] }, /duplicate LAN name "lan0"/],
+    [
+      'a private node whose testbed has no server',
+      { ...base, testbeds: [{ name: 'a', nodes: 'public' }, { name: 'b', nodes: 'private' }] },
+      /node b1 is private, but its testbed b has no server/,
+    ],
+    [
+      'overlapping LAN subnets',
+      { ...base, lans: [...base.lans, { name: 'lan1', subnet: '198.19.0.128/25', members: ['a1'] }] },
+      /lan1's subnet 198\.19\.0\.128\/25 overlaps LAN lan0's/,
+    ],
+    [
+      'one address for two nodes',
+      { ...base, lans: [{ name: 'lan0', members: [{ node: 'a1', address: '198.19.0.9' }, { node: 'b1', address: '198.19.0.9' }] }] },
+      /gives address 198\.19\.0\.9 to two nodes/,
+    ],
+    ['an address outside the subnet', { ...base, lans: [{ name: 'lan0', subnet: '198.19.0.0/24', members: [{ node: 'a1', address: '198.19.1.9' }] }] }, /not a node address of/],
+    ['a node listed twice', { ...base, lans: [{ name: 'lan0', members: ['a1', 'a1'] }] }, /lists node a1 twice/],
+    ['no server anywhere', { ...base, testbeds: [{ name: 'a', nodes: 'public' }], nodes: [{ name: 'a1', testbed: 'a' }], lans: [{ name: 'lan0', members: ['a1'] }] }, /no server to host it/],
+    ['a bad LAN name', { ...base, lans: [{ name: 'LAN 0', members: ['a1'] }] }, /lans\.0\.name/],
+    ['an unknown field', { ...base, extra: 1 }, /extra/],
+  ])('refuses %s', (_what, value, message) => {
+    let err: unknown;
+    try {
+      planExperiment(parseExperiment(value));
+    } catch (e) {
+      err = e;
+    }
+    expect(isMvpnError(err) && err.code).toBe('MVPN_USAGE');
+    expect((err as Error).message).toMatch(message);
+  });
+});
