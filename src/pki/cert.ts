@@ -68,13 +68,26 @@ const EXT_KEY_USAGE: Record<CertUsage, Buffer> = {
   client: seq(EXT.extKeyUsage, octetString(seq(oid(OID.clientAuth)))),
 };
 
-/** SPKI DER and the RFC 5280 §4.2.1.2 method 1 key identifier (SHA-1 of the subjectPublicKey bits). */
-function spkiAndKeyId(key: KeyObject): { spki: Buffer; keyId: Buffer } {
+/**
+ * The subject key's SPKI DER and its RFC 5280 §4.2.1.2 method 1 identifier
+ * (SHA-1 of the subjectPublicKey bits), after checking the key type
+ * (MVPN_KEY_INVALID). Remembered for a few recent keys: an enrollment
+ * certifies one key for the API and for every network the node is in.
+ */
+const subjectKeys = new Map<string, { spki: Buffer; keyId: Buffer }>();
+
+function subjectKey(publicKeyPem: string): { spki: Buffer; keyId: Buffer } {
+  const hit = subjectKeys.get(publicKeyPem);
+  if (hit) return hit;
+  const { key } = loadPublicKey(publicKeyPem);
   const spki = key.export({ type: 'spki', format: 'der' });
   const [, bits] = childrenOf(spki, readElement(spki, 0));
   if (bits?.tag !== TAG.bitString) throw new PkiError('MVPN_KEY_INVALID', 'public key has no subjectPublicKey bit string');
   // Skip the "unused bits" byte: the identifier hashes the key bytes only.
-  return { spki, keyId: createHash('sha1').update(spki.subarray(bits.contentStart + 1, bits.end)).digest() };
+  const entry = { spki, keyId: createHash('sha1').update(spki.subarray(bits.contentStart + 1, bits.end)).digest() };
+  if (subjectKeys.size >= 64) subjectKeys.delete(subjectKeys.keys().next().value!);
+  subjectKeys.set(publicKeyPem, entry);
+  return entry;
 }
 
 function subjectAltName(dnsNames: readonly string[], ipAddresses: readonly string[]): Buffer | undefined {
@@ -116,9 +129,8 @@ export async function issueCert(opts: IssueCertOptions): Promise<{ certPem: stri
   const serialHex = opts.serialHex === undefined ? randomSerialHex() : checkSerialHex(opts.serialHex);
   for (const d of opts.dnsNames ?? []) if (!DNS_NAME.test(d)) throw new PkiError('MVPN_CERT_INVALID', `invalid DNS name ${JSON.stringify(d)} for subjectAltName`);
   for (const ip of opts.ipAddresses ?? []) if (isIP(ip) === 0 || ip.includes('%')) throw new PkiError('MVPN_CERT_INVALID', `invalid IP address ${JSON.stringify(ip)} for subjectAltName`);
-  const { key: publicKey } = loadPublicKey(opts.publicKeyPem); // allowed key type, or MVPN_KEY_INVALID
+  const { spki, keyId } = subjectKey(opts.publicKeyPem); // allowed key type, or MVPN_KEY_INVALID
   const ca = await loadCa(opts.ca);
-  const { spki, keyId } = spkiAndKeyId(publicKey);
 
   const extensions = [
     LEAF_BASIC_CONSTRAINTS,
