@@ -78,7 +78,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
         await rm(stateFile(o.baseDir, id), { force: true });
       }
     })());
+  let signalled = false;
   const onSignal = (sig: NodeJS.Signals): void => {
+    signalled = true;
     o.err(`demo: ${sig}, stopping\n`);
     void teardown().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
   };
@@ -134,6 +136,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       printKeep(world, o.bin, o.out, o.baseDir === DEFAULT_BASE_DIR ? '' : ` --dir ${o.baseDir}`);
     }
   } catch (err) {
+    // after a signal the steps fail because teardown took the world away; nothing to report
+    if (signalled) return new Promise<number>(() => undefined);
     o.err(`demo: failed: ${err instanceof Error ? err.message : String(err)}\n`);
     if (world.server) o.err(`--- server log (last lines)\n${await tail(join(dir, 'server.log'))}\n`);
     if (o.keep) o.err('demo: not keeping a demo that failed to start\n');

@@ -9,7 +9,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { namespacePids, namespacesWithPrefix, removeNamespaces } from '../netns/lab.ts';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
-import { pidRuns, stopPid } from './world.ts';
+import { stopPid } from './world.ts';
 
 export const DEFAULT_BASE_DIR = '/run/mvpn-demo';
 /** Every demo namespace starts with this, then `<id>-`. */
@@ -73,7 +73,7 @@ export async function downAll(baseDir: string, say: (line: string) => void): Pro
   const running: string[] = [];
   const states = await readStates(baseDir);
   for (const s of states) {
-    if (!s.kept && (await pidRuns(s.owner, 'demo'))) {
+    if (!s.kept && (await demoRuns(s.owner))) {
       running.push(s.id);
       continue;
     }
@@ -90,4 +90,14 @@ export async function downAll(baseDir: string, say: (line: string) => void): Pro
     await removeNamespaces(idle);
   }
   return { removed, running };
+}
+
+/** Whether `pid` is still a `mvpn-client demo` (argv holds "demo" as a word, not `demo down`). */
+async function demoRuns(pid: number): Promise<boolean> {
+  try {
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    return argv.includes('demo') && !argv.includes('down');
+  } catch {
+    return false;
+  }
 }
