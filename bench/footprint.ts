@@ -41,7 +41,7 @@ export async function procTimes(pid: number): Promise<ProcTimes> {
   return { self: n(11) + n(12), children: n(13) + n(14) };
 }
 
-export async function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number> {
+export async function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): Promise<number> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8');
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
   if (!m) throw new Error(`no ${field} for pid ${pid}`);
@@ -118,6 +118,9 @@ export const footprintBench: Benchmark = {
       const c1 = await procTimes(proc.pid);
       const wallS = (performance.now() - t0) / 1000;
       const hwmKb = await procStatusKb(proc.pid, 'VmHWM');
+      // File-backed pages are the executable's own (shared, reclaimable); anonymous ones are the heap.
+      const anonKb = await procStatusKb(proc.pid, 'RssAnon');
+      const fileKb = await procStatusKb(proc.pid, 'RssFile');
       const cpuPct = round(((c1.self - c0.self) / clkTck / wallS) * 100, 3);
       const childPct = round(((c1.children - c0.children) / clkTck / wallS) * 100, 3);
       const status = await agentStatus(dirs.runtimeDir);
@@ -137,6 +140,8 @@ export const footprintBench: Benchmark = {
         idleSeconds: round(wallS, 1),
         agentRssMiB: rssS,
         agentPeakRssMiB: round(hwmKb / 1024, 1),
+        agentRssAnonMiB: round(anonKb / 1024, 1),
+        agentRssFileMiB: round(fileKb / 1024, 1),
         agentCpuPercentOfOneCore: cpuPct,
         reapedChildrenCpuPercentOfOneCore: childPct,
         openvpnRssMiBTotal: round(openvpnKb / 1024, 1),
@@ -174,6 +179,8 @@ export const footprintBench: Benchmark = {
       idleSeconds: number;
       agentRssMiB: Summary;
       agentPeakRssMiB: number;
+      agentRssAnonMiB?: number;
+      agentRssFileMiB?: number;
       agentCpuPercentOfOneCore: number;
       reapedChildrenCpuPercentOfOneCore: number;
       openvpnRssMiBTotal: number;
@@ -194,6 +201,7 @@ export const footprintBench: Benchmark = {
       '|---|---:|',
       `| agent RSS, 1 s samples: median (min–max) | ${fmtRange(d.agentRssMiB, ' MiB', 1)} |`,
       `| agent peak RSS since start (VmHWM) | ${d.agentPeakRssMiB} MiB |`,
+      `| of the RSS at the end: anonymous (heap) / file-backed (the executable's pages) | ${d.agentRssAnonMiB ?? 'n/a'} / ${d.agentRssFileMiB ?? 'n/a'} MiB |`,
       `| agent CPU (utime+stime), share of one core | ${d.agentCpuPercentOfOneCore}% |`,
       `| its reaped children (health-check \`ip\` runs), share of one core | ${d.reapedChildrenCpuPercentOfOneCore}% |`,
       `| the ${d.networks} openvpn clients' RSS, total (each) | ${d.openvpnRssMiBTotal} MiB (${d.openvpnRssMiBEach}) |`,

@@ -33,6 +33,8 @@ interface AgentTrial {
   readonly firstConnectedMs: number;
   readonly lastConnectedMs: number;
   readonly milestones: Milestone[];
+  /** Set when status showed a network not connected right after READY (see AgentWorld.runAgent): ms until it was again. */
+  readonly regressedMs: number | undefined;
 }
 
 /** A step of the agent's start, from its log: when it was first and last reached (ms after spawn; last = slowest network). */
@@ -71,14 +73,16 @@ interface SizeResult {
   readonly installedOverheadMs: number;
   /** Steps of the median cold run. */
   readonly milestones: Milestone[];
+  /** Agent runs (cold and installed) whose status regressed from connected right after READY, and how long until connected again. */
+  readonly stateRegressions: number[];
   readonly samples: { agentCold: number[]; agentInstalled: number[]; bare: number[] };
 }
 
 async function agentTrial(w: AgentWorld, dirs: AgentDirs, count: number): Promise<AgentTrial> {
-  const { proc, readyMs, status, t0, timeline } = await w.runAgent(dirs, count);
+  const { proc, readyMs, status, t0, timeline, regressedMs } = await w.runAgent(dirs, count);
   try {
     const since = status.networks.map((n) => Date.parse(n.connected_since!) - t0);
-    return { readyMs, firstConnectedMs: Math.min(...since), lastConnectedMs: Math.max(...since), milestones: milestones(timeline) };
+    return { readyMs, firstConnectedMs: Math.min(...since), lastConnectedMs: Math.max(...since), milestones: milestones(timeline), regressedMs };
   } finally {
     await stopProc(proc, 30_000);
     await w.waitNoTaps();
@@ -159,6 +163,7 @@ async function runSize(ctx: BenchContext, w: AgentWorld, count: number, reps: nu
     agentLastConnected: summarize(cold.map((t) => t.lastConnectedMs), 1),
     overheadMs: round(agentCold.median - bareS.median, 1),
     installedOverheadMs: round(agentInstalled.median - bareS.median, 1),
+    stateRegressions: [...cold, ...installed].flatMap((t) => (t.regressedMs === undefined ? [] : [t.regressedMs])),
     milestones: [...cold].sort((a, b) => a.readyMs - b.readyMs)[Math.floor((cold.length - 1) / 2)]!.milestones,
     samples: { agentCold: cold.map((t) => round(t.readyMs, 1)), agentInstalled: installed.map((t) => round(t.readyMs, 1)), bare: bare.map((b) => round(b, 1)) },
   };
@@ -203,6 +208,13 @@ export const joinBench: Benchmark = {
       ...rows,
       '',
       `Agent at ${d.sizes.at(-1)?.networks} networks / at 1: ${d.ratioMaxOverOne}× (bare openvpn: ${d.bareRatioMaxOverOne}×).`,
+      ...(() => {
+        const reg = d.sizes.flatMap((s) => (s.stateRegressions ?? []).map((ms) => `${s.networks} networks: ${ms} ms`));
+        const runs = d.sizes.reduce((a, s) => a + s.samples.agentCold.length + s.samples.agentInstalled.length, 0);
+        return reg.length === 0
+          ? []
+          : ['', `In ${reg.length} of ${runs} agent runs a network that READY=1 had counted as connected showed "connecting" in \`status\` right after, until the next health check (${reg.join('; ')} after READY): see the analysis below.`];
+      })(),
       '',
       'Where the agent\'s time goes (median cold run; ms after spawn when its log line arrived; with several networks, first / last network):',
       '',

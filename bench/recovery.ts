@@ -184,6 +184,22 @@ interface RestartTrial {
   readonly stopMs: number;
   readonly daemonReadyMs: number;
   readonly allConnectedMs: number;
+  /** The last node to reconnect: what its openvpn said (ms after the stop), to show where the time went. */
+  readonly slowest: { node: string; ms: number; log: [number, string][] };
+}
+
+const INTERESTING = /Restart pause|SIGUSR1|SIGTERM|RESTART|Connection reset|Initialization Sequence Completed|TLS Error|TLS key negotiation failed|-> connect|Inactivity timeout|exit-notify/;
+
+/** Lines of an agent's log written after `wall0` that say what its openvpn did, as [ms after wall0, text]. */
+function excerpt(text: string, wall0: number): [number, string][] {
+  const out: [number, string][] = [];
+  for (const line of text.split('\n')) {
+    const t = Date.parse(line.slice(0, 24));
+    if (!Number.isFinite(t) || t < wall0 || !INTERESTING.test(line)) continue;
+    out.push([t - wall0, line.slice(25, 185)]);
+    if (out.length >= 30) break;
+  }
+  return out;
 }
 
 async function restartTrial(env: BenchEnv, w: ServerWorld, signal: 'SIGTERM' | 'SIGKILL'): Promise<RestartTrial> {
@@ -194,12 +210,14 @@ async function restartTrial(env: BenchEnv, w: ServerWorld, signal: 'SIGTERM' | '
   const readyMs = await startDaemon(env, w);
   const daemonReadyMs = stopMs + readyMs;
   const fresh = (s: AgentStatus): boolean => s.networks.length === 1 && s.networks[0]!.state === 'connected' && Date.parse(s.networks[0]!.connected_since ?? '') >= wall0;
-  await Promise.all(
-    w.agents.map((a) =>
-      pollUntil(`agent ${a.node} reconnected after server ${signal}`, async () => (fresh(await agentStatus(a.runtimeDir)) ? true : undefined), 180_000, 20),
-    ),
+  const each = await Promise.all(
+    w.agents.map(async (a) => {
+      await pollUntil(`agent ${a.node} reconnected after server ${signal}`, async () => (fresh(await agentStatus(a.runtimeDir)) ? true : undefined), 180_000, 20);
+      return { a, ms: epochMs() - t0 };
+    }),
   );
-  return { stopMs, daemonReadyMs, allConnectedMs: epochMs() - t0 };
+  const last = each.reduce((x, y) => (y.ms > x.ms ? y : x));
+  return { stopMs, daemonReadyMs, allConnectedMs: epochMs() - t0, slowest: { node: last.a.node, ms: Math.round(last.ms), log: excerpt(last.a.proc.out.toString(), wall0) } };
 }
 
 // ---------------------------------------------------------------- the benchmark

@@ -87,6 +87,7 @@ async function main(): Promise<void> {
       pipelining: 1,
     });
     const t0 = performance.now();
+    let phase = 'membership';
     try {
       const r1 = await client.request({ method: 'GET', path: membershipUrl.pathname });
       const doc = Buffer.from(await r1.body.arrayBuffer());
@@ -97,6 +98,7 @@ async function main(): Promise<void> {
       const b = m.networks[0]?.bundle;
       if (!b) return fail('membership lists no network');
       const bundleUrl = new URL(b.url, membershipUrl);
+      phase = 'bundle';
       const r2 = await client.request({ method: 'GET', path: bundleUrl.pathname });
       const bundle = Buffer.from(await r2.body.arrayBuffer());
       const t2 = performance.now();
@@ -113,8 +115,8 @@ async function main(): Promise<void> {
         await writeFile(join(cfg.save, 'b', id.node, `${m.networks[0]!.id}-${b.version}.tar.gz`), bundle);
       }
     } catch (err) {
-      const e = err as { code?: string; name?: string };
-      fail(e.code ?? e.name ?? 'error');
+      const e = err as { code?: string; name?: string; message?: string };
+      fail(`${phase}: ${e.code ?? e.name ?? 'error'} (${String(e.message).slice(0, 80)})`);
     } finally {
       await client.close().catch(() => client.destroy().catch(() => undefined));
     }

@@ -285,7 +285,7 @@ http {
   uwsgi_temp_path ${dir}/tmp/uwsgi;
   scgi_temp_path ${dir}/tmp/scgi;
   default_type application/octet-stream;
-  keepalive_timeout 5s;
+  # keepalive_timeout: nginx's default (75 s). With 5 s, overloaded clients lost their second request to an idle close.
   map $ssl_client_s_dn $node {
     default "";
     "~(^|,)CN=(?<cn>[A-Za-z0-9._@-]+)" $cn;
