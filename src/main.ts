@@ -3,7 +3,6 @@
  * Entry point of the `mvpn-client` binary: parse, dispatch, exit. All the
  * work lives in modules that know nothing about argv.
  */
-import 'reflect-metadata';
 import { main } from './cli/main.ts';
 import { processIo } from './cli/io.ts';
 

@@ -12,7 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
-import { Agent, request } from 'undici';
+import { loadUndici } from '../util/undici.ts';
 import { z } from 'zod';
 import { MvpnError, isMvpnError, type ErrorCode } from '../errors.ts';
 import { createCsr } from '../pki/csr.ts';
@@ -119,6 +119,7 @@ function tokenMessage(code: string, file: string, serverMessage: string): string
 }
 
 async function post(url: URL, body: unknown, caPem: string | undefined, timeoutMs: number): Promise<{ status: number; json: unknown }> {
+  const { Agent, request } = await loadUndici();
   const dispatcher = new Agent({
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,

@@ -27,7 +27,8 @@
  */
 import { open } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Agent, errors as undiciErrors, request, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher } from 'undici';
+import { loadedUndici, loadUndici } from '../util/undici.ts';
 import { FetchError, isMvpnError, MvpnError, toMvpnError } from '../errors.ts';
 import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
 import type { FetchLimits, SourceConfig } from './config.ts';
@@ -161,11 +162,11 @@ export class HttpFetcher {
     this.limits = limits;
   }
 
-  private agent(maxBytes: number, ca: string | undefined): Agent {
+  private agent(AgentClass: typeof Agent, maxBytes: number, ca: string | undefined): Agent {
     const key = `${maxBytes}\0${ca ?? ''}`;
     let a = this.agents.get(key);
     if (a === undefined) {
-      a = new Agent({
+      a = new AgentClass({
         headersTimeout: this.limits.requestTimeoutMs,
         bodyTimeout: this.limits.requestTimeoutMs,
         maxResponseSize: maxBytes,
@@ -187,7 +188,8 @@ export class HttpFetcher {
   ): Promise<FetchedDoc | NotModified> {
     // Two dispatchers per CA (membership cap, bundle cap) rather than one per size.
     const cap = opts.maxBytes <= this.limits.maxMembershipBytes ? this.limits.maxMembershipBytes : Math.max(opts.maxBytes, this.limits.maxBundleBytes);
-    const dispatcher: Dispatcher = this.agent(cap, opts.ca ?? this.tls.ca);
+    const { Agent: AgentClass, request } = await loadUndici();
+    const dispatcher: Dispatcher = this.agent(AgentClass, cap, opts.ca ?? this.tls.ca);
     const headers: Record<string, string> = { accept: opts.accept };
     if (opts.etag !== undefined) headers['if-none-match'] = opts.etag;
     let res: Dispatcher.ResponseData;
@@ -247,13 +249,13 @@ export function fetchErrorFrom(err: unknown, url: URL): MvpnError {
   if (isMvpnError(err)) return err;
   const e = err as Error & { code?: string };
   const where = url.href;
-  if (e instanceof undiciErrors.ResponseExceededMaxSizeError) {
+  const undiciErrors = loadedUndici()?.errors;
+  if (undiciErrors && e instanceof undiciErrors.ResponseExceededMaxSizeError) {
     return new FetchError('MVPN_FETCH_TOO_LARGE', `${where} sent more bytes than the limit`, { context: { url: where, permanent: true }, cause: err });
   }
   if (
-    e instanceof undiciErrors.HeadersTimeoutError ||
-    e instanceof undiciErrors.BodyTimeoutError ||
-    e instanceof undiciErrors.ConnectTimeoutError ||
+    (undiciErrors &&
+      (e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError || e instanceof undiciErrors.ConnectTimeoutError)) ||
     e.name === 'TimeoutError' ||
     e.name === 'AbortError'
   ) {

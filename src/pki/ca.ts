@@ -9,7 +9,7 @@ import { PkiError } from '../errors.ts';
 import { checkCaCn, checkValidity, cnName, keyIdOf, parseCertificate, randomSerialHex } from './common.ts';
 import { childrenOf, encodingOf, readElement } from './der.ts';
 import { generateKeyPairPem, importSigningKey, isKeyAlg, loadPrivateKey, publicKeyPemOf, signingAlgorithm, type KeyAlg } from './keys.ts';
-import { derToPem, x509 } from './x509.ts';
+import { derToPem, loadX509, x509, type X509 } from './x509.ts';
 
 export interface CaMaterial {
   readonly alg: KeyAlg;
@@ -25,9 +25,10 @@ export async function createCa(opts: { cn: string; alg?: KeyAlg; notBefore: Date
   checkValidity(opts.notBefore, opts.notAfter);
   const keys = await generateKeyPairPem(alg);
   const { cryptoKey } = await importSigningKey(keys.privateKeyPem);
-  const publicKey = new x509.PublicKey(keys.publicKeyPem);
+  await loadX509();
+  const publicKey = new (x509().PublicKey)(keys.publicKeyPem);
   const name = cnName(opts.cn);
-  const cert = await x509.X509CertificateGenerator.create({
+  const cert = await x509().X509CertificateGenerator.create({
     serialNumber: randomSerialHex(),
     subject: name,
     issuer: name,
@@ -37,9 +38,9 @@ export async function createCa(opts: { cn: string; alg?: KeyAlg; notBefore: Date
     signingKey: cryptoKey,
     signingAlgorithm: signingAlgorithm(alg),
     extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-      await x509.SubjectKeyIdentifierExtension.create(publicKey),
+      new (x509().BasicConstraintsExtension)(true, undefined, true),
+      new (x509().KeyUsagesExtension)(x509().KeyUsageFlags.keyCertSign | x509().KeyUsageFlags.cRLSign, true),
+      await x509().SubjectKeyIdentifierExtension.create(publicKey),
     ],
   });
   return { alg, certPem: derToPem('CERTIFICATE', cert.rawData), keyPem: keys.privateKeyPem };
@@ -48,7 +49,7 @@ export async function createCa(opts: { cn: string; alg?: KeyAlg; notBefore: Date
 /** A CA ready to sign: parsed certificate, signing key, key id. Checks that the key belongs to the certificate. */
 export interface LoadedCa {
   readonly alg: KeyAlg;
-  readonly cert: x509.X509Certificate;
+  readonly cert: X509.X509Certificate;
   readonly signingKey: webcrypto.CryptoKey;
   /** The same key for node:crypto's sign (the fast issuing path in cert.ts). */
   readonly key: KeyObject;
@@ -71,18 +72,19 @@ export function loadCa(ca: CaMaterial): Promise<LoadedCa> {
 }
 
 async function loadCaUncached(ca: CaMaterial): Promise<LoadedCa> {
+  await loadX509();
   const cert = parseCertificate(ca.certPem, 'CA certificate');
-  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  const bc = cert.getExtension(x509().BasicConstraintsExtension);
   if (!bc?.ca) throw new PkiError('MVPN_CERT_INVALID', 'the CA certificate is not a CA (basicConstraints CA:TRUE missing)');
   const { alg, cryptoKey } = await importSigningKey(ca.keyPem);
   const certSpki = Buffer.from(cert.publicKey.rawData);
-  const keySpki = Buffer.from(new x509.PublicKey(publicKeyPemOf(ca.keyPem)).rawData);
+  const keySpki = Buffer.from(new (x509().PublicKey)(publicKeyPemOf(ca.keyPem)).rawData);
   if (!certSpki.equals(keySpki)) throw new PkiError('MVPN_CERT_KEY_MISMATCH', 'the CA key does not belong to the CA certificate');
   return { alg, cert, signingKey: cryptoKey, key: loadPrivateKey(ca.keyPem).key, subjectDer: subjectDerOf(cert), keyId: await keyIdOf(cert) };
 }
 
 /** The subject Name's DER from a certificate the library has already parsed (so it is well-formed). */
-function subjectDerOf(cert: x509.X509Certificate): Buffer {
+function subjectDerOf(cert: X509.X509Certificate): Buffer {
   const der = new Uint8Array(cert.rawData);
   const tbs = childrenOf(der, readElement(der, 0))[0]!;
   const fields = childrenOf(der, tbs);

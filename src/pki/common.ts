@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { PkiError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
-import { derToPem, MAX_PEM_BYTES, OID, x509 } from './x509.ts';
+import { derToPem, MAX_PEM_BYTES, OID, x509, type X509 } from './x509.ts';
 
 /**
  * CNs of node and server certificates. They become file names in openvpn's
@@ -40,12 +40,12 @@ export function checkValidity(notBefore: Date, notAfter: Date): void {
 }
 
 /** A subject/issuer name holding just a CN (PrintableString when the text allows, else UTF8String: the library's choice, which der.ts matches). */
-export function cnName(cn: string): x509.Name {
-  return new x509.Name([{ CN: [cn] }]);
+export function cnName(cn: string): X509.Name {
+  return new (x509().Name)([{ CN: [cn] }]);
 }
 
 /** The single CN of a name, or undefined when there is none or more than one. */
-export function cnOf(name: x509.Name): string | undefined {
+export function cnOf(name: X509.Name): string | undefined {
   const cns = name.getField(OID.commonName);
   return cns.length === 1 ? cns[0] : undefined;
 }
@@ -94,11 +94,11 @@ function onePemBlock(pem: string, label: string, code: ErrorCode, what: string):
   return der.buffer.slice(der.byteOffset, der.byteOffset + der.length);
 }
 
-export function parseCertificate(pem: string, what = 'certificate'): x509.X509Certificate {
+export function parseCertificate(pem: string, what = 'certificate'): X509.X509Certificate {
   checkPemInput(pem, 'MVPN_CERT_INVALID', what);
   const block = onePemBlock(pem, 'CERTIFICATE', 'MVPN_CERT_INVALID', what);
   try {
-    return new x509.X509Certificate(block);
+    return new (x509().X509Certificate)(block);
   } catch (err) {
     throw new PkiError('MVPN_CERT_INVALID', `${what} is not a readable X.509 certificate`, { cause: err });
   }
@@ -110,25 +110,25 @@ export function csrDer(pem: string): ArrayBuffer {
   return onePemBlock(pem, 'CERTIFICATE REQUEST', 'MVPN_CSR_INVALID', 'CSR');
 }
 
-export function parseCrlPem(pem: string): x509.X509Crl {
+export function parseCrlPem(pem: string): X509.X509Crl {
   checkPemInput(pem, 'MVPN_CRL_INVALID', 'CRL');
   const block = onePemBlock(pem, 'X509 CRL', 'MVPN_CRL_INVALID', 'CRL');
   try {
-    return new x509.X509Crl(block);
+    return new (x509().X509Crl)(block);
   } catch (err) {
     throw new PkiError('MVPN_CRL_INVALID', 'CRL is not a readable X.509 CRL', { cause: err });
   }
 }
 
 /** The subject key identifier of a CA certificate (hex), computed from its key if the extension is absent. */
-export async function keyIdOf(cert: x509.X509Certificate): Promise<string> {
-  const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
+export async function keyIdOf(cert: X509.X509Certificate): Promise<string> {
+  const ski = cert.getExtension(x509().SubjectKeyIdentifierExtension);
   if (ski) return ski.keyId;
   return Buffer.from(await cert.publicKey.getKeyIdentifier()).toString('hex');
 }
 
 /** SPKI PEM of a certificate's or CSR's public key. */
-export function spkiPem(pub: x509.PublicKey): string {
+export function spkiPem(pub: X509.PublicKey): string {
   return derToPem('PUBLIC KEY', pub.rawData);
 }
 

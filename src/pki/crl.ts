@@ -10,7 +10,7 @@ import { PkiError } from '../errors.ts';
 import { loadCa, type CaMaterial } from './ca.ts';
 import { checkSerialHex, normaliseSerial, parseCertificate, parseCrlPem, sameBytes } from './common.ts';
 import { signingAlgorithm } from './keys.ts';
-import { derToPem, OID, x509 } from './x509.ts';
+import { derToPem, loadX509, OID, x509 } from './x509.ts';
 
 export interface RevokedEntry {
   readonly serialHex: string;
@@ -36,6 +36,7 @@ export async function createCrl(opts: {
   nextUpdate: Date;
   crlNumber: number;
 }): Promise<string> {
+  await loadX509();
   if (!Number.isSafeInteger(opts.crlNumber) || opts.crlNumber < 0) throw new PkiError('MVPN_CRL_INVALID', `invalid CRL number ${String(opts.crlNumber)}: use a non-negative integer`);
   if (Number.isNaN(opts.thisUpdate.getTime()) || Number.isNaN(opts.nextUpdate.getTime()) || opts.nextUpdate.getTime() <= opts.thisUpdate.getTime()) {
     throw new PkiError('MVPN_CRL_INVALID', 'nextUpdate must be a valid date after thisUpdate');
@@ -49,13 +50,13 @@ export async function createCrl(opts: {
     return { serialNumber, revocationDate: r.revokedAt };
   });
   const ca = await loadCa(opts.ca);
-  const crl = await x509.X509CrlGenerator.create({
+  const crl = await x509().X509CrlGenerator.create({
     issuer: ca.cert.subjectName,
     thisUpdate: opts.thisUpdate,
     nextUpdate: opts.nextUpdate,
     signingKey: ca.signingKey,
     signingAlgorithm: signingAlgorithm(ca.alg),
-    extensions: [new x509.AuthorityKeyIdentifierExtension(ca.keyId, false), new x509.Extension(OID.crlNumber, false, derInteger(opts.crlNumber))],
+    extensions: [new (x509().AuthorityKeyIdentifierExtension)(ca.keyId, false), new (x509().Extension)(OID.crlNumber, false, derInteger(opts.crlNumber))],
     entries,
   });
   return derToPem('X509 CRL', crl.rawData);
@@ -75,6 +76,7 @@ export interface CheckedCrl {
  * MVPN_CRL_EXPIRED once nextUpdate <= now.
  */
 export async function checkCrl(opts: { crlPem: string; caCertPem: string; now: Date }): Promise<CheckedCrl> {
+  await loadX509();
   const caCert = parseCertificate(opts.caCertPem, 'CA certificate');
   const crl = parseCrlPem(opts.crlPem);
   if (!sameBytes(crl.issuerName.toArrayBuffer(), caCert.subjectName.toArrayBuffer())) {

@@ -9,13 +9,14 @@ import { PkiError } from '../errors.ts';
 import { checkLeafCn, cnName, csrDer } from './common.ts';
 import { childrenOf, encodingOf, oid, readElement, TAG, type DerElement } from './der.ts';
 import { importSigningKey, importVerifyKey, loadPublicKey, signingAlgorithm, type KeyAlg, type KeyPairPem } from './keys.ts';
-import { derToPem, OID, x509 } from './x509.ts';
+import { derToPem, loadX509, OID, x509 } from './x509.ts';
 
 export async function createCsr(opts: { keyPair: KeyPairPem; cn: string }): Promise<string> {
+  await loadX509();
   checkLeafCn(opts.cn);
   const { alg, cryptoKey: privateKey } = await importSigningKey(opts.keyPair.privateKeyPem);
   const { cryptoKey: publicKey } = importVerifyKey(opts.keyPair.publicKeyPem);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+  const csr = await x509().Pkcs10CertificateRequestGenerator.create({
     name: cnName(opts.cn),
     keys: { privateKey, publicKey },
     signingAlgorithm: signingAlgorithm(alg),

@@ -8,7 +8,7 @@ import { PkiError } from '../errors.ts';
 import { cnOf, normaliseSerial, parseCertificate, sameBytes, spkiPem } from './common.ts';
 import type { CertUsage } from './cert.ts';
 import { loadPrivateKey, publicKeyPemOf } from './keys.ts';
-import { OID, x509 } from './x509.ts';
+import { loadX509, OID, x509, type X509 } from './x509.ts';
 
 export interface VerifiedCert {
   readonly cn: string;
@@ -18,7 +18,7 @@ export interface VerifiedCert {
   readonly publicKeyPem: string;
 }
 
-function inValidity(cert: x509.X509Certificate, now: Date): boolean {
+function inValidity(cert: X509.X509Certificate, now: Date): boolean {
   return cert.notBefore.getTime() <= now.getTime() && now.getTime() <= cert.notAfter.getTime();
 }
 
@@ -38,10 +38,11 @@ export async function verifyCert(opts: {
   expectCn?: string;
   revokedSerials?: readonly string[];
 }): Promise<VerifiedCert> {
+  await loadX509();
   const cert = parseCertificate(opts.certPem, 'certificate');
   const ca = parseCertificate(opts.caCertPem, 'CA certificate');
 
-  const caBc = ca.getExtension(x509.BasicConstraintsExtension);
+  const caBc = ca.getExtension(x509().BasicConstraintsExtension);
   if (!caBc?.ca) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `"${ca.subject}" is not a CA certificate`);
   if (!sameBytes(cert.issuerName.toArrayBuffer(), ca.subjectName.toArrayBuffer())) {
     throw new PkiError('MVPN_CERT_WRONG_ISSUER', `the certificate is issued by "${cert.issuer}", not by this network's CA "${ca.subject}"`, {
@@ -72,13 +73,13 @@ export async function verifyCert(opts: {
     throw new PkiError('MVPN_CERT_REVOKED', `the certificate (serial ${serialHex}) is revoked`, { context: { serial: serialHex } });
   }
 
-  const bc = cert.getExtension(x509.BasicConstraintsExtension);
+  const bc = cert.getExtension(x509().BasicConstraintsExtension);
   if (bc?.ca) throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate is a CA certificate, not a node or server certificate');
-  const ku = cert.getExtension(x509.KeyUsagesExtension);
-  if (!ku || (ku.usages & x509.KeyUsageFlags.digitalSignature) === 0) {
+  const ku = cert.getExtension(x509().KeyUsagesExtension);
+  if (!ku || (ku.usages & x509().KeyUsageFlags.digitalSignature) === 0) {
     throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate lacks keyUsage digitalSignature');
   }
-  const eku = cert.getExtension(x509.ExtendedKeyUsageExtension);
+  const eku = cert.getExtension(x509().ExtendedKeyUsageExtension);
   const wanted = opts.usage === 'server' ? OID.serverAuth : OID.clientAuth;
   if (!eku?.usages.map(String).includes(wanted)) {
     throw new PkiError('MVPN_CERT_WRONG_USAGE', `the certificate is not a ${opts.usage} certificate (extendedKeyUsage ${opts.usage === 'server' ? 'serverAuth' : 'clientAuth'} missing)`, {
@@ -98,8 +99,9 @@ export async function verifyCert(opts: {
 
 /** Whether the private key is the one the certificate was issued for (e.g. a central node.key against node.crt). */
 export async function certMatchesKey(certPem: string, privateKeyPem: string): Promise<boolean> {
+  await loadX509();
   const cert = parseCertificate(certPem);
   loadPrivateKey(privateKeyPem);
-  const fromKey = new x509.PublicKey(publicKeyPemOf(privateKeyPem));
+  const fromKey = new (x509().PublicKey)(publicKeyPemOf(privateKeyPem));
   return sameBytes(cert.publicKey.rawData, fromKey.rawData);
 }

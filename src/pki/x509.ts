@@ -1,15 +1,36 @@
 /**
  * The one place that loads @peculiar/x509. The library needs
  * `reflect-metadata` before first use and a WebCrypto provider; both are
- * process-wide, so every pki module imports `x509` from here and never from
+ * process-wide, so every pki module gets the library from here and never from
  * the package directly.
+ *
+ * It is loaded on first use (`await loadX509()` at the top of every exported
+ * async pki function, then `x509()` inside): loading it costs ~55 ms of
+ * start-up in the executable (measured with --cpu-prof), which `status`,
+ * `--version` and most admin verbs would otherwise pay for nothing.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import { MvpnError } from '../errors.ts';
+import type * as X509 from '@peculiar/x509';
 
-x509.cryptoProvider.set(globalThis.crypto);
+export type { X509 };
 
-export { x509 };
+let lib: typeof X509 | undefined;
+
+export async function loadX509(): Promise<typeof X509> {
+  if (lib === undefined) {
+    await import('reflect-metadata');
+    const m = await import('@peculiar/x509');
+    m.cryptoProvider.set(globalThis.crypto);
+    lib = m;
+  }
+  return lib;
+}
+
+/** The loaded library; only valid after `await loadX509()`. */
+export function x509(): typeof X509 {
+  if (lib === undefined) throw new MvpnError('MVPN_INTERNAL', 'internal error: @peculiar/x509 used before loadX509()');
+  return lib;
+}
 
 /** DER bytes as a PEM block with the given label (64-column base64 lines). */
 export function derToPem(label: string, der: ArrayBuffer | Uint8Array): string {

@@ -16,7 +16,11 @@ import { createCa, type CaMaterial } from '../../src/pki/ca.ts';
 import { issueCert, type CertUsage } from '../../src/pki/cert.ts';
 import { childrenOf, encodingOf, oid, readElement, time, unsignedInteger } from '../../src/pki/der.ts';
 import { generateKeyPairPem, importSigningKey, signingAlgorithm, type KeyAlg, type KeyPairPem } from '../../src/pki/keys.ts';
-import { OID, x509 } from '../../src/pki/x509.ts';
+import { OID } from '../../src/pki/x509.ts';
+// The reference library, loaded the way src/pki/x509.ts loads it.
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+x509.cryptoProvider.set(globalThis.crypto);
 import { tmpDir } from '../helpers/tmp.ts';
 
 const run = promisify(execFile);

@@ -14,7 +14,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { createCsr, parseCsr } from '../../src/pki/csr.ts';
 import { bitString, explicit, oid, seq, tlv, TAG } from '../../src/pki/der.ts';
 import { generateKeyPairPem, loadPublicKey } from '../../src/pki/keys.ts';
-import { derToPem, x509 } from '../../src/pki/x509.ts';
+import { derToPem } from '../../src/pki/x509.ts';
+// The reference library, loaded the way src/pki/x509.ts loads it.
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+x509.cryptoProvider.set(globalThis.crypto);
 import { tmpDir } from '../helpers/tmp.ts';
 
 const run = promisify(execFile);

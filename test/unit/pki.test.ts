@@ -11,7 +11,11 @@ import { createCrl, checkCrl } from '../../src/pki/crl.ts';
 import { createCsr, parseCsr } from '../../src/pki/csr.ts';
 import { detectKeyAlg, generateKeyPairPem, type KeyAlg, type KeyPairPem } from '../../src/pki/keys.ts';
 import { certMatchesKey, verifyCert } from '../../src/pki/verify.ts';
-import { derToPem, x509 } from '../../src/pki/x509.ts';
+import { derToPem } from '../../src/pki/x509.ts';
+// The reference library, loaded the way src/pki/x509.ts loads it.
+import 'reflect-metadata';
+import * as x509 from '@peculiar/x509';
+x509.cryptoProvider.set(globalThis.crypto);
 
 const T0 = new Date('2030-01-01T00:00:00Z');
 const HOUR = 3_600_000;
