@@ -100,6 +100,11 @@ describe('federation: a network across two servers joined by a link', () => {
     for (const n of ['b1', 'b2', 'c1', 'c2']) await hub.run(['export', n, '--network', 'lab', '--out', join(hub.dir, `${n}.tar.gz`)]);
     startDaemon(nsHub, hub);
     startDaemon(nsPeer, peer);
+    // C's nodes may connect only once the peer has copied the hub's members (their ccd files). The bare
+    // openvpn clients used here give up after one AUTH_FAILED, unlike the agent, which retries.
+    const ccd = (n: string) => readFile(join(peer.stateDir, 'networks', 'lab', 'ccd', n), 'utf8').then(() => true, () => false);
+    const synced = await waitFor(async () => (await ccd('c1')) && (await ccd('c2')), 60_000, 250);
+    if (!synced) throw new Error(`the peer never copied the hub's members:\n${logs()}`);
     for (const n of ['b1', 'b2', 'c1', 'c2']) {
       const work = await tmpDir(`fed-${n}`);
       dirs.push(work);
