@@ -162,7 +162,12 @@ export const footprintBench: Benchmark = {
       };
       return {
         targets: [
-          { what: `agent RSS, idle with ${count} networks (max of 1 s samples)`, goal: '≤ 60 MB', measured: `${rssS.max} MiB`, met: rssS.max <= 60 },
+          {
+            what: `agent RSS, idle with ${count} networks (max of 1 s samples)`,
+            goal: '≤ 60 MB',
+            measured: `${round(rssS.max * 1.048576, 1)} MB (${rssS.max} MiB)`,
+            met: rssS.max * 1.048576 <= 60,
+          },
           { what: `agent CPU, idle with ${count} networks, ${Math.round(wallS)} s`, goal: '≤ 0.5% of one core', measured: `${cpuPct}%`, met: cpuPct <= 0.5 },
           { what: '`mvpn-client status` wall time (median)', goal: '≤ 150 ms', measured: `${statusTable.median} ms`, met: statusTable.median <= 150 },
         ],

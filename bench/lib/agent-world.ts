@@ -196,7 +196,7 @@ export class AgentWorld {
    * connected or has definitely failed); checks that all `count` are
    * connected. `readyMs` is from just before the spawn to the datagram.
    */
-  async runAgent(dirs: AgentDirs, count: number): Promise<{ proc: Proc; readyMs: number; status: AgentStatus; t0: number; timeline: [number, string][]; regressedMs: number | undefined }> {
+  async runAgent(dirs: AgentDirs, count: number): Promise<{ proc: Proc; readyMs: number; status: AgentStatus; t0: number; timeline: [number, string][]; regressedMs: number | undefined; staleFlips: number }> {
     const before = new Set(this.notify.received);
     const t0 = epochMs();
     const proc = this.startAgent(dirs);
@@ -236,7 +236,10 @@ export class AgentWorld {
         timeline.push([Math.round(epochMs() - t0), `(status regressed after READY: ${bad.join(', ')}; connected again)`]);
       }
       timeline.push([Math.round(readyMs), '(READY=1 received)']);
-      return { proc, readyMs, status, t0, timeline, regressedMs };
+      // "connected -> connecting (openvpn state WAIT)" moments after connecting: the supervisor applied its own late
+      // `state` query reply over the CONNECTED event; the network then waits for the next health check (5 s).
+      const staleFlips = timeline.filter(([t, l]) => t <= readyMs && /: connected -> connecting \(openvpn state (WAIT|AUTH|GET_CONFIG|ASSIGN_IP|CONNECTING|RESOLVE|TCP_CONNECT|ADD_ROUTES)\)/.test(l)).length;
+      return { proc, readyMs, status, t0, timeline, regressedMs, staleFlips };
     } catch (err) {
       await stopProc(proc, 30_000);
       throw err;
