@@ -312,6 +312,8 @@ interface Run {
   mgmt: ManagementClient | undefined;
   readonly output: string[];
   fatal: string | undefined;
+  /** `>STATE:` notifications received so far (see pollState). */
+  stateEvents: number;
 }
 
 const OUTPUT_KEEP = 20;
@@ -597,7 +599,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     let onExit: () => void = () => undefined;
     const exit = new Promise<void>((resolve) => (onExit = resolve));
-    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined };
+    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, stateEvents: 0 };
     this.run = run;
     this.captureOutput(run, child.stdout);
     this.captureOutput(run, child.stderr);
@@ -758,7 +760,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.dispatch({ type: 'mgmt-ready' }, run);
     // State changes before mgmt-ready were ignored in `starting`; ask once.
     try {
-      this.onOpenvpnState(run, await mgmt.state());
+      this.onPolledState(run, await this.pollState(run, mgmt));
     } catch {
       // the health check will ask again
     }
@@ -767,7 +769,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private attach(run: Run, mgmt: ManagementClient): void {
     run.mgmt = mgmt;
     this.deps.logger.emit({ kind: 'openvpn.mgmt-connected', id: this.spec.id, socket: this.spec.mgmtSocket });
-    mgmt.on('state', (st) => this.onOpenvpnState(run, st));
+    mgmt.on('state', (st) => {
+      run.stateEvents++;
+      this.onOpenvpnState(run, st);
+    });
     mgmt.on('bytecount', (b) => {
       if (this.run !== run) return;
       this.bytesIn = b.bytesIn;
@@ -785,6 +790,23 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     mgmt.on('close', () => {
       if (run.mgmt === mgmt) run.mgmt = undefined;
     });
+  }
+
+  /**
+   * Ask openvpn for its state. A `>STATE:` notification can arrive while the
+   * reply is in flight (even between its lines), and the reply then
+   * describes an older state: remember how many notifications came before
+   * asking, so the answer can be dropped when a newer one already arrived.
+   */
+  private async pollState(run: Run, mgmt: ManagementClient, timeoutMs?: number): Promise<{ st: StateInfo; seenBefore: number }> {
+    const seenBefore = run.stateEvents;
+    const st = await mgmt.state(timeoutMs === undefined ? undefined : { timeoutMs });
+    return { st, seenBefore };
+  }
+
+  private onPolledState(run: Run, polled: { st: StateInfo; seenBefore: number }): void {
+    if (run.stateEvents !== polled.seenBefore) return; // a real-time notification is newer than this reply
+    this.onOpenvpnState(run, polled.st);
   }
 
   private onOpenvpnState(run: Run, st: StateInfo): void {
@@ -842,9 +864,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     if (mgmt !== undefined) {
       try {
-        const st = await mgmt.state({ timeoutMs: policy.mgmtTimeoutMs });
-        openvpnState = st.name;
-        this.onOpenvpnState(run, st);
+        const polled = await this.pollState(run, mgmt, policy.mgmtTimeoutMs);
+        openvpnState = polled.st.name;
+        this.onPolledState(run, polled);
       } catch (e) {
         mgmtResult = toMvpnError(e).code === 'MVPN_MGMT_TIMEOUT' ? 'timeout' : 'unavailable';
       }

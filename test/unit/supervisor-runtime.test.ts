@@ -15,7 +15,7 @@ import { ManagementClient } from '../../src/openvpn/management.ts';
 import { Supervisor, type InstanceSpec, type SpawnedProcess, type SupervisorDeps } from '../../src/openvpn/supervisor.ts';
 import { ManualClock } from '../../src/util/clock.ts';
 import type { ExecFn } from '../../src/util/exec.ts';
-import { startFakeManagement, type FakeManagement } from '../helpers/fake-management.ts';
+import { defaultResponder, startFakeManagement, type FakeManagement, type Responder } from '../helpers/fake-management.ts';
 
 class FakeProc extends EventEmitter implements SpawnedProcess {
   readonly pid: number;
@@ -64,9 +64,9 @@ const ipOk: ExecFn = async () => ({
   stdout: JSON.stringify([{ ifname: 'mv-t', addr_info: [{ family: 'inet', local: '198.51.100.2', prefixlen: 24 }] }]),
 });
 
-async function harness(over: Partial<SupervisorDeps> = {}, spec: Partial<InstanceSpec> = {}): Promise<Harness> {
+async function harness(over: Partial<SupervisorDeps> = {}, spec: Partial<InstanceSpec> = {}, responder?: Responder): Promise<Harness> {
   const clock = new ManualClock(1_000_000);
-  const fake = await startFakeManagement();
+  const fake = await startFakeManagement(responder === undefined ? {} : { responder });
   const procs: FakeProc[] = [];
   const removed: string[] = [];
   const logger = memoryLogger<OpenvpnEvent>();
@@ -377,6 +377,27 @@ describe('Supervisor with a ManualClock', () => {
     await advance(h.clock, 1_000, 1_000);
     await until(() => expect(h.sup.status().state).toBe('connected'));
     expect(h.procs).toHaveLength(1);
+  });
+
+  it('a state reply overtaken by a >STATE: CONNECTED notification does not flip connected back to connecting', async () => {
+    // openvpn may write a real-time notification between the lines of a
+    // `state` reply; the reply then describes the older state. The agent
+    // reported connected, then connecting for a health-check interval.
+    let stateCalls = 0;
+    const responder: Responder = (cmd, peer) => {
+      if (cmd !== 'state') return defaultResponder(cmd, peer);
+      stateCalls++;
+      if (stateCalls > 1) return defaultResponder(cmd, peer);
+      return ['1700000000,ASSIGN_IP,,198.51.100.2,,,,', '>STATE:1700000001,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,', 'END'];
+    };
+    const h = await harness({}, {}, responder);
+    h.sup.start();
+    await until(() => expect(stateCalls).toBe(1));
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(h.sup.status().state).toBe('connected');
+    const transitions = h.logger.events.filter((e) => e.kind === 'openvpn.transition').map((e) => `${e.from}->${e.to}`);
+    expect(transitions).toEqual(['stopped->starting', 'starting->connecting', 'connecting->connected']);
   });
 
   it('openvpn reconnecting on its own (RECONNECTING) is connecting, not a restart', async () => {
