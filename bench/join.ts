@@ -96,7 +96,7 @@ async function agentTrial(w: AgentWorld, dirs: AgentDirs, count: number): Promis
 }
 
 /** The agent's rendered configs of that state dir, made runnable by hand: no management-hold, own socket. */
-async function bareConfigs(w: AgentWorld, stateDir: string, count: number): Promise<string[]> {
+export async function bareConfigs(w: AgentWorld, stateDir: string, count: number): Promise<string[]> {
   const dir = join(w.dir, `bare-${count}`);
   await mkdir(dir, { recursive: true });
   const out: string[] = [];
@@ -112,7 +112,7 @@ async function bareConfigs(w: AgentWorld, stateDir: string, count: number): Prom
   return out;
 }
 
-async function bareTrial(w: AgentWorld, configs: readonly string[]): Promise<number> {
+export async function bareTrial(w: AgentWorld, configs: readonly string[]): Promise<number> {
   const t0 = epochMs();
   const procs = configs.map((c) => w.env.spawnIn(w.node, OPENVPN, ['--config', c]));
   try {

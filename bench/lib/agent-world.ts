@@ -207,7 +207,7 @@ export class AgentWorld {
       const at = Math.round(epochMs() - t0);
       const parts = (partial + d.toString()).split('\n');
       partial = parts.pop() ?? '';
-      for (const l of parts) if (l.trim() !== '' && timeline.length < 200) timeline.push([at, l.slice(0, 200)]);
+      for (const l of parts) if (l.trim() !== '' && timeline.length < 5000) timeline.push([at, l.slice(0, 200)]);
     };
     proc.child.stdout?.on('data', onData);
     proc.child.stderr?.on('data', onData);
