@@ -2,7 +2,7 @@
  * `npm run bench` — every benchmark, one after the other, then
  * bench/results/latest.json and the generated part of BENCHMARKS.md.
  *
- *   npm run bench                      all of them (about 15-20 minutes)
+ *   npm run bench                      all of them (about 7-10 minutes on the 2-core VM)
  *   npm run bench -- join storm        a subset (their sections are replaced, the others kept)
  *   npm run bench -- --quick           smoke run: few repetitions, small counts; writes
  *                                      bench/results/quick.json and leaves BENCHMARKS.md alone
