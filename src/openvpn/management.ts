@@ -193,6 +193,17 @@ export class ManagementClient extends EventEmitter<ManagementEvents> {
     await this.command(`kill ${quoteArg(cn)}`);
   }
 
+  /**
+   * Server side: end one client instance and tell the client (`RESTART`:
+   * it reconnects at once; `HALT`: it exits). Unlike `kill CN`, which drops
+   * the session silently and leaves the client believing it is connected
+   * until its ping-restart (60 s), so it goes quiet for a minute.
+   */
+  async clientKill(clientId: number, message: 'RESTART' | 'HALT' = 'RESTART'): Promise<void> {
+    if (!Number.isSafeInteger(clientId) || clientId < 0) throw new OpenvpnError('MVPN_MGMT_PROTOCOL', `invalid client id ${clientId}`);
+    await this.command(`client-kill ${clientId} ${message}`);
+  }
+
   async signal(sig: 'SIGHUP' | 'SIGUSR1' | 'SIGUSR2' | 'SIGTERM'): Promise<void> {
     await this.command(`signal ${sig}`);
   }

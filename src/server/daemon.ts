@@ -475,20 +475,25 @@ export class ServerDaemon {
     inst.addresses = new Map(allowedMembers(memberships).map((m) => [m.node, m.address]));
     const mgmt = inst.sup.management();
     if (!mgmt) return;
-    let clients: { cn: string }[];
+    let clients: { cn: string; clientId?: number }[];
     try {
       clients = (await mgmt.status3()).clients;
     } catch {
       return; // not answering now; the next pass tries again
     }
-    for (const c of new Set(clients.map((x) => x.cn))) {
-      const reason = !allowed.has(c) ? 'no longer allowed in this network' : replaced.has(c) ? 'its certificate was replaced' : undefined;
+    for (const c of clients) {
+      const reason = !allowed.has(c.cn) ? 'no longer allowed in this network' : replaced.has(c.cn) ? 'its certificate was replaced' : undefined;
       if (reason === undefined) continue;
       try {
-        await mgmt.kill(c);
-        this.logger.emit({ kind: 'server.session-killed', network: net.id, cn: c, reason });
+        // client-kill tells the client to reconnect at once: a node whose
+        // membership changed again meanwhile (removed, then re-added before
+        // this pass) comes back in seconds instead of after its 60 s
+        // ping-restart, and a revoked one learns at once that it is out.
+        if (c.clientId !== undefined) await mgmt.clientKill(c.clientId, 'RESTART');
+        else await mgmt.kill(c.cn);
+        this.logger.emit({ kind: 'server.session-killed', network: net.id, cn: c.cn, reason });
       } catch (err) {
-        this.logger.emit({ kind: 'server.kill-failed', network: net.id, cn: c, message: toMvpnError(err).message });
+        this.logger.emit({ kind: 'server.kill-failed', network: net.id, cn: c.cn, message: toMvpnError(err).message });
       }
     }
   }

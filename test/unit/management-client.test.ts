@@ -111,6 +111,17 @@ describe('ManagementClient', () => {
     expect(got).toEqual(['hold:Waiting for hold release:0', 'bcc:2:5:6', 'client:ESTABLISHED:2:n1', 'fatal:boom']);
   });
 
+  it('client-kill names the client id and tells the client to restart; a bad id is refused before sending', async () => {
+    fake = await startFakeManagement({
+      responder: (cmd, peer) => (cmd.startsWith('client-kill ') ? 'SUCCESS: client-kill command succeeded' : defaultResponder(cmd, peer)),
+    });
+    client = await ManagementClient.connect(fake.path);
+    await client.clientKill(7);
+    await client.clientKill(8, 'HALT');
+    expect(await codeOf(client.clientKill(-1))).toBe('MVPN_MGMT_PROTOCOL');
+    expect(fake.commands.filter((c) => c.startsWith('client-kill'))).toEqual(['client-kill 7 RESTART', 'client-kill 8 HALT']);
+  });
+
   it('a peer that never answers: MVPN_MGMT_TIMEOUT, the connection closes, queued commands fail with MVPN_MGMT_CLOSED', async () => {
     fake = await startFakeManagement();
     fake.hung = true;
