@@ -25,39 +25,10 @@ import { issueCert } from '../src/pki/cert.ts';
 import { createCsr, parseCsr } from '../src/pki/csr.ts';
 import { generateKeyPairPem } from '../src/pki/keys.ts';
 import { generateTlsCryptV2ServerKey, wrapTlsCryptV2ClientKey } from '../src/pki/tls-crypt-v2.ts';
+import { flag, msStats as stats, timed, type MsStats as Stats } from './lib/stats.ts';
 
 const run = promisify(execFile);
 const EASYRSA = '/usr/share/easy-rsa/easyrsa';
-
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
-interface Stats {
-  readonly n: number;
-  readonly medianMs: number;
-  readonly minMs: number;
-  readonly maxMs: number;
-  readonly meanMs: number;
-  readonly p95Ms: number;
-  readonly perSecond: number;
-}
-
-function stats(samples: readonly number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  const r = (x: number): number => Math.round(x * 1000) / 1000;
-  return { n: s.length, medianMs: r(median), minMs: r(s[0]!), maxMs: r(s[s.length - 1]!), meanMs: r(mean), p95Ms: r(q(0.95)), perSecond: Math.round((1000 / mean) * 10) / 10 };
-}
-
-async function timed<T>(fn: () => Promise<T> | T): Promise<[number, T]> {
-  const t0 = performance.now();
-  const v = await fn();
-  return [performance.now() - t0, v];
-}
 
 async function main(): Promise<void> {
   const count = Number(flag('count', '1000'));

@@ -47,46 +47,10 @@ import { createNetwork } from '../src/server/ops/networks.ts';
 import { addNode, createToken } from '../src/server/ops/nodes.ts';
 import { SqliteStore } from '../src/server/store/sqlite.ts';
 import { systemClock } from '../src/util/clock.ts';
+import { flag, msStats as stats, timed, type MsStats as Stats } from './lib/stats.ts';
 
 const run = promisify(execFile);
 const EASYRSA = '/usr/share/easy-rsa/easyrsa';
-
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
-interface Stats {
-  readonly n: number;
-  readonly medianMs: number;
-  readonly meanMs: number;
-  readonly minMs: number;
-  readonly p95Ms: number;
-  readonly maxMs: number;
-  readonly perSecond: number;
-}
-
-function stats(samples: readonly number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  const r = (x: number): number => Math.round(x * 1000) / 1000;
-  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  return {
-    n: s.length,
-    medianMs: r(median),
-    meanMs: r(mean),
-    minMs: r(s[0]!),
-    p95Ms: r(s[Math.min(s.length - 1, Math.floor(0.95 * s.length))]!),
-    maxMs: r(s[s.length - 1]!),
-    perSecond: Math.round((1000 / mean) * 10) / 10,
-  };
-}
-
-async function timed<T>(fn: () => Promise<T> | T): Promise<[number, T]> {
-  const t0 = performance.now();
-  const v = await fn();
-  return [performance.now() - t0, v];
-}
 
 async function serverContext(stateDir: string): Promise<ServerContext & { close(): void }> {
   const { config, paths } = await loadServerConfig(stateDir);

@@ -22,34 +22,7 @@ import { installBundle } from '../src/bundle/install.ts';
 import { verifyMembership } from '../src/bundle/membership.ts';
 import { verifyBundle } from '../src/bundle/verify.ts';
 import { bundleInput, makeBundleFixture, makeMembership, makeSpec, testRenderer } from '../test/helpers/bundle-fixtures.ts';
-
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
-interface Stats {
-  readonly n: number;
-  readonly medianMs: number;
-  readonly minMs: number;
-  readonly maxMs: number;
-  readonly meanMs: number;
-  readonly p95Ms: number;
-}
-
-function stats(samples: readonly number[]): Stats {
-  const s = [...samples].sort((a, b) => a - b);
-  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  const round = (x: number): number => Math.round(x * 1000) / 1000;
-  return {
-    n: s.length,
-    medianMs: round(median),
-    minMs: round(s[0]!),
-    maxMs: round(s[s.length - 1]!),
-    meanMs: round(s.reduce((a, b) => a + b, 0) / s.length),
-    p95Ms: round(s[Math.min(s.length - 1, Math.floor(0.95 * s.length))]!),
-  };
-}
+import { flag, msStats as stats, type MsStats as Stats } from './lib/stats.ts';
 
 async function main(): Promise<void> {
   const runs = Number(flag('runs', '200'));

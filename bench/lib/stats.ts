@@ -50,3 +50,43 @@ export function fmtRange(s: Summary | undefined, unit = '', digits = 0): string 
 }
 
 export { round };
+
+/** Per-operation timings in ms, the shape the standalone benches write to their JSON results. */
+export interface MsStats {
+  readonly n: number;
+  readonly medianMs: number;
+  readonly minMs: number;
+  readonly maxMs: number;
+  readonly meanMs: number;
+  readonly p95Ms: number;
+  /** Operations per second at the mean. */
+  readonly perSecond: number;
+}
+
+export function msStats(samples: readonly number[]): MsStats {
+  const s = [...samples].sort((a, b) => a - b);
+  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  const mean = s.reduce((a, b) => a + b, 0) / s.length;
+  return {
+    n: s.length,
+    medianMs: round(median),
+    minMs: round(s[0]!),
+    maxMs: round(s[s.length - 1]!),
+    meanMs: round(mean),
+    p95Ms: round(s[Math.min(s.length - 1, Math.floor(0.95 * s.length))]!),
+    perSecond: Math.round((1000 / mean) * 10) / 10,
+  };
+}
+
+/** `--name VALUE` from the command line, or `fallback`. */
+export function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+/** Wall time of one call, in ms, with its result. */
+export async function timed<T>(fn: () => Promise<T> | T): Promise<[number, T]> {
+  const t0 = performance.now();
+  const v = await fn();
+  return [performance.now() - t0, v];
+}
