@@ -10,6 +10,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: 'forks',
     globalSetup: ['test/helpers/global-setup.ts'],
+    setupFiles: ['test/helpers/file-cleanup.ts'],
     reporters: ['default'],
   },
 });

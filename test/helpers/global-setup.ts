@@ -12,7 +12,9 @@
  * own link is in 192.0.2.0/24 and the package mirrors answer at an address in
  * 203.0.113.0/24, so guarding those broke apt (and debootstrap) during tests.
  */
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { leftoverNamespaces, sh } from './netns.ts';
 import { runId } from './run-id.ts';
 
@@ -69,10 +71,12 @@ export async function teardown(): Promise<void> {
   }
   const ns = await leftoverNamespaces();
   for (const n of ns) await sh('ip', ['netns', 'del', n], { allowFail: true });
-  if (procs.length > 0 || ns.length > 0) {
+  const dirs = (await readdir(tmpdir())).filter((d) => d.startsWith(`mvt-${id}-`)).map((d) => join(tmpdir(), d));
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+  if (procs.length > 0 || ns.length > 0 || dirs.length > 0) {
     throw new Error(
-      `the test suite left things behind (now removed): namespaces [${ns.join(', ')}], processes [${procs.map((p) => `${p.pid}: ${p.cmd}`).join('; ')}]`,
+      `the test suite left things behind (now removed): namespaces [${ns.join(', ')}], processes [${procs.map((p) => `${p.pid}: ${p.cmd}`).join('; ')}], temp directories [${dirs.join(', ')}]`,
     );
   }
-  process.stderr.write(`leak check: no namespace or process of test run ${id} left behind\n`);
+  process.stderr.write(`leak check: no namespace, process or temp directory of test run ${id} left behind\n`);
 }

@@ -1,0 +1,12 @@
+/**
+ * Runs in every test file (vitest setupFiles): after the file's own hooks,
+ * remove the temp directories it made with tmpDir() and did not remove. The
+ * global teardown then fails the suite if any directory of this run is still
+ * in /tmp, so a gap shows instead of piling up.
+ */
+import { afterAll } from 'vitest';
+import { removeAllTmpDirs } from './tmp.ts';
+
+afterAll(async () => {
+  await removeAllTmpDirs();
+});
