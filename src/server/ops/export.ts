@@ -17,16 +17,16 @@ import { isMirror, mirrorRefusal } from '../federation/mirror.ts';
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { StoreError } from '../../errors.ts';
+import { StoreError, UsageError } from '../../errors.ts';
 import type { SigningKey } from '../../bundle/sign.ts';
 import { generateKeyPairPem, type KeyAlg } from '../../pki/keys.ts';
 import { fsyncDir } from '../../util/fs-atomic.ts';
-import { buildNodeBundle, membershipDoc, signMembership } from '../documents.ts';
+import { buildNodeBundle, membershipDoc, signMembership, type BuiltBundle } from '../documents.ts';
 import { issueNodeCert } from '../pki-service.ts';
-import type { MembershipRecord, RevocationRecord } from '../store/store.ts';
+import type { MembershipRecord, NetworkRecord, RevocationRecord } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNetworkId } from './networks.ts';
-import { checkNodeId } from './nodes.ts';
+import { checkBatch, checkNodeId, inBatch, mapLimit } from './nodes.ts';
 
 export interface ExportResult {
   readonly node: string;
@@ -47,95 +47,183 @@ export function membershipPathFor(bundlePath: string): string {
 }
 
 /**
- * Files in one directory, each crash-safe as with writeFileAtomic (temporary
- * sibling, fsync, rename), renamed in order, with a single directory fsync
- * at the end: fsyncs are most of an export's time on a busy disk, and the
- * bundle and its document always go side by side.
+ * Files, each crash-safe as with writeFileAtomic (temporary sibling, fsync,
+ * rename), renamed only once every one of them is written and synced, then
+ * one fsync per directory: fsyncs are most of an export's time on a busy
+ * disk. If any write fails, the temporaries are removed and no file of the
+ * set appears.
  */
-async function writeSideBySide(dir: string, files: readonly { path: string; data: Uint8Array; mode: number }[]): Promise<void> {
-  const tmps: string[] = [];
+async function writeFilesAtomic(files: readonly { path: string; data: () => Uint8Array | Promise<Uint8Array>; mode: number }[]): Promise<void> {
+  const tmps = files.map((f) => join(dirname(f.path), `.${basename(f.path)}.${randomBytes(6).toString('hex')}.tmp`));
   try {
-    for (const f of files) {
-      const tmp = join(dir, `.${basename(f.path)}.${randomBytes(6).toString('hex')}.tmp`);
-      tmps.push(tmp);
-      const fh = await open(tmp, 'wx', f.mode);
+    // A few in flight: the data callbacks build bundles on the event loop while fsyncs wait on libuv's pool.
+    await mapLimit(files, 8, async (f, i) => {
+      const data = await f.data();
+      const fh = await open(tmps[i]!, 'wx', f.mode);
       try {
-        await fh.writeFile(f.data);
+        await fh.writeFile(data);
         await fh.chmod(f.mode);
         await fh.sync();
       } finally {
         await fh.close();
       }
-    }
+    });
     for (const [i, f] of files.entries()) await rename(tmps[i]!, f.path);
   } catch (err) {
     await Promise.all(tmps.map((t) => rm(t, { force: true })));
     throw err;
   }
-  await fsyncDir(dir);
+  for (const dir of new Set(files.map((f) => dirname(f.path)))) await fsyncDir(dir);
+}
+
+export interface ExportItem {
+  readonly node: string;
+  readonly network: string;
+  /** The bundle file (.tar.gz); its membership document goes next to it (membershipPathFor). */
+  readonly outFile: string;
 }
 
 export async function exportNode(ctx: ServerContext, key: SigningKey, node: string, network: string, outFile: string): Promise<ExportResult> {
-  checkNodeId(node);
-  checkNetworkId(network);
+  return (await exportNodes(ctx, key, [{ node, network, outFile }]))[0]!;
+}
+
+function refusal(m: MembershipRecord | undefined, net: NetworkRecord | undefined, node: string, network: string): StoreError | undefined {
+  if (!m || !net) return new StoreError('MVPN_NOT_FOUND', `node ${node} is not in network ${network}`, { context: { node, network } });
+  if (net.state === 'deleted') return new StoreError('MVPN_STORE_CONFLICT', `network ${network} is deleted`, { context: { network } });
+  if (isMirror(net)) return mirrorRefusal(network);
+  if (m.revoked) {
+    return new StoreError('MVPN_STORE_CONFLICT', `node ${node} is revoked in network ${network}`, {
+      context: { node, network },
+      hint: 'remove it and add it again to let it back in',
+    });
+  }
+  return undefined;
+}
+
+/**
+ * Exports several memberships at once (a testbed swapping in many nodes),
+ * with the single-node rules: a fresh central key each, the previous
+ * certificate superseded and on the CRL.
+ *
+ * All or nothing in the store: every item is checked, keys and certificates
+ * are made, and ONE transaction records every new certificate together with
+ * one new CRL per network listing all the superseded ones (not one CRL per
+ * node); if any item is refused (unknown, revoked, deleted network, a
+ * concurrent change that persists) nothing is recorded and the error names
+ * that node. Each exported document takes its own serial from the sequence.
+ *
+ * Durability order: the store commit (fsync'd) comes before any file
+ * appears, so no credentials are handed out that the server might forget.
+ * Files are written afterwards as temporaries, renamed only when all are
+ * synced, with one directory fsync: if writing fails, no file of the batch
+ * appears and the call fails; the certificates it recorded are simply never
+ * used (run the export again: it makes new keys and supersedes them).
+ */
+export async function exportNodes(ctx: ServerContext, key: SigningKey, items: readonly ExportItem[]): Promise<ExportResult[]> {
+  const size = items.length;
+  checkBatch(items, 'export');
+  const outs = new Set<string>();
+  for (const it of items) {
+    try {
+      checkNodeId(it.node);
+      checkNetworkId(it.network);
+    } catch (err) {
+      throw inBatch(err, size, it.node, it.network);
+    }
+    if (outs.has(it.outFile)) throw new UsageError(`export: ${it.outFile} is the output of two nodes`, { context: { out: it.outFile } });
+    outs.add(it.outFile);
+  }
   const prepared = await withRetry(async () => {
-    const { m, net } = ctx.store.read((tx) => ({ m: tx.getMembership(network, node), net: tx.getNetwork(network) }));
-    if (!m || !net) throw new StoreError('MVPN_NOT_FOUND', `node ${node} is not in network ${network}`, { context: { node, network } });
-    if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${network} is deleted`, { context: { network } });
-    if (isMirror(net)) throw mirrorRefusal(network);
-    if (m.revoked) {
-      throw new StoreError('MVPN_STORE_CONFLICT', `node ${node} is revoked in network ${network}`, {
-        context: { node, network },
-        hint: 'remove it and add it again to let it back in',
+    const { ms, nets, revs } = ctx.store.read((tx) => {
+      const netMap = new Map<string, NetworkRecord | undefined>();
+      const revMap = new Map<string, RevocationRecord[]>();
+      const list = items.map((it) => {
+        if (!netMap.has(it.network)) netMap.set(it.network, tx.getNetwork(it.network));
+        const m = tx.getMembership(it.network, it.node);
+        const bad = refusal(m, netMap.get(it.network), it.node, it.network);
+        if (bad) throw inBatch(bad, size, it.node, it.network);
+        if (m!.certSerial !== null && !revMap.has(it.network)) revMap.set(it.network, tx.listRevocations(it.network));
+        return m!;
       });
-    }
+      return { ms: list, nets: netMap, revs: revMap };
+    });
     const now = nowOf(ctx);
-    const keyPair = await generateKeyPairPem(net.keyAlg as KeyAlg);
-    const cert = await issueNodeCert(net, node, keyPair.publicKeyPem, now, ctx.config.cert_days);
-    const plans: CrlPlan[] = [];
-    if (m.certSerial !== null) {
-      const recorded = ctx.store.read((tx) => tx.listRevocations(network));
-      const rec: RevocationRecord = { network, serial: m.certSerial, node, address: m.address, reason: 'superseded', revokedAt: now };
-      plans.push(await planCrl(net, recorded, [rec], now, ctx.config.crl_days));
+    const issued = await mapLimit(items, 8, async (it) => {
+      const net = nets.get(it.network)!;
+      const keyPair = await generateKeyPairPem(net.keyAlg as KeyAlg);
+      return { keyPair, cert: await issueNodeCert(net, it.node, keyPair.publicKeyPem, now, ctx.config.cert_days) };
+    });
+    const superseded = new Map<string, RevocationRecord[]>();
+    for (const m of ms) {
+      if (m.certSerial === null) continue;
+      const rec: RevocationRecord = { network: m.network, serial: m.certSerial, node: m.node, address: m.address, reason: 'superseded', revokedAt: now };
+      superseded.set(m.network, [...(superseded.get(m.network) ?? []), rec]);
     }
+    const plans: CrlPlan[] = [];
+    for (const [network, add] of superseded) plans.push(await planCrl(nets.get(network)!, revs.get(network)!, add, now, ctx.config.crl_days));
     return ctx.store.write((tx) => {
-      const cur = tx.getMembership(network, node);
-      if (!cur || cur.certSerial !== m.certSerial || cur.revoked) throw conflict(`membership of ${node} in ${network}`);
-      const exportSerial = tx.nextSeq();
-      const bumps = new Bumps().membership(network, node);
+      const bumps = new Bumps();
+      const serials = items.map((it, i) => {
+        const cur = tx.getMembership(it.network, it.node);
+        if (!cur || cur.certSerial !== ms[i]!.certSerial || cur.revoked) throw conflict(`membership of ${it.node} in ${it.network}`);
+        bumps.membership(it.network, it.node);
+        return tx.nextSeq();
+      });
       for (const p of plans) applyCrl(tx, p, bumps, now);
-      tx.updateMembership(network, node, { certPem: cert.certPem, certSerial: cert.serialHex, keyOrigin: 'central' });
+      for (const [i, it] of items.entries()) {
+        const c = issued[i]!.cert;
+        tx.updateMembership(it.network, it.node, { certPem: c.certPem, certSerial: c.serialHex, keyOrigin: 'central' });
+      }
       bumps.apply(tx, now, ctx.config.membership_days);
-      return {
+      const netsAfter = new Map([...nets.keys()].map((id) => [id, tx.getNetwork(id)!]));
+      return items.map((it, i) => ({
         now,
-        exportSerial,
-        keyPem: keyPair.privateKeyPem,
-        m: tx.getMembership(network, node) as MembershipRecord,
-        net: tx.getNetwork(network)!,
-      };
+        exportSerial: serials[i]!,
+        keyPem: issued[i]!.keyPair.privateKeyPem,
+        m: tx.getMembership(it.network, it.node) as MembershipRecord,
+        net: netsAfter.get(it.network)!,
+      }));
     });
   });
 
-  const bundle = await buildNodeBundle(key, prepared.net, prepared.m, prepared.keyPem);
-  const doc = membershipDoc(
-    { id: node, docSerial: prepared.exportSerial, docIssuedAt: prepared.now, docExpiresAt: prepared.now + ctx.config.membership_days * DAY },
-    [{ net: prepared.net, m: prepared.m, bundle, url: basename(outFile) }],
-  );
-  const membershipPath = membershipPathFor(outFile);
-  // The bundle holds a private key: 0600.
-  await writeSideBySide(dirname(outFile), [
-    { path: outFile, data: bundle.bytes, mode: 0o600 },
-    { path: membershipPath, data: signMembership(doc, key), mode: 0o644 },
-  ]);
-  return {
-    node,
-    network,
-    bundlePath: outFile,
-    membershipPath,
-    version: prepared.m.bundleVersion,
-    serial: prepared.exportSerial,
-    sha256: bundle.sha256,
-    size: bundle.size,
-    certSerial: prepared.m.certSerial!,
-  };
+  const results: ExportResult[] = [];
+  const files: { path: string; data: () => Promise<Uint8Array>; mode: number }[] = [];
+  for (const [i, it] of items.entries()) {
+    const p = prepared[i]!;
+    // Built as its files are written, so gzip and signing overlap the fsyncs; dropped once both are handed over.
+    // The bundle's file (index 2i) always asks first: mapLimit starts items in order.
+    let built: Promise<{ bundle: BuiltBundle; doc: Buffer }> | undefined;
+    const build = () =>
+      (built ??= buildNodeBundle(key, p.net, p.m, p.keyPem).then((bundle) => {
+        const doc = membershipDoc(
+          { id: it.node, docSerial: p.exportSerial, docIssuedAt: p.now, docExpiresAt: p.now + ctx.config.membership_days * DAY },
+          [{ net: p.net, m: p.m, bundle, url: basename(it.outFile) }],
+        );
+        results[i] = {
+          node: it.node,
+          network: it.network,
+          bundlePath: it.outFile,
+          membershipPath: membershipPathFor(it.outFile),
+          version: p.m.bundleVersion,
+          serial: p.exportSerial,
+          sha256: bundle.sha256,
+          size: bundle.size,
+          certSerial: p.m.certSerial!,
+        };
+        return { bundle, doc: signMembership(doc, key) };
+      }));
+    // The bundle holds a private key: 0600.
+    files.push({ path: it.outFile, data: async () => (await build()).bundle.bytes, mode: 0o600 });
+    files.push({
+      path: membershipPathFor(it.outFile),
+      data: async () => {
+        const { doc } = await build();
+        built = undefined;
+        return doc;
+      },
+      mode: 0o644,
+    });
+  }
+  await writeFilesAtomic(files);
+  return results;
 }

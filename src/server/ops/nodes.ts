@@ -15,7 +15,7 @@
  * affected sessions with `kill CN`.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { StoreError, UsageError } from '../../errors.ts';
+import { isMvpnError, MvpnError, StoreError, UsageError } from '../../errors.ts';
 import { NODE_ID_RE } from '../../bundle/schema.ts';
 import { wrapTlsCryptV2ClientKey } from '../../pki/tls-crypt-v2.ts';
 import { allocateAddress, intToIp, ipToInt, parseCidr } from '../alloc.ts';
@@ -80,75 +80,194 @@ export function parseNodeRemotes(texts: readonly string[], network: string, node
 
 /** Adds a node to a network (creating the node record if new). */
 export async function addNode(ctx: ServerContext, input: AddNodeInput, opts: ReservedOk = {}): Promise<MembershipRecord> {
-  checkNodeId(input.node);
-  checkNotReserved(input.node, opts);
-  checkNetworkId(input.network);
-  const requested = input.address === undefined ? undefined : ipToInt(input.address);
-  const remotes = input.remotes?.length ? parseNodeRemotes(input.remotes, input.network, input.node) : null;
+  return (await addNodes(ctx, [input], opts))[0]!;
+}
+
+/** Most memberships one `addNodes` / `exportNodes` call takes (one transaction; a testbed swap-in is a few thousand at most). */
+export const MAX_BATCH = 10_000;
+
+/** Checks a batch's size and that no (node, network) pair appears twice; `what` names the operation. */
+export function checkBatch(items: readonly { node: string; network: string }[], what: string): void {
+  if (items.length === 0) throw new UsageError(`${what}: no nodes given`);
+  if (items.length > MAX_BATCH) throw new UsageError(`${what}: ${items.length} nodes in one call; at most ${MAX_BATCH}, split the list`);
+  const seen = new Set<string>();
+  for (const it of items) {
+    const k = `${it.network}\0${it.node}`;
+    if (seen.has(k)) throw new UsageError(`${what}: node ${it.node} is given twice for network ${it.network}`, { context: { node: it.node, network: it.network } });
+    seen.add(k);
+  }
+}
+
+/**
+ * An error from one node of a batch, with that node and network in its
+ * message and context; the same code, so scripts branch the same way.
+ * Single-node calls keep the original error.
+ */
+export function inBatch(err: unknown, size: number, node: string, network: string): unknown {
+  if (size <= 1 || !isMvpnError(err) || err.context['batchNode'] !== undefined) return err;
+  return new MvpnError(err.code, `node ${node} in ${network}: ${err.message}`, {
+    context: { ...err.context, node, network, batchNode: node },
+    cause: err,
+    ...(err.hint === undefined ? {} : { hint: err.hint }),
+  });
+}
+
+/**
+ * Runs `fn` on every item with at most `limit` in flight (crypto and fsyncs
+ * on libuv's pool overlap the event loop's work); results in order. After a
+ * failure no new item starts, and it rejects only once those in flight have
+ * settled, so a caller's cleanup never races a straggler.
+ */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const settled = await Promise.allSettled(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      try {
+        for (let i = next++; i < items.length && !failed; i = next++) out[i] = await fn(items[i]!, i);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }),
+  );
+  const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+  return out;
+}
+
+/**
+ * Adds several nodes (each to its network) in ONE transaction: all of them
+ * or none. Every input is checked before anything is prepared, so a bad id
+ * or address fails the whole call with an error naming that node, and the
+ * transaction re-checks everything the preparation read (a concurrent CLI
+ * call that added one of the nodes meanwhile makes it prepare again, then
+ * fail with MVPN_ALREADY_EXISTS naming the node). Addresses are allocated
+ * in input order inside the transaction, so a batch gives the same
+ * addresses as the same adds one after the other. One version bump for the
+ * whole batch (one sequence number), one fsync'd commit.
+ */
+export async function addNodes(ctx: ServerContext, inputs: readonly AddNodeInput[], opts: ReservedOk = {}): Promise<MembershipRecord[]> {
+  const n = inputs.length;
+  checkBatch(inputs, 'node add');
+  const checked = inputs.map((input) => {
+    try {
+      checkNodeId(input.node);
+      checkNotReserved(input.node, opts);
+      checkNetworkId(input.network);
+      const requested = input.address === undefined ? undefined : ipToInt(input.address);
+      const remotes = input.remotes?.length ? parseNodeRemotes(input.remotes, input.network, input.node) : null;
+      return { input, requested, remotes };
+    } catch (err) {
+      throw inBatch(err, n, input.node, input.network);
+    }
+  });
   return withRetry(async () => {
-    const { net, node } = ctx.store.read((tx) => {
-      const n = liveNetwork(tx, input.network);
-      const m = tx.getMembership(input.network, input.node);
-      if (m) throw membershipExists(m);
-      return { net: n, node: tx.getNode(input.node) };
+    const { nets, nodes } = ctx.store.read((tx) => {
+      const ns = new Map<string, NetworkRecord>();
+      const nodeRecs = new Map<string, NodeRecord | undefined>();
+      for (const { input } of checked) {
+        try {
+          if (!ns.has(input.network)) ns.set(input.network, liveNetwork(tx, input.network));
+          const m = tx.getMembership(input.network, input.node);
+          if (m) throw membershipExists(m);
+        } catch (err) {
+          throw inBatch(err, n, input.node, input.network);
+        }
+        if (!nodeRecs.has(input.node)) nodeRecs.set(input.node, tx.getNode(input.node));
+      }
+      return { nets: ns, nodes: nodeRecs };
     });
     const now = nowOf(ctx);
-    const tlsCryptV2ClientKey = wrapTlsCryptV2ClientKey(net.tlsCryptV2ServerKey, undefined, { now: new Date(now) });
-    const cert = node?.publicKeyPem ? await issueNodeCert(net, input.node, node.publicKeyPem, now, ctx.config.cert_days) : undefined;
+    const prepared = await mapLimit(checked, 8, async (c) => {
+      const net = nets.get(c.input.network)!;
+      const node = nodes.get(c.input.node);
+      const tlsCryptV2ClientKey = wrapTlsCryptV2ClientKey(net.tlsCryptV2ServerKey, undefined, { now: new Date(now) });
+      const cert = node?.publicKeyPem ? await issueNodeCert(net, c.input.node, node.publicKeyPem, now, ctx.config.cert_days) : undefined;
+      return { ...c, net, node, tlsCryptV2ClientKey, cert };
+    });
     return ctx.store.write((tx) => {
-      const n = liveNetwork(tx, input.network);
-      if (n.tlsCryptV2ServerKey !== net.tlsCryptV2ServerKey || n.caCertPem !== net.caCertPem) throw conflict(`network ${input.network}`);
-      const existing = tx.getMembership(input.network, input.node);
-      if (existing) throw membershipExists(existing);
-      const current = tx.getNode(input.node);
-      if ((current?.publicKeyPem ?? null) !== (node?.publicKeyPem ?? null)) throw conflict(`node ${input.node}`);
-      if (!current) {
-        tx.insertNode({
-          id: input.node,
-          publicKeyPem: null,
-          keyAlg: null,
-          identityCertPem: null,
-          identitySerial: null,
-          enrolledAt: null,
-          docSerial: 0,
-          docIssuedAt: now,
-          docExpiresAt: now,
-          createdAt: now,
-        });
+      const bumps = new Bumps();
+      for (const p of prepared) {
+        try {
+          insertMembership(tx, ctx, p, now);
+        } catch (err) {
+          throw inBatch(err, n, p.input.node, p.input.network);
+        }
+        bumps.membership(p.input.network, p.input.node);
       }
-      const prev = tx.previousAddress(input.network, input.node);
-      const alloc = allocateAddress(
-        parseCidr(n.subnet),
-        {
-          taken: (ip) => tx.isAddressTaken(input.network, intToIp(ip)),
-          everUsed: (ip) => tx.wasAddressUsed(input.network, intToIp(ip)),
-          previous: prev === undefined ? undefined : ipToInt(prev),
-          freshFrom: n.allocHint,
-        },
-        requested,
-      );
-      const address = alloc.address;
-      if (alloc.fresh && requested === undefined) tx.updateNetwork(input.network, { allocHint: address + 1 });
-      const rec: MembershipRecord = {
-        network: input.network,
-        node: input.node,
-        address: intToIp(address),
-        certPem: cert?.certPem ?? null,
-        certSerial: cert?.serialHex ?? null,
-        keyOrigin: cert ? 'node' : null,
-        tlsCryptV2ClientKey,
-        revoked: false,
-        remotes,
-        bundleVersion: 0,
-        bundleCreatedAt: now,
-        addedAt: now,
-      };
-      tx.insertMembership(rec);
-      tx.recordAddress({ network: input.network, node: input.node, address: rec.address, at: now });
-      new Bumps().membership(input.network, input.node).apply(tx, now, ctx.config.membership_days);
-      return tx.getMembership(input.network, input.node)!;
+      bumps.apply(tx, now, ctx.config.membership_days);
+      return prepared.map((p) => tx.getMembership(p.input.network, p.input.node)!);
     });
   });
+}
+
+/** One membership of addNodes, inside its transaction, after re-checking what was prepared. */
+function insertMembership(
+  tx: StoreTx,
+  ctx: ServerContext,
+  p: {
+    input: AddNodeInput;
+    requested: number | undefined;
+    remotes: Remote[] | null;
+    net: NetworkRecord;
+    node: NodeRecord | undefined;
+    tlsCryptV2ClientKey: string;
+    cert: { certPem: string; serialHex: string } | undefined;
+  },
+  now: number,
+): void {
+  const { input, net, node, cert, requested } = p;
+  const n = liveNetwork(tx, input.network);
+  if (n.tlsCryptV2ServerKey !== net.tlsCryptV2ServerKey || n.caCertPem !== net.caCertPem) throw conflict(`network ${input.network}`);
+  const existing = tx.getMembership(input.network, input.node);
+  if (existing) throw membershipExists(existing);
+  const current = tx.getNode(input.node);
+  if ((current?.publicKeyPem ?? null) !== (node?.publicKeyPem ?? null)) throw conflict(`node ${input.node}`);
+  if (!current) {
+    tx.insertNode({
+      id: input.node,
+      publicKeyPem: null,
+      keyAlg: null,
+      identityCertPem: null,
+      identitySerial: null,
+      enrolledAt: null,
+      docSerial: 0,
+      docIssuedAt: now,
+      docExpiresAt: now,
+      createdAt: now,
+    });
+  }
+  const prev = tx.previousAddress(input.network, input.node);
+  const alloc = allocateAddress(
+    parseCidr(n.subnet),
+    {
+      taken: (ip) => tx.isAddressTaken(input.network, intToIp(ip)),
+      everUsed: (ip) => tx.wasAddressUsed(input.network, intToIp(ip)),
+      previous: prev === undefined ? undefined : ipToInt(prev),
+      freshFrom: n.allocHint,
+    },
+    requested,
+  );
+  const address = alloc.address;
+  if (alloc.fresh && requested === undefined) tx.updateNetwork(input.network, { allocHint: address + 1 });
+  const rec: MembershipRecord = {
+    network: input.network,
+    node: input.node,
+    address: intToIp(address),
+    certPem: cert?.certPem ?? null,
+    certSerial: cert?.serialHex ?? null,
+    keyOrigin: cert ? 'node' : null,
+    tlsCryptV2ClientKey: p.tlsCryptV2ClientKey,
+    revoked: false,
+    remotes: p.remotes,
+    bundleVersion: 0,
+    bundleCreatedAt: now,
+    addedAt: now,
+  };
+  tx.insertMembership(rec);
+  tx.recordAddress({ network: input.network, node: input.node, address: rec.address, at: now });
 }
 
 function membershipExists(m: MembershipRecord): StoreError {
