@@ -101,6 +101,7 @@ export type ErrorCode =
   | 'MVPN_API_FORBIDDEN'
   | 'MVPN_API_TOO_LARGE'
   | 'MVPN_TARBALL_FAILED'
+  | 'MVPN_APPLY_FAILED'
   // internal
   | 'MVPN_INTERNAL';
 

@@ -34,6 +34,8 @@ export interface Output {
   readonly json: unknown;
   readonly text: string;
   readonly exitCode?: number;
+  /** The command wrote its own output (a file to standard output); print nothing more, not even with --json. */
+  readonly quiet?: boolean;
 }
 
 /** Opens the state dir, runs `fn`, prints its output the way --json asks, and closes. */
@@ -52,6 +54,7 @@ export async function serverAction(args: ServerArgs, io: Io, fn: (ctx: ServerCon
 }
 
 export function writeOutput(args: Pick<ServerArgs, 'json'>, io: Io, out: Output): void {
+  if (out.quiet) return;
   if (args.json) io.stdout.write(JSON.stringify(out.json, null, 2) + '\n');
   else if (out.text) io.stdout.write(out.text.endsWith('\n') ? out.text : out.text + '\n');
 }

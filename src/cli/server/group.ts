@@ -1,4 +1,5 @@
 import type { CliGroup } from '../command.ts';
+import { serverAnchorCommand } from './anchor.ts';
 import { serverExportCommand } from './export.ts';
 import { serverInitCommand } from './init.ts';
 import { linkGroup } from './link.ts';
@@ -26,6 +27,7 @@ export const serverGroup: CliGroup = {
   children: [
     serverInitCommand,
     serverRunCommand,
+    serverAnchorCommand,
     {
       command: 'network',
       describe: 'create, list, show, start, stop, delete and purge networks',

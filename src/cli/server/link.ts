@@ -1,13 +1,15 @@
 /**
  * `server link …`: server-to-server links (src/server/federation).
  *
- *   on the hub:  server link export NETWORK --peer NAME --out FILE [--api-url https://HOST:PORT]
- *   on the peer: server link add FILE --hub-anchor ANCHOR|@FILE
+ *   on the hub:  server link export NETWORK --peer NAME --out FILE|- [--api-url https://HOST:PORT]
+ *   on the peer: server link add FILE|- --hub-anchor ANCHOR|@FILE
  *   either:      server link show [NETWORK]      (peer: its links and their health; hub: its peers)
  *                server link remove NETWORK [--peer NAME]   (--peer on the hub)
  *
  * Every command takes --json and prints one JSON value, so scripts (the
- * federated demo) can drive them.
+ * federated demo) can drive them. `-` as the bundle file is standard output
+ * (export, which then prints nothing else) or standard input (add), so an
+ * admin channel such as ssh can carry the bundle from hub to peer.
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -17,6 +19,7 @@ import type { CaMaterial } from '../../pki/ca.ts';
 import { addLink, exportLink, isPeerNode, linkView, listLinks, removeHubLink, removeLink } from '../../server/federation/links.ts';
 import { readStatus } from '../../server/status.ts';
 import type { CliCommand, CliGroup } from '../command.ts';
+import { readInput } from '../input.ts';
 import type { Io } from '../io.ts';
 import { serverAction, serverOptions, table, type ServerArgs } from './common.ts';
 
@@ -35,20 +38,28 @@ const linkExportCommand: CliCommand<ExportArgs> = {
       y
         .positional('network', { type: 'string', demandOption: true, describe: 'network id (on this, the hub)' })
         .option('peer', { type: 'string', demandOption: true, describe: 'peer server name (its link certificate is mvpn-peer-NAME)' })
-        .option('out', { type: 'string', demandOption: true, describe: 'link bundle to write; holds private keys, written 0600' })
+        .option('out', { type: 'string', demandOption: true, describe: 'link bundle to write (- = standard output); holds private keys, written 0600' })
         .option('api-url', { type: 'string', describe: "https://HOST:PORT at which the peer reaches this server's API (default: first --hostname/--address and the listen port)" }),
     ) as unknown as Argv<ExportArgs>,
   run: (args: ExportArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
       const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
       const apiCa: CaMaterial = { alg: 'ec-p256', certPem: await readFile(ctx.paths.apiCaCert, 'utf8'), keyPem: await readFile(ctx.paths.apiCaKey, 'utf8') };
-      const r = await exportLink(ctx, key, apiCa, { network: String(args.network), peer: args.peer, out: resolve(args.out), apiUrl: args['api-url'] });
+      const toStdout = args.out === '-';
+      const r = await exportLink(ctx, key, apiCa, { network: String(args.network), peer: args.peer, out: toStdout ? undefined : resolve(args.out), apiUrl: args['api-url'] });
+      if (toStdout) {
+        io.stdout.write(r.bytes.toString('utf8'));
+        return { json: undefined, text: '', quiet: true };
+      }
       return {
         json: { network: r.network, peer: r.peer, cn: r.cn, address: r.address, file: r.file, api_url: r.apiUrl },
         text: `wrote ${r.file}: peer ${r.peer} joins ${r.network} as ${r.cn} with address ${r.address}; on the peer: mvpn-client server link add ${r.file} --hub-anchor @<this server's trust-anchor file>`,
       };
     }),
 };
+
+/** A link bundle is a few certificates and keys: about 10 KiB. */
+const MAX_LINK_BUNDLE_BYTES = 1 << 20;
 
 interface AddArgs extends ServerArgs {
   file: string;
@@ -61,14 +72,14 @@ const linkAddCommand: CliCommand<AddArgs> = {
   builder: (y: Argv) =>
     serverOptions(
       y
-        .positional('file', { type: 'string', demandOption: true, describe: 'link bundle from `server link export` on the hub' })
+        .positional('file', { type: 'string', demandOption: true, describe: 'link bundle from `server link export` on the hub (- = standard input)' })
         .option('hub-anchor', { type: 'string', demandOption: true, describe: "the hub's trust anchor (ed25519:…), or @FILE to read it from a file" }),
     ) as unknown as Argv<AddArgs>,
   run: (args: AddArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
       const a = args['hub-anchor'];
       const anchor = a.startsWith('@') ? await readFile(resolve(a.slice(1)), 'utf8') : a;
-      const r = await addLink(ctx, resolve(String(args.file)), anchor);
+      const r = addLink(ctx, await readInput(io, String(args.file), 'link bundle', MAX_LINK_BUNDLE_BYTES), anchor);
       return {
         json: r,
         text: `joined ${r.network} (subnet ${r.subnet}) as peer ${r.peer} with address ${r.address}; local openvpn server on port ${r.port}, hub ${r.hub}. The running daemon brings it up.`,

@@ -3,37 +3,59 @@ import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { UsageError } from '../../errors.ts';
 import { signingKeyFromPem } from '../../bundle/sign.ts';
+import { execCommand } from '../../util/exec.ts';
 import { parseJsonBounded } from '../../util/json.ts';
+import { applyAcrossServers, checkServers, ServerChannels, ServersFileSchema, type ServerStep } from '../../server/federation/apply-servers.ts';
 import { applyPlan } from '../../server/federation/plan-apply.ts';
-import { formatPlan, parseExperiment, planExperiment, type Plan } from '../../server/federation/plan.ts';
+import { formatPlan, parseExperiment, planExperiment, type Experiment, type Plan } from '../../server/federation/plan.ts';
 import type { CliCommand } from '../command.ts';
+import { readInput } from '../input.ts';
 import type { Io } from '../io.ts';
-import { reportFailure, serverAction, serverOptions, table, writeOutput, type ServerArgs } from './common.ts';
+import { reportFailure, serverAction, serverOptions, table, writeOutput, type Output, type ServerArgs } from './common.ts';
 
 interface PlanArgs extends ServerArgs {
   experiment: string;
   apply: boolean;
   server?: string;
+  servers?: string;
   'links-dir'?: string;
   'api-url'?: string;
 }
 
-async function loadPlan(file: string): Promise<Plan> {
-  let text: Buffer;
-  try {
-    text = await readFile(resolve(file));
-  } catch (err) {
-    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
-  }
-  return planExperiment(parseExperiment(parseJsonBounded(text, { maxBytes: 4 << 20, maxDepth: 8 }, 'experiment description')));
+const MAX_DESCRIPTION_BYTES = 4 << 20;
+
+async function loadPlan(io: Io, file: string): Promise<{ experiment: Experiment; plan: Plan }> {
+  const text = await readInput(io, file, 'experiment description', MAX_DESCRIPTION_BYTES);
+  const experiment = parseExperiment(parseJsonBounded(text, { maxBytes: MAX_DESCRIPTION_BYTES, maxDepth: 8 }, 'experiment description'));
+  return { experiment, plan: planExperiment(experiment) };
+}
+
+/** `--apply --servers FILE`: the whole plan, on every server, through their admin commands. */
+async function applyEverywhere(io: Io, args: PlanArgs): Promise<Output> {
+  const { experiment, plan } = await loadPlan(io, String(args.experiment));
+  const file = String(args.servers);
+  const servers = ServersFileSchema.safeParse(parseJsonBounded(await readInput(io, file, 'servers file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'servers file'));
+  if (!servers.success) throw new UsageError(`servers file ${file}: ${servers.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ')}`);
+  checkServers(plan, servers.data);
+  const steps = await applyAcrossServers(plan, JSON.stringify(experiment), new ServerChannels(servers.data, execCommand));
+  return {
+    json: { plan, steps },
+    text: `${formatPlan(plan)}\napplied:\n${stepTable(steps)}\nleft to do: get each node its bundle (enrollment token tarballs from its server's hub, or server export)\n`,
+  };
+}
+
+function stepTable(steps: readonly ServerStep[]): string {
+  return table([['SERVER', 'ACTION', 'LAN', 'WHAT', 'DETAIL'], ...steps.map((s) => [s.server, s.action, s.lan, s.node ?? s.peer ?? '-', s.detail])]);
 }
 
 /**
- * `server plan EXPERIMENT.json [--json] [--apply --server TESTBED [--links-dir DIR]]`:
+ * `server plan EXPERIMENT.json [--json] [--apply (--servers FILE | --server TESTBED [--links-dir DIR])]`:
  * prints which server hosts each LAN, which links join servers and which
- * remote each node uses; `--apply` creates this server's part (the LANs it
- * hosts, their nodes with addresses and remotes, and with --links-dir the
- * link bundles for its peers).
+ * remote each node uses. `--apply --servers FILE` carries the plan out on
+ * every server it names, through the admin command the file gives for each
+ * (apply-servers.ts); `--apply --server TESTBED` does only this server's
+ * part (the LANs it hosts, their nodes with addresses and remotes, and with
+ * --links-dir the link bundles for its peers). EXPERIMENT may be `-`.
  */
 export const serverPlanCommand: CliCommand<PlanArgs> = {
   command: 'plan <experiment>',
@@ -41,25 +63,30 @@ export const serverPlanCommand: CliCommand<PlanArgs> = {
   builder: (y: Argv) =>
     serverOptions(
       y
-        .positional('experiment', { type: 'string', demandOption: true, describe: 'experiment description (JSON: testbeds, nodes, lans)' })
-        .option('apply', { type: 'boolean', default: false, describe: 'carry out the part of the plan that belongs to this server' })
-        .option('server', { type: 'string', describe: 'with --apply: the testbed this server runs on' })
+        .positional('experiment', { type: 'string', demandOption: true, describe: 'experiment description (JSON: testbeds, nodes, lans; - = standard input)' })
+        .option('apply', { type: 'boolean', default: false, describe: 'carry out the plan (--servers) or this server\'s part of it (--server)' })
+        .option('servers', { type: 'string', describe: 'with --apply: JSON {"servers": {TESTBED: {"command": [argv running `mvpn-client server` there]}}}' })
+        .option('server', { type: 'string', describe: 'with --apply: only the part of the testbed this server runs on' })
         .option('links-dir', { type: 'string', describe: 'with --apply: write link bundles for this server\'s peers here' })
         .option('api-url', { type: 'string', describe: "with --links-dir: https://HOST:PORT at which peers reach this server's API" }),
     ) as unknown as Argv<PlanArgs>,
   run: async (args: PlanArgs, io: Io) => {
     if (!args.apply) {
+      if (args.servers !== undefined || args.server !== undefined) return reportFailure(args, io, new UsageError('--servers and --server go with --apply'));
+      return planOnly(args, io);
+    }
+    if (args.servers !== undefined) {
       try {
-        const plan = await loadPlan(String(args.experiment));
-        writeOutput(args, io, { json: plan, text: formatPlan(plan) });
+        if (args.server !== undefined) throw new UsageError('give --servers FILE (every server) or --server TESTBED (this one), not both');
+        writeOutput(args, io, await applyEverywhere(io, args));
         return 0;
       } catch (err) {
         return reportFailure(args, io, err);
       }
     }
     return serverAction(args, io, async (ctx) => {
-      const plan = await loadPlan(String(args.experiment));
-      if (args.server === undefined) throw new UsageError('--apply needs --server TESTBED (the testbed this server runs on)');
+      const { plan } = await loadPlan(io, String(args.experiment));
+      if (args.server === undefined) throw new UsageError('--apply needs --servers FILE (carry out the whole plan) or --server TESTBED (only the testbed this server runs on)');
       if (!plan.servers.some((s) => s.testbed === args.server)) {
         throw new UsageError(`the plan has no server on testbed ${JSON.stringify(args.server)} (servers: ${plan.servers.map((s) => s.testbed).join(', ')})`);
       }
@@ -85,3 +112,13 @@ export const serverPlanCommand: CliCommand<PlanArgs> = {
     });
   },
 };
+
+async function planOnly(args: PlanArgs, io: Io): Promise<number> {
+  try {
+    const { plan } = await loadPlan(io, String(args.experiment));
+    writeOutput(args, io, { json: plan, text: formatPlan(plan) });
+    return 0;
+  } catch (err) {
+    return reportFailure(args, io, err);
+  }
+}

@@ -20,7 +20,6 @@
  * - Nodes behind the peer are registered at the hub (`node add … --remote
  *   <peer's address>`); their bundles come from the hub's CA.
  */
-import { readFile } from 'node:fs/promises';
 import { DocumentError, StoreError, UsageError } from '../../errors.ts';
 import { anchorToString, parseAnchor, type SigningKey } from '../../bundle/sign.ts';
 import type { CaMaterial } from '../../pki/ca.ts';
@@ -44,7 +43,8 @@ const PEER_RE = /^[a-z0-9][a-z0-9-]{0,30}$/;
 export interface ExportLinkInput {
   readonly network: string;
   readonly peer: string;
-  readonly out: string;
+  /** Where to write the bundle (0600); undefined = only return its bytes (`--out -`). */
+  readonly out?: string | undefined;
   /** https://HOST:PORT of this (the hub's) API as the peer reaches it; default from the config. */
   readonly apiUrl?: string | undefined;
 }
@@ -54,8 +54,10 @@ export interface ExportLinkResult {
   readonly peer: string;
   readonly cn: string;
   readonly address: string;
-  readonly file: string;
+  readonly file: string | null;
   readonly apiUrl: string;
+  /** The signed link bundle (holds private keys). */
+  readonly bytes: Buffer;
 }
 
 function defaultApiUrl(ctx: ServerContext): string {
@@ -126,8 +128,9 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
     crl_number: cur.crlNumber,
     crl_next_update: cur.crlNextUpdate,
   };
-  await writeFileAtomic(input.out, sealLink(payload, key), 0o600);
-  return { network: net.id, peer: input.peer, cn, address: m.address, file: input.out, apiUrl };
+  const bytes = sealLink(payload, key);
+  if (input.out !== undefined) await writeFileAtomic(input.out, bytes, 0o600);
+  return { network: net.id, peer: input.peer, cn, address: m.address, file: input.out ?? null, apiUrl, bytes };
 }
 
 /** Hub side: ends a peer's link (its certificate goes on the CRL, its address is free, its API identity is gone). */
@@ -185,15 +188,15 @@ export interface AddLinkResult {
   readonly hub: string;
 }
 
-/** Peer side: verifies a link bundle and creates the mirror network (up) with its link. */
-export async function addLink(ctx: ServerContext, file: string, hubAnchorText: string): Promise<AddLinkResult> {
+/** Peer side: verifies a link bundle (its bytes) and creates the mirror network (up) with its link. */
+export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: string): AddLinkResult {
   let anchor;
   try {
     anchor = parseAnchor(hubAnchorText.trim());
   } catch (err) {
     throw new DocumentError('MVPN_ANCHOR_INVALID', `--hub-anchor: ${(err as Error).message}`);
   }
-  const p = openLink(await readFile(file), anchor);
+  const p = openLink(bundle, anchor);
   const now = nowOf(ctx);
   const subnet = parseCidr(p.network.subnet);
   return ctx.store.write((tx) => {

@@ -8,19 +8,20 @@
  *
  * Left to the operator or a script (the plan says which): `link add` on
  * each peer server, and getting node bundles to nodes (export or enrollment).
+ * `plan --apply --servers FILE` (apply-servers.ts) does the links too.
  */
 import { join } from 'node:path';
 import { isMvpnError } from '../../errors.ts';
 import type { SigningKey } from '../../bundle/sign.ts';
 import type { CaMaterial } from '../../pki/ca.ts';
 import type { ServerContext } from '../ops/context.ts';
-import { createNetwork } from '../ops/networks.ts';
+import { createNetwork, setNetworkState } from '../ops/networks.ts';
 import { addNode, setNodeRemotes } from '../ops/nodes.ts';
 import { exportLink } from './links.ts';
 import type { Plan } from './plan.ts';
 
 export interface ApplyStep {
-  readonly action: 'network-created' | 'network-exists' | 'node-added' | 'node-remotes-set' | 'link-exported' | 'link-exists';
+  readonly action: 'network-created' | 'network-exists' | 'network-up' | 'node-added' | 'node-remotes-set' | 'link-exported' | 'link-exists';
   readonly lan: string;
   readonly node?: string;
   readonly peer?: string;
@@ -43,13 +44,24 @@ export async function applyPlan(
       const net = await createNetwork(ctx, { id: lan.name, subnet: lan.subnet ?? undefined, remotes: me ? [me.public] : undefined });
       steps.push({ action: 'network-created', lan: lan.name, detail: `${net.subnet}, port ${net.port}` });
     }
+    if (ctx.store.read((tx) => tx.getNetwork(lan.name))?.state !== 'up') {
+      setNetworkState(ctx, lan.name, 'up');
+      steps.push({ action: 'network-up', lan: lan.name, detail: 'the running daemon starts its openvpn server' });
+    }
     for (const m of lan.members) {
       const remotes = [m.remote];
       try {
         const r = await addNode(ctx, { node: m.node, network: lan.name, address: m.address ?? undefined, remotes });
         steps.push({ action: 'node-added', lan: lan.name, node: m.node, detail: `${r.address} via ${m.remote}` });
       } catch (err) {
-        if (!isMvpnError(err) || err.code !== 'MVPN_ALREADY_EXISTS' || ctx.store.read((tx) => !tx.getMembership(lan.name, m.node))) throw err;
+        const have = ctx.store.read((tx) => tx.getMembership(lan.name, m.node));
+        if (!isMvpnError(err) || err.code !== 'MVPN_ALREADY_EXISTS' || !have) throw err;
+        // A node behind a peer: its port is the peer's openvpn server's, set once the link exists (apply-servers.ts); keep it.
+        const sameHost = have.remotes?.length === 1 && have.remotes[0]!.host === m.remote;
+        if (m.server !== server && sameHost) {
+          steps.push({ action: 'node-remotes-set', lan: lan.name, node: m.node, detail: `${have.address} via ${m.remote}${have.remotes![0]!.port ? `:${have.remotes![0]!.port}` : ''} (unchanged)` });
+          continue;
+        }
         const r = setNodeRemotes(ctx, m.node, lan.name, remotes);
         steps.push({ action: 'node-remotes-set', lan: lan.name, node: m.node, detail: `${r.membership.address} via ${m.remote}${r.changed ? '' : ' (unchanged)'}` });
       }
