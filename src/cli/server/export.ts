@@ -1,16 +1,50 @@
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { signingKeyFromPem } from '../../bundle/sign.ts';
-import { exportNode } from '../../server/ops/export.ts';
+import { StoreError, UsageError } from '../../errors.ts';
+import { isPeerNode } from '../../server/federation/mirror.ts';
+import type { ServerContext } from '../../server/ops/context.ts';
+import { exportNodes, type ExportResult } from '../../server/ops/export.ts';
+import { checkNetworkId } from '../../server/ops/networks.ts';
+import { checkBatch, checkNodeId } from '../../server/ops/nodes.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
-import { serverAction, serverOptions, type ServerArgs } from './common.ts';
+import { serverAction, serverOptions, table, type ServerArgs } from './common.ts';
 
 interface ExportArgs extends ServerArgs {
-  node: string;
+  nodes?: string[];
   network: string;
-  out: string;
+  out?: string;
+  'out-dir'?: string;
+  all: boolean;
+}
+
+function view(r: ExportResult): Record<string, unknown> {
+  return {
+    node: r.node,
+    network: r.network,
+    bundle: r.bundlePath,
+    membership: r.membershipPath,
+    version: r.version,
+    serial: r.serial,
+    sha256: r.sha256,
+    size: r.size,
+    cert_serial: r.certSerial,
+    key_origin: 'central',
+  };
+}
+
+/** `--all`: every member of the network that is not revoked, without the server-to-server link nodes (their certificates are the link's). */
+function allMembers(ctx: ServerContext, network: string): string[] {
+  checkNetworkId(network);
+  return ctx.store.read((tx) => {
+    if (!tx.getNetwork(network)) throw new StoreError('MVPN_NOT_FOUND', `no network ${network}`, { context: { network } });
+    return tx
+      .memberAddresses(network)
+      .filter((m) => !m.revoked && !isPeerNode(m.node))
+      .map((m) => m.node);
+  });
 }
 
 /**
@@ -18,35 +52,56 @@ interface ExportArgs extends ServerArgs {
  * made here (key_origin "central"), and its signed membership document next
  * to it (FILE without .tar.gz + .membership.json). Each export makes a new
  * key and revokes the previous certificate of that membership.
+ *
+ * `server export NODE… --network ID --out-dir DIR` and `server export --all
+ * --network ID --out-dir DIR` (every member that is not revoked) do the
+ * same for many nodes at once, as DIR/NODE.tar.gz and
+ * DIR/NODE.membership.json: one transaction for all (if any node is refused,
+ * nothing is recorded and no file is written), one CRL for all the
+ * superseded certificates, one directory fsync. The output is then always a
+ * JSON array, in the order given (--all: by node id).
  */
 export const serverExportCommand: CliCommand<ExportArgs> = {
-  command: 'export <node>',
-  describe: 'write an offline bundle (central key) and its membership document for a node',
+  command: 'export [nodes..]',
+  describe: 'write offline bundles (central key) and membership documents for one node, several, or --all of a network',
   builder: (y: Argv) =>
     serverOptions(
       y
-        .positional('node', { type: 'string', demandOption: true, describe: 'node id' })
+        .positional('nodes', { type: 'string', array: true, describe: 'node ids' })
         .option('network', { type: 'string', demandOption: true, describe: 'network id' })
-        .option('out', { type: 'string', demandOption: true, describe: 'bundle file to write (.tar.gz); holds a private key, written 0600' }),
+        .option('out', { type: 'string', describe: 'bundle file to write (.tar.gz) for a single node; holds a private key, written 0600' })
+        .option('out-dir', { type: 'string', describe: 'directory for NODE.tar.gz and NODE.membership.json of each node (made 0700 if missing)' })
+        .option('all', { type: 'boolean', default: false, describe: 'every member of the network that is not revoked (needs --out-dir)' }),
     ) as unknown as Argv<ExportArgs>,
   run: (args: ExportArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
+      const given = (args.nodes ?? []).map(String);
+      const outDir = args['out-dir'];
+      if (args.all && given.length > 0) throw new UsageError('give node ids or --all, not both');
+      if (!args.all && given.length === 0) throw new UsageError('give a node id (or several, or --all)');
+      if (args.out !== undefined && outDir !== undefined) throw new UsageError('give --out (one node) or --out-dir, not both');
+      if (args.out === undefined && outDir === undefined) throw new UsageError(given.length === 1 ? 'give --out FILE' : 'give --out-dir DIR for several nodes');
+      if (args.out !== undefined && (args.all || given.length > 1)) throw new UsageError('--out names one bundle file; use --out-dir DIR for several nodes');
+
       const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
-      const r = await exportNode(ctx, key, String(args.node), args.network, resolve(args.out));
+      if (args.out !== undefined) {
+        const [r] = await exportNodes(ctx, key, [{ node: given[0]!, network: args.network, outFile: resolve(args.out) }]);
+        return { json: view(r!), text: `wrote ${r!.bundlePath} (version ${r!.version}, ${r!.size} bytes, central key) and ${r!.membershipPath}` };
+      }
+      const nodes = args.all ? allMembers(ctx, args.network) : given;
+      if (nodes.length === 0) return { json: [], text: `network ${args.network} has no members to export` };
+      const dir = resolve(outDir!);
+      const items = nodes.map((node) => ({ node, network: args.network, outFile: join(dir, `${node}.tar.gz`) }));
+      // Plain input mistakes fail before the directory is made.
+      checkBatch(items, 'export');
+      for (const it of items) checkNodeId(it.node);
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      const rs = await exportNodes(ctx, key, items);
       return {
-        json: {
-          node: r.node,
-          network: r.network,
-          bundle: r.bundlePath,
-          membership: r.membershipPath,
-          version: r.version,
-          serial: r.serial,
-          sha256: r.sha256,
-          size: r.size,
-          cert_serial: r.certSerial,
-          key_origin: 'central',
-        },
-        text: `wrote ${r.bundlePath} (version ${r.version}, ${r.size} bytes, central key) and ${r.membershipPath}`,
+        json: rs.map(view),
+        text:
+          table([['NODE', 'VERSION', 'BUNDLE'], ...rs.map((r) => [r.node, String(r.version), r.bundlePath])]) +
+          `wrote ${rs.length} bundles (central keys) and their membership documents to ${dir}`,
       };
     }),
 };

@@ -15,7 +15,7 @@
  */
 import { isMirror, mirrorRefusal } from '../federation/mirror.ts';
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { lstat, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StoreError, UsageError } from '../../errors.ts';
 import type { SigningKey } from '../../bundle/sign.ts';
@@ -51,7 +51,7 @@ export function membershipPathFor(bundlePath: string): string {
  * rename), renamed only once every one of them is written and synced, then
  * one fsync per directory: fsyncs are most of an export's time on a busy
  * disk. If any write fails, the temporaries are removed and no file of the
- * set appears.
+ * set appears (checkTargets has ruled out renames that would fail).
  */
 async function writeFilesAtomic(files: readonly { path: string; data: () => Uint8Array | Promise<Uint8Array>; mode: number }[]): Promise<void> {
   const tmps = files.map((f) => join(dirname(f.path), `.${basename(f.path)}.${randomBytes(6).toString('hex')}.tmp`));
@@ -74,6 +74,25 @@ async function writeFilesAtomic(files: readonly { path: string; data: () => Uint
     throw err;
   }
   for (const dir of new Set(files.map((f) => dirname(f.path)))) await fsyncDir(dir);
+}
+
+/**
+ * Refuses, before anything is recorded, targets that could not be written
+ * afterwards: a directory that is missing or not a directory, or a
+ * directory standing where a file is to go (its rename would fail after
+ * others in the batch were renamed).
+ */
+async function checkTargets(items: readonly ExportItem[]): Promise<void> {
+  for (const dir of new Set(items.map((it) => dirname(it.outFile)))) {
+    const st = await stat(dir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new UsageError(`export: ${dir} is not a directory`, { context: { dir } });
+  }
+  for (const it of items) {
+    for (const path of [it.outFile, membershipPathFor(it.outFile)]) {
+      const st = await lstat(path).catch(() => undefined);
+      if (st?.isDirectory()) throw new UsageError(`export: ${path} is a directory`, { context: { node: it.node, path } });
+    }
+  }
 }
 
 export interface ExportItem {
@@ -133,6 +152,7 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
     if (outs.has(it.outFile)) throw new UsageError(`export: ${it.outFile} is the output of two nodes`, { context: { out: it.outFile } });
     outs.add(it.outFile);
   }
+  await checkTargets(items);
   const prepared = await withRetry(async () => {
     const { ms, nets, revs } = ctx.store.read((tx) => {
       const netMap = new Map<string, NetworkRecord | undefined>();
