@@ -9,6 +9,7 @@ import type { Io } from './io.ts';
 interface DemoArgs {
   action?: string;
   keep: boolean;
+  federated: boolean;
   dir: string;
   'timeout-s': number;
 }
@@ -21,10 +22,12 @@ export function selfCommand(): string[] {
 }
 
 /**
- * `mvpn-client demo [down]`: the whole system in namespaces on this machine
- * (two testbeds, server mode on one's ops host, six agents), proven by
- * status, an all-pairs ping matrix and neighbour tables; `down` removes
- * what `demo --keep` (or a killed demo) left.
+ * `mvpn-client demo [down] [--federated]`: the whole system in namespaces on
+ * this machine (two testbeds, the planner's plan applied on the servers it
+ * names, six agents), proven by status, an all-pairs ping matrix and
+ * neighbour tables; `--federated` makes both testbeds private, each with its
+ * own server, joined by a link; `down` removes what `demo --keep` (or a
+ * killed demo) left.
  */
 export const demoCommand: CliCommand<DemoArgs> = {
   command: 'demo [action]',
@@ -33,6 +36,7 @@ export const demoCommand: CliCommand<DemoArgs> = {
     y
       .positional('action', { type: 'string', choices: ['down'], describe: 'down: remove what `demo --keep` left' })
       .option('keep', { type: 'boolean', default: false, describe: 'leave the demo running and print commands to look around' })
+      .option('federated', { type: 'boolean', default: false, describe: 'two private testbeds, a server on each ops host, joined by a server-to-server link' })
       .option('dir', { type: 'string', default: DEFAULT_BASE_DIR, describe: "where demos keep their files and state files" })
       .option('timeout-s', { type: 'number', default: 240, describe: 'how long to wait for enrollment and for all nodes to connect' }) as unknown as Argv<DemoArgs>,
   async run(args: DemoArgs, io: Io): Promise<number> {
@@ -50,6 +54,7 @@ export const demoCommand: CliCommand<DemoArgs> = {
       bin: selfCommand(),
       baseDir,
       keep: args.keep,
+      federated: args.federated,
       timeoutS: args['timeout-s'],
       out: (s) => io.stdout.write(s),
       err: (s) => io.stderr.write(s),

@@ -1,9 +1,14 @@
 /**
- * `mvpn-client demo`: the whole system on one machine (topology.ts,
- * world.ts), then proof that it works: every node's `status`, an all-pairs
- * ping matrix over the VPN, the neighbour tables of one L2 segment, timings.
+ * `mvpn-client demo [--federated]`: the whole system on one machine
+ * (topology.ts, world.ts): the planner's plan for the testbeds, applied on
+ * every server it names, then proof that it works: every node's `status`,
+ * that each node joins through the server and address the plan gave it, an
+ * all-pairs ping matrix over the VPN, the neighbour tables of one L2
+ * segment, timings. Topology 1 (default): public testbed a, private b with
+ * a server on its ops host. `--federated` (topology 2): private testbeds b
+ * and c, a server on each ops host, joined by a link.
  * Progress goes to stderr, results to stdout. Exit 0 only when all pairs
- * ping and every node is connected.
+ * ping, every node is connected, and each through its planned server.
  *
  * Teardown (always, unless --keep; also on SIGINT/SIGTERM): agents and the
  * server by pid, the namespaces, the demo directory, the state file.
@@ -13,7 +18,9 @@ import { access, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertLabAddress, Lab } from '../netns/lab.ts';
 import { MvpnError } from '../errors.ts';
-import { B_LAN_SUBNET, INTERNET_SUBNET, OPS_PRIVATE, OPS_PUBLIC, VPN_SUBNET } from './topology.ts';
+import { formatPlan } from '../server/federation/plan.ts';
+import type { ServerStep } from '../server/federation/apply-servers.ts';
+import { federated, INTERNET_SUBNET, publicPrivate, VPN_SUBNET } from './topology.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
 import { DEV, mapBounded, NETWORK_ID, tail, World, type NeighbourProof, type PairResult } from './world.ts';
 
@@ -21,8 +28,10 @@ export interface DemoOptions {
   readonly bin: readonly string[];
   readonly baseDir: string;
   readonly keep: boolean;
-  readonly aCount?: number;
-  readonly bCount?: number;
+  /** Topology 2: two private testbeds joined by a server-to-server link. */
+  readonly federated?: boolean;
+  /** Nodes per testbed (default 3). */
+  readonly perTestbed?: number;
   readonly out: (s: string) => void;
   readonly err: (s: string) => void;
   /** How long to wait for enrollment and for every node to connect. */
@@ -58,7 +67,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const dir = join(o.baseDir, id);
   await mkdir(o.baseDir, { recursive: true, mode: 0o755 });
   const lab = new Lab({ prefix, checkAddress: assertLabAddress });
-  const world = new World({ lab, bin: o.bin, dir, aCount: o.aCount ?? 3, bCount: o.bCount ?? 3, progress: o.err, reconcileIntervalS: 30 });
+  const count = o.perTestbed ?? 3;
+  const testbeds = o.federated ? federated(count, count) : publicPrivate(count, count);
+  const world = new World({ lab, bin: o.bin, dir, testbeds, progress: o.err, reconcileIntervalS: 30 });
   const t0 = performance.now();
   const timings: [string, number][] = [];
   const mark = (what: string): void => {
@@ -93,10 +104,13 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     await writeState(o.baseDir, state(false));
     await world.buildTopology();
     mark('topology built');
-    await world.setUpServer();
-    await world.startServer();
+    o.out(`== plan (mvpn-client server plan ${join(dir, 'experiment.json')})\n${formatPlan(world.plan)}`);
+    await world.setUpServers();
+    printApplied(world.applied, o.out);
+    mark('plan applied');
+    await world.startServers();
     await writeState(o.baseDir, state(false));
-    mark('server up');
+    mark('servers up');
     for (const n of world.nodes) world.startAgent(n.id);
     await writeState(o.baseDir, state(false));
     const ids = world.nodes.map((n) => n.id);
@@ -107,6 +121,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (notConnected.length === 0) mark('all connected');
 
     const statuses = await printStatuses(world, ids, o.out);
+    const offPlan = await printPlanUse(world, ids, o.out);
     const addrs = await world.vpnAddresses(ids);
     const matrix = await world.pingMatrix(ids, addrs);
     mark('ping matrix');
@@ -122,14 +137,15 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (notEnrolled.length > 0) problems.push(`not enrolled: ${notEnrolled.join(', ')}`);
     const down = ids.filter((n) => statuses.get(n) !== true);
     if (down.length > 0) problems.push(`not connected: ${down.join(', ')}`);
+    if (offPlan.length > 0) problems.push(`not joined as planned: ${offPlan.join(', ')}`);
     if (pairsOk !== retried.length) problems.push(`${retried.length - pairsOk} of ${retried.length} pairs do not ping: ${retried.filter((p) => !p.ok).map((p) => `${p.from}->${p.to}`).join(' ')}`);
     ok = problems.length === 0;
     if (ok) {
-      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network\n`);
+      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network\n`);
     } else {
       o.out(`\nRESULT: FAILED: ${problems.join('; ')}\n`);
       for (const n of down.length > 0 ? down : notEnrolled) o.err(`--- ${n} agent log (last lines)\n${await tail(join(world.nodeDir(n), 'agent.log'))}\n`);
-      o.err(`--- server log (last lines)\n${await tail(join(dir, 'server.log'))}\n`);
+      for (const s of world.plan.servers) o.err(`--- server ${s.testbed} log (last lines)\n${await tail(world.serverLog(s.testbed))}\n`);
     }
     if (o.keep) {
       await writeState(o.baseDir, state(true));
@@ -139,7 +155,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     // after a signal the steps fail because teardown took the world away; nothing to report
     if (signalled) return new Promise<number>(() => undefined);
     o.err(`demo: failed: ${err instanceof Error ? err.message : String(err)}\n`);
-    if (world.server) o.err(`--- server log (last lines)\n${await tail(join(dir, 'server.log'))}\n`);
+    for (const tb of world.servers.keys()) o.err(`--- server ${tb} log (last lines)\n${await tail(world.serverLog(tb))}\n`);
     if (o.keep) o.err('demo: not keeping a demo that failed to start\n');
     await teardown();
     throw err;
@@ -153,13 +169,14 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
   const connected = new Map<string, boolean>();
-  out(`== status of every node (mvpn-client status, run inside each node's namespace)\n`);
+  out(`\n== status of every node (mvpn-client status, run inside each node's namespace)\n`);
   const tables = await mapBounded(ids, 6, async (id) => ({ r: await world.statusTable(id), ok: await world.connected(id) }));
   for (const [i, id] of ids.entries()) {
     const n = world.node(id);
     const { r, ok } = tables[i]!;
     connected.set(id, r.code === 0 && ok);
-    out(`\n-- ${id}: testbed ${n.testbed}, ${n.testbed === 'A' ? 'public' : 'private'} ${n.underlay}, server via ${n.opsAddress}\n`);
+    const m = world.member(id);
+    out(`\n-- ${id}: testbed ${n.testbed}, ${n.public ? 'public' : 'private'} ${n.underlay}, joins through ${m.server}'s server at ${m.remote}\n`);
     out((r.stdout.trim() || r.stderr.trim()) + '\n');
   }
   return connected;
@@ -208,8 +225,31 @@ function printKeep(world: World, bin: readonly string[], out: (s: string) => voi
   out(`  ip netns exec ${a.ns.name} ping -c 3 <VPN address of ${b.id}, see its status>\n`);
   out(`  ip netns exec ${a.ns.name} ip -br addr\n`);
   out(`  ip netns exec ${a.ns.name} ip neigh show dev ${DEV}\n`);
-  out(`  ip netns exec ${world.topology.ops.name} ${exe} server network show ${NETWORK_ID} --state-dir ${world.serverState}\n`);
-  out(`  logs: ${world.dir}/server.log, ${world.dir}/nodes/<node>/agent.log\n`);
-  out(`  segments: internet ${INTERNET_SUBNET} (B-ops ${OPS_PUBLIC}), B LAN ${B_LAN_SUBNET} (B-ops ${OPS_PRIVATE}), VPN ${VPN_SUBNET}\n`);
+  for (const s of world.plan.servers) {
+    const what = s.hosts.length > 0 ? `network show ${NETWORK_ID}` : `link show ${NETWORK_ID}`;
+    out(`  ip netns exec ${world.opsHost(s.testbed).ns.name} ${exe} server ${what} --state-dir ${world.serverState(s.testbed)}\n`);
+  }
+  out(`  logs: ${world.dir}/server-<testbed>.log, ${world.dir}/nodes/<node>/agent.log; plan input: ${world.dir}/experiment.json\n`);
+  const lans = [...world.topology.ops.values()].map((o) => `${o.testbed} LAN (${o.testbed}-ops ${o.internal})`).join(', ');
+  out(`  segments: internet ${INTERNET_SUBNET} (ops hosts ${[...world.topology.ops.values()].map((o) => o.public).join(', ')}), ${lans}, VPN ${VPN_SUBNET}\n`);
   out(`Remove it with: ${exe} demo down${dirArg}\n`);
+}
+
+function printApplied(steps: readonly ServerStep[], out: (s: string) => void): void {
+  out(`\n== applied on the servers (mvpn-client server plan --apply --servers)\n`);
+  for (const s of steps) out(`${s.server.padEnd(4)} ${s.action.padEnd(17)} ${(s.node ?? s.peer ?? '-').padEnd(5)} ${s.detail}\n`);
+}
+
+/** Each node's server in use (from its status) against the plan's remote; returns the nodes that differ. */
+async function printPlanUse(world: World, ids: readonly string[], out: (s: string) => void): Promise<string[]> {
+  out(`\n== the plan as the nodes use it (planned remote vs the server in their status)\n`);
+  const off: string[] = [];
+  for (const id of ids) {
+    const m = world.member(id);
+    const inUse = (await world.status(id))?.networks.find((n) => n.id === NETWORK_ID)?.server ?? null;
+    const ok = inUse !== null && inUse.replace(/:\d+$/, '') === m.remote;
+    if (!ok) off.push(id);
+    out(`${id.padEnd(4)} planned ${m.server} at ${m.remote.padEnd(12)} in use ${(inUse ?? '-').padEnd(18)} ${ok ? 'as planned' : 'NOT AS PLANNED'}\n`);
+  }
+  return off;
 }

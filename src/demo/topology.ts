@@ -1,83 +1,138 @@
 /**
- * The demo's two-testbed topology, built from src/netns/lab.ts:
+ * The demo's testbeds, built from src/netns/lab.ts, and the experiment
+ * description the planner reads for them (DESIGN.md §1):
  *
- *   "internet" bridge (198.18.0.0/24)
- *     ├── A nodes a1..aN  eth0 198.18.0.11+   (public addresses)
- *     └── B-ops           eth0 198.18.0.1     (public)
- *   B LAN bridge (198.18.1.0/24)
- *     ├── B-ops           eth1 198.18.1.1     (private)
- *     └── B nodes b1..bN  eth0 198.18.1.11+   (private only, no default route)
+ *   topology 1, public + private (`demo`):
+ *     "internet" bridge 198.18.0.0/24: a1..aN (public), b-ops 198.18.0.1
+ *     b's LAN bridge  198.18.1.0/24: b-ops 198.18.1.1, b1..bN (private)
+ *   topology 2, two private testbeds (`demo --federated`):
+ *     "internet" bridge 198.18.0.0/24: b-ops 198.18.0.1, c-ops 198.18.0.2
+ *     b's LAN 198.18.1.0/24: b-ops .1, b1..bN;  c's LAN 198.18.2.0/24: c-ops .1, c1..cN
  *
- * Each bridge lives in a namespace of its own, so nothing of the topology
- * touches the host. B-ops does not forward (a fresh namespace has
- * ip_forward=0), so B's nodes cannot reach the internet segment at all:
- * they can only join through B-ops' private address. The VPN subnet is
- * 198.19.0.0/24. Every address goes through the lab's address check.
+ * Each bridge lives in a namespace of its own, so nothing touches the host.
+ * An ops host does not forward (a fresh namespace has ip_forward=0), so a
+ * private node can reach nothing but its own ops host's internal address.
+ * Public nodes get 198.18.0.11 and up; private ones .11 and up on their
+ * testbed's LAN. The VPN subnet is 198.19.0.0/24. Every address goes
+ * through the lab's address check.
  */
 import type { Lab, Netns } from '../netns/lab.ts';
+import type { Experiment } from '../server/federation/plan.ts';
 
 export const INTERNET_SUBNET = '198.18.0.0/24';
-export const B_LAN_SUBNET = '198.18.1.0/24';
 export const VPN_SUBNET = '198.19.0.0/24';
+/** b's ops host in both topologies. */
 export const OPS_PUBLIC = '198.18.0.1';
 export const OPS_PRIVATE = '198.18.1.1';
+/** The one LAN of the demo: its network id on the servers. */
+export const NETWORK_ID = 'demo';
+
+export interface TestbedSpec {
+  /** Lower-case; names the testbed's nodes (b1, b2, …) and its server. */
+  readonly name: string;
+  readonly nodes: 'public' | 'private';
+  readonly count: number;
+  /** Its ops host: public address on the internet segment, internal address (x.y.z.1) on its own LAN. */
+  readonly ops?: { readonly public: string; readonly internal: string };
+}
+
+/** Topology 1: public testbed a, private testbed b with its ops host. */
+export function publicPrivate(aCount: number, bCount: number): TestbedSpec[] {
+  return [
+    { name: 'a', nodes: 'public', count: aCount },
+    { name: 'b', nodes: 'private', count: bCount, ops: { public: OPS_PUBLIC, internal: OPS_PRIVATE } },
+  ];
+}
+
+/** Topology 2: private testbeds b and c, only their ops hosts public. */
+export function federated(bCount: number, cCount: number): TestbedSpec[] {
+  return [
+    { name: 'b', nodes: 'private', count: bCount, ops: { public: OPS_PUBLIC, internal: OPS_PRIVATE } },
+    { name: 'c', nodes: 'private', count: cCount, ops: { public: '198.18.0.2', internal: '198.18.2.1' } },
+  ];
+}
 
 export interface DemoNode {
-  /** Node id on the server (a1, b1, ...). */
+  /** Node id on the servers (a1, b1, ...). */
   readonly id: string;
-  readonly testbed: 'A' | 'B';
+  readonly testbed: string;
+  readonly public: boolean;
   readonly ns: Netns;
-  /** Underlay address (public for A, private for B). */
+  /** Underlay address. */
   readonly underlay: string;
   /** The node's interface to its segment, inside `ns`. */
   readonly ifname: string;
   /** The peer of that interface, inside the segment's bridge namespace. */
   readonly bridgePort: string;
-  /** Server address this node reaches the server mode on. */
-  readonly opsAddress: string;
+}
+
+export interface OpsHost {
+  readonly testbed: string;
+  readonly ns: Netns;
+  readonly public: string;
+  readonly internal: string;
 }
 
 export interface Topology {
+  readonly testbeds: readonly TestbedSpec[];
   readonly internet: Netns;
-  readonly bLan: Netns;
-  readonly ops: Netns;
+  /** Each testbed with an ops host has a LAN of its own (by testbed name). */
+  readonly lans: ReadonlyMap<string, Netns>;
+  readonly ops: ReadonlyMap<string, OpsHost>;
   readonly nodes: readonly DemoNode[];
 }
 
-/** Build the topology with `aCount` public and `bCount` private nodes. */
-export async function buildTopology(lab: Lab, opts: { aCount: number; bCount: number }): Promise<Topology> {
+const lanPrefix = (internal: string): string => internal.split('.').slice(0, 3).join('.');
+
+export async function buildTopology(lab: Lab, testbeds: readonly TestbedSpec[]): Promise<Topology> {
   const internet = await lab.ns('inet');
-  const bLan = await lab.ns('blan');
-  const ops = await lab.ns('bops');
   const inetPorts: string[] = [];
-  const lanPorts: string[] = [];
-
-  const [, opsPub] = await lab.link(ops, internet, { aName: 'eth0', aAddr: `${OPS_PUBLIC}/24` });
-  inetPorts.push(opsPub);
-  const [, opsPriv] = await lab.link(ops, bLan, { aName: 'eth1', aAddr: `${OPS_PRIVATE}/24` });
-  lanPorts.push(opsPriv);
-
-  const nodes: DemoNode[] = [];
-  for (let i = 1; i <= opts.aCount; i++) {
-    const ns = await lab.ns(`a${i}`);
-    const underlay = `198.18.0.${10 + i}`;
-    const [ifname, port] = await lab.link(ns, internet, { aName: 'eth0', aAddr: `${underlay}/24` });
-    inetPorts.push(port);
-    nodes.push({ id: `a${i}`, testbed: 'A', ns, underlay, ifname, bridgePort: port, opsAddress: OPS_PUBLIC });
+  const lanPorts = new Map<string, string[]>();
+  const lans = new Map<string, Netns>();
+  const ops = new Map<string, OpsHost>();
+  for (const tb of testbeds) {
+    if (!tb.ops) continue;
+    const lan = await lab.ns(`${tb.name}lan`);
+    const ns = await lab.ns(`${tb.name}ops`);
+    inetPorts.push((await lab.link(ns, internet, { aName: 'eth0', aAddr: `${tb.ops.public}/24` }))[1]);
+    lanPorts.set(tb.name, [(await lab.link(ns, lan, { aName: 'eth1', aAddr: `${tb.ops.internal}/24` }))[1]]);
+    lans.set(tb.name, lan);
+    ops.set(tb.name, { testbed: tb.name, ns, public: tb.ops.public, internal: tb.ops.internal });
   }
-  for (let i = 1; i <= opts.bCount; i++) {
-    const ns = await lab.ns(`b${i}`);
-    const underlay = `198.18.1.${10 + i}`;
-    const [ifname, port] = await lab.link(ns, bLan, { aName: 'eth0', aAddr: `${underlay}/24` });
-    lanPorts.push(port);
-    nodes.push({ id: `b${i}`, testbed: 'B', ns, underlay, ifname, bridgePort: port, opsAddress: OPS_PRIVATE });
+  const nodes: DemoNode[] = [];
+  let publicHost = 10;
+  for (const tb of testbeds) {
+    for (let i = 1; i <= tb.count; i++) {
+      const id = `${tb.name}${i}`;
+      const ns = await lab.ns(id);
+      const isPublic = tb.nodes === 'public';
+      if (!isPublic && !tb.ops) throw new Error(`testbed ${tb.name} is private but has no ops host`);
+      const underlay = isPublic ? `198.18.0.${++publicHost}` : `${lanPrefix(tb.ops!.internal)}.${10 + i}`;
+      const segment = isPublic ? internet : lans.get(tb.name)!;
+      const [ifname, port] = await lab.link(ns, segment, { aName: 'eth0', aAddr: `${underlay}/24` });
+      (isPublic ? inetPorts : lanPorts.get(tb.name)!).push(port);
+      nodes.push({ id, testbed: tb.name, public: isPublic, ns, underlay, ifname, bridgePort: port });
+    }
   }
   await lab.bridge(internet, 'br0', inetPorts);
-  await lab.bridge(bLan, 'br0', lanPorts);
-  return { internet, bLan, ops, nodes };
+  for (const [tb, lan] of lans) await lab.bridge(lan, 'br0', lanPorts.get(tb)!);
+  return { testbeds, internet, lans, ops, nodes };
 }
 
 /** The namespace a node's segment bridge lives in (for link faults on its port). */
 export function segmentOf(t: Topology, node: DemoNode): Netns {
-  return node.testbed === 'A' ? t.internet : t.bLan;
+  return node.public ? t.internet : t.lans.get(node.testbed)!;
+}
+
+/** What the planner reads: the testbeds as built, and one LAN of every node. */
+export function experimentFor(t: Topology): Experiment {
+  return {
+    testbeds: t.testbeds.map((tb) => ({
+      name: tb.name,
+      nodes: tb.nodes,
+      ...(tb.ops ? { ops: { public: tb.ops.public, internal: tb.ops.internal, server: true } } : {}),
+    })),
+    nodes: t.nodes.map((n) => ({ name: n.id, testbed: n.testbed })),
+    lans: [{ name: NETWORK_ID, subnet: VPN_SUBNET, members: t.nodes.map((n) => n.id) }],
+  };
 }

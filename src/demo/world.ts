@@ -1,20 +1,27 @@
 /**
- * A running demo world: the two-testbed topology (topology.ts), server mode
- * on B-ops and one agent per node, all driven through the mvpn-client
- * executable as an operator would (`server init|network|node|tarball|run`,
- * `run`, `status`). `mvpn-client demo` and the e2e suite both use this, so
- * one implementation is what the tests prove.
+ * A running demo world: the testbeds of topology.ts, one server per ops
+ * host the plan names, and one agent per node, all driven through the
+ * mvpn-client executable as operators would: `server init` on each ops host,
+ * then the planner's `server plan --apply --servers` carries out the plan
+ * on every server (networks, members, remotes, links), then `server run`,
+ * node delivery and `run`. `mvpn-client demo` (both topologies) and the e2e
+ * suite use this, so one implementation is what the tests prove.
  *
  * Design notes:
  * - `bin` is the argv prefix of the executable: `[process.execPath]` inside
  *   the single executable, `[node, src/main.ts]` in development, the built
  *   `dist/mvpn-client` in the e2e suite.
- * - Every file lives under `dir` (server state, per-node config, state,
+ * - Every file lives under `dir` (servers' state, per-node config, state,
  *   runtime and logs), so one `rm -r` removes the demo and every process
  *   command line names `dir` (used to verify pids before signalling).
- * - Tokens reach the nodes the way the startup tarball carries them: a
- *   per-node `server tarball --config-only` unpacked into the node's own
- *   directory; its absolute /etc paths are pointed at that directory.
+ * - Each server's admin channel is `ip netns exec <its ops host> mvpn-client
+ *   server … --state-dir <its dir>`, the way `ssh ops mvpn-client server`
+ *   would reach it on real testbeds.
+ * - A node served by its LAN's hub gets a per-node `server tarball
+ *   --config-only` (with its enrollment token) unpacked into its own
+ *   directory, and enrolls. A node behind a peer server cannot reach the
+ *   hub's API: it gets the hub's `server export` (bundle and signed
+ *   membership document, a file source), as its testbed would deliver it.
  * - Long-running processes are spawned detached (own session), so Ctrl-C in
  *   the terminal reaches only the demo, which then tears down in order, and
  *   `--keep` survives the demo's exit. They are stopped by pid only.
@@ -26,9 +33,11 @@ import { join } from 'node:path';
 import { x as untar } from 'tar';
 import type { AgentStatus } from '../agent/status.ts';
 import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.ts';
-import { buildTopology, OPS_PRIVATE, OPS_PUBLIC, VPN_SUBNET, type DemoNode, type Topology } from './topology.ts';
+import type { ServerStep } from '../server/federation/apply-servers.ts';
+import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
+import { buildTopology, experimentFor, NETWORK_ID, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
-export const NETWORK_ID = 'demo';
+export { NETWORK_ID } from './topology.ts';
 export const API_PORT = 8443;
 export const DEV = `mv-${NETWORK_ID}`;
 
@@ -38,8 +47,7 @@ export interface WorldOptions {
   readonly bin: readonly string[];
   /** Everything the world writes goes here (created). */
   readonly dir: string;
-  readonly aCount: number;
-  readonly bCount: number;
+  readonly testbeds: readonly TestbedSpec[];
   /** Progress lines (stderr in the demo). */
   readonly progress?: (line: string) => void;
   /** Agent reconcile interval (seconds); short in the demo so changes show quickly. */
@@ -71,9 +79,13 @@ export class World {
   readonly lab: Lab;
   readonly bin: readonly string[];
   readonly dir: string;
-  readonly serverState: string;
   topology!: Topology;
-  server: RunningProcess | undefined;
+  experiment!: Experiment;
+  plan!: Plan;
+  /** What `server plan --apply --servers` did, step by step. */
+  applied: readonly ServerStep[] = [];
+  /** `server run` per testbed. */
+  readonly servers = new Map<string, RunningProcess>();
   readonly agents = new Map<string, RunningProcess>();
   private readonly opts: WorldOptions;
   private stopping = false;
@@ -83,7 +95,6 @@ export class World {
     this.lab = opts.lab;
     this.bin = opts.bin;
     this.dir = opts.dir;
-    this.serverState = join(opts.dir, 'server');
   }
 
   get nodes(): readonly DemoNode[] {
@@ -96,6 +107,35 @@ export class World {
     return n;
   }
 
+  /** The testbed whose server hosts the demo's LAN (allocation authority, signer of every bundle). */
+  get hub(): string {
+    return this.plan.lans[0]!.hub;
+  }
+
+  /** What the plan says of a node: which server it joins through, at which address. */
+  member(id: string): PlanMember {
+    const m = this.plan.lans[0]!.members.find((x) => x.node === id);
+    if (!m) throw new Error(`the plan has no node ${id}`);
+    return m;
+  }
+
+  opsHost(testbed: string = this.hub): OpsHost {
+    const o = this.topology.ops.get(testbed);
+    if (!o) throw new Error(`testbed ${testbed} has no ops host`);
+    return o;
+  }
+
+  /** The running `server run` of the hub (the demo's main server). */
+  get server(): RunningProcess | undefined {
+    return this.servers.get(this.hub);
+  }
+
+  serverState(testbed: string = this.hub): string {
+    return join(this.dir, 'servers', testbed);
+  }
+  serverLog(testbed: string = this.hub): string {
+    return join(this.dir, `server-${testbed}.log`);
+  }
   nodeDir(id: string): string {
     return join(this.dir, 'nodes', id);
   }
@@ -113,9 +153,12 @@ export class World {
     this.opts.progress?.(line);
   }
 
+  /** Namespaces, and the plan for them (the planner is pure: this is what `server plan` prints). */
   async buildTopology(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    this.topology = await buildTopology(this.lab, { aCount: this.opts.aCount, bCount: this.opts.bCount });
+    this.topology = await buildTopology(this.lab, this.opts.testbeds);
+    this.experiment = parseExperiment(experimentFor(this.topology));
+    this.plan = planExperiment(this.experiment);
   }
 
   /** The executable, inside `ns` when given. Never throws on a non-zero exit. */
@@ -124,40 +167,72 @@ export class World {
     return ns ? ns.exec(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs }) : sh(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs });
   }
 
-  /** A server CLI command on B-ops' state directory; throws with its output when it fails. */
-  async server$(args: readonly string[]): Promise<string> {
-    const r = await this.cli(['server', ...args, '--state-dir', this.serverState], this.topology.ops);
-    if (r.code !== 0) throw new Error(`mvpn-client server ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+  /** A server CLI command on a testbed's server (default: the hub); throws with its output when it fails. */
+  async server$(args: readonly string[], testbed: string = this.hub): Promise<string> {
+    const r = await this.cli(['server', ...args, '--state-dir', this.serverState(testbed)], this.opsHost(testbed).ns);
+    if (r.code !== 0) throw new Error(`mvpn-client server ${args.join(' ')} on ${testbed} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
     return r.stdout;
   }
 
-  /** `server init`, the L2 network, the nodes (per-node remotes) and one config-only startup tarball per node. */
-  async setUpServer(): Promise<void> {
-    await this.server$(['init', '--address', OPS_PUBLIC, '--address', OPS_PRIVATE, '--listen', `0.0.0.0:${API_PORT}`]);
-    await this.server$(['network', 'create', NETWORK_ID, '--dev', 'tap', '--subnet', VPN_SUBNET, '--remote', OPS_PUBLIC, '--remote', OPS_PRIVATE]);
-    await this.server$(['network', 'up', NETWORK_ID]);
-    for (const n of this.nodes) {
-      await this.server$(['node', 'add', n.id, '--network', NETWORK_ID, '--remote', n.opsAddress]);
-      await this.deliverStartupTarball(n);
+  /**
+   * `server init` on every ops host the plan names, the plan applied on all
+   * of them at once (`server plan --apply --servers`, run from outside the
+   * testbeds like an operator's workstation), and every node's delivery.
+   */
+  async setUpServers(): Promise<void> {
+    await mkdir(join(this.dir, 'servers'), { recursive: true, mode: 0o700 });
+    for (const s of this.plan.servers) {
+      await this.server$(['init', '--address', s.public, '--address', s.internal, '--listen', `0.0.0.0:${API_PORT}`], s.testbed);
     }
+    const experimentFile = join(this.dir, 'experiment.json');
+    const serversFile = join(this.dir, 'servers.json');
+    await writeFile(experimentFile, JSON.stringify(this.experiment, null, 2) + '\n', { mode: 0o644 });
+    const servers = Object.fromEntries(
+      this.plan.servers.map((s) => [s.testbed, { command: ['ip', 'netns', 'exec', this.opsHost(s.testbed).ns.name, ...this.bin, 'server', '--state-dir', this.serverState(s.testbed)] }]),
+    );
+    await writeFile(serversFile, JSON.stringify({ servers }, null, 2) + '\n', { mode: 0o644 });
+    const r = await this.cli(['server', 'plan', experimentFile, '--apply', '--servers', serversFile, '--json'], undefined, 300_000);
+    if (r.code !== 0) throw new Error(`mvpn-client server plan --apply failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
+    this.applied = (JSON.parse(r.stdout) as { steps: ServerStep[] }).steps;
+    for (const n of this.nodes) await this.deliver(n);
+  }
+
+  /** A node served by the hub enrolls with a token tarball; one behind a peer gets the hub's export. */
+  async deliver(n: DemoNode): Promise<void> {
+    const m = this.member(n.id);
+    if (m.server === this.hub) await this.deliverStartupTarball(n, m);
+    else await this.deliverExport(n);
   }
 
   /** What a testbed does with a per-node startup tarball, into the node's own directory instead of `/`. */
-  async deliverStartupTarball(n: DemoNode): Promise<void> {
+  async deliverStartupTarball(n: DemoNode, m: PlanMember = this.member(n.id)): Promise<void> {
     const nodeDir = this.nodeDir(n.id);
     await mkdir(nodeDir, { recursive: true, mode: 0o700 });
     const tarball = join(nodeDir, 'startup.tar.gz');
-    await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${n.opsAddress}:${API_PORT}/`, '--token-ttl', '1h', '--out', tarball]);
+    await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${m.remote}:${API_PORT}/`, '--token-ttl', '1h', '--out', tarball]);
     await untar({ file: tarball, cwd: nodeDir });
     const cfgPath = this.configPath(n.id);
     const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown> & { enroll?: Record<string, unknown> };
     // The tarball's config names /etc/mvpn-client/...: here that directory is the node's own.
     cfg['server_ca'] = 'server-ca.pem';
     if (cfg.enroll) cfg.enroll['token_file'] = 'enroll.token';
-    cfg['state_dir'] = this.stateDir(n.id);
-    cfg['runtime_dir'] = this.runtimeDir(n.id);
+    await this.writeConfig(n.id, cfg);
+  }
+
+  /** A node behind a peer: the hub's offline export (bundle + signed membership, used as a file source). */
+  async deliverExport(n: DemoNode): Promise<void> {
+    const etc = join(this.nodeDir(n.id), 'etc', 'mvpn-client');
+    await mkdir(etc, { recursive: true, mode: 0o700 });
+    await this.server$(['export', n.id, '--network', NETWORK_ID, '--out', join(etc, `${n.id}.tar.gz`)]);
+    const anchor = (await this.server$(['anchor'])).trim();
+    await this.writeConfig(n.id, { node: { id: n.id }, sources: [{ type: 'file', path: `${n.id}.membership.json` }], anchor });
+  }
+
+  private async writeConfig(id: string, cfg: Record<string, unknown>): Promise<void> {
+    cfg['state_dir'] = this.stateDir(id);
+    cfg['runtime_dir'] = this.runtimeDir(id);
     cfg['reconcile_interval_s'] = this.opts.reconcileIntervalS ?? 30;
-    await writeFile(cfgPath, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o644 });
+    await writeFile(this.configPath(id), JSON.stringify(cfg, null, 2) + '\n', { mode: 0o644 });
   }
 
   private launch(ns: Netns, args: readonly string[], log: string): RunningProcess {
@@ -179,24 +254,41 @@ export class World {
     return { child, pid: child.pid, log, exited };
   }
 
-  /** `server run` as a child in B-ops' namespace; resolves once its openvpn server is up. */
-  async startServer(timeoutMs = 60_000): Promise<void> {
-    if (this.stopping) throw new Error('the demo is stopping');
-    this.server = this.launch(this.topology.ops, ['server', 'run', '--state-dir', this.serverState], join(this.dir, 'server.log'));
-    const up = await waitFor(async () => {
-      if (this.server?.child.exitCode !== null) return true;
-      const r = await this.cli(['server', 'network', 'show', NETWORK_ID, '--json', '--state-dir', this.serverState], this.topology.ops);
-      if (r.code !== 0) return false;
-      const v = JSON.parse(r.stdout) as { runtime?: { state?: string } | null };
-      return v.runtime?.state === 'connected';
-    }, timeoutMs, 250);
-    if (this.server.child.exitCode !== null) throw new Error(`server run exited (${this.server.child.exitCode}): ${await tail(this.server.log)}`);
-    if (!up) throw new Error(`the server's openvpn did not come up within ${timeoutMs / 1000} s: ${await tail(this.server.log)}`);
+  /** `server run` on every server of the plan; resolves once each has its part up. */
+  async startServers(timeoutMs = 60_000): Promise<void> {
+    for (const s of this.plan.servers) this.launchServer(s.testbed);
+    await Promise.all(this.plan.servers.map((s) => this.awaitServer(s.testbed, timeoutMs)));
   }
 
-  async stopServer(): Promise<void> {
-    const s = this.server;
-    this.server = undefined;
+  /** `server run` on one testbed's server (default: the hub), until its part is up. */
+  async startServer(testbed: string = this.hub, timeoutMs = 60_000): Promise<void> {
+    this.launchServer(testbed);
+    await this.awaitServer(testbed, timeoutMs);
+  }
+
+  private launchServer(testbed: string): void {
+    if (this.stopping) throw new Error('the demo is stopping');
+    this.servers.set(testbed, this.launch(this.opsHost(testbed).ns, ['server', 'run', '--state-dir', this.serverState(testbed)], this.serverLog(testbed)));
+  }
+
+  /** The hub's openvpn server runs; at a peer, its link to the hub is up too. */
+  private async awaitServer(testbed: string, timeoutMs: number): Promise<void> {
+    const proc = this.servers.get(testbed)!;
+    const isHub = this.plan.lans.some((l) => l.hub === testbed);
+    const up = await waitFor(async () => {
+      if (proc.child.exitCode !== null) return true;
+      const r = await this.cli(['server', isHub ? 'network' : 'link', 'show', NETWORK_ID, '--json', '--state-dir', this.serverState(testbed)], this.opsHost(testbed).ns);
+      if (r.code !== 0) return false;
+      if (isHub) return (JSON.parse(r.stdout) as { runtime?: { state?: string } | null }).runtime?.state === 'connected';
+      return (JSON.parse(r.stdout) as { peer: { runtime?: { state?: string } | null }[] }).peer[0]?.runtime?.state === 'connected';
+    }, timeoutMs, 250);
+    if (proc.child.exitCode !== null) throw new Error(`server run on ${testbed} exited (${proc.child.exitCode}): ${await tail(proc.log)}`);
+    if (!up) throw new Error(`the server on ${testbed} did not come up within ${timeoutMs / 1000} s: ${await tail(proc.log)}`);
+  }
+
+  async stopServer(testbed: string = this.hub): Promise<void> {
+    const s = this.servers.get(testbed);
+    this.servers.delete(testbed);
     if (s) await stopProcess(s, this.dir);
   }
 
@@ -230,8 +322,9 @@ export class World {
     return this.cli(['status', '--runtime-dir', this.runtimeDir(id)], this.node(id).ns, 30_000);
   }
 
-  /** Enrolled = the identity certificate is in the node's state directory. */
+  /** Enrolled = the identity certificate is in the node's state directory; a node with an export needs none. */
   async enrolled(id: string): Promise<boolean> {
+    if (this.member(id).server !== this.hub) return true;
     return stat(join(this.stateDir(id), 'identity', 'identity.crt')).then(
       () => true,
       () => false,
@@ -303,17 +396,17 @@ export class World {
     return out;
   }
 
-  /** Stop agents and server by pid, remove the namespaces (and whatever runs in them). The directory stays. */
+  /** Stop agents and servers by pid, remove the namespaces (and whatever runs in them). The directory stays. */
   async stopAll(): Promise<void> {
     this.stopping = true;
     await Promise.all([...this.agents.keys()].map((id) => this.stopAgent(id)));
-    await this.stopServer();
+    await Promise.all([...this.servers.keys()].map((tb) => this.stopServer(tb)));
     await this.lab.destroy();
   }
 
   /** Pids of the world's long-running processes (for the demo's state file). */
   pids(): number[] {
-    return [...(this.server ? [this.server.pid] : []), ...[...this.agents.values()].map((p) => p.pid)];
+    return [...[...this.servers.values()].map((p) => p.pid), ...[...this.agents.values()].map((p) => p.pid)];
   }
 }
 

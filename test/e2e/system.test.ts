@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
 import { NETWORK_ID, World } from '../../src/demo/world.ts';
-import { OPS_PRIVATE, OPS_PUBLIC } from '../../src/demo/topology.ts';
+import { OPS_PRIVATE, OPS_PUBLIC, publicPrivate, segmentOf } from '../../src/demo/topology.ts';
 import { namespacesWithPrefix } from '../../src/netns/lab.ts';
 import { Lab, waitFor } from '../helpers/netns.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -54,10 +54,10 @@ describe('mvpn-client end to end (built binary, two testbeds)', () => {
     const bin = builtBinary();
     dir = await tmpDir('e2e');
     lab = new Lab();
-    world = new World({ lab, bin: [bin], dir: join(dir.path, 'world'), aCount: 2, bCount: 2, reconcileIntervalS: 300 });
+    world = new World({ lab, bin: [bin], dir: join(dir.path, 'world'), testbeds: publicPrivate(2, 2), reconcileIntervalS: 300 });
     await world.buildTopology();
-    await world.setUpServer();
-    await world.startServer();
+    await world.setUpServers();
+    await world.startServers();
   }, 300_000);
 
   afterAll(async () => {
@@ -128,7 +128,7 @@ describe('mvpn-client end to end (built binary, two testbeds)', () => {
 
   it("partition: one node's link goes down, the others carry on; when it comes back the node reconnects by itself", async () => {
     const b2 = world.node('b2');
-    const segment = world.topology.bLan;
+    const segment = segmentOf(world.topology, b2);
     const before = net(await statusOf('b2'))!;
     await segment.exec('ip', ['link', 'set', b2.bridgePort, 'down']);
     try {
