@@ -94,7 +94,7 @@ describe('server link and plan commands', () => {
     const applied = await other.json<{ steps: { action: string; node?: string; detail: string }[]; left: string[] }>([
       'plan', file, '--apply', '--server', 'b', '--links-dir', other.dir, '--api-url', 'https://203.0.113.2:8443',
     ]);
-    expect(applied.steps.map((s) => s.action)).toEqual(['network-created', ...Array(6).fill('node-added'), 'link-exported']);
+    expect(applied.steps.map((s) => s.action)).toEqual(['network-created', 'network-up', ...Array(6).fill('node-added'), 'link-exported']);
     const nodes = await other.json<{ node: string; memberships: { address: string; remotes: { host: string }[] | null }[] }[]>(['node', 'list', '--network', 'lan0']);
     expect(Object.fromEntries(nodes.map((n) => [n.node, (n.memberships[0]!.remotes ?? []).map((x) => x.host).join()]))).toMatchObject({
       b1: '198.18.2.1',

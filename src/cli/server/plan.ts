@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.ts';
 import { signingKeyFromPem } from '../../bundle/sign.ts';
 import { execCommand } from '../../util/exec.ts';
 import { parseJsonBounded } from '../../util/json.ts';
-import { applyAcrossServers, checkServers, ServerChannels, ServersFileSchema, type ServerStep } from '../../server/federation/apply-servers.ts';
+import { applyAcrossServers, checkServers, parseServersFile, ServerChannels, type ServerStep } from '../../server/federation/apply-servers.ts';
 import { applyPlan } from '../../server/federation/plan-apply.ts';
 import { formatPlan, parseExperiment, planExperiment, type Experiment, type Plan } from '../../server/federation/plan.ts';
 import type { CliCommand } from '../command.ts';
@@ -34,10 +34,9 @@ async function loadPlan(io: Io, file: string): Promise<{ experiment: Experiment;
 async function applyEverywhere(io: Io, args: PlanArgs): Promise<Output> {
   const { experiment, plan } = await loadPlan(io, String(args.experiment));
   const file = String(args.servers);
-  const servers = ServersFileSchema.safeParse(parseJsonBounded(await readInput(io, file, 'servers file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'servers file'));
-  if (!servers.success) throw new UsageError(`servers file ${file}: ${servers.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ')}`);
-  checkServers(plan, servers.data);
-  const steps = await applyAcrossServers(plan, JSON.stringify(experiment), new ServerChannels(servers.data, execCommand));
+  const servers = parseServersFile(parseJsonBounded(await readInput(io, file, 'servers file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'servers file'), file);
+  checkServers(plan, servers);
+  const steps = await applyAcrossServers(plan, JSON.stringify(experiment), new ServerChannels(servers, execCommand));
   return {
     json: { plan, steps },
     text: `${formatPlan(plan)}\napplied:\n${stepTable(steps)}\nleft to do: get each node its bundle (enrollment token tarballs from its server's hub, or server export)\n`,

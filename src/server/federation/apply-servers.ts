@@ -27,9 +27,11 @@ import type { ExecFn } from '../../util/exec.ts';
 import type { ApplyStep } from './plan-apply.ts';
 import type { Plan } from './plan.ts';
 
+const SERVER_NAME = /^[a-z0-9][a-z0-9-]{0,30}$/;
+
 export const ServersFileSchema = z.strictObject({
   servers: z.record(
-    z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/, 'server names are the testbed names of the experiment description'),
+    z.string().refine((k) => SERVER_NAME.test(k), { abort: true, message: 'server names are the testbed names of the experiment description (lower-case)' }),
     z.strictObject({
       /** argv that runs `mvpn-client server` on that server; the subcommand's arguments are appended. */
       command: z.array(z.string().min(1)).min(1),
@@ -39,6 +41,17 @@ export const ServersFileSchema = z.strictObject({
   ),
 });
 export type ServersFile = z.infer<typeof ServersFileSchema>;
+
+/** Validates a servers file (zod); every problem named by its path, a bad key by what is wrong with it. */
+export function parseServersFile(value: unknown, file: string): ServersFile {
+  const r = ServersFileSchema.safeParse(value);
+  if (r.success) return r.data;
+  const say = (i: z.core.$ZodIssue): string => {
+    const nested = 'issues' in i && Array.isArray(i.issues) ? (i.issues as z.core.$ZodIssue[]).map((n) => n.message).join(', ') : '';
+    return `${i.path.join('.') || '(top level)'}: ${nested || i.message}`;
+  };
+  throw new UsageError(`servers file ${file}: ${r.error.issues.map(say).join('; ')}`);
+}
 
 export interface ServerStep extends Omit<ApplyStep, 'action'> {
   readonly server: string;
