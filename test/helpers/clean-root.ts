@@ -39,6 +39,8 @@ export interface CleanRootOptions {
   readonly cacheDir?: string;
   /** Debian mirror; default MVPN_DEBOOTSTRAP_MIRROR, else debootstrap's own default. */
   readonly mirror?: string;
+  /** Packages debootstrap adds to minbase (part of the cache key); default CLEAN_ROOT_INCLUDE. */
+  readonly include?: readonly string[];
 }
 
 export interface CleanRoot {
@@ -59,7 +61,7 @@ function cacheDir(opts: CleanRootOptions): string {
 /** Path of the cached root tar for these options (it may not exist yet). */
 export function cachedRootPath(opts: CleanRootOptions = {}): string {
   const release = opts.release ?? CLEAN_ROOT_RELEASE;
-  return join(cacheDir(opts), `rootfs-${release}-${arch()}-minbase+${CLEAN_ROOT_INCLUDE.join(',')}.tar`);
+  return join(cacheDir(opts), `rootfs-${release}-${arch()}-minbase+${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}.tar`);
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -88,7 +90,7 @@ export async function ensureCachedRoot(opts: CleanRootOptions = {}): Promise<str
   try {
     const r = await sh(
       'debootstrap',
-      ['--variant=minbase', `--arch=${arch()}`, `--include=${CLEAN_ROOT_INCLUDE.join(',')}`, release, work, ...(mirror ? [mirror] : [])],
+      ['--variant=minbase', `--arch=${arch()}`, `--include=${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}`, release, work, ...(mirror ? [mirror] : [])],
       { allowFail: true, timeoutMs: 30 * 60_000 },
     );
     if (r.code !== 0) {
