@@ -18,6 +18,8 @@ command -v strip >/dev/null 2>&1 || need_pkgs+=(binutils)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || need_pkgs+=(dpkg-dev)
 command -v rpmbuild >/dev/null 2>&1 || need_pkgs+=(rpm)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
+# The live-systemd test boots that root with systemd-nspawn (test/integration/systemd-live.test.ts).
+command -v systemd-nspawn >/dev/null 2>&1 || need_pkgs+=(systemd-container)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"
