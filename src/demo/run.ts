@@ -20,7 +20,7 @@ import { assertLabAddress, Lab } from '../netns/lab.ts';
 import { MvpnError } from '../errors.ts';
 import { formatPlan } from '../server/federation/plan.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
-import { federated, INTERNET_SUBNET, publicPrivate, VPN_SUBNET } from './topology.ts';
+import { federated, INTERNET_SUBNET, publicPrivate, VPN_BROADCAST, VPN_SUBNET } from './topology.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
 import { DEV, mapBounded, NETWORK_ID, tail, World, type NeighbourProof, type PairResult } from './world.ts';
 
@@ -130,6 +130,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     printMatrix(ids, retried, o.out);
     const proof = await world.neighbourProof(ids, addrs);
     printProof(proof, o.out);
+    const bcast = await world.broadcastProof(ids[0]!, ids, addrs);
+    o.out(`\n== broadcast: ${ids[0]} pings ${VPN_BROADCAST} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
     printTimings(timings, o.out);
 
     const pairsOk = retried.filter((p) => p.ok).length;
@@ -138,10 +140,11 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const down = ids.filter((n) => statuses.get(n) !== true);
     if (down.length > 0) problems.push(`not connected: ${down.join(', ')}`);
     if (offPlan.length > 0) problems.push(`not joined as planned: ${offPlan.join(', ')}`);
+    if (bcast.missing.length > 0) problems.push(`broadcast from ${ids[0]} not answered by ${bcast.missing.join(', ')}`);
     if (pairsOk !== retried.length) problems.push(`${retried.length - pairsOk} of ${retried.length} pairs do not ping: ${retried.filter((p) => !p.ok).map((p) => `${p.from}->${p.to}`).join(' ')}`);
     ok = problems.length === 0;
     if (ok) {
-      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network\n`);
+      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network, a broadcast reaches all\n`);
     } else {
       o.out(`\nRESULT: FAILED: ${problems.join('; ')}\n`);
       for (const n of down.length > 0 ? down : notEnrolled) o.err(`--- ${n} agent log (last lines)\n${await tail(join(world.nodeDir(n), 'agent.log'))}\n`);

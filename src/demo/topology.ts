@@ -21,6 +21,7 @@ import type { Experiment } from '../server/federation/plan.ts';
 
 export const INTERNET_SUBNET = '198.18.0.0/24';
 export const VPN_SUBNET = '198.19.0.0/24';
+export const VPN_BROADCAST = '198.19.0.255';
 /** b's ops host in both topologies. */
 export const OPS_PUBLIC = '198.18.0.1';
 export const OPS_PRIVATE = '198.18.1.1';

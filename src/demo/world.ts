@@ -35,7 +35,7 @@ import type { AgentStatus } from '../agent/status.ts';
 import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
 import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
-import { buildTopology, experimentFor, NETWORK_ID, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
+import { buildTopology, experimentFor, NETWORK_ID, VPN_BROADCAST, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
 export { NETWORK_ID } from './topology.ts';
 export const API_PORT = 8443;
@@ -157,6 +157,8 @@ export class World {
   async buildTopology(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     this.topology = await buildTopology(this.lab, this.opts.testbeds);
+    // nodes answer a broadcast ping (Linux ignores them by default), for the broadcast proof
+    for (const n of this.topology.nodes) await n.ns.exec('sysctl', ['-q', '-w', 'net.ipv4.icmp_echo_ignore_broadcasts=0']);
     this.experiment = parseExperiment(experimentFor(this.topology));
     this.plan = planExperiment(this.experiment);
   }
@@ -394,6 +396,18 @@ export class World {
       out.push({ node: id, mac: info.get(id)?.mac ?? '?', seen, missing });
     }
     return out;
+  }
+
+  /** A broadcast ping on the VPN from `from`: which of the others answered (retried a few times for ARP and late joiners). */
+  async broadcastProof(from: string, ids: readonly string[], addrs: ReadonlyMap<string, string>, timeoutMs = 20_000): Promise<{ answered: string[]; missing: string[] }> {
+    const others = ids.filter((id) => id !== from);
+    const heard = new Set<string>();
+    await waitFor(async () => {
+      const r = await this.node(from).ns.exec('ping', ['-n', '-b', '-c', '3', '-i', '0.3', '-W', '2', VPN_BROADCAST], { allowFail: true });
+      for (const id of others) if (r.stdout.includes(`from ${addrs.get(id)}:`)) heard.add(id);
+      return heard.size === others.length;
+    }, timeoutMs, 500);
+    return { answered: others.filter((id) => heard.has(id)), missing: others.filter((id) => !heard.has(id)) };
   }
 
   /** Stop agents and servers by pid, remove the namespaces (and whatever runs in them). The directory stays. */

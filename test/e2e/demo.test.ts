@@ -1,7 +1,10 @@
 /**
- * `mvpn-client demo` itself, on the built executable: one full run must end
- * with exit 0 (all 30 pairs, all six connected) and leave nothing; `demo
- * --keep` must leave a running demo that `demo down` removes completely.
+ * `mvpn-client demo` itself, on the built executable: one full run of each
+ * topology (public + private; `--federated`, two private testbeds) must end
+ * with exit 0 (all 30 pairs, all six connected through the server and
+ * address the planner gave them) and leave nothing; `demo --keep` must leave
+ * a running demo that `demo down` removes completely, and the plan it
+ * printed must be `server plan`'s for the description it kept.
  * The demos keep their files under a tmpDir() (`--dir`), so every process
  * they start names this test run's id and the suite's leak check sees it.
  */
@@ -58,9 +61,38 @@ describe('mvpn-client demo (built binary)', () => {
     const r = await run(['demo', '--dir', dir.path]);
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(r.stdout).toContain('30/30 ordered pairs answered');
-    expect(r.stdout).toContain('RESULT: OK: 6/6 nodes connected');
+    expect(r.stdout).toContain('RESULT: OK: 6/6 nodes connected as planned');
     expect(r.stdout.match(/sees 5\/5/g)).toHaveLength(6);
-    for (const what of ['topology built', 'server up', 'all enrolled', 'all connected', 'ping matrix']) expect(r.stdout).toContain(what);
+    for (const what of ['topology built', 'plan applied', 'servers up', 'all enrolled', 'all connected', 'ping matrix']) expect(r.stdout).toContain(what);
+    // topology 1: one server (b's ops host) for everyone, no link; public nodes at its public address, private at its internal one
+    expect(r.stdout).toMatch(/links:\n\(none\)/);
+    expect(r.stdout).toMatch(/^a1 +planned b at 198\.18\.0\.1 +in use 198\.18\.0\.1:\d+ +as planned$/m);
+    expect(r.stdout).toMatch(/^b1 +planned b at 198\.18\.1\.1 +in use 198\.18\.1\.1:\d+ +as planned$/m);
+    expect(r.stdout.match(/ as planned$/gm)).toHaveLength(6);
+    expect(r.stdout).toMatch(/== broadcast: a1 pings 198\.19\.0\.255 on the VPN; answered by 5\/5: /);
+    const id = demoId(r.stderr);
+    expect(await namespacesWithPrefix(`mvd-${id}-`)).toEqual([]);
+    expect(await readdir(dir.path)).toEqual([]);
+    expect(await processesNaming(dir.path)).toEqual([]);
+  }, 600_000);
+
+  it('demo --federated: private testbeds b and c, a server on each ops host joined by a link, as planned; 30/30; nothing left behind', async () => {
+    const r = await run(['demo', '--federated', '--dir', dir.path]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    // the plan: b hosts the LAN, c joins it by a link to b's public address; every node through its own ops host
+    expect(r.stdout).toMatch(/^b +198\.18\.0\.1 +198\.18\.1\.1 +demo +-$/m);
+    expect(r.stdout).toMatch(/^c +198\.18\.0\.2 +198\.18\.2\.1 +- +demo$/m);
+    expect(r.stdout).toMatch(/^demo +c +b +198\.18\.0\.1$/m);
+    // applied on both servers: the link exported at b and added at c
+    expect(r.stdout).toMatch(/^b +link-exported /m);
+    expect(r.stdout).toMatch(/^c +link-added /m);
+    for (const id of ['b1', 'b2', 'b3']) expect(r.stdout).toMatch(new RegExp(`^${id} +planned b at 198\\.18\\.1\\.1 +in use 198\\.18\\.1\\.1:\\d+ +as planned$`, 'm'));
+    for (const id of ['c1', 'c2', 'c3']) expect(r.stdout).toMatch(new RegExp(`^${id} +planned c at 198\\.18\\.2\\.1 +in use 198\\.18\\.2\\.1:\\d+ +as planned$`, 'm'));
+    expect(r.stdout).toContain('30/30 ordered pairs answered');
+    expect(r.stdout.match(/sees 5\/5/g)).toHaveLength(6);
+    // a broadcast from a node behind b reaches all five others, three of them behind c
+    expect(r.stdout).toMatch(/== broadcast: b1 pings 198\.19\.0\.255 on the VPN; answered by 5\/5: b2 b3 c1 c2 c3\n/);
+    expect(r.stdout).toContain('RESULT: OK: 6/6 nodes connected as planned');
     const id = demoId(r.stderr);
     expect(await namespacesWithPrefix(`mvd-${id}-`)).toEqual([]);
     expect(await readdir(dir.path)).toEqual([]);
@@ -79,6 +111,12 @@ describe('mvpn-client demo (built binary)', () => {
     const statusLine = r.stdout.split('\n').find((l) => l.includes(' status --runtime-dir '))!.trim().split(/\s+/);
     const st = await new Promise<number | null>((resolve) => spawn(statusLine[0]!, statusLine.slice(1), { stdio: 'ignore' }).once('exit', resolve));
     expect(st).toBe(0);
+    // the plan the demo printed is what the planner says of the description it kept (server plan, no state needed)
+    const expFile = /== plan \(mvpn-client server plan (\S+)\)/.exec(r.stdout)?.[1];
+    expect(expFile).toBeDefined();
+    const planned = await run(['server', 'plan', expFile!]);
+    expect(planned.code, planned.stderr).toBe(0);
+    expect(r.stdout).toContain(planned.stdout);
 
     const down = await run(['demo', 'down', '--dir', dir.path]);
     expect(down.code, down.stderr).toBe(0);
