@@ -9,7 +9,9 @@
  * other's MAC (one L2 segment); a broadcast ping reaches all nodes; killing
  * the link's openvpn (peer side) or the hub's server brings the link back by
  * itself while C's nodes keep talking to each other; a node revoked at the
- * hub is thrown out at the peer within seconds and cannot connect again.
+ * hub is thrown out at the peer within seconds and cannot connect again;
+ * a rotated node's old certificate is thrown out at the peer and its new
+ * bundle works there; a node removed at the hub is out at the peer.
  * Time bounds are generous hang guards only.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -199,5 +201,28 @@ describe('federation: a network across two servers joined by a link', () => {
     await hub.run(['node', 'revoke', 'b2', '--network', 'lab']);
     expect(await waitFor(async () => !(await pings('b2', 'b1')), 30_000, 500)).toBe(true);
     expect(await pings('b1', 'c1')).toBe(true);
+  });
+
+  it("rotation and removal at the hub reach the peer: c1's old certificate is thrown out, its new bundle works there; once removed it is out", { timeout: 240_000 }, async () => {
+    expect(await pings('c1', 'b1')).toBe(true);
+    // Rotation: a new export supersedes c1's certificate (the old serial goes on the hub's CRL, the peer copies it).
+    const rotated = join(hub.dir, 'c1-rotated.tar.gz');
+    await hub.run(['export', 'c1', '--network', 'lab', '--out', rotated]);
+    expect(await waitFor(async () => !(await pings('c1', 'b1')), 30_000, 500), `old c1 session still up at the peer\n${logs()}`).toBe(true);
+    await clients.get('c1')!.stop();
+    const work = await tmpDir('fed-c1-rotated');
+    dirs.push(work);
+    clients.set('c1', await startVpnClient(nodeNs.get('c1')!, { bundlePath: rotated, anchorPath: join(hub.stateDir, 'trust-anchor'), node: 'c1', workDir: work.path }));
+    expect(await waitFor(async () => pings('c1', 'b1'), 90_000, 1_000), `c1 with its rotated bundle never came back at the peer\n${clients.get('c1')!.output().slice(-2000)}`).toBe(true);
+    // Removal: gone from the hub's network, so gone at the peer too (its ccd file, then its session).
+    await hub.run(['node', 'remove', 'c1', '--network', 'lab']);
+    expect(await waitFor(async () => !(await pings('c1', 'b1')), 30_000, 500), logs()).toBe(true);
+    expect(await readFile(join(peer.stateDir, 'networks', 'lab', 'ccd', 'c1'), 'utf8').catch(() => 'gone')).toBe('gone');
+    const gone = await waitFor(async () => !(await snapshot(peer))?.networks['lab']?.clients.some((c) => c.cn === 'c1'), 30_000, 500);
+    expect(gone, `peer still lists c1: ${JSON.stringify((await snapshot(peer))?.networks['lab']?.clients)}\n${clients.get('c1')!.output().slice(-3000)}\n${logs()}`).toBe(true);
+    await new Promise((r) => setTimeout(r, 5_000));
+    expect(await pings('c1', 'b1')).toBe(false);
+    // b1 is still on the segment
+    expect((await snapshot(hub))?.networks['lab']?.clients.map((c) => c.cn)).toContain('b1');
   });
 });
