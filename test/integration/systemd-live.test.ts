@@ -28,8 +28,9 @@ import { copyFile, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VERSION } from '../../src/version.ts';
+import { ensureCachedRoot } from '../helpers/clean-root.ts';
 import { waitFor } from '../helpers/netns.ts';
-import { bootSystemdContainer, writeInto, type ContainerProcess, type SystemdContainer } from '../helpers/systemd-container.ts';
+import { bootSystemdContainer, SYSTEMD_ROOT_INCLUDE, writeInto, type ContainerProcess, type SystemdContainer } from '../helpers/systemd-container.ts';
 
 const DEB = `dist/mvpn-client_${VERSION}_amd64.deb`;
 const LONG = 10 * 60_000;
@@ -167,7 +168,9 @@ beforeAll(async () => {
   } catch {
     throw new Error(`${DEB} is missing: run ./build.sh first (this test installs the real package)`);
   }
-  c = await timed('container boot (systemd-nspawn -b to running)', () => bootSystemdContainer('sdlive'));
+  // Built once with debootstrap (about a minute), then cached outside the repository.
+  await timed('cached systemd root (debootstrap on the first run only)', () => ensureCachedRoot({ include: SYSTEMD_ROOT_INCLUDE }));
+  c = await timed('fresh root unpacked + systemd-nspawn -b to "running"', () => bootSystemdContainer('sdlive'));
 }, LONG);
 
 afterAll(async () => {
