@@ -43,7 +43,10 @@ export async function main(argv: readonly string[], io: Io, tree: readonly (CliC
     .exitProcess(false)
     .fail((msg, err) => {
       // Throwing stops yargs before any handler runs; main reports it below.
-      throw err ?? new UsageError(msg || 'invalid usage');
+      if (err) throw err;
+      // yargs reads a lone "-" after an option as a stray argument of its own
+      const dash = /^Unknown arguments?: (.*, )?-(,|$)/.test(msg ?? '');
+      throw new UsageError(msg || 'invalid usage', dash ? { hint: 'to name standard output or input after an option, join them: --out=-' } : {});
     });
   parser = parser.parserConfiguration({ 'boolean-negation': true });
   for (const entry of tree) parser = register(parser, entry);

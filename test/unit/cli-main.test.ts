@@ -65,4 +65,14 @@ describe('CLI entry', () => {
     expect(io.err()).toContain('cannot reach the daemon [MVPN_DAEMON_UNREACHABLE]');
     expect(io.err()).toContain('hint: is it running?');
   });
+
+  it('explains a lone "-" after an option (yargs takes it for a stray argument)', async () => {
+    const io = bufferIo();
+    expect(await main(['echo', 'x', '--loud', '-'], io, tree)).toBe(ExitCode.usage);
+    expect(io.err()).toContain('Unknown argument: -');
+    expect(io.err()).toContain('hint: to name standard output or input after an option, join them: --out=-');
+    const other = bufferIo();
+    expect(await main(['echo', 'x', 'y'], other, tree)).toBe(ExitCode.usage);
+    expect(other.err()).not.toContain('--out=-');
+  });
 });
