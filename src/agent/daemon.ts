@@ -11,7 +11,11 @@
  *    dir refuses to start before it could touch the first one's openvpns.
  * 4. cleanupLeftovers: openvpns a crashed previous run left are stopped by
  *    pid (after a /proc cmdline check) and their files removed, so no
- *    network ever runs twice.
+ *    network ever runs twice. It scans every process once; after it (and
+ *    with the runtime dir claimed) any openvpn of a network is our own
+ *    child, so a supervisor's check before each spawn scans /proc only when
+ *    the network's pid file or socket exists (findRunning
+ *    `when-files-exist`), not once per network.
  * 5. The stored membership document (rollback protection, names).
  * 6. Installed, unexpired bundles the stored membership still lists start
  *    at once (a slow or unreachable server does not delay boot); then the
@@ -31,7 +35,7 @@ import type { Anchor } from '../bundle/sign.ts';
 import { DaemonError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
-import { cleanupLeftovers } from '../openvpn/process.ts';
+import { cleanupLeftovers, findRunning } from '../openvpn/process.ts';
 import { Supervisor, type InstanceSpec, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
@@ -123,7 +127,15 @@ export class AgentDaemon {
     this.deps = deps;
     this.startedAt = deps.clock.now();
     const factory: SupervisorFactory =
-      deps.supervisorFactory ?? ((spec: InstanceSpec) => new Supervisor(spec, { logger: deps.openvpnLogger, clock: deps.clock, ...deps.supervisorDeps }));
+      deps.supervisorFactory ??
+      ((spec: InstanceSpec) =>
+        new Supervisor(spec, {
+          logger: deps.openvpnLogger,
+          clock: deps.clock,
+          // Supervisors are only made after start() ran cleanupLeftovers (see the start-up order above).
+          findRunning: (files) => findRunning(files, { scan: 'when-files-exist' }),
+          ...deps.supervisorDeps,
+        }));
     this.runner = new NetworkRunner({
       runtimeDir: config.runtimeDir,
       openvpnPath: config.openvpnPath,

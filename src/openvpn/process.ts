@@ -110,18 +110,48 @@ export async function scanOpenvpn(match: (argv: readonly string[]) => boolean, p
   return found;
 }
 
+export interface FindOptions {
+  readonly procRoot?: string;
+  /**
+   * `always` (default): after the pid file, scan every process's cmdline.
+   * `when-files-exist`: scan only when the pid file or the management socket
+   * exists. For a caller that ran cleanupLeftovers (a full scan) on this
+   * runtime directory at start and is the only one using it since: any
+   * openvpn of this instance is then its own child, and a live one holds
+   * its files (openvpn writes both within milliseconds of starting, and
+   * only we remove them, after checking).
+   */
+  readonly scan?: 'always' | 'when-files-exist';
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (e) {
+    // Anything but "not there" (EACCES, ENOTDIR...) counts as there: scan.
+    return (e as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
 /**
  * The pid of a live openvpn that runs this instance (by its pid file, then by
  * scanning /proc for its management socket or pid file), or undefined. The
  * supervisor refuses to start a second one.
  */
-export async function findRunning(files: InstanceFiles, procRoot = '/proc'): Promise<number | undefined> {
+export async function findRunning(files: InstanceFiles, opts: FindOptions = {}): Promise<number | undefined> {
+  const procRoot = opts.procRoot ?? '/proc';
   if (files.pidFile !== undefined) {
     const pid = await readPidFile(files.pidFile);
     if (pid !== undefined) {
       const argv = await readCmdline(pid, procRoot);
       if (argv && isOpenvpnFor(argv, files) && (await isAlive(pid, procRoot))) return pid;
     }
+  }
+  if (opts.scan === 'when-files-exist') {
+    const paths = [files.pidFile, files.mgmtSocket].filter((p): p is string => p !== undefined);
+    const present = await Promise.all(paths.map(exists));
+    if (!present.includes(true)) return undefined;
   }
   for (const pid of await scanOpenvpn((argv) => isOpenvpnFor(argv, files), procRoot)) {
     if (await isAlive(pid, procRoot)) return pid;

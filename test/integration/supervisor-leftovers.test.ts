@@ -7,7 +7,7 @@
  * name.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { access, writeFile } from 'node:fs/promises';
+import { access, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cleanupLeftovers, findRunning, runtimePaths } from '../../src/openvpn/process.ts';
@@ -103,6 +103,63 @@ describe('leftovers of a crashed previous run', () => {
           expect(await t.srv.pids()).toEqual([sup.status().pid]);
         } finally {
           await sup.stop();
+        }
+      });
+    } finally {
+      await tmp.remove();
+    }
+  });
+});
+
+describe("the agent's check before each spawn (findRunning scan 'when-files-exist', after cleanupLeftovers at start)", () => {
+  it('finds a leftover by its pid file, or by a /proc scan while its pid file or socket exists; a supervisor refuses it; cleanupLeftovers stops it before a new spawn', async () => {
+    const tmp = await tmpDir('left');
+    try {
+      await withLab(async (lab) => {
+        const t = await tunnelLab(lab, tmp.path);
+        const spec = serverSpec(t);
+        const fast = { scan: 'when-files-exist' } as const;
+        const old = await leftover(t.srv, t.serverConfig, spec);
+        try {
+          // Its own pid file names it.
+          expect(await findRunning(spec, fast)).toBe(old.pid);
+          const logger = recordingLogger();
+          const sup = new Supervisor(spec, { ...fastDeps(t.srv, logger), findRunning: (files) => findRunning(files, fast) });
+          try {
+            sup.start();
+            await untilState(sup, 'failed', logger.events);
+            expect(sup.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
+            expect(await t.srv.pids()).toEqual([old.pid]);
+
+            // A pid file that names something else (pid reuse, garbage): the scan still finds it.
+            await writeFile(spec.pidFile, `${process.pid}\n`);
+            expect(await findRunning(spec, fast)).toBe(old.pid);
+            // No pid file, only the socket left: found by the scan too.
+            await rm(spec.pidFile);
+            expect(await findRunning(spec, fast)).toBe(old.pid);
+            // Neither file: the one case the quick check cannot see, and why the agent scans everything once at start.
+            await rm(spec.mgmtSocket);
+            expect(await findRunning(spec, fast)).toBeUndefined();
+            expect(await findRunning(spec)).toBe(old.pid);
+
+            const r = await cleanupLeftovers(t.runtimeDir);
+            expect(r.stopped).toEqual([old.pid]);
+            expect(await pidAlive(old.pid!)).toBe(false);
+            sup.start();
+            await untilState(sup, 'connected', logger.events);
+            expect(await t.srv.pids()).toEqual([sup.status().pid]);
+            // Our own running openvpn is found the quick way as well.
+            expect(await findRunning(spec, fast)).toBe(sup.status().pid);
+          } finally {
+            await sup.stop();
+          }
+          expect(await findRunning(spec, fast)).toBeUndefined();
+        } finally {
+          if (await pidAlive(old.pid!)) {
+            const gone = new Promise<void>((r) => (old.exitCode === null && old.signalCode === null ? old.once('exit', () => r()) : r()));
+            process.kill(old.pid!, 'SIGKILL');
+            await gone;
+          }
         }
       });
     } finally {
