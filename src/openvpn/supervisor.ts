@@ -197,6 +197,18 @@ export function nextState(current: InstanceState, event: SupervisorEvent): Trans
   }
 }
 
+/**
+ * The wait before the next try to connect to a just-started openvpn's
+ * management socket, after `failed` failed tries: `firstMs`, doubling, at
+ * most `maxMs`. openvpn opens the socket some 20–40 ms after it starts (more
+ * on a loaded machine): short first waits find it soon after it appears, the
+ * cap keeps a slow start from costing a connect attempt every few ms. Pure.
+ */
+export function mgmtPollDelay(failed: number, firstMs: number, maxMs: number): number {
+  if (failed < 0 || !Number.isInteger(failed)) throw new RangeError(`mgmtPollDelay: failed must be a non-negative integer, got ${failed}`);
+  return Math.min(maxMs, firstMs * 2 ** Math.min(failed, 30));
+}
+
 /** The narrow process handle the supervisor needs (node's ChildProcess fits). */
 export interface SpawnedProcess {
   readonly pid?: number | undefined;
@@ -230,6 +242,11 @@ export interface SupervisorDeps {
   readonly killWaitMs: number;
   /** How long openvpn may take to open its management socket after spawn. */
   readonly mgmtConnectTimeoutMs: number;
+  /**
+   * Retry delays while waiting for that socket: the first after
+   * `mgmtFirstPollMs`, doubling up to `mgmtPollMs` (see mgmtPollDelay).
+   */
+  readonly mgmtFirstPollMs: number;
   readonly mgmtPollMs: number;
   /** Timeout of setup commands (state on, bytecount, hold release, status 3). */
   readonly commandTimeoutMs: number;
@@ -291,6 +308,7 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): Su
     graceMs: 5_000,
     killWaitMs: 5_000,
     mgmtConnectTimeoutMs: 15_000,
+    mgmtFirstPollMs: 5,
     mgmtPollMs: 100,
     commandTimeoutMs: 10_000,
     bytecountSeconds: 5,
@@ -715,7 +733,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   /**
-   * Waits for the socket (bounded), then `state on`, `bytecount N`,
+   * Waits for the socket (retrying with mgmtPollDelay, bounded by
+   * mgmtConnectTimeoutMs), then `state on`, `bytecount N`,
    * `hold off` (so openvpn's own restarts do not park in a hold again; see
    * ManagementClient.holdOff) and `hold release`.
    */
@@ -723,6 +742,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const deadline = this.deps.clock.now() + this.deps.mgmtConnectTimeoutMs;
     let mgmt: ManagementClient | undefined;
     let lastErr: MvpnError | undefined;
+    let failed = 0;
     while (mgmt === undefined) {
       if (this.run !== run || run.exited) return;
       try {
@@ -738,7 +758,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
           this.dispatch({ type: 'mgmt-failed', error: errorInfo(error) }, run);
           return;
         }
-        await this.sleep(this.deps.mgmtPollMs);
+        await this.sleep(mgmtPollDelay(failed++, this.deps.mgmtFirstPollMs, this.deps.mgmtPollMs));
       }
     }
     if (this.run !== run || run.exited) {

@@ -2,8 +2,10 @@
  * The Supervisor on real openvpn in network namespaces: a server-role and a
  * client-role instance, brought up, broken (kill -9, SIGSTOP) and stopped.
  */
-import { access } from 'node:fs/promises';
+import { access, chmod, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ManagementClient } from '../../src/openvpn/management.ts';
 import { Supervisor } from '../../src/openvpn/supervisor.ts';
 import { withLab } from '../helpers/netns.ts';
 import {
@@ -166,5 +168,43 @@ describe('Supervisor on real openvpn', () => {
       await untilState(server, 'connected', []);
       await untilState(client, 'connected', []);
     });
+  });
+
+  it('an openvpn slow to open its management socket (started 1.5 s late) is still connected to and released from its hold', async () => {
+    const tmp = await tmpDir('supslow');
+    try {
+      await withLab(async (lab) => {
+        const t = await tunnelLab(lab, tmp.path);
+        // `ip netns exec` execs the script, the script execs openvpn: the pid stays the same.
+        const slow = join(tmp.path, 'openvpn');
+        await writeFile(slow, '#!/bin/sh\nsleep 1.5\nexec /usr/sbin/openvpn "$@"\n');
+        await chmod(slow, 0o755);
+        const logger = recordingLogger();
+        let attempts = 0;
+        const server = new Supervisor(
+          { ...serverSpec(t), openvpnPath: slow },
+          {
+            ...fastDeps(t.srv, logger),
+            connectManagement: (path, opts) => {
+              attempts++;
+              return ManagementClient.connect(path, opts);
+            },
+          },
+        );
+        try {
+          server.start();
+          await untilState(server, 'connected', logger.events);
+          // The first tries found no socket; it connected after them, within the timeout.
+          expect(attempts).toBeGreaterThan(1);
+          expect(logger.events.filter((e) => e.kind === 'openvpn.mgmt-failed')).toEqual([]);
+          expect(server.status().restarts).toBe(0);
+          expect(await t.srv.pids()).toEqual([server.status().pid]);
+        } finally {
+          await server.stop();
+        }
+      });
+    } finally {
+      await tmp.remove();
+    }
   });
 });

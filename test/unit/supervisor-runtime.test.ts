@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { memoryLogger } from '../../src/log.ts';
 import type { OpenvpnEvent } from '../../src/openvpn/events.ts';
 import { ManagementClient } from '../../src/openvpn/management.ts';
-import { Supervisor, type InstanceSpec, type SpawnedProcess, type SupervisorDeps } from '../../src/openvpn/supervisor.ts';
+import { mgmtPollDelay, Supervisor, type InstanceSpec, type SpawnedProcess, type SupervisorDeps } from '../../src/openvpn/supervisor.ts';
 import { ManualClock } from '../../src/util/clock.ts';
 import type { ExecFn } from '../../src/util/exec.ts';
 import { defaultResponder, startFakeManagement, type FakeManagement, type Responder } from '../helpers/fake-management.ts';
@@ -342,6 +342,27 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.procs[0]!.signals[0]).toBe('SIGTERM');
   });
 
+  it('a management socket that appears late is still connected to: retries after 5, 10, 20, 40, 80 ms, then every mgmtPollMs', async () => {
+    const tries: number[] = [];
+    const h: Harness = await harness({
+      mgmtFirstPollMs: 5,
+      mgmtPollMs: 100,
+      mgmtConnectTimeoutMs: 2_000,
+      connectManagement: (_path, opts) => {
+        tries.push(h.clock.now());
+        // No socket for the first 8 tries (~455 ms), as with an openvpn slow to start.
+        return tries.length <= 8 ? Promise.reject(new Error('ENOENT')) : ManagementClient.connect(h.fake.path, opts);
+      },
+    });
+    h.sup.start();
+    await until(() => expect(h.procs).toHaveLength(1));
+    await advance(h.clock, 600, 1);
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(tries.slice(1).map((t, i) => t - tries[i]!)).toEqual([5, 10, 20, 40, 80, 100, 100, 100]);
+    expect(h.sup.status().restarts).toBe(0);
+    expect(h.fake.commands.slice(0, 4)).toEqual(['state on', 'bytecount 5', 'hold off', 'hold release']);
+  });
+
   it('connected without the expected address for 3 checks: degraded, then restarted (MVPN_OPENVPN_UNHEALTHY)', async () => {
     let present = true;
     const exec: ExecFn = async (...a) =>
@@ -427,5 +448,24 @@ describe('Supervisor with a ManualClock', () => {
     await until(() => expect(h.sup.status().state).toBe('connected'));
     await h.sup.stop();
     expect(seen).toEqual(['starting', 'connecting', 'connected', 'stopping', 'stopped']);
+  });
+});
+
+describe('mgmtPollDelay', () => {
+  it.each([
+    [0, 5, 100, 5],
+    [1, 5, 100, 10],
+    [3, 5, 100, 40],
+    [4, 5, 100, 80],
+    [5, 5, 100, 100],
+    [1_000, 5, 100, 100],
+    [0, 100, 100, 100],
+    [0, 200, 100, 100],
+  ])('after %i failed tries (first %i ms, max %i ms): %i ms', (failed, first, max, want) => {
+    expect(mgmtPollDelay(failed, first, max)).toBe(want);
+  });
+  it('rejects a negative or fractional count', () => {
+    expect(() => mgmtPollDelay(-1, 5, 100)).toThrow(RangeError);
+    expect(() => mgmtPollDelay(0.5, 5, 100)).toThrow(RangeError);
   });
 });
