@@ -128,19 +128,20 @@ export function plan(desired: Desired, actual: readonly ActualNetwork[], now: nu
     return sortById(out);
   }
 
-  const wanted = new Set<string>();
-  for (const d of desired.networks) {
-    wanted.add(d.id);
-    const a = byId.get(d.id) ?? { id: d.id, running: false, adminDown: false };
-    out.push(planOne(d, a, now));
-  }
-  for (const a of actual) {
-    if (!wanted.has(a.id) && (a.running || a.installed !== undefined)) out.push({ id: a.id, kind: 'stop-remove' });
-  }
+  for (const d of desired.networks) out.push(planNetwork(d, byId.get(d.id), now));
+  out.push(...planRemovals(desired.networks, actual));
   return sortById(out);
 }
 
-function planOne(d: DesiredNetwork, a: ActualNetwork, now: number): Action {
+/**
+ * The action for one network of the membership, given only its own actual
+ * state (undefined: nothing installed, nothing running). plan() is this for
+ * each network plus planRemovals; the reconcile also calls it on its own, as
+ * soon as that network's bundle is verified, so one network does not wait
+ * for the others. Pure.
+ */
+export function planNetwork(d: DesiredNetwork, actual: ActualNetwork | undefined, now: number): Action {
+  const a = actual ?? { id: d.id, running: false, adminDown: false };
   const b = d.bundle;
   switch (b.kind) {
     case 'installed':
@@ -159,6 +160,12 @@ function planOne(d: DesiredNetwork, a: ActualNetwork, now: number): Action {
       return { id: d.id, kind: 'replace-restart' };
     }
   }
+}
+
+/** Networks installed or running but no longer in the membership: stop and remove each. Pure. */
+export function planRemovals(wanted: readonly { readonly id: string }[], actual: readonly ActualNetwork[]): Action[] {
+  const ids = new Set(wanted.map((d) => d.id));
+  return sortById(actual.filter((a) => !ids.has(a.id) && (a.running || a.installed !== undefined)).map((a) => ({ id: a.id, kind: 'stop-remove' as const })));
 }
 
 /** No (usable) news for this network: run what is installed while it is valid. */

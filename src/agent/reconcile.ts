@@ -1,6 +1,6 @@
 /**
- * The reconcile executor: discovery → verification → plan (plan.ts, pure) →
- * actions, one network at a time.
+ * The reconcile executor: discovery → per network: verification → plan
+ * (plan.ts, pure) → action.
  *
  * Order of one reconcile, and why:
  * 1. `now` is fixed at the start: every expiry check of this update uses it.
@@ -12,8 +12,17 @@
  * 4. Bundles are fetched only for networks whose installed version or hash
  *    differs, each verified (verifyBundle) before anything touches disk.
  *    A failure is recorded for that network only.
- * 5. plan() decides per network; actions run in id order. An install that
- *    fails leaves the previous version running (install is atomic).
+ * 5. planNetwork() decides for each network from its own bundle and its own
+ *    actual state, so each network is installed and started as soon as its
+ *    own bundle is verified: up to BUNDLE_CONCURRENCY networks go through
+ *    steps 4–5 at once (fetches and fsyncs overlap, and the first openvpn
+ *    starts while later bundles are still being checked), instead of every
+ *    bundle being verified before the first network starts. Networks gone
+ *    from the membership are stopped and removed alongside. Operations on
+ *    one network never overlap (one pipeline per network, and NetworkRunner
+ *    serialises per network); different networks share nothing on disk or in
+ *    the runner. An install that fails leaves the previous version running
+ *    (install is atomic).
  *
  * Reconciles never overlap: a request while one runs is coalesced into one
  * more run after it (so a SIGHUP during a long fetch is not lost, and ten
@@ -34,7 +43,7 @@ import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
 import { loadIdentity, type Identity } from './identity.ts';
 import { deviceName, type NetworkRunner } from './networks.ts';
-import { bundlesToFetch, plan, type Action, type ActualNetwork, type BundleFacts, type Desired, type DesiredNetwork, type NetError } from './plan.ts';
+import { bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
 import { discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, type DocOrigin, type SourceDeps } from './sources.ts';
 import { saveMembership, type StoredMembership } from './state.ts';
 
@@ -61,6 +70,22 @@ export interface ReconcileResult {
 
 export function factsOf(manifest: Manifest, sha256: string): BundleFacts {
   return { version: manifest.version, sha256, files: { ...manifest.files } as Record<string, string>, expiresAt: Date.parse(manifest.expires) };
+}
+
+/** Networks fetched, verified, installed and started at once in one reconcile (see step 5 above). */
+export const BUNDLE_CONCURRENCY = 4;
+
+/** Runs `fn` on every item, at most `limit` at a time; resolves when all have finished. `fn` must not throw. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+function byId(x: Action, y: Action): number {
+  return x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
 }
 
 function netError(err: unknown): NetError {
@@ -197,7 +222,7 @@ export class Reconciler {
 
   private async once(reason: string): Promise<ReconcileResult> {
     const { clock, logger } = this.deps;
-    const { config, nodeId, anchor, runner } = this.ctx;
+    const { config, nodeId, anchor } = this.ctx;
     const startedAt = clock.now();
     const now = new Date(startedAt);
     logger.emit({ kind: 'reconcile.start', reason });
@@ -254,59 +279,60 @@ export class Reconciler {
         this.failures++;
       }
 
-      // 4. installed state and the bundles to fetch
+      // 4–5. installed state; then per network: its bundle if it changed, plan, act
       await this.refreshInstalled();
-      const verified = new Map<string, VerifiedBundle>();
-      let desired: Desired = { kind: 'unavailable' };
-      if (accepted !== undefined) {
+      let actions: Action[];
+      if (accepted === undefined) {
+        // Without a fresh document, earlier reasons (a rejected bundle) still hold: keep them.
+        actions = plan({ kind: 'unavailable' }, this.actualAll(), startedAt);
+        for (const a of actions) await this.apply(a, undefined, identity, false);
+      } else {
         const entries = accepted.m.doc.networks;
         const toFetch = new Set(bundlesToFetch(entries.map((n) => ({ id: n.id, version: n.bundle.version, sha256: n.bundle.sha256 })), this.installed));
         const sourceCa = this.caForOrigin(accepted.origin) ?? defaultCa;
-        const nets: DesiredNetwork[] = [];
-        for (const n of entries) {
-          const base = { id: n.id, version: n.bundle.version, sha256: n.bundle.sha256 };
-          if (!toFetch.has(n.id)) {
-            nets.push({ ...base, bundle: { kind: 'installed' } });
-            continue;
+        const origin = accepted.origin;
+        const done: Action[] = [];
+        const one = async (n: (typeof entries)[number]): Promise<void> => {
+          let bundle: FetchedBundle = { kind: 'installed' };
+          let vb: VerifiedBundle | undefined;
+          if (toFetch.has(n.id)) {
+            try {
+              const url = resolveBundleUrl(n.bundle.url, origin);
+              const bytes = await fetchBundleBytes(
+                url,
+                { size: n.bundle.size },
+                { http, limits: config.fetch, signal, ...(sourceCa === undefined ? {} : { ca: sourceCa }) },
+                this.deps.sourceDeps,
+              );
+              vb = await verifyBundle(bytes, {
+                anchor,
+                nodeId,
+                now,
+                expect: { network: n.id, version: n.bundle.version, sha256: n.bundle.sha256, size: n.bundle.size },
+                ...(identity ? { nodeKeyPem: identity.keyPem } : {}),
+              });
+              bundle = { kind: 'verified', facts: factsOf(vb.manifest, vb.sha256) };
+            } catch (err) {
+              const error = netError(err);
+              logger.emit({ kind: 'reconcile.rejected', network: n.id, code: error.code, message: error.message });
+              bundle = { kind: 'rejected', error };
+            }
           }
-          try {
-            const url = resolveBundleUrl(n.bundle.url, accepted.origin);
-            const bytes = await fetchBundleBytes(
-              url,
-              { size: n.bundle.size },
-              { http, limits: config.fetch, signal, ...(sourceCa === undefined ? {} : { ca: sourceCa }) },
-              this.deps.sourceDeps,
-            );
-            const vb = await verifyBundle(bytes, {
-              anchor,
-              nodeId,
-              now,
-              expect: { network: n.id, version: n.bundle.version, sha256: n.bundle.sha256, size: n.bundle.size },
-              ...(identity ? { nodeKeyPem: identity.keyPem } : {}),
-            });
-            verified.set(n.id, vb);
-            nets.push({ ...base, bundle: { kind: 'verified', facts: factsOf(vb.manifest, vb.sha256) } });
-          } catch (err) {
-            const error = netError(err);
-            logger.emit({ kind: 'reconcile.rejected', network: n.id, code: error.code, message: error.message });
-            nets.push({ ...base, bundle: { kind: 'rejected', error } });
-          }
-        }
-        desired = { kind: 'membership', networks: nets };
-      }
-
-      // 5. plan and act
-      const ids = new Set([...this.installed.keys(), ...runner.ids()]);
-      const actual: ActualNetwork[] = [...ids].map((id) => {
-        const inst = this.installed.get(id);
-        return { id, ...(inst ? { installed: factsOf(inst.manifest, inst.sha256) } : {}), running: runner.isRunning(id), adminDown: runner.isAdminDown(id) };
-      });
-      const actions = plan(desired, actual, startedAt);
-      // Without a fresh document, earlier reasons (a rejected bundle) still hold: keep them.
-      for (const a of actions) await this.apply(a, verified.get(a.id), identity, desired.kind === 'membership');
-      if (desired.kind === 'membership') {
+          const a = planNetwork({ id: n.id, version: n.bundle.version, sha256: n.bundle.sha256, bundle }, this.actualOf(n.id), startedAt);
+          done.push(a);
+          await this.apply(a, vb, identity, true);
+        };
+        const removals = planRemovals(entries, this.actualAll());
+        await Promise.all([
+          forEachLimited(entries, BUNDLE_CONCURRENCY, one),
+          ...removals.map(async (a) => {
+            done.push(a);
+            await this.apply(a, undefined, identity, true);
+          }),
+        ]);
+        actions = done.sort(byId);
         // Networks no longer in the membership keep no error.
-        const wanted = new Set(desired.networks.map((n) => n.id));
+        const wanted = new Set(entries.map((n) => n.id));
         for (const id of [...this.errors.keys()]) if (!wanted.has(id)) this.errors.delete(id);
       }
       const changes = actions.filter((a) => a.kind !== 'keep').length;
@@ -316,6 +342,17 @@ export class Reconciler {
     } finally {
       await http.close();
     }
+  }
+
+  /** What the planner needs of one network's actual state, as of now. */
+  private actualOf(id: string): ActualNetwork {
+    const { runner } = this.ctx;
+    const inst = this.installed.get(id);
+    return { id, ...(inst ? { installed: factsOf(inst.manifest, inst.sha256) } : {}), running: runner.isRunning(id), adminDown: runner.isAdminDown(id) };
+  }
+
+  private actualAll(): ActualNetwork[] {
+    return [...new Set([...this.installed.keys(), ...this.ctx.runner.ids()])].map((id) => this.actualOf(id));
   }
 
   private caForOrigin(origin: DocOrigin): string | undefined {

@@ -3,6 +3,8 @@ import {
   bundlesToFetch,
   onlyCrlChanged,
   plan,
+  planNetwork,
+  planRemovals,
   type ActualNetwork,
   type BundleFacts,
   type Desired,
@@ -99,6 +101,15 @@ describe('reconcile plan', () => {
   it('reports an expired cached bundle as MVPN_BUNDLE_EXPIRED', () => {
     const [a] = plan({ kind: 'unavailable' }, [installed('a', facts(1, { expiresAt: NOW }))], NOW);
     expect(a).toMatchObject({ kind: 'stop', error: { code: 'MVPN_BUNDLE_EXPIRED' } });
+  });
+
+  // The reconcile plans each network on its own as soon as its bundle is
+  // verified: that must decide exactly what the whole plan decides.
+  it.each(table.filter(([, d]) => d.kind === 'membership'))('per network, the same as the whole plan: %s', (_name, desired, actual) => {
+    if (desired.kind !== 'membership') return;
+    const byId = new Map(actual.map((a) => [a.id, a]));
+    const each = [...desired.networks.map((d) => planNetwork(d, byId.get(d.id), NOW)), ...planRemovals(desired.networks, actual)];
+    expect(each.sort((x, y) => (x.id < y.id ? -1 : 1))).toEqual(plan(desired, actual, NOW));
   });
 
   it('returns actions sorted by network id', () => {
