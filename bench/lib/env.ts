@@ -22,7 +22,12 @@ import { join, resolve } from 'node:path';
 import { assertLabAddress, Lab, removeNamespaces, namespacesWithPrefix, type Netns } from '../../src/netns/lab.ts';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
-export const BIN = join(ROOT, 'dist/mvpn-client');
+/**
+ * The executable measured: dist/mvpn-client, or MVPN_BENCH_BIN (a build of a
+ * given commit made apart from the shared dist/, e.g. to compare before and
+ * after a change while someone else rebuilds dist/).
+ */
+export const BIN = process.env['MVPN_BENCH_BIN'] ? resolve(process.env['MVPN_BENCH_BIN']) : join(ROOT, 'dist/mvpn-client');
 export const NODE = join(ROOT, 'node_modules/.bin/node');
 export const OPENVPN = '/usr/sbin/openvpn';
 
