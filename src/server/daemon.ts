@@ -44,6 +44,7 @@ import { signingKeyFromPem } from '../bundle/sign.ts';
 import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, isAlive, readCmdline, runtimePaths } from '../openvpn/process.ts';
+import { checkBuildFingerprint } from './build-fingerprint.ts';
 import { Supervisor, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
@@ -207,6 +208,9 @@ export class ServerDaemon {
       await claimRuntimeDir(config.runtime_dir);
       daemon.claimed = true;
       await cleanupLeftovers(config.runtime_dir, { ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}) });
+      // Before the first document is served: an upgraded build must not re-sign a serial nodes already hold.
+      const fp = await checkBuildFingerprint(ctx);
+      if (fp.bumped > 0) logger.emit({ kind: 'server.documents-renewed', nodes: fp.bumped, reason: fp.previous === null ? 'first-start' : 'build-changed' });
       const { host, port } = parseListen(config.listen);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);

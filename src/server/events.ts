@@ -7,6 +7,7 @@ import type { Formatters } from '../log.ts';
 export type ServerEvent =
   | { readonly kind: 'server.started'; readonly listen: string; readonly networks: number }
   | { readonly kind: 'server.ready'; readonly status: string }
+  | { readonly kind: 'server.documents-renewed'; readonly nodes: number; readonly reason: 'first-start' | 'build-changed' }
   | { readonly kind: 'server.stopping'; readonly reason: string }
   | { readonly kind: 'server.stopped' }
   | { readonly kind: 'server.reconcile'; readonly cause: string; readonly up: readonly string[]; readonly stopped: readonly string[] }
@@ -27,6 +28,10 @@ export type ServerEvent =
   | { readonly kind: 'api.client-error'; readonly message: string };
 
 export const serverFormatters: Formatters<ServerEvent> = {
+  'server.documents-renewed': (e) => ({
+    level: 'notice',
+    text: `server: ${e.nodes} node document(s) moved to a new serial (${e.reason === 'first-start' ? 'first start of this build check' : 'this build makes documents differently from the last one'}), so no serial names two different documents`,
+  }),
   'server.started': (e) => ({ level: 'notice', text: `server: HTTPS API listening on ${e.listen}; ${e.networks} network(s) in the store` }),
   'server.ready': (e) => ({ level: 'notice', text: `server: ready (${e.status})` }),
   'server.stopping': (e) => ({ level: 'notice', text: `server: stopping (${e.reason})` }),
