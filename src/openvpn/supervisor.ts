@@ -23,6 +23,10 @@
  *   never while another openvpn (a leftover of a crashed previous run, or a
  *   second Supervisor in this process) holds the same pid file or
  *   management socket: the network never runs twice.
+ * - After a spawn the management socket is tried at once, then after 5, 10,
+ *   20, 40, 80 ms and every 100 ms (mgmtPollDelay) until
+ *   mgmtConnectTimeoutMs: openvpn opens it ~20–40 ms after it starts, and
+ *   every start (boot, crash, restart) waits on it.
  * - Restarts back off exponentially with jitter per instance; the attempt
  *   counter resets after the instance stayed connected for `stableMs`.
  * - Health (health.ts) runs every `health.intervalMs` while the process is
