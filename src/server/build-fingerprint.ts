@@ -80,15 +80,26 @@ const MEMBERSHIP: MembershipRecord = {
   addedAt: T0,
 };
 
-/** This build's fingerprint: sha256 of the canary bundle and document (hex). */
+/** The L3 shape of the same network, with a node of its own remotes. */
+const TUN_NETWORK: NetworkRecord = { ...NETWORK, id: 'canary-tun', name: 'canary-tun', devType: 'tun', proto: 'tcp', port: 443, subnet: '198.19.1.0/24' };
+const TUN_MEMBERSHIP: MembershipRecord = { ...MEMBERSHIP, network: 'canary-tun', address: '198.19.1.9', remotes: [{ host: '203.0.113.5', port: 8443 }] };
+
+/** This build's fingerprint: sha256 of the canary bundles (tap, tun, central key) and document (hex). */
 export async function buildFingerprint(): Promise<string> {
   const key = canaryKey();
-  const bundle = await buildNodeBundle(key, NETWORK, MEMBERSHIP);
+  const tap = await buildNodeBundle(key, NETWORK, MEMBERSHIP);
+  const tun = await buildNodeBundle(key, TUN_NETWORK, TUN_MEMBERSHIP);
+  const central = await buildNodeBundle(key, NETWORK, { ...MEMBERSHIP, keyOrigin: 'central' }, pem('PRIVATE KEY'));
   const doc = signMembership(
-    membershipDoc({ id: MEMBERSHIP.node, docSerial: 1, docIssuedAt: T0, docExpiresAt: T0 + 86_400_000 }, [{ net: NETWORK, m: MEMBERSHIP, bundle }]),
+    membershipDoc({ id: MEMBERSHIP.node, docSerial: 1, docIssuedAt: T0, docExpiresAt: T0 + 86_400_000 }, [
+      { net: NETWORK, m: MEMBERSHIP, bundle: tap },
+      { net: TUN_NETWORK, m: TUN_MEMBERSHIP, bundle: tun },
+    ]),
     key,
   );
-  return createHash('sha256').update(bundle.bytes).update(doc).digest('hex');
+  const h = createHash('sha256');
+  for (const part of [tap.bytes, tun.bytes, central.bytes, doc]) h.update(part);
+  return h.digest('hex');
 }
 
 export interface FingerprintCheck {
