@@ -47,6 +47,13 @@ async function processesNaming(marker: string): Promise<string[]> {
 
 const demoId = (stderr: string): string => /demo ([0-9a-f]{6}): namespaces/.exec(stderr)?.[1] ?? 'unknown';
 
+/** After a demo that tore down: none of its namespaces, files or processes. */
+async function expectNothingLeft(stderr: string): Promise<void> {
+  expect(await namespacesWithPrefix(`mvd-${demoId(stderr)}-`)).toEqual([]);
+  expect(await readdir(dir.path)).toEqual([]);
+  expect(await processesNaming(dir.path)).toEqual([]);
+}
+
 describe('mvpn-client demo (built binary)', () => {
   beforeAll(async () => {
     bin = builtBinary();
@@ -70,10 +77,7 @@ describe('mvpn-client demo (built binary)', () => {
     expect(r.stdout).toMatch(/^b1 +planned b at 198\.18\.1\.1 +in use 198\.18\.1\.1:\d+ +as planned$/m);
     expect(r.stdout.match(/ as planned$/gm)).toHaveLength(6);
     expect(r.stdout).toMatch(/== broadcast: a1 pings 198\.19\.0\.255 on the VPN; answered by 5\/5: /);
-    const id = demoId(r.stderr);
-    expect(await namespacesWithPrefix(`mvd-${id}-`)).toEqual([]);
-    expect(await readdir(dir.path)).toEqual([]);
-    expect(await processesNaming(dir.path)).toEqual([]);
+    await expectNothingLeft(r.stderr);
   }, 600_000);
 
   it('demo --federated: private testbeds b and c, a server on each ops host joined by a link, as planned; 30/30; nothing left behind', async () => {
@@ -93,10 +97,7 @@ describe('mvpn-client demo (built binary)', () => {
     // a broadcast from a node behind b reaches all five others, three of them behind c
     expect(r.stdout).toMatch(/== broadcast: b1 pings 198\.19\.0\.255 on the VPN; answered by 5\/5: b2 b3 c1 c2 c3\n/);
     expect(r.stdout).toContain('RESULT: OK: 6/6 nodes connected as planned');
-    const id = demoId(r.stderr);
-    expect(await namespacesWithPrefix(`mvd-${id}-`)).toEqual([]);
-    expect(await readdir(dir.path)).toEqual([]);
-    expect(await processesNaming(dir.path)).toEqual([]);
+    await expectNothingLeft(r.stderr);
   }, 600_000);
 
   it('demo --keep leaves it running with commands to look around; demo down removes everything', async () => {

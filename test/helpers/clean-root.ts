@@ -64,7 +64,7 @@ export function cachedRootPath(opts: CleanRootOptions = {}): string {
   return join(cacheDir(opts), `rootfs-${release}-${arch()}-minbase+${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}.tar`);
 }
 
-async function exists(p: string): Promise<boolean> {
+export async function exists(p: string): Promise<boolean> {
   try {
     await stat(p);
     return true;

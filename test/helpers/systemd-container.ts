@@ -32,7 +32,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, readdir, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanRoot, type CleanRoot } from './clean-root.ts';
+import { cleanRoot, exists, type CleanRoot } from './clean-root.ts';
 import { sh, waitFor, type ExecResult } from './netns.ts';
 import { runId } from './run-id.ts';
 
@@ -74,14 +74,6 @@ export interface SystemdContainer {
   stop(): Promise<void>;
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** The cgroup directories (one per hierarchy systemd uses) a non-systemd host gets for `name`. */
 async function cgroupDirs(name: string): Promise<string[]> {
