@@ -95,6 +95,16 @@ export async function makeServer(opts: { label?: string; address?: string; liste
   };
 }
 
+/** `fn` with a ServerContext on the state directory, closed afterwards whatever happens. */
+export async function withContext<T>(stateDir: string, fn: (ctx: ServerContext) => Promise<T>): Promise<T> {
+  const ctx = await openContext(stateDir);
+  try {
+    return await fn(ctx);
+  } finally {
+    ctx.close();
+  }
+}
+
 /** A ServerContext on a state directory (its own store connection; close it). */
 export async function openContext(stateDir: string, now?: () => number): Promise<ServerContext & { close(): void }> {
   const { config, paths } = await loadServerConfig(stateDir);

@@ -16,7 +16,7 @@ import { certMatchesKey } from '../../src/pki/verify.ts';
 import { ipToInt, parseCidr } from '../../src/server/alloc.ts';
 import { exportNode, exportNodes } from '../../src/server/ops/export.ts';
 import { addNode, addNodes, removeNode } from '../../src/server/ops/nodes.ts';
-import { cli, makeServer, openContext, type TestServer } from '../helpers/server-fixtures.ts';
+import { cli, makeServer, openContext, withContext, type TestServer } from '../helpers/server-fixtures.ts';
 
 interface MemberView {
   node: string;
@@ -77,104 +77,95 @@ describe('bulk node add and export', () => {
   afterAll(async () => s.remove());
 
   it('a batch gets the same addresses, states and versions rules as the same adds one by one', async () => {
-    const ctx = await openContext(s.stateDir);
-    try {
-      // Same history in both networks: x2 held an address and left (returning nodes get it back).
-      for (const net of ['one', 'many']) {
-        for (const node of ['x1', 'x2', 'x3']) await addNode(ctx, { node, network: net });
-        await removeNode(ctx, 'x2', net);
-      }
-      const inputs = (net: string) => [
-        { node: 'y1', network: net },
-        { node: 'x2', network: net },
-        { node: 'y2', network: net, address: net === 'one' ? '198.19.10.77' : '198.19.11.77' },
-        { node: 'y3', network: net, remotes: ['192.0.2.7:1300'] },
-      ];
-      const single = [];
-      for (const i of inputs('one')) single.push(await addNode(ctx, i));
-      const batch = await addNodes(ctx, inputs('many'));
-
-      expect(batch.map((m) => m.node)).toEqual(['y1', 'x2', 'y2', 'y3']);
-      expect(batch.map((m) => offset(m.address, '198.19.11.0/24'))).toEqual(single.map((m) => offset(m.address, '198.19.10.0/24')));
-      expect(batch.map((m) => offset(m.address, '198.19.11.0/24'))).toEqual([5, 3, 77, 6]);
-      expect(batch.map((m) => [m.certPem, m.keyOrigin, m.revoked, m.remotes ?? null])).toEqual(
-        single.map((m) => [m.certPem, m.keyOrigin, m.revoked, m.remotes ?? null]),
-      );
-      // One transaction, one sequence number: every membership of the batch has the same, new, bundle version.
-      expect(new Set(batch.map((m) => m.bundleVersion)).size).toBe(1);
-      expect(batch[0]!.bundleVersion).toBeGreaterThan(Math.max(...single.map((m) => m.bundleVersion)));
-      // Each one has its own tls-crypt-v2 client key.
-      expect(new Set(batch.map((m) => m.tlsCryptV2ClientKey)).size).toBe(4);
-    } finally {
-      ctx.close();
+    await withContext(s.stateDir, async (ctx) => {
+    // Same history in both networks: x2 held an address and left (returning nodes get it back).
+    for (const net of ['one', 'many']) {
+      for (const node of ['x1', 'x2', 'x3']) await addNode(ctx, { node, network: net });
+      await removeNode(ctx, 'x2', net);
     }
+    const inputs = (net: string) => [
+      { node: 'y1', network: net },
+      { node: 'x2', network: net },
+      { node: 'y2', network: net, address: net === 'one' ? '198.19.10.77' : '198.19.11.77' },
+      { node: 'y3', network: net, remotes: ['192.0.2.7:1300'] },
+    ];
+    const single = [];
+    for (const i of inputs('one')) single.push(await addNode(ctx, i));
+    const batch = await addNodes(ctx, inputs('many'));
+
+    expect(batch.map((m) => m.node)).toEqual(['y1', 'x2', 'y2', 'y3']);
+    expect(batch.map((m) => offset(m.address, '198.19.11.0/24'))).toEqual(single.map((m) => offset(m.address, '198.19.10.0/24')));
+    expect(batch.map((m) => offset(m.address, '198.19.11.0/24'))).toEqual([5, 3, 77, 6]);
+    expect(batch.map((m) => [m.certPem, m.keyOrigin, m.revoked, m.remotes ?? null])).toEqual(
+      single.map((m) => [m.certPem, m.keyOrigin, m.revoked, m.remotes ?? null]),
+    );
+    // One transaction, one sequence number: every membership of the batch has the same, new, bundle version.
+    expect(new Set(batch.map((m) => m.bundleVersion)).size).toBe(1);
+    expect(batch[0]!.bundleVersion).toBeGreaterThan(Math.max(...single.map((m) => m.bundleVersion)));
+    // Each one has its own tls-crypt-v2 client key.
+    expect(new Set(batch.map((m) => m.tlsCryptV2ClientKey)).size).toBe(4);
+    });
   });
 
   it('bulk export: every bundle and document verifies for its own node, like a single export', async () => {
-    const ctx = await openContext(s.stateDir);
-    try {
-      const key = signingKeyFromPem(await readFile(join(s.stateDir, 'signing.key'), 'utf8'));
-      const dir = join(s.dir, 'bulk-api');
-      await mkdir(dir);
-      const one = await exportNode(ctx, key, 'y1', 'one', join(dir, 'single-y1.tar.gz'));
-      const nodes = ['y1', 'x2', 'y2', 'y3'];
-      const rs = await exportNodes(
-        ctx,
-        key,
-        nodes.map((node) => ({ node, network: 'many', outFile: join(dir, `${node}.tar.gz`) })),
-      );
-      expect(rs.map((r) => r.node)).toEqual(nodes);
-      // Each exported document has its own serial, like one export after the other.
-      expect(new Set(rs.map((r) => r.serial)).size).toBe(nodes.length);
-      const singleBundle = await verifyBundle(await readFile(one.bundlePath), { anchor, nodeId: 'y1', now: new Date() });
-      for (const r of rs) {
-        const bytes = await readFile(r.bundlePath);
-        const b = await verifyBundle(bytes, { anchor, nodeId: r.node, now: new Date() });
-        const m = ctx.store.read((tx) => tx.getMembership('many', r.node)!);
-        expect(b.manifest).toMatchObject({ node: r.node, network: 'many', key_origin: 'central', version: r.version });
-        expect([...b.files.keys()].sort()).toEqual([...singleBundle.files.keys()].sort());
-        expect(b.spec.address.ipv4).toBe(`${m.address}/24`);
-        expect(b.spec.remotes).toEqual(r.node === 'y3' ? [{ host: '192.0.2.7', port: 1300 }] : [{ host: '198.18.0.1', port: b.spec.remotes[0]!.port }]);
-        expect(norm(m.certSerial!)).toBe(norm(r.certSerial));
-        expect(await certMatchesKey(b.files.get('node.crt')!.toString(), b.files.get('node.key')!.toString())).toBe(true);
-        expect((await stat(r.bundlePath)).mode & 0o777).toBe(0o600);
-        const doc = verifyMembership(await readFile(r.membershipPath), { anchor, nodeId: r.node, now: new Date() });
-        expect(doc.doc.serial).toBe(r.serial);
-        expect(doc.doc.networks).toEqual([{ id: 'many', name: 'many', bundle: { version: r.version, sha256: b.sha256, size: bytes.length, url: `${r.node}.tar.gz` } }]);
-      }
-      // No temporaries left behind.
-      expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
-    } finally {
-      ctx.close();
+    await withContext(s.stateDir, async (ctx) => {
+    const key = signingKeyFromPem(await readFile(join(s.stateDir, 'signing.key'), 'utf8'));
+    const dir = join(s.dir, 'bulk-api');
+    await mkdir(dir);
+    const one = await exportNode(ctx, key, 'y1', 'one', join(dir, 'single-y1.tar.gz'));
+    const nodes = ['y1', 'x2', 'y2', 'y3'];
+    const rs = await exportNodes(
+      ctx,
+      key,
+      nodes.map((node) => ({ node, network: 'many', outFile: join(dir, `${node}.tar.gz`) })),
+    );
+    expect(rs.map((r) => r.node)).toEqual(nodes);
+    // Each exported document has its own serial, like one export after the other.
+    expect(new Set(rs.map((r) => r.serial)).size).toBe(nodes.length);
+    const singleBundle = await verifyBundle(await readFile(one.bundlePath), { anchor, nodeId: 'y1', now: new Date() });
+    for (const r of rs) {
+      const bytes = await readFile(r.bundlePath);
+      const b = await verifyBundle(bytes, { anchor, nodeId: r.node, now: new Date() });
+      const m = ctx.store.read((tx) => tx.getMembership('many', r.node)!);
+      expect(b.manifest).toMatchObject({ node: r.node, network: 'many', key_origin: 'central', version: r.version });
+      expect([...b.files.keys()].sort()).toEqual([...singleBundle.files.keys()].sort());
+      expect(b.spec.address.ipv4).toBe(`${m.address}/24`);
+      expect(b.spec.remotes).toEqual(r.node === 'y3' ? [{ host: '192.0.2.7', port: 1300 }] : [{ host: '198.18.0.1', port: b.spec.remotes[0]!.port }]);
+      expect(norm(m.certSerial!)).toBe(norm(r.certSerial));
+      expect(await certMatchesKey(b.files.get('node.crt')!.toString(), b.files.get('node.key')!.toString())).toBe(true);
+      expect((await stat(r.bundlePath)).mode & 0o777).toBe(0o600);
+      const doc = verifyMembership(await readFile(r.membershipPath), { anchor, nodeId: r.node, now: new Date() });
+      expect(doc.doc.serial).toBe(r.serial);
+      expect(doc.doc.networks).toEqual([{ id: 'many', name: 'many', bundle: { version: r.version, sha256: b.sha256, size: bytes.length, url: `${r.node}.tar.gz` } }]);
     }
+    // No temporaries left behind.
+    expect((await readdir(dir)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    });
   });
 
   it('re-exporting a batch puts every superseded certificate on ONE new CRL', async () => {
-    const ctx = await openContext(s.stateDir);
-    try {
-      const key = signingKeyFromPem(await readFile(join(s.stateDir, 'signing.key'), 'utf8'));
-      const before = ctx.store.read((tx) => ({ net: tx.getNetwork('many')!, ms: tx.listMemberships({ network: 'many' }) }));
-      const dir = join(s.dir, 'bulk-again');
-      await mkdir(dir);
-      const rs = await exportNodes(
-        ctx,
-        key,
-        before.ms.map((m) => ({ node: m.node, network: 'many', outFile: join(dir, `${m.node}.tar.gz`) })),
-      );
-      const after = ctx.store.read((tx) => tx.getNetwork('many')!);
-      expect(after.crlNumber).toBe(before.net.crlNumber + 1);
-      const crl = await checkCrl({ crlPem: after.crlPem, caCertPem: after.caCertPem, now: new Date() });
-      const revoked = new Set(crl.revokedSerials.map(norm));
-      for (const m of before.ms) if (m.certSerial) expect(revoked.has(norm(m.certSerial)), m.node).toBe(true);
-      for (const r of rs) {
-        expect(revoked.has(norm(r.certSerial))).toBe(false);
-        const b = await verifyBundle(await readFile(r.bundlePath), { anchor, nodeId: r.node, now: new Date() });
-        expect(b.files.get('crl.pem')!.toString()).toBe(after.crlPem);
-        expect(r.version).toBeGreaterThan(before.ms.find((m) => m.node === r.node)!.bundleVersion);
-      }
-    } finally {
-      ctx.close();
+    await withContext(s.stateDir, async (ctx) => {
+    const key = signingKeyFromPem(await readFile(join(s.stateDir, 'signing.key'), 'utf8'));
+    const before = ctx.store.read((tx) => ({ net: tx.getNetwork('many')!, ms: tx.listMemberships({ network: 'many' }) }));
+    const dir = join(s.dir, 'bulk-again');
+    await mkdir(dir);
+    const rs = await exportNodes(
+      ctx,
+      key,
+      before.ms.map((m) => ({ node: m.node, network: 'many', outFile: join(dir, `${m.node}.tar.gz`) })),
+    );
+    const after = ctx.store.read((tx) => tx.getNetwork('many')!);
+    expect(after.crlNumber).toBe(before.net.crlNumber + 1);
+    const crl = await checkCrl({ crlPem: after.crlPem, caCertPem: after.caCertPem, now: new Date() });
+    const revoked = new Set(crl.revokedSerials.map(norm));
+    for (const m of before.ms) if (m.certSerial) expect(revoked.has(norm(m.certSerial)), m.node).toBe(true);
+    for (const r of rs) {
+      expect(revoked.has(norm(r.certSerial))).toBe(false);
+      const b = await verifyBundle(await readFile(r.bundlePath), { anchor, nodeId: r.node, now: new Date() });
+      expect(b.files.get('crl.pem')!.toString()).toBe(after.crlPem);
+      expect(r.version).toBeGreaterThan(before.ms.find((m) => m.node === r.node)!.bundleVersion);
     }
+    });
   });
 
   it('CLI: node add with several ids and export --all --out-dir print JSON arrays', async () => {
@@ -258,47 +249,41 @@ describe('bulk node add and export', () => {
   });
 
   it('an export batch with one revoked or unknown node records nothing and writes no file', async () => {
-    const ctx = await openContext(s.stateDir);
-    try {
-      await s.run(['node', 'revoke', 't3', '--network', 'tiny']);
-      const before = ctx.store.read((tx) => ({ net: tx.getNetwork('tiny')!, ms: tx.listMemberships({ network: 'tiny' }) }));
-      const dir = join(s.dir, 'tiny-out');
-      for (const [nodes, code, text] of [
-        [['t1', 't2', 't3', 't4'], 'MVPN_STORE_CONFLICT', 'node t3 is revoked in network tiny'],
-        [['t1', 'ghost', 't2'], 'MVPN_NOT_FOUND', 'node ghost is not in network tiny'],
-      ] as const) {
-        const r = await cli(['server', 'export', ...nodes, '--network', 'tiny', '--out-dir', dir, '--state-dir', s.stateDir, '--json']);
-        expect(r.json<{ error: { code: string } }>().error.code).toBe(code);
-        expect(r.err).toContain(text);
-      }
-      // --all leaves the revoked node out and exports the rest.
-      const all = await s.json<ExportView[]>(['export', '--all', '--network', 'tiny', '--out-dir', join(s.dir, 'tiny-all')]);
-      expect(all.map((r) => r.node)).toEqual(['t1', 't2', 't4', 't5']);
-      const after = ctx.store.read((tx) => tx.getNetwork('tiny')!);
-      // Nothing recorded by the failed calls: the --all export was the first to touch these memberships' certificates.
-      expect(before.ms.every((m) => m.certSerial === null)).toBe(true);
-      expect(after.crlNumber).toBe(before.net.crlNumber);
-      expect((await readdir(dir).catch(() => [])).length).toBe(0);
-    } finally {
-      ctx.close();
+    await withContext(s.stateDir, async (ctx) => {
+    await s.run(['node', 'revoke', 't3', '--network', 'tiny']);
+    const before = ctx.store.read((tx) => ({ net: tx.getNetwork('tiny')!, ms: tx.listMemberships({ network: 'tiny' }) }));
+    const dir = join(s.dir, 'tiny-out');
+    for (const [nodes, code, text] of [
+      [['t1', 't2', 't3', 't4'], 'MVPN_STORE_CONFLICT', 'node t3 is revoked in network tiny'],
+      [['t1', 'ghost', 't2'], 'MVPN_NOT_FOUND', 'node ghost is not in network tiny'],
+    ] as const) {
+      const r = await cli(['server', 'export', ...nodes, '--network', 'tiny', '--out-dir', dir, '--state-dir', s.stateDir, '--json']);
+      expect(r.json<{ error: { code: string } }>().error.code).toBe(code);
+      expect(r.err).toContain(text);
     }
+    // --all leaves the revoked node out and exports the rest.
+    const all = await s.json<ExportView[]>(['export', '--all', '--network', 'tiny', '--out-dir', join(s.dir, 'tiny-all')]);
+    expect(all.map((r) => r.node)).toEqual(['t1', 't2', 't4', 't5']);
+    const after = ctx.store.read((tx) => tx.getNetwork('tiny')!);
+    // Nothing recorded by the failed calls: the --all export was the first to touch these memberships' certificates.
+    expect(before.ms.every((m) => m.certSerial === null)).toBe(true);
+    expect(after.crlNumber).toBe(before.net.crlNumber);
+    expect((await readdir(dir).catch(() => [])).length).toBe(0);
+    });
   });
 
   it('a directory in place of one output file fails the batch before anything is recorded', async () => {
-    const ctx = await openContext(s.stateDir);
-    try {
-      const key = signingKeyFromPem(await readFile(join(s.stateDir, 'signing.key'), 'utf8'));
-      const dir = join(s.dir, 'blocked');
-      await mkdir(join(dir, 'c2.tar.gz'), { recursive: true });
-      const before = ctx.store.read((tx) => tx.listMemberships({ network: 'cli' }).map((m) => m.certSerial));
-      const err = await errorOf(exportNodes(ctx, key, ['c1', 'c2'].map((node) => ({ node, network: 'cli', outFile: join(dir, `${node}.tar.gz`) }))));
-      expect(err).toMatchObject({ code: 'MVPN_USAGE' });
-      expect(err.message).toContain('c2.tar.gz is a directory');
-      expect(ctx.store.read((tx) => tx.listMemberships({ network: 'cli' }).map((m) => m.certSerial))).toEqual(before);
-      expect(await readdir(dir)).toEqual(['c2.tar.gz']);
-    } finally {
-      ctx.close();
-    }
+    await withContext(s.stateDir, async (ctx) => {
+    const key = signingKeyFromPem(await readFile(join(s.stateDir, 'signing.key'), 'utf8'));
+    const dir = join(s.dir, 'blocked');
+    await mkdir(join(dir, 'c2.tar.gz'), { recursive: true });
+    const before = ctx.store.read((tx) => tx.listMemberships({ network: 'cli' }).map((m) => m.certSerial));
+    const err = await errorOf(exportNodes(ctx, key, ['c1', 'c2'].map((node) => ({ node, network: 'cli', outFile: join(dir, `${node}.tar.gz`) }))));
+    expect(err).toMatchObject({ code: 'MVPN_USAGE' });
+    expect(err.message).toContain('c2.tar.gz is a directory');
+    expect(ctx.store.read((tx) => tx.listMemberships({ network: 'cli' }).map((m) => m.certSerial))).toEqual(before);
+    expect(await readdir(dir)).toEqual(['c2.tar.gz']);
+    });
   });
 
   it('two overlapping batches at once on separate connections: one wins whole, the other adds nothing', async () => {
