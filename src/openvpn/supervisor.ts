@@ -336,6 +336,8 @@ interface Run {
   fatal: string | undefined;
   /** `>STATE:` notifications received so far (see pollState). */
   stateEvents: number;
+  /** The state named by the latest `>STATE:` notification. */
+  lastNotified: string | undefined;
 }
 
 const OUTPUT_KEEP = 20;
@@ -621,7 +623,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     let onExit: () => void = () => undefined;
     const exit = new Promise<void>((resolve) => (onExit = resolve));
-    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, stateEvents: 0 };
+    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, stateEvents: 0, lastNotified: undefined };
     this.run = run;
     this.captureOutput(run, child.stdout);
     this.captureOutput(run, child.stderr);
@@ -795,6 +797,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     this.deps.logger.emit({ kind: 'openvpn.mgmt-connected', id: this.spec.id, socket: this.spec.mgmtSocket });
     mgmt.on('state', (st) => {
       run.stateEvents++;
+      run.lastNotified = st.name;
       this.onOpenvpnState(run, st);
     });
     mgmt.on('bytecount', (b) => {
@@ -868,6 +871,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     const policy = this.deps.health;
     let mgmtResult: 'ok' | 'timeout' | 'unavailable' = 'ok';
     let openvpnState: string | undefined;
+    let seenBefore: number | undefined;
     let mgmt = run.mgmt;
     if (mgmt === undefined || mgmt.isClosed) {
       // Lost (e.g. closed after a timeout): reconnect and re-enable notifications.
@@ -890,6 +894,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       try {
         const polled = await this.pollState(run, mgmt, policy.mgmtTimeoutMs);
         openvpnState = polled.st.name;
+        seenBefore = polled.seenBefore;
         this.onPolledState(run, polled);
       } catch (e) {
         mgmtResult = toMvpnError(e).code === 'MVPN_MGMT_TIMEOUT' ? 'timeout' : 'unavailable';
@@ -908,6 +913,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (this.run !== run || !this.healthActive) return;
     const device = await readDevice(this.deps.exec, this.spec.dev, policy.mgmtTimeoutMs);
     if (this.run !== run || !this.healthActive) return;
+    // A notification that came after the query (while the reply or `ip` was
+    // awaited) is newer than the reply: judge by it, or a network that just
+    // connected would be sent back to connecting until the next check.
+    if (seenBefore !== undefined && run.stateEvents !== seenBefore && run.lastNotified !== undefined) openvpnState = run.lastNotified;
 
     const result = assessHealth(
       { mgmt: mgmtResult, ...(openvpnState === undefined ? {} : { openvpnState }), device, bytesIn: this.bytesIn, bytesOut: this.bytesOut },

@@ -421,6 +421,47 @@ describe('Supervisor with a ManualClock', () => {
     expect(transitions).toEqual(['stopped->starting', 'starting->connecting', 'connecting->connected']);
   });
 
+  it('a health check whose state reply a >STATE: CONNECTED overtook while `ip` ran does not send the network back to connecting', async () => {
+    // Seen in bench/recovery.ts after a server restart: the check asked
+    // `state` while openvpn reconnected (WAIT), CONNECTED arrived while the
+    // check ran `ip`, and the stale WAIT then made it "connecting" for a
+    // whole health interval.
+    let reconnecting = false;
+    let race = false;
+    const responder: Responder = (cmd, peer) =>
+      cmd === 'state' && reconnecting ? ['1700000002,WAIT,,,,,,', 'END'] : defaultResponder(cmd, peer);
+    const h: Harness = await harness(
+      {
+        health: { intervalMs: 1_000, mgmtTimeoutMs: 300, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 },
+        exec: async (cmd, args, opts) => {
+          if (race) {
+            race = false;
+            reconnecting = false;
+            h.fake.broadcast('>STATE:1700000003,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+            await until(() => expect(h.sup.status().state).toBe('connected'));
+          }
+          return ipOk(cmd, args, opts);
+        },
+      },
+      {},
+      responder,
+    );
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    reconnecting = true;
+    h.fake.broadcast('>STATE:1700000001,RECONNECTING,ping-restart,,,,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connecting'));
+    race = true;
+    await advance(h.clock, 1_000, 1_000);
+    await until(() => expect(race).toBe(false));
+    // Let the check finish, then look at every transition it made.
+    await until(() => expect(h.logger.events.filter((e) => e.kind === 'openvpn.health')).not.toHaveLength(0));
+    await new Promise((r) => setTimeout(r, 100));
+    const transitions = h.logger.events.filter((e) => e.kind === 'openvpn.transition').map((e) => `${e.from}->${e.to}`);
+    expect(transitions).toEqual(['stopped->starting', 'starting->connecting', 'connecting->connected', 'connected->connecting', 'connecting->connected']);
+    expect(h.sup.status().state).toBe('connected');
+  });
+
   it('openvpn reconnecting on its own (RECONNECTING) is connecting, not a restart', async () => {
     const h = await harness();
     h.sup.start();
