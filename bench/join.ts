@@ -49,7 +49,8 @@ interface Milestone {
 const STEPS: readonly [string, RegExp][] = [
   ['process start → "agent started" (executable loaded, config read)', / agent started for node /],
   ['membership document read and verified', / membership serial \d+ from /],
-  ['bundle verified and installed ("install-start")', /: install-start$/],
+  // Logged when the reconcile acts on the verified bundle: the install (files written and fsynced) follows.
+  ['bundle verified, install begins ("install-start")', /: install-start$/],
   ['openvpn spawned', /: started openvpn pid /],
   ['management interface connected (hold released next)', /: starting -> connecting \(mgmt-ready\)/],
   ['openvpn CONNECTED', /: connecting -> connected /],
