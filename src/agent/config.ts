@@ -19,6 +19,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { parseJsonBounded } from '../util/json.ts';
+import { viaProblem } from './via.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mvpn-client/config.json';
 export const DEFAULT_STATE_DIR = '/var/lib/mvpn-client';
@@ -41,12 +42,19 @@ const httpsUrl = z.string().max(2048).refine((u) => {
   }
 }, 'must be an https:// URL');
 
+/** A TCP relay to dial instead of the URL's host; TLS still verifies the URL's host (see via.ts). */
+const viaSchema = z.string().superRefine((v, ctx) => {
+  const problem = viaProblem(v);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 const sourceSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('https'),
     url: httpsUrl,
     /** CA for this source only (a boss/CM with its own certificate); default: server_ca. */
     ca: nonEmpty.optional(),
+    via: viaSchema.optional(),
   }),
   z.strictObject({ type: z.literal('file'), path: nonEmpty }),
 ]);
@@ -69,6 +77,8 @@ const configSchema = z.strictObject({
       token_file: nonEmpty,
       /** Server to enroll with; default: the first https source's origin. */
       url: httpsUrl.optional(),
+      /** Relay for the enrollment request; default: that source's `via` when `url` is not given. */
+      via: viaSchema.optional(),
     })
     .optional(),
   state_dir: nonEmpty.default(DEFAULT_STATE_DIR),
@@ -93,7 +103,13 @@ export type RawAgentConfig = z.infer<typeof configSchema>;
 export type NodeIdSource = { readonly id: string } | { readonly file: string } | { readonly hostname: true | 'short' | 'full' };
 
 export type SourceConfig =
-  | { readonly type: 'https'; readonly url: string; readonly ca?: string }
+  | {
+      readonly type: 'https';
+      readonly url: string;
+      readonly ca?: string;
+      /** `HOST:PORT` of a TCP relay dialled instead of the URL's host (TLS still for the URL's host). */
+      readonly via?: string;
+    }
   | { readonly type: 'file'; readonly path: string };
 
 export interface FetchLimits {
@@ -116,7 +132,7 @@ export interface AgentConfig {
   readonly anchor: string;
   /** PEM literal or absolute path; pinned CA of the https sources. */
   readonly serverCa?: string;
-  readonly enroll?: { readonly tokenFile: string; readonly url: string };
+  readonly enroll?: { readonly tokenFile: string; readonly url: string; readonly via?: string };
   readonly stateDir: string;
   readonly runtimeDir: string;
   readonly reconcileIntervalMs: number;
@@ -155,14 +171,21 @@ export function parseAgentConfig(json: unknown, path: string): AgentConfig {
         context: { path, field: 'enroll.url' },
       });
     }
-    enroll = { tokenFile: abs(c.enroll.token_file), url };
+    // The default URL is the source's origin, so it is reached the way that source is.
+    const via = c.enroll.via ?? (c.enroll.url === undefined ? https?.via : undefined);
+    enroll = { tokenFile: abs(c.enroll.token_file), url, ...(via === undefined ? {} : { via }) };
   }
   return {
     path,
     node: 'file' in c.node ? { file: abs(c.node.file) } : c.node,
     sources: c.sources.map((s): SourceConfig => {
       if (s.type === 'file') return { type: 'file', path: abs(s.path) };
-      return s.ca === undefined ? { type: 'https', url: s.url } : { type: 'https', url: s.url, ca: isPemOrLiteral(s.ca) ? s.ca : abs(s.ca) };
+      return {
+        type: 'https',
+        url: s.url,
+        ...(s.ca === undefined ? {} : { ca: isPemOrLiteral(s.ca) ? s.ca : abs(s.ca) }),
+        ...(s.via === undefined ? {} : { via: s.via }),
+      };
     }),
     anchor: isPemOrLiteral(c.anchor) ? c.anchor : abs(c.anchor),
     ...(c.server_ca === undefined ? {} : { serverCa: isPemOrLiteral(c.server_ca) ? c.server_ca : abs(c.server_ca) }),

@@ -22,11 +22,14 @@ import { writeFileAtomic } from '../util/fs-atomic.ts';
 import { parseJsonBounded } from '../util/json.ts';
 import { identityPaths, loadIdentity, saveIdentity, type Identity } from './identity.ts';
 import { fetchErrorFrom } from './sources.ts';
+import { connectOption } from './via.ts';
 
 export interface EnrollOptions {
   readonly nodeId: string;
   /** Server base URL (`https://host:port/`); the request goes to `v1/enroll` under it. */
   readonly url: string;
+  /** `HOST:PORT` of a TCP relay to dial instead of the URL's host; TLS is still verified for the URL's host (via.ts). */
+  readonly via?: string;
   readonly tokenFile: string;
   /** Pinned CA of the server's TLS certificate; undefined = system CAs. */
   readonly serverCaPem?: string;
@@ -118,13 +121,18 @@ function tokenMessage(code: string, file: string, serverMessage: string): string
   }
 }
 
-async function post(url: URL, body: unknown, caPem: string | undefined, timeoutMs: number): Promise<{ status: number; json: unknown }> {
-  const { Agent, request } = await loadUndici();
+async function post(url: URL, body: unknown, caPem: string | undefined, timeoutMs: number, via: string | undefined): Promise<{ status: number; json: unknown }> {
+  const undici = await loadUndici();
+  const { Agent, request } = undici;
   const dispatcher = new Agent({
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
     maxResponseSize: 256 * 1024,
-    connect: { timeout: Math.min(timeoutMs, 10_000), ...(caPem === undefined ? {} : { ca: caPem }) },
+    connect: connectOption(
+      undici,
+      { timeout: Math.min(timeoutMs, 10_000), ...(caPem === undefined ? {} : { ca: caPem }) },
+      via === undefined ? undefined : { via, target: url },
+    ),
   });
   try {
     const res = await request(url, {
@@ -167,10 +175,13 @@ export async function enroll(opts: EnrollOptions): Promise<Identity> {
 
   let reply: { status: number; json: unknown };
   try {
-    reply = await post(url, { node: opts.nodeId, token, csr }, opts.serverCaPem, timeoutMs);
+    reply = await post(url, { node: opts.nodeId, token, csr }, opts.serverCaPem, timeoutMs, opts.via);
   } catch (err) {
     const e = isMvpnError(err) ? err : fetchErrorFrom(err, url);
-    throw new MvpnError('MVPN_ENROLL_FAILED', `cannot reach the enrollment endpoint: ${e.message}`, { context: { url: url.href, cause: e.code }, cause: e });
+    throw new MvpnError('MVPN_ENROLL_FAILED', `cannot reach the enrollment endpoint${opts.via === undefined ? '' : ` (via ${opts.via})`}: ${e.message}`, {
+      context: { url: url.href, cause: e.code, ...(opts.via === undefined ? {} : { via: opts.via }) },
+      cause: e,
+    });
   }
 
   if (reply.status !== 200) {

@@ -44,7 +44,7 @@ import type { AgentEvent } from './events.ts';
 import { loadIdentity, type Identity } from './identity.ts';
 import { deviceName, type NetworkRunner } from './networks.ts';
 import { bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
-import { discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, type DocOrigin, type SourceDeps } from './sources.ts';
+import { discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
 import { saveMembership, type StoredMembership } from './state.ts';
 
 export interface ReconcileContext {
@@ -205,6 +205,7 @@ export class Reconciler {
       await enroll({
         nodeId: this.ctx.nodeId,
         url: e.url,
+        ...(e.via === undefined ? {} : { via: e.via }),
         tokenFile: e.tokenFile,
         ...(this.ctx.serverCaPem === undefined ? {} : { serverCaPem: this.ctx.serverCaPem }),
         stateDir: this.ctx.config.stateDir,
@@ -298,10 +299,11 @@ export class Reconciler {
           if (toFetch.has(n.id)) {
             try {
               const url = resolveBundleUrl(n.bundle.url, origin);
+              const via = viaFor(url, origin);
               const bytes = await fetchBundleBytes(
                 url,
                 { size: n.bundle.size },
-                { http, limits: config.fetch, signal, ...(sourceCa === undefined ? {} : { ca: sourceCa }) },
+                { http, limits: config.fetch, signal, ...(sourceCa === undefined ? {} : { ca: sourceCa }), ...(via === undefined ? {} : { via }) },
                 this.deps.sourceDeps,
               );
               vb = await verifyBundle(bytes, {

@@ -24,14 +24,19 @@
  *   `<base>v1/membership` (the server API). Any other URL is the document
  *   itself (a relay may serve it anywhere). Bundle URLs in the document
  *   resolve against the URL or file the document came from.
+ * - An https source with `via` is dialled at the relay, TLS verified for the
+ *   URL's host (via.ts). Its bundles on the same origin go the same way; a
+ *   bundle URL on another origin is that server's, reached directly.
  */
 import { open } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type * as Undici from 'undici';
 import type { Agent, Dispatcher } from 'undici';
 import { loadedUndici, loadUndici } from '../util/undici.ts';
 import { FetchError, isMvpnError, MvpnError, toMvpnError } from '../errors.ts';
 import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
 import type { FetchLimits, SourceConfig } from './config.ts';
+import { connectOption, viaLabel } from './via.ts';
 
 /** TLS material for https sources: pinned CA, and the identity cert once enrolled. */
 export interface TlsMaterial {
@@ -62,6 +67,8 @@ export interface NotModified {
 export interface DocOrigin {
   readonly label: string;
   readonly base: URL;
+  /** The source's relay (`HOST:PORT`), for requests to the base's origin. */
+  readonly via?: string;
 }
 
 export interface DiscoverOptions<T> {
@@ -115,7 +122,12 @@ export function membershipUrl(source: string): URL {
 export function originOf(source: SourceConfig): DocOrigin {
   if (source.type === 'file') return { label: source.path, base: pathToFileURL(source.path) };
   const url = membershipUrl(source.url);
-  return { label: url.href, base: url };
+  return { label: viaLabel(url.href, source.via), base: url, ...(source.via === undefined ? {} : { via: source.via }) };
+}
+
+/** The relay for `url` when it is on the document's own origin; other origins are dialled directly. */
+export function viaFor(url: URL, origin: DocOrigin): string | undefined {
+  return origin.via !== undefined && url.origin === origin.base.origin ? origin.via : undefined;
 }
 
 /**
@@ -162,34 +174,37 @@ export class HttpFetcher {
     this.limits = limits;
   }
 
-  private agent(AgentClass: typeof Agent, maxBytes: number, ca: string | undefined): Agent {
-    const key = `${maxBytes}\0${ca ?? ''}`;
+  private agent(undici: typeof Undici, maxBytes: number, ca: string | undefined, route: { via: string; target: URL } | undefined): Agent {
+    // A via route is one origin's (via.ts), so it gets its own Agent.
+    const key = `${maxBytes}\0${ca ?? ''}${route ? `\0${route.via}\0${route.target.origin}` : ''}`;
     let a = this.agents.get(key);
     if (a === undefined) {
-      a = new AgentClass({
+      const tls = {
+        timeout: Math.min(this.limits.requestTimeoutMs, 10_000),
+        ...(ca === undefined ? {} : { ca }),
+        ...(this.tls.cert !== undefined && this.tls.key !== undefined ? { cert: this.tls.cert, key: this.tls.key } : {}),
+      };
+      a = new undici.Agent({
         headersTimeout: this.limits.requestTimeoutMs,
         bodyTimeout: this.limits.requestTimeoutMs,
         maxResponseSize: maxBytes,
-        connect: {
-          timeout: Math.min(this.limits.requestTimeoutMs, 10_000),
-          ...(ca === undefined ? {} : { ca }),
-          ...(this.tls.cert !== undefined && this.tls.key !== undefined ? { cert: this.tls.cert, key: this.tls.key } : {}),
-        },
+        connect: connectOption(undici, tls, route),
       });
       this.agents.set(key, a);
     }
     return a;
   }
 
-  /** GET with a byte cap; 304 when `etag` still matches. */
+  /** GET with a byte cap; 304 when `etag` still matches. With `via`, the connection goes to that relay (never directly). */
   async get(
     url: URL,
-    opts: { maxBytes: number; etag?: string; ca?: string; signal: AbortSignal; accept: string },
+    opts: { maxBytes: number; etag?: string; ca?: string; via?: string; signal: AbortSignal; accept: string },
   ): Promise<FetchedDoc | NotModified> {
     // Two dispatchers per CA (membership cap, bundle cap) rather than one per size.
     const cap = opts.maxBytes <= this.limits.maxMembershipBytes ? this.limits.maxMembershipBytes : Math.max(opts.maxBytes, this.limits.maxBundleBytes);
-    const { Agent: AgentClass, request } = await loadUndici();
-    const dispatcher: Dispatcher = this.agent(AgentClass, cap, opts.ca ?? this.tls.ca);
+    const undici = await loadUndici();
+    const { request } = undici;
+    const dispatcher: Dispatcher = this.agent(undici, cap, opts.ca ?? this.tls.ca, opts.via === undefined ? undefined : { via: opts.via, target: url });
     const headers: Record<string, string> = { accept: opts.accept };
     if (opts.etag !== undefined) headers['if-none-match'] = opts.etag;
     let res: Dispatcher.ResponseData;
@@ -343,6 +358,7 @@ export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps
             maxBytes: set.limits.maxMembershipBytes,
             ...(etag === undefined ? {} : { etag }),
             ...(source.ca === undefined ? {} : { ca: source.ca }),
+            ...(source.via === undefined ? {} : { via: source.via }),
             signal,
             accept: 'application/json',
           });
@@ -383,7 +399,7 @@ export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps
 export async function fetchBundleBytes(
   url: URL,
   expect: { size: number },
-  ctx: { http: Pick<HttpFetcher, 'get'>; limits: FetchLimits; signal: AbortSignal; ca?: string },
+  ctx: { http: Pick<HttpFetcher, 'get'>; limits: FetchLimits; signal: AbortSignal; ca?: string; via?: string },
   deps: Partial<SourceDeps> = {},
 ): Promise<Buffer> {
   const d = { ...defaultDeps, ...deps };
@@ -400,6 +416,7 @@ export async function fetchBundleBytes(
         signal: ctx.signal,
         accept: 'application/gzip',
         ...(ctx.ca === undefined ? {} : { ca: ctx.ca }),
+        ...(ctx.via === undefined ? {} : { via: ctx.via }),
       });
       if (got.kind !== 'doc') throw new FetchError('MVPN_FETCH_HTTP_STATUS', `${url.href} answered 304 without a conditional request`, { context: { status: 304 } });
       return got.bytes;

@@ -10,7 +10,8 @@
  * - `ready`: true once the first reconcile brought every network to
  *   connected or to a definite failure (the same moment READY=1 is sent).
  * - `membership`: the last accepted membership document — `serial`, `source`
- *   (URL or path it came from), `fetched_at` (last time a source confirmed
+ *   (URL or path it came from; `URL via HOST:PORT` for a source reached
+ *   through a TCP relay), `fetched_at` (last time a source confirmed
  *   it, by a new document or a 304), `expires_at` — or null before one was
  *   ever accepted.
  * - `reconcile`: `last_at` (ISO, null before the first), `last_error`

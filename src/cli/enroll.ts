@@ -3,7 +3,8 @@ import { DEFAULT_CONFIG_PATH, loadAgentConfig } from '../agent/config.ts';
 import { enroll } from '../agent/enroll.ts';
 import { resolveNodeId } from '../agent/node-id.ts';
 import { loadCaPem } from '../agent/trust.ts';
-import { ConfigError, ExitCode } from '../errors.ts';
+import { viaProblem } from '../agent/via.ts';
+import { ConfigError, ExitCode, UsageError } from '../errors.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
 
@@ -12,6 +13,7 @@ interface EnrollArgs {
   force: boolean;
   'token-file'?: string;
   url?: string;
+  via?: string;
 }
 
 /**
@@ -28,12 +30,20 @@ export const enrollCommand: CliCommand<EnrollArgs> = {
       .option('config', { type: 'string', default: DEFAULT_CONFIG_PATH, describe: 'agent config file or directory' })
       .option('force', { type: 'boolean', default: false, describe: 're-enroll with a new key even if enrolled' })
       .option('token-file', { type: 'string', describe: 'token file (default: enroll.token_file of the config)' })
-      .option('url', { type: 'string', describe: 'server URL (default: enroll.url of the config, or the first https source)' }) as unknown as Argv<EnrollArgs>,
+      .option('url', { type: 'string', describe: 'server URL (default: enroll.url of the config, or the first https source)' })
+      .option('via', {
+        type: 'string',
+        describe: 'HOST:PORT of a TCP relay to connect through, TLS still verified for the URL host (default: enroll.via of the config, unless --url is given)',
+      }) as unknown as Argv<EnrollArgs>,
   async run(args: EnrollArgs, io: Io): Promise<number> {
     const config = await loadAgentConfig(args.config);
     const tokenFile = args['token-file'] ?? config.enroll?.tokenFile;
     const firstHttps = config.sources.find((s) => s.type === 'https');
     const url = args.url ?? config.enroll?.url ?? (firstHttps?.type === 'https' ? new URL(firstHttps.url).origin : undefined);
+    // A --url of its own is reached directly unless --via says otherwise; the config's via belongs to the config's URL.
+    const via = args.via ?? (args.url !== undefined ? undefined : config.enroll ? config.enroll.via : firstHttps?.type === 'https' ? firstHttps.via : undefined);
+    const problem = args.via === undefined ? undefined : viaProblem(args.via);
+    if (problem !== undefined) throw new UsageError(`--via ${JSON.stringify(args.via)}: ${problem}`);
     if (tokenFile === undefined || url === undefined) {
       throw new ConfigError('MVPN_CONFIG_INVALID', `config ${config.path}: enroll: no token file or server URL configured`, {
         hint: 'set enroll.token_file (and enroll.url) in the config, or pass --token-file and --url',
@@ -44,6 +54,7 @@ export const enrollCommand: CliCommand<EnrollArgs> = {
     const id = await enroll({
       nodeId,
       url,
+      ...(via === undefined ? {} : { via }),
       tokenFile,
       ...(serverCaPem === undefined ? {} : { serverCaPem }),
       stateDir: config.stateDir,

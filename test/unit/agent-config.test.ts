@@ -62,11 +62,45 @@ describe('agent config', () => {
     ['negative interval', { ...minimal, reconcile_interval_s: -1 }, 'reconcile_interval_s'],
     ['fractional byte cap', { ...minimal, fetch: { max_bundle_bytes: 1.5 } }, 'fetch.max_bundle_bytes'],
     ['enroll without any https url', { ...minimal, sources: [{ type: 'file', path: 'm' }], enroll: { token_file: 't' } }, 'enroll.url'],
+    ['via without a port', { ...minimal, sources: [{ ...minimal.sources[0], via: '198.18.2.1' }] }, 'sources[0].via: no :PORT'],
+    ['via port 0', { ...minimal, sources: [{ ...minimal.sources[0], via: '198.18.2.1:0' }] }, 'sources[0].via: port "0" is not 1-65535'],
+    ['via with bare IPv6', { ...minimal, sources: [{ ...minimal.sources[0], via: '2001:db8::1:8444' }] }, 'sources[0].via: an IPv6 address goes in brackets'],
+    ['via as a URL', { ...minimal, sources: [{ ...minimal.sources[0], via: 'tcp://198.18.2.1:8444' }] }, 'sources[0].via'],
+    ['via on a file source', { ...minimal, sources: [{ type: 'file', path: 'm', via: '198.18.2.1:8444' }] }, 'sources[0]'],
+    ['via not a string', { ...minimal, sources: [{ ...minimal.sources[0], via: 8444 }] }, 'sources[0].via'],
+    ['bad enroll via', { ...minimal, enroll: { token_file: 't', via: '198.18.2.300:8444' } }, 'enroll.via: "198.18.2.300" is not an IPv4 address'],
   ];
   it.each(bad)('refuses %s and names the field', (_name, json, field) => {
     const e = errorOf(() => parseAgentConfig(json, '/etc/mvpn-client/config.json'));
     expect(e.code).toBe('MVPN_CONFIG_INVALID');
     expect(e.message).toContain(field);
+  });
+
+  describe('via (TCP relay)', () => {
+    const hub = { type: 'https', url: 'https://198.18.0.1:8443/' };
+    it.each(['198.18.2.1:8444', '[2001:db8::1]:443', 'ops.c.testbed.test:1', 'ops:65535'])('accepts via %s on an https source', (via) => {
+      const c = parseAgentConfig({ ...minimal, sources: [{ ...hub, via }] }, '/etc/mvpn-client/config.json');
+      expect(c.sources[0]).toEqual({ ...hub, via });
+    });
+
+    it('enroll defaults to the first https source: its origin and its via', () => {
+      const c = parseAgentConfig(
+        { ...minimal, sources: [{ type: 'file', path: 'm' }, { ...hub, via: '198.18.2.1:8444' }, { type: 'https', url: 'https://198.51.100.7/' }], enroll: { token_file: 't' } },
+        '/etc/mvpn-client/config.json',
+      );
+      expect(c.enroll).toEqual({ tokenFile: '/etc/mvpn-client/t', url: 'https://198.18.0.1:8443', via: '198.18.2.1:8444' });
+    });
+
+    it("an explicit enroll.url does not take a source's via; enroll.via is its own", () => {
+      const sources = [{ ...hub, via: '198.18.2.1:8444' }];
+      const own = parseAgentConfig({ ...minimal, sources, enroll: { token_file: 't', url: 'https://198.51.100.7/' } }, '/etc/mvpn-client/config.json');
+      expect(own.enroll).toEqual({ tokenFile: '/etc/mvpn-client/t', url: 'https://198.51.100.7/' });
+      const both = parseAgentConfig(
+        { ...minimal, sources, enroll: { token_file: 't', url: 'https://198.51.100.7/', via: '[2001:db8::2]:9000' } },
+        '/etc/mvpn-client/config.json',
+      );
+      expect(both.enroll?.via).toBe('[2001:db8::2]:9000');
+    });
   });
 
   describe('files', () => {
