@@ -42,6 +42,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { Header } from 'tar';
 import { parseAgentConfig, type NodeIdSource } from '../agent/config.ts';
+import { viaProblem } from '../agent/via.ts';
 import { parseAnchor } from '../bundle/sign.ts';
 import { MvpnError, UsageError } from '../errors.ts';
 import { fsyncDir } from '../util/fs-atomic.ts';
@@ -126,6 +127,11 @@ export interface AgentConfigInput {
   readonly node: NodeIdSource;
   /** Where the node finds its enrollment token; default NODE_PATHS.token. */
   readonly tokenPath?: string;
+  /**
+   * `HOST:PORT` of a TCP relay the nodes dial instead of the URLs' hosts (a
+   * federated testbed's ops host); TLS stays end to end with the server.
+   */
+  readonly via?: string;
 }
 
 /**
@@ -136,12 +142,17 @@ export function agentConfigFor(input: AgentConfigInput): Record<string, unknown>
   if (input.serverUrls.length === 0) throw new UsageError('name at least one --server-url');
   parseAnchor(input.anchor);
   const urls = input.serverUrls.map(normaliseServerUrl);
+  if (input.via !== undefined) {
+    const problem = viaProblem(input.via);
+    if (problem !== undefined) throw new UsageError(`--via ${JSON.stringify(input.via)}: ${problem}`);
+  }
+  const via = input.via === undefined ? {} : { via: input.via };
   const config = {
     node: input.node,
-    sources: urls.map((url) => ({ type: 'https', url })),
+    sources: urls.map((url) => ({ type: 'https', url, ...via })),
     anchor: input.anchor.trim(),
     server_ca: NODE_PATHS.serverCa,
-    enroll: { token_file: input.tokenPath ?? NODE_PATHS.token, url: urls[0] },
+    enroll: { token_file: input.tokenPath ?? NODE_PATHS.token, url: urls[0], ...via },
   };
   parseAgentConfig(config, NODE_PATHS.config);
   return config;
@@ -326,6 +337,8 @@ export interface StartupTarballRequest {
   readonly mode: 'node' | 'experiment';
   readonly nodes: readonly string[];
   readonly serverUrls: readonly string[];
+  /** Relay for every server URL and for enrollment (AgentConfigInput.via). */
+  readonly via?: string;
   readonly nodeIdFrom: string;
   readonly tokenTtlMs: number;
   readonly out: string;
@@ -370,7 +383,12 @@ export async function makeStartupTarballs(server: TarballServer, req: StartupTar
       throw new MvpnError('MVPN_NOT_FOUND', `no node ${n} on this server`, { context: { node: n }, hint: `add it first: mvpn-client server node add ${n} --network ID` });
     }
   }
-  const config = agentConfigFor({ serverUrls: req.serverUrls, anchor: server.anchor, node: parseNodeIdSource(req.nodeIdFrom, node) });
+  const config = agentConfigFor({
+    serverUrls: req.serverUrls,
+    anchor: server.anchor,
+    node: parseNodeIdSource(req.nodeIdFrom, node),
+    ...(req.via === undefined ? {} : { via: req.via }),
+  });
   const serverUrls = (config['sources'] as { url: string }[]).map((s) => s.url);
 
   // A node that cannot match the listener's certificate name never connects; say so now rather than at swap-in.

@@ -185,6 +185,37 @@ describe('per-experiment startup tarball', () => {
   });
 });
 
+describe('--via: nodes reach the server API through a TCP relay (a federated testbed)', () => {
+  it('puts the relay on every https source and on enroll, and the agent accepts the config', async () => {
+    const out = join(tmp.path, 'via.tar.gz');
+    const r = await tarballCli(
+      '--node', 'n1', '--config-only', '--server-url', 'https://vpn.example.org:8443', '--server-url', 'https://192.0.2.10:8443/', '--via', '198.51.100.2:8444', '--out', out, '--json',
+    );
+    expect(r.code, r.err).toBe(0);
+    expect((JSON.parse(r.out) as { via: string }).via).toBe('198.51.100.2:8444');
+    const root = join(tmp.path, 'root-via');
+    await mkdir(root);
+    await sh('tar', ['-xzf', out, '-C', root, 'etc/mvpn-client']);
+    const raw = JSON.parse(await readFile(join(root, 'etc/mvpn-client/config.json'), 'utf8')) as { sources: unknown; enroll: unknown };
+    expect(raw.sources).toEqual([
+      { type: 'https', url: 'https://vpn.example.org:8443/', via: '198.51.100.2:8444' },
+      { type: 'https', url: 'https://192.0.2.10:8443/', via: '198.51.100.2:8444' },
+    ]);
+    expect(raw.enroll).toEqual({ token_file: '/etc/mvpn-client/enroll.token', url: 'https://vpn.example.org:8443/', via: '198.51.100.2:8444' });
+    const config = await loadAgentConfig(join(root, 'etc/mvpn-client/config.json'));
+    expect(config.sources.map((s) => (s.type === 'https' ? s.via : undefined))).toEqual(['198.51.100.2:8444', '198.51.100.2:8444']);
+    expect(config.enroll).toEqual({ tokenFile: '/etc/mvpn-client/enroll.token', url: 'https://vpn.example.org:8443/', via: '198.51.100.2:8444' });
+    // The certificate check is still for the URL hosts, which the API certificate names: no warning.
+    expect(r.err).not.toContain('warning');
+  });
+
+  it('says so in the text report, with an IPv6 relay', async () => {
+    const r = await tarballCli('--node', 'n1', '--config-only', '--server-url', 'https://192.0.2.10:8443/', '--via', '[2001:db8::2]:8444', '--out', join(tmp.path, 'via6.tar.gz'));
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('nodes connect through the relay [2001:db8::2]:8444; TLS is verified for 192.0.2.10:8443');
+  });
+});
+
 describe('config-only tarball (images with the .deb installed)', () => {
   it('leaves out the executable, the unit and its link', async () => {
     const out = join(tmp.path, 'conf.tar.gz');
@@ -212,6 +243,8 @@ describe('refusals: a clear error with a stable code, and no file written', () =
     ['a node id source that is not one', ['--node', 'n1', '--node-id-from', 'dns'], 'MVPN_USAGE', 2],
     ['a relative node id file', ['--experiment', '--node-id-from', 'file:nodeid'], 'MVPN_USAGE', 2],
     ['a bad token lifetime', ['--node', 'n1', '--token-ttl', '90d'], 'MVPN_USAGE', 2],
+    ['a --via without a port', ['--node', 'n1', '--via', '198.51.100.2'], 'MVPN_USAGE', 2],
+    ['a --via that is a URL', ['--node', 'n1', '--via', 'tcp://198.51.100.2:8444'], 'MVPN_USAGE', 2],
   ])('%s', async (_name, extra, code, exit) => {
     const out = join(tmp.path, `refused-${code}-${Math.random().toString(16).slice(2)}.tar.gz`);
     const r = await tarballCli(...base(), ...extra, '--out', out);

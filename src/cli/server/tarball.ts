@@ -12,6 +12,7 @@ import { serverAction, serverOptions, type ServerArgs } from './common.ts';
 
 interface TarballArgs extends ServerArgs {
   'server-url': string[];
+  via?: string;
   node: string[];
   experiment: boolean;
   'token-ttl': string;
@@ -38,6 +39,10 @@ export const serverTarballCommand: CliCommand<TarballArgs> = {
     serverOptions(
       y
         .option('server-url', { type: 'string', array: true, demandOption: true, describe: 'https://HOST:PORT/ of the server API, in the order nodes try them; repeat' })
+        .option('via', {
+          type: 'string',
+          describe: 'HOST:PORT of a TCP relay the nodes connect through for every --server-url and enrollment (TLS still verified for the URL host)',
+        })
         .option('node', { type: 'string', array: true, default: [], describe: 'node id: the one node of a per-node tarball; with --experiment, nodes that get a token tarball' })
         .option('experiment', { type: 'boolean', default: false, describe: 'one tarball for every node of an experiment, without tokens' })
         .option('token-ttl', { type: 'string', default: '24h', describe: 'how long the enrollment tokens are valid (1m to 30d)' })
@@ -70,6 +75,7 @@ export const serverTarballCommand: CliCommand<TarballArgs> = {
           mode,
           nodes,
           serverUrls: args['server-url'].map(String),
+          ...(args.via === undefined ? {} : { via: String(args.via) }),
           nodeIdFrom: args['node-id-from'] ?? (mode === 'node' ? 'id' : 'hostname'),
           tokenTtlMs: ttl,
           out: resolve(args.out),
@@ -92,6 +98,7 @@ export const serverTarballCommand: CliCommand<TarballArgs> = {
           ? `for node ${r.node}; its enrollment token is inside and valid until ${iso(r.tokenExpiresAt!)}`
           : `for every node of the experiment; no token inside (each node needs ${NODE_PATHS.token})`,
         ...r.tokenTarballs.map((t) => `token tarball for ${t.node}: ${t.path} (valid until ${iso(t.expiresAt)})`),
+        ...(args.via === undefined ? [] : [`nodes connect through the relay ${String(args.via)}; TLS is verified for ${r.serverUrls.map((u) => new URL(u).host).join(', ')}`]),
         `on the node: tar -xzf FILE -C / (testbed tarball list), then ${NODE_PATHS.startup} as root if it is already running`,
       ];
       return {
@@ -102,6 +109,7 @@ export const serverTarballCommand: CliCommand<TarballArgs> = {
           mode: r.mode,
           ...(r.node === undefined ? {} : { node: r.node, token_expires_at: iso(r.tokenExpiresAt!) }),
           server_urls: r.serverUrls,
+          ...(args.via === undefined ? {} : { via: String(args.via) }),
           anchor: r.anchor,
           entries: r.tarball.entries,
           token_tarballs: r.tokenTarballs.map((t) => ({ node: t.node, path: t.path, expires_at: iso(t.expiresAt) })),
