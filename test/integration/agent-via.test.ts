@@ -25,7 +25,7 @@ import { generateKeyPairPem } from '../../src/pki/keys.ts';
 import { memoryLogger } from '../../src/log.ts';
 import { ServerDaemon } from '../../src/server/daemon.ts';
 import type { ServerEvent } from '../../src/server/events.ts';
-import { makeServer, type TestServer } from '../helpers/server-fixtures.ts';
+import { cli, makeServer, type TestServer } from '../helpers/server-fixtures.ts';
 import { makeTestPki, type TestPki } from '../helpers/pki-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
@@ -284,7 +284,7 @@ describe('enrollment through a TCP relay (via), real server API', () => {
     // The API certificate names the hub's public address; the listener is on 127.0.0.1.
     s = await makeServer({ label: 'via', address: HUB });
     await s.run(['network', 'create', 'lab', '--remote', HUB]);
-    for (const n of ['pc1', 'pc2']) await s.run(['node', 'add', n, '--network', 'lab']);
+    for (const n of ['pc1', 'pc2', 'pc3']) await s.run(['node', 'add', n, '--network', 'lab']);
     daemon = await ServerDaemon.start({ stateDir: s.stateDir, logger, pollMs: 100, periodicMs: 300 });
     caPem = await readFile(join(s.stateDir, 'api', 'ca.crt'), 'utf8');
     fwd = await startForwarder(daemon.port);
@@ -324,6 +324,28 @@ describe('enrollment through a TCP relay (via), real server API', () => {
     } finally {
       await http.close();
     }
+  });
+
+  it('`mvpn-client enroll` takes enroll.via from the first https source of the config', async () => {
+    const cfgDir = join(dir.path, 'pc3');
+    const tokenFile = join(dir.path, 'pc3.token');
+    await writeFile(tokenFile, (await token('pc3')) + '\n');
+    await writeFile(join(dir.path, 'pc3-ca.pem'), caPem);
+    const anchor = (await readFile(join(s.stateDir, 'trust-anchor'), 'utf8')).trim();
+    const config = {
+      node: { id: 'pc3' },
+      sources: [{ type: 'https', url: `https://${HUB}:${daemon.port}/`, via: fwd.via }],
+      anchor,
+      server_ca: join(dir.path, 'pc3-ca.pem'),
+      enroll: { token_file: tokenFile },
+      state_dir: cfgDir,
+    };
+    await writeFile(join(dir.path, 'pc3.json'), JSON.stringify(config));
+    const before = fwd.connections();
+    const r = await cli(['enroll', '--config', join(dir.path, 'pc3.json')]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain('enrolled node pc3');
+    expect(fwd.connections()).toBe(before + 1);
   });
 
   it('without via the same URL cannot be reached, and the token is kept for a retry', async () => {
