@@ -102,6 +102,7 @@ export type ErrorCode =
   | 'MVPN_API_TOO_LARGE'
   | 'MVPN_TARBALL_FAILED'
   | 'MVPN_APPLY_FAILED'
+  | 'MVPN_RELAY_FAILED'
   // internal
   | 'MVPN_INTERNAL';
 

@@ -56,7 +56,8 @@ import { DocumentService } from './doc-service.ts';
 import type { ServerEvent } from './events.ts';
 import type { LinkPayload } from './federation/link-bundle.ts';
 import { bridgeDev, ensureBridge, fetchLinkState, linkDev, removeBridge, writeLinkFiles } from './federation/link-runtime.ts';
-import { applyLinkState, linkPayload } from './federation/links.ts';
+import { applyLinkState, hubApiTarget, linkPayload } from './federation/links.ts';
+import { ApiRelay, splitHostPort } from './federation/relay.ts';
 import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
 import type { ServerContext } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
@@ -99,6 +100,9 @@ interface LinkInstance {
   readonly sup: Supervisor;
   readonly payload: LinkPayload;
   lastSync?: { ok: boolean; at: number; error?: string };
+  /** The API relay for the nodes behind this server (link `relay_listen`), once it listens. */
+  relay?: ApiRelay;
+  relayError?: string;
 }
 
 interface Instance {
@@ -406,6 +410,7 @@ export class ServerDaemon {
     const cur = this.links.get(link.network);
     if (cur) {
       if (changed) cur.sup.restart();
+      await this.ensureRelay(link, cur);
       return;
     }
     const rt = runtimePaths(this.ctx.config.runtime_dir, linkDev(link.network));
@@ -423,16 +428,35 @@ export class ServerDaemon {
       { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
     );
     sup.on('change', () => void this.writeSnapshot());
-    this.links.set(link.network, { sup, payload });
+    const inst: LinkInstance = { sup, payload };
+    this.links.set(link.network, inst);
     this.logger.emit({ kind: 'server.link-start', network: link.network, hub: payload.hub.remotes.map((r) => `${r.host}:${r.port}`).join(', ') });
     sup.start();
     void this.syncLink(link.network);
+    await this.ensureRelay(link, inst);
+  }
+
+  /** Starts the link's API relay if it has one and it does not listen yet (a failure is retried at the next reconcile). */
+  private async ensureRelay(link: LinkRecord, inst: LinkInstance): Promise<void> {
+    if (link.relayListen === null || inst.relay || this.stopped) return;
+    const relay = new ApiRelay(parseListen(link.relayListen), splitHostPort(hubApiTarget(inst.payload)));
+    try {
+      await relay.start();
+      inst.relay = relay;
+      delete inst.relayError;
+      this.logger.emit({ kind: 'server.relay-start', network: link.network, listen: relay.stats().listen, target: relay.stats().target });
+    } catch (err) {
+      const message = `API relay on ${link.relayListen}: ${(err as Error).message}`;
+      if (inst.relayError !== message) this.logger.emit({ kind: 'server.link-failed', network: link.network, code: 'MVPN_RELAY_FAILED', message });
+      inst.relayError = message;
+    }
   }
 
   /** Stops a mirror's link client and removes its bridge and taps. */
   private async stopLink(id: string): Promise<void> {
     const l = this.links.get(id);
     this.links.delete(id);
+    await l?.relay?.stop();
     await l?.sup.stop();
     if (this.bridged.delete(id) || l) {
       await removeBridge(this.exec(), id).catch((err: unknown) => {
@@ -566,6 +590,7 @@ export class ServerDaemon {
         last_error: s.lastError,
         bridge: bridgeDev(id),
         sync: l.lastSync ? { ok: l.lastSync.ok, at: new Date(l.lastSync.at).toISOString(), ...(l.lastSync.error ? { error: l.lastSync.error } : {}) } : null,
+        ...(l.relay ? { relay: l.relay.stats() } : l.relayError ? { relay: { error: l.relayError } } : {}),
       };
     }
     return {
@@ -615,7 +640,10 @@ export class ServerDaemon {
     await this.opts.notifier?.stopping().catch(() => undefined);
     for (const t of this.timers.splice(0)) t();
     await this.reconciling?.catch(() => undefined);
-    await Promise.all([...this.links.values()].map((l) => l.sup.stop()));
+    await Promise.all([...this.links.values()].map(async (l) => {
+      await l.relay?.stop();
+      await l.sup.stop();
+    }));
     await Promise.all([...this.instances.values()].map((i) => i.sup.stop()));
     this.instances.clear();
     this.links.clear();

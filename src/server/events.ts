@@ -20,6 +20,7 @@ export type ServerEvent =
   | { readonly kind: 'server.session-killed'; readonly network: string; readonly cn: string; readonly reason: string }
   | { readonly kind: 'server.kill-failed'; readonly network: string; readonly cn: string; readonly message: string }
   | { readonly kind: 'server.link-start'; readonly network: string; readonly hub: string }
+  | { readonly kind: 'server.relay-start'; readonly network: string; readonly listen: string; readonly target: string }
   | { readonly kind: 'server.link-failed'; readonly network: string; readonly code: string; readonly message: string }
   | { readonly kind: 'server.link-synced'; readonly network: string; readonly members: number; readonly crlNumber: number }
   | { readonly kind: 'api.request'; readonly method: string; readonly path: string; readonly status: number; readonly node?: string | undefined; readonly ms: number }
@@ -49,6 +50,7 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.session-killed': (e) => ({ level: 'notice', text: `${e.network}: killed the session of ${e.cn} (${e.reason})` }),
   'server.kill-failed': (e) => ({ level: 'warning', text: `${e.network}: could not kill the session of ${e.cn}: ${e.message}` }),
   'server.link-start': (e) => ({ level: 'notice', text: `${e.network}: starting its link to the hub ${e.hub}` }),
+  'server.relay-start': (e) => ({ level: 'notice', text: `${e.network}: relaying TCP from ${e.listen} to the hub's API ${e.target} for the nodes behind this server` }),
   'server.link-failed': (e) => ({ level: 'warning', text: `${e.network}: link: ${e.message} [${e.code}]` }),
   'server.link-synced': (e) => ({ level: 'info', text: `${e.network}: copied the hub's state (${e.members} members, CRL #${e.crlNumber})` }),
   'api.request': (e) => ({ level: 'debug', text: `api: ${e.method} ${e.path} -> ${e.status}${e.node ? ` (${e.node})` : ''} ${e.ms} ms` }),

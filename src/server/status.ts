@@ -7,6 +7,7 @@
  * running. The snapshot names the daemon's pid, so a stale file from a
  * crashed daemon is recognised.
  */
+import type { RelayStats } from './federation/relay.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
@@ -38,6 +39,8 @@ export interface LinkSnapshot {
   readonly last_error?: { readonly code: string; readonly message: string } | undefined;
   readonly bridge: string;
   readonly sync: { readonly ok: boolean; readonly at: string; readonly error?: string } | null;
+  /** The API relay for the nodes behind this peer: its counters, or why it does not listen. */
+  readonly relay?: RelayStats | { readonly error: string };
 }
 
 export interface StatusSnapshot {

@@ -91,9 +91,10 @@ describe('federation: a network across two servers joined by a link', () => {
     const linkFile = join(hub.dir, 'link-c.json');
     const ex = await hub.json<{ address: string; cn: string }>(['link', 'export', 'lab', '--peer', 'c', '--out', linkFile, '--api-url', 'https://198.18.0.1:8443']);
     expect(ex.cn).toBe('mvpn-peer-c');
-    const added = await peer.json<{ port: number; address: string; subnet: string }>([
-      'link', 'add', linkFile, '--hub-anchor', `@${join(hub.stateDir, 'trust-anchor')}`,
+    const added = await peer.json<{ port: number; address: string; subnet: string; relay: unknown }>([
+      'link', 'add', linkFile, '--hub-anchor', `@${join(hub.stateDir, 'trust-anchor')}`, '--relay-listen', '198.18.1.1:8444',
     ]);
+    expect(added.relay).toEqual({ listen: '198.18.1.1:8444', to: '198.18.0.1:8443' });
     expect(added.address).toBe(ex.address);
     // C's nodes: registered at the hub (one allocation authority), connecting to C's ops host.
     for (const n of ['c1', 'c2']) {
@@ -154,6 +155,25 @@ describe('federation: a network across two servers joined by a link', () => {
     const shown = await peer.json<{ link?: { runtime?: { state: string; sync: { ok: boolean } | null } } }>(['network', 'show', 'lab']);
     expect(shown.link?.runtime?.state).toBe('connected');
     expect(shown.link?.runtime?.sync?.ok).toBe(true);
+  });
+
+  it("relays the hub's API to the nodes behind the peer: TLS end to end, the hub's certificate verified for the hub's address", { timeout: 60_000 }, async () => {
+    // c1 cannot reach the hub at all, only its own ops host
+    expect(await nodeNs.get('c1')!.ping('198.18.0.1', { timeoutS: 1 })).toBe(false);
+    const script = [
+      "const tls = require('node:tls'); const fs = require('node:fs');",
+      "const s = tls.connect({ host: '198.18.1.1', port: 8444, ca: fs.readFileSync(process.argv[1]), checkServerIdentity: (h, c) => tls.checkServerIdentity('198.18.0.1', c) }, () =>",
+      "  s.write('GET /v1/membership HTTP/1.1\\r\\nHost: 198.18.0.1\\r\\nConnection: close\\r\\n\\r\\n'));",
+      "let d = ''; s.on('data', (c) => (d += c)); s.on('end', () => console.log(d.split('\\r\\n')[0]));",
+      "s.on('error', (e) => { console.log('ERROR ' + (e.code || e.message)); process.exitCode = 1; });",
+    ].join('\n');
+    const r = await nodeNs.get('c1')!.exec(process.execPath, ['-e', script, join(hub.stateDir, 'api', 'ca.crt')], { allowFail: true });
+    // the hub's API answered (no client certificate: refused by the API, not by TLS)
+    expect(r.stdout.trim(), r.stderr).toMatch(/^HTTP\/1\.1 40[13] /);
+    // `link show` on the peer reports the relay with its counters (the status snapshot is refreshed every few seconds)
+    const relay = async () => ((await snapshot(peer))?.links?.['lab'] as { relay?: { accepted: number; listen: string } } | undefined)?.relay;
+    expect(await waitFor(async () => ((await relay())?.accepted ?? 0) >= 1, 20_000, 500), JSON.stringify(await relay())).toBe(true);
+    expect(await relay()).toMatchObject({ listen: '198.18.1.1:8444', target: '198.18.0.1:8443', refused: 0 });
   });
 
   it("brings the link's openvpn back after kill -9 on the peer side; C's nodes keep talking meanwhile", { timeout: 240_000 }, async () => {

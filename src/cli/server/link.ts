@@ -2,7 +2,7 @@
  * `server link …`: server-to-server links (src/server/federation).
  *
  *   on the hub:  server link export NETWORK --peer NAME --out FILE|- [--api-url https://HOST:PORT]
- *   on the peer: server link add FILE|- --hub-anchor ANCHOR|@FILE
+ *   on the peer: server link add FILE|- --hub-anchor ANCHOR|@FILE [--relay-listen ADDR:PORT]
  *   either:      server link show [NETWORK]      (peer: its links and their health; hub: its peers)
  *                server link remove NETWORK [--peer NAME]   (--peer on the hub)
  *
@@ -64,6 +64,7 @@ const MAX_LINK_BUNDLE_BYTES = 1 << 20;
 interface AddArgs extends ServerArgs {
   file: string;
   'hub-anchor': string;
+  'relay-listen'?: string;
 }
 
 const linkAddCommand: CliCommand<AddArgs> = {
@@ -73,16 +74,21 @@ const linkAddCommand: CliCommand<AddArgs> = {
     serverOptions(
       y
         .positional('file', { type: 'string', demandOption: true, describe: 'link bundle from `server link export` on the hub (- = standard input)' })
-        .option('hub-anchor', { type: 'string', demandOption: true, describe: "the hub's trust anchor (ed25519:…), or @FILE to read it from a file" }),
+        .option('hub-anchor', { type: 'string', demandOption: true, describe: "the hub's trust anchor (ed25519:…), or @FILE to read it from a file" })
+        .option('relay-listen', {
+          type: 'string',
+          describe: "ADDR:PORT (this server's internal address) where nodes behind it reach the hub's API: a TCP relay, TLS stays end to end (agents: sources[].via)",
+        }),
     ) as unknown as Argv<AddArgs>,
   run: (args: AddArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
       const a = args['hub-anchor'];
       const anchor = a.startsWith('@') ? await readFile(resolve(a.slice(1)), 'utf8') : a;
-      const r = addLink(ctx, await readInput(io, String(args.file), 'link bundle', MAX_LINK_BUNDLE_BYTES), anchor);
+      const r = addLink(ctx, await readInput(io, String(args.file), 'link bundle', MAX_LINK_BUNDLE_BYTES), anchor, { relayListen: args['relay-listen'] });
+      const relay = r.relay ? ` Nodes behind this server reach the hub's API through the relay on ${r.relay.listen} (to ${r.relay.to}).` : '';
       return {
         json: r,
-        text: `joined ${r.network} (subnet ${r.subnet}) as peer ${r.peer} with address ${r.address}; local openvpn server on port ${r.port}, hub ${r.hub}. The running daemon brings it up.`,
+        text: `joined ${r.network} (subnet ${r.subnet}) as peer ${r.peer} with address ${r.address}; local openvpn server on port ${r.port}, hub ${r.hub}. The running daemon brings it up.${relay}`,
       };
     }),
 };
@@ -120,8 +126,10 @@ const linkShowCommand: CliCommand<ShowArgs> = {
       );
       const rows: string[][] = [['ROLE', 'NETWORK', 'PEER', 'ADDRESS', 'STATE', 'DETAIL']];
       for (const v of peerSide) {
-        const rt = v['runtime'] as { state?: string; restarts?: number; sync?: { ok: boolean; at: string } | null } | null;
-        rows.push(['peer', String(v['network']), String(v['peer']), String(v['address']), rt?.state ?? 'no daemon', `hub ${(v['hub'] as { api_url: string }).api_url}, restarts ${rt?.restarts ?? 0}, sync ${rt?.sync ? (rt.sync.ok ? `ok ${rt.sync.at}` : 'failing') : '-'}`]);
+        const rt = v['runtime'] as { state?: string; restarts?: number; sync?: { ok: boolean; at: string } | null; relay?: { error?: string } } | null;
+        const relay = v['relay'] as { listen: string } | null;
+        const relayText = relay ? `, relay ${relay.listen}${rt && 'relay' in rt && rt.relay && 'error' in rt.relay ? ' (NOT LISTENING)' : ''}` : '';
+        rows.push(['peer', String(v['network']), String(v['peer']), String(v['address']), rt?.state ?? 'no daemon', `hub ${(v['hub'] as { api_url: string }).api_url}, restarts ${rt?.restarts ?? 0}, sync ${rt?.sync ? (rt.sync.ok ? `ok ${rt.sync.at}` : 'failing') : '-'}${relayText}`]);
       }
       for (const h of hubSide) rows.push(['hub', h.network, h.peer, h.address, h.state, h.connected_from ? `connected from ${h.connected_from}` : 'not connected']);
       return { json: { peer: peerSide, hub: hubSide }, text: rows.length === 1 ? 'no links' : table(rows) };

@@ -186,10 +186,34 @@ export interface AddLinkResult {
   readonly subnet: string;
   readonly port: number;
   readonly hub: string;
+  readonly relay: { readonly listen: string; readonly to: string } | null;
 }
 
-/** Peer side: verifies a link bundle (its bytes) and creates the mirror network (up) with its link. */
-export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: string): AddLinkResult {
+/** ADDR:PORT (an IP and a real port) that is not this server's own API listener. */
+function checkRelayListen(ctx: ServerContext, text: string): string {
+  const { host, port } = parseListen(text);
+  if (port === 0) throw new UsageError(`--relay-listen ${text}: give a port (nodes behind this server are told it)`);
+  const api = parseListen(ctx.config.listen);
+  const wildcard = (h: string) => h === '0.0.0.0' || h === '::';
+  if (api.port === port && (api.host === host || wildcard(api.host) || wildcard(host))) {
+    throw new UsageError(`--relay-listen ${text} collides with this server's own API listener ${ctx.config.listen}; pick another port`);
+  }
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** host:port of the hub's API, from the link bundle's api_url. */
+export function hubApiTarget(p: LinkPayload): string {
+  const u = new URL(p.hub.api_url);
+  return `${u.hostname}:${u.port || '443'}`;
+}
+
+/**
+ * Peer side: verifies a link bundle (its bytes) and creates the mirror
+ * network (up) with its link; with `relayListen`, the daemon also relays TCP
+ * from that address to the hub's API for the nodes behind this server.
+ */
+export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: string, opts: { relayListen?: string | undefined } = {}): AddLinkResult {
+  const relayListen = opts.relayListen === undefined ? null : checkRelayListen(ctx, opts.relayListen);
   let anchor;
   try {
     anchor = parseAnchor(hubAnchorText.trim());
@@ -234,8 +258,12 @@ export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: s
       updatedAt: now,
     };
     tx.insertNetwork(rec);
-    tx.insertLink({ network: rec.id, data: JSON.stringify(p), hubAnchor: anchorToString(anchor), syncedAt: 0, createdAt: now });
-    return { network: rec.id, peer: p.peer.name, address: p.peer.address, subnet: rec.subnet, port, hub: p.hub.api_url };
+    if (relayListen !== null) {
+      const taken = tx.listLinks().find((l) => l.relayListen === relayListen);
+      if (taken) throw new StoreError('MVPN_ALREADY_EXISTS', `--relay-listen ${relayListen}: the link of ${taken.network} relays there already`);
+    }
+    tx.insertLink({ network: rec.id, data: JSON.stringify(p), hubAnchor: anchorToString(anchor), syncedAt: 0, createdAt: now, relayListen });
+    return { network: rec.id, peer: p.peer.name, address: p.peer.address, subnet: rec.subnet, port, hub: p.hub.api_url, relay: relayListen ? { listen: relayListen, to: hubApiTarget(p) } : null };
   });
 }
 
@@ -316,6 +344,7 @@ export function linkView(l: LinkRecord, runtime?: unknown): Record<string, unkno
     subnet: p.network.subnet,
     hub: { api_url: p.hub.api_url, remotes: p.hub.remotes, anchor: l.hubAnchor },
     bridge: `mb-${l.network}`,
+    relay: l.relayListen === null ? null : { listen: l.relayListen, to: hubApiTarget(p) },
     synced_at: l.syncedAt === 0 ? null : new Date(l.syncedAt).toISOString(),
     created_at: new Date(l.createdAt).toISOString(),
     ...(runtime === undefined ? {} : { runtime }),

@@ -135,6 +135,10 @@ export const MIGRATIONS: readonly string[] = [
     created_at INTEGER NOT NULL
   ) STRICT;
   `,
+  // 5: a peer's API relay for the nodes behind it (ADDR:PORT it listens on, NULL = none)
+  `
+  ALTER TABLE links ADD COLUMN relay_listen TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -229,7 +233,14 @@ function toToken(r: Row): TokenRecord {
 }
 
 function toLink(r: Row): LinkRecord {
-  return { network: str(r['network']), data: str(r['data']), hubAnchor: str(r['hub_anchor']), syncedAt: num(r['synced_at']), createdAt: num(r['created_at']) };
+  return {
+    network: str(r['network']),
+    data: str(r['data']),
+    hubAnchor: str(r['hub_anchor']),
+    syncedAt: num(r['synced_at']),
+    createdAt: num(r['created_at']),
+    relayListen: strOrNull(r['relay_listen']),
+  };
 }
 
 function toRevocation(r: Row): RevocationRecord {
@@ -606,12 +617,13 @@ export class SqliteStore implements Store {
       listLinks: () => all('SELECT * FROM links ORDER BY network').map(toLink),
       insertLink: (l) => {
         guard();
-        exec('INSERT INTO links (network, data, hub_anchor, synced_at, created_at) VALUES ($network, $data, $anchor, $synced, $created)', {
+        exec('INSERT INTO links (network, data, hub_anchor, synced_at, created_at, relay_listen) VALUES ($network, $data, $anchor, $synced, $created, $relay)', {
           network: l.network,
           data: l.data,
           anchor: l.hubAnchor,
           synced: l.syncedAt,
           created: l.createdAt,
+          relay: l.relayListen,
         });
       },
       setLinkSynced: (network, at) => {

@@ -133,6 +133,8 @@ export interface LinkRecord {
   /** Last successful state sync from the hub (ms), 0 if never. */
   readonly syncedAt: number;
   readonly createdAt: number;
+  /** ADDR:PORT where the peer relays TCP to the hub's API for the nodes behind it; null = no relay. */
+  readonly relayListen: string | null;
 }
 
 type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P] }, K>>;
