@@ -33,7 +33,7 @@ import { join } from 'node:path';
 import { x as untar } from 'tar';
 import type { AgentStatus } from '../agent/status.ts';
 import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.ts';
-import type { ServerStep } from '../server/federation/apply-servers.ts';
+import { DEFAULT_RELAY_PORT, type ServerStep } from '../server/federation/apply-servers.ts';
 import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
 import { buildTopology, experimentFor, NETWORK_ID, VPN_BROADCAST, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
@@ -199,19 +199,18 @@ export class World {
     for (const n of this.nodes) await this.deliver(n);
   }
 
-  /** A node served by the hub enrolls with a token tarball; one behind a peer gets the hub's export. */
-  async deliver(n: DemoNode): Promise<void> {
-    const m = this.member(n.id);
-    if (m.server === this.hub) await this.deliverStartupTarball(n, m);
-    else await this.deliverExport(n);
-  }
-
-  /** What a testbed does with a per-node startup tarball, into the node's own directory instead of `/`. */
-  async deliverStartupTarball(n: DemoNode, m: PlanMember = this.member(n.id)): Promise<void> {
+  /**
+   * What a testbed does with a per-node startup tarball (made by the LAN's
+   * hub, with the node's token), into the node's own directory instead of
+   * `/`. The API address is the plan's; a node behind a peer dials the
+   * relay on its own ops host (`--via`), TLS still with the hub.
+   */
+  async deliver(n: DemoNode, m: PlanMember = this.member(n.id)): Promise<void> {
     const nodeDir = this.nodeDir(n.id);
     await mkdir(nodeDir, { recursive: true, mode: 0o700 });
     const tarball = join(nodeDir, 'startup.tar.gz');
-    await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${m.remote}:${API_PORT}/`, '--token-ttl', '1h', '--out', tarball]);
+    const via = m.api_via === null ? [] : ['--via', `${m.api_via}:${DEFAULT_RELAY_PORT}`];
+    await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${m.api}:${API_PORT}/`, ...via, '--token-ttl', '1h', '--out', tarball]);
     await untar({ file: tarball, cwd: nodeDir });
     const cfgPath = this.configPath(n.id);
     const cfg = JSON.parse(await readFile(cfgPath, 'utf8')) as Record<string, unknown> & { enroll?: Record<string, unknown> };
@@ -219,15 +218,6 @@ export class World {
     cfg['server_ca'] = 'server-ca.pem';
     if (cfg.enroll) cfg.enroll['token_file'] = 'enroll.token';
     await this.writeConfig(n.id, cfg);
-  }
-
-  /** A node behind a peer: the hub's offline export (bundle + signed membership, used as a file source). */
-  async deliverExport(n: DemoNode): Promise<void> {
-    const etc = join(this.nodeDir(n.id), 'etc', 'mvpn-client');
-    await mkdir(etc, { recursive: true, mode: 0o700 });
-    await this.server$(['export', n.id, '--network', NETWORK_ID, '--out', join(etc, `${n.id}.tar.gz`)]);
-    const anchor = (await this.server$(['anchor'])).trim();
-    await this.writeConfig(n.id, { node: { id: n.id }, sources: [{ type: 'file', path: `${n.id}.membership.json` }], anchor });
   }
 
   private async writeConfig(id: string, cfg: Record<string, unknown>): Promise<void> {
@@ -324,9 +314,8 @@ export class World {
     return this.cli(['status', '--runtime-dir', this.runtimeDir(id)], this.node(id).ns, 30_000);
   }
 
-  /** Enrolled = the identity certificate is in the node's state directory; a node with an export needs none. */
+  /** Enrolled = the identity certificate is in the node's state directory. */
   async enrolled(id: string): Promise<boolean> {
-    if (this.member(id).server !== this.hub) return true;
     return stat(join(this.stateDir(id), 'identity', 'identity.crt')).then(
       () => true,
       () => false,

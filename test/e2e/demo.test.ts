@@ -89,7 +89,10 @@ describe('mvpn-client demo (built binary)', () => {
     expect(r.stdout).toMatch(/^demo +c +b +198\.18\.0\.1$/m);
     // applied on both servers: the link exported at b and added at c
     expect(r.stdout).toMatch(/^b +link-exported /m);
-    expect(r.stdout).toMatch(/^c +link-added /m);
+    expect(r.stdout).toMatch(/^c +link-added .*relay to the hub's API on 198\.18\.2\.1:8444$/m);
+    // c's nodes reach the hub's API through that relay: they enrolled with keys made on the node (no export)
+    expect(r.stdout).toMatch(/^demo +c1 +c +c +198\.18\.2\.1 +\(allocated by hub\) +198\.18\.0\.1 via 198\.18\.2\.1$/m);
+    for (const what of ['all enrolled', 'all connected']) expect(r.stdout).toContain(what);
     for (const id of ['b1', 'b2', 'b3']) expect(r.stdout).toMatch(new RegExp(`^${id} +planned b at 198\\.18\\.1\\.1 +in use 198\\.18\\.1\\.1:\\d+ +as planned$`, 'm'));
     for (const id of ['c1', 'c2', 'c3']) expect(r.stdout).toMatch(new RegExp(`^${id} +planned c at 198\\.18\\.2\\.1 +in use 198\\.18\\.2\\.1:\\d+ +as planned$`, 'm'));
     expect(r.stdout).toContain('30/30 ordered pairs answered');

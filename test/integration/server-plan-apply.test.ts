@@ -62,7 +62,7 @@ interface Member {
   remotes: { host: string; port: number }[] | null;
 }
 interface PlanOut {
-  plan: { lans: { hub: string; members: { node: string; server: string; remote: string; address: string | null }[] }[] };
+  plan: { lans: { hub: string; members: { node: string; server: string; remote: string; address: string | null; api_via: string | null }[] }[] };
   steps: { server: string; action: string; node?: string; detail: string }[];
 }
 
@@ -120,8 +120,11 @@ describe('server plan --apply --servers: one plan, every server', () => {
     }
     expect(atHub.get('c2')!.address).toBe('198.19.4.77');
     expect(atHub.has('mvpn-peer-c')).toBe(true);
-    const links = await peer.json<{ peer: { network: string; hub: { anchor: string } }[] }>(['link', 'show']);
+    const links = await peer.json<{ peer: { network: string; hub: { anchor: string }; relay: unknown }[] }>(['link', 'show']);
     expect(links.peer.map((l) => l.network)).toEqual(['lan']);
+    // the peer relays the hub's API on its internal address for the nodes behind it (the plan's api_via)
+    expect(links.peer[0]!.relay).toEqual({ listen: `${C.internal}:8444`, to: '198.18.0.1:8443' });
+    for (const m of lan.members) expect(m.api_via, m.node).toBe(m.server === 'c' ? C.internal : null);
     expect(links.peer[0]!.hub).toMatchObject({ anchor: (await hub.run(['anchor'])).out.trim(), api_url: HUB_API });
 
     const versions = new Map([...atHub].map(([n, m]) => [n, m.bundle_version]));

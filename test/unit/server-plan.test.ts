@@ -32,6 +32,16 @@ describe('server plan', () => {
       ['c', [], ['lan0']],
     ]);
     expect(formatPlan(plan)).toMatch(/lan0\s+c\s+b\s+203\.0\.113\.2/);
+    // the hub's API: b's nodes at b's internal address; c's nodes cannot reach b, so through the relay on c's ops host
+    expect(Object.fromEntries(lan.members.map((m) => [m.node, m.api_via ? `${m.api} via ${m.api_via}` : m.api]))).toEqual({
+      b1: '198.18.2.1',
+      b2: '198.18.2.1',
+      b3: '198.18.2.1',
+      c1: '203.0.113.2 via 198.18.3.1',
+      c2: '203.0.113.2 via 198.18.3.1',
+      c3: '203.0.113.2 via 198.18.3.1',
+    });
+    expect(formatPlan(plan)).toMatch(/lan0\s+c1\s+c\s+c\s+198\.18\.3\.1\s+\(allocated by hub\)\s+203\.0\.113\.2 via 198\.18\.3\.1\n/);
   });
 
   it('topology 1 (A public + B private): B hosts, no links, A nodes use B-ops public address, B nodes its internal one', () => {
@@ -43,6 +53,13 @@ describe('server plan', () => {
       ['a2', 'b', '203.0.113.2', '198.19.20.20'],
       ['b1', 'b', '198.18.2.1', null],
       ['b2', 'b', '198.18.2.1', null],
+    ]);
+    // public nodes reach the hub's API at its public address, directly
+    expect(lan.members.map((m) => [m.node, m.api, m.api_via])).toEqual([
+      ['a1', '203.0.113.2', null],
+      ['a2', '203.0.113.2', null],
+      ['b1', '198.18.2.1', null],
+      ['b2', '198.18.2.1', null],
     ]);
   });
 

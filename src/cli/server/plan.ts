@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.ts';
 import { signingKeyFromPem } from '../../bundle/sign.ts';
 import { execCommand } from '../../util/exec.ts';
 import { parseJsonBounded } from '../../util/json.ts';
-import { applyAcrossServers, checkServers, parseServersFile, ServerChannels, type ServerStep } from '../../server/federation/apply-servers.ts';
+import { applyAcrossServers, checkServers, DEFAULT_RELAY_PORT, parseServersFile, ServerChannels, type ServerStep } from '../../server/federation/apply-servers.ts';
 import { applyPlan } from '../../server/federation/plan-apply.ts';
 import { formatPlan, parseExperiment, planExperiment, type Experiment, type Plan } from '../../server/federation/plan.ts';
 import type { CliCommand } from '../command.ts';
@@ -39,7 +39,7 @@ async function applyEverywhere(io: Io, args: PlanArgs): Promise<Output> {
   const steps = await applyAcrossServers(plan, JSON.stringify(experiment), new ServerChannels(servers, execCommand));
   return {
     json: { plan, steps },
-    text: `${formatPlan(plan)}\napplied:\n${stepTable(steps)}\nleft to do: get each node its bundle (enrollment token tarballs from its server's hub, or server export)\n`,
+    text: `${formatPlan(plan)}\napplied:\n${stepTable(steps)}\nleft to do: get each node its startup tarball from its LAN's hub: server tarball --node N --server-url https://API:PORT/ (plus --via API_VIA:${DEFAULT_RELAY_PORT} for a node behind a peer; see the API column)\n`,
   };
 }
 

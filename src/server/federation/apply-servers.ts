@@ -13,13 +13,15 @@
  *    address and remote (the hub is the one allocation authority, also for
  *    the nodes behind its peers);
  * 2. every link: unless the peer already has it, the hub's anchor
- *    (`anchor`) and link bundle (`link export … --out -`) go to the peer
- *    (`link add - --hub-anchor …`);
+ *    (`anchor`) and link bundle (`link export … --out=-`) go to the peer
+ *    (`link add - --hub-anchor … --relay-listen INTERNAL:8444`: the peer
+ *    relays the hub's API to the nodes behind it);
  * 3. the nodes behind each peer get the peer's internal address with the
  *    port the peer's openvpn server listens on (`node set-remotes` at the hub).
  *
- * Delivering node bundles (enrollment tokens or `server export`) stays with
- * the testbed: how a file reaches a private node is the testbed's business.
+ * Delivering node tarballs (enrollment tokens; `--via` the relay for nodes
+ * behind a peer) stays with the testbed: how a file reaches a private node
+ * is the testbed's business.
  */
 import { z } from 'zod';
 import { MvpnError, UsageError, type ErrorCode } from '../../errors.ts';
@@ -37,6 +39,8 @@ export const ServersFileSchema = z.strictObject({
       command: z.array(z.string().min(1)).min(1),
       /** https://HOST:PORT at which peers reach this server's API (for its links); default: its own config. */
       api_url: z.string().regex(/^https:\/\/[^/\s]+$/, 'expected https://HOST:PORT').optional(),
+      /** As a peer: the port of the relay to the hub's API on its internal address (default 8444). */
+      relay_port: z.int().min(1).max(65535).optional(),
     }),
   ),
 });
@@ -59,6 +63,7 @@ export interface ServerStep extends Omit<ApplyStep, 'action'> {
 }
 
 const TIMEOUT_MS = 120_000;
+export const DEFAULT_RELAY_PORT = 8444;
 
 export class ServerChannels {
   private readonly servers: ServersFile['servers'];
@@ -77,6 +82,10 @@ export class ServerChannels {
 
   apiUrl(server: string): string | undefined {
     return this.servers[server]?.api_url;
+  }
+
+  relayPort(server: string): number {
+    return this.servers[server]?.relay_port ?? DEFAULT_RELAY_PORT;
   }
 
   /** Runs a subcommand there; its output without --json (a file on stdout). Throws what the server said on failure. */
@@ -134,16 +143,26 @@ export async function applyAcrossServers(plan: Plan, experimentJson: string, cha
     for (const st of r.steps) steps.push({ server: s.testbed, ...st });
   }
   for (const link of plan.links) {
-    const shown = await channels.json<{ peer: { network: string }[] }>(link.peer, ['link', 'show', link.lan]);
-    if (shown.peer.some((p) => p.network === link.lan)) {
-      steps.push({ server: link.peer, action: 'link-present', lan: link.lan, peer: link.peer, detail: `already joined to ${link.hub}` });
+    const shown = await channels.json<{ peer: { network: string; relay: { listen: string } | null }[] }>(link.peer, ['link', 'show', link.lan]);
+    const present = shown.peer.find((p) => p.network === link.lan);
+    if (present) {
+      const relay = present.relay ? `, relay on ${present.relay.listen}` : ', no relay';
+      steps.push({ server: link.peer, action: 'link-present', lan: link.lan, peer: link.peer, detail: `already joined to ${link.hub}${relay}` });
     } else {
       const { trust_anchor: anchor } = await channels.json<{ trust_anchor: string }>(link.hub, ['anchor']);
       const api = channels.apiUrl(link.hub);
       const bundle = await channels.raw(link.hub, ['link', 'export', link.lan, '--peer', link.peer, '--out=-', ...(api ? ['--api-url', api] : [])]);
       steps.push({ server: link.hub, action: 'link-exported', lan: link.lan, peer: link.peer, detail: `to ${link.peer}` });
-      const added = await channels.json<{ address: string; port: number }>(link.peer, ['link', 'add', '-', '--hub-anchor', anchor], bundle);
-      steps.push({ server: link.peer, action: 'link-added', lan: link.lan, peer: link.peer, detail: `link address ${added.address}, local server on port ${added.port}` });
+      const peerOps = plan.servers.find((x) => x.testbed === link.peer)!;
+      const relayListen = `${peerOps.internal}:${channels.relayPort(link.peer)}`;
+      const added = await channels.json<{ address: string; port: number }>(link.peer, ['link', 'add', '-', '--hub-anchor', anchor, '--relay-listen', relayListen], bundle);
+      steps.push({
+        server: link.peer,
+        action: 'link-added',
+        lan: link.lan,
+        peer: link.peer,
+        detail: `link address ${added.address}, local server on port ${added.port}, relay to the hub's API on ${relayListen}`,
+      });
     }
     const { port } = await channels.json<{ port: number }>(link.peer, ['network', 'show', link.lan]);
     const lan = plan.lans.find((l) => l.name === link.lan)!;

@@ -19,6 +19,9 @@
  *   server, by name).
  * - Public nodes connect to the hub: its internal address when the hub is
  *   on their own testbed, its public address otherwise.
+ * - The hub's API (enrollment, documents) is reached the same way; a node
+ *   behind a peer reaches it through the relay on its own server's internal
+ *   address (`api_via`), TLS still end to end with the hub.
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
@@ -61,6 +64,10 @@ export interface PlanMember {
   readonly server: string;
   /** The address it connects to (the port is the network's). */
   readonly remote: string;
+  /** The hub's address in the node's API URL (enrollment, documents, bundles). */
+  readonly api: string;
+  /** A node behind a peer reaches the hub's API through its own server's relay at this address; null = directly. */
+  readonly api_via: string | null;
 }
 
 export interface PlanLan {
@@ -180,7 +187,9 @@ export function planExperiment(exp: Experiment): Plan {
       const tb = nodes.get(m.node)!.testbed;
       const server = testbeds.get(tb)!.nodes === 'private' ? tb : hub;
       const ops = testbeds.get(server)!.ops!;
-      return { node: m.node, testbed: tb, address: m.address ?? null, server, remote: tb === server ? ops.internal : ops.public };
+      const api = tb === hub ? hubOps.internal : hubOps.public;
+      const apiVia = server !== hub ? ops.internal : null;
+      return { node: m.node, testbed: tb, address: m.address ?? null, server, remote: tb === server ? ops.internal : ops.public, api, api_via: apiVia };
     });
     for (const p of peers) links.push({ lan: lan.name, hub, peer: p, hub_remote: hubOps.public });
     lans.push({ name: lan.name, subnet: lan.subnet ?? null, hub, peers, members: planned });
@@ -213,8 +222,10 @@ export function formatPlan(plan: Plan): string {
     '',
     'nodes:',
     rows([
-      ['LAN', 'NODE', 'TESTBED', 'SERVER', 'REMOTE', 'ADDRESS'],
-      ...plan.lans.flatMap((l) => l.members.map((m) => [l.name, m.node, m.testbed, m.server, m.remote, m.address ?? '(allocated by hub)'])),
+      ['LAN', 'NODE', 'TESTBED', 'SERVER', 'REMOTE', 'ADDRESS', 'API'],
+      ...plan.lans.flatMap((l) =>
+        l.members.map((m) => [l.name, m.node, m.testbed, m.server, m.remote, m.address ?? '(allocated by hub)', m.api_via ? `${m.api} via ${m.api_via}` : m.api]),
+      ),
     ]),
   ];
   return out.join('\n') + '\n';
