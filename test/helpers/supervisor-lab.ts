@@ -12,8 +12,9 @@ import { memoryLogger, type Logger } from '../../src/log.ts';
 import type { OpenvpnEvent } from '../../src/openvpn/events.ts';
 import { isAlive, runtimePaths } from '../../src/openvpn/process.ts';
 import type { InstanceSpec, Supervisor, SupervisorDeps } from '../../src/openvpn/supervisor.ts';
-import { waitFor, type Lab, type Netns } from './netns.ts';
+import { waitFor, withLab, type Lab, type Netns } from './netns.ts';
 import { makeTestPki, writeTestPki, type TestPkiPaths } from './pki-fixtures.ts';
+import { tmpDir } from './tmp.ts';
 
 export const SERVER_UNDERLAY = '198.18.0.1';
 export const CLIENT_UNDERLAY = '198.18.0.2';
@@ -81,6 +82,16 @@ function clientConf(p: TestPkiPaths, name: string): string {
     'verb 3',
     '',
   ].join('\n');
+}
+
+/** `fn` with a fresh tunnel lab in a temp dir labelled `label`; the namespaces and the dir are removed afterwards, also on failure. */
+export async function withTunnelLab<T>(label: string, fn: (t: TunnelLab, lab: Lab, dir: string) => Promise<T>): Promise<T> {
+  const tmp = await tmpDir(label);
+  try {
+    return await withLab(async (lab) => fn(await tunnelLab(lab, tmp.path), lab, tmp.path));
+  } finally {
+    await tmp.remove();
+  }
 }
 
 export async function tunnelLab(lab: Lab, dir: string, clients: readonly string[] = ['node1']): Promise<TunnelLab> {

@@ -14,7 +14,7 @@ import { cleanupLeftovers, findRunning, runtimePaths } from '../../src/openvpn/p
 import { openvpnEnv, Supervisor } from '../../src/openvpn/supervisor.ts';
 import { startNotifyListener } from '../helpers/notify-listener.ts';
 import { waitFor, withLab, type Netns } from '../helpers/netns.ts';
-import { clientSpec, fastDeps, pidAlive, recordingLogger, serverSpec, tunnelLab, untilState } from '../helpers/supervisor-lab.ts';
+import { clientSpec, fastDeps, pidAlive, recordingLogger, serverSpec, tunnelLab, untilState, withTunnelLab } from '../helpers/supervisor-lab.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 async function exists(path: string): Promise<boolean> {
@@ -35,136 +35,118 @@ async function leftover(ns: Netns, config: string, files: { mgmtSocket: string; 
 
 describe('leftovers of a crashed previous run', () => {
   it('cleanupLeftovers stops our openvpns by pid (also a SIGSTOPped one), removes stale files, spares an unrelated pid', async () => {
-    const tmp = await tmpDir('left');
+    await withTunnelLab('left', async (t, _lab, dir) => {
+    const a = runtimePaths(t.runtimeDir, 'a');
+    const b = runtimePaths(t.runtimeDir, 'b');
+    const procA = await leftover(t.cli, t.clientConfig['node1']!, a);
+    const procB = await leftover(t.srv, t.serverConfig, b);
+    process.kill(procB.pid!, 'SIGSTOP');
+    // A pid file naming a process that is not our openvpn (pid reuse).
+    const decoy = spawn('python3', ['-c', 'import time; time.sleep(600)', `${dir}/decoy`], { stdio: 'ignore' });
+    const decoyPid = decoy.pid!;
+    const decoyFile = join(t.runtimeDir, 'openvpn-decoy.pid');
+    await writeFile(decoyFile, `${decoyPid}\n`);
+    // A stale socket name without a process, and files that are not ours to touch.
+    const staleSock = join(t.runtimeDir, 'openvpn-gone.sock');
+    await writeFile(staleSock, '');
+    const statusSock = join(t.runtimeDir, 'status.sock');
+    await writeFile(statusSock, '');
     try {
-      await withLab(async (lab) => {
-        const t = await tunnelLab(lab, tmp.path);
-        const a = runtimePaths(t.runtimeDir, 'a');
-        const b = runtimePaths(t.runtimeDir, 'b');
-        const procA = await leftover(t.cli, t.clientConfig['node1']!, a);
-        const procB = await leftover(t.srv, t.serverConfig, b);
-        process.kill(procB.pid!, 'SIGSTOP');
-        // A pid file naming a process that is not our openvpn (pid reuse).
-        const decoy = spawn('python3', ['-c', 'import time; time.sleep(600)', `${tmp.path}/decoy`], { stdio: 'ignore' });
-        const decoyPid = decoy.pid!;
-        const decoyFile = join(t.runtimeDir, 'openvpn-decoy.pid');
-        await writeFile(decoyFile, `${decoyPid}\n`);
-        // A stale socket name without a process, and files that are not ours to touch.
-        const staleSock = join(t.runtimeDir, 'openvpn-gone.sock');
-        await writeFile(staleSock, '');
-        const statusSock = join(t.runtimeDir, 'status.sock');
-        await writeFile(statusSock, '');
-        try {
-          const r = await cleanupLeftovers(t.runtimeDir, { graceMs: 5_000 });
-          expect(r.stopped.sort()).toEqual([procA.pid, procB.pid].sort());
-          expect(await pidAlive(procA.pid!)).toBe(false);
-          expect(await pidAlive(procB.pid!)).toBe(false);
-          expect(await pidAlive(decoyPid)).toBe(true);
-          for (const f of [a.pidFile, a.mgmtSocket, b.pidFile, b.mgmtSocket, decoyFile, staleSock]) expect(await exists(f), f).toBe(false);
-          expect(await exists(statusSock)).toBe(true);
-          expect(r.removed).toEqual(expect.arrayContaining([decoyFile, staleSock]));
-          expect(await t.cli.pids()).toEqual([]);
-          expect(await t.srv.pids()).toEqual([]);
-          // Nothing left: a second run is a no-op.
-          expect(await cleanupLeftovers(t.runtimeDir)).toEqual({ stopped: [], removed: [] });
-        } finally {
-          const gone = new Promise<void>((r) => (decoy.exitCode === null ? decoy.once('exit', () => r()) : r()));
-          process.kill(decoyPid, 'SIGTERM');
-          await gone;
-        }
-      });
+      const r = await cleanupLeftovers(t.runtimeDir, { graceMs: 5_000 });
+      expect(r.stopped.sort()).toEqual([procA.pid, procB.pid].sort());
+      expect(await pidAlive(procA.pid!)).toBe(false);
+      expect(await pidAlive(procB.pid!)).toBe(false);
+      expect(await pidAlive(decoyPid)).toBe(true);
+      for (const f of [a.pidFile, a.mgmtSocket, b.pidFile, b.mgmtSocket, decoyFile, staleSock]) expect(await exists(f), f).toBe(false);
+      expect(await exists(statusSock)).toBe(true);
+      expect(r.removed).toEqual(expect.arrayContaining([decoyFile, staleSock]));
+      expect(await t.cli.pids()).toEqual([]);
+      expect(await t.srv.pids()).toEqual([]);
+      // Nothing left: a second run is a no-op.
+      expect(await cleanupLeftovers(t.runtimeDir)).toEqual({ stopped: [], removed: [] });
     } finally {
-      await tmp.remove();
+      const gone = new Promise<void>((r) => (decoy.exitCode === null ? decoy.once('exit', () => r()) : r()));
+      process.kill(decoyPid, 'SIGTERM');
+      await gone;
     }
+    });
   });
 
   it('a supervisor refuses to start a network whose openvpn still runs (no network runs twice), and starts once it is gone', async () => {
-    const tmp = await tmpDir('left');
+    await withTunnelLab('left', async (t) => {
+    const spec = serverSpec(t);
+    const old = await leftover(t.srv, t.serverConfig, spec);
+    expect(await findRunning(spec)).toBe(old.pid);
+    const logger = recordingLogger();
+    const sup = new Supervisor(spec, fastDeps(t.srv, logger));
     try {
-      await withLab(async (lab) => {
-        const t = await tunnelLab(lab, tmp.path);
-        const spec = serverSpec(t);
-        const old = await leftover(t.srv, t.serverConfig, spec);
-        expect(await findRunning(spec)).toBe(old.pid);
-        const logger = recordingLogger();
-        const sup = new Supervisor(spec, fastDeps(t.srv, logger));
-        try {
-          sup.start();
-          await untilState(sup, 'failed', logger.events);
-          expect(sup.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
-          expect(sup.status().lastError?.message).toContain(String(old.pid));
-          expect(await pidAlive(old.pid!)).toBe(true);
-          expect(await t.srv.pids()).toEqual([old.pid]);
+      sup.start();
+      await untilState(sup, 'failed', logger.events);
+      expect(sup.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
+      expect(sup.status().lastError?.message).toContain(String(old.pid));
+      expect(await pidAlive(old.pid!)).toBe(true);
+      expect(await t.srv.pids()).toEqual([old.pid]);
 
-          await cleanupLeftovers(t.runtimeDir);
-          expect(await findRunning(spec)).toBeUndefined();
-          sup.start();
-          await untilState(sup, 'connected', logger.events);
-          expect(await t.srv.pids()).toEqual([sup.status().pid]);
-        } finally {
-          await sup.stop();
-        }
-      });
+      await cleanupLeftovers(t.runtimeDir);
+      expect(await findRunning(spec)).toBeUndefined();
+      sup.start();
+      await untilState(sup, 'connected', logger.events);
+      expect(await t.srv.pids()).toEqual([sup.status().pid]);
     } finally {
-      await tmp.remove();
+      await sup.stop();
     }
+    });
   });
 });
 
 describe("the agent's check before each spawn (findRunning scan 'when-files-exist', after cleanupLeftovers at start)", () => {
   it('finds a leftover by its pid file, or by a /proc scan while its pid file or socket exists; a supervisor refuses it; cleanupLeftovers stops it before a new spawn', async () => {
-    const tmp = await tmpDir('left');
+    await withTunnelLab('left', async (t) => {
+    const spec = serverSpec(t);
+    const fast = { scan: 'when-files-exist' } as const;
+    const old = await leftover(t.srv, t.serverConfig, spec);
     try {
-      await withLab(async (lab) => {
-        const t = await tunnelLab(lab, tmp.path);
-        const spec = serverSpec(t);
-        const fast = { scan: 'when-files-exist' } as const;
-        const old = await leftover(t.srv, t.serverConfig, spec);
-        try {
-          // Its own pid file names it.
-          expect(await findRunning(spec, fast)).toBe(old.pid);
-          const logger = recordingLogger();
-          const sup = new Supervisor(spec, { ...fastDeps(t.srv, logger), findRunning: (files) => findRunning(files, fast) });
-          try {
-            sup.start();
-            await untilState(sup, 'failed', logger.events);
-            expect(sup.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
-            expect(await t.srv.pids()).toEqual([old.pid]);
+      // Its own pid file names it.
+      expect(await findRunning(spec, fast)).toBe(old.pid);
+      const logger = recordingLogger();
+      const sup = new Supervisor(spec, { ...fastDeps(t.srv, logger), findRunning: (files) => findRunning(files, fast) });
+      try {
+        sup.start();
+        await untilState(sup, 'failed', logger.events);
+        expect(sup.status().lastError?.code).toBe('MVPN_OPENVPN_ALREADY_RUNNING');
+        expect(await t.srv.pids()).toEqual([old.pid]);
 
-            // A pid file that names something else (pid reuse, garbage): the scan still finds it.
-            await writeFile(spec.pidFile, `${process.pid}\n`);
-            expect(await findRunning(spec, fast)).toBe(old.pid);
-            // No pid file, only the socket left: found by the scan too.
-            await rm(spec.pidFile);
-            expect(await findRunning(spec, fast)).toBe(old.pid);
-            // Neither file: the one case the quick check cannot see, and why the agent scans everything once at start.
-            await rm(spec.mgmtSocket);
-            expect(await findRunning(spec, fast)).toBeUndefined();
-            expect(await findRunning(spec)).toBe(old.pid);
+        // A pid file that names something else (pid reuse, garbage): the scan still finds it.
+        await writeFile(spec.pidFile, `${process.pid}\n`);
+        expect(await findRunning(spec, fast)).toBe(old.pid);
+        // No pid file, only the socket left: found by the scan too.
+        await rm(spec.pidFile);
+        expect(await findRunning(spec, fast)).toBe(old.pid);
+        // Neither file: the one case the quick check cannot see, and why the agent scans everything once at start.
+        await rm(spec.mgmtSocket);
+        expect(await findRunning(spec, fast)).toBeUndefined();
+        expect(await findRunning(spec)).toBe(old.pid);
 
-            const r = await cleanupLeftovers(t.runtimeDir);
-            expect(r.stopped).toEqual([old.pid]);
-            expect(await pidAlive(old.pid!)).toBe(false);
-            sup.start();
-            await untilState(sup, 'connected', logger.events);
-            expect(await t.srv.pids()).toEqual([sup.status().pid]);
-            // Our own running openvpn is found the quick way as well.
-            expect(await findRunning(spec, fast)).toBe(sup.status().pid);
-          } finally {
-            await sup.stop();
-          }
-          expect(await findRunning(spec, fast)).toBeUndefined();
-        } finally {
-          if (await pidAlive(old.pid!)) {
-            const gone = new Promise<void>((r) => (old.exitCode === null && old.signalCode === null ? old.once('exit', () => r()) : r()));
-            process.kill(old.pid!, 'SIGKILL');
-            await gone;
-          }
-        }
-      });
+        const r = await cleanupLeftovers(t.runtimeDir);
+        expect(r.stopped).toEqual([old.pid]);
+        expect(await pidAlive(old.pid!)).toBe(false);
+        sup.start();
+        await untilState(sup, 'connected', logger.events);
+        expect(await t.srv.pids()).toEqual([sup.status().pid]);
+        // Our own running openvpn is found the quick way as well.
+        expect(await findRunning(spec, fast)).toBe(sup.status().pid);
+      } finally {
+        await sup.stop();
+      }
+      expect(await findRunning(spec, fast)).toBeUndefined();
     } finally {
-      await tmp.remove();
+      if (await pidAlive(old.pid!)) {
+        const gone = new Promise<void>((r) => (old.exitCode === null && old.signalCode === null ? old.once('exit', () => r()) : r()));
+        process.kill(old.pid!, 'SIGKILL');
+        await gone;
+      }
     }
+    });
   });
 });
 

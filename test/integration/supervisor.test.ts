@@ -7,7 +7,6 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ManagementClient } from '../../src/openvpn/management.ts';
 import { Supervisor } from '../../src/openvpn/supervisor.ts';
-import { withLab } from '../helpers/netns.ts';
 import {
   CLIENT_TUNNEL,
   CLIENT_UNDERLAY,
@@ -18,12 +17,11 @@ import {
   SERVER_TUNNEL,
   SERVER_UNDERLAY,
   serverSpec,
-  tunnelLab,
+  withTunnelLab,
   until,
   untilState,
   type TunnelLab,
 } from '../helpers/supervisor-lab.ts';
-import { tmpDir } from '../helpers/tmp.ts';
 
 async function exists(path: string): Promise<boolean> {
   return access(path).then(
@@ -34,27 +32,21 @@ async function exists(path: string): Promise<boolean> {
 
 /** A lab with a connected server and client supervisor; both stopped afterwards, pass or fail. */
 async function withTunnel(fn: (t: TunnelLab, server: Supervisor, client: Supervisor, events: ReturnType<typeof recordingLogger>['events']) => Promise<void>): Promise<void> {
-  const tmp = await tmpDir('sup');
-  try {
-    await withLab(async (lab) => {
-      const t = await tunnelLab(lab, tmp.path);
-      const logger = recordingLogger();
-      const server = new Supervisor(serverSpec(t), fastDeps(t.srv, logger));
-      const client = new Supervisor(clientSpec(t), fastDeps(t.cli, logger));
-      try {
-        server.start();
-        await untilState(server, 'connected', logger.events);
-        client.start();
-        await untilState(client, 'connected', logger.events);
-        await fn(t, server, client, logger.events);
-      } finally {
-        await client.stop();
-        await server.stop();
-      }
-    });
-  } finally {
-    await tmp.remove();
-  }
+  await withTunnelLab('sup', async (t) => {
+    const logger = recordingLogger();
+    const server = new Supervisor(serverSpec(t), fastDeps(t.srv, logger));
+    const client = new Supervisor(clientSpec(t), fastDeps(t.cli, logger));
+    try {
+      server.start();
+      await untilState(server, 'connected', logger.events);
+      client.start();
+      await untilState(client, 'connected', logger.events);
+      await fn(t, server, client, logger.events);
+    } finally {
+      await client.stop();
+      await server.stop();
+    }
+  });
 }
 
 describe('Supervisor on real openvpn', () => {
@@ -171,40 +163,34 @@ describe('Supervisor on real openvpn', () => {
   });
 
   it('an openvpn slow to open its management socket (started 1.5 s late) is still connected to and released from its hold', async () => {
-    const tmp = await tmpDir('supslow');
+    await withTunnelLab('supslow', async (t, _lab, dir) => {
+    // `ip netns exec` execs the script, the script execs openvpn: the pid stays the same.
+    const slow = join(dir, 'openvpn');
+    await writeFile(slow, '#!/bin/sh\nsleep 1.5\nexec /usr/sbin/openvpn "$@"\n');
+    await chmod(slow, 0o755);
+    const logger = recordingLogger();
+    let attempts = 0;
+    const server = new Supervisor(
+      { ...serverSpec(t), openvpnPath: slow },
+      {
+        ...fastDeps(t.srv, logger),
+        connectManagement: (path, opts) => {
+          attempts++;
+          return ManagementClient.connect(path, opts);
+        },
+      },
+    );
     try {
-      await withLab(async (lab) => {
-        const t = await tunnelLab(lab, tmp.path);
-        // `ip netns exec` execs the script, the script execs openvpn: the pid stays the same.
-        const slow = join(tmp.path, 'openvpn');
-        await writeFile(slow, '#!/bin/sh\nsleep 1.5\nexec /usr/sbin/openvpn "$@"\n');
-        await chmod(slow, 0o755);
-        const logger = recordingLogger();
-        let attempts = 0;
-        const server = new Supervisor(
-          { ...serverSpec(t), openvpnPath: slow },
-          {
-            ...fastDeps(t.srv, logger),
-            connectManagement: (path, opts) => {
-              attempts++;
-              return ManagementClient.connect(path, opts);
-            },
-          },
-        );
-        try {
-          server.start();
-          await untilState(server, 'connected', logger.events);
-          // The first tries found no socket; it connected after them, within the timeout.
-          expect(attempts).toBeGreaterThan(1);
-          expect(logger.events.filter((e) => e.kind === 'openvpn.mgmt-failed')).toEqual([]);
-          expect(server.status().restarts).toBe(0);
-          expect(await t.srv.pids()).toEqual([server.status().pid]);
-        } finally {
-          await server.stop();
-        }
-      });
+      server.start();
+      await untilState(server, 'connected', logger.events);
+      // The first tries found no socket; it connected after them, within the timeout.
+      expect(attempts).toBeGreaterThan(1);
+      expect(logger.events.filter((e) => e.kind === 'openvpn.mgmt-failed')).toEqual([]);
+      expect(server.status().restarts).toBe(0);
+      expect(await t.srv.pids()).toEqual([server.status().pid]);
     } finally {
-      await tmp.remove();
+      await server.stop();
     }
+    });
   });
 });
