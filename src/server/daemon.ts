@@ -61,7 +61,7 @@ import { ApiRelay, splitHostPort } from './federation/relay.ts';
 import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
 import type { ServerContext } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
-import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot } from './status.ts';
+import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot, type SupervisedSnapshot } from './status.ts';
 import { SqliteStore } from './store/sqlite.ts';
 import type { LinkRecord, MemberSummary, NetworkRecord } from './store/store.ts';
 
@@ -569,25 +569,12 @@ export class ServerDaemon {
   snapshot(): StatusSnapshot {
     const networks: Record<string, InstanceSnapshot> = {};
     for (const [id, inst] of this.instances) {
-      const s = inst.sup.status();
-      networks[id] = {
-        state: s.state,
-        since: new Date(s.since).toISOString(),
-        pid: s.pid,
-        restarts: s.restarts,
-        last_error: s.lastError,
-        clients: inst.clients,
-      };
+      networks[id] = { ...supervisedView(inst.sup), clients: inst.clients };
     }
     const links: Record<string, LinkSnapshot> = {};
     for (const [id, l] of this.links) {
-      const s = l.sup.status();
       links[id] = {
-        state: s.state,
-        since: new Date(s.since).toISOString(),
-        pid: s.pid,
-        restarts: s.restarts,
-        last_error: s.lastError,
+        ...supervisedView(l.sup),
         bridge: bridgeDev(id),
         sync: l.lastSync ? { ok: l.lastSync.ok, at: new Date(l.lastSync.at).toISOString(), ...(l.lastSync.error ? { error: l.lastSync.error } : {}) } : null,
         ...(l.relay ? { relay: l.relay.stats() } : l.relayError ? { relay: { error: l.relayError } } : {}),
@@ -664,4 +651,10 @@ export class ServerDaemon {
     this.store.close();
     this.logger.emit({ kind: 'server.stopped' });
   }
+}
+
+/** What the status snapshot shows of one supervised openvpn. */
+function supervisedView(sup: Supervisor): SupervisedSnapshot {
+  const s = sup.status();
+  return { state: s.state, since: new Date(s.since).toISOString(), pid: s.pid, restarts: s.restarts, last_error: s.lastError };
 }

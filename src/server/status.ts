@@ -21,22 +21,21 @@ export interface ClientSnapshot {
   readonly connected_since: string;
 }
 
-export interface InstanceSnapshot {
+/** One supervised openvpn (a network's server or a link's client). */
+export interface SupervisedSnapshot {
   readonly state: string;
   readonly since: string;
   readonly pid?: number | undefined;
   readonly restarts: number;
   readonly last_error?: { readonly code: string; readonly message: string } | undefined;
+}
+
+export interface InstanceSnapshot extends SupervisedSnapshot {
   readonly clients: readonly ClientSnapshot[];
 }
 
 /** A peer's link to its hub: the link client's openvpn and the last state sync. */
-export interface LinkSnapshot {
-  readonly state: string;
-  readonly since: string;
-  readonly pid?: number | undefined;
-  readonly restarts: number;
-  readonly last_error?: { readonly code: string; readonly message: string } | undefined;
+export interface LinkSnapshot extends SupervisedSnapshot {
   readonly bridge: string;
   readonly sync: { readonly ok: boolean; readonly at: string; readonly error?: string } | null;
   /** The API relay for the nodes behind this peer: its counters, or why it does not listen. */
