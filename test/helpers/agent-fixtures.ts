@@ -23,7 +23,7 @@ import { buildBundle, buildMembership, gzipDeterministic, tarFiles } from '../..
 import type { MembershipDoc, NetworkSpec } from '../../src/bundle/schema.ts';
 import { anchorToString, generateSigningKey, parseAnchor, signDetached, type SigningKey } from '../../src/bundle/sign.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
-import { waitFor, type Lab, type Netns } from './netns.ts';
+import { sh, waitFor, type ExecResult, type Lab, type Netns } from './netns.ts';
 import { rawBundle } from './adversarial/raw-bundle.ts';
 import type { BundleFixture } from './bundle-fixtures.ts';
 import { makeTestPki, writeTestPki, type TestPki } from './pki-fixtures.ts';
@@ -35,6 +35,18 @@ export const MAIN = join(process.cwd(), 'src/main.ts');
 export const SERVER_UNDERLAY = '198.18.0.1';
 export const NODE_UNDERLAY = '198.18.0.2';
 const DAY = 86_400_000;
+
+/** `mvpn-client ARGS` from the sources as a child: inside namespace `ns`, or as user nobody; never throws on a non-zero exit. */
+export function runCli(args: readonly string[], opts: { ns?: string | undefined; asNobody?: boolean } = {}): Promise<ExecResult> {
+  const argv = [
+    ...(opts.ns === undefined ? [] : ['ip', 'netns', 'exec', opts.ns]),
+    ...(opts.asNobody ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] : []),
+    NODE_BIN,
+    MAIN,
+    ...args,
+  ];
+  return sh(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs: 120_000 });
+}
 
 export interface WorldNet {
   readonly id: string;

@@ -3,7 +3,6 @@
  * child process — as root and as `nobody` — against a daemon stand-in that
  * implements only the handlers (the daemon itself is tested in agent-e2e).
  */
-import { spawn } from 'node:child_process';
 import { chmod, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -11,10 +10,9 @@ import { startControlApi, type ControlApi, type ControlHandlers, type NetworkVer
 import { daemonRequest } from '../../src/agent/control-client.ts';
 import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
 import { DaemonError, ExitCode } from '../../src/errors.ts';
+import { runCli } from '../helpers/agent-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
-const NODE = join(process.cwd(), 'node_modules/.bin/node');
-const MAIN = join(process.cwd(), 'src/main.ts');
 
 function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkStatus> = {}): NetworkStatus {
   return {
@@ -60,18 +58,7 @@ class FakeDaemon implements ControlHandlers {
   }
 }
 
-function cli(args: string[], opts: { asNobody?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = opts.asNobody ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', NODE, MAIN, ...args] : [NODE, MAIN, ...args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const cli = (args: string[], opts: { asNobody?: boolean } = {}) => runCli(args, opts);
 
 describe('agent control API over unix sockets', () => {
   let dir: { path: string; remove: () => Promise<void> };

@@ -5,28 +5,16 @@
  * as a child process (`node src/main.ts run`) in the node's namespace.
  * Server-mode end-to-end tests (HTTPS API, enrollment) are in agent-e2e.
  */
-import { spawn } from 'node:child_process';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createCrl } from '../../src/pki/crl.ts';
 import { ExitCode } from '../../src/errors.ts';
-import { AgentWorld, allConnected, MAIN, net, NODE_BIN, openvpnPids } from '../helpers/agent-fixtures.ts';
+import { AgentWorld, allConnected, net, openvpnPids, runCli } from '../helpers/agent-fixtures.ts';
 import { waitFor, withLab } from '../helpers/netns.ts';
 import { startNotifyListener } from '../helpers/notify-listener.ts';
 
-function cli(args: string[], opts: { asNobody?: boolean } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = opts.asNobody ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', NODE_BIN, MAIN, ...args] : [NODE_BIN, MAIN, ...args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const cli = (args: string[], opts: { asNobody?: boolean } = {}) => runCli(args, opts);
 
 async function world(lab: Parameters<Parameters<typeof withLab>[0]>[0], ids: string[]): Promise<AgentWorld> {
   const w = await AgentWorld.create(lab);

@@ -6,7 +6,6 @@
  * signed membership and bundles and running one openvpn per network.
  * Changes are made with the server CLI, as an operator would.
  */
-import { spawn } from 'node:child_process';
 import { readFile, readFileSync, stat, writeFile } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -16,7 +15,7 @@ import { openEnvelope } from '../../src/bundle/envelope.ts';
 import type { MembershipDoc } from '../../src/bundle/schema.ts';
 import { parseAnchor, signingKeyFromPem } from '../../src/bundle/sign.ts';
 import { ExitCode } from '../../src/errors.ts';
-import { allConnected, hostileBundleFrom, MAIN, net, NODE_BIN, openvpnPids, ServerWorld, startStaticHttps, type AgentProcess } from '../helpers/agent-fixtures.ts';
+import { allConnected, hostileBundleFrom, net, openvpnPids, runCli, ServerWorld, startStaticHttps, type AgentProcess } from '../helpers/agent-fixtures.ts';
 import { waitFor, withLab } from '../helpers/netns.ts';
 
 const readFileP = promisify(readFile);
@@ -30,18 +29,7 @@ const step = (what: string): void => {
 };
 
 /** The CLI as a child; `ns` runs it inside a namespace (anything that talks to the server must: the underlay exists only there). */
-function cli(args: string[], ns?: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = ns === undefined ? [NODE_BIN, MAIN, ...args] : ['ip', 'netns', 'exec', ns, NODE_BIN, MAIN, ...args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const cli = (args: string[], ns?: string) => runCli(args, { ns });
 
 /**
  * Enroll with the `enroll` command, then make one more change from the CLI
@@ -63,7 +51,15 @@ async function enrollFirst(w: ServerWorld): Promise<void> {
   expect(again.stderr).toContain('already enrolled');
 }
 
-async function finish(w: ServerWorld, agent: AgentProcess | undefined): Promise<void> {
+/** Stops the agent and the world; `resumeDaemon`: first SIGCONT the server daemon in case the test stopped it. */
+async function finish(w: ServerWorld, agent: AgentProcess | undefined, opts: { resumeDaemon?: boolean } = {}): Promise<void> {
+  if (opts.resumeDaemon && w.daemon?.pid) {
+    try {
+      process.kill(w.daemon.pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
   const code = await agent?.stop();
   if (process.env['AGENT_TEST_LOG']) console.log(agent?.log(), '\n---- server\n', w.daemonLog);
   await w.cleanup();
@@ -190,14 +186,7 @@ describe('agent against the server mode', () => {
         expect(net(s5, 'alpha')).toMatchObject({ state: 'connected', pid: net(s4, 'alpha')!.pid });
         expect((await w.node.exec('ip', ['link', 'show', 'mv-beta'], { allowFail: true })).code).not.toBe(0);
       } finally {
-        if (w.daemon?.pid) {
-          try {
-            process.kill(w.daemon.pid, 'SIGCONT');
-          } catch {
-            // gone
-          }
-        }
-        await finish(w, agent);
+        await finish(w, agent, { resumeDaemon: true });
       }
     });
   }, 400_000);
@@ -287,14 +276,7 @@ describe('agent against the server mode', () => {
         for (const id of ['alpha', 'beta']) expect(net(s3, id)).toMatchObject({ state: 'connected', pid: net(s0, id)!.pid });
       } finally {
         await evil?.stop();
-        if (w.daemon?.pid) {
-          try {
-            process.kill(w.daemon.pid, 'SIGCONT');
-          } catch {
-            // gone
-          }
-        }
-        await finish(w, agent);
+        await finish(w, agent, { resumeDaemon: true });
       }
     });
   }, 400_000);
