@@ -36,11 +36,20 @@ export const SERVER_UNDERLAY = '198.18.0.1';
 export const NODE_UNDERLAY = '198.18.0.2';
 const DAY = 86_400_000;
 
+/**
+ * As user nobody, with CAP_DAC_READ_SEARCH only: the checkout may sit in a
+ * directory only root can enter (a clone under `mktemp -d`), and nobody must
+ * still be able to read the sources it runs. The capability bypasses read and
+ * search checks, never write checks, so connecting to a 0600 socket is still
+ * refused, which is what the tests prove.
+ */
+const AS_NOBODY = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', '--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
+
 /** `mvpn-client ARGS` from the sources as a child: inside namespace `ns`, or as user nobody; never throws on a non-zero exit. */
 export function runCli(args: readonly string[], opts: { ns?: string | undefined; asNobody?: boolean } = {}): Promise<ExecResult> {
   const argv = [
     ...(opts.ns === undefined ? [] : ['ip', 'netns', 'exec', opts.ns]),
-    ...(opts.asNobody ? ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] : []),
+    ...(opts.asNobody ? AS_NOBODY : []),
     NODE_BIN,
     MAIN,
     ...args,
