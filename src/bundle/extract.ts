@@ -17,6 +17,10 @@
  * the parser by gzip.ts with a hard output cap, and the parser's own
  * gzip/brotli/zstd sniffing is disabled or pre-empted so it never inflates
  * anything a second time.
+ *
+ * Bytes after the end of the last entry must be zero (the end-of-archive
+ * marker and record padding): node-tar stops at the marker, but GNU tar `-i`
+ * would extract whatever follows it, so data there is refused, not skipped.
  */
 import { Parser, type ReadEntry } from 'tar';
 import { BundleError } from '../errors.ts';
@@ -100,6 +104,8 @@ export function extractBundle(bytes: Uint8Array, allowed: ReadonlySet<string>, l
   let entries = 0;
   let total = 0;
   let ended = false;
+  /** Where the last admitted entry's data ends: every header is one block (no pax/GNU records get through), its data padded to 512. */
+  let consumed = 0;
 
   const parser = new Parser({
     strict: true,
@@ -125,6 +131,7 @@ export function extractBundle(bytes: Uint8Array, allowed: ReadonlySet<string>, l
         return false;
       }
       seen.add(path);
+      consumed += 512 + Math.ceil(entry.size / 512) * 512;
       return true;
     },
     onReadEntry: (entry) => {
@@ -157,5 +164,11 @@ export function extractBundle(bytes: Uint8Array, allowed: ReadonlySet<string>, l
   if (failure) throw failure;
   // The parser is synchronous over a Buffer; if that ever changes, fail closed.
   if (!ended) throw new BundleError('MVPN_BUNDLE_TAR_INVALID', 'the tar parser did not finish');
+  const trailing = tar.subarray(consumed).findIndex((b) => b !== 0);
+  if (trailing !== -1) {
+    throw new BundleError('MVPN_BUNDLE_TAR_INVALID', `the bundle's tar stream has data after its last entry (at byte ${consumed + trailing}); bundles end with zero blocks only`, {
+      context: { offset: consumed + trailing },
+    });
+  }
   return files;
 }

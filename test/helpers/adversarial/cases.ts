@@ -316,6 +316,20 @@ export async function makeCorpus(ctx: CorpusContext): Promise<AdversarialCase[]>
   entryCase('tar: header checksum wrong', 'MVPN_BUNDLE_TAR_INVALID', replacing('ca.crt', (x) => [{ ...x, checksum: 1234 }]));
   entryCase('tar: stream not a multiple of 512 bytes', 'MVPN_BUNDLE_TAR_INVALID', { tar: (t) => t.subarray(0, t.length - 100) });
   entryCase('tar: empty archive', 'MVPN_BUNDLE_TAR_INVALID', { tar: () => Buffer.alloc(1024) });
+  // GNU tar -i reads past the end-of-archive marker; node-tar stops there. Either way, data there is refused.
+  entryCase('tar: an entry after the end-of-archive marker', 'MVPN_BUNDLE_TAR_INVALID', {
+    tar: (t) => Buffer.concat([t, rawTar([{ name: 'node.key', data: Buffer.from('smuggled') }])]),
+  });
+  entryCase('tar: text after the end-of-archive marker', 'MVPN_BUNDLE_TAR_INVALID', {
+    tar: (t) => Buffer.concat([t, Buffer.from('up /bin/sh\n'.padEnd(512, '\0'))]),
+  });
+  entryCase('tar: one non-zero byte in the end-of-archive marker', 'MVPN_BUNDLE_TAR_INVALID', {
+    tar: (t) => {
+      const b = Buffer.from(t);
+      b[b.length - 1] = 1;
+      return b;
+    },
+  });
 
   // ---- bundle: manifest and files ----
   entryCase('files: an unlisted extra file', 'MVPN_BUNDLE_FILE_UNLISTED', plus([{ name: 'extra.conf', data: Buffer.from('up /bin/sh') }]));
