@@ -6,7 +6,9 @@
  * directive is on the allow-list below and every argument has the shape that
  * directive takes. Anything that runs code, reads or writes files, or
  * changes what the hardened template fixes (trust material, TLS settings,
- * management, pushed-route policy) is MVPN_OPTION_FORBIDDEN; anything else
+ * management, pushed-route policy, how the server is authenticated, crypto
+ * engines and providers, proxies, devices) is MVPN_OPTION_FORBIDDEN, with the
+ * reason in the message (the list follows openvpn 2.6's --help); anything else
  * not listed is MVPN_OPTION_UNKNOWN; a listed directive with bad arguments is
  * MVPN_OPTION_INVALID. Each error names the directive.
  *
@@ -32,6 +34,17 @@ const FORBIDDEN: ReadonlyMap<string, string> = new Map([
   ...['setenv', 'setenv-safe', 'ignore-unknown-option', 'management', 'push', 'pull-filter', 'route-nopull', 'redirect-gateway', 'route', 'route-ipv6', 'route-gateway', 'ifconfig', 'ifconfig-ipv6', 'dhcp-option'].map(
     (d) => [d, 'it changes the environment, management or routing the template fixes'] as const,
   ),
+  // load code into openvpn, or take the key from somewhere else
+  ...['engine', 'providers', 'show-engines', 'cryptoapicert'].map((d) => [d, 'it loads crypto engine or provider code into openvpn'] as const),
+  // create or change devices and files outside the agent's state
+  ...['genkey', 'mktun', 'rmtun', 'memstats', 'test-crypto'].map((d) => [d, 'it writes key or statistics files or creates and removes devices'] as const),
+  ...['lladdr', 'mark', 'bind-dev', 'local', 'nobind', 'topology', 'block-ipv6', 'redirect-private', 'allow-recursive-routing', 'dns', 'port-share', 'remap-usr1', 'inetd', 'server-bridge', 'server-ipv6'].map(
+    (d) => [d, 'it changes the interface, routing, sockets or process model the template fixes'] as const,
+  ),
+  // change whom openvpn trusts, or hand identity data to scripts and peers
+  ...['peer-fingerprint', 'x509-track', 'x509-username-field', 'verify-client-cert', 'tls-cert-profile', 'ecdh-curve', 'key-direction', 'keying-material-exporter', 'allow-pull-fqdn', 'pull', 'static-challenge', 'username-as-common-name', 'duplicate-cn', 'opt-verify', 'disable-occ'].map(
+    (d) => [d, 'it changes how the server is authenticated or what identity data leaves openvpn; trust is the template\'s alone'] as const,
+  ),
   // trust material and TLS settings are the template's alone
   ...['ca', 'capath', 'cert', 'key', 'pkcs12', 'extra-certs', 'crl-verify', 'tls-auth', 'tls-crypt', 'tls-crypt-v2', 'secret', 'dh', 'verify-x509-name', 'remote-cert-tls', 'remote-cert-eku', 'remote-cert-ku', 'verify-hash', 'ns-cert-type', 'tls-version-min', 'tls-version-max', 'tls-cipher', 'tls-ciphersuites', 'tls-groups', 'cipher', 'data-ciphers', 'data-ciphers-fallback', 'ncp-ciphers', 'ncp-disable', 'auth', 'allow-compression', 'compress', 'comp-lzo', 'tls-server', 'tls-client', 'client', 'server', 'mode', 'remote', 'remote-random', 'proto', 'port', 'lport', 'rport', 'bind', 'dev', 'dev-type', 'persist-key', 'persist-tun', 'verb'].map(
     (d) => [d, 'the hardened template sets it; a bundle may not change it'] as const,
@@ -51,6 +64,15 @@ const FORBIDDEN_PREFIXES: readonly (readonly [string, string])[] = [
   ['script', 'it runs scripts'],
   ['route-', 'routing is fixed by the template'],
   ['ifconfig', 'addresses come from the server'],
+  ['pkcs11', 'it loads a PKCS#11 provider library or takes the key from a token'],
+  ['provider', 'it loads OpenSSL provider code'],
+  ['engine', 'it loads an OpenSSL engine'],
+  ['http-proxy', 'it sends the connection through a proxy the bundle chooses'],
+  ['socks-proxy', 'it sends the connection through a proxy the bundle chooses'],
+  ['dns-', 'it runs a DNS update script or changes name resolution'],
+  ['push', 'push options are the server\'s, and push-peer-info sends node details to the server'],
+  ['iroute', 'routing is fixed by the template'],
+  ['show-', 'it is a standalone command, not a connection option'],
 ];
 
 type ArgCheck = (args: readonly string[], ctx: OptionContext) => string | undefined;

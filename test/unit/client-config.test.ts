@@ -150,6 +150,7 @@ describe('checkExtraOptions', () => {
     } catch (err) {
       expect((err as MvpnError).code).toBe('MVPN_OPTION_FORBIDDEN');
       expect((err as MvpnError).message).toContain(`"${d}"`);
+      expect((err as MvpnError).message).toMatch(/is forbidden: \w+/); // with its reason, not "not on the allow-list"
       expect((err as MvpnError).message).toContain('extra_options[1]');
       expect((err as MvpnError).context).toMatchObject({ directive: d, index: 1 });
     }

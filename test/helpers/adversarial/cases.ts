@@ -126,6 +126,11 @@ export const FORBIDDEN_DIRECTIVES = [
   'up', 'down', 'route-up', 'ipchange', 'tls-verify', 'learn-address', 'client-connect', 'auth-user-pass-verify', 'plugin', 'script-security',
   'iproute', 'config', 'cd', 'chroot', 'log', 'log-append', 'status', 'writepid', 'tmp-dir', 'setenv', 'setenv-safe', 'management',
   'ignore-unknown-option', 'tls-export-cert', 'tls-crypt-v2-verify',
+  // load code, write files or devices, change trust or routing (issue 22)
+  'engine', 'providers', 'provider-path', 'pkcs11-providers', 'pkcs11-id', 'pkcs11-id-management', 'genkey', 'peer-fingerprint', 'x509-track',
+  'http-proxy', 'http-proxy-option', 'socks-proxy', 'management-external-key', 'management-client-user', 'dev-node', 'lladdr', 'mktun', 'rmtun',
+  'memstats', 'dns', 'dns-updown', 'push-peer-info', 'allow-pull-fqdn', 'tls-cert-profile', 'keying-material-exporter', 'mark', 'bind-dev',
+  'show-pkcs11-ids', 'cryptoapicert', 'pull', 'x509-username-field',
 ] as const;
 
 /** Odd spellings of `up` that must still be recognised as `up`. */
