@@ -107,8 +107,53 @@ export function formatBytes(n: number): string {
 }
 
 /**
+ * Characters a terminal may act on rather than show: C0 and C1 controls
+ * (U+009B is a one-byte CSI, U+0085 a line break), DEL, format characters
+ * (bidi overrides and isolates U+202A-U+202E, U+2066-U+2069, zero-width
+ * marks), line and paragraph separators, private-use, unassigned and lone
+ * surrogate code points.
+ */
+const NON_PRINTABLE_RE = /[\p{C}\p{Zl}\p{Zp}]/gu;
+
+function hexEscape(ch: string): string {
+  const cp = ch.codePointAt(0)!;
+  if (cp < 0x100) return `\\x${cp.toString(16).padStart(2, '0')}`;
+  if (cp < 0x10000) return `\\u${cp.toString(16).padStart(4, '0')}`;
+  return `\\u{${cp.toString(16)}}`;
+}
+
+/**
+ * `s` with every non-printable character written as a visible escape
+ * (`\x9b`, `\u202e`), for text people read in a terminal. Error messages
+ * carry text from documents a hostile server chose; it must never drive the
+ * terminal of whoever runs `mvpn-client status`.
+ */
+export function printable(s: string): string {
+  return s.replace(NON_PRINTABLE_RE, hexEscape);
+}
+
+/**
+ * JSON text with the characters JSON.stringify leaves raw (C1 controls,
+ * format characters, U+2028/U+2029, ...) written as \u escapes: the same
+ * JSON value, safe to print to a terminal. C0 controls inside strings are
+ * already escaped by JSON.stringify; raw newlines here are its indentation.
+ */
+export function terminalSafeJson(json: string): string {
+  return json.replace(/[\x7f-\x9f\p{Cf}\p{Zl}\p{Zp}\p{Co}\p{Cn}]/gu, (ch) =>
+    [...ch]
+      .flatMap((c) => {
+        const cp = c.codePointAt(0)!;
+        return cp < 0x10000 ? [cp] : [0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff)];
+      })
+      .map((u) => `\\u${u.toString(16).padStart(4, '0')}`)
+      .join(''),
+  );
+}
+
+/**
  * The plain aligned table of `mvpn-client status`. Columns:
- * NETWORK STATE ADDRESS SERVER UPTIME RX TX LAST-ERROR.
+ * NETWORK STATE ADDRESS SERVER UPTIME RX TX LAST-ERROR. Every cell goes
+ * through printable().
  */
 export function renderStatusTable(s: AgentStatus): string {
   const head = ['NETWORK', 'STATE', 'ADDRESS', 'SERVER', 'UPTIME', 'RX', 'TX', 'LAST-ERROR'];
@@ -121,7 +166,7 @@ export function renderStatusTable(s: AgentStatus): string {
     formatBytes(n.bytes_in),
     formatBytes(n.bytes_out),
     n.last_error ? `${n.last_error.code}: ${n.last_error.message}` : '-',
-  ]);
+  ].map(printable));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]): string =>
     cells

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { DEFAULT_RUNTIME_DIR } from '../agent/config.ts';
 import { daemonRequest } from '../agent/control-client.ts';
+import { printable } from '../agent/status.ts';
 import { ExitCode } from '../errors.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
@@ -32,7 +33,7 @@ export const reloadCommand: CliCommand<ReloadArgs> = {
       io.stderr.write('reload: done\n');
       return ExitCode.ok;
     }
-    io.stderr.write(`mvpn-client: reload: ${r.error?.message ?? 'failed'} [${r.error?.code ?? 'MVPN_INTERNAL'}]\n`);
+    io.stderr.write(`mvpn-client: reload: ${printable(r.error?.message ?? 'failed')} [${printable(r.error?.code ?? 'MVPN_INTERNAL')}]\n`);
     return ExitCode.failure;
   },
 };

@@ -2,7 +2,7 @@ import type { Argv } from 'yargs';
 import { ExitCode } from '../errors.ts';
 import { DEFAULT_RUNTIME_DIR } from '../agent/config.ts';
 import { daemonRequest } from '../agent/control-client.ts';
-import { renderStatusTable, statusExitCode, summaryLine, type AgentStatus } from '../agent/status.ts';
+import { renderStatusTable, statusExitCode, summaryLine, terminalSafeJson, type AgentStatus } from '../agent/status.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
 
@@ -35,7 +35,7 @@ export const statusCommand: CliCommand<StatusArgs> = {
       action: 'status',
     })) as AgentStatus;
     if (args.json) {
-      io.stdout.write(JSON.stringify(status, null, 2) + '\n');
+      io.stdout.write(terminalSafeJson(JSON.stringify(status, null, 2)) + '\n');
     } else {
       io.stdout.write(renderStatusTable(status));
       io.stderr.write(`${summaryLine(status)}${status.ready ? '' : ' (daemon still starting)'}\n`);

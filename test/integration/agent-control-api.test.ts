@@ -52,9 +52,10 @@ class FakeDaemon implements ControlHandlers {
     if (!this.networks.some((n) => n.id === id)) throw new DaemonError('MVPN_NETWORK_UNKNOWN', `this node is not in network ${id}`);
     this.calls.push(`${verb} ${id}`);
   }
-  async reload(): Promise<{ ok: boolean }> {
+  reloadError: { code: string; message: string } | undefined;
+  async reload(): Promise<{ ok: boolean; error?: { code: string; message: string } }> {
     this.calls.push('reload');
-    return { ok: true };
+    return this.reloadError ? { ok: false, error: this.reloadError } : { ok: true };
   }
 }
 
@@ -108,6 +109,28 @@ describe('agent control API over unix sockets', () => {
     const r = await cli(['status', '--json', '--runtime-dir', dir.path]);
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout)).toEqual(daemon.status());
+  });
+
+  // Text a hostile server chose reaches status through error messages; none of it may drive the terminal.
+  const HOSTILE = 'bad\u009b2J\u001b[31m\u0085x\u2028y\u2029z\u202eevil\u2066\u2069\u200b\u007f\u0000';
+  const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200b]/u;
+
+  it('status escapes every non-printable character a server could put into an error (table and --json)', async () => {
+    daemon.networks = [net('alpha', 'failed', { name: `n${HOSTILE}`, last_error: { code: 'MVPN_SIGNATURE_INVALID', message: HOSTILE } })];
+    const table = await cli(['status', '--runtime-dir', dir.path]);
+    expect(table.stdout).not.toMatch(RAW_CONTROL);
+    expect(table.stdout).toContain(String.raw`bad\x9b2J\x1b[31m\x85x\u2028y\u2029z\u202eevil\u2066\u2069\u200b\x7f\x00`);
+    const json = await cli(['status', '--json', '--runtime-dir', dir.path]);
+    expect(json.stdout).not.toMatch(RAW_CONTROL);
+    expect(JSON.parse(json.stdout)).toEqual(daemon.status()); // the same value, only written with escapes
+  });
+
+  it('reload prints a refused document\'s code and an escaped message', async () => {
+    daemon.reloadError = { code: 'MVPN_MEMBERSHIP_ROLLBACK', message: HOSTILE };
+    const r = await cli(['reload', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(ExitCode.failure);
+    expect(r.stderr).toContain('[MVPN_MEMBERSHIP_ROLLBACK]');
+    expect(r.stderr).not.toMatch(RAW_CONTROL);
   });
 
   it('status exits 3 with a hint when no daemon is running', async () => {
