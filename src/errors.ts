@@ -45,6 +45,7 @@ export type ErrorCode =
   | 'MVPN_BUNDLE_ROLLBACK'
   | 'MVPN_BUNDLE_EXPIRED'
   | 'MVPN_BUNDLE_INSTALL_FAILED'
+  | 'MVPN_BUNDLE_URL_INVALID'
   // certificates, CRLs, keys
   | 'MVPN_CERT_INVALID'
   | 'MVPN_CERT_WRONG_ISSUER'

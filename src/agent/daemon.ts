@@ -233,7 +233,8 @@ export class AgentDaemon {
     for (const b of r.installed.values()) names.set(b.network, b.spec.name);
     // Membership networks are listed even when nothing could be installed for them.
     for (const n of doc?.networks ?? []) names.set(n.id, n.name);
-    const ids = new Set([...names.keys(), ...this.runner.ids()]);
+    // ... and so are networks of a refused newer document (their bundle failed, so it is not last-good yet).
+    const ids = new Set([...names.keys(), ...this.runner.ids(), ...r.errors.keys()]);
     const networks: NetworkStatus[] = [...ids].sort().map((id) => {
       const s = this.runner.status(id);
       const up = s !== undefined && (s.state === 'connected' || s.state === 'degraded');

@@ -16,6 +16,7 @@ export type AgentEvent =
   | { readonly kind: 'enroll.failed'; readonly code: string; readonly message: string; readonly permanent: boolean }
   | { readonly kind: 'enroll.skipped'; readonly reason: string }
   | { readonly kind: 'discovery.ok'; readonly source: string; readonly serial: number; readonly notModified: boolean }
+  | { readonly kind: 'discovery.not-saved'; readonly serial: number; readonly failed: readonly string[] }
   | { readonly kind: 'discovery.source-failed'; readonly source: string; readonly code: string; readonly message: string }
   | { readonly kind: 'discovery.failed'; readonly code: string; readonly message: string }
   | { readonly kind: 'reconcile.start'; readonly reason: string }
@@ -40,6 +41,10 @@ export const agentFormatters: Formatters<AgentEvent> = {
   'enroll.failed': (e) => ({ level: 'error', text: `enrollment failed: ${e.message} [${e.code}]${e.permanent ? ' (not retried with this token)' : ''}` }),
   'enroll.skipped': (e) => ({ level: 'warning', text: `not enrolling: ${e.reason}` }),
   'discovery.ok': (e) => ({ level: 'info', text: `membership serial ${e.serial} from ${e.source}${e.notModified ? ' (not modified)' : ''}` }),
+  'discovery.not-saved': (e) => ({
+    level: 'warning',
+    text: `membership serial ${e.serial} not kept as last-good: the bundles of ${e.failed.join(', ')} failed; the previous document stays the one a restart boots from`,
+  }),
   'discovery.source-failed': (e) => ({ level: 'warning', text: `source ${e.message.startsWith(e.source) ? e.message : `${e.source}: ${e.message}`} [${e.code}]` }),
   'discovery.failed': (e) => ({ level: 'warning', text: `no membership document this time, keeping what runs: ${e.message} [${e.code}]` }),
   'reconcile.start': (e) => ({ level: 'info', text: `reconcile (${e.reason})` }),

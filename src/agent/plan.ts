@@ -100,6 +100,21 @@ export function bundlesToFetch(
 }
 
 /**
+ * Why a membership entry must not even be fetched: it names an older bundle
+ * version than the one installed (a replayed or forged document rolling a
+ * network back to old trust material). Versions per network only go
+ * forwards; the installed version is on disk, so this holds across restarts.
+ * Undefined when the entry may be fetched. Pure.
+ */
+export function bundleRollback(entry: { id: string; version: number }, installed: { version: number } | undefined): NetError | undefined {
+  if (installed === undefined || entry.version >= installed.version) return undefined;
+  return {
+    code: 'MVPN_BUNDLE_ROLLBACK',
+    message: `the membership document names bundle version ${entry.version} for ${entry.id}, older than the installed version ${installed.version}; bundle versions never go back`,
+  };
+}
+
+/**
  * True when two bundles differ in nothing openvpn loads at start: the same
  * files with the same hashes, except `crl.pem`.
  */

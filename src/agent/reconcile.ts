@@ -6,12 +6,17 @@
  * 1. `now` is fixed at the start: every expiry check of this update uses it.
  * 2. Enrollment (once, if a token is configured and the node has no
  *    identity), because the https sources need the identity for mTLS.
- * 3. Discovery over the ordered sources; the accepted document is persisted
- *    *before* acting on it, so rollback protection holds even if we crash
- *    halfway through installing.
+ * 3. Discovery over the ordered sources. The accepted document becomes the
+ *    last-good one (in memory and in `<state>/membership.json`) only after
+ *    every bundle it lists is installed or already was (step 6): a document
+ *    whose bundles fail must not be what a restart boots from, since
+ *    startFromCache runs only bundles the stored document lists at their
+ *    installed version. Until then the previous document stays the rollback
+ *    floor (the refused one is fetched and checked again next time).
  * 4. Bundles are fetched only for networks whose installed version or hash
  *    differs, each verified (verifyBundle) before anything touches disk.
- *    A failure is recorded for that network only.
+ *    A version older than the installed one is refused unfetched
+ *    (bundleRollback). A failure is recorded for that network only.
  * 5. planNetwork() decides for each network from its own bundle and its own
  *    actual state, so each network is installed and started as soon as its
  *    own bundle is verified: up to BUNDLE_CONCURRENCY networks go through
@@ -23,6 +28,7 @@
  *    serialises per network); different networks share nothing on disk or in
  *    the runner. An install that fails leaves the previous version running
  *    (install is atomic).
+ * 6. The document is saved as last-good when no bundle of it failed.
  *
  * Reconciles never overlap: a request while one runs is coalesced into one
  * more run after it (so a SIGHUP during a long fetch is not lost, and ten
@@ -33,7 +39,7 @@ import { verifyMembership, type AcceptedMembership } from '../bundle/membership.
 import type { Manifest } from '../bundle/schema.ts';
 import type { Anchor } from '../bundle/sign.ts';
 import { verifyBundle, type VerifiedBundle } from '../bundle/verify.ts';
-import { MvpnError, toMvpnError } from '../errors.ts';
+import { BundleError, MvpnError, toMvpnError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { renderClientConfig } from '../openvpn/client-config.ts';
 import { runtimePaths } from '../openvpn/process.ts';
@@ -43,8 +49,8 @@ import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
 import { loadIdentity, type Identity } from './identity.ts';
 import { deviceName, type NetworkRunner } from './networks.ts';
-import { bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
-import { discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
+import { bundleRollback, bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
+import { bundleRoot, discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
 import { saveMembership, type StoredMembership } from './state.ts';
 
 export interface ReconcileContext {
@@ -238,7 +244,7 @@ export class Reconciler {
     const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(config.fetch.deadlineMs)]);
     try {
       // 3. discovery
-      let accepted: { m: AcceptedMembership; origin: DocOrigin } | undefined;
+      let accepted: { m: AcceptedMembership; origin: DocOrigin; stored: StoredMembership } | undefined;
       try {
         const stored = this.membership;
         const last = stored ? { serial: stored.doc.serial, payloadSha256: stored.payloadSha256 } : undefined;
@@ -257,17 +263,19 @@ export class Reconciler {
           this.deps.sourceDeps,
         );
         for (const a of d.attempts) if (!a.ok) logger.emit({ kind: 'discovery.source-failed', source: a.source, code: a.code ?? '', message: a.message ?? '' });
-        accepted = { m: d.value, origin: d.origin };
         const etag = d.etag ?? (d.notModified ? stored?.etag : undefined);
-        this.membership = {
-          doc: d.value.doc,
-          envelope: d.value.envelope,
-          payloadSha256: d.value.payloadSha256,
-          source: d.origin.label,
-          ...(etag === undefined ? {} : { etag }),
-          fetchedAt: startedAt,
+        accepted = {
+          m: d.value,
+          origin: d.origin,
+          stored: {
+            doc: d.value.doc,
+            envelope: d.value.envelope,
+            payloadSha256: d.value.payloadSha256,
+            source: d.origin.label,
+            ...(etag === undefined ? {} : { etag }),
+            fetchedAt: startedAt,
+          },
         };
-        await saveMembership(config.stateDir, this.membership);
         logger.emit({ kind: 'discovery.ok', source: d.origin.label, serial: d.value.doc.serial, notModified: d.notModified });
         this.lastError = undefined;
         this.failures = 0;
@@ -292,18 +300,29 @@ export class Reconciler {
         const toFetch = new Set(bundlesToFetch(entries.map((n) => ({ id: n.id, version: n.bundle.version, sha256: n.bundle.sha256 })), this.installed));
         const sourceCa = this.caForOrigin(accepted.origin) ?? defaultCa;
         const origin = accepted.origin;
+        const root = bundleRoot(origin);
         const done: Action[] = [];
+        const failed: string[] = [];
         const one = async (n: (typeof entries)[number]): Promise<void> => {
           let bundle: FetchedBundle = { kind: 'installed' };
           let vb: VerifiedBundle | undefined;
           if (toFetch.has(n.id)) {
             try {
+              const rollback = bundleRollback({ id: n.id, version: n.bundle.version }, this.installed.get(n.id));
+              if (rollback) throw new BundleError('MVPN_BUNDLE_ROLLBACK', rollback.message, { context: { network: n.id, version: n.bundle.version } });
               const url = resolveBundleUrl(n.bundle.url, origin);
               const via = viaFor(url, origin);
               const bytes = await fetchBundleBytes(
                 url,
                 { size: n.bundle.size },
-                { http, limits: config.fetch, signal, ...(sourceCa === undefined ? {} : { ca: sourceCa }), ...(via === undefined ? {} : { via }) },
+                {
+                  http,
+                  limits: config.fetch,
+                  signal,
+                  ...(sourceCa === undefined ? {} : { ca: sourceCa }),
+                  ...(via === undefined ? {} : { via }),
+                  ...(root === undefined ? {} : { root }),
+                },
                 this.deps.sourceDeps,
               );
               vb = await verifyBundle(bytes, {
@@ -322,7 +341,8 @@ export class Reconciler {
           }
           const a = planNetwork({ id: n.id, version: n.bundle.version, sha256: n.bundle.sha256, bundle }, this.actualOf(n.id), startedAt);
           done.push(a);
-          await this.apply(a, vb, identity, true);
+          const applied = await this.apply(a, vb, identity, true);
+          if (bundle.kind === 'rejected' || !applied) failed.push(n.id);
         };
         const removals = planRemovals(entries, this.actualAll());
         await Promise.all([
@@ -336,6 +356,13 @@ export class Reconciler {
         // Networks no longer in the membership keep no error.
         const wanted = new Set(entries.map((n) => n.id));
         for (const id of [...this.errors.keys()]) if (!wanted.has(id)) this.errors.delete(id);
+        // 6. Last-good only when every bundle it lists is in place (see step 3).
+        if (failed.length === 0) {
+          this.membership = accepted.stored;
+          await saveMembership(config.stateDir, accepted.stored);
+        } else {
+          logger.emit({ kind: 'discovery.not-saved', serial: accepted.stored.doc.serial, failed: failed.sort() });
+        }
       }
       const changes = actions.filter((a) => a.kind !== 'keep').length;
       logger.emit({ kind: 'reconcile.done', actions: changes, durationMs: clock.now() - startedAt });
@@ -362,7 +389,8 @@ export class Reconciler {
     return undefined;
   }
 
-  private async apply(a: Action, vb: VerifiedBundle | undefined, identity: Identity | undefined, fresh: boolean): Promise<void> {
+  /** Carry out one action; false when it failed (the error is recorded for the network, what ran keeps running). */
+  private async apply(a: Action, vb: VerifiedBundle | undefined, identity: Identity | undefined, fresh: boolean): Promise<boolean> {
     const { runner, config } = this.ctx;
     if (a.error) this.errors.set(a.id, a.error);
     else if (fresh) this.errors.delete(a.id);
@@ -370,38 +398,39 @@ export class Reconciler {
     try {
       switch (a.kind) {
         case 'keep':
-          return;
+          return true;
         case 'start': {
           const b = this.installed.get(a.id);
           if (b) await runner.run(b);
-          return;
+          return true;
         }
         case 'install-start':
           await runner.run(await this.install(this.need(vb, a), identity));
-          return;
+          return true;
         case 'install':
         case 'swap-crl':
           await this.install(this.need(vb, a), identity);
-          return;
+          return true;
         case 'replace-restart':
           await runner.restart(await this.install(this.need(vb, a), identity));
-          return;
+          return true;
         case 'stop':
           await runner.stop(a.id);
-          return;
+          return true;
         case 'stop-remove':
           await runner.stop(a.id);
           await removeInstalled(config.stateDir, a.id);
           this.installed.delete(a.id);
           this.errors.delete(a.id);
           runner.forget(a.id);
-          return;
+          return true;
       }
     } catch (err) {
       // Install is atomic: whatever ran before keeps running.
       const error = netError(err);
       this.errors.set(a.id, error);
       this.deps.logger.emit({ kind: 'reconcile.rejected', network: a.id, code: error.code, message: error.message });
+      return false;
     }
   }
 

@@ -28,12 +28,14 @@
  *   URL's host (via.ts). Its bundles on the same origin go the same way; a
  *   bundle URL on another origin is that server's, reached directly.
  */
-import { open } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { lstat, open, realpath, stat } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type * as Undici from 'undici';
 import type { Agent, Dispatcher } from 'undici';
 import { loadedUndici, loadUndici } from '../util/undici.ts';
-import { FetchError, isMvpnError, MvpnError, toMvpnError } from '../errors.ts';
+import { FetchError, isMvpnError, MvpnError, toMvpnError, type ErrorCode } from '../errors.ts';
 import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
 import type { FetchLimits, SourceConfig } from './config.ts';
 import { connectOption, viaLabel } from './via.ts';
@@ -144,14 +146,32 @@ export function resolveBundleUrl(ref: string, origin: DocOrigin): URL {
   }
   const allowed = origin.base.protocol === 'file:' ? ['file:', 'https:'] : ['https:'];
   if (!allowed.includes(url.protocol)) {
-    throw new FetchError('MVPN_FETCH_FAILED', `bundle url ${url.href} uses ${url.protocol}, not allowed for a document from ${origin.label}`, {
-      context: { url: url.href },
+    throw new FetchError('MVPN_BUNDLE_URL_INVALID', `bundle url ${url.href} uses ${url.protocol}, not allowed for a document from ${origin.label}`, {
+      context: { url: url.href, permanent: true },
     });
+  }
+  if (url.protocol === 'file:') {
+    // A local bundle is named relative to its document, never by an absolute path or URL, never with "..".
+    const segments = ref.split(/[/\\]/).map((x) => {
+      try {
+        return decodeURIComponent(x);
+      } catch {
+        return x;
+      }
+    });
+    if (/^[a-z][a-z0-9+.-]*:/i.test(ref) || ref.startsWith('/') || ref.startsWith('\\') || segments.includes('..') || url.search !== '' || url.hash !== '') {
+      throw new FetchError('MVPN_BUNDLE_URL_INVALID', `bundle url ${JSON.stringify(ref)} in ${origin.label} must be a relative path below the document's directory (no absolute path, no "..")`, {
+        context: { url: ref, permanent: true },
+      });
+    }
   }
   return url;
 }
 
 const TRANSIENT_HTTP = new Set([408, 425, 429, 500, 502, 503, 504]);
+
+/** Failures to get any answer (as opposed to an answer that was refused): discovery reports these as MVPN_SOURCES_UNREACHABLE. */
+const TRANSPORT_CODES: ReadonlySet<string> = new Set(['MVPN_FETCH_FAILED', 'MVPN_FETCH_TIMEOUT', 'MVPN_FETCH_HTTP_STATUS']);
 
 function isTransient(e: MvpnError): boolean {
   if (e.code === 'MVPN_FETCH_TIMEOUT' || e.code === 'MVPN_FETCH_FAILED') return e.context['permanent'] !== true;
@@ -280,35 +300,138 @@ export function fetchErrorFrom(err: unknown, url: URL): MvpnError {
   return new FetchError('MVPN_FETCH_FAILED', `${where}: ${code ?? ''}${code ? ' ' : ''}${e.message}`, { context: { url: where, errno: code }, cause: err });
 }
 
-/** Read a local file with a size cap (never more than `maxBytes` + 1 bytes into memory). */
-export async function readFileCapped(path: string, maxBytes: number): Promise<Buffer> {
+/** What a local file source reads: an opened descriptor's fstat must show the same regular file. */
+function kindOf(st: Stats): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSymbolicLink()) return 'a symbolic link';
+  return st.isFile() ? 'a regular file' : 'not a regular file';
+}
+
+export interface ReadFileOptions {
+  /** Follow a symlink as the last component (a path from the agent's own config); never for paths a document names. */
+  readonly follow?: boolean;
+  /** Abort (reconcile deadline, shutdown): the read is abandoned, never waited on. */
+  readonly signal?: AbortSignal;
+  /** Confine `path` to this directory first (confinedBundlePath), inside the same abandonable work. */
+  readonly within?: string;
+}
+
+/**
+ * Read a local file with a size cap (never more than `maxBytes` + 1 bytes
+ * into memory), the one way discovery reads files (membership documents and
+ * file-source bundles).
+ *
+ * Only a regular file is ever opened: (l)stat first, so a FIFO never blocks
+ * an open() and a device never sees one (a watchdog reboots on open); then
+ * open with O_NONBLOCK (and O_NOFOLLOW unless `follow`), and fstat must show
+ * the same regular file within the cap (it may have been swapped in between).
+ * The whole read races `signal`: a read stuck on a hung file system is left
+ * behind, and neither reconcile nor shutdown waits on it. Errors name the
+ * path and what it is, never its size or content.
+ */
+export async function readFileCapped(path: string, maxBytes: number, opts: ReadFileOptions = {}): Promise<Buffer> {
+  const { within } = opts;
+  const work = within === undefined ? readCapped(path, maxBytes, opts.follow ?? false) : confinedBundlePath(path, within).then((p) => readCapped(p, maxBytes, false));
+  const { signal } = opts;
+  if (signal === undefined) return work;
+  work.catch(() => undefined); // settles after an abort with nobody waiting
+  if (signal.aborted) throw readAborted(path, signal);
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(readAborted(path, signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+  }
+}
+
+function readAborted(path: string, signal: AbortSignal): FetchError {
+  const why = isMvpnError(signal.reason) ? signal.reason.message : 'the reconcile deadline passed';
+  return new FetchError('MVPN_FETCH_TIMEOUT', `reading ${path} was abandoned: ${why}`, { context: { path } });
+}
+
+function notReadable(path: string, err: unknown): FetchError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const what = code === 'ELOOP' ? 'it is a symbolic link' : (code ?? (err as Error).message);
+  return new FetchError('MVPN_FETCH_FAILED', `cannot read ${path}: ${what}`, {
+    context: { path, permanent: code === 'ENOENT' || code === 'EACCES' || code === 'ELOOP' },
+    cause: err,
+  });
+}
+
+function notRegular(path: string, st: Stats): FetchError {
+  return new FetchError('MVPN_FETCH_FAILED', `${path} is ${kindOf(st)}; only a regular file is read`, { context: { path, permanent: true } });
+}
+
+function tooLarge(path: string, maxBytes: number): FetchError {
+  return new FetchError('MVPN_FETCH_TOO_LARGE', `${path} is larger than the limit of ${maxBytes} bytes`, { context: { path, limit: maxBytes, permanent: true } });
+}
+
+async function readCapped(path: string, maxBytes: number, follow: boolean): Promise<Buffer> {
+  let before: Stats;
+  try {
+    before = follow ? await stat(path) : await lstat(path);
+  } catch (err) {
+    throw notReadable(path, err);
+  }
+  if (!before.isFile()) throw notRegular(path, before);
+  if (before.size > maxBytes) throw tooLarge(path, maxBytes);
   let fh;
   try {
-    fh = await open(path, 'r');
+    fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (follow ? 0 : constants.O_NOFOLLOW));
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new FetchError('MVPN_FETCH_FAILED', `cannot read ${path}: ${code ?? (err as Error).message}`, {
-      context: { path, permanent: code === 'ENOENT' || code === 'EACCES' },
-      cause: err,
-    });
+    throw notReadable(path, err);
   }
   try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.dev !== before.dev || st.ino !== before.ino) throw notRegular(path, st);
+    if (st.size > maxBytes) throw tooLarge(path, maxBytes);
     const buf = Buffer.alloc(maxBytes + 1);
     let n = 0;
     for (;;) {
       const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
       if (bytesRead === 0) break;
       n += bytesRead;
-      if (n > maxBytes) {
-        throw new FetchError('MVPN_FETCH_TOO_LARGE', `${path} is larger than the limit of ${maxBytes} bytes`, {
-          context: { path, limit: maxBytes, permanent: true },
-        });
-      }
+      if (n > maxBytes) throw tooLarge(path, maxBytes);
     }
     return buf.subarray(0, n);
   } finally {
     await fh.close();
   }
+}
+
+/**
+ * The local path of a file-source bundle, confined to `root` (the directory
+ * of the membership document that named it): no `..`, no absolute path, and
+ * no symlinked directory leading out (realpath of its directory stays under
+ * realpath of `root`). The file itself is opened with O_NOFOLLOW
+ * (readFileCapped), so a symlink as the last component is refused too.
+ */
+export async function confinedBundlePath(path: string, root: string): Promise<string> {
+  const refuse = (why: string): FetchError =>
+    new FetchError('MVPN_BUNDLE_URL_INVALID', `bundle ${path} ${why}; a file-source bundle must lie in ${root}, the membership document's directory`, {
+      context: { path, root, permanent: true },
+    });
+  const rel = relative(root, path);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw refuse('is outside that directory');
+  let realRoot: string;
+  let realDir: string;
+  try {
+    realRoot = await realpath(root);
+    realDir = await realpath(dirname(path));
+  } catch (err) {
+    throw notReadable(path, err);
+  }
+  const realRel = relative(realRoot, realDir);
+  if (realRel.startsWith('..') || isAbsolute(realRel)) throw refuse('is reached through a symbolic link out of that directory');
+  return join(realDir, basename(path));
 }
 
 /** Run `fn` with retries for transient errors, within the shared deadline signal. */
@@ -336,8 +459,11 @@ export interface SourceSet {
 
 /**
  * Try the sources in order; the first whose document is accepted wins.
- * Throws MVPN_SOURCES_UNREACHABLE listing every source's reason when none
- * gives an acceptable document (the caller then keeps what runs).
+ * When none gives an acceptable document (the caller then keeps what runs),
+ * throws listing every source's reason: MVPN_SOURCES_UNREACHABLE when no
+ * source answered, else the code of the first refused document
+ * (MVPN_SIGNATURE_INVALID, MVPN_MEMBERSHIP_ROLLBACK, _EQUIVOCATION,
+ * _EXPIRED, _WRONG_NODE, MVPN_FETCH_TOO_LARGE, ...).
  */
 export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps: Partial<SourceDeps> = {}): Promise<Discovered<T>> {
   const d = { ...defaultDeps, ...deps };
@@ -353,7 +479,7 @@ export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps
       const etag = opts.etagFor(origin);
       const got = await withRetries(
         async (): Promise<FetchedDoc | NotModified> => {
-          if (source.type === 'file') return { kind: 'doc', bytes: await readFileCapped(source.path, set.limits.maxMembershipBytes) };
+          if (source.type === 'file') return { kind: 'doc', bytes: await readFileCapped(source.path, set.limits.maxMembershipBytes, { follow: true, signal }) };
           return set.http.get(origin.base, {
             maxBytes: set.limits.maxMembershipBytes,
             ...(etag === undefined ? {} : { etag }),
@@ -387,19 +513,31 @@ export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps
       return `${msg.startsWith(a.source) ? msg : `${a.source}: ${msg}`}${a.code ? ` [${a.code}]` : ''}`;
     })
     .join('; ');
-  // A source that answered with a bad document is more telling than "unreachable".
-  const firstBad = attempts.find((a) => a.code !== undefined && !a.code.startsWith('MVPN_FETCH_'));
-  throw new FetchError('MVPN_SOURCES_UNREACHABLE', `no source gave an acceptable membership document: ${reasons}`, {
+  // A source that answered with a document this agent refused (forged, rolled back, expired, another
+  // node's, oversize) is not "unreachable": its code is the error's, so monitoring can tell the two apart.
+  const firstBad = attempts.find((a) => a.code !== undefined && !TRANSPORT_CODES.has(a.code));
+  throw new FetchError(firstBad ? (firstBad.code as ErrorCode) : 'MVPN_SOURCES_UNREACHABLE', `no source gave an acceptable membership document: ${reasons}`, {
     context: { attempts, ...(firstBad ? { rejected: firstBad.code } : {}) },
-    hint: 'installed networks keep running; the agent retries on its next reconcile',
+    hint: firstBad
+      ? `a source answered with a document this node refuses (${firstBad.source}); installed networks keep running`
+      : 'installed networks keep running; the agent retries on its next reconcile',
   });
 }
 
-/** Fetch one bundle (https or file), capped at the size the signed membership gave. */
+/** The directory a file-source document's bundles must lie in; undefined for https documents. */
+export function bundleRoot(origin: DocOrigin): string | undefined {
+  return origin.base.protocol === 'file:' ? dirname(fileURLToPath(origin.base)) : undefined;
+}
+
+/**
+ * Fetch one bundle (https or file), capped at the size the signed membership
+ * gave. A file bundle is read only inside `ctx.root` (confinedBundlePath);
+ * without a root, file URLs are refused.
+ */
 export async function fetchBundleBytes(
   url: URL,
   expect: { size: number },
-  ctx: { http: Pick<HttpFetcher, 'get'>; limits: FetchLimits; signal: AbortSignal; ca?: string; via?: string },
+  ctx: { http: Pick<HttpFetcher, 'get'>; limits: FetchLimits; signal: AbortSignal; ca?: string; via?: string; root?: string },
   deps: Partial<SourceDeps> = {},
 ): Promise<Buffer> {
   const d = { ...defaultDeps, ...deps };
@@ -410,7 +548,16 @@ export async function fetchBundleBytes(
   }
   return withRetries(
     async () => {
-      if (url.protocol === 'file:') return readFileCapped(fileURLToPath(url), expect.size);
+      if (url.protocol === 'file:') {
+        if (ctx.root === undefined) throw new FetchError('MVPN_BUNDLE_URL_INVALID', `bundle ${url.href} is a local file, but its document did not come from one`, { context: { url: url.href, permanent: true } });
+        let path: string;
+        try {
+          path = fileURLToPath(url);
+        } catch (err) {
+          throw new FetchError('MVPN_BUNDLE_URL_INVALID', `bundle ${url.href} is not a local path: ${(err as Error).message}`, { context: { url: url.href, permanent: true }, cause: err });
+        }
+        return readFileCapped(path, expect.size, { signal: ctx.signal, within: ctx.root });
+      }
       const got = await ctx.http.get(url, {
         maxBytes: expect.size,
         signal: ctx.signal,

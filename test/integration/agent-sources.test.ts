@@ -7,11 +7,12 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FetchLimits, SourceConfig } from '../../src/agent/config.ts';
-import { discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, type SourceDeps } from '../../src/agent/sources.ts';
+import { bundleRoot, discover, fetchBundleBytes, HttpFetcher, originOf, readFileCapped, resolveBundleUrl, type SourceDeps } from '../../src/agent/sources.ts';
+import { sh } from '../helpers/netns.ts';
 import { DocumentError, MvpnError } from '../../src/errors.ts';
 import { makeTestPki, type TestPki } from '../helpers/pki-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -290,5 +291,131 @@ describe('bundle URL resolution', () => {
   it('refuses file: or http: URLs in a document that came over https', () => {
     expect(() => resolveBundleUrl('file:///etc/shadow', https)).toThrow(/not allowed/);
     expect(() => resolveBundleUrl('http://metavpn.example.test/x', https)).toThrow(/not allowed/);
+  });
+
+  it.each([
+    'file:///etc/shadow',
+    'FILE:/etc/shadow',
+    '/etc/shadow',
+    '//host/etc/shadow',
+    '../secret',
+    'sub/../../secret',
+    '%2e%2e/secret',
+    'sub/%2E%2E/%2e%2e/secret',
+    '..\\secret',
+    'a.tar.gz?x=1',
+  ])('a file document may not name %j as a bundle (MVPN_BUNDLE_URL_INVALID)', (ref) => {
+    expect(() => resolveBundleUrl(ref, file)).toThrow(expect.objectContaining({ code: 'MVPN_BUNDLE_URL_INVALID' }));
+  });
+});
+
+describe('local file reads (file sources)', () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  const limits2: FetchLimits = { requestTimeoutMs: 500, deadlineMs: 5_000, maxMembershipBytes: 4096, maxBundleBytes: 64 * 1024, retries: 0 };
+  const http = { get: () => Promise.reject(new Error('no https here')) };
+  beforeAll(async () => {
+    dir = await tmpDir('src-file');
+    await mkdir(join(dir.path, 'pub', 'sub'), { recursive: true });
+    await writeFile(join(dir.path, 'pub', 'b.tar.gz'), Buffer.alloc(100, 7));
+    await writeFile(join(dir.path, 'pub', 'sub', 'c.tar.gz'), Buffer.alloc(100, 8));
+    await writeFile(join(dir.path, 'secret'), 'root:$6$hash:19000:0:99999:7:::\n');
+    await symlink(join(dir.path, 'secret'), join(dir.path, 'pub', 'link'));
+    await symlink(dir.path, join(dir.path, 'pub', 'up'));
+    await sh('mkfifo', [join(dir.path, 'pub', 'fifo')]);
+    await sh('mknod', [join(dir.path, 'pub', 'zero'), 'c', '1', '5']);
+  });
+  afterAll(() => dir.remove());
+
+  const bundle = (ref: string, size = 100) => {
+    const origin = originOf({ type: 'file', path: join(dir.path, 'pub', 'membership.json') });
+    const root = bundleRoot(origin);
+    return fetchBundleBytes(resolveBundleUrl(ref, origin), { size }, { http, limits: limits2, signal: AbortSignal.timeout(10_000), ...(root ? { root } : {}) });
+  };
+
+  it('reads a bundle in the document\'s directory or below it', async () => {
+    expect(await bundle('b.tar.gz')).toEqual(Buffer.alloc(100, 7));
+    expect(await bundle('sub/c.tar.gz')).toEqual(Buffer.alloc(100, 8));
+  });
+
+  it.each([
+    ['a FIFO', 'fifo', 'MVPN_FETCH_FAILED', /is a FIFO/],
+    ['a character device (/dev/zero made with mknod)', 'zero', 'MVPN_FETCH_FAILED', /is a character device/],
+    ['a symlink to a file outside', 'link', 'MVPN_FETCH_FAILED', /symbolic link/],
+    ['a file reached through a symlinked directory', 'up/secret', 'MVPN_BUNDLE_URL_INVALID', /symbolic link out/],
+    ['a directory', 'sub', 'MVPN_FETCH_FAILED', /is a directory/],
+  ])('refuses %s at once, without its size or content', async (_what, ref, code, msg) => {
+    const err = (await bundle(ref).catch((e: unknown) => e)) as MvpnError;
+    expect(err).toBeInstanceOf(MvpnError);
+    expect(err.code).toBe(code);
+    expect(err.message).toMatch(msg);
+    expect(err.message).not.toMatch(/\b(33|[0-9a-f]{64})\b/); // the secret's size, or any hash
+  });
+
+  it('a file larger than the signed size is refused before it is read', async () => {
+    const err = (await bundle('b.tar.gz', 99).catch((e: unknown) => e)) as MvpnError;
+    expect(err.code).toBe('MVPN_FETCH_TOO_LARGE');
+    expect(err.message).not.toContain('100');
+  });
+
+  it('a bundle URL naming a local file is refused for a document that did not come from a file', async () => {
+    const url = new URL(`file://${join(dir.path, 'pub', 'b.tar.gz')}`);
+    await expect(fetchBundleBytes(url, { size: 100 }, { http, limits: limits2, signal: AbortSignal.timeout(10_000) })).rejects.toMatchObject({
+      code: 'MVPN_BUNDLE_URL_INVALID',
+    });
+  });
+
+  it('a membership file source that is a FIFO is refused at once, not waited on', async () => {
+    const err = (await discover({ sources: [{ type: 'file', path: join(dir.path, 'pub', 'fifo') }], limits: limits2, http }, acceptAll).catch(
+      (e: unknown) => e,
+    )) as MvpnError;
+    expect((err.context['attempts'] as { code: string; message: string }[])[0]).toMatchObject({ code: 'MVPN_FETCH_FAILED', message: expect.stringContaining('FIFO') });
+  });
+
+  it('an aborted reconcile (deadline, shutdown) abandons the read with MVPN_FETCH_TIMEOUT', async () => {
+    const ac = new AbortController();
+    ac.abort(new MvpnError('MVPN_FETCH_TIMEOUT', 'the agent is stopping'));
+    await expect(readFileCapped(join(dir.path, 'pub', 'b.tar.gz'), 100, { signal: ac.signal })).rejects.toMatchObject({
+      code: 'MVPN_FETCH_TIMEOUT',
+      message: expect.stringContaining('the agent is stopping'),
+    });
+  });
+});
+
+describe('discovery reports a refused document by its own code', () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  beforeAll(async () => {
+    dir = await tmpDir('src-codes');
+    await writeFile(join(dir.path, 'doc.json'), 'forged');
+  });
+  afterAll(() => dir.remove());
+  const http = { get: () => Promise.reject(new Error('unused')) };
+
+  it.each(['MVPN_SIGNATURE_INVALID', 'MVPN_MEMBERSHIP_ROLLBACK', 'MVPN_MEMBERSHIP_EQUIVOCATION', 'MVPN_MEMBERSHIP_EXPIRED', 'MVPN_MEMBERSHIP_WRONG_NODE'] as const)(
+    '%s, not MVPN_SOURCES_UNREACHABLE, also when another source is down',
+    async (code) => {
+      const sources: SourceConfig[] = [
+        { type: 'file', path: join(dir.path, 'missing.json') },
+        { type: 'file', path: join(dir.path, 'doc.json') },
+      ];
+      const err = (await discover(
+        { sources, limits, http },
+        {
+          ...acceptAll,
+          accept: () => {
+            throw new DocumentError(code, 'refused');
+          },
+        },
+      ).catch((e: unknown) => e)) as MvpnError;
+      expect(err.code).toBe(code);
+      expect(err.message).toContain('missing.json');
+    },
+  );
+
+  it('an oversize document is MVPN_FETCH_TOO_LARGE; only sources that never answered make MVPN_SOURCES_UNREACHABLE', async () => {
+    await writeFile(join(dir.path, 'big.json'), Buffer.alloc(limits.maxMembershipBytes + 1));
+    const big = await discover({ sources: [{ type: 'file', path: join(dir.path, 'big.json') }], limits, http }, acceptAll).catch((e: MvpnError) => e);
+    expect(big).toMatchObject({ code: 'MVPN_FETCH_TOO_LARGE' });
+    const none = await discover({ sources: [{ type: 'file', path: join(dir.path, 'missing.json') }], limits, http }, acceptAll).catch((e: MvpnError) => e);
+    expect(none).toMatchObject({ code: 'MVPN_SOURCES_UNREACHABLE' });
   });
 });

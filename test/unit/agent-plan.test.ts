@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  bundleRollback,
   bundlesToFetch,
   onlyCrlChanged,
   plan,
@@ -135,6 +136,20 @@ describe('bundlesToFetch', () => {
       have,
     );
     expect(got).toEqual(['b', 'c', 'd']);
+  });
+});
+
+describe('bundleRollback', () => {
+  it.each([
+    ['nothing installed', 1, undefined, false],
+    ['same version', 3, 3, false],
+    ['newer version', 4, 3, false],
+    ['older version', 2, 3, true],
+    ['version 0 over anything', 0, 1, true],
+  ] as const)('%s → refused: %s', (_what, version, have, refused) => {
+    const err = bundleRollback({ id: 'a', version }, have === undefined ? undefined : { version: have });
+    expect(err?.code).toBe(refused ? 'MVPN_BUNDLE_ROLLBACK' : undefined);
+    if (refused) expect(err?.message).toContain(`version ${version}`);
   });
 });
 
