@@ -16,7 +16,9 @@
  *   ever accepted.
  * - `reconcile`: `last_at` (ISO, null before the first), `last_error`
  *   ({code, message} of the last failed discovery, null when it succeeded —
- *   e.g. MVPN_SOURCES_UNREACHABLE while the server is down).
+ *   MVPN_SOURCES_UNREACHABLE while no source answers, the refusal's own code,
+ *   e.g. MVPN_SIGNATURE_INVALID or MVPN_MEMBERSHIP_ROLLBACK, when a source
+ *   answered with a document this node refuses).
  * - `networks[]`, sorted by id:
  *   `id`, `name`; `state`: stopped | starting | connecting | connected |
  *   degraded | backoff | stopping | failed; `admin_down`: taken down with

@@ -113,6 +113,7 @@ describe('agent control API over unix sockets', () => {
 
   // Text a hostile server chose reaches status through error messages; none of it may drive the terminal.
   const HOSTILE = 'bad\u009b2J\u001b[31m\u0085x\u2028y\u2029z\u202eevil\u2066\u2069\u200b\u007f\u0000';
+  // eslint-disable-next-line no-control-regex -- finding control characters is the point
   const RAW_CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200b]/u;
 
   it('status escapes every non-printable character a server could put into an error (table and --json)', async () => {
