@@ -247,7 +247,7 @@ describe('agent against the server mode', () => {
         process.kill(w.daemon!.pid!, 'SIGSTOP');
         await w.control('/v1/reload');
         const s1 = await w.waitStatus((st) => net(st, 'beta')?.last_error !== null);
-        expect(s1.membership?.serial).toBe(doc.serial + 100);
+        expect(s1.membership?.serial).toBe(doc.serial); // a document whose bundle failed does not become last-good
         expect(net(s1, 'beta')).toMatchObject({ state: 'connected', pid: net(s0, 'beta')!.pid, bundle_version: betaEntry.bundle.version });
         expect(net(s1, 'beta')!.last_error).toMatchObject({ code: 'MVPN_OPTION_FORBIDDEN' });
         expect(net(s1, 'alpha')).toMatchObject({ state: 'connected', pid: net(s0, 'alpha')!.pid, last_error: null });
@@ -266,12 +266,17 @@ describe('agent against the server mode', () => {
         expect(net(s2, 'beta')).toMatchObject({ state: 'connected', pid: net(s0, 'beta')!.pid, bundle_version: betaEntry.bundle.version });
         step('tampered rejected');
 
-        // the relay is gone and the real API is back: its older serial is a rollback now, refused; nothing is torn down
+        // a newer document whose bundles are all in place does become last-good
+        await writeFileP(join(w.dir, 'evil-membership.json'), buildMembership({ ...doc, serial: doc.serial + 102, issued_at: iso(now - 60_000) }, key));
+        expect(await w.control('/v1/reload')).toMatchObject({ ok: true });
+        expect((await w.status()).membership?.serial).toBe(doc.serial + 102);
+
+        // the relay is gone and the real API is back: its older serial is a rollback now, refused with its own code; nothing is torn down
         await evil.stop();
         process.kill(w.daemon!.pid!, 'SIGCONT');
-        const r = (await w.control('/v1/reload')) as { ok: boolean; error?: { message: string } };
+        const r = (await w.control('/v1/reload')) as { ok: boolean; error?: { code: string; message: string } };
         expect(r.ok).toBe(false);
-        expect(r.error?.message).toContain('MVPN_MEMBERSHIP_ROLLBACK');
+        expect(r.error?.code).toBe('MVPN_MEMBERSHIP_ROLLBACK');
         const s3 = await w.status();
         for (const id of ['alpha', 'beta']) expect(net(s3, id)).toMatchObject({ state: 'connected', pid: net(s0, id)!.pid });
       } finally {
