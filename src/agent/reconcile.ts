@@ -359,7 +359,13 @@ export class Reconciler {
         // 6. Last-good only when every bundle it lists is in place (see step 3).
         if (failed.length === 0) {
           this.membership = accepted.stored;
-          await saveMembership(config.stateDir, accepted.stored);
+          try {
+            await saveMembership(config.stateDir, accepted.stored);
+          } catch (err) {
+            // A full disk must not fail the reconcile that already applied the document; it stays last-good in memory.
+            this.lastError = netError(err);
+            logger.emit({ kind: 'discovery.failed', code: this.lastError.code, message: `the membership document could not be saved: ${this.lastError.message}` });
+          }
         } else {
           logger.emit({ kind: 'discovery.not-saved', serial: accepted.stored.doc.serial, failed: failed.sort() });
         }

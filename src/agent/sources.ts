@@ -300,7 +300,7 @@ export function fetchErrorFrom(err: unknown, url: URL): MvpnError {
   return new FetchError('MVPN_FETCH_FAILED', `${where}: ${code ?? ''}${code ? ' ' : ''}${e.message}`, { context: { url: where, errno: code }, cause: err });
 }
 
-/** What a local file source reads: an opened descriptor's fstat must show the same regular file. */
+/** What a path turned out to be, for the error that refuses anything but a regular file. */
 function kindOf(st: Stats): string {
   if (st.isFIFO()) return 'a FIFO';
   if (st.isCharacterDevice()) return 'a character device';
