@@ -25,7 +25,9 @@
  *    after ready_timeout — never before the first reconcile.
  * 8. Timer: the next reconcile after reconcile_interval ± jitter, or sooner
  *    with backoff after a failed discovery (a testbed swapping in at once
- *    must not poll in lockstep).
+ *    must not poll in lockstep), or at the renewal's own time when that is
+ *    sooner (a certificate's two-thirds point, a retry with backoff, or a
+ *    check whether renewed networks are connected so it can confirm).
  *
  * Shutdown: STOPPING=1, stop the timer, abort a running reconcile, stop
  * every openvpn (by pid, via its supervisor), close the sockets.
@@ -274,6 +276,7 @@ export class AgentDaemon {
         : null,
       reconcile: { last_at: r.lastAt === undefined ? null : new Date(r.lastAt).toISOString(), last_error: r.lastError ?? null },
       networks,
+      renewal: r.renewal,
     };
   }
 
@@ -358,12 +361,17 @@ export class AgentDaemon {
     this.cancelTimer?.();
     const { config } = this;
     const { random } = this.deps;
-    const delayMs = nextReconcileDelay(this.reconciler.failures, config.reconcileIntervalMs, config.reconcileJitter, random);
+    const regular = nextReconcileDelay(this.reconciler.failures, config.reconcileIntervalMs, config.reconcileJitter, random);
+    // The renewal's own time (a certificate's two-thirds point, a retry, a confirmation check) when it comes first.
+    const wake = this.reconciler.renewalWakeAt;
+    const renewIn = wake === undefined ? undefined : Math.max(200, wake - this.deps.clock.now());
+    const delayMs = renewIn !== undefined && renewIn < regular ? renewIn : regular;
+    const reason = delayMs === regular ? 'timer' : 'renewal';
     this.deps.logger.emit({ kind: 'reconcile.next', delayMs });
     this.cancelTimer = this.deps.clock.setTimeout(() => {
       this.cancelTimer = undefined;
       void this.reconciler
-        .reconcile('timer')
+        .reconcile(reason)
         .catch((err: unknown) => this.deps.logger.emit({ kind: 'discovery.failed', code: toMvpnError(err).code, message: toMvpnError(err).message }))
         .finally(() => this.scheduleNext());
     }, delayMs);

@@ -58,16 +58,18 @@ export function isPermanentEnrollError(e: MvpnError): boolean {
   return PERMANENT.has(e.code) || e.code === 'MVPN_ALREADY_EXISTS';
 }
 
-const ResponseSchema = z.strictObject({
+/** The reply of `POST /v1/enroll` and `POST /v1/renew`. */
+export const IdentityReplySchema = z.strictObject({
   node: z.string().max(128),
   identity_cert: z.string().min(1).max(64 * 1024),
   api_ca: z.string().min(1).max(64 * 1024),
 });
 
-function enrollUrl(base: string): URL {
+/** `route` (e.g. `v1/enroll`) under the server's API base URL. */
+export function apiUrl(base: string, route: string): URL {
   const u = new URL(base);
   if (!u.pathname.endsWith('/')) u.pathname += '/';
-  return new URL('v1/enroll', u);
+  return new URL(route, u);
 }
 
 function tokenHash(token: string): string {
@@ -121,7 +123,15 @@ function tokenMessage(code: string, file: string, serverMessage: string): string
   }
 }
 
-async function post(url: URL, body: unknown, caPem: string | undefined, timeoutMs: number, via: string | undefined): Promise<{ status: number; json: unknown }> {
+/** TLS material of an API POST: pinned CA, and the node's identity for the mTLS routes (renewal). */
+export interface PostTls {
+  readonly ca?: string | undefined;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
+/** One JSON POST to the server's API (enrollment, renewal): bounded reply, status and parsed body; transport failures as fetch errors. */
+export async function postJson(url: URL, body: unknown, tls: PostTls, timeoutMs: number, via: string | undefined): Promise<{ status: number; json: unknown }> {
   const undici = await loadUndici();
   const { Agent, request } = undici;
   const dispatcher = new Agent({
@@ -130,7 +140,11 @@ async function post(url: URL, body: unknown, caPem: string | undefined, timeoutM
     maxResponseSize: 256 * 1024,
     connect: connectOption(
       undici,
-      { timeout: Math.min(timeoutMs, 10_000), ...(caPem === undefined ? {} : { ca: caPem }) },
+      {
+        timeout: Math.min(timeoutMs, 10_000),
+        ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+        ...(tls.cert === undefined || tls.key === undefined ? {} : { cert: tls.cert, key: tls.key }),
+      },
       via === undefined ? undefined : { via, target: url },
     ),
   });
@@ -145,7 +159,7 @@ async function post(url: URL, body: unknown, caPem: string | undefined, timeoutM
     const bytes = Buffer.from(await res.body.arrayBuffer());
     let json: unknown = {};
     try {
-      json = parseJsonBounded(bytes, { maxBytes: 256 * 1024, maxDepth: 8 }, 'enrollment reply');
+      json = parseJsonBounded(bytes, { maxBytes: 256 * 1024, maxDepth: 8 }, `reply from ${url.pathname}`);
     } catch (err) {
       if (res.statusCode === 200) throw err;
     }
@@ -170,12 +184,12 @@ export async function enroll(opts: EnrollOptions): Promise<Identity> {
   const token = await readToken(opts.tokenFile);
   const keyPair = await generateKeyPairPem(opts.keyAlg ?? 'ec-p256');
   const csr = await createCsr({ keyPair, cn: opts.nodeId });
-  const url = enrollUrl(opts.url);
+  const url = apiUrl(opts.url, 'v1/enroll');
   const timeoutMs = opts.timeoutMs ?? 30_000;
 
   let reply: { status: number; json: unknown };
   try {
-    reply = await post(url, { node: opts.nodeId, token, csr }, opts.serverCaPem, timeoutMs, opts.via);
+    reply = await postJson(url, { node: opts.nodeId, token, csr }, { ca: opts.serverCaPem }, timeoutMs, opts.via);
   } catch (err) {
     const e = isMvpnError(err) ? err : fetchErrorFrom(err, url);
     throw new MvpnError('MVPN_ENROLL_FAILED', `cannot reach the enrollment endpoint${opts.via === undefined ? '' : ` (via ${opts.via})`}: ${e.message}`, {
@@ -200,7 +214,7 @@ export async function enroll(opts: EnrollOptions): Promise<Identity> {
     });
   }
 
-  const parsed = ResponseSchema.safeParse(reply.json);
+  const parsed = IdentityReplySchema.safeParse(reply.json);
   if (!parsed.success || parsed.data.node !== opts.nodeId) {
     throw new MvpnError('MVPN_ENROLL_FAILED', `the enrollment reply from ${url.href} is not an identity for node ${opts.nodeId}`, { context: { url: url.href } });
   }

@@ -15,6 +15,10 @@ export type AgentEvent =
   | { readonly kind: 'enroll.ok'; readonly node: string; readonly url: string }
   | { readonly kind: 'enroll.failed'; readonly code: string; readonly message: string; readonly permanent: boolean }
   | { readonly kind: 'enroll.skipped'; readonly reason: string }
+  | { readonly kind: 'renew.start'; readonly reason: string }
+  | { readonly kind: 'renew.ok'; readonly serial: string }
+  | { readonly kind: 'renew.failed'; readonly code: string; readonly message: string; readonly retryInMs: number }
+  | { readonly kind: 'renew.confirmed'; readonly revoked: Readonly<Record<string, string>>; readonly removedKeys: number }
   | { readonly kind: 'discovery.ok'; readonly source: string; readonly serial: number; readonly notModified: boolean }
   | { readonly kind: 'discovery.not-saved'; readonly serial: number; readonly failed: readonly string[] }
   | { readonly kind: 'discovery.source-failed'; readonly source: string; readonly code: string; readonly message: string }
@@ -40,6 +44,13 @@ export const agentFormatters: Formatters<AgentEvent> = {
   'enroll.ok': (e) => ({ level: 'notice', text: `enrolled node ${e.node} with ${e.url}` }),
   'enroll.failed': (e) => ({ level: 'error', text: `enrollment failed: ${e.message} [${e.code}]${e.permanent ? ' (not retried with this token)' : ''}` }),
   'enroll.skipped': (e) => ({ level: 'warning', text: `not enrolling: ${e.reason}` }),
+  'renew.start': (e) => ({ level: 'notice', text: `renewing this node's key and certificates: ${e.reason}` }),
+  'renew.ok': (e) => ({ level: 'notice', text: `renewed: new key, identity certificate ${e.serial}; installing the new network certificates` }),
+  'renew.failed': (e) => ({ level: 'error', text: `renewal failed, the current certificates keep working: ${e.message} [${e.code}]; retry in ${Math.round(e.retryInMs / 1000)} s` }),
+  'renew.confirmed': (e) => ({
+    level: 'notice',
+    text: `renewal complete: the server revoked the old certificates (${Object.entries(e.revoked).map(([n, s]) => `${n} ${s}`).join(', ') || 'identity only'}); ${e.removedKeys} old key file(s) removed`,
+  }),
   'discovery.ok': (e) => ({ level: 'info', text: `membership serial ${e.serial} from ${e.source}${e.notModified ? ' (not modified)' : ''}` }),
   'discovery.not-saved': (e) => ({
     level: 'warning',

@@ -5,7 +5,10 @@
  * Order of one reconcile, and why:
  * 1. `now` is fixed at the start: every expiry check of this update uses it.
  * 2. Enrollment (once, if a token is configured and the node has no
- *    identity), because the https sources need the identity for mTLS.
+ *    identity), because the https sources need the identity for mTLS; then
+ *    renewal (renew.ts): confirm a finished one, or renew a due key and
+ *    certificates, so this same reconcile fetches and installs the new
+ *    bundles with the new identity.
  * 3. Discovery over the ordered sources. The accepted document becomes the
  *    last-good one (in memory and in `<state>/membership.json`) only after
  *    every bundle it lists is installed or already was (step 6): a document
@@ -47,7 +50,11 @@ import type { Clock } from '../util/clock.ts';
 import type { AgentConfig } from './config.ts';
 import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
-import { loadIdentity, type Identity } from './identity.ts';
+import { finishRenewal, loadIdentity, renewalPending, type Identity } from './identity.ts';
+import { certLife, confirmRenewal, decideRenewal, renewIdentity, renewTarget, serialOf as certLifeSerial, type CertLife } from './renew.ts';
+import type { RenewalStatus } from './status.ts';
+import { backoffDelay } from '../util/backoff.ts';
+import { readFile } from 'node:fs/promises';
 import { deviceName, type NetworkRunner } from './networks.ts';
 import { bundleRollback, bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
 import { bundleRoot, discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
@@ -227,6 +234,138 @@ export class Reconciler {
     }
   }
 
+  /** Automatic renewal as of the last reconcile (status). */
+  renewal: RenewalStatus | null = null;
+  /** When a reconcile should run for the renewal (its two-thirds point, a retry, a confirmation check); undefined: not needed. */
+  renewalWakeAt: number | undefined;
+  private renewFailures = 0;
+  private renewRetryAt: number | undefined;
+  private confirmWaits = 0;
+  private lastRenewedAt: number | undefined;
+
+  /** Validity of the identity certificate and of every installed node-keyed network certificate (central keys cannot renew online). */
+  private async renewableCerts(identity: Identity): Promise<CertLife[]> {
+    const certs: CertLife[] = [certLife(identity.certPem, 'identity')];
+    for (const b of this.installed.values()) {
+      if (b.manifest.key_origin !== 'node') continue;
+      try {
+        certs.push(certLife(await readFile(b.paths.cert, 'utf8'), `network ${b.network}`));
+      } catch {
+        // unreadable: the next reconcile reinstalls it; nothing to time from
+      }
+    }
+    return certs;
+  }
+
+  /** True once every node-keyed network runs the current key: installed with it, and connected (or stopped on purpose). */
+  private renewalInUse(identity: Identity): boolean {
+    const { runner } = this.ctx;
+    for (const b of this.installed.values()) {
+      if (b.manifest.key_origin !== 'node') continue;
+      if (b.paths.key !== identity.paths.key) return false;
+      if (runner.isAdminDown(b.network) || !runner.isRunning(b.network)) continue;
+      if (runner.status(b.network)?.state !== 'connected') return false;
+    }
+    return true;
+  }
+
+  private renewFailed(err: unknown, t: number): void {
+    const e = toMvpnError(err);
+    this.renewFailures++;
+    const retryInMs = backoffDelay(this.renewFailures - 1, { initialMs: 5_000, maxMs: Math.min(this.ctx.config.reconcileIntervalMs, 3_600_000), factor: 2, jitter: 0.5, minMs: 1_000 });
+    this.renewRetryAt = t + retryInMs;
+    this.renewalWakeAt = this.renewRetryAt;
+    this.deps.logger.emit({ kind: 'renew.failed', code: e.code, message: e.message, retryInMs });
+    this.renewal = { ...this.renewalBase(), state: 'failed', next_retry_at: new Date(this.renewRetryAt).toISOString(), last_error: { code: e.code, message: e.message } };
+  }
+
+  private renewalBase(): RenewalStatus {
+    return {
+      state: 'idle',
+      due_at: this.renewal?.due_at ?? null,
+      last_renewed_at: this.lastRenewedAt === undefined ? null : new Date(this.lastRenewedAt).toISOString(),
+      next_retry_at: null,
+      last_error: null,
+    };
+  }
+
+  /**
+   * Step 2b of a reconcile (renew.ts): confirm a renewal whose new
+   * certificates are in use, or renew when a certificate is due. Never
+   * throws; a failure is recorded, retried with backoff, and the current
+   * identity stays. Returns the identity the rest of the reconcile uses.
+   */
+  private async maybeRenew(now: Date, identity: Identity | undefined): Promise<Identity | undefined> {
+    const { config, nodeId } = this.ctx;
+    const t = now.getTime();
+    this.renewalWakeAt = undefined;
+    if (identity === undefined) {
+      this.renewal = null;
+      return identity;
+    }
+    const target = renewTarget(config, this.ctx.serverCaPem ?? identity.caPem);
+    const retrying = this.renewRetryAt !== undefined && t < this.renewRetryAt;
+    if (await renewalPending(config.stateDir)) {
+      if (!this.renewalInUse(identity)) {
+        this.confirmWaits++;
+        this.renewalWakeAt = t + backoffDelay(this.confirmWaits - 1, { initialMs: 1_000, maxMs: 60_000, factor: 2, jitter: 0, minMs: 500 });
+        if (this.renewal?.state !== 'failed') this.renewal = { ...this.renewalBase(), state: 'confirming' };
+        return identity;
+      }
+      if (retrying || target === undefined) {
+        this.renewalWakeAt = this.renewRetryAt;
+        return identity;
+      }
+      try {
+        const revoked = await confirmRenewal({ identity, target, timeoutMs: config.fetch.requestTimeoutMs });
+        const inUse = [...this.installed.values()].map((b) => b.paths.key).filter((k): k is string => k !== undefined);
+        const removed = await finishRenewal(config.stateDir, identity, inUse);
+        this.deps.logger.emit({ kind: 'renew.confirmed', revoked, removedKeys: removed.length });
+        this.renewFailures = 0;
+        this.renewRetryAt = undefined;
+        this.confirmWaits = 0;
+      } catch (err) {
+        this.renewFailed(err, t);
+        return identity;
+      }
+    }
+    let decision: ReturnType<typeof decideRenewal>;
+    try {
+      decision = decideRenewal(t, await this.renewableCerts(identity));
+    } catch (err) {
+      this.renewFailed(err, t);
+      return identity;
+    }
+    if (decision.kind === 'wait') {
+      this.renewalWakeAt = decision.at;
+      this.renewal = { ...this.renewalBase(), due_at: decision.at === undefined ? null : new Date(decision.at).toISOString() };
+      return identity;
+    }
+    if (retrying) {
+      this.renewalWakeAt = this.renewRetryAt;
+      return identity;
+    }
+    if (target === undefined) {
+      this.renewFailed(new MvpnError('MVPN_RENEW_FAILED', `${decision.reason}, but no API URL is configured to renew at (an https source ending in "/" or enroll.url)`), t);
+      return identity;
+    }
+    this.deps.logger.emit({ kind: 'renew.start', reason: decision.reason });
+    try {
+      const renewed = await renewIdentity({ stateDir: config.stateDir, nodeId, identity, target, now, timeoutMs: config.fetch.requestTimeoutMs });
+      this.lastRenewedAt = t;
+      this.renewFailures = 0;
+      this.renewRetryAt = undefined;
+      this.confirmWaits = 0;
+      this.renewalWakeAt = t + 1_000;
+      this.renewal = { ...this.renewalBase(), state: 'confirming', due_at: null };
+      this.deps.logger.emit({ kind: 'renew.ok', serial: certLifeSerial(renewed.certPem) });
+      return renewed;
+    } catch (err) {
+      this.renewFailed(err, t);
+      return identity;
+    }
+  }
+
   private async once(reason: string): Promise<ReconcileResult> {
     const { clock, logger } = this.deps;
     const { config, nodeId, anchor } = this.ctx;
@@ -235,7 +374,7 @@ export class Reconciler {
     logger.emit({ kind: 'reconcile.start', reason });
 
     await this.maybeEnroll(now);
-    const identity = await loadIdentity(config.stateDir);
+    const identity = await this.maybeRenew(now, await loadIdentity(config.stateDir));
     const defaultCa = this.ctx.serverCaPem ?? identity?.caPem;
     const http = new HttpFetcher(
       { ...(defaultCa === undefined ? {} : { ca: defaultCa }), ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}) },

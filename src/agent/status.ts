@@ -65,6 +65,17 @@ export interface MembershipStatus {
   readonly expires_at: string;
 }
 
+/** Automatic renewal (renew.ts): null when the node has no API identity (not enrolled, or only exported bundles). */
+export interface RenewalStatus {
+  /** idle: nothing due; confirming: new certificates installed, old ones not yet revoked; failed: the last attempt failed (retrying). */
+  readonly state: 'idle' | 'confirming' | 'failed';
+  /** When the next certificate passes two thirds of its lifetime. */
+  readonly due_at: string | null;
+  readonly last_renewed_at: string | null;
+  readonly next_retry_at: string | null;
+  readonly last_error: StatusError | null;
+}
+
 export interface AgentStatus {
   readonly version: string;
   readonly node: string;
@@ -73,6 +84,8 @@ export interface AgentStatus {
   readonly membership: MembershipStatus | null;
   readonly reconcile: { readonly last_at: string | null; readonly last_error: StatusError | null };
   readonly networks: readonly NetworkStatus[];
+  /** Added with automatic renewal; always present from the daemon. */
+  readonly renewal?: RenewalStatus | null;
 }
 
 /** 0 when every network is connected (also when there are none), 1 otherwise. */

@@ -8,8 +8,9 @@
  * `rejectUnauthorized`), because enrollment is the one route for nodes that
  * have none yet. Every other route requires a certificate that chains to the
  * API CA (`socket.authorized`) and whose serial is the node's current
- * identity serial in the store — so a superseded or revoked identity is
- * refused even though its signature is still good. The node is the
+ * identity serial in the store (or the one an unconfirmed renewal replaced,
+ * see ops/renew.ts) — so a superseded or revoked identity is refused even
+ * though its signature is still good. The node is the
  * certificate's CN; a node reads only its own documents.
  *
  * Robustness: bodies are capped (413) before they are read in full, only
@@ -30,6 +31,7 @@ import type { DocumentService } from './doc-service.ts';
 import type { ServerEvent } from './events.ts';
 import { linkState } from './federation/links.ts';
 import { enroll } from './ops/enroll.ts';
+import { confirmRenewal, identityRole, renew } from './ops/renew.ts';
 import type { ServerContext } from './ops/context.ts';
 
 export interface ApiLimits {
@@ -70,6 +72,9 @@ const EnrollSchema = z.strictObject({
   csr: z.string().min(1).max(16 * 1024),
 });
 
+const RenewSchema = z.strictObject({ csr: z.string().min(1).max(16 * 1024) });
+const ConfirmSchema = z.strictObject({});
+
 const STATUS: Partial<Record<ErrorCode, number>> = {
   MVPN_API_BAD_REQUEST: 400,
   MVPN_JSON_INVALID: 400,
@@ -87,6 +92,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   MVPN_API_FORBIDDEN: 403,
   MVPN_NOT_FOUND: 404,
   MVPN_STORE_CONFLICT: 409,
+  MVPN_RENEW_NOT_CURRENT: 409,
   MVPN_API_TOO_LARGE: 413,
 };
 
@@ -161,11 +167,25 @@ export function createApiServer(deps: ApiDeps): Server {
     const serial = cert.serialNumber?.toLowerCase().replace(/^0+(?=.)/, '');
     if (!cn) throw new ApiError(401, 'MVPN_API_UNAUTHORIZED', 'the client certificate has no CN');
     const node = ctx.store.read((tx) => tx.getNode(cn));
-    const current = node?.identitySerial?.replace(/^0+(?=.)/, '');
-    if (!node || current === undefined || current !== serial) {
+    // During an unconfirmed renewal the replaced identity still works (ops/renew.ts), so a node that lost the new one is not locked out.
+    if (serial === undefined || identityRole(node, serial) === undefined) {
       throw new ApiError(403, 'MVPN_API_FORBIDDEN', 'this node certificate is no longer valid (superseded or revoked); enroll again');
     }
     return cn;
+  };
+
+  /** The serial of the authenticated request's client certificate (call after `authenticate`). */
+  const peerSerial = (req: IncomingMessage): string => ((req.socket as TLSSocket).getPeerCertificate().serialNumber ?? '').toLowerCase();
+
+  const readJson = async <T>(req: IncomingMessage, schema: z.ZodType<T>, what: string): Promise<T> => {
+    const body = await readBody(req, limits.maxBodyBytes);
+    try {
+      const r = schema.safeParse(parseJsonBounded(body, { maxBytes: limits.maxBodyBytes, maxDepth: 4 }, what));
+      if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; '));
+      return r.data;
+    } catch (err) {
+      throw new ApiError(400, 'MVPN_API_BAD_REQUEST', `${what}: ${(err as Error).message}`);
+    }
   };
 
   const notModified = (req: IncomingMessage, etag: string): boolean => {
@@ -197,6 +217,30 @@ export function createApiServer(deps: ApiDeps): Server {
       deps.onStoreChanged?.(`node ${r.node} enrolled`);
       sendJson(res, 200, { node: r.node, identity_cert: r.identityCertPem, api_ca: deps.apiCa.certPem });
       return r.node;
+    }
+
+    if (path === '/v1/renew') {
+      allow('POST');
+      const node = authenticate(req);
+      const parsed = await readJson(req, RenewSchema, 'renewal request');
+      const r = await renew(ctx, deps.apiCa, { node, authSerial: peerSerial(req), csr: parsed.csr });
+      logger.emit({ kind: 'api.renewed', node, networks: r.networks });
+      deps.onStoreChanged?.(`node ${node} renewed its certificates`);
+      sendJson(res, 200, { node, identity_cert: r.identityCertPem, api_ca: deps.apiCa.certPem });
+      return node;
+    }
+
+    if (path === '/v1/renew/confirm') {
+      allow('POST');
+      const node = authenticate(req);
+      await readJson(req, ConfirmSchema, 'renewal confirmation');
+      const r = await confirmRenewal(ctx, node, peerSerial(req));
+      if (r.identity || Object.keys(r.revoked).length > 0) {
+        logger.emit({ kind: 'api.renew-confirmed', node, revoked: r.revoked });
+        deps.onStoreChanged?.(`node ${node} confirmed its renewal`);
+      }
+      sendJson(res, 200, { node, revoked: r.revoked });
+      return node;
     }
 
     if (path === '/v1/membership') {

@@ -495,9 +495,11 @@ export class ServerDaemon {
   private async killDisallowed(net: NetworkRecord, inst: Instance, memberships: readonly MemberSummary[]): Promise<void> {
     const allowed = new Map(allowedMembers(memberships).map((m) => [m.node, m.certSerial!]));
     const replaced = new Set<string>();
+    // A renewal's old certificate stays good until the node confirms (ops/renew.ts): its session is not "replaced".
+    const renewing = new Map(allowedMembers(memberships).map((m) => [m.node, m.prevCertSerial ?? null]));
     for (const [cn, serial] of allowed) {
       const before = inst.serials.get(cn);
-      if (before !== undefined && before !== serial) replaced.add(cn);
+      if (before !== undefined && before !== serial && before !== renewing.get(cn)) replaced.add(cn);
     }
     inst.serials = allowed;
     inst.addresses = new Map(allowedMembers(memberships).map((m) => [m.node, m.address]));

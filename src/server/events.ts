@@ -26,6 +26,8 @@ export type ServerEvent =
   | { readonly kind: 'api.request'; readonly method: string; readonly path: string; readonly status: number; readonly node?: string | undefined; readonly ms: number }
   | { readonly kind: 'api.error'; readonly method: string; readonly path: string; readonly status: number; readonly code: string; readonly message: string }
   | { readonly kind: 'api.enrolled'; readonly node: string; readonly networks: readonly string[] }
+  | { readonly kind: 'api.renewed'; readonly node: string; readonly networks: readonly string[] }
+  | { readonly kind: 'api.renew-confirmed'; readonly node: string; readonly revoked: Readonly<Record<string, string>> }
   | { readonly kind: 'api.client-error'; readonly message: string };
 
 export const serverFormatters: Formatters<ServerEvent> = {
@@ -56,5 +58,10 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'api.request': (e) => ({ level: 'debug', text: `api: ${e.method} ${e.path} -> ${e.status}${e.node ? ` (${e.node})` : ''} ${e.ms} ms` }),
   'api.error': (e) => ({ level: e.status >= 500 ? 'error' : 'info', text: `api: ${e.method} ${e.path} -> ${e.status} ${e.code}: ${e.message}` }),
   'api.enrolled': (e) => ({ level: 'notice', text: `api: node ${e.node} enrolled (networks: ${e.networks.join(', ') || 'none yet'})` }),
+  'api.renewed': (e) => ({ level: 'notice', text: `api: node ${e.node} renewed its key; new certificates for ${e.networks.join(', ') || 'no network'} (old ones valid until it confirms)` }),
+  'api.renew-confirmed': (e) => ({
+    level: 'notice',
+    text: `api: node ${e.node} confirmed its renewal; superseded: ${Object.entries(e.revoked).map(([n, s]) => `${n} ${s}`).join(', ') || 'identity only'}`,
+  }),
   'api.client-error': (e) => ({ level: 'debug', text: `api: connection error: ${e.message}` }),
 };

@@ -17,7 +17,7 @@ import { parseCsr } from '../../pki/csr.ts';
 import type { MembershipRecord, RevocationRecord, TokenRecord } from '../store/store.ts';
 import { issueNodeCert } from '../pki-service.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
-import { checkNodeId, TOKEN_RE, tokenHash } from './nodes.ts';
+import { certSerialsOf, checkNodeId, TOKEN_RE, tokenHash } from './nodes.ts';
 
 export interface EnrollRequest {
   readonly node: string;
@@ -80,10 +80,11 @@ export async function enroll(ctx: ServerContext, apiCa: CaMaterial, req: EnrollR
     for (const m of targets) {
       const net = nets.get(m.network)!;
       certs.set(m.network, await issueNodeCert(net, req.node, csr.publicKeyPem, now, ctx.config.cert_days));
-      if (m.certSerial !== null) {
+      const serials = certSerialsOf(m);
+      if (serials.length > 0) {
         const recorded = ctx.store.read((tx) => tx.listRevocations(m.network));
-        const rec: RevocationRecord = { network: m.network, serial: m.certSerial, node: req.node, address: m.address, reason: 'superseded', revokedAt: now };
-        plans.push(await planCrl(net, recorded, [rec], now, ctx.config.crl_days));
+        const recs = serials.map((serial): RevocationRecord => ({ network: m.network, serial, node: req.node, address: m.address, reason: 'superseded', revokedAt: now }));
+        plans.push(await planCrl(net, recorded, recs, now, ctx.config.crl_days));
       }
     }
     return ctx.store.write((tx) => {
@@ -96,13 +97,14 @@ export async function enroll(ctx: ServerContext, apiCa: CaMaterial, req: EnrollR
         keyAlg: csr.alg,
         identityCertPem: identity.certPem,
         identitySerial: identity.serialHex.toLowerCase(),
+        prevIdentitySerial: null,
         enrolledAt: now,
       });
       const bumps = new Bumps().doc(req.node);
       for (const p of plans) applyCrl(tx, p, bumps, now);
       for (const m of targets) {
         const c = certs.get(m.network)!;
-        tx.updateMembership(m.network, req.node, { certPem: c.certPem, certSerial: c.serialHex, keyOrigin: 'node' });
+        tx.updateMembership(m.network, req.node, { certPem: c.certPem, certSerial: c.serialHex, prevCertSerial: null, keyOrigin: 'node' });
         bumps.membership(m.network, req.node);
       }
       bumps.apply(tx, now, ctx.config.membership_days);
@@ -112,7 +114,7 @@ export async function enroll(ctx: ServerContext, apiCa: CaMaterial, req: EnrollR
 }
 
 function sameTargets(a: readonly MembershipRecord[], b: readonly MembershipRecord[]): boolean {
-  const key = (m: MembershipRecord) => `${m.network}\0${m.certSerial ?? ''}`;
+  const key = (m: MembershipRecord) => `${m.network}\0${certSerialsOf(m).join(',')}`;
   const sa = a.map(key).sort();
   const sb = b.map(key).sort();
   return sa.length === sb.length && sa.every((x, i) => x === sb[i]);

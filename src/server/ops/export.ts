@@ -26,7 +26,7 @@ import { issueNodeCert } from '../pki-service.ts';
 import type { MembershipRecord, NetworkRecord, RevocationRecord } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNetworkId } from './networks.ts';
-import { checkBatch, checkNodeId, inBatch, mapLimit } from './nodes.ts';
+import { certSerialsOf, checkBatch, checkNodeId, inBatch, mapLimit } from './nodes.ts';
 
 export interface ExportResult {
   readonly node: string;
@@ -162,7 +162,7 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
         const m = tx.getMembership(it.network, it.node);
         const bad = refusal(m, netMap.get(it.network), it.node, it.network);
         if (bad) throw inBatch(bad, size, it.node, it.network);
-        if (m!.certSerial !== null && !revMap.has(it.network)) revMap.set(it.network, tx.listRevocations(it.network));
+        if (certSerialsOf(m!).length > 0 && !revMap.has(it.network)) revMap.set(it.network, tx.listRevocations(it.network));
         return m!;
       });
       return { ms: list, nets: netMap, revs: revMap };
@@ -175,9 +175,9 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
     });
     const superseded = new Map<string, RevocationRecord[]>();
     for (const m of ms) {
-      if (m.certSerial === null) continue;
-      const rec: RevocationRecord = { network: m.network, serial: m.certSerial, node: m.node, address: m.address, reason: 'superseded', revokedAt: now };
-      superseded.set(m.network, [...(superseded.get(m.network) ?? []), rec]);
+      const recs = certSerialsOf(m).map((serial): RevocationRecord => ({ network: m.network, serial, node: m.node, address: m.address, reason: 'superseded', revokedAt: now }));
+      if (recs.length === 0) continue;
+      superseded.set(m.network, [...(superseded.get(m.network) ?? []), ...recs]);
     }
     const plans: CrlPlan[] = [];
     for (const [network, add] of superseded) plans.push(await planCrl(nets.get(network)!, revs.get(network)!, add, now, ctx.config.crl_days));
@@ -185,14 +185,14 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
       const bumps = new Bumps();
       const serials = items.map((it, i) => {
         const cur = tx.getMembership(it.network, it.node);
-        if (!cur || cur.certSerial !== ms[i]!.certSerial || cur.revoked) throw conflict(`membership of ${it.node} in ${it.network}`);
+        if (!cur || cur.certSerial !== ms[i]!.certSerial || (cur.prevCertSerial ?? null) !== (ms[i]!.prevCertSerial ?? null) || cur.revoked) throw conflict(`membership of ${it.node} in ${it.network}`);
         bumps.membership(it.network, it.node);
         return tx.nextSeq();
       });
       for (const p of plans) applyCrl(tx, p, bumps, now);
       for (const [i, it] of items.entries()) {
         const c = issued[i]!.cert;
-        tx.updateMembership(it.network, it.node, { certPem: c.certPem, certSerial: c.serialHex, keyOrigin: 'central' });
+        tx.updateMembership(it.network, it.node, { certPem: c.certPem, certSerial: c.serialHex, prevCertSerial: null, keyOrigin: 'central' });
       }
       bumps.apply(tx, now, ctx.config.membership_days);
       const netsAfter = new Map([...nets.keys()].map((id) => [id, tx.getNetwork(id)!]));

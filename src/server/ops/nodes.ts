@@ -286,16 +286,27 @@ async function planRevocations(
 ): Promise<CrlPlan[]> {
   const plans: CrlPlan[] = [];
   for (const m of memberships) {
-    if (m.certSerial === null || m.revoked) continue; // nothing (new) to put on the CRL
+    if (m.revoked) continue; // nothing (new) to put on the CRL
+    const serials = certSerialsOf(m);
+    if (serials.length === 0) continue;
     const { net, recorded } = ctx.store.read((tx) => ({ net: tx.getNetwork(m.network)!, recorded: tx.listRevocations(m.network) }));
-    const rec: RevocationRecord = { network: m.network, serial: m.certSerial, node: m.node, address: m.address, reason, revokedAt: now };
-    plans.push(await planCrl(net, recorded, [rec], now, ctx.config.crl_days));
+    const recs = serials.map((serial): RevocationRecord => ({ network: m.network, serial, node: m.node, address: m.address, reason, revokedAt: now }));
+    plans.push(await planCrl(net, recorded, recs, now, ctx.config.crl_days));
   }
   return plans;
 }
 
 function sameMembership(a: MembershipRecord | undefined, b: MembershipRecord): boolean {
-  return a !== undefined && a.certSerial === b.certSerial && a.revoked === b.revoked;
+  return a !== undefined && a.certSerial === b.certSerial && (a.prevCertSerial ?? null) === (b.prevCertSerial ?? null) && a.revoked === b.revoked;
+}
+
+/**
+ * Every certificate of a membership that still opens the network: the
+ * current one and, during an unconfirmed renewal (ops/renew.ts), the one it
+ * replaced. Whatever revokes or supersedes a membership revokes both.
+ */
+export function certSerialsOf(m: Pick<MembershipRecord, 'certSerial' | 'prevCertSerial'>): string[] {
+  return [m.certSerial, m.prevCertSerial ?? null].filter((s): s is string => s !== null);
 }
 
 function sameRemotes(a: readonly Remote[] | null | undefined, b: readonly Remote[] | null): boolean {
@@ -372,13 +383,13 @@ export async function revokeNode(ctx: ServerContext, node: string, network?: str
       const revoked: MembershipRecord[] = [];
       for (const t of targets) {
         if (t.revoked) continue;
-        tx.updateMembership(t.network, t.node, { revoked: true });
+        tx.updateMembership(t.network, t.node, { revoked: true, prevCertSerial: null });
         revoked.push({ ...t, revoked: true });
       }
       let identity = false;
       if (network === undefined) {
         identity = tx.getNode(node)?.identitySerial != null;
-        tx.updateNode(node, { publicKeyPem: null, keyAlg: null, identityCertPem: null, identitySerial: null });
+        tx.updateNode(node, { publicKeyPem: null, keyAlg: null, identityCertPem: null, identitySerial: null, prevIdentitySerial: null });
         tx.dropUnusedTokens(node);
       }
       bumps.apply(tx, now, ctx.config.membership_days);

@@ -139,6 +139,11 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE links ADD COLUMN relay_listen TEXT;
   `,
+  // 6: automatic renewal: the identity serial and network certificate serials a renewal replaced, kept valid until the node confirms the new ones
+  `
+  ALTER TABLE nodes ADD COLUMN prev_identity_serial TEXT;
+  ALTER TABLE memberships ADD COLUMN prev_cert_serial TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -197,6 +202,7 @@ function toNode(r: Row): NodeRecord {
     keyAlg: strOrNull(r['key_alg']),
     identityCertPem: strOrNull(r['identity_cert']),
     identitySerial: strOrNull(r['identity_serial']),
+    prevIdentitySerial: strOrNull(r['prev_identity_serial'] ?? null),
     enrolledAt: numOrNull(r['enrolled_at']),
     docSerial: num(r['doc_serial']),
     docIssuedAt: num(r['doc_issued_at']),
@@ -212,6 +218,7 @@ function toMembership(r: Row): MembershipRecord {
     address: str(r['address']),
     certPem: strOrNull(r['cert']),
     certSerial: strOrNull(r['cert_serial']),
+    prevCertSerial: strOrNull(r['prev_cert_serial'] ?? null),
     keyOrigin: strOrNull(r['key_origin']) as MembershipRecord['keyOrigin'],
     tlsCryptV2ClientKey: str(r['tls_crypt_v2_client_key']),
     revoked: r['revoked'] === 1,
@@ -270,6 +277,7 @@ const NODE_COLUMNS: Record<keyof NodePatch, string> = {
   keyAlg: 'key_alg',
   identityCertPem: 'identity_cert',
   identitySerial: 'identity_serial',
+  prevIdentitySerial: 'prev_identity_serial',
   enrolledAt: 'enrolled_at',
   docSerial: 'doc_serial',
   docIssuedAt: 'doc_issued_at',
@@ -278,6 +286,7 @@ const NODE_COLUMNS: Record<keyof NodePatch, string> = {
 const MEMBERSHIP_COLUMNS: Record<keyof MembershipPatch, string> = {
   certPem: 'cert',
   certSerial: 'cert_serial',
+  prevCertSerial: 'prev_cert_serial',
   keyOrigin: 'key_origin',
   revoked: 'revoked',
   remotes: 'remotes',
@@ -555,11 +564,12 @@ export class SqliteStore implements Store {
       },
 
       memberAddresses: (network) =>
-        all('SELECT node, address, revoked, cert_serial FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
+        all('SELECT node, address, revoked, cert_serial, prev_cert_serial FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
           node: str(r['node']),
           address: str(r['address']),
           revoked: r['revoked'] === 1,
           certSerial: strOrNull(r['cert_serial']),
+          prevCertSerial: strOrNull(r['prev_cert_serial']),
         })),
       isAddressTaken: (network, address) => get('SELECT 1 AS x FROM memberships WHERE network = $network AND address = $address', { network, address }) !== undefined,
       wasAddressUsed: (network, address) =>

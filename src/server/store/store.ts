@@ -64,6 +64,11 @@ export interface NodeRecord {
   /** API identity certificate (mTLS on the HTTPS API). */
   readonly identityCertPem: string | null;
   readonly identitySerial: string | null;
+  /**
+   * The identity serial a renewal replaced, still accepted on the API until
+   * the node confirms the new one (POST /v1/renew/confirm); null otherwise.
+   */
+  readonly prevIdentitySerial?: string | null | undefined;
   readonly enrolledAt: number | null;
   /** Membership document: serial, and the issue/expiry times signed into it. */
   readonly docSerial: number;
@@ -79,6 +84,8 @@ export interface MembershipRecord {
   /** null until the node has a key (enrollment or export). */
   readonly certPem: string | null;
   readonly certSerial: string | null;
+  /** The certificate a renewal replaced: not on the CRL until the node confirms the new one (then revoked as superseded). */
+  readonly prevCertSerial?: string | null | undefined;
   readonly keyOrigin: KeyOrigin | null;
   readonly tlsCryptV2ClientKey: string;
   readonly revoked: boolean;
@@ -145,14 +152,14 @@ export type NetworkPatch = Patch<
 >;
 export type NodePatch = Patch<
   NodeRecord,
-  'publicKeyPem' | 'keyAlg' | 'identityCertPem' | 'identitySerial' | 'enrolledAt' | 'docSerial' | 'docIssuedAt' | 'docExpiresAt'
+  'publicKeyPem' | 'keyAlg' | 'identityCertPem' | 'identitySerial' | 'prevIdentitySerial' | 'enrolledAt' | 'docSerial' | 'docIssuedAt' | 'docExpiresAt'
 >;
 export type MembershipPatch = Patch<
   MembershipRecord,
-  'certPem' | 'certSerial' | 'keyOrigin' | 'revoked' | 'remotes' | 'bundleVersion' | 'bundleCreatedAt'
+  'certPem' | 'certSerial' | 'prevCertSerial' | 'keyOrigin' | 'revoked' | 'remotes' | 'bundleVersion' | 'bundleCreatedAt'
 >;
 
-export type MemberSummary = Pick<MembershipRecord, 'node' | 'address' | 'revoked' | 'certSerial'>;
+export type MemberSummary = Pick<MembershipRecord, 'node' | 'address' | 'revoked' | 'certSerial' | 'prevCertSerial'>;
 
 /** What a transaction may do. Reads see the transaction's own writes. */
 export interface StoreTx {
