@@ -224,6 +224,82 @@ describe('server HTTPS API', () => {
     expect((await get('/v1/membership', fresh)).status).toBe(403);
   });
 
+  it('renews a node: new key and certificates at once, the old ones kept until the new identity confirms, then revoked', async () => {
+    await s.run(['node', 'add', 'pc6', '--network', 'lab']);
+    const old = (await enroll(port, caPem, 'pc6', await token('pc6'))).enrolled!;
+    const state = async () => {
+      const ctx = await openContext(s.stateDir);
+      try {
+        return ctx.store.read((tx) => ({ m: tx.getMembership('lab', 'pc6')!, n: tx.getNode('pc6')!, crl: tx.listRevocations('lab').map((r) => r.serial) }));
+      } finally {
+        ctx.close();
+      }
+    };
+    const renewWith = async (who: Enrolled, cn = 'pc6') => {
+      const keyPair = await generateKeyPairPem('ec-p256');
+      const res = await https(port, '/v1/renew', who.tls, { method: 'POST', body: JSON.stringify({ csr: await createCsr({ keyPair, cn }) }) });
+      const cert = res.status === 200 ? res.json<{ identity_cert: string }>().identity_cert : '';
+      return { res, next: { node: 'pc6', keyPair, identityCertPem: cert, tls: { ca: caPem, cert, key: keyPair.privateKeyPem } } satisfies Enrolled };
+    };
+    const confirm = (who: Enrolled) => https(port, '/v1/renew/confirm', who.tls, { method: 'POST', body: '{}' });
+    const s0 = await state();
+
+    // Not without a node certificate; not for another CN.
+    expect((await https(port, '/v1/renew', { ca: caPem }, { method: 'POST', body: '{"csr":"x"}' })).status).toBe(401);
+    const wrong = await renewWith(old, 'pc1');
+    expect([wrong.res.status, wrong.res.json<{ error: { code: string } }>().error.code]).toEqual([400, 'MVPN_CERT_WRONG_CN']);
+
+    const { res, next } = await renewWith(old);
+    expect(res.status, res.body.toString()).toBe(200);
+    expect(await certMatchesKey(next.identityCertPem, next.keyPair.privateKeyPem)).toBe(true);
+    const s1 = await state();
+    expect(s1.m.certSerial).not.toBe(s0.m.certSerial);
+    expect(s1.m.prevCertSerial).toBe(s0.m.certSerial);
+    expect(s1.m.bundleVersion).toBeGreaterThan(s0.m.bundleVersion);
+    expect(s1.crl).not.toContain(s0.m.certSerial);
+    // The new bundle carries a certificate for the new key; the old identity still works until confirmed.
+    const doc = docOf((await get('/v1/membership', old)).body, 'pc6');
+    const entry = doc.networks.find((n) => n.id === 'lab')!;
+    const bundle = await get(entry.bundle.url.replace(/^/, '/v1/'), next);
+    expect(bundle.status).toBe(200);
+    const vb = await verifyBundle(new Uint8Array(bundle.body), { anchor, nodeId: 'pc6', now: new Date(), expect: { network: 'lab', ...entry.bundle }, nodeKeyPem: next.keyPair.privateKeyPem });
+    expect(vb.cert.serialHex).toBe(s1.m.certSerial);
+    // Only the new identity confirms.
+    const early = await confirm(old);
+    expect([early.status, early.json<{ error: { code: string } }>().error.code]).toEqual([409, 'MVPN_RENEW_NOT_CURRENT']);
+
+    // A node that lost the unconfirmed renewal renews again with its old identity: the unconfirmed certificate was never used and is revoked at once.
+    const again = await renewWith(old);
+    expect(again.res.status).toBe(200);
+    const s2 = await state();
+    expect(s2.m.prevCertSerial).toBe(s0.m.certSerial);
+    expect(s2.crl).toContain(s1.m.certSerial);
+    expect(s2.crl).not.toContain(s0.m.certSerial);
+    expect((await get('/v1/membership', next)).status).toBe(403);
+
+    const done = await confirm(again.next);
+    expect(done.status, done.body.toString()).toBe(200);
+    expect(done.json()).toEqual({ node: 'pc6', revoked: { lab: s0.m.certSerial } });
+    const s3 = await state();
+    expect(s3.crl).toContain(s0.m.certSerial);
+    expect(s3.crl).not.toContain(s3.m.certSerial);
+    expect(s3.m.prevCertSerial).toBeNull();
+    expect(s3.n.prevIdentitySerial).toBeNull();
+    expect((await get('/v1/membership', old)).status).toBe(403);
+    expect((await get('/v1/membership', again.next)).status).toBe(200);
+    // Confirming twice changes nothing.
+    expect((await confirm(again.next)).json()).toEqual({ node: 'pc6', revoked: {} });
+
+    // A revoke during an unconfirmed renewal revokes both certificates and both identities.
+    const third = await renewWith(again.next);
+    expect(third.res.status).toBe(200);
+    await s.run(['node', 'revoke', 'pc6']);
+    const s4 = await state();
+    expect(s4.crl).toEqual(expect.arrayContaining([s3.m.certSerial, s4.m.certSerial]));
+    expect((await get('/v1/membership', again.next)).status).toBe(403);
+    expect((await get('/v1/membership', third.next)).status).toBe(403);
+  });
+
   it('re-signs a document with a new serial once less than half of its validity is left', async () => {
     const a = (await enroll(port, caPem, 'pc1', await token('pc1'))).enrolled!;
     const before = docOf((await get('/v1/membership', a)).body, 'pc1');
