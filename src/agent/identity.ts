@@ -24,6 +24,7 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { MvpnError } from '../errors.ts';
 import { certMatchesKey } from '../pki/verify.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 
@@ -126,7 +127,11 @@ export async function switchIdentity(stateDir: string, cert: { certPem: string; 
   await writeFileAtomic(paths.ca, cert.caPem, 0o644);
   await writeFileAtomic(paths.cert, cert.certPem, 0o644);
   const id = await loadIdentity(stateDir);
-  if (!id || id.certPem !== cert.certPem) throw new Error('the renewed identity certificate has no key file beside it');
+  if (!id || id.certPem !== cert.certPem) {
+    throw new MvpnError('MVPN_RENEW_FAILED', `the renewed identity certificate has no key file beside it in ${paths.dir}`, {
+      hint: 'the agent renews again with a new key; if this repeats, check that the state directory is writable',
+    });
+  }
   return id;
 }
 
