@@ -325,8 +325,15 @@ export class Reconciler {
         this.renewRetryAt = undefined;
         this.confirmWaits = 0;
       } catch (err) {
-        this.renewFailed(err, t);
-        return identity;
+        if (toMvpnError(err).context['serverCode'] !== 'MVPN_RENEW_NOT_CURRENT') {
+          this.renewFailed(err, t);
+          return identity;
+        }
+        // The switch to the new identity never completed (its certificate was lost): the server still has
+        // the old one as "previous", so drop the marker and renew again below; that replaces the lost one.
+        const inUse = [...this.installed.values()].map((b) => b.paths.key).filter((k): k is string => k !== undefined);
+        await finishRenewal(config.stateDir, identity, inUse).catch(() => undefined);
+        this.renewRetryAt = undefined;
       }
     }
     let decision: ReturnType<typeof decideRenewal>;
