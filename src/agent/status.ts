@@ -190,5 +190,8 @@ export function renderStatusTable(s: AgentStatus): string {
       .trimEnd();
   const out = [line(head), ...rows.map(line)];
   if (rows.length === 0) out.push('(this node is in no network)');
+  // Renewal trouble only: the certificates still work, but someone should know before they expire.
+  const r = s.renewal;
+  if (r?.state === 'failed' && r.last_error) out.push(`renewal failed (retry ${r.next_retry_at ?? 'pending'}): ${r.last_error.code}: ${r.last_error.message}`);
   return out.join('\n') + '\n';
 }

@@ -36,6 +36,7 @@ function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkSta
 
 class FakeDaemon implements ControlHandlers {
   networks: NetworkStatus[] = [net('alpha', 'connected'), net('beta', 'connected')];
+  renewal: AgentStatus['renewal'] = null;
   calls: string[] = [];
   status(): AgentStatus {
     return {
@@ -46,6 +47,7 @@ class FakeDaemon implements ControlHandlers {
       membership: null,
       reconcile: { last_at: null, last_error: null },
       networks: this.networks,
+      renewal: this.renewal,
     };
   }
   async network(id: string, verb: NetworkVerb): Promise<void> {
@@ -103,6 +105,23 @@ describe('agent control API over unix sockets', () => {
     const r = await cli(['status', '--runtime-dir', dir.path]);
     expect(r.code).toBe(ExitCode.notAllConnected);
     expect(r.stdout).toMatch(/beta\s+backoff\s+-\s+-\s+-\s+121KiB\s+789B\s+MVPN_BUNDLE_HASH_MISMATCH: bundle sha256 differs/);
+  });
+
+  it('status shows a failed renewal under the table; the exit code still follows the networks', async () => {
+    daemon.renewal = {
+      state: 'failed',
+      due_at: null,
+      last_renewed_at: null,
+      next_retry_at: '2030-01-01T00:05:00.000Z',
+      last_error: { code: 'MVPN_RENEW_FAILED', message: 'cannot reach https://198.18.0.1:8443/v1/renew' },
+    };
+    const r = await cli(['status', '--runtime-dir', dir.path]);
+    expect(r.code).toBe(ExitCode.ok);
+    expect(r.stdout.trimEnd().split('\n').at(-1)).toBe(
+      'renewal failed (retry 2030-01-01T00:05:00.000Z): MVPN_RENEW_FAILED: cannot reach https://198.18.0.1:8443/v1/renew',
+    );
+    daemon.renewal = { ...daemon.renewal, state: 'idle', last_error: null, next_retry_at: null };
+    expect((await cli(['status', '--runtime-dir', dir.path])).stdout).not.toContain('renewal');
   });
 
   it('status --json prints the status object as is', async () => {
