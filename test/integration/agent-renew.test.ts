@@ -103,11 +103,11 @@ describe('automatic renewal of node credentials', () => {
         const got = new Set(seqs);
         const lost = Array.from({ length: last - first + 1 }, (_, i) => first + i).filter((s) => !got.has(s));
         // The network restarts once with the new certificate (a new openvpn process: openvpn keeps its key
-        // in memory, persist-key); measured on an idle machine 1-2 pings of this 5/s stream are lost (a
-        // 250-400 ms gap), under load up to 4. The bound is against a torn-down network (a ping-restart
-        // would lose 60 s), not a timing: see the issue-19 report on what a hitless switch would need.
+        // in memory, persist-key); measured: 1-2 pings of this 5/s stream lost (a 250-400 ms gap) on a quiet
+        // machine, 4-6 (up to 1.2 s) with the 2 cores loaded. The bound (5 s) is against a torn-down network
+        // (a ping-restart would lose 60 s), not a timing; ARCHITECTURE.md says what a hitless switch needs.
         console.log(`renewal: lost ${lost.length} of ${last - first + 1} pings at 5/s (${lost.join(', ') || 'none'})`);
-        expect(lost.length, `lost pings ${lost.join(', ')} of ${first}..${last}`).toBeLessThanOrEqual(10);
+        expect(lost.length, `lost pings ${lost.join(', ')} of ${first}..${last}`).toBeLessThanOrEqual(25);
         expect(seqs.filter((q) => q > Math.max(...lost, first)).length).toBeGreaterThan(10);
         expect(Date.parse(renewed.renewal!.last_renewed_at!)).toBeGreaterThanOrEqual(dueAt);
 
