@@ -192,6 +192,7 @@ export function renderStatusTable(s: AgentStatus): string {
   if (rows.length === 0) out.push('(this node is in no network)');
   // Renewal trouble only: the certificates still work, but someone should know before they expire.
   const r = s.renewal;
-  if (r?.state === 'failed' && r.last_error) out.push(`renewal failed (retry ${r.next_retry_at ?? 'pending'}): ${r.last_error.code}: ${r.last_error.message}`);
+  // The message may carry text the server chose: escaped like every cell.
+  if (r?.state === 'failed' && r.last_error) out.push(printable(`renewal failed (retry ${r.next_retry_at ?? 'pending'}): ${r.last_error.code}: ${r.last_error.message}`));
   return out.join('\n') + '\n';
 }

@@ -120,6 +120,9 @@ describe('agent control API over unix sockets', () => {
     expect(r.stdout.trimEnd().split('\n').at(-1)).toBe(
       'renewal failed (retry 2030-01-01T00:05:00.000Z): MVPN_RENEW_FAILED: cannot reach https://198.18.0.1:8443/v1/renew',
     );
+    // text a hostile server chose is escaped
+    daemon.renewal = { ...daemon.renewal, last_error: { code: 'MVPN_RENEW_FAILED', message: 'refused: \u001b[2Jgone\u202e' } };
+    expect((await cli(['status', '--runtime-dir', dir.path])).stdout).toContain('refused: \\x1b[2Jgone\\u202e');
     daemon.renewal = { ...daemon.renewal, state: 'idle', last_error: null, next_retry_at: null };
     expect((await cli(['status', '--runtime-dir', dir.path])).stdout).not.toContain('renewal');
   });
