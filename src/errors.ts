@@ -105,6 +105,11 @@ export type ErrorCode =
   | 'MVPN_API_TOO_LARGE'
   | 'MVPN_TARBALL_FAILED'
   | 'MVPN_APPLY_FAILED'
+  // planning from testbed requests
+  | 'MVPN_PLAN_UNSUPPORTED'
+  | 'MVPN_RSPEC_INVALID'
+  | 'MVPN_RSPEC_DOCTYPE'
+  | 'MVPN_RSPEC_TOO_LARGE'
   | 'MVPN_RELAY_FAILED'
   // internal
   | 'MVPN_INTERNAL';
@@ -166,6 +171,8 @@ export class FetchError extends MvpnError {}
 export class DaemonError extends MvpnError {}
 /** A server-mode state operation failed. */
 export class StoreError extends MvpnError {}
+/** A testbed's request (GENI RSpec) that cannot be read or planned; nothing is applied. */
+export class RequestError extends MvpnError {}
 
 export function isMvpnError(err: unknown): err is MvpnError {
   return err instanceof MvpnError;

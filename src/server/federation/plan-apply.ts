@@ -2,7 +2,7 @@
  * `server plan --apply`: the part of a plan that belongs to one server (the
  * testbed it runs on). For every LAN this server hosts: the network (created
  * if missing, with the planned subnet and this server's public address as
- * its remote) and every member with its planned address and remote (added,
+ * its remote, tap for Layer 2 and tun for Layer 3) and every member with its planned address and remote (added,
  * or its remotes set if already a member) — idempotent, so a script can
  * re-run it. With `linksDir`, also the link bundles for the LAN's peers.
  *
@@ -41,7 +41,7 @@ export async function applyPlan(
     if (exists) {
       steps.push({ action: 'network-exists', lan: lan.name, detail: `${exists.subnet}, port ${exists.port}` });
     } else {
-      const net = await createNetwork(ctx, { id: lan.name, subnet: lan.subnet ?? undefined, remotes: me ? [me.public] : undefined });
+      const net = await createNetwork(ctx, { id: lan.name, subnet: lan.subnet ?? undefined, devType: lan.layer === 3 ? 'tun' : 'tap', remotes: me ? [me.public] : undefined });
       steps.push({ action: 'network-created', lan: lan.name, detail: `${net.subnet}, port ${net.port}` });
     }
     if (ctx.store.read((tx) => tx.getNetwork(lan.name))?.state !== 'up') {

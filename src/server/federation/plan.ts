@@ -22,10 +22,17 @@
  * - The hub's API (enrollment, documents) is reached the same way; a node
  *   behind a peer reaches it through the relay on its own server's internal
  *   address (`api_via`), TLS still end to end with the hub.
+ * - A LAN is Layer 2 (tap) unless it says `"layer": 3` (tun, topology
+ *   subnet). An L3 LAN is planned when one server carries it (no peers); one
+ *   that would need several servers is refused (MVPN_PLAN_UNSUPPORTED):
+ *   joining L3 servers needs route sharing between them, not built yet.
+ *
+ * GENI request RSpecs (rspec.ts) are translated into this description, so
+ * there is one planner whatever the input.
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { UsageError } from '../../errors.ts';
+import { MvpnError, UsageError } from '../../errors.ts';
 import { ipToInt, parseCidr, overlaps, size, type Cidr } from '../alloc.ts';
 
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,30}$/;
@@ -33,23 +40,38 @@ const LAN_RE = /^[a-z][a-z0-9-]{0,11}$/;
 const NODE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const ipv4 = z.string().refine((s) => isIP(s) === 4, 'expected an IPv4 address');
 
+/** One testbed of a description (also the entries of a request's testbeds file, rspec.ts). */
+export const TestbedShape = {
+  name: z.string().regex(NAME_RE, 'testbed names are lower-case letters, digits and "-" (they name servers and peers)'),
+  nodes: z.enum(['public', 'private']),
+  ops: z.strictObject({ public: ipv4, internal: ipv4, server: z.boolean().default(true) }).optional(),
+};
+
 export const ExperimentSchema = z.strictObject({
-  testbeds: z
-    .array(
-      z.strictObject({
-        name: z.string().regex(NAME_RE, 'testbed names are lower-case letters, digits and "-" (they name servers and peers)'),
-        nodes: z.enum(['public', 'private']),
-        ops: z.strictObject({ public: ipv4, internal: ipv4, server: z.boolean().default(true) }).optional(),
-      }),
-    )
-    .min(1),
+  testbeds: z.array(z.strictObject(TestbedShape)).min(1),
   nodes: z.array(z.strictObject({ name: z.string().regex(NODE_RE, 'not a valid node id'), testbed: z.string() })).min(1),
   lans: z
     .array(
       z.strictObject({
         name: z.string().regex(LAN_RE, 'LAN names become network ids: a lower-case letter, then up to 11 lower-case letters, digits or "-"'),
         subnet: z.string().optional(),
-        members: z.array(z.union([z.string(), z.strictObject({ node: z.string(), address: ipv4.optional() })])).min(1),
+        /** 2 (default): an Ethernet LAN (tap); 3: a routed subnet (tun). */
+        layer: z.union([z.literal(2), z.literal(3)]).optional(),
+        /** Why this LAN exists, in the words of whatever wrote the description (a request translator says which link). */
+        reason: z.string().min(1).max(512).optional(),
+        members: z
+          .array(
+            z.union([
+              z.string(),
+              z.strictObject({
+                node: z.string(),
+                address: ipv4.optional(),
+                /** The requester's name for this member's interface (an RSpec interface client_id), carried into the plan. */
+                interface: z.string().min(1).max(256).optional(),
+              }),
+            ]),
+          )
+          .min(1),
       }),
     )
     .min(1),
@@ -68,11 +90,17 @@ export interface PlanMember {
   readonly api: string;
   /** A node behind a peer reaches the hub's API through its own server's relay at this address; null = directly. */
   readonly api_via: string | null;
+  /** The requester's interface name (RSpec interface client_id), so a CM can map the plan onto its manifest; null if none was given. */
+  readonly interface: string | null;
 }
 
 export interface PlanLan {
   readonly name: string;
   readonly subnet: string | null;
+  /** 2: Ethernet (tap); 3: routed (tun). */
+  readonly layer: 2 | 3;
+  /** Why the LAN is planned (from the description; the RSpec translator says which link and rule); null if not said. */
+  readonly reason: string | null;
   readonly hub: string;
   readonly peers: readonly string[];
   readonly members: readonly PlanMember[];
@@ -158,7 +186,7 @@ export function planExperiment(exp: Experiment): Plan {
       if (clash) throw bad(`LAN ${lan.name}'s subnet ${lan.subnet} overlaps LAN ${clash.lan}'s`, { lan: lan.name, other: clash.lan });
       subnets.push({ lan: lan.name, cidr });
     }
-    const members = lan.members.map((m) => (typeof m === 'string' ? { node: m, address: undefined } : m));
+    const members = lan.members.map((m) => (typeof m === 'string' ? { node: m, address: undefined, interface: undefined } : m));
     const dn = dupes(members.map((m) => m.node));
     if (dn !== undefined) throw bad(`LAN ${lan.name} lists node ${dn} twice`, { lan: lan.name, node: dn });
     const da = dupes(members.flatMap((m) => (m.address === undefined ? [] : [m.address])));
@@ -182,6 +210,14 @@ export function planExperiment(exp: Experiment): Plan {
       if (hub === undefined) throw bad(`LAN ${lan.name} has no server to host it: no testbed runs one (give a testbed ops with server true)`, { lan: lan.name });
     }
     const peers = privateTbs.filter((tb) => tb !== hub);
+    const layer = lan.layer ?? 2;
+    if (layer === 3 && peers.length > 0) {
+      throw new MvpnError(
+        'MVPN_PLAN_UNSUPPORTED',
+        `experiment: LAN ${lan.name} is Layer 3, but its private nodes sit on ${[hub, ...peers].join(' and ')}, so it needs a server on each joined by links; an L3 LAN across servers needs route sharing between them, which is not built yet: make it Layer 2, or keep its private nodes on one testbed`,
+        { context: { lan: lan.name, hub, peers } },
+      );
+    }
     const hubOps = testbeds.get(hub)!.ops!;
     const planned: PlanMember[] = members.map((m) => {
       const tb = nodes.get(m.node)!.testbed;
@@ -189,10 +225,11 @@ export function planExperiment(exp: Experiment): Plan {
       const ops = testbeds.get(server)!.ops!;
       const api = tb === hub ? hubOps.internal : hubOps.public;
       const apiVia = server !== hub ? ops.internal : null;
-      return { node: m.node, testbed: tb, address: m.address ?? null, server, remote: tb === server ? ops.internal : ops.public, api, api_via: apiVia };
+      const remote = tb === server ? ops.internal : ops.public;
+      return { node: m.node, testbed: tb, address: m.address ?? null, server, remote, api, api_via: apiVia, interface: m.interface ?? null };
     });
     for (const p of peers) links.push({ lan: lan.name, hub, peer: p, hub_remote: hubOps.public });
-    lans.push({ name: lan.name, subnet: lan.subnet ?? null, hub, peers, members: planned });
+    lans.push({ name: lan.name, subnet: lan.subnet ?? null, layer, reason: lan.reason ?? null, hub, peers, members: planned });
   }
   const servers: PlanServer[] = exp.testbeds
     .filter((t) => lans.some((l) => l.hub === t.name || l.peers.includes(t.name)))
@@ -213,18 +250,31 @@ export function formatPlan(plan: Plan): string {
     for (const row of r) row.forEach((c, i) => (w[i] = Math.max(w[i] ?? 0, c.length)));
     return r.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(w[i]!))).join('  ')).join('\n');
   };
+  const withIf = plan.lans.some((l) => l.members.some((m) => m.interface !== null));
   const out = [
     'servers:',
     rows([['TESTBED', 'PUBLIC', 'INTERNAL', 'HOSTS', 'JOINS'], ...plan.servers.map((s) => [s.testbed, s.public, s.internal, s.hosts.join(',') || '-', s.joins.join(',') || '-'])]),
+    '',
+    'lans:',
+    rows([['LAN', 'LAYER', 'HUB', 'PEERS', 'SUBNET', 'WHY'], ...plan.lans.map((l) => [l.name, `L${l.layer}`, l.hub, l.peers.join(',') || '-', l.subnet ?? '(from the pool)', l.reason ?? '-'])]),
     '',
     'links:',
     plan.links.length === 0 ? '(none)' : rows([['LAN', 'PEER', 'HUB', 'HUB ADDRESS'], ...plan.links.map((l) => [l.lan, l.peer, l.hub, l.hub_remote])]),
     '',
     'nodes:',
     rows([
-      ['LAN', 'NODE', 'TESTBED', 'SERVER', 'REMOTE', 'ADDRESS', 'API'],
+      ['LAN', 'NODE', 'TESTBED', 'SERVER', 'REMOTE', 'ADDRESS', 'API', ...(withIf ? ['INTERFACE'] : [])],
       ...plan.lans.flatMap((l) =>
-        l.members.map((m) => [l.name, m.node, m.testbed, m.server, m.remote, m.address ?? '(allocated by hub)', m.api_via ? `${m.api} via ${m.api_via}` : m.api]),
+        l.members.map((m) => [
+          l.name,
+          m.node,
+          m.testbed,
+          m.server,
+          m.remote,
+          m.address ?? '(allocated by hub)',
+          m.api_via ? `${m.api} via ${m.api_via}` : m.api,
+          ...(withIf ? [m.interface ?? '-'] : []),
+        ]),
       ),
     ]),
   ];
