@@ -86,6 +86,33 @@ describe('server plan', () => {
     expect(plan.lans[1]).toMatchObject({ hub: 'a', peers: [], members: [{ node: 'a1', server: 'a', remote: '198.18.1.1' }] });
   });
 
+  it('plans an L3 LAN that one server carries as layer 3, and refuses one that needs two servers, saying why', () => {
+    const testbeds = [
+      { name: 'a', nodes: 'public' },
+      { name: 'b', nodes: 'private', ops: { public: '203.0.113.2', internal: '198.18.2.1' } },
+      { name: 'c', nodes: 'private', ops: { public: '203.0.113.3', internal: '198.18.3.1' } },
+    ];
+    const nodes = [
+      { name: 'a1', testbed: 'a' },
+      { name: 'b1', testbed: 'b' },
+      { name: 'c1', testbed: 'c' },
+    ];
+    const plan = planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l3', layer: 3, members: ['a1', 'b1'] }, { name: 'l2', members: ['b1', 'c1'] }] }));
+    expect(plan.lans.map((l) => [l.name, l.layer, l.hub, l.peers])).toEqual([
+      ['l3', 3, 'b', []],
+      ['l2', 2, 'b', ['c']],
+    ]);
+    let err: unknown;
+    try {
+      planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l3', layer: 3, members: ['a1', 'b1', 'c1'] }] }));
+    } catch (e) {
+      err = e;
+    }
+    expect(isMvpnError(err) && err.code).toBe('MVPN_PLAN_UNSUPPORTED');
+    expect((err as Error).message).toMatch(/LAN l3 is Layer 3, but its private nodes sit on b and c,.*route sharing between them, which is not built yet: make it Layer 2/);
+    expect(() => parseExperiment({ testbeds, nodes, lans: [{ name: 'x', layer: 4, members: ['a1'] }] })).toThrow(/lans\.0\.layer/);
+  });
+
   const base = {
     testbeds: [
       { name: 'a', nodes: 'public' },

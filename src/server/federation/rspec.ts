@@ -216,6 +216,7 @@ export async function translateRequest(text: string, testbedsFile: TestbedsFile)
   const lans: Experiment['lans'][number][] = [];
   const lanLines = new Map<string, number>();
   const inLan = new Set<string>();
+  const linkOf = new Map<string, El>();
   for (const l of root.children.filter((c) => c.local === 'link')) {
     const id = need(l, 'client_id');
     const dup = links.get(id);
@@ -225,6 +226,15 @@ export async function translateRequest(text: string, testbedsFile: TestbedsFile)
       const iid = need(r, 'client_id');
       const i = ifaces.get(iid);
       if (!i) throw bad('MVPN_RSPEC_INVALID', `${where(r)}: link "${id}" has <interface_ref client_id="${iid}">, which names no interface of any node`, { link: id, interface: iid, line: r.line });
+      const other = linkOf.get(iid);
+      if (other) {
+        throw bad('MVPN_RSPEC_INVALID', `${where(r)}: interface ${iid} is in link "${id}" and in link "${other.attrs.get('client_id')}" (${where(other)}); an interface belongs to one link`, {
+          link: id,
+          interface: iid,
+          line: r.line,
+        });
+      }
+      linkOf.set(iid, l);
       return i;
     });
     const types = l.children.filter((c) => c.local === 'link_type').map((t) => t.attrs.get('name') ?? '');
