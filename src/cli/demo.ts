@@ -2,6 +2,11 @@ import { isSea } from 'node:sea';
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { checkRoot, runDemo } from '../demo/run.ts';
+import { demoRequest, type DemoRequest } from '../demo/request.ts';
+import { UsageError } from '../errors.ts';
+import { MAX_RSPEC_BYTES, parseTestbedsFile } from '../server/federation/rspec.ts';
+import { parseJsonBounded } from '../util/json.ts';
+import { readInput } from './input.ts';
 import { DEFAULT_BASE_DIR, downAll } from '../demo/state.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
@@ -10,6 +15,8 @@ interface DemoArgs {
   action?: string;
   keep: boolean;
   federated: boolean;
+  rspec?: string;
+  testbeds?: string;
   dir: string;
   'timeout-s': number;
 }
@@ -26,7 +33,8 @@ export function selfCommand(): string[] {
  * this machine (two testbeds, the planner's plan applied on the servers it
  * names, six agents), proven by status, an all-pairs ping matrix and
  * neighbour tables; `--federated` makes both testbeds private, each with its
- * own server, joined by a link; `down` removes what `demo --keep` (or a
+ * own server, joined by a link; `--rspec REQUEST.xml --testbeds FILE` builds
+ * the testbeds and the one VPN LAN a GENI request describes; `down` removes what `demo --keep` (or a
  * killed demo) left.
  */
 export const demoCommand: CliCommand<DemoArgs> = {
@@ -37,6 +45,8 @@ export const demoCommand: CliCommand<DemoArgs> = {
       .positional('action', { type: 'string', choices: ['down'], describe: 'down: remove what `demo --keep` left' })
       .option('keep', { type: 'boolean', default: false, describe: 'leave the demo running and print commands to look around' })
       .option('federated', { type: 'boolean', default: false, describe: 'two private testbeds, a server on each ops host, joined by a server-to-server link' })
+      .option('rspec', { type: 'string', describe: 'instead: the testbeds and the one VPN LAN of a GENI request RSpec (with --testbeds; addresses in 198.18.0.0/15)' })
+      .option('testbeds', { type: 'string', describe: 'with --rspec: JSON {"testbeds": [...]} as for server plan --rspec' })
       .option('dir', { type: 'string', default: DEFAULT_BASE_DIR, describe: "where demos keep their files and state files" })
       .option('timeout-s', { type: 'number', default: 240, describe: 'how long to wait for enrollment and for all nodes to connect' }) as unknown as Argv<DemoArgs>,
   async run(args: DemoArgs, io: Io): Promise<number> {
@@ -50,7 +60,16 @@ export const demoCommand: CliCommand<DemoArgs> = {
       if (r.running.length > 0) io.stdout.write(`still running (not kept; they tear down by themselves): ${r.running.join(', ')}\n`);
       return 0;
     }
+    let request: DemoRequest | undefined;
+    if (args.rspec !== undefined || args.testbeds !== undefined) {
+      if (args.rspec === undefined || args.testbeds === undefined) throw new UsageError('--rspec REQUEST.xml and --testbeds FILE go together');
+      if (args.federated) throw new UsageError('--federated and --rspec are different demos: give one');
+      const tbFile = String(args.testbeds);
+      const testbeds = parseTestbedsFile(parseJsonBounded(await readInput(io, tbFile, 'testbeds file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'testbeds file'), tbFile);
+      request = await demoRequest((await readInput(io, String(args.rspec), 'request RSpec', MAX_RSPEC_BYTES)).toString('utf8'), testbeds);
+    }
     return runDemo({
+      ...(request ? { request } : {}),
       bin: selfCommand(),
       baseDir,
       keep: args.keep,

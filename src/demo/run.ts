@@ -6,7 +6,9 @@
  * all-pairs ping matrix over the VPN, the neighbour tables of one L2
  * segment, timings. Topology 1 (default): public testbed a, private b with
  * a server on its ops host. `--federated` (topology 2): private testbeds b
- * and c, a server on each ops host, joined by a link.
+ * and c, a server on each ops host, joined by a link. `--rspec REQUEST.xml
+ * --testbeds FILE`: the testbeds and the one VPN LAN a GENI request gives
+ * (request.ts), nodes named by their client_ids.
  * Progress goes to stderr, results to stdout. Exit 0 only when all pairs
  * ping, every node is connected, and each through its planned server.
  *
@@ -20,9 +22,10 @@ import { assertLabAddress, Lab } from '../netns/lab.ts';
 import { MvpnError } from '../errors.ts';
 import { formatPlan } from '../server/federation/plan.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
-import { federated, INTERNET_SUBNET, publicPrivate, VPN_BROADCAST, VPN_SUBNET } from './topology.ts';
+import type { DemoRequest } from './request.ts';
+import { federated, INTERNET_SUBNET, publicPrivate } from './topology.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
-import { DEV, mapBounded, NETWORK_ID, tail, World, type NeighbourProof, type PairResult } from './world.ts';
+import { mapBounded, tail, World, type NeighbourProof, type PairResult } from './world.ts';
 
 export interface DemoOptions {
   readonly bin: readonly string[];
@@ -30,6 +33,8 @@ export interface DemoOptions {
   readonly keep: boolean;
   /** Topology 2: two private testbeds joined by a server-to-server link. */
   readonly federated?: boolean;
+  /** `demo --rspec`: the testbeds and the description a request gives (request.ts), instead of topology 1 or 2. */
+  readonly request?: DemoRequest;
   /** Nodes per testbed (default 3). */
   readonly perTestbed?: number;
   readonly out: (s: string) => void;
@@ -68,8 +73,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   await mkdir(o.baseDir, { recursive: true, mode: 0o755 });
   const lab = new Lab({ prefix, checkAddress: assertLabAddress });
   const count = o.perTestbed ?? 3;
-  const testbeds = o.federated ? federated(count, count) : publicPrivate(count, count);
-  const world = new World({ lab, bin: o.bin, dir, testbeds, progress: o.err, reconcileIntervalS: 30 });
+  const testbeds = o.request ? o.request.testbeds : o.federated ? federated(count, count) : publicPrivate(count, count);
+  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30 });
   const t0 = performance.now();
   const timings: [string, number][] = [];
   const mark = (what: string): void => {
@@ -104,6 +109,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     await writeState(o.baseDir, state(false));
     await world.buildTopology();
     mark('topology built');
+    if (o.request) o.out(`== request\n${o.request.notes}\n`);
     o.out(`== plan (mvpn-client server plan ${join(dir, 'experiment.json')})\n${formatPlan(world.plan)}`);
     await world.setUpServers();
     printApplied(world.applied, o.out);
@@ -129,9 +135,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const retried = await retryFailed(world, matrix, addrs);
     printMatrix(ids, retried, o.out);
     const proof = await world.neighbourProof(ids, addrs);
-    printProof(proof, o.out);
+    printProof(proof, world.dev, o.out);
     const bcast = await world.broadcastProof(ids[0]!, ids, addrs);
-    o.out(`\n== broadcast: ${ids[0]} pings ${VPN_BROADCAST} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
+    o.out(`\n== broadcast: ${ids[0]} pings ${world.broadcast} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
     printTimings(timings, o.out);
 
     const pairsOk = retried.filter((p) => p.ok).length;
@@ -199,16 +205,19 @@ async function retryFailed(world: World, matrix: readonly PairResult[], addrs: R
 
 function printMatrix(ids: readonly string[], m: readonly PairResult[], out: (s: string) => void): void {
   out(`\n== ping matrix over the VPN (row pings column, one ping each)\n`);
-  out('      ' + ids.map((i) => i.padStart(4)).join('') + '\n');
+  // columns as wide as the longest id (a request's client_ids), at least the 4 of "FAIL"
+  const w = Math.max(4, ...ids.map((i) => i.length + 1));
+  const label = Math.max(6, ...ids.map((i) => i.length + 2));
+  out(' '.repeat(label) + ids.map((i) => i.padStart(w)).join('') + '\n');
   for (const from of ids) {
-    const cells = ids.map((to) => (to === from ? '   -' : m.find((p) => p.from === from && p.to === to)?.ok ? '  ok' : 'FAIL'.padStart(4)));
-    out(from.padEnd(6) + cells.join('') + '\n');
+    const cells = ids.map((to) => (to === from ? '-' : m.find((p) => p.from === from && p.to === to)?.ok ? 'ok' : 'FAIL').padStart(w));
+    out(from.padEnd(label) + cells.join('') + '\n');
   }
   out(`${m.filter((p) => p.ok).length}/${m.length} ordered pairs answered\n`);
 }
 
-function printProof(proof: readonly NeighbourProof[], out: (s: string) => void): void {
-  out(`\n== one L2 segment: each node's neighbour table on ${DEV} holds the others' VPN addresses with their own MACs\n`);
+function printProof(proof: readonly NeighbourProof[], dev: string, out: (s: string) => void): void {
+  out(`\n== one L2 segment: each node's neighbour table on ${dev} holds the others' VPN addresses with their own MACs\n`);
   for (const p of proof) {
     out(`${p.node.padEnd(4)} ${p.mac}  sees ${p.seen.length}/${p.seen.length + p.missing.length}: ${p.seen.join(' ')}${p.missing.length ? `  MISSING: ${p.missing.join(' ')}` : ''}\n`);
   }
@@ -227,14 +236,14 @@ function printKeep(world: World, bin: readonly string[], out: (s: string) => voi
   for (const n of world.nodes) out(`  ip netns exec ${n.ns.name} ${exe} status --runtime-dir ${world.runtimeDir(n.id)}\n`);
   out(`  ip netns exec ${a.ns.name} ping -c 3 <VPN address of ${b.id}, see its status>\n`);
   out(`  ip netns exec ${a.ns.name} ip -br addr\n`);
-  out(`  ip netns exec ${a.ns.name} ip neigh show dev ${DEV}\n`);
+  out(`  ip netns exec ${a.ns.name} ip neigh show dev ${world.dev}\n`);
   for (const s of world.plan.servers) {
-    const what = s.hosts.length > 0 ? `network show ${NETWORK_ID}` : `link show ${NETWORK_ID}`;
+    const what = s.hosts.length > 0 ? `network show ${world.network}` : `link show ${world.network}`;
     out(`  ip netns exec ${world.opsHost(s.testbed).ns.name} ${exe} server ${what} --state-dir ${world.serverState(s.testbed)}\n`);
   }
   out(`  logs: ${world.dir}/server-<testbed>.log, ${world.dir}/nodes/<node>/agent.log; plan input: ${world.dir}/experiment.json\n`);
   const lans = [...world.topology.ops.values()].map((o) => `${o.testbed} LAN (${o.testbed}-ops ${o.internal})`).join(', ');
-  out(`  segments: internet ${INTERNET_SUBNET} (ops hosts ${[...world.topology.ops.values()].map((o) => o.public).join(', ')}), ${lans}, VPN ${VPN_SUBNET}\n`);
+  out(`  segments: internet ${INTERNET_SUBNET} (ops hosts ${[...world.topology.ops.values()].map((o) => o.public).join(', ')}), ${lans}, VPN ${world.subnet}\n`);
   out(`Remove it with: ${exe} demo down${dirArg}\n`);
 }
 
@@ -249,7 +258,7 @@ async function printPlanUse(world: World, ids: readonly string[], out: (s: strin
   const off: string[] = [];
   for (const id of ids) {
     const m = world.member(id);
-    const inUse = (await world.status(id))?.networks.find((n) => n.id === NETWORK_ID)?.server ?? null;
+    const inUse = (await world.status(id))?.networks.find((n) => n.id === world.network)?.server ?? null;
     const ok = inUse !== null && inUse.replace(/:\d+$/, '') === m.remote;
     if (!ok) off.push(id);
     out(`${id.padEnd(4)} planned ${m.server} at ${m.remote.padEnd(12)} in use ${(inUse ?? '-').padEnd(18)} ${ok ? 'as planned' : 'NOT AS PLANNED'}\n`);

@@ -33,6 +33,8 @@ export interface TestbedSpec {
   readonly name: string;
   readonly nodes: 'public' | 'private';
   readonly count: number;
+  /** The nodes' ids when a request names them (`demo --rspec`: RSpec client_ids); else `<name>1` … `<name><count>`. */
+  readonly nodeIds?: readonly string[];
   /** Its ops host: public address on the internet segment, internal address (x.y.z.1) on its own LAN. */
   readonly ops?: { readonly public: string; readonly internal: string };
 }
@@ -103,8 +105,9 @@ export async function buildTopology(lab: Lab, testbeds: readonly TestbedSpec[]):
   const nodes: DemoNode[] = [];
   let publicHost = 10;
   for (const tb of testbeds) {
-    for (let i = 1; i <= tb.count; i++) {
-      const id = `${tb.name}${i}`;
+    const ids = tb.nodeIds ?? Array.from({ length: tb.count }, (_, i) => `${tb.name}${i + 1}`);
+    for (const [k, id] of ids.entries()) {
+      const i = k + 1;
       const ns = await lab.ns(id);
       const isPublic = tb.nodes === 'public';
       if (!isPublic && !tb.ops) throw new Error(`testbed ${tb.name} is private but has no ops host`);

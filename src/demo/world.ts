@@ -35,7 +35,8 @@ import type { AgentStatus } from '../agent/status.ts';
 import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.ts';
 import { DEFAULT_RELAY_PORT, type ServerStep } from '../server/federation/apply-servers.ts';
 import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
-import { buildTopology, experimentFor, NETWORK_ID, VPN_BROADCAST, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
+import { intToIp, parseCidr, size } from '../server/alloc.ts';
+import { buildTopology, experimentFor, NETWORK_ID, VPN_SUBNET, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
 export { NETWORK_ID } from './topology.ts';
 export const API_PORT = 8443;
@@ -48,6 +49,8 @@ export interface WorldOptions {
   /** Everything the world writes goes here (created). */
   readonly dir: string;
   readonly testbeds: readonly TestbedSpec[];
+  /** What the planner reads (`demo --rspec`: the request's description, one L2 LAN); default: one LAN of every node (experimentFor). */
+  readonly experiment?: Experiment;
   /** Progress lines (stderr in the demo). */
   readonly progress?: (line: string) => void;
   /** Agent reconcile interval (seconds); short in the demo so changes show quickly. */
@@ -107,6 +110,21 @@ export class World {
     return n;
   }
 
+  /** The demo's one LAN: its network id on the servers, the node's device, its broadcast address. */
+  get network(): string {
+    return this.plan.lans[0]!.name;
+  }
+  get dev(): string {
+    return `mv-${this.network}`;
+  }
+  get subnet(): string {
+    return this.plan.lans[0]!.subnet ?? VPN_SUBNET;
+  }
+  get broadcast(): string {
+    const c = parseCidr(this.subnet);
+    return intToIp(c.base + size(c) - 1);
+  }
+
   /** The testbed whose server hosts the demo's LAN (allocation authority, signer of every bundle). */
   get hub(): string {
     return this.plan.lans[0]!.hub;
@@ -159,7 +177,7 @@ export class World {
     this.topology = await buildTopology(this.lab, this.opts.testbeds);
     // nodes answer a broadcast ping (Linux ignores them by default), for the broadcast proof
     for (const n of this.topology.nodes) await n.ns.exec('sysctl', ['-q', '-w', 'net.ipv4.icmp_echo_ignore_broadcasts=0']);
-    this.experiment = parseExperiment(experimentFor(this.topology));
+    this.experiment = parseExperiment(this.opts.experiment ?? experimentFor(this.topology));
     this.plan = planExperiment(this.experiment);
   }
 
@@ -269,7 +287,7 @@ export class World {
     const isHub = this.plan.lans.some((l) => l.hub === testbed);
     const up = await waitFor(async () => {
       if (proc.child.exitCode !== null) return true;
-      const r = await this.cli(['server', isHub ? 'network' : 'link', 'show', NETWORK_ID, '--json', '--state-dir', this.serverState(testbed)], this.opsHost(testbed).ns);
+      const r = await this.cli(['server', isHub ? 'network' : 'link', 'show', this.network, '--json', '--state-dir', this.serverState(testbed)], this.opsHost(testbed).ns);
       if (r.code !== 0) return false;
       if (isHub) return (JSON.parse(r.stdout) as { runtime?: { state?: string } | null }).runtime?.state === 'connected';
       return (JSON.parse(r.stdout) as { peer: { runtime?: { state?: string } | null }[] }).peer[0]?.runtime?.state === 'connected';
@@ -341,7 +359,7 @@ export class World {
   /** The node's VPN address (without prefix length) from its status, or the server's allocation. */
   async vpnAddress(id: string): Promise<string | undefined> {
     const s = await this.status(id);
-    return s?.networks.find((n) => n.id === NETWORK_ID)?.tunnel_address?.split('/')[0] ?? undefined;
+    return s?.networks.find((n) => n.id === this.network)?.tunnel_address?.split('/')[0] ?? undefined;
   }
 
   /** Every node's VPN address (without length), asked in parallel; nodes without one are left out. */
@@ -365,13 +383,13 @@ export class World {
     const info = new Map<string, { addr: string; mac: string }>();
     for (const id of ids) {
       const addr = addrs.get(id);
-      const link = await this.node(id).ns.exec('ip', ['-j', 'link', 'show', DEV], { allowFail: true });
+      const link = await this.node(id).ns.exec('ip', ['-j', 'link', 'show', this.dev], { allowFail: true });
       const mac = link.code === 0 ? ((JSON.parse(link.stdout) as { address?: string }[])[0]?.address ?? '') : '';
       if (addr) info.set(id, { addr, mac });
     }
     const out: NeighbourProof[] = [];
     for (const id of ids) {
-      const r = await this.node(id).ns.exec('ip', ['-j', 'neigh', 'show', 'dev', DEV], { allowFail: true });
+      const r = await this.node(id).ns.exec('ip', ['-j', 'neigh', 'show', 'dev', this.dev], { allowFail: true });
       const neigh = r.code === 0 ? (JSON.parse(r.stdout || '[]') as { dst: string; lladdr?: string }[]) : [];
       const seen: string[] = [];
       const missing: string[] = [];
@@ -392,7 +410,7 @@ export class World {
     const others = ids.filter((id) => id !== from);
     const heard = new Set<string>();
     await waitFor(async () => {
-      const r = await this.node(from).ns.exec('ping', ['-n', '-b', '-c', '3', '-i', '0.3', '-W', '2', VPN_BROADCAST], { allowFail: true });
+      const r = await this.node(from).ns.exec('ping', ['-n', '-b', '-c', '3', '-i', '0.3', '-W', '2', this.broadcast], { allowFail: true });
       for (const id of others) if (r.stdout.includes(`from ${addrs.get(id)}:`)) heard.add(id);
       return heard.size === others.length;
     }, timeoutMs, 500);
@@ -427,7 +445,15 @@ export async function stopPid(pid: number, marker: string, graceMs = 15_000): Pr
 
 async function stopProcess(p: RunningProcess, marker: string): Promise<number | null> {
   if (p.child.exitCode === null && p.child.signalCode === null) await stopPid(p.pid, marker);
-  return p.exited;
+  // The child is unref'd (a kept demo outlives its `demo` process), so waiting for its exit event alone
+  // does not keep the event loop alive: the demo could end in the middle of its teardown, leaving its
+  // namespaces and directory. A timer holds the loop until the exit is seen (bounded: the pid is gone).
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p.exited, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), 10_000)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export async function pidRuns(pid: number, marker: string): Promise<boolean> {

@@ -9,7 +9,8 @@
  * they start names this test run's id and the suite's leak check sees it.
  */
 import { spawn } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { namespacesWithPrefix } from '../../src/netns/lab.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -101,6 +102,36 @@ describe('mvpn-client demo (built binary)', () => {
     expect(r.stdout).toMatch(/== broadcast: b1 pings 198\.19\.0\.255 on the VPN; answered by 5\/5: b2 b3 c1 c2 c3\n/);
     expect(r.stdout).toContain('RESULT: OK: 6/6 nodes connected as planned');
     await expectNothingLeft(r.stderr);
+  }, 600_000);
+
+  it('demo --rspec: the testbeds and LAN a GENI request describes (three component managers, a link between two servers), as planned; 12/12; nothing left behind', async () => {
+    const fixtures = join(import.meta.dirname, '../fixtures/rspec');
+    const r = await run(['demo', '--rspec', join(fixtures, 'demo-request.xml'), '--testbeds', join(fixtures, 'demo-testbeds.json'), '--dir', dir.path]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    // the request's notes and the plan from it: emu hosts, wall joins, nodes named by client_id with their interfaces
+    expect(r.stdout).toContain('link local (line 36) left alone');
+    expect(r.stdout).toMatch(/^vpn-lan +L2 +emu +wall +198\.19\.0\.0\/24 +link "vpn-lan": spans 3 component managers$/m);
+    expect(r.stdout).toMatch(/^vpn-lan +w-1 +wall +wall +198\.18\.2\.1 +198\.19\.0\.41 +198\.18\.0\.1 via 198\.18\.2\.1 +w-1:if0$/m);
+    for (const [id, server, remote] of [['pc-1', 'emu', '198.18.1.1'], ['pc-2', 'emu', '198.18.1.1'], ['vm-a', 'emu', '198.18.0.1'], ['w-1', 'wall', '198.18.2.1']] as const) {
+      expect(r.stdout).toMatch(new RegExp(`^${id} +planned ${server} at ${remote.replaceAll('.', '\\.')} +in use ${remote.replaceAll('.', '\\.')}:\\d+ +as planned$`, 'm'));
+    }
+    // the request's fixed addresses are the nodes' VPN addresses
+    expect(r.stdout).toMatch(/^vpn-lan +connected +198\.19\.0\.21\/24 /m);
+    expect(r.stdout).toMatch(/^vpn-lan +connected +198\.19\.0\.41\/24 /m);
+    expect(r.stdout).toContain('12/12 ordered pairs answered');
+    expect(r.stdout.match(/sees 3\/3/g)).toHaveLength(4);
+    expect(r.stdout).toMatch(/== broadcast: pc-1 pings 198\.19\.0\.255 on the VPN; answered by 3\/3: pc-2 vm-a w-1\n/);
+    expect(r.stdout).toContain('RESULT: OK: 4/4 nodes connected as planned');
+    await expectNothingLeft(r.stderr);
+
+    // a request the demo cannot build in the lab ranges is refused before anything is built
+    const tenNet = join(dir.path, 'ten.xml');
+    await writeFile(tenNet, (await readFile(join(fixtures, 'demo-request.xml'), 'utf8')).replaceAll('198.19.0.', '10.10.1.'));
+    const bad = await run(['demo', '--rspec', tenNet, '--testbeds', join(fixtures, 'demo-testbeds.json'), '--dir', dir.path]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("LAN vpn-lan's addresses (10.10.1.0/24) are outside 198.19.0.0/16");
+    await rm(tenNet);
+    expect(await readdir(dir.path)).toEqual([]);
   }, 600_000);
 
   it('demo --keep leaves it running with commands to look around; demo down removes everything', async () => {
