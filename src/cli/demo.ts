@@ -66,7 +66,7 @@ export const demoCommand: CliCommand<DemoArgs> = {
       if (args.federated) throw new UsageError('--federated and --rspec are different demos: give one');
       const tbFile = String(args.testbeds);
       const testbeds = parseTestbedsFile(parseJsonBounded(await readInput(io, tbFile, 'testbeds file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'testbeds file'), tbFile);
-      request = await demoRequest((await readInput(io, String(args.rspec), 'request RSpec', MAX_RSPEC_BYTES)).toString('utf8'), testbeds);
+      request = await demoRequest(await readInput(io, String(args.rspec), 'request RSpec', MAX_RSPEC_BYTES), testbeds);
     }
     return runDemo({
       ...(request ? { request } : {}),

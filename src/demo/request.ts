@@ -33,8 +33,8 @@ function refuse(message: string): UsageError {
   return new UsageError(`demo --rspec: ${message}`);
 }
 
-export async function demoRequest(text: string, testbedsFile: TestbedsFile): Promise<DemoRequest> {
-  const t = await translateRequest(text, testbedsFile);
+export async function demoRequest(input: string | Uint8Array, testbedsFile: TestbedsFile): Promise<DemoRequest> {
+  const t = await translateRequest(input, testbedsFile);
   if (t.experiment === null) throw refuse('the request has no VPN LAN (a link with link_type openvpn, or spanning component managers)');
   const lans = t.experiment.lans;
   if (lans.length !== 1) throw refuse(`the request has ${lans.length} VPN LANs (${lans.map((l) => l.name).join(', ')}); the demo proves one LAN: give it a request with one`);

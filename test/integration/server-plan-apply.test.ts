@@ -91,7 +91,7 @@ describe('server plan --apply --servers: one plan, every server', () => {
   const members = async (s: TestServer, network: string) =>
     new Map((await s.json<{ members: Member[] }>(['network', 'show', network])).members.map((m) => [m.node, m]));
 
-  it('topology 2: the hub holds every node as planned, the peer holds the link, nodes behind it use its port; a rerun changes nothing', { timeout: 120_000 }, async () => {
+  it('topology 2: the hub holds every node as planned, the peer holds the link, nodes behind it use its port; a rerun changes nothing', { timeout: 300_000 }, async () => {
     const { made, expFile, serversFile } = await setUp([['b', B], ['c', C]], federated);
     const hub = made.get('b')!;
     const peer = made.get('c')!;

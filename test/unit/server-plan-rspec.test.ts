@@ -286,7 +286,7 @@ const BILLION_LAUGHS = `<?xml version="1.0"?>
 const two = [node('a', CM.emu), node('b', CM.emu)];
 
 describe('server plan --rspec: bad requests are refused, naming element and line', () => {
-  const badCases: readonly (readonly [string, string, string, RegExp, TestbedsFile?])[] = [
+  const badCases: readonly (readonly [string, string | Uint8Array, string, RegExp, TestbedsFile?])[] = [
     ['malformed XML', doc(`${two.join('\n')}\n  <link client_id="l"><interface_ref client_id="a:if0"></link>`), 'MVPN_RSPEC_INVALID', /not well-formed XML at line 5, column \d+: /],
     ['an entity bomb (billion laughs)', BILLION_LAUGHS, 'MVPN_RSPEC_DOCTYPE', /line \d+: a DOCTYPE is refused/],
     ['an external entity', `<?xml version="1.0"?>\n<!DOCTYPE rspec SYSTEM "http://198.18.0.1/evil.dtd">\n${doc('').split('\n').slice(2).join('\n')}`, 'MVPN_RSPEC_DOCTYPE', /line 2: a DOCTYPE is refused/],
@@ -331,6 +331,7 @@ describe('server plan --rspec: bad requests are refused, naming element and line
       /address 10\.1\.0\.1 of a is not a node address of 10\.1\.0\.0\/24 \(the first host is the server's\) \(<link> of LAN l at line 4\)/,
     ],
     ['a VPN node without a component manager', doc([node('a', CM.emu), '  <node client_id="b"><interface client_id="b:if0"/></node>', vpn('l', ['a:if0', 'b:if0'])].join('\n')), 'MVPN_RSPEC_INVALID', /line 4: <node client_id="b"> is in VPN link "l" but has no component_manager_id/],
+    ['a document that is not UTF-8', Buffer.concat([Buffer.from(doc('').slice(0, 30)), Buffer.from([0xff, 0xfe]), Buffer.from(doc('').slice(30))]), 'MVPN_RSPEC_INVALID', /the document is not UTF-8 text/],
     ['an oversize document', doc(`<!-- ${'x'.repeat(MAX_RSPEC_BYTES)} -->`), 'MVPN_RSPEC_TOO_LARGE', /more than the 4194304 accepted/],
   ];
 

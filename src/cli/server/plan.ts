@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { RequestError, UsageError } from '../../errors.ts';
+import { UsageError } from '../../errors.ts';
 import { signingKeyFromPem } from '../../bundle/sign.ts';
 import { execCommand } from '../../util/exec.ts';
 import { parseJsonBounded } from '../../util/json.ts';
@@ -42,14 +42,7 @@ async function loadPlan(io: Io, args: PlanArgs): Promise<Loaded> {
     if (args.testbeds === undefined) throw new UsageError('--rspec needs --testbeds FILE: {"testbeds": [...]} with each testbed\'s "component_manager" URN');
     const tbFile = String(args.testbeds);
     const testbeds = parseTestbedsFile(parseJsonBounded(await readInput(io, tbFile, 'testbeds file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'testbeds file'), tbFile);
-    const xml = await readInput(io, String(args.rspec), 'request RSpec', MAX_RSPEC_BYTES);
-    let text: string;
-    try {
-      text = new TextDecoder('utf-8', { fatal: true }).decode(xml);
-    } catch {
-      throw new RequestError('MVPN_RSPEC_INVALID', `request RSpec ${args.rspec} is not UTF-8 text`);
-    }
-    const r = await planRequest(text, testbeds);
+    const r = await planRequest(await readInput(io, String(args.rspec), 'request RSpec', MAX_RSPEC_BYTES), testbeds);
     return { experiment: r.experiment, plan: r.plan, request: r };
   }
   if (args.testbeds !== undefined) throw new UsageError('--testbeds goes with --rspec');

@@ -109,10 +109,16 @@ function bad(code: ErrorCode, message: string, context: Record<string, unknown> 
 const where = (e: El) => `line ${e.line}`;
 const tag = (e: El, attr = 'client_id') => (e.attrs.has(attr) ? `<${e.local} ${attr}="${e.attrs.get(attr)}">` : `<${e.local}>`);
 
-/** The request's elements in its own namespace, as a small tree (saxes, loaded here only). */
-async function parseXml(text: string): Promise<{ root: El; ns: string }> {
-  const size = Buffer.byteLength(text);
+/** The request's elements in its own namespace, as a small tree (saxes, loaded here only). Bytes must be UTF-8. */
+async function parseXml(input: string | Uint8Array): Promise<{ root: El; ns: string }> {
+  const size = typeof input === 'string' ? Buffer.byteLength(input) : input.byteLength;
   if (size > MAX_RSPEC_BYTES) throw bad('MVPN_RSPEC_TOO_LARGE', `${size} bytes, more than the ${MAX_RSPEC_BYTES} accepted`, { size, limit: MAX_RSPEC_BYTES });
+  let text: string;
+  try {
+    text = typeof input === 'string' ? input : new TextDecoder('utf-8', { fatal: true }).decode(input);
+  } catch {
+    throw bad('MVPN_RSPEC_INVALID', 'the document is not UTF-8 text');
+  }
   const { SaxesParser } = await import('saxes');
   const parser = new SaxesParser({ xmlns: true, position: true });
   const stack: (El | null)[] = [];
@@ -181,8 +187,8 @@ interface Iface {
 }
 
 /** The request as an experiment description for the planner (no planning yet). */
-export async function translateRequest(text: string, testbedsFile: TestbedsFile): Promise<RequestTranslation> {
-  const { root, ns } = await parseXml(text);
+export async function translateRequest(input: string | Uint8Array, testbedsFile: TestbedsFile): Promise<RequestTranslation> {
+  const { root, ns } = await parseXml(input);
   if (root.local !== 'rspec' || !REQUEST_NS.has(ns)) {
     throw bad('MVPN_RSPEC_INVALID', `${where(root)}: the root element is <${root.local}> in namespace ${JSON.stringify(ns)}; expected <rspec> in ${GENI_V3_NS} (GENI v3) or ${PROTOGENI_V2_NS} (ProtoGENI v2)`);
   }
@@ -327,8 +333,8 @@ function interfaceIp(i: El): Iface['ip'] {
  * A request planned: translated, then the one planner. A planner error about
  * a node or a LAN gets the line it came from; nothing is applied either way.
  */
-export async function planRequest(text: string, testbedsFile: TestbedsFile): Promise<RequestPlan> {
-  const t = await translateRequest(text, testbedsFile);
+export async function planRequest(input: string | Uint8Array, testbedsFile: TestbedsFile): Promise<RequestPlan> {
+  const t = await translateRequest(input, testbedsFile);
   if (t.experiment === null) return { ...t, plan: { servers: [], lans: [], links: [] } };
   try {
     return { ...t, plan: planExperiment(t.experiment) };
