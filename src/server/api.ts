@@ -18,6 +18,8 @@
  * every failure is a JSON error with a stable code; nothing a client sends
  * can throw past the handler.
  */
+import { serializeChain } from '../bundle/anchor-chain.ts';
+import { readChain } from './anchor-rotation.ts';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
@@ -241,6 +243,15 @@ export function createApiServer(deps: ApiDeps): Server {
       }
       sendJson(res, 200, { node, revoked: r.revoked });
       return node;
+    }
+
+    if (path === '/v1/anchor-chain.json') {
+      // Public keys and signatures only: served without a client certificate, so a node whose identity lapsed can still follow a rotation.
+      allow('GET, HEAD');
+      const bytes = serializeChain(await readChain(ctx.paths));
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(bytes.length), 'cache-control': 'no-cache' });
+      res.end(method === 'HEAD' ? undefined : bytes);
+      return undefined;
     }
 
     if (path === '/v1/membership') {
