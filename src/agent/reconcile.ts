@@ -415,7 +415,13 @@ export class Reconciler {
                 return verify(bytes);
               } catch (err) {
                 // Signed by a key this node does not know: the server may have rotated its anchor.
-                if (toMvpnError(err).context['unknownKey'] !== true || !(await this.followRotations(origin, http, signal))) throw err;
+                if (toMvpnError(err).context['unknownKey'] !== true) throw err;
+                const advanced = await this.followRotations(origin, http, signal).catch((chainErr: unknown) => {
+                  // A source without a chain (a plain relay) has nothing to add: its document's own error is the one to report.
+                  if (toMvpnError(chainErr).code.startsWith('MVPN_FETCH_')) return false;
+                  throw chainErr;
+                });
+                if (!advanced) throw err;
                 return verify(bytes);
               }
             },
@@ -584,9 +590,11 @@ export class Reconciler {
     }
     const before = this.trust;
     const after = followChain(before, parseChain(bytes));
-    if (after.applied.length === before.applied.length) return false;
-    await savePinnedChain(this.ctx.config.stateDir, after);
-    this.trust = after;
+    if (after.applied.length !== before.applied.length) {
+      await savePinnedChain(this.ctx.config.stateDir, after);
+      this.trust = after;
+    }
+    if (after.anchor.keyId === before.anchor.keyId) return false;
     this.membership = undefined;
     this.deps.logger.emit({ kind: 'anchor.rotated', from: before.anchor.keyId, to: after.anchor.keyId, version: after.version ?? 1, serialFloor: after.serialFloor, source: url.href });
     return true;

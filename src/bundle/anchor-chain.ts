@@ -13,9 +13,9 @@
  * anchor and both signatures verify; after it, only the new key is trusted,
  * and every earlier anchor is "retired" — a document or a link that leads
  * back to one is refused. The config's anchor has no known version (a
- * startup tarball made after a rotation carries the newer key), so links
- * before it are skipped by key; once a link applied, versions must follow
- * one by one.
+ * startup tarball made after a rotation carries the newer key): it is placed
+ * in the chain by the link that made it current (placeConfigAnchor); from
+ * then on versions must follow one by one.
  */
 import { DocumentError } from '../errors.ts';
 import { hasCoSignature, openEnvelope, sealEnvelope } from './envelope.ts';
@@ -75,12 +75,12 @@ function sameKey(a: Anchor, b: Anchor): boolean {
 export function followChain(trust: TrustState, statements: readonly Uint8Array[]): TrustState {
   if (statements.length > MAX_CHAIN_LINKS) throw invalid(`the anchor chain has ${statements.length} links, more than ${MAX_CHAIN_LINKS}`);
   const links = statements.map((bytes) => ({ bytes: Buffer.from(bytes), s: readStatement(bytes) })).sort((a, b) => a.s.version - b.s.version);
-  let cur = trust;
+  let cur = trust.version === undefined ? placeConfigAnchor(trust, links) : trust;
   for (const { bytes, s } of links) {
     if (cur.version !== undefined && s.version <= cur.version) continue; // history this node already walked
     const previous = parseAnchor(s.previous);
     if (!sameKey(previous, cur.anchor)) {
-      // Before any applied link: history older than the config's anchor. After one: the next link must follow it.
+      // With no version yet: a link that does not concern this anchor. After one: the next link must follow it.
       if (cur.version !== undefined && s.version === cur.version + 1) {
         throw invalid(`rotation statement ${s.version} does not follow the current anchor (key ${cur.anchor.keyId}): it names key ${previous.keyId} as previous`, {
           version: s.version,
@@ -111,6 +111,48 @@ export function followChain(trust: TrustState, statements: readonly Uint8Array[]
     cur = { anchor: { publicKey: next.publicKey, keyId: next.keyId, retired }, version: s.version, serialFloor: s.serial_floor, applied: [...cur.applied, bytes] };
   }
   return cur;
+}
+
+interface Link {
+  readonly bytes: Buffer;
+  readonly s: RotationStatement;
+}
+
+/** True when `link` names `key` as its new anchor and `key` co-signed it (so `key` itself vouches for the link). */
+function leadsTo(link: Link, key: Anchor): boolean {
+  if (link.s.anchor !== anchorToString(key) || link.s.previous === link.s.anchor) return false;
+  const env = JSON.parse(link.bytes.toString('utf8')) as { payload: string };
+  const payload = decodeBase64Strict(env.payload);
+  return payload !== undefined && hasCoSignature(link.bytes, 'anchor-rotation', payload, key);
+}
+
+/**
+ * A config anchor made after a rotation (a startup tarball installed again)
+ * is a link of the chain, not its start: find the link that made it current,
+ * vouched for by the anchor's own co-signature, and walk back from there
+ * the same way, so every earlier anchor is known as retired (and installed
+ * bundles they signed stay readable) and the version and serial floor are
+ * that link's. Without such a link the trust is unchanged.
+ */
+function placeConfigAnchor(trust: TrustState, links: readonly Link[]): TrustState {
+  const byVersion = new Map(links.map((l) => [l.s.version, l]));
+  const here = [...links].reverse().find((l) => leadsTo(l, trust.anchor));
+  if (here === undefined) return trust;
+  const back: Link[] = [here];
+  const retired: Anchor[] = [];
+  for (let link: Link | undefined = here; link !== undefined; ) {
+    const previous = parseAnchor(link.s.previous);
+    retired.unshift({ publicKey: previous.publicKey, keyId: previous.keyId });
+    const before = byVersion.get(link.s.version - 1);
+    link = before !== undefined && leadsTo(before, previous) ? before : undefined;
+    if (link) back.unshift(link);
+  }
+  return {
+    anchor: { publicKey: trust.anchor.publicKey, keyId: trust.anchor.keyId, retired },
+    version: here.s.version,
+    serialFloor: here.s.serial_floor,
+    applied: back.map((l) => l.bytes),
+  };
 }
 
 /** The served chain document → its statement envelopes. */

@@ -40,7 +40,8 @@ describe('followChain', () => {
     ['two links, one version at a time', fromK1, [s2, s3], k3, 3, 200],
     ['links in any order are walked by version', fromK1, [s4, s2, s3], k4, 4, 300],
     ['a config anchor made after a rotation skips the links before it', initialTrust(anchorOf(k2)), [s2, s3], k3, 3, 200],
-    ['a config anchor that is already current stays', initialTrust(anchorOf(k3)), [s2, s3], k3, undefined, 0],
+    ['a config anchor made after two rotations is placed at the link that made it current', initialTrust(anchorOf(k3)), [s2, s3], k3, 3, 200],
+    ['a config anchor no link leads to stays unplaced', initialTrust(anchorOf(kx)), [s2, s3], kx, undefined, 0],
   ])('%s', (_name, trust, statements, want, version, floor) => {
     const t = walk(trust, statements);
     expect(t.anchor.keyId).toBe(want.keyId);
@@ -52,6 +53,20 @@ describe('followChain', () => {
     const t = walk(fromK1, [s2, s3]);
     expect(t.anchor.retired?.map((r) => r.keyId)).toEqual([k1.keyId, k2.keyId]);
     expect(t.applied).toEqual([s2, s3]);
+  });
+
+  it('a placed config anchor knows every earlier anchor as retired, through links each vouched for by its successor', () => {
+    const t = walk(initialTrust(anchorOf(k3)), [s2, s3, s4]);
+    expect(t.anchor.keyId).toBe(k4.keyId);
+    expect(t.anchor.retired?.map((r) => r.keyId)).toEqual([k1.keyId, k2.keyId, k3.keyId]);
+    expect(t.applied).toEqual([s2, s3, s4]);
+    // A link that names k3 but that k3 never co-signed does not place it.
+    const fake = sealEnvelope(
+      'anchor-rotation',
+      Buffer.from(JSON.stringify({ version: 7, previous: anchorToString(kx), anchor: anchorToString(k3), serial_floor: 0, issued_at: '2026-12-02T12:00:00Z' })),
+      kx,
+    );
+    expect(walk(initialTrust(anchorOf(k3)), [fake]).version).toBeUndefined();
   });
 
   it('a pinned trust ignores a stale chain (links at or below its version): no rollback by withholding', () => {
