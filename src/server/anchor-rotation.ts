@@ -20,7 +20,8 @@
  * do harm.
  */
 import { readFile, rename, rm } from 'node:fs/promises';
-import { buildRotation, parseChain, readStatement, serializeChain } from '../bundle/anchor-chain.ts';
+import { buildRotation, MAX_CHAIN_LINKS, parseChain, readStatement, serializeChain } from '../bundle/anchor-chain.ts';
+import { StoreError } from '../errors.ts';
 import { anchorToString, generateSigningKey, signingKeyFromPem, signingKeyToPem, type SigningKey } from '../bundle/sign.ts';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
 import type { ServerPaths } from './config.ts';
@@ -71,6 +72,11 @@ export async function rotateAnchor(ctx: ServerContext): Promise<RotationResult> 
   await completeRotation(paths);
   const previous: SigningKey = signingKeyFromPem(await readFile(paths.signingKey, 'utf8'));
   const chain = await readChain(paths);
+  if (chain.length >= MAX_CHAIN_LINKS) {
+    throw new StoreError('MVPN_STORE_CONFLICT', `the anchor chain already holds ${chain.length} statements, the most agents accept`, {
+      hint: 'give nodes the current anchor (`server anchor`) in their config (a new startup tarball); they place it in the chain themselves',
+    });
+  }
   const version = chain.length === 0 ? 2 : readStatement(chain[chain.length - 1]!).version + 1;
   const serialFloor = ctx.store.write((tx) => tx.nextSeq());
   const next = generateSigningKey();
