@@ -66,6 +66,12 @@ export interface ApiDeps {
    * periodic pass and every connection until then would be refused.
    */
   readonly onStoreChanged?: (cause: string) => void;
+  /**
+   * Called before a membership document is served: the daemon checks whether
+   * `server anchor rotate` replaced the signing key (one stat), so no node
+   * that already followed the new chain is handed a document by the old key.
+   */
+  readonly beforeDocument?: () => Promise<void>;
 }
 
 const EnrollSchema = z.strictObject({
@@ -257,6 +263,7 @@ export function createApiServer(deps: ApiDeps): Server {
     if (path === '/v1/membership') {
       allow('GET, HEAD');
       const node = authenticate(req);
+      await deps.beforeDocument?.();
       const doc = await docs.membership(node);
       const headers = { etag: doc.etag, 'cache-control': 'no-cache' };
       if (notModified(req, doc.etag)) {

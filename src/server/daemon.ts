@@ -210,6 +210,7 @@ export class ServerDaemon {
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
       // Only called for requests, which are served after `daemon` below exists.
       onStoreChanged: (cause) => daemon.storeChanged(cause),
+      beforeDocument: () => daemon.reloadSigningKey(),
     });
     const daemon = new ServerDaemon(ctx, server, opts);
     daemon.docs = docs;
@@ -286,10 +287,10 @@ export class ServerDaemon {
 
   /**
    * After `server anchor rotate` (another process): sign with the new key.
-   * The rotation replaces signing.key before it bumps the documents, so the
-   * first poll that sees the bump also sees the key.
+   * Checked on the 1 s poll and before every membership document is served
+   * (one stat), so the old key signs nothing once signing.key was replaced.
    */
-  private async reloadSigningKey(): Promise<void> {
+  async reloadSigningKey(): Promise<void> {
     const { paths } = this.ctx;
     try {
       const stamp = await fileStamp(paths.signingKey);
