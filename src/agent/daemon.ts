@@ -53,6 +53,7 @@ import { Reconciler, type ReconcileResult } from './reconcile.ts';
 import type { SourceDeps } from './sources.ts';
 import { loadMembership } from './state.ts';
 import { summaryLine, type AgentStatus, type NetworkStatus } from './status.ts';
+import { loadTrust } from './anchor-state.ts';
 import { loadAnchor, loadCaPem } from './trust.ts';
 
 /** The part of src/systemd/notify.ts Notifier the daemon uses. */
@@ -178,8 +179,10 @@ export class AgentDaemon {
     const left = await cleanupLeftovers(config.runtimeDir, { logger: this.deps.openvpnLogger });
     if (left.stopped.length > 0 || left.removed.length > 0) logger.emit({ kind: 'agent.leftovers', stopped: left.stopped, removed: left.removed.length });
 
+    // A pinned chain that cannot be walked stops the agent: the config's anchor alone would be a rollback.
+    this.reconciler.trust = await loadTrust(config.stateDir, this.anchor);
     try {
-      this.reconciler.membership = await loadMembership(config.stateDir, this.anchor);
+      this.reconciler.membership = await loadMembership(config.stateDir, this.reconciler.trust.anchor);
     } catch (err) {
       logger.emit({ kind: 'agent.membership-state-ignored', message: toMvpnError(err).message });
     }
@@ -274,6 +277,7 @@ export class AgentDaemon {
             expires_at: r.membership.doc.expires_at,
           }
         : null,
+      trust_anchor: { key_id: r.trust.anchor.keyId, chain_version: r.trust.version ?? null, serial_floor: r.trust.serialFloor },
       reconcile: { last_at: r.lastAt === undefined ? null : new Date(r.lastAt).toISOString(), last_error: r.lastError ?? null },
       networks,
       renewal: r.renewal,

@@ -12,6 +12,7 @@ export type AgentEvent =
   | { readonly kind: 'agent.ready'; readonly summary: string; readonly timedOut: boolean }
   | { readonly kind: 'agent.leftovers'; readonly stopped: readonly number[]; readonly removed: number }
   | { readonly kind: 'agent.membership-state-ignored'; readonly message: string }
+  | { readonly kind: 'anchor.rotated'; readonly from: string; readonly to: string; readonly version: number; readonly serialFloor: number; readonly source: string }
   | { readonly kind: 'enroll.ok'; readonly node: string; readonly url: string }
   | { readonly kind: 'enroll.failed'; readonly code: string; readonly message: string; readonly permanent: boolean }
   | { readonly kind: 'enroll.skipped'; readonly reason: string }
@@ -41,6 +42,10 @@ export const agentFormatters: Formatters<AgentEvent> = {
     text: `previous run left ${e.stopped.length} openvpn process(es) [${e.stopped.join(', ')}] and ${e.removed} stale file(s); cleaned up`,
   }),
   'agent.membership-state-ignored': (e) => ({ level: 'warning', text: `stored membership state not used: ${e.message}` }),
+  'anchor.rotated': (e) => ({
+    level: 'notice',
+    text: `trust anchor rotated: key ${e.from} -> ${e.to} (chain version ${e.version}, serial floor ${e.serialFloor}, from ${e.source}); pinned, the old key is no longer accepted`,
+  }),
   'enroll.ok': (e) => ({ level: 'notice', text: `enrolled node ${e.node} with ${e.url}` }),
   'enroll.failed': (e) => ({ level: 'error', text: `enrollment failed: ${e.message} [${e.code}]${e.permanent ? ' (not retried with this token)' : ''}` }),
   'enroll.skipped': (e) => ({ level: 'warning', text: `not enrolling: ${e.reason}` }),

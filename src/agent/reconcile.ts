@@ -37,16 +37,19 @@
  * more run after it (so a SIGHUP during a long fetch is not lost, and ten
  * SIGHUPs do not queue ten runs).
  */
+import { fileURLToPath } from 'node:url';
+import { followChain, initialTrust, parseChain, type TrustState } from '../bundle/anchor-chain.ts';
 import { installBundle, listInstalled, readInstalled, removeInstalled, type InstalledBundle } from '../bundle/install.ts';
 import { verifyMembership, type AcceptedMembership } from '../bundle/membership.ts';
 import type { Manifest } from '../bundle/schema.ts';
 import type { Anchor } from '../bundle/sign.ts';
 import { verifyBundle, type VerifiedBundle } from '../bundle/verify.ts';
-import { BundleError, MvpnError, toMvpnError } from '../errors.ts';
+import { BundleError, FetchError, MvpnError, toMvpnError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { renderClientConfig } from '../openvpn/client-config.ts';
 import { runtimePaths } from '../openvpn/process.ts';
 import type { Clock } from '../util/clock.ts';
+import { savePinnedChain } from './anchor-state.ts';
 import type { AgentConfig } from './config.ts';
 import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
@@ -57,12 +60,13 @@ import { backoffDelay } from '../util/backoff.ts';
 import { readFile } from 'node:fs/promises';
 import { deviceName, type NetworkRunner } from './networks.ts';
 import { bundleRollback, bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
-import { bundleRoot, discover, fetchBundleBytes, HttpFetcher, originOf, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
+import { anchorChainUrl, bundleRoot, discover, fetchBundleBytes, HttpFetcher, originOf, readFileCapped, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
 import { saveMembership, type StoredMembership } from './state.ts';
 
 export interface ReconcileContext {
   readonly config: AgentConfig;
   readonly nodeId: string;
+  /** The config's anchor: the first link of the chain (Reconciler.trust holds where it leads). */
   readonly anchor: Anchor;
   /** Pinned CA from the config (server_ca); falls back to the enrolled API CA. */
   readonly serverCaPem?: string;
@@ -117,6 +121,8 @@ export class Reconciler {
   lastError: NetError | undefined;
   /** Consecutive reconciles without an accepted document. */
   failures = 0;
+  /** The anchor this node trusts now (the config's, followed through the pinned rotation statements). */
+  trust: TrustState;
 
   private readonly ctx: ReconcileContext;
   private readonly deps: ReconcileDeps;
@@ -128,6 +134,7 @@ export class Reconciler {
   constructor(ctx: ReconcileContext, deps: ReconcileDeps) {
     this.ctx = ctx;
     this.deps = deps;
+    this.trust = initialTrust(ctx.anchor);
   }
 
   /** Run a reconcile, or join the one queued behind the current run. */
@@ -184,7 +191,7 @@ export class Reconciler {
   /** Re-read the installed bundles (start-up, and before every plan). */
   async refreshInstalled(): Promise<void> {
     const list = await listInstalled(this.ctx.config.stateDir, {
-      anchor: this.ctx.anchor,
+      anchor: this.trust.anchor,
       onError: (network, err) => this.deps.logger.emit({ kind: 'install.broken', network, message: toMvpnError(err).message }),
     });
     this.installed.clear();
@@ -375,7 +382,7 @@ export class Reconciler {
 
   private async once(reason: string): Promise<ReconcileResult> {
     const { clock, logger } = this.deps;
-    const { config, nodeId, anchor } = this.ctx;
+    const { config, nodeId } = this.ctx;
     const startedAt = clock.now();
     const now = new Date(startedAt);
     logger.emit({ kind: 'reconcile.start', reason });
@@ -393,13 +400,31 @@ export class Reconciler {
       let accepted: { m: AcceptedMembership; origin: DocOrigin; stored: StoredMembership } | undefined;
       try {
         const stored = this.membership;
-        const last = stored ? { serial: stored.doc.serial, payloadSha256: stored.payloadSha256 } : undefined;
-        const verify = (bytes: Uint8Array): AcceptedMembership => verifyMembership(bytes, { anchor, nodeId, now, ...(last ? { last } : {}) });
+        // Read at each call: a rotation adopted during discovery changes both.
+        const verify = (bytes: Uint8Array): AcceptedMembership => {
+          const m = this.membership;
+          const last = m ? { serial: m.doc.serial, payloadSha256: m.payloadSha256 } : undefined;
+          return verifyMembership(bytes, { anchor: this.trust.anchor, nodeId, now, floor: this.trust.serialFloor, ...(last ? { last } : {}) });
+        };
         const d = await discover(
           { sources: config.sources, limits: config.fetch, http },
           {
             etagFor: (o) => (stored !== undefined && stored.source === o.label ? stored.etag : undefined),
-            accept: (bytes) => verify(bytes),
+            accept: async (bytes, origin) => {
+              try {
+                return verify(bytes);
+              } catch (err) {
+                // Signed by a key this node does not know: the server may have rotated its anchor.
+                if (toMvpnError(err).context['unknownKey'] !== true) throw err;
+                const advanced = await this.followRotations(origin, http, signal).catch((chainErr: unknown) => {
+                  // A source without a chain (a plain relay) has nothing to add: its document's own error is the one to report.
+                  if (toMvpnError(chainErr).code.startsWith('MVPN_FETCH_')) return false;
+                  throw chainErr;
+                });
+                if (!advanced) throw err;
+                return verify(bytes);
+              }
+            },
             reuse: () => {
               if (stored === undefined) throw new MvpnError('MVPN_FETCH_HTTP_STATUS', 'the source answered 304 but no document is stored');
               return verify(stored.envelope);
@@ -472,7 +497,7 @@ export class Reconciler {
                 this.deps.sourceDeps,
               );
               vb = await verifyBundle(bytes, {
-                anchor,
+                anchor: this.trust.anchor,
                 nodeId,
                 now,
                 expect: { network: n.id, version: n.bundle.version, sha256: n.bundle.sha256, size: n.bundle.size },
@@ -536,6 +561,45 @@ export class Reconciler {
     return [...new Set([...this.installed.keys(), ...this.ctx.runner.ids()])].map((id) => this.actualOf(id));
   }
 
+  /**
+   * Fetches the anchor chain beside the document's source and applies the
+   * links that follow the current anchor (followChain). The new anchor is
+   * pinned on disk before it is used; the stored membership document, signed
+   * by the retired key, is dropped (the statement's serial floor replaces its
+   * serial, which is how a poisoned serial is recovered). True when the
+   * anchor changed.
+   */
+  private async followRotations(origin: DocOrigin, http: HttpFetcher, signal: AbortSignal): Promise<boolean> {
+    const url = anchorChainUrl(origin);
+    let bytes: Buffer;
+    if (url.protocol === 'file:') {
+      const root = bundleRoot(origin);
+      bytes = await readFileCapped(fileURLToPath(url), this.ctx.config.fetch.maxMembershipBytes, { signal, ...(root === undefined ? {} : { within: root }) });
+    } else {
+      const via = viaFor(url, origin);
+      const ca = this.caForOrigin(origin);
+      const got = await http.get(url, {
+        maxBytes: this.ctx.config.fetch.maxMembershipBytes,
+        signal,
+        accept: 'application/json',
+        ...(ca === undefined ? {} : { ca }),
+        ...(via === undefined ? {} : { via }),
+      });
+      if (got.kind !== 'doc') throw new FetchError('MVPN_FETCH_HTTP_STATUS', `${url.href} answered 304 without a conditional request`, { context: { status: 304 } });
+      bytes = got.bytes;
+    }
+    const before = this.trust;
+    const after = followChain(before, parseChain(bytes));
+    if (after.applied.length !== before.applied.length) {
+      await savePinnedChain(this.ctx.config.stateDir, after);
+      this.trust = after;
+    }
+    if (after.anchor.keyId === before.anchor.keyId) return false;
+    this.membership = undefined;
+    this.deps.logger.emit({ kind: 'anchor.rotated', from: before.anchor.keyId, to: after.anchor.keyId, version: after.version ?? 1, serialFloor: after.serialFloor, source: url.href });
+    return true;
+  }
+
   private caForOrigin(origin: DocOrigin): string | undefined {
     for (const s of this.ctx.config.sources) if (s.type === 'https' && s.ca !== undefined && originOf(s).label === origin.label) return s.ca;
     return undefined;
@@ -593,7 +657,7 @@ export class Reconciler {
 
   /** For `up`: the installed bundle, re-read from disk. */
   async installedBundle(id: string): Promise<InstalledBundle | undefined> {
-    const b = await readInstalled(this.ctx.config.stateDir, id, { anchor: this.ctx.anchor });
+    const b = await readInstalled(this.ctx.config.stateDir, id, { anchor: this.trust.anchor });
     if (b) this.installed.set(id, b);
     else this.installed.delete(id);
     return b;

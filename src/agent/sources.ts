@@ -77,7 +77,7 @@ export interface DiscoverOptions<T> {
   /** ETag to send to this source (only the source that produced the stored document). */
   readonly etagFor: (origin: DocOrigin) => string | undefined;
   /** Verify fresh bytes; throw (any MvpnError) to reject the document. */
-  readonly accept: (bytes: Buffer, origin: DocOrigin) => T;
+  readonly accept: (bytes: Buffer, origin: DocOrigin) => T | Promise<T>;
   /** The stored document for a 304; throw if it can no longer be accepted. */
   readonly reuse: (origin: DocOrigin) => T;
   readonly signal?: AbortSignal;
@@ -125,6 +125,15 @@ export function originOf(source: SourceConfig): DocOrigin {
   if (source.type === 'file') return { label: source.path, base: pathToFileURL(source.path) };
   const url = membershipUrl(source.url);
   return { label: viaLabel(url.href, source.via), base: url, ...(source.via === undefined ? {} : { via: source.via }) };
+}
+
+/**
+ * Where the anchor chain (trust-anchor rotation statements) lives for a
+ * source: `anchor-chain.json` beside the document — `<api>/v1/anchor-chain.json`
+ * for the server API, the same directory for a file source or a relay.
+ */
+export function anchorChainUrl(origin: DocOrigin): URL {
+  return new URL('anchor-chain.json', origin.base);
 }
 
 /** The relay for `url` when it is on the document's own origin; other origins are dialled directly. */
@@ -493,7 +502,7 @@ export async function discover<T>(set: SourceSet, opts: DiscoverOptions<T>, deps
         signal,
         d,
       );
-      const value = got.kind === 'not-modified' ? opts.reuse(origin) : opts.accept(got.bytes, origin);
+      const value = got.kind === 'not-modified' ? opts.reuse(origin) : await opts.accept(got.bytes, origin);
       attempts.push({ source: origin.label, ok: true });
       return {
         value,

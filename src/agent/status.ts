@@ -82,6 +82,8 @@ export interface AgentStatus {
   readonly started_at: string;
   readonly ready: boolean;
   readonly membership: MembershipStatus | null;
+  /** The anchor documents must be signed with now: the config's, or where its rotation statements led (chain_version null: no rotation applied). */
+  readonly trust_anchor?: { readonly key_id: string; readonly chain_version: number | null; readonly serial_floor: number };
   readonly reconcile: { readonly last_at: string | null; readonly last_error: StatusError | null };
   readonly networks: readonly NetworkStatus[];
   /** Added with automatic renewal; always present from the daemon. */

@@ -252,7 +252,7 @@ export async function readInstalled(stateDir: string, networkId: string, opts: {
   const record = parseWithSchema(InstallRecordSchema, parseJsonStrict(recordBytes, 16 * 1024, 4, 'install.json'), 'install.json');
   if (sha256Hex(files.get(MANIFEST_FILE)!) !== record.manifest_sha256) throw corrupt('MVPN_BUNDLE_FILE_HASH_MISMATCH', networkId, 'manifest.json changed', { file: MANIFEST_FILE });
   if (sha256Hex(config) !== record.config_sha256) throw corrupt('MVPN_BUNDLE_FILE_HASH_MISMATCH', networkId, `${CONFIG_FILE} changed`, { file: CONFIG_FILE });
-  const manifest = openManifest(files, opts.anchor);
+  const manifest = openManifest(files, opts.anchor, { installed: true });
   if (manifest.network !== networkId || manifest.version !== record.version || record.network !== networkId) {
     throw corrupt('MVPN_BUNDLE_INSTALL_FAILED', networkId, 'manifest and install record disagree about network or version');
   }

@@ -55,13 +55,20 @@ function checkMembershipDoc(doc: MembershipDoc): void {
   }
 }
 
-export function verifyMembership(envelope: Uint8Array, opts: { anchor: Anchor; nodeId: string; last?: LastAccepted; now: Date }): AcceptedMembership {
+/** `floor`: the serial from which the anchor's documents are accepted (a rotation statement's serial_floor; 0 without one). */
+export function verifyMembership(envelope: Uint8Array, opts: { anchor: Anchor; nodeId: string; last?: LastAccepted; floor?: number; now: Date }): AcceptedMembership {
   const payload = openEnvelope(envelope, 'membership', opts.anchor);
   const doc = parseMembershipDoc(payload);
   const payloadSha256 = sha256Hex(payload);
   if (doc.node !== opts.nodeId) {
     throw new DocumentError('MVPN_MEMBERSHIP_WRONG_NODE', `the membership document is for node ${JSON.stringify(doc.node)}, this node is ${JSON.stringify(opts.nodeId)}`, {
       context: { node: doc.node, expected: opts.nodeId },
+    });
+  }
+  if (opts.floor !== undefined && doc.serial < opts.floor) {
+    throw new DocumentError('MVPN_MEMBERSHIP_ROLLBACK', `the membership document has serial ${doc.serial}, below the serial floor ${opts.floor} of the current trust anchor`, {
+      context: { serial: doc.serial, floor: opts.floor },
+      hint: 'documents signed by the current anchor start at the floor its rotation statement set; this one is stale or replayed',
     });
   }
   if (opts.last) {

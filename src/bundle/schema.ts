@@ -141,7 +141,7 @@ export const MembershipDocSchema = z.strictObject({
 });
 export type MembershipDoc = z.infer<typeof MembershipDocSchema>;
 
-export const SIGNED_TYPES = ['membership', 'manifest'] as const;
+export const SIGNED_TYPES = ['membership', 'manifest', 'anchor-rotation'] as const;
 const base64 = (max: number) =>
   z
     .string()
@@ -155,8 +155,37 @@ export const EnvelopeSchema = z.strictObject({
   key_id: z.string().regex(/^[0-9a-f]{16}$/, 'expected 16 lower-case hex digits'),
   payload: base64(limits.envelopeBytes),
   signature: base64(128).optional(),
+  /** Further signatures over the same payload; only an anchor rotation uses one (the new key's). */
+  co_signatures: z
+    .array(z.strictObject({ key_id: z.string().regex(/^[0-9a-f]{16}$/, 'expected 16 lower-case hex digits'), signature: base64(128) }))
+    .max(4)
+    .optional(),
 });
 export type Envelope = z.infer<typeof EnvelopeSchema>;
+
+const anchorLine = z.string().regex(/^ed25519:[A-Za-z0-9+/]{43}=$/, 'expected "ed25519:<base64 of 32 bytes>"');
+
+/**
+ * The payload of an `anchor-rotation` envelope (TUF's root rotation, scaled
+ * down): link `version` of the chain (the first anchor is version 1), the
+ * anchor it retires, the anchor it makes current, and the membership serial
+ * from which documents signed by the new key are accepted.
+ */
+export const RotationStatementSchema = z.strictObject({
+  version: z.int().min(2),
+  previous: anchorLine,
+  anchor: anchorLine,
+  serial_floor: z.int().min(0),
+  issued_at: timestamp,
+});
+export type RotationStatement = z.infer<typeof RotationStatementSchema>;
+
+/** The chain as served (`/v1/anchor-chain.json`, or `anchor-chain.json` beside a file source): envelopes in version order. */
+export const AnchorChainSchema = z.strictObject({
+  format: z.literal('mvpn-anchor-chain-v1'),
+  statements: z.array(base64(8 * 1024)).max(64),
+});
+export type AnchorChain = z.infer<typeof AnchorChainSchema>;
 
 /** Formats a zod issue path as `networks[0].bundle.sha256`. */
 function formatPath(path: readonly PropertyKey[]): string {

@@ -25,6 +25,17 @@ export interface SigningKey {
 export interface Anchor {
   readonly publicKey: KeyObject;
   readonly keyId: string;
+  /**
+   * Anchors this one replaced through rotation statements (anchor-chain.ts).
+   * Never trusted: a signature that verifies with one of them is refused
+   * with its own code (MVPN_ANCHOR_RETIRED) instead of "invalid".
+   */
+  readonly retired?: readonly Anchor[];
+}
+
+/** The retired anchor whose key made `signature`, if any. */
+export function retiredSigner(type: SignedType, payload: Uint8Array, signature: Uint8Array, anchor: Anchor): Anchor | undefined {
+  return anchor.retired?.find((r) => verifyDetached(type, payload, signature, r));
 }
 
 export const SIGNATURE_BYTES = 64;

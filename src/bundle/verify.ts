@@ -38,7 +38,8 @@ import {
   type Manifest,
   type NetworkSpec,
 } from './schema.ts';
-import { decodeBase64Strict, verifyDetached, type Anchor } from './sign.ts';
+import { decodeBase64Strict, retiredSigner, verifyDetached, type Anchor } from './sign.ts';
+import { retiredError } from './envelope.ts';
 import { parseJsonStrict } from './strict-json.ts';
 
 export interface VerifiedBundle {
@@ -192,7 +193,7 @@ function checkFileList(files: ReadonlyMap<string, Buffer>, manifest: Manifest): 
 }
 
 /** The manifest, checked against the anchor, without any other rule: for inspection and for install-time re-reads. */
-export function openManifest(files: ReadonlyMap<string, Buffer>, anchor: Anchor | undefined): Manifest {
+export function openManifest(files: ReadonlyMap<string, Buffer>, anchor: Anchor | undefined, opts: { installed?: boolean } = {}): Manifest {
   const manifestBytes = files.get(MANIFEST_FILE);
   if (!manifestBytes) throw bundleError('MVPN_BUNDLE_FILE_MISSING', 'the bundle has no manifest.json', { file: MANIFEST_FILE });
   if (anchor) {
@@ -200,7 +201,12 @@ export function openManifest(files: ReadonlyMap<string, Buffer>, anchor: Anchor 
     if (!sigFile || sigFile.length === 0) throw new BundleError('MVPN_SIGNATURE_MISSING', 'the bundle has no manifest.sig');
     const sig = decodeBase64Strict(sigFile.toString('latin1'));
     if (!sig || !verifyDetached('manifest', manifestBytes, sig, anchor)) {
-      throw new BundleError('MVPN_SIGNATURE_INVALID', `manifest.sig does not verify with the trust anchor (key ${anchor.keyId})`, { context: { keyId: anchor.keyId } });
+      const retired = sig ? retiredSigner('manifest', manifestBytes, sig, anchor) : undefined;
+      // An installed bundle was verified when it was installed; after a rotation it stays readable until its re-signed copy arrives.
+      if (retired !== undefined && !opts.installed) throw retiredError('bundle manifest', retired, anchor);
+      if (retired === undefined) {
+        throw new BundleError('MVPN_SIGNATURE_INVALID', `manifest.sig does not verify with the trust anchor (key ${anchor.keyId})`, { context: { keyId: anchor.keyId } });
+      }
     }
   }
   return parseWithSchema(ManifestSchema, parseJsonStrict(manifestBytes, limits.manifestBytes, limits.jsonDepth, 'manifest.json'), 'manifest.json');

@@ -18,6 +18,8 @@
  * every failure is a JSON error with a stable code; nothing a client sends
  * can throw past the handler.
  */
+import { serializeChain } from '../bundle/anchor-chain.ts';
+import { readChain } from './anchor-rotation.ts';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
@@ -64,6 +66,12 @@ export interface ApiDeps {
    * periodic pass and every connection until then would be refused.
    */
   readonly onStoreChanged?: (cause: string) => void;
+  /**
+   * Called before a membership document is served: the daemon checks whether
+   * `server anchor rotate` replaced the signing key (one stat), so no node
+   * that already followed the new chain is handed a document by the old key.
+   */
+  readonly beforeDocument?: () => Promise<void>;
 }
 
 const EnrollSchema = z.strictObject({
@@ -243,9 +251,19 @@ export function createApiServer(deps: ApiDeps): Server {
       return node;
     }
 
+    if (path === '/v1/anchor-chain.json') {
+      // Public keys and signatures only: served without a client certificate, so a node whose identity lapsed can still follow a rotation.
+      allow('GET, HEAD');
+      const bytes = serializeChain(await readChain(ctx.paths));
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(bytes.length), 'cache-control': 'no-cache' });
+      res.end(method === 'HEAD' ? undefined : bytes);
+      return undefined;
+    }
+
     if (path === '/v1/membership') {
       allow('GET, HEAD');
       const node = authenticate(req);
+      await deps.beforeDocument?.();
       const doc = await docs.membership(node);
       const headers = { etag: doc.etag, 'cache-control': 'no-cache' };
       if (notModified(req, doc.etag)) {

@@ -4,7 +4,8 @@
  * Layout (everything under the state directory, 0700):
  *   config.json           this config (0600)
  *   signing.key           Ed25519 signing key, PKCS#8 PEM (0600)
- *   trust-anchor          "ed25519:<base64>" — goes into nodes' startup tarballs
+ *   trust-anchor          "ed25519:<base64>" — goes into nodes' startup tarballs (the current anchor)
+ *   anchor-chain.json     rotation statements since the first anchor (after `server anchor rotate`)
  *   api/ca.crt            API CA certificate — goes into startup tarballs (agents pin it)
  *   api/ca.key            API CA key (0600)
  *   api/server.crt|key    the HTTPS listener's certificate and key
@@ -85,6 +86,10 @@ export interface ServerPaths {
   readonly config: string;
   readonly signingKey: string;
   readonly trustAnchor: string;
+  /** Rotation statements, in version order (server/anchor-rotation.ts); absent until the first rotation. */
+  readonly anchorChain: string;
+  /** The next signing key while a rotation is being committed. */
+  readonly signingKeyNext: string;
   readonly apiDir: string;
   readonly apiCaCert: string;
   readonly apiCaKey: string;
@@ -101,6 +106,8 @@ export function serverPaths(stateDir: string): ServerPaths {
     config: join(stateDir, 'config.json'),
     signingKey: join(stateDir, 'signing.key'),
     trustAnchor: join(stateDir, 'trust-anchor'),
+    anchorChain: join(stateDir, 'anchor-chain.json'),
+    signingKeyNext: join(stateDir, 'signing.key.next'),
     apiDir,
     apiCaCert: join(apiDir, 'ca.crt'),
     apiCaKey: join(apiDir, 'ca.key'),

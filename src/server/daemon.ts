@@ -34,13 +34,14 @@
  *   running or has definitely failed (or a timeout passed); STATUS= carries
  *   "N/M networks up, K clients".
  */
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { ConfigError, DaemonError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import { signingKeyFromPem } from '../bundle/sign.ts';
+import { completeRotation } from './anchor-rotation.ts';
 import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, isAlive, readCmdline, runtimePaths } from '../openvpn/process.ts';
@@ -168,6 +169,9 @@ export class ServerDaemon {
   private stopped = false;
   private claimed = false;
   private statusWrite: Promise<void> = Promise.resolve();
+  private docs: DocumentService | undefined;
+  /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
+  private signingKeyStamp = '';
 
   private constructor(ctx: ServerContext & { store: SqliteStore }, server: Server, opts: DaemonOptions) {
     this.ctx = ctx;
@@ -182,6 +186,7 @@ export class ServerDaemon {
   /** Loads the state directory, cleans up after a crashed previous run, starts the API and every network that is up. */
   static async start(opts: DaemonOptions): Promise<ServerDaemon> {
     const { config, paths } = await loadServerConfig(opts.stateDir);
+    await completeRotation(paths);
     const [signingPem, caCertPem, caKeyPem, certPem, keyPem] = await Promise.all(
       [paths.signingKey, paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey].map((p) =>
         readFile(p, 'utf8').catch((err: unknown) => {
@@ -205,8 +210,11 @@ export class ServerDaemon {
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
       // Only called for requests, which are served after `daemon` below exists.
       onStoreChanged: (cause) => daemon.storeChanged(cause),
+      beforeDocument: () => daemon.reloadSigningKey(),
     });
     const daemon = new ServerDaemon(ctx, server, opts);
+    daemon.docs = docs;
+    daemon.signingKeyStamp = await fileStamp(paths.signingKey);
     try {
       await ensureDir(config.runtime_dir, 0o700);
       await claimRuntimeDir(config.runtime_dir);
@@ -270,10 +278,33 @@ export class ServerDaemon {
         return;
       }
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
+      void this.reloadSigningKey();
     });
     every(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     every(this.opts.linkSyncMs ?? 2_000, () => void this.syncLinks());
     every(this.opts.statusMs ?? 5_000, () => void this.refreshClients().then(() => this.writeSnapshot()));
+  }
+
+  /**
+   * After `server anchor rotate` (another process): sign with the new key.
+   * Checked on the 1 s poll and before every membership document is served
+   * (one stat), so the old key signs nothing once signing.key was replaced.
+   */
+  async reloadSigningKey(): Promise<void> {
+    const { paths } = this.ctx;
+    try {
+      const stamp = await fileStamp(paths.signingKey);
+      if (stamp === this.signingKeyStamp || this.docs === undefined) return;
+      const key = signingKeyFromPem(await readFile(paths.signingKey, 'utf8'));
+      this.signingKeyStamp = stamp;
+      if (key.keyId === this.docs.keyId) return;
+      const from = this.docs.keyId;
+      this.docs.setKey(key);
+      this.logger.emit({ kind: 'server.anchor-rotated', from, to: key.keyId });
+    } catch (err) {
+      const e = toMvpnError(err);
+      this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the signing key: ${e.message}` });
+    }
   }
 
   /** A change this process committed itself (invisible to the data_version poll). */
@@ -659,4 +690,9 @@ export class ServerDaemon {
 function supervisedView(sup: Supervisor): SupervisedSnapshot {
   const s = sup.status();
   return { state: s.state, since: new Date(s.since).toISOString(), pid: s.pid, restarts: s.restarts, last_error: s.lastError };
+}
+
+async function fileStamp(path: string): Promise<string> {
+  const st = await stat(path);
+  return `${st.ino}:${st.mtimeMs}:${st.size}`;
 }

@@ -57,15 +57,28 @@ interface Snapshot {
 
 export class DocumentService {
   private readonly ctx: ServerContext;
-  private readonly key: SigningKey;
-  private readonly bundles: Lru<Promise<BuiltBundle>>;
-  private readonly docs: Lru<Served>;
+  private key: SigningKey;
+  private bundles: Lru<Promise<BuiltBundle>>;
+  private docs: Lru<Served>;
+  private readonly opts: { maxBundles?: number; maxDocs?: number };
 
   constructor(ctx: ServerContext, key: SigningKey, opts: { maxBundles?: number; maxDocs?: number } = {}) {
     this.ctx = ctx;
     this.key = key;
+    this.opts = opts;
     this.bundles = new Lru(opts.maxBundles ?? 4096);
     this.docs = new Lru(opts.maxDocs ?? 4096);
+  }
+
+  get keyId(): string {
+    return this.key.keyId;
+  }
+
+  /** After an anchor rotation: sign with `key` from now on; nothing signed by the old key is served again. */
+  setKey(key: SigningKey): void {
+    this.key = key;
+    this.bundles = new Lru(this.opts.maxBundles ?? 4096);
+    this.docs = new Lru(this.opts.maxDocs ?? 4096);
   }
 
   private snapshot(nodeId: string): Snapshot | undefined {

@@ -8,6 +8,7 @@ export type ServerEvent =
   | { readonly kind: 'server.started'; readonly listen: string; readonly networks: number }
   | { readonly kind: 'server.ready'; readonly status: string }
   | { readonly kind: 'server.documents-renewed'; readonly nodes: number; readonly reason: 'first-start' | 'build-changed' }
+  | { readonly kind: 'server.anchor-rotated'; readonly from: string; readonly to: string }
   | { readonly kind: 'server.stopping'; readonly reason: string }
   | { readonly kind: 'server.stopped' }
   | { readonly kind: 'server.reconcile'; readonly cause: string; readonly up: readonly string[]; readonly stopped: readonly string[] }
@@ -37,6 +38,7 @@ export const serverFormatters: Formatters<ServerEvent> = {
   }),
   'server.started': (e) => ({ level: 'notice', text: `server: HTTPS API listening on ${e.listen}; ${e.networks} network(s) in the store` }),
   'server.ready': (e) => ({ level: 'notice', text: `server: ready (${e.status})` }),
+  'server.anchor-rotated': (e) => ({ level: 'notice', text: `server: trust anchor rotated, signing with key ${e.to} instead of ${e.from}; every document is re-signed` }),
   'server.stopping': (e) => ({ level: 'notice', text: `server: stopping (${e.reason})` }),
   'server.stopped': () => ({ level: 'notice', text: 'server: stopped' }),
   'server.reconcile': (e) => ({

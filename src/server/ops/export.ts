@@ -13,6 +13,8 @@
  * from the sequence for it and the node's online document moves past it, so
  * no serial ever names two different documents.
  */
+import { serializeChain } from '../../bundle/anchor-chain.ts';
+import { readChain } from '../anchor-rotation.ts';
 import { isMirror, mirrorRefusal } from '../federation/mirror.ts';
 import { randomBytes } from 'node:crypto';
 import { lstat, open, rename, rm, stat } from 'node:fs/promises';
@@ -243,6 +245,12 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
       },
       mode: 0o644,
     });
+  }
+  // After an anchor rotation, an agent whose config still names an older anchor follows the chain from a file source too.
+  const chain = await readChain(ctx.paths);
+  if (chain.length > 0) {
+    const bytes = serializeChain(chain);
+    for (const dir of new Set(items.map((it) => dirname(it.outFile)))) files.push({ path: join(dir, 'anchor-chain.json'), data: async () => bytes, mode: 0o644 });
   }
   await writeFilesAtomic(files);
   return results;
