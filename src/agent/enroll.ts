@@ -83,7 +83,7 @@ async function readToken(path: string): Promise<string> {
   } catch (err) {
     throw new MvpnError('MVPN_ENROLL_FAILED', `cannot read the enrollment token ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
       context: { path },
-      hint: 'get a token from the server admin (`mvpn-client server node enroll-token NODE`) and write it to that file',
+      hint: 'get a token from the server admin (`mvpn-client server node token NODE`) and write it to that file',
       cause: err,
     });
   }
@@ -206,7 +206,7 @@ export async function enroll(opts: EnrollOptions): Promise<Identity> {
       await writeFileAtomic(identityPaths(opts.stateDir).rejectedToken, tokenHash(token) + '\n', 0o600).catch(() => undefined);
       throw new MvpnError(code as ErrorCode, tokenMessage(code, opts.tokenFile, serverMessage), {
         context: { url: url.href, status: reply.status },
-        hint: 'ask the server admin for a new token (`mvpn-client server node enroll-token NODE`), write it to the token file and run `mvpn-client enroll`',
+        hint: 'ask the server admin for a new token (`mvpn-client server node token NODE`), write it to the token file and run `mvpn-client enroll`',
       });
     }
     throw new MvpnError('MVPN_ENROLL_FAILED', `enrollment at ${url.href} failed: HTTP ${reply.status}: ${serverMessage}`, {

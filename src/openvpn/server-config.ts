@@ -33,7 +33,7 @@
  *
  * Revocation: openvpn re-reads the `crl-verify` file when it changes (it
  * checks at each new TLS session), so the daemon replaces it atomically and
- * kills the revoked node's live session with `kill CN`.
+ * ends the revoked node's live session with `client-kill ID RESTART`.
  */
 import { RenderError } from '../errors.ts';
 import { NETWORK_ID_RE } from '../bundle/schema.ts';

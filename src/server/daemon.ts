@@ -15,8 +15,8 @@
  *   the CRL when it changes and reads ccd files at each connect.
  * - Sessions that must end: after files are written, every connected client
  *   (`status 3`) whose CN is no longer allowed (removed, revoked, no ccd),
- *   or whose certificate was replaced since the last reconcile, is killed
- *   with `kill CN`.
+ *   or whose certificate was replaced since the last reconcile, is ended
+ *   with `client-kill ID RESTART` (`kill CN` where openvpn gives no id).
  * - One daemon per runtime directory: `server.pid` there names the running
  *   one (checked against /proc/<pid>/cmdline), and a second `server run`
  *   refuses with MVPN_DAEMON_RUNNING before it touches anything. Only then

@@ -11,8 +11,8 @@ interface RevokeArgs extends ServerArgs {
 
 /**
  * `server node revoke NODE [--network ID]`: certificates on the CRL (written
- * atomically by the daemon, which also kills the live session with
- * `kill CN`); without --network also the node's API identity and tokens.
+ * atomically by the daemon, which also ends the live session with
+ * `client-kill ID RESTART`); without --network also the node's API identity and tokens.
  */
 export const nodeRevokeCommand: CliCommand<RevokeArgs> = {
   command: 'revoke <node>',

@@ -12,7 +12,8 @@
  *
  * The running daemon sees every change within about a second (it polls the
  * store's data_version), rewrites the CRL and ccd files and kills the
- * affected sessions with `kill CN`.
+ * affected sessions (`client-kill ID RESTART`, so the client reconnects at
+ * once; `kill CN` only where openvpn reports no client id).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { isMvpnError, MvpnError, StoreError, UsageError } from '../../errors.ts';
