@@ -20,7 +20,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { VERSION } from '../version.ts';
 import type { ApiObserver, ApiRoute } from './api.ts';
 import type { StatusSnapshot, SupervisedSnapshot } from './status.ts';
@@ -58,7 +58,8 @@ export class ServerMetrics implements ApiObserver {
 
   constructor(source: MetricsSource, opts: ServerMetricsOptions = {}) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    // No prom-client default (process/nodejs_*) metrics: some of them are gauges named *_total, which
+    // `promtool check metrics` rejects, and node_exporter already covers the process.
     new Gauge({ name: 'mvpn_build_info', help: 'Always 1; the version of the running mvpn-client.', labelNames: ['version'], registers }).set({ version: VERSION }, 1);
     new Gauge({
       name: 'mvpn_server_start_time_seconds',
