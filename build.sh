@@ -20,6 +20,8 @@ command -v rpmbuild >/dev/null 2>&1 || need_pkgs+=(rpm)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 # The live-systemd test boots that root with systemd-nspawn (test/integration/systemd-live.test.ts).
 command -v systemd-nspawn >/dev/null 2>&1 || need_pkgs+=(systemd-container)
+# The metrics tests: a real Prometheus scrapes the server, promtool checks the exposition and packaging/mvpn-alerts.yml.
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"

@@ -114,6 +114,7 @@ export type ErrorCode =
   | 'MVPN_RSPEC_DOCTYPE'
   | 'MVPN_RSPEC_TOO_LARGE'
   | 'MVPN_RELAY_FAILED'
+  | 'MVPN_METRICS_LISTEN_FAILED'
   // internal
   | 'MVPN_INTERNAL';
 

@@ -1,10 +1,11 @@
 /**
  * The daemon's local API: HTTP over two unix sockets in the runtime dir.
  *
- * - `status.sock` (0666): read-only, `GET /v1/status`. Experimenters run
+ * - `status.sock` (0666): read-only, `GET /v1/status` and `GET /v1/metrics`
+ *   (Prometheus text format, src/agent/metrics.ts, loaded on the first such request). Experimenters run
  *   `mvpn-client status` without root, so any local user may connect.
  * - `control.sock` (0600, owned by root): `POST /v1/networks/<id>/up|down|restart`,
- *   `POST /v1/reload`, and `GET /v1/status`. The file mode is the access
+ *   `POST /v1/reload`, and the two GETs. The file mode is the access
  *   check: connecting needs write permission on the socket, which only root
  *   has. The socket is created under a 0077 umask so it is never reachable
  *   by others, not even between bind and chmod.
@@ -75,6 +76,14 @@ function handler(h: ControlHandlers, control: boolean) {
       if (path === '/v1/status') {
         if (req.method !== 'GET') return sendError(res, 405, 'MVPN_API_BAD_REQUEST', `${req.method} not allowed on ${path}`);
         return send(res, 200, h.status());
+      }
+      if (path === '/v1/metrics') {
+        if (req.method !== 'GET') return sendError(res, 405, 'MVPN_API_BAD_REQUEST', `${req.method} not allowed on ${path}`);
+        const { renderAgentMetrics, METRICS_CONTENT_TYPE } = await import('./metrics.ts');
+        const text = await renderAgentMetrics(h.status());
+        res.writeHead(200, { 'content-type': METRICS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+        res.end(text);
+        return;
       }
       const m = NETWORK_PATH.exec(path);
       if (m || path === '/v1/reload') {

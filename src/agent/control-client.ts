@@ -28,6 +28,8 @@ export interface DaemonRequest {
   /** What the user asked for, for messages ("down net1"). */
   readonly action: string;
   readonly timeoutMs?: number;
+  /** The reply body of a 2xx is text (metrics), returned as a string; errors are JSON either way. */
+  readonly text?: boolean;
 }
 
 function errnoOf(err: unknown): string | undefined {
@@ -38,7 +40,7 @@ function errnoOf(err: unknown): string | undefined {
   return undefined;
 }
 
-/** Send one request; resolves to the parsed JSON body of a 2xx reply. */
+/** Send one request; resolves to the parsed JSON body of a 2xx reply (its text with `text`). */
 export async function daemonRequest(r: DaemonRequest): Promise<unknown> {
   const socketPath = join(r.runtimeDir, r.socket === 'status' ? STATUS_SOCKET : CONTROL_SOCKET);
   const timeout = r.timeoutMs ?? 30_000;
@@ -63,6 +65,7 @@ export async function daemonRequest(r: DaemonRequest): Promise<unknown> {
       req.end();
     });
     const body = res.body;
+    if (r.text && res.statusCode >= 200 && res.statusCode < 300) return body.toString('utf8');
     const json = body.length > 0 ? parseJsonBounded(body, { maxBytes: MAX_REPLY_BYTES, maxDepth: 16 }, 'daemon reply') : {};
     if (res.statusCode >= 200 && res.statusCode < 300) return json;
     const e = (json as { error?: { code?: string; message?: string } }).error;

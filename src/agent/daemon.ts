@@ -262,6 +262,7 @@ export class AgentDaemon {
         restarts: s?.restarts ?? 0,
         last_error: lastError ? { code: lastError.code, message: lastError.message } : null,
         bundle_version: r.installed.get(id)?.version ?? null,
+        bundle_expires_at: r.installed.get(id)?.manifest.expires ?? null,
       };
     });
     return {

@@ -30,7 +30,8 @@
  *   (tunnel counters of the current openvpn); `restarts` (openvpn restarts
  *   since the daemon started); `last_error` ({code, message} or null: the
  *   network's own failure, or the reason its newest bundle was rejected while
- *   the old one keeps running); `bundle_version` (installed, null if none).
+ *   the old one keeps running); `bundle_version` (installed, null if none);
+ *   `bundle_expires_at` (ISO, the installed bundle's manifest `expires`, null if none).
  */
 import { ExitCode } from '../errors.ts';
 
@@ -56,6 +57,7 @@ export interface NetworkStatus {
   readonly restarts: number;
   readonly last_error: StatusError | null;
   readonly bundle_version: number | null;
+  readonly bundle_expires_at: string | null;
 }
 
 export interface MembershipStatus {

@@ -72,6 +72,27 @@ export interface ApiDeps {
    * that already followed the new chain is handed a document by the old key.
    */
   readonly beforeDocument?: () => Promise<void>;
+  /** Told about every request, enrollment and failed TLS handshake (the metrics); absent when metrics are off. */
+  readonly observer?: ApiObserver;
+}
+
+/** Routes as metric labels: a fixed set, so a client cannot create series by inventing paths. */
+export type ApiRoute = 'enroll' | 'renew' | 'anchor' | 'membership' | 'bundle' | 'link' | 'other';
+
+export interface ApiObserver {
+  request(route: ApiRoute, status: number, seconds: number): void;
+  enrollment(ok: boolean): void;
+  tlsFailure(): void;
+}
+
+function routeOf(path: string): ApiRoute {
+  if (path === '/v1/enroll') return 'enroll';
+  if (path === '/v1/renew' || path === '/v1/renew/confirm') return 'renew';
+  if (path === '/v1/anchor-chain.json') return 'anchor';
+  if (path === '/v1/membership') return 'membership';
+  if (BUNDLE_RE.test(path)) return 'bundle';
+  if (LINK_RE.test(path)) return 'link';
+  return 'other';
 }
 
 const EnrollSchema = z.strictObject({
@@ -326,13 +347,22 @@ export function createApiServer(deps: ApiDeps): Server {
       keepAliveTimeout: limits.keepAliveTimeoutMs,
     },
     (req, res) => {
-      const started = Date.now();
+      const started = performance.now();
       const path = (req.url ?? '').split('?')[0]!.slice(0, 200);
+      const observe = (status: number) => {
+        const r = routeOf(path);
+        deps.observer?.request(r, status, (performance.now() - started) / 1000);
+        if (r === 'enroll' && req.method === 'POST') deps.observer?.enrollment(status === 200);
+      };
       route(req, res).then(
-        (node) => logger.emit({ kind: 'api.request', method: req.method ?? '', path, status: res.statusCode, node, ms: Date.now() - started }),
+        (node) => {
+          observe(res.statusCode);
+          logger.emit({ kind: 'api.request', method: req.method ?? '', path, status: res.statusCode, node, ms: Math.round(performance.now() - started) });
+        },
         (err: unknown) => {
           const e = toMvpnError(err);
           const status = err instanceof ApiError ? err.status : (STATUS[e.code] ?? 500);
+          observe(status);
           const message = status >= 500 ? 'internal error' : e.message;
           logger.emit({ kind: 'api.error', method: req.method ?? '', path, status, code: e.code, message: e.message });
           if (res.headersSent) {
@@ -363,6 +393,9 @@ export function createApiServer(deps: ApiDeps): Server {
     const body = JSON.stringify({ error: { code: 'MVPN_API_BAD_REQUEST', message } });
     socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
   });
-  server.on('tlsClientError', (err) => logger.emit({ kind: 'api.client-error', message: `TLS: ${err.message}` }));
+  server.on('tlsClientError', (err) => {
+    deps.observer?.tlsFailure();
+    logger.emit({ kind: 'api.client-error', message: `TLS: ${err.message}` });
+  });
   return server;
 }

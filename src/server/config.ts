@@ -34,6 +34,8 @@ export const DEFAULT_RUNTIME_DIR = '/run/mvpn-server';
 export const DEFAULT_POOL = '100.96.0.0/12';
 export const DEFAULT_PORT_RANGE = '1194-1593';
 export const DEFAULT_LISTEN = '0.0.0.0:8443';
+/** Prometheus metrics; loopback so that only the host's own Prometheus (or a proxy the operator sets up) sees them. */
+export const DEFAULT_METRICS_LISTEN = '127.0.0.1:9474';
 
 const cidr = z.string().refine((s) => {
   try {
@@ -78,6 +80,13 @@ export const ServerConfigSchema = z.strictObject({
   membership_days: z.int().min(2).max(365),
   /** Node certificate validity. */
   cert_days: z.int().min(1).max(3650),
+  /**
+   * Prometheus metrics listener (plain HTTP, `GET /metrics`), never the API's.
+   * Absent: DEFAULT_METRICS_LISTEN; null: no metrics (prom-client is then never loaded).
+   */
+  metrics_listen: z.string().min(3).max(64).nullable().optional(),
+  /** Opt-in per-node series (label `node`): one series per connected client, so off by default. */
+  metrics_per_client: z.boolean().optional(),
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
@@ -153,11 +162,27 @@ export function defaultConfig(stateDir: string): ServerConfig {
   };
 }
 
+/** Where metrics are served, or null when they are off. */
+export function metricsListen(config: Pick<ServerConfig, 'metrics_listen'>): string | null {
+  return config.metrics_listen === undefined ? DEFAULT_METRICS_LISTEN : config.metrics_listen;
+}
+
 /** Validates a config object (also what `server init` is about to write). */
 export function checkConfig(value: unknown, where: string): ServerConfig {
   const r = ServerConfigSchema.safeParse(value);
   if (r.success) {
     parseListen(r.data.listen);
+    const metrics = metricsListen(r.data);
+    if (metrics !== null) {
+      const m = parseListen(metrics);
+      const a = parseListen(r.data.listen);
+      if (m.port !== 0 && m.port === a.port && (m.host === a.host || a.host === '0.0.0.0' || a.host === '::')) {
+        throw new ConfigError('MVPN_CONFIG_INVALID', `${where}: metrics_listen ${metrics} is the API listener; metrics never share the public listener`, {
+          context: { path: where, field: 'metrics_listen' },
+          hint: `use another port, e.g. the default ${DEFAULT_METRICS_LISTEN}`,
+        });
+      }
+    }
     return r.data;
   }
   const issue = r.error.issues[0]!;

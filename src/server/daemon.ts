@@ -52,8 +52,9 @@ import { execCommand, type ExecFn } from '../util/exec.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
 import { createApiServer, type ApiLimits } from './api.ts';
-import { loadServerConfig, parseListen } from './config.ts';
+import { loadServerConfig, metricsListen, parseListen } from './config.ts';
 import { DocumentService } from './doc-service.ts';
+import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
 import type { ServerEvent } from './events.ts';
 import type { LinkPayload } from './federation/link-bundle.ts';
 import { bridgeDev, ensureBridge, fetchLinkState, linkDev, removeBridge, writeLinkFiles } from './federation/link-runtime.ts';
@@ -172,6 +173,8 @@ export class ServerDaemon {
   private docs: DocumentService | undefined;
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
   private signingKeyStamp = '';
+  private metricsServer: MetricsServer | undefined;
+  private facts: { at: number; value: NetworkFacts[] } | undefined;
 
   private constructor(ctx: ServerContext & { store: SqliteStore }, server: Server, opts: DaemonOptions) {
     this.ctx = ctx;
@@ -201,6 +204,13 @@ export class ServerDaemon {
     const ctx = { config, paths, store, clock };
     const logger = opts.logger ?? nullLogger<ServerEvent>();
     const docs = new DocumentService(ctx, signingKey);
+    // prom-client loads only when metrics are on. Scrapes read the daemon, which exists before the listener starts.
+    const metrics = metricsListen(config) === null
+      ? undefined
+      : new (await import('./metrics.ts')).ServerMetrics(
+          { snapshot: () => daemon.snapshot(), networks: () => daemon.networkFacts() },
+          { perClient: config.metrics_per_client === true },
+        );
     const server = createApiServer({
       ctx,
       docs,
@@ -208,6 +218,7 @@ export class ServerDaemon {
       tls: { certPem: certPem!, keyPem: keyPem! },
       logger,
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
+      ...(metrics ? { observer: metrics } : {}),
       // Only called for requests, which are served after `daemon` below exists.
       onStoreChanged: (cause) => daemon.storeChanged(cause),
       beforeDocument: () => daemon.reloadSigningKey(),
@@ -231,6 +242,7 @@ export class ServerDaemon {
           resolve();
         });
       });
+      if (metrics) await daemon.startMetrics(metrics);
       const nets = store.read((tx) => tx.listNetworks());
       logger.emit({ kind: 'server.started', listen: daemon.listenAddress(), networks: nets.length });
       await daemon.reconcile('start');
@@ -248,6 +260,44 @@ export class ServerDaemon {
     const a = this.server.address() as AddressInfo | null;
     if (!a) return this.ctx.config.listen;
     return a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`;
+  }
+
+  /** "host:port" of the metrics listener, undefined when metrics are off or it could not bind. */
+  metricsAddress(): string | undefined {
+    return this.metricsServer?.address;
+  }
+
+  /**
+   * A metrics listener that cannot bind (port taken) is reported, not fatal:
+   * the API and the networks matter more than their monitoring.
+   */
+  private async startMetrics(metrics: ServerMetrics): Promise<void> {
+    const listen = metricsListen(this.ctx.config)!;
+    const { host, port } = parseListen(listen);
+    try {
+      this.metricsServer = await (await import('./metrics.ts')).startMetricsServer(metrics.registry, host, port);
+      this.logger.emit({ kind: 'server.metrics-start', listen: this.metricsServer.address });
+    } catch (err) {
+      this.logger.emit({ kind: 'server.metrics-failed', listen, code: 'MVPN_METRICS_LISTEN_FAILED', message: (err as Error).message });
+    }
+  }
+
+  /** Per-network facts from the store for a scrape; cached for a second (one scrape reads them for several metrics). */
+  networkFacts(): NetworkFacts[] {
+    const now = Date.now();
+    if (this.facts && now - this.facts.at < 1_000) return this.facts.value;
+    const value = this.store.read((tx) => {
+      const ms = tx.listMemberships();
+      return tx
+        .listNetworks()
+        .filter((n) => n.state !== 'deleted')
+        .map((n) => {
+          const mine = ms.filter((m) => m.network === n.id);
+          return { id: n.id, crlNextUpdate: n.crlNextUpdate, crlNumber: n.crlNumber, members: mine.length, bundleVersion: mine.reduce((a, m) => Math.max(a, m.bundleVersion), 0) };
+        });
+    });
+    this.facts = { at: now, value };
+    return value;
   }
 
   get port(): number {
@@ -675,6 +725,8 @@ export class ServerDaemon {
       this.server.close(() => resolve());
       this.server.closeAllConnections();
     });
+    await this.metricsServer?.close();
+    this.metricsServer = undefined;
     await this.statusWrite;
     // The runtime files belong to whoever claimed the directory: a daemon that was refused leaves them alone.
     if (this.claimed) {

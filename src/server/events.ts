@@ -21,6 +21,8 @@ export type ServerEvent =
   | { readonly kind: 'server.session-killed'; readonly network: string; readonly cn: string; readonly reason: string }
   | { readonly kind: 'server.kill-failed'; readonly network: string; readonly cn: string; readonly message: string }
   | { readonly kind: 'server.link-start'; readonly network: string; readonly hub: string }
+  | { readonly kind: 'server.metrics-start'; readonly listen: string }
+  | { readonly kind: 'server.metrics-failed'; readonly listen: string; readonly code: string; readonly message: string }
   | { readonly kind: 'server.relay-start'; readonly network: string; readonly listen: string; readonly target: string }
   | { readonly kind: 'server.link-failed'; readonly network: string; readonly code: string; readonly message: string }
   | { readonly kind: 'server.link-synced'; readonly network: string; readonly members: number; readonly crlNumber: number }
@@ -54,6 +56,8 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.session-killed': (e) => ({ level: 'notice', text: `${e.network}: killed the session of ${e.cn} (${e.reason})` }),
   'server.kill-failed': (e) => ({ level: 'warning', text: `${e.network}: could not kill the session of ${e.cn}: ${e.message}` }),
   'server.link-start': (e) => ({ level: 'notice', text: `${e.network}: starting its link to the hub ${e.hub}` }),
+  'server.metrics-start': (e) => ({ level: 'notice', text: `server: Prometheus metrics on http://${e.listen}/metrics` }),
+  'server.metrics-failed': (e) => ({ level: 'warning', text: `server: no metrics listener on ${e.listen}: ${e.message} [${e.code}]; the API and networks run on (set metrics_listen to a free ADDR:PORT, or null)` }),
   'server.relay-start': (e) => ({ level: 'notice', text: `${e.network}: relaying TCP from ${e.listen} to the hub's API ${e.target} for the nodes behind this server` }),
   'server.link-failed': (e) => ({ level: 'warning', text: `${e.network}: link: ${e.message} [${e.code}]` }),
   'server.link-synced': (e) => ({ level: 'info', text: `${e.network}: copied the hub's state (${e.members} members, CRL #${e.crlNumber})` }),

@@ -30,6 +30,8 @@ export interface InitOptions {
   readonly addresses?: readonly string[];
   readonly listen?: string;
   readonly vpnListen?: string;
+  /** "ADDR:PORT", or null for no metrics; absent: the default loopback listener. */
+  readonly metricsListen?: string | null;
   readonly pool?: string;
   readonly portRange?: string;
   readonly runtimeDir?: string;
@@ -68,6 +70,7 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
   if (opts.pool !== undefined) parseCidr(opts.pool);
   if (opts.portRange !== undefined) parsePortRange(opts.portRange);
   if (opts.listen !== undefined) parseListen(opts.listen);
+  if (typeof opts.metricsListen === 'string') parseListen(opts.metricsListen);
 
   let hostnames = [...(opts.hostnames ?? [])];
   let addresses = [...(opts.addresses ?? [])];
@@ -84,6 +87,7 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
       hostnames,
       addresses,
       ...(opts.vpnListen === undefined ? {} : { vpn_listen: opts.vpnListen }),
+      ...(opts.metricsListen === undefined ? {} : { metrics_listen: opts.metricsListen }),
       ...(opts.pool === undefined ? {} : { pool: opts.pool }),
       ...(opts.portRange === undefined ? {} : { port_range: opts.portRange }),
       ...(opts.runtimeDir === undefined ? {} : { runtime_dir: resolve(opts.runtimeDir) }),

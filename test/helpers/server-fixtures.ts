@@ -61,8 +61,11 @@ export interface TestServer {
   remove(): Promise<void>;
 }
 
-/** `server init` into a fresh tmpDir with test ranges (pool 198.19.0.0/16) and an API on 127.0.0.1:0. */
-export async function makeServer(opts: { label?: string; address?: string; listen?: string; extra?: readonly string[] } = {}): Promise<TestServer> {
+/**
+ * `server init` into a fresh tmpDir with test ranges (pool 198.19.0.0/16), an API on 127.0.0.1:0 and metrics
+ * on 127.0.0.1:0 (a free port: tests never meet on the default 9474, nor see each other's metrics).
+ */
+export async function makeServer(opts: { label?: string; address?: string; listen?: string; metricsListen?: string; extra?: readonly string[] } = {}): Promise<TestServer> {
   const dir = await tmpDir(opts.label ?? 'srv');
   const stateDir = join(dir.path, 'state');
   const init = await cli([
@@ -74,6 +77,8 @@ export async function makeServer(opts: { label?: string; address?: string; liste
     opts.address ?? '127.0.0.1',
     '--listen',
     opts.listen ?? '127.0.0.1:0',
+    '--metrics-listen',
+    opts.metricsListen ?? '127.0.0.1:0',
     '--pool',
     '198.19.0.0/16',
     '--port-range',

@@ -10,7 +10,9 @@ import { startControlApi, type ControlApi, type ControlHandlers, type NetworkVer
 import { daemonRequest } from '../../src/agent/control-client.ts';
 import type { AgentStatus, NetworkStatus } from '../../src/agent/status.ts';
 import { DaemonError, ExitCode } from '../../src/errors.ts';
-import { runCli } from '../helpers/agent-fixtures.ts';
+import { MAIN, NODE_BIN, runCli } from '../helpers/agent-fixtures.ts';
+import { sh } from '../helpers/netns.ts';
+import { promtool } from '../helpers/promtool.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 
@@ -30,6 +32,7 @@ function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkSta
     restarts: 0,
     last_error: null,
     bundle_version: 1,
+    bundle_expires_at: '2030-02-01T00:00:00.000Z',
     ...over,
   };
 }
@@ -154,6 +157,59 @@ describe('agent control API over unix sockets', () => {
     expect(r.code).toBe(ExitCode.failure);
     expect(r.stderr).toContain('[MVPN_MEMBERSHIP_ROLLBACK]');
     expect(r.stderr).not.toMatch(RAW_CONTROL);
+  });
+
+  it('status --prometheus prints the metrics once, for any user, and promtool accepts them', async () => {
+    daemon.networks = [
+      net('alpha', 'connected', { restarts: 2 }),
+      net('beta', 'backoff', { last_error: { code: 'MVPN_BUNDLE_HASH_MISMATCH', message: 'bundle sha256 differs' }, bundle_version: 7 }),
+    ];
+    const r = await cli(['status', '--prometheus', '--runtime-dir', dir.path], { asNobody: true });
+    expect(r.code).toBe(0); // the networks' state is in the metrics, not the exit code
+    const lines = r.stdout.split('\n');
+    for (const want of [
+      'mvpn_agent_network_up{network="alpha"} 1',
+      'mvpn_agent_network_up{network="beta"} 0',
+      'mvpn_agent_network_state{network="beta",state="backoff"} 1',
+      'mvpn_agent_network_state{network="beta",state="connected"} 0',
+      'mvpn_agent_network_received_bytes{network="alpha"} 123456',
+      'mvpn_agent_network_sent_bytes{network="alpha"} 789',
+      'mvpn_agent_network_openvpn_restarts{network="alpha"} 2',
+      'mvpn_agent_network_error{network="beta",code="MVPN_BUNDLE_HASH_MISMATCH"} 1',
+      'mvpn_agent_network_bundle_version{network="beta"} 7',
+      `mvpn_agent_network_bundle_expiry_timestamp_seconds{network="alpha"} ${Date.parse('2030-02-01T00:00:00.000Z') / 1000}`,
+      'mvpn_agent_ready 1',
+    ]) expect(lines).toContain(want);
+    expect(r.stdout).not.toContain('mvpn_agent_network_error{network="alpha"');
+    expect(r.stdout).not.toContain('mvpn_agent_reconcile_error{'); // no failure, no series
+    const check = await promtool(['check', 'metrics'], r.stdout);
+    expect(check.out).toBe('');
+    expect(check.code).toBe(0);
+  });
+
+  it('GET /v1/metrics answers on the status socket in the text format; other methods are refused', async () => {
+    const text = await daemonRequest({ runtimeDir: dir.path, socket: 'status', method: 'GET', path: '/v1/metrics', action: 'metrics', text: true });
+    expect(text).toContain('# TYPE mvpn_agent_network_up gauge');
+    await expect(daemonRequest({ runtimeDir: dir.path, socket: 'status', method: 'POST', path: '/v1/metrics', action: 'metrics' })).rejects.toMatchObject({
+      code: 'MVPN_API_BAD_REQUEST',
+    });
+  });
+
+  // Start-up cost: prom-client is resolved only by the metrics paths. A resolve hook reports every load of it.
+  it('prom-client is not loaded by status, status --json, status --prometheus (the daemon renders), nor by importing either daemon', async () => {
+    const traced = (args: string[]) => sh(NODE_BIN, ['--import', './test/helpers/trace-prom-client.mjs', ...args], { allowFail: true, timeoutMs: 60_000 });
+    const MARK = 'TRACE-LOADED prom-client';
+    for (const extra of [[], ['--json'], ['--prometheus']]) {
+      const r = await traced([MAIN, 'status', ...extra, '--runtime-dir', dir.path]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toContain(MARK);
+    }
+    const daemons = await traced(['-e', "await import('./src/agent/daemon.ts'); await import('./src/server/daemon.ts'); await import('./src/cli/main.ts')"]);
+    expect(daemons.code, daemons.stderr).toBe(0);
+    expect(daemons.stderr).not.toContain(MARK);
+    // The hook does see it on the path that needs it.
+    const metrics = await traced(['-e', "await import('./src/agent/metrics.ts')"]);
+    expect(metrics.stderr).toContain(MARK);
   });
 
   it('status exits 3 with a hint when no daemon is running', async () => {

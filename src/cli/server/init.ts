@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import { ExitCode } from '../../errors.ts';
-import { DEFAULT_LISTEN, DEFAULT_POOL, DEFAULT_PORT_RANGE, DEFAULT_STATE_DIR } from '../../server/config.ts';
+import { DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN, DEFAULT_POOL, DEFAULT_PORT_RANGE, DEFAULT_STATE_DIR } from '../../server/config.ts';
 import { initServer } from '../../server/init.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
@@ -12,6 +12,7 @@ interface InitArgs {
   address: string[];
   listen?: string;
   'vpn-listen'?: string;
+  'metrics-listen'?: string;
   pool?: string;
   'port-range'?: string;
   'runtime-dir'?: string;
@@ -34,6 +35,7 @@ export const serverInitCommand: CliCommand<InitArgs> = {
       .option('address', { type: 'string', array: true, default: [], describe: 'IP address of this server (listener certificate, default remotes); repeat' })
       .option('listen', { type: 'string', describe: `HTTPS API listener ADDR:PORT (default ${DEFAULT_LISTEN})` })
       .option('vpn-listen', { type: 'string', describe: 'address the openvpn servers bind to (default: all)' })
+      .option('metrics-listen', { type: 'string', describe: `Prometheus metrics listener ADDR:PORT, or "off" (default ${DEFAULT_METRICS_LISTEN})` })
       .option('pool', { type: 'string', describe: `IPv4 pool network subnets come from (default ${DEFAULT_POOL})` })
       .option('port-range', { type: 'string', describe: `UDP ports for networks, A-B (default ${DEFAULT_PORT_RANGE})` })
       .option('runtime-dir', { type: 'string', describe: 'management sockets, pid files, status (default /run/mvpn-server or <state-dir>/run)' })
@@ -47,6 +49,7 @@ export const serverInitCommand: CliCommand<InitArgs> = {
         addresses: args.address.map(String),
         ...(args.listen === undefined ? {} : { listen: args.listen }),
         ...(args['vpn-listen'] === undefined ? {} : { vpnListen: args['vpn-listen'] }),
+        ...(args['metrics-listen'] === undefined ? {} : { metricsListen: args['metrics-listen'] === 'off' ? null : args['metrics-listen'] }),
         ...(args.pool === undefined ? {} : { pool: args.pool }),
         ...(args['port-range'] === undefined ? {} : { portRange: args['port-range'] }),
         ...(args['runtime-dir'] === undefined ? {} : { runtimeDir: args['runtime-dir'] }),
