@@ -1,0 +1,40 @@
+/**
+ * The agent's own path for a network that allows pushed routes (issue 22,
+ * finding 3): `mvpn-client run` reads the node's underlay in its namespace
+ * when it installs the bundle and renders route filters only for listed
+ * prefixes that overlap none of it; the refused one is logged and named in
+ * the rendered config, and the network still connects. That openvpn obeys
+ * these filters against a hostile server is hostile-push.test.ts.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { AgentWorld, net } from '../helpers/agent-fixtures.ts';
+import { withLab } from '../helpers/netns.ts';
+
+describe('agent: pushed-route prefixes on the node', () => {
+  it('accepts a listed prefix, refuses one that overlaps a subnet of the node (logged, named in the config), and connects', async () => {
+    await withLab(async (lab) => {
+      const w = await AgentWorld.create(lab);
+      // A second underlay subnet on the node, standing for its testbed control network.
+      await w.node.exec('ip', ['addr', 'add', '192.0.2.2/24', 'dev', 'eth0']);
+      await w.addNetwork('alpha');
+      await w.publish({ hostile: { id: 'alpha', spec: { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24', '192.0.2.0/25'] } } });
+      await w.writeConfig();
+      const agent = w.startAgent();
+      try {
+        const s = await w.waitStatus((st) => net(st, 'alpha')?.state === 'connected');
+        expect(net(s, 'alpha')).toMatchObject({ state: 'connected', last_error: null });
+        const conf = await readFile(join(w.stateDir, 'networks', 'alpha', 'openvpn.conf'), 'utf8');
+        expect(conf).toContain('pull-filter accept "route 203.0.113.0 255.255.255.0"\n');
+        expect(conf).not.toContain('pull-filter accept "route 192.0.2.0');
+        expect(conf).toContain('# pushed routes for 192.0.2.0/25 refused on this node: it overlaps the subnet of eth0 (192.0.2.0/24)');
+        expect(conf).toContain('pull-filter ignore "route"\n');
+        expect(agent.log()).toContain('alpha: pushed routes for 192.0.2.0/25 refused on this node: it overlaps the subnet of eth0 (192.0.2.0/24)');
+      } finally {
+        await agent.stop();
+        await w.cleanup();
+      }
+    });
+  });
+});
