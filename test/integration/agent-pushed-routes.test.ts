@@ -3,17 +3,19 @@
  * finding 3): `mvpn-client run` reads the node's underlay in its namespace
  * when it installs the bundle and renders route filters only for listed
  * prefixes that overlap none of it; the refused one is logged and named in
- * the rendered config, and the network still connects. That openvpn obeys
- * these filters against a hostile server is hostile-push.test.ts.
+ * the rendered config, and the network still connects. When its server then
+ * turns hostile, `mvpn-client status` shows the network degraded with the
+ * refused push, and the node's routes stay as they were. The cases of a
+ * hostile server one by one are hostile-push.test.ts.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { AgentWorld, net } from '../helpers/agent-fixtures.ts';
+import { AgentWorld, net, runCli } from '../helpers/agent-fixtures.ts';
 import { withLab } from '../helpers/netns.ts';
 
 describe('agent: pushed-route prefixes on the node', () => {
-  it('accepts a listed prefix, refuses one that overlaps a subnet of the node (logged, named in the config), and connects', async () => {
+  it('accepts a listed prefix, refuses one that overlaps a subnet of the node (logged, named in the config), connects; a server turned hostile shows as degraded in status', async () => {
     await withLab(async (lab) => {
       const w = await AgentWorld.create(lab);
       // A second underlay subnet on the node, standing for its testbed control network.
@@ -31,6 +33,22 @@ describe('agent: pushed-route prefixes on the node', () => {
         expect(conf).toContain('# pushed routes for 192.0.2.0/25 refused on this node: it overlaps the subnet of eth0 (192.0.2.0/24)');
         expect(conf).toContain('pull-filter ignore "route"\n');
         expect(agent.log()).toContain('alpha: pushed routes for 192.0.2.0/25 refused on this node: it overlaps the subnet of eth0 (192.0.2.0/24)');
+
+        // The server turns hostile (its client-config-dir is read at every connect); a restart makes the node pull again.
+        const routesBefore = (await w.node.exec('ip', ['-4', 'route', 'show', 'table', 'all'])).stdout;
+        await writeFile(join(w.dir, 'srv', 'alpha', 'ccd', w.nodeId), 'ifconfig-push 128.0.0.5 128.0.0.0\npush "route 0.0.0.0 128.0.0.0"\npush "route 128.0.0.0 128.0.0.0"\n');
+        expect((await runCli(['restart', 'alpha', '--runtime-dir', w.runtimeDir])).code).toBe(0);
+        const bad = await w.waitStatus((st) => net(st, 'alpha')?.last_error?.code === 'MVPN_OPENVPN_PUSH_REFUSED' && net(st, 'alpha')?.state === 'degraded');
+        expect(net(bad, 'alpha')?.last_error?.message).toContain("'ifconfig 128.0.0.5 128.0.0.0'");
+        expect(net(bad, 'alpha')?.last_error?.message).toContain("'route 0.0.0.0 128.0.0.0'");
+        const table = await runCli(['status', '--runtime-dir', w.runtimeDir]);
+        expect(table.stdout).toMatch(/^alpha\s+degraded\b/m);
+        expect(table.stdout).toContain('MVPN_OPENVPN_PUSH_REFUSED');
+        const routesAfter = (await w.node.exec('ip', ['-4', 'route', 'show', 'table', 'all'])).stdout;
+        // The old address's routes went with the restart (the tap stays, unaddressed); nothing new appeared.
+        const added = routesAfter.split('\n').filter((l) => l !== '' && !routesBefore.split('\n').includes(l));
+        expect(added).toEqual([]);
+        expect(routesAfter).not.toMatch(/^(0\.0\.0\.0|128\.0\.0\.0)\/1 /m);
       } finally {
         await agent.stop();
         await w.cleanup();
