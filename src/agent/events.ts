@@ -30,6 +30,7 @@ export type AgentEvent =
   | { readonly kind: 'reconcile.done'; readonly actions: number; readonly durationMs: number }
   | { readonly kind: 'reconcile.next'; readonly delayMs: number }
   | { readonly kind: 'install.broken'; readonly network: string; readonly message: string }
+  | { readonly kind: 'install.route-refused'; readonly network: string; readonly prefix: string; readonly reason: string }
   | { readonly kind: 'network.admin'; readonly network: string; readonly verb: string };
 
 export const agentFormatters: Formatters<AgentEvent> = {
@@ -68,6 +69,7 @@ export const agentFormatters: Formatters<AgentEvent> = {
   'reconcile.rejected': (e) => ({ level: 'error', text: `${e.network}: new bundle rejected, keeping what runs: ${e.message} [${e.code}]` }),
   'reconcile.done': (e) => ({ level: 'info', text: `reconcile done: ${e.actions} change(s) in ${e.durationMs} ms` }),
   'reconcile.next': (e) => ({ level: 'debug', text: `next reconcile in ${Math.round(e.delayMs / 1000)} s` }),
+  'install.route-refused': (e) => ({ level: 'warning', text: `${e.network}: pushed routes for ${e.prefix} refused on this node: ${e.reason}` }),
   'install.broken': (e) => ({ level: 'warning', text: `${e.network}: installed files are not usable, reinstalling: ${e.message}` }),
   'network.admin': (e) => ({ level: 'notice', text: `${e.network}: ${e.verb} requested by an operator` }),
 };

@@ -44,6 +44,7 @@ export function instanceSpec(b: InstalledBundle, runtimeDir: string, openvpnPath
     ...runtimePaths(runtimeDir, b.network),
     dev: deviceName(b.network),
     expectedAddress: b.spec.address.ipv4,
+    pushFiltered: true,
     openvpnPath,
   };
 }
@@ -56,6 +57,7 @@ function sameSpec(a: InstanceSpec, b: InstanceSpec): boolean {
     a.pidFile === b.pidFile &&
     a.dev === b.dev &&
     a.expectedAddress === b.expectedAddress &&
+    a.pushFiltered === b.pushFiltered &&
     a.openvpnPath === b.openvpnPath
   );
 }

@@ -48,7 +48,9 @@ import { BundleError, FetchError, MvpnError, toMvpnError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { renderClientConfig } from '../openvpn/client-config.ts';
 import { runtimePaths } from '../openvpn/process.ts';
+import { acceptedRoutes, readProtectedPrefixes, type ProtectedPrefix } from '../openvpn/push-policy.ts';
 import type { Clock } from '../util/clock.ts';
+import { execCommand, type ExecFn } from '../util/exec.ts';
 import { savePinnedChain } from './anchor-state.ts';
 import type { AgentConfig } from './config.ts';
 import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
@@ -77,6 +79,8 @@ export interface ReconcileDeps {
   readonly clock: Clock;
   readonly logger: Logger<AgentEvent>;
   readonly sourceDeps?: Partial<SourceDeps>;
+  /** Runs `ip` to read the node's underlay before rendering a network that allows pushed routes (push-policy.ts). */
+  readonly exec?: ExecFn;
 }
 
 export interface ReconcileResult {
@@ -198,14 +202,20 @@ export class Reconciler {
     for (const b of list) this.installed.set(b.network, b);
   }
 
-  private render = (spec: Parameters<typeof renderClientConfig>[0], _dir: string, files: { ca: string; cert: string; key: string; tlsCryptV2: string; crl: string }): string =>
-    renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev: deviceName(spec.id) });
-
   private async install(vb: VerifiedBundle, identity: Identity | undefined): Promise<InstalledBundle> {
+    const dev = deviceName(vb.spec.id);
+    // Pushed routes must never cover the node's underlay: read it now, for the config rendered now.
+    let protect: ProtectedPrefix[] = [];
+    if (vb.spec.pushed_routes !== undefined) {
+      protect = await readProtectedPrefixes(this.deps.exec ?? execCommand, dev);
+      for (const r of acceptedRoutes(vb.spec.pushed_routes, vb.spec.remotes, protect).refused) {
+        this.deps.logger.emit({ kind: 'install.route-refused', network: vb.spec.id, prefix: r.prefix, reason: r.reason });
+      }
+    }
     const b = await installBundle(vb, {
       stateDir: this.ctx.config.stateDir,
       ...(identity ? { nodeKeyPath: identity.paths.key } : {}),
-      render: this.render,
+      render: (spec, _dir, files) => renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev }, protect),
     });
     this.installed.set(b.network, b);
     return b;

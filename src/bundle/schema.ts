@@ -12,6 +12,7 @@
 import { isIP, isIPv4 } from 'node:net';
 import { z } from 'zod';
 import { DocumentError } from '../errors.ts';
+import { MAX_PUSHED_ROUTES, pushedRoutePrefixProblem } from '../openvpn/push-policy.ts';
 import { limits } from './limits.ts';
 
 /** Network ids become interface names (`mv-<id>`, `ms-<id>`): at most 15 characters. */
@@ -74,11 +75,17 @@ const keepalive = z
   .strictObject({ interval: z.int().min(1).max(3600), timeout: z.int().min(2).max(86400) })
   .refine((k) => k.timeout > k.interval, { message: 'timeout must be longer than interval', path: ['timeout'] });
 
+const pushedRoutePrefix = z.string().max(18).superRefine((s, ctx) => {
+  const problem = pushedRoutePrefixProblem(s);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 /**
  * The structured network description (`network.json`) the agent renders its
  * openvpn config from. `extra_options` strings are only bounded here; the
  * allow-list in src/openvpn/options.ts judges them so the error names the
- * directive.
+ * directive. `allow_pushed_routes` is true exactly when `pushed_routes`
+ * lists the prefixes the server may push routes for (push-policy.ts).
  */
 export const NetworkSpecSchema = z.strictObject({
   schema: z.literal(1),
@@ -98,7 +105,16 @@ export const NetworkSpecSchema = z.strictObject({
     .refine((c) => new Set(c).size === c.length, 'a cipher is listed twice'),
   keepalive,
   allow_pushed_routes: z.boolean(),
+  pushed_routes: z
+    .array(pushedRoutePrefix)
+    .min(1)
+    .max(MAX_PUSHED_ROUTES)
+    .refine((r) => new Set(r).size === r.length, 'a prefix is listed twice')
+    .optional(),
   extra_options: z.array(z.array(z.string().max(256)).min(1).max(8)).max(32).optional(),
+}).refine((s) => s.allow_pushed_routes === (s.pushed_routes !== undefined), {
+  message: 'allow_pushed_routes must be true exactly when pushed_routes lists the prefixes routes may be pushed for',
+  path: ['pushed_routes'],
 });
 export type NetworkSpec = z.infer<typeof NetworkSpecSchema>;
 

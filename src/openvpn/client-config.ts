@@ -15,9 +15,12 @@
  * - `management <sock> unix` + `management-hold`: the agent releases the
  *   hold after it has subscribed to state changes; no TCP management ever.
  * - `script-security 1`: openvpn may run its built-in helpers, no scripts.
- * - `pull-filter ignore redirect-gateway` always (a testbed node must never
- *   lose its control-network default route) and `route-nopull` unless the
- *   spec allows pushed routes.
+ * - `pull-filter` lines so that only the node's own address from the spec
+ *   is taken from the server's push, `redirect-gateway`/`redirect-private`
+ *   never (a testbed node must never lose its control-network default
+ *   route), and routes only for prefixes the spec lists that cover nothing
+ *   of the node's underlay (`protect`); `route-nopull` when the spec allows
+ *   no pushed routes. The rules and why they hold are in push-policy.ts.
  * - no `log`, `status`, `writepid` or script directives: the agent collects
  *   output and state through the management interface.
  * - `remote` lines in the spec's order, no `remote-random`: the order is the
@@ -26,6 +29,7 @@
 import { RenderError } from '../errors.ts';
 import type { NetworkSpec } from '../bundle/schema.ts';
 import { checkExtraOptions } from './options.ts';
+import { acceptedRoutes, pullFilterLines, type ProtectedPrefix } from './push-policy.ts';
 
 export interface ClientPaths {
   readonly ca: string;
@@ -53,8 +57,13 @@ function checkPaths(paths: ClientPaths): void {
   }
 }
 
-export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths): string {
+/**
+ * `protect`: what pushed routes must not cover on this node (readProtectedPrefixes);
+ * a listed prefix that overlaps it is left out (a comment says why), so openvpn ignores its push.
+ */
+export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths, protect: readonly ProtectedPrefix[] = []): string {
   checkPaths(paths);
+  const routes = spec.pushed_routes === undefined ? undefined : acceptedRoutes(spec.pushed_routes, spec.remotes, protect);
   const extras = checkExtraOptions(spec.extra_options ?? [], { proto: spec.proto });
   const lines: string[] = [
     `# openvpn client config for network ${spec.id}, rendered by mvpn-client from network.json.`,
@@ -79,8 +88,8 @@ export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths): strin
     `management ${paths.mgmtSocket} unix`,
     'management-hold',
     'script-security 1',
-    ...(spec.allow_pushed_routes ? [] : ['route-nopull']),
-    'pull-filter ignore redirect-gateway',
+    ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
+    ...pullFilterLines(spec.address.ipv4, routes?.accepted),
     `keepalive ${spec.keepalive.interval} ${spec.keepalive.timeout}`,
     ...(spec.mtu === undefined ? [] : [`tun-mtu ${spec.mtu}`]),
     'verb 3',

@@ -22,6 +22,7 @@ export type OpenvpnEvent =
       readonly expected: boolean;
     }
   | { readonly kind: 'openvpn.output'; readonly id: string; readonly pid: number; readonly line: string }
+  | { readonly kind: 'openvpn.push-refused'; readonly id: string; readonly pid: number; readonly option: string }
   | { readonly kind: 'openvpn.fatal'; readonly id: string; readonly pid: number; readonly text: string }
   | { readonly kind: 'openvpn.mgmt-connected'; readonly id: string; readonly socket: string }
   | { readonly kind: 'openvpn.mgmt-failed'; readonly id: string; readonly code: string; readonly message: string }
@@ -44,6 +45,7 @@ export const openvpnFormatters: Formatters<OpenvpnEvent> = {
   }),
   // openvpn logs every management command at verb 3; the health check's `state` every few seconds would flood the journal.
   'openvpn.output': (e) => ({ level: e.line.includes('MANAGEMENT: ') ? 'debug' : 'info', text: `${e.id}[${e.pid}]: ${e.line}` }),
+  'openvpn.push-refused': (e) => ({ level: 'warning', text: `${e.id}[${e.pid}]: refused pushed option '${e.option}' (not this node's address or a listed route prefix)` }),
   'openvpn.fatal': (e) => ({ level: 'error', text: `${e.id}[${e.pid}]: FATAL ${e.text}` }),
   'openvpn.mgmt-connected': (e) => ({ level: 'debug', text: `${e.id}: management interface connected (${e.socket})` }),
   'openvpn.mgmt-failed': (e) => ({ level: 'warning', text: `${e.id}: management interface: ${e.message} [${e.code}]` }),

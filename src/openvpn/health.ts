@@ -13,6 +13,11 @@
  *   `hungLimit` checks in a row (hung: SIGSTOPped, deadlocked), or a client
  *   is CONNECTED but its expected address has been missing from the device
  *   for `addressMissingLimit` checks.
+ * - `degraded` (no restart): a client is CONNECTED but openvpn removed
+ *   lines of the server's push that the node refuses (push-policy.ts: an
+ *   address other than its own, a route outside the listed prefixes,
+ *   redirect-gateway). A restart would be pushed the same again; the reason
+ *   names the refused lines until a push without them arrives.
  * - `pending`: openvpn is working on a connection (any state but CONNECTED).
  *   Not our business to restart: openvpn retries on its own (connect-retry,
  *   ping-restart).
@@ -61,6 +66,8 @@ export interface HealthObservation {
   readonly device: DeviceInfo;
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** Client: lines of the last push reply that openvpn's pull-filter removed (supervisor, from openvpn's log). */
+  readonly refusedPushes?: readonly string[];
 }
 
 export interface HealthMemory {
@@ -83,7 +90,7 @@ export interface HealthResult {
   readonly verdict: HealthVerdict;
   readonly reason: string;
   /** Set for `failed`: the error code the supervisor records as lastError. */
-  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY';
+  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY' | 'MVPN_OPENVPN_PUSH_REFUSED';
   readonly memory: HealthMemory;
   /** The address found on the device that matches the expected one (or the first IPv4 one). */
   readonly tunnelAddress?: string;
@@ -133,6 +140,17 @@ export function assessHealth(obs: HealthObservation, memory: HealthMemory, targe
   const connected = obs.openvpnState === 'CONNECTED' || (target.role === 'server' && obs.device.device === 'present');
   if (!connected) {
     return withAddr({ verdict: 'pending' as const, reason: `openvpn state ${obs.openvpnState ?? 'unknown'}`, memory: base });
+  }
+
+  if (target.role === 'client' && obs.refusedPushes !== undefined && obs.refusedPushes.length > 0) {
+    const shown = obs.refusedPushes.slice(0, 4).map((l) => `'${l}'`).join(', ') + (obs.refusedPushes.length > 4 ? ` and ${obs.refusedPushes.length - 4} more` : '');
+    const address = obs.refusedPushes.some((l) => l.startsWith('ifconfig')) && target.expectedAddress !== undefined ? `; it did not push this node's address ${target.expectedAddress}` : '';
+    return withAddr({
+      verdict: 'degraded' as const,
+      code: 'MVPN_OPENVPN_PUSH_REFUSED' as const,
+      reason: `the server pushed what this node refuses: ${shown}${address}; the node's addresses and routes are unchanged; fix the server's push or client-config-dir for this node`,
+      memory: base,
+    });
   }
 
   if (target.role === 'client' && target.expectedAddress !== undefined && obs.device.device !== 'unknown' && !hasAddress(obs.device.addresses, target.expectedAddress)) {

@@ -37,6 +37,8 @@
  */
 import { RenderError } from '../errors.ts';
 import { NETWORK_ID_RE } from '../bundle/schema.ts';
+import { intToIp, netmaskString, parseCidr } from '../server/alloc.ts';
+import { pushedRoutePrefixProblem } from './push-policy.ts';
 
 export interface ServerNetwork {
   readonly id: string;
@@ -56,6 +58,8 @@ export interface ServerNetwork {
   readonly keepalive: { readonly interval: number; readonly timeout: number };
   /** tap only: the server tap's MAC, a locally administered unicast address (`02:…`). */
   readonly lladdr?: string | undefined;
+  /** Prefixes pushed to clients as routes via the server (network.json `pushed_routes`). */
+  readonly pushedRoutes?: readonly string[] | undefined;
 }
 
 export interface ServerFiles {
@@ -89,6 +93,7 @@ function check(net: ServerNetwork, files: ServerFiles): void {
   if (net.local !== undefined && !IP_RE.test(net.local)) throw invalid('local', net.local);
   if (net.lladdr !== undefined && !MAC_RE.test(net.lladdr)) throw invalid('lladdr', net.lladdr);
   for (const k of ['network', 'netmask', 'serverIp', 'firstHost', 'lastHost'] as const) if (!IPV4_RE.test(net[k])) throw invalid(k, net[k]);
+  for (const r of net.pushedRoutes ?? []) if (pushedRoutePrefixProblem(r) !== undefined) throw invalid('pushedRoutes', r);
   if (net.ciphers.length === 0 || !net.ciphers.every((c) => CIPHER_RE.test(c))) throw invalid('ciphers', net.ciphers);
   const { interval, timeout } = net.keepalive;
   if (!Number.isInteger(interval) || !Number.isInteger(timeout) || interval < 1 || timeout <= interval) throw invalid('keepalive', net.keepalive);
@@ -115,6 +120,10 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
       ? ['mode server', 'tls-server', `ifconfig ${net.serverIp} ${net.netmask}`, `server-bridge ${net.serverIp} ${net.netmask} ${net.firstHost} ${net.lastHost}`]
       : ['topology subnet', `server ${net.network} ${net.netmask} nopool`]),
     'client-to-client',
+    ...(net.pushedRoutes ?? []).map((r) => {
+      const c = parseCidr(r);
+      return `push "route ${intToIp(c.base)} ${netmaskString(c.prefix)}"`;
+    }),
     `client-config-dir ${files.ccdDir}`,
     'ccd-exclusive',
     `ca ${files.ca}`,

@@ -46,6 +46,7 @@ import type { OpenvpnEvent } from './events.ts';
 import { assessHealth, defaultHealthPolicy, freshHealthMemory, readDevice, type HealthMemory, type HealthPolicy, type HealthVerdict } from './health.ts';
 import { ManagementClient, type ManagementOptions, type StateInfo } from './management.ts';
 import { findRunning } from './process.ts';
+import { parsePushLogLine } from './push-policy.ts';
 
 export type InstanceState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
 
@@ -63,6 +64,13 @@ export interface InstanceSpec {
   readonly dev: string;
   /** Client: the address that must be on `dev` once connected (`a.b.c.d/len` or `a.b.c.d`). */
   readonly expectedAddress?: string;
+  /**
+   * Client: the config filters the server's push (push-policy.ts, the
+   * agent's template); a line openvpn removed makes the network `degraded`
+   * with the refused lines as reason. Off for configs that filter pushes for
+   * convenience (a federation link ignores the server's `ping`).
+   */
+  readonly pushFiltered?: boolean;
   readonly openvpnPath?: string;
 }
 
@@ -334,6 +342,8 @@ interface Run {
   mgmt: ManagementClient | undefined;
   readonly output: string[];
   fatal: string | undefined;
+  /** Lines of the latest push reply that openvpn's pull-filter removed (push-policy.ts). */
+  refusedPushes: string[];
   /** `>STATE:` notifications received so far (see pollState). */
   stateEvents: number;
   /** The state named by the latest `>STATE:` notification. */
@@ -341,6 +351,8 @@ interface Run {
 }
 
 const OUTPUT_KEEP = 20;
+/** Refused push lines remembered per push reply (the status reason shows the first few). */
+const REFUSED_PUSHES_KEEP = 32;
 const OUTPUT_LINE_MAX = 4_096;
 
 /** Management sockets claimed by supervisors in this process: a second Supervisor for the same files refuses to start. */
@@ -623,7 +635,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     let onExit: () => void = () => undefined;
     const exit = new Promise<void>((resolve) => (onExit = resolve));
-    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, stateEvents: 0, lastNotified: undefined };
+    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, refusedPushes: [], stateEvents: 0, lastNotified: undefined };
     this.run = run;
     this.captureOutput(run, child.stdout);
     this.captureOutput(run, child.stderr);
@@ -675,6 +687,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         run.output.push(line);
         if (run.output.length > OUTPUT_KEEP) run.output.shift();
         this.deps.logger.emit({ kind: 'openvpn.output', id: this.spec.id, pid: run.pid, line });
+        const push = this.spec.pushFiltered === true ? parsePushLogLine(line) : undefined;
+        if (push?.kind === 'reply') run.refusedPushes = [];
+        else if (push?.kind === 'refused' && run.refusedPushes.length < REFUSED_PUSHES_KEEP) {
+          run.refusedPushes.push(push.option);
+          this.deps.logger.emit({ kind: 'openvpn.push-refused', id: this.spec.id, pid: run.pid, option: push.option });
+        }
       }
     });
   }
@@ -919,7 +937,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (seenBefore !== undefined && run.stateEvents !== seenBefore && run.lastNotified !== undefined) openvpnState = run.lastNotified;
 
     const result = assessHealth(
-      { mgmt: mgmtResult, ...(openvpnState === undefined ? {} : { openvpnState }), device, bytesIn: this.bytesIn, bytesOut: this.bytesOut },
+      { mgmt: mgmtResult, ...(openvpnState === undefined ? {} : { openvpnState }), device, bytesIn: this.bytesIn, bytesOut: this.bytesOut, ...(this.spec.pushFiltered === true ? { refusedPushes: run.refusedPushes } : {}) },
       this.healthMemory,
       { role: this.spec.role, dev: this.spec.dev, ...(this.spec.expectedAddress === undefined ? {} : { expectedAddress: this.spec.expectedAddress }) },
       policy,

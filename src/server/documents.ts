@@ -38,7 +38,8 @@ export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'addre
     server_tunnel_ip: intToIp(serverAddress(subnet)),
     ciphers: [...CIPHERS],
     keepalive: { ...KEEPALIVE },
-    allow_pushed_routes: false,
+    allow_pushed_routes: net.pushedRoutes !== undefined,
+    ...(net.pushedRoutes === undefined ? {} : { pushed_routes: [...net.pushedRoutes] }),
   };
 }
 

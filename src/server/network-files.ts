@@ -91,6 +91,7 @@ function renderBase(config: ServerConfig, paths: ServerPaths, net: NetworkRecord
       ciphers: CIPHERS,
       keepalive: KEEPALIVE,
       lladdr: net.devType === 'tap' ? serverMac(net.id) : undefined,
+      pushedRoutes: net.pushedRoutes,
     },
     { ca: f.ca, cert: f.cert, key: f.key, tlsCryptV2: f.tlsCryptV2, crl: f.crl, ccdDir: f.ccdDir, dev: serverDev(net.id) },
   );

@@ -42,9 +42,10 @@ function startOpenvpn(ns: Netns, configPath: string): Running {
   return { child, log: () => out };
 }
 
-/** A tap server like the server mode's, which also pushes a route and redirect-gateway the client must ignore. */
-function serverConfig(p: Awaited<ReturnType<typeof writeTestPki>>, proto: 'udp' | 'tcp'): string {
+/** A tap server like the server mode's (the node's address from its ccd file), which also pushes a route and redirect-gateway the client must ignore. */
+function serverConfig(p: Awaited<ReturnType<typeof writeTestPki>>, proto: 'udp' | 'tcp', ccd: string): string {
   return [
+    `client-config-dir ${ccd}`,
     'server 198.19.0.0 255.255.255.0',
     'dev tap0',
     'dev-type tap',
@@ -99,12 +100,16 @@ describe('rendered client config on real openvpn', () => {
     try {
       const f = await makeBundleFixture({ nodes: ['pc101'] });
       const serverPaths = await writeTestPki(f.pki, join(tmp.path, 'server-pki'));
-      await writeFile(join(tmp.path, 'server.conf'), serverConfig(serverPaths, proto));
+      const ccd = join(tmp.path, 'ccd');
+      await mkdir(ccd);
+      await writeFile(join(ccd, 'pc101'), 'ifconfig-push 198.19.0.10 255.255.255.0\n');
+      await writeFile(join(tmp.path, 'server.conf'), serverConfig(serverPaths, proto, ccd));
 
       // Server side: build and sign, as server mode does.
       const spec = makeSpec('lab1', {
         proto,
         allow_pushed_routes: allowPushedRoutes,
+        ...(allowPushedRoutes ? { pushed_routes: [PUSHED_ROUTE] } : {}),
         remotes: [{ host: SERVER_UNDERLAY, port: 1194 }],
         address: { ipv4: '198.19.0.10/24' },
         server_tunnel_ip: SERVER_TUNNEL,

@@ -144,6 +144,46 @@ describe('server network', () => {
     expect(n).toMatchObject({ dev_type: 'tun', subnet: '198.19.200.0/28', port: 1290, key_alg: 'rsa-2048' });
   });
 
+  it('stores the prefixes nodes accept pushed routes for, pushes them from the server and signs them into every bundle', async () => {
+    const n = await s.json<NetView & { pushed_routes: string[] }>([
+      'network', 'create', 'routed', '--remote', '198.18.0.1', '--pushed-route', '203.0.113.0/24', '--pushed-route', '198.51.100.0/25',
+    ]);
+    expect(n.pushed_routes).toEqual(['203.0.113.0/24', '198.51.100.0/25']);
+    expect((await s.json<{ pushed_routes: string[] }>(['network', 'show', 'routed'])).pushed_routes).toEqual(['203.0.113.0/24', '198.51.100.0/25']);
+    expect((await s.json<{ pushed_routes: string[] }>(['network', 'show', 'a1'])).pushed_routes).toEqual([]);
+    await s.json(['node', 'add', 'pr1', '--network', 'routed']);
+    await s.json(['node', 'add', 'pr1', '--network', 'a1']);
+    const anchor = parseAnchor((await readFile(join(s.stateDir, 'trust-anchor'), 'utf8')).trim());
+    const routed = await verifyBundle(await readFile((await s.json<{ bundle: string }>(['export', 'pr1', '--network', 'routed', '--out', join(s.dir, 'pr1-routed.tar.gz')])).bundle), { anchor, nodeId: 'pr1', now: new Date() });
+    expect(routed.spec).toMatchObject({ allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24', '198.51.100.0/25'] });
+    const plain = await verifyBundle(await readFile((await s.json<{ bundle: string }>(['export', 'pr1', '--network', 'a1', '--out', join(s.dir, 'pr1-a1.tar.gz')])).bundle), { anchor, nodeId: 'pr1', now: new Date() });
+    expect(plain.spec.allow_pushed_routes).toBe(false);
+    expect(plain.spec).not.toHaveProperty('pushed_routes');
+    // A store reopened by another process reads the same prefixes.
+    const ctx = await openContext(s.stateDir);
+    try {
+      expect(ctx.store.read((tx) => tx.getNetwork('routed'))?.pushedRoutes).toEqual(['203.0.113.0/24', '198.51.100.0/25']);
+      expect(ctx.store.read((tx) => tx.getNetwork('a1'))?.pushedRoutes).toBeUndefined();
+    } finally {
+      ctx.close();
+    }
+  });
+
+  it.each([
+    ['a /1 of the def1 pair', ['0.0.0.0/1'], /prefix length must be 8\.\.32/],
+    ['a default route', ['0.0.0.0/0'], /never a default route/],
+    ['host bits', ['203.0.113.1/24'], /no host bits/],
+    ['the server address', ['198.18.0.0/16'], /overlaps the server address 198\.18\.0\.1/],
+    ['a prefix twice', ['203.0.113.0/24', '203.0.113.0/24'], /given twice/],
+  ])('refuses --pushed-route with %s (MVPN_USAGE, nothing stored)', async (_n, prefixes, why) => {
+    const r = await cli(['server', 'network', 'create', 'badroute', '--remote', '198.18.0.1', ...prefixes.flatMap((p) => ['--pushed-route', p]), '--state-dir', s.stateDir, '--json']);
+    expect(r.code).not.toBe(0);
+    const e = r.json<{ error: { code: string; message: string } }>().error;
+    expect(e.code).toBe('MVPN_USAGE');
+    expect(e.message).toMatch(why);
+    expect((await cli(['server', 'network', 'show', 'badroute', '--state-dir', s.stateDir])).err).toContain('MVPN_NOT_FOUND');
+  });
+
   it.each([
     [['network', 'create', 'Bad_Id'], 'MVPN_USAGE'],
     [['network', 'create', 'toolongnetworkid'], 'MVPN_USAGE'],

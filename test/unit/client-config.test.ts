@@ -63,8 +63,10 @@ describe('renderClientConfig', () => {
         `management ${paths.mgmtSocket} unix`,
         'management-hold',
         'script-security 1',
+        'pull-filter accept "ifconfig 192.0.2.10 255.255.255.0"',
+        'pull-filter ignore "ifconfig"',
+        'pull-filter ignore "redirect-"',
         'route-nopull',
-        'pull-filter ignore redirect-gateway',
         'keepalive 10 60',
         'verb 3',
         '',
@@ -73,9 +75,20 @@ describe('renderClientConfig', () => {
   });
 
   test.each<[string, Parameters<typeof makeSpec>[1], (d: string[][]) => void]>([
-    ['pushed routes allowed: no route-nopull, redirect-gateway still ignored', { allow_pushed_routes: true }, (d) => {
+    ['pushed routes allowed: only the listed prefixes, redirect still ignored, the address still pinned', { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24', '10.0.0.0/8'] }, (d) => {
       expect(d.some((x) => x[0] === 'route-nopull')).toBe(false);
-      expect(d).toContainEqual(['pull-filter', 'ignore', 'redirect-gateway']);
+      expect(d.filter((x) => x[0] === 'pull-filter')).toEqual([
+        ['pull-filter', 'accept', '"ifconfig', '192.0.2.10', '255.255.255.0"'],
+        ['pull-filter', 'ignore', '"ifconfig"'],
+        ['pull-filter', 'ignore', '"redirect-"'],
+        ['pull-filter', 'accept', '"route', '203.0.113.0', '255.255.255.0"'],
+        ['pull-filter', 'accept', '"route', '10.0.0.0', '255.0.0.0"'],
+        ['pull-filter', 'accept', '"route-gateway', '"'],
+        ['pull-filter', 'ignore', '"route"'],
+      ]);
+    }],
+    ['the accepted ifconfig is the spec address with its netmask', { address: { ipv4: '198.19.7.200/22' } }, (d) => {
+      expect(d).toContainEqual(['pull-filter', 'accept', '"ifconfig', '198.19.7.200', '255.255.252.0"']);
     }],
     ['tcp becomes tcp-client', { proto: 'tcp' }, (d) => expect(d).toContainEqual(['proto', 'tcp-client'])],
     ['tun device type', { dev_type: 'tun' }, (d) => expect(d).toContainEqual(['dev-type', 'tun'])],
@@ -90,7 +103,7 @@ describe('renderClientConfig', () => {
   });
 
   test('never carries directives that write files, run scripts or open TCP management', () => {
-    for (const spec of [makeSpec('lab1'), makeSpec('lab1', { allow_pushed_routes: true, proto: 'tcp', mtu: 1300, extra_options: [['ping', '5']] })]) {
+    for (const spec of [makeSpec('lab1'), makeSpec('lab1', { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24'], proto: 'tcp', mtu: 1300, extra_options: [['ping', '5']] })]) {
       const names = directives(renderClientConfig(spec, paths)).map((d) => d[0]);
       for (const bad of ['log', 'log-append', 'status', 'writepid', 'up', 'down', 'route-up', 'plugin', 'remote-random', 'management-query-passwords', 'daemon', 'config', 'cd']) {
         expect(names).not.toContain(bad);
@@ -110,6 +123,16 @@ describe('renderClientConfig', () => {
     ['a device name with a slash', { dev: 'mv/x' }],
   ])('refuses %s', (_n, p) => {
     expect(codeOf(() => renderClientConfig(makeSpec('lab1'), { ...paths, ...p }))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test('a listed prefix that overlaps the node underlay or a remote address is left out, with the reason in a comment', () => {
+    const spec = makeSpec('lab1', { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24', '198.18.0.0/16', '198.51.100.0/24'] });
+    const conf = renderClientConfig(spec, paths, [{ cidr: '198.51.100.128/25', what: 'the subnet of eth1' }]);
+    const accepted = directives(conf).filter((x) => x[0] === 'pull-filter' && x[1] === 'accept' && x[2] === '"route');
+    expect(accepted).toEqual([['pull-filter', 'accept', '"route', '203.0.113.0', '255.255.255.0"']]);
+    expect(conf).toContain('# pushed routes for 198.18.0.0/16 refused on this node: it overlaps the server address 198.18.0.1 (198.18.0.1/32)');
+    expect(conf).toContain('# pushed routes for 198.51.100.0/24 refused on this node: it overlaps the subnet of eth1 (198.51.100.128/25)');
+    expect(conf).toMatch(/pull-filter ignore "route"\n/);
   });
 
   test('extra tun-mtu together with spec mtu is refused', () => {

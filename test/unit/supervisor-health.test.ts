@@ -60,6 +60,17 @@ describe('assessHealth', () => {
       verdict: 'degraded',
     },
     {
+      name: 'refused push (another address): degraded with a code, never a restart, however often the address was missing',
+      obs: ok({ device: present(), refusedPushes: ['ifconfig 128.0.0.5 128.0.0.0'] }),
+      memory: mem({ addressMissing: 5 }),
+      verdict: 'degraded',
+      code: 'MVPN_OPENVPN_PUSH_REFUSED',
+    },
+    { name: 'refused pushed route with the address in place: degraded', obs: ok({ refusedPushes: ['route 0.0.0.0 128.0.0.0'] }), verdict: 'degraded', code: 'MVPN_OPENVPN_PUSH_REFUSED' },
+    { name: 'refused push while not yet connected: pending', obs: ok({ openvpnState: 'GET_CONFIG', refusedPushes: ['ifconfig 128.0.0.5 128.0.0.0'] }), verdict: 'pending' },
+    { name: 'a push without refused lines: ok', obs: ok({ refusedPushes: [] }), verdict: 'ok' },
+    { name: 'refused push on a server: not judged', obs: ok({ device: present('203.0.113.1/24'), refusedPushes: ['ping 2'] }), target: server, verdict: 'ok' },
+    {
       name: 'moving counters reset the stall count',
       obs: ok({ bytesIn: 11 }),
       memory: mem({ stalled: 2, lastBytes: { bytesIn: 10, bytesOut: 20 } }),
@@ -74,6 +85,16 @@ describe('assessHealth', () => {
       expect(r.code).toBe(c.code);
     });
   }
+
+  it('a refused push names the refused lines and the address the node expected, and does not count toward a restart', () => {
+    const r = assessHealth(ok({ device: present(), refusedPushes: ['ifconfig 128.0.0.5 128.0.0.0', 'redirect-gateway def1'] }), mem({ addressMissing: 2 }), client, policy);
+    expect(r.reason).toBe(
+      "the server pushed what this node refuses: 'ifconfig 128.0.0.5 128.0.0.0', 'redirect-gateway def1'; it did not push this node's address 198.51.100.2/24; the node's addresses and routes are unchanged; fix the server's push or client-config-dir for this node",
+    );
+    expect(r.memory.addressMissing).toBe(0);
+    const many = assessHealth(ok({ refusedPushes: ['route 1.0.0.0 255.0.0.0', 'route 2.0.0.0 255.0.0.0', 'route 3.0.0.0 255.0.0.0', 'route 4.0.0.0 255.0.0.0', 'route 5.0.0.0 255.0.0.0', 'route 6.0.0.0 255.0.0.0'] }), mem(), client, policy);
+    expect(many.reason).toContain("'route 4.0.0.0 255.0.0.0' and 2 more;");
+  });
 
   it('an answered check clears the unanswered count', () => {
     const r = assessHealth(ok(), mem({ mgmtFailures: 1, addressMissing: 2 }), client, policy);

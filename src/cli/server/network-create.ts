@@ -16,6 +16,7 @@ interface CreateArgs extends ServerArgs {
   port?: number;
   remote: string[];
   'key-alg': KeyAlg;
+  'pushed-route': string[];
 }
 
 /**
@@ -36,6 +37,12 @@ export const networkCreateCommand: CliCommand<CreateArgs> = {
         .option('subnet', { type: 'string', describe: 'IPv4 subnet (default: the next free /24 of the pool)' })
         .option('port', { type: 'number', describe: 'port (default: the next free one of the port range)' })
         .option('remote', { type: 'string', array: true, default: [], describe: 'HOST[:PORT] nodes connect to, in order; repeat (default: init --hostname/--address)' })
+        .option('pushed-route', {
+          type: 'string',
+          array: true,
+          default: [],
+          describe: 'PREFIX (a.b.c.d/len, /8 or longer) the server pushes a route for and nodes accept; repeat (default: none, nodes pull no routes)',
+        })
         .option('key-alg', { choices: ['ec-p256', 'rsa-2048'] as const, default: 'ec-p256' as const, describe: "the network CA's key type" }),
     ) as unknown as Argv<CreateArgs>,
   run: (args: CreateArgs, io: Io) =>
@@ -49,6 +56,7 @@ export const networkCreateCommand: CliCommand<CreateArgs> = {
         port: args.port,
         remotes: args.remote.map(String),
         keyAlg: args['key-alg'],
+        pushedRoutes: args['pushed-route'].map(String),
       });
       return {
         json: networkView(net),

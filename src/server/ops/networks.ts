@@ -13,6 +13,7 @@ import { StoreError, UsageError } from '../../errors.ts';
 import { NETWORK_ID_RE, isRemoteHost } from '../../bundle/schema.ts';
 import type { KeyAlg } from '../../pki/keys.ts';
 import { allocatePort, allocateSubnet, formatCidr, parseCidr, parsePortRange, intToIp, serverAddress } from '../alloc.ts';
+import { acceptedRoutes, MAX_PUSHED_ROUTES, pushedRoutePrefixProblem } from '../../openvpn/push-policy.ts';
 import { networkDir } from '../config.ts';
 import { createNetworkPki } from '../pki-service.ts';
 import type { DevType, NetworkRecord, NetworkState, Proto, Remote } from '../store/store.ts';
@@ -27,6 +28,8 @@ export interface CreateNetworkInput {
   readonly port?: number | undefined;
   readonly remotes?: readonly string[] | undefined;
   readonly keyAlg?: KeyAlg | undefined;
+  /** Prefixes nodes accept pushed routes for (push-policy.ts); empty or undefined: none. */
+  readonly pushedRoutes?: readonly string[] | undefined;
 }
 
 export function checkNetworkId(id: string): void {
@@ -88,6 +91,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     });
   }
   if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
+  const pushedRoutes = input.pushedRoutes?.length ? checkPushedRoutes(input.id, input.pushedRoutes, remotes) : undefined;
   const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
   if (existing) throw alreadyExists(existing);
 
@@ -110,12 +114,34 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
       remotes,
       ...pki,
       allocHint: 0,
+      ...(pushedRoutes === undefined ? {} : { pushedRoutes }),
       createdAt: now,
       updatedAt: now,
     };
     tx.insertNetwork(rec);
     return rec;
   });
+}
+
+/**
+ * `--pushed-route` prefixes: the rules every node applies too (push-policy.ts),
+ * checked here so the operator hears about a prefix nodes would refuse.
+ */
+function checkPushedRoutes(id: string, prefixes: readonly string[], remotes: readonly Remote[]): string[] {
+  if (prefixes.length > MAX_PUSHED_ROUTES) throw new UsageError(`network ${id}: at most ${MAX_PUSHED_ROUTES} --pushed-route prefixes`);
+  for (const p of prefixes) {
+    const problem = pushedRoutePrefixProblem(p);
+    if (problem !== undefined) throw new UsageError(`--pushed-route ${JSON.stringify(p)}: ${problem}`, { context: { prefix: p } });
+  }
+  if (new Set(prefixes).size !== prefixes.length) throw new UsageError(`network ${id}: a --pushed-route prefix is given twice`);
+  const { refused } = acceptedRoutes(prefixes, remotes, []);
+  if (refused.length > 0) {
+    throw new UsageError(`--pushed-route ${refused[0]!.prefix}: ${refused[0]!.reason}; nodes would refuse it`, {
+      context: { prefix: refused[0]!.prefix },
+      hint: 'a pushed route must never carry the traffic that reaches the server itself',
+    });
+  }
+  return [...prefixes];
 }
 
 function alreadyExists(net: NetworkRecord): StoreError {
@@ -199,6 +225,7 @@ export function networkView(net: NetworkRecord, members?: { active: number; revo
     subnet: net.subnet,
     server_address: intToIp(serverAddress(subnet)),
     remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
+    pushed_routes: net.pushedRoutes ?? [],
     key_alg: net.keyAlg,
     crl: { number: net.crlNumber, next_update: new Date(net.crlNextUpdate).toISOString() },
     ...(members ? { nodes: members } : {}),

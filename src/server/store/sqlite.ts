@@ -144,6 +144,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE nodes ADD COLUMN prev_identity_serial TEXT;
   ALTER TABLE memberships ADD COLUMN prev_cert_serial TEXT;
   `,
+  // 7: prefixes a network pushes routes for (JSON list, NULL = no pushed routes)
+  `
+  ALTER TABLE networks ADD COLUMN pushed_routes TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -190,6 +194,7 @@ function toNetwork(r: Row): NetworkRecord {
     crlNumber: num(r['crl_number']),
     crlNextUpdate: num(r['crl_next_update']),
     allocHint: num(r['alloc_hint']),
+    ...(r['pushed_routes'] === null || r['pushed_routes'] === undefined ? {} : { pushedRoutes: JSON.parse(str(r['pushed_routes'])) as string[] }),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -456,9 +461,9 @@ export class SqliteStore implements Store {
         guard();
         exec(
           `INSERT INTO networks (id, name, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, created_at, updated_at)
+             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, created_at, updated_at)
            VALUES ($id, $name, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $created_at, $updated_at)`,
+             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $created_at, $updated_at)`,
           {
             id: n.id,
             name: n.name,
@@ -478,6 +483,7 @@ export class SqliteStore implements Store {
             crl_number: n.crlNumber,
             crl_next_update: n.crlNextUpdate,
             alloc_hint: n.allocHint,
+            pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
             created_at: n.createdAt,
             updated_at: n.updatedAt,
           },

@@ -52,6 +52,8 @@ export interface NetworkRecord {
   readonly crlNextUpdate: number;
   /** Allocation hint: every address below it has been used (see alloc.ts). */
   readonly allocHint: number;
+  /** Prefixes the server pushes routes for and nodes accept (network.json `pushed_routes`); undefined: none, nodes pull no routes. */
+  readonly pushedRoutes?: readonly string[] | undefined;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
