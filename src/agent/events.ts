@@ -30,6 +30,7 @@ export type AgentEvent =
   | { readonly kind: 'reconcile.done'; readonly actions: number; readonly durationMs: number }
   | { readonly kind: 'reconcile.next'; readonly delayMs: number }
   | { readonly kind: 'install.broken'; readonly network: string; readonly message: string }
+  | { readonly kind: 'ca.pinned'; readonly network: string; readonly pins: readonly string[]; readonly previous: readonly string[] }
   | { readonly kind: 'network.admin'; readonly network: string; readonly verb: string };
 
 export const agentFormatters: Formatters<AgentEvent> = {
@@ -69,5 +70,9 @@ export const agentFormatters: Formatters<AgentEvent> = {
   'reconcile.done': (e) => ({ level: 'info', text: `reconcile done: ${e.actions} change(s) in ${e.durationMs} ms` }),
   'reconcile.next': (e) => ({ level: 'debug', text: `next reconcile in ${Math.round(e.delayMs / 1000)} s` }),
   'install.broken': (e) => ({ level: 'warning', text: `${e.network}: installed files are not usable, reinstalling: ${e.message}` }),
+  'ca.pinned': (e) => ({
+    level: 'notice',
+    text: `${e.network}: CA pin ${e.previous.length === 0 ? 'set' : `moved from ${e.previous.map((p) => p.slice(0, 16)).join(', ')}`} to ${e.pins.map((p) => p.slice(0, 16)).join(', ')}`,
+  }),
   'network.admin': (e) => ({ level: 'notice', text: `${e.network}: ${e.verb} requested by an operator` }),
 };

@@ -51,6 +51,7 @@ import { runtimePaths } from '../openvpn/process.ts';
 import type { Clock } from '../util/clock.ts';
 import { savePinnedChain } from './anchor-state.ts';
 import type { AgentConfig } from './config.ts';
+import { loadCaPins, pinsOfCaFile, saveCaPins } from './ca-pins.ts';
 import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
 import { finishRenewal, loadIdentity, renewalPending, type Identity } from './identity.ts';
@@ -201,7 +202,23 @@ export class Reconciler {
   private render = (spec: Parameters<typeof renderClientConfig>[0], _dir: string, files: { ca: string; cert: string; key: string; tlsCryptV2: string; crl: string }): string =>
     renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev: deviceName(spec.id) });
 
+  /** The CA pins of a network: its pin file, else the CAs of the bundle installed before pins existed, else none (first install). */
+  private async caPins(id: string): Promise<string[] | undefined> {
+    const pins = await loadCaPins(this.ctx.config.stateDir, id);
+    if (pins !== undefined) return pins;
+    const inst = this.installed.get(id);
+    return inst === undefined ? undefined : pinsOfCaFile(inst.paths.ca);
+  }
+
   private async install(vb: VerifiedBundle, identity: Identity | undefined): Promise<InstalledBundle> {
+    // The pin moves first (see ca-pins.ts): verifyBundle accepted these CAs under the pin rule.
+    const pins = vb.cas.map((c) => c.pin);
+    const { stateDir } = this.ctx.config;
+    const had = await loadCaPins(stateDir, vb.manifest.network);
+    if (had === undefined || had.join() !== pins.join()) {
+      await saveCaPins(stateDir, vb.manifest.network, pins, new Date(this.deps.clock.now()));
+      this.deps.logger.emit({ kind: 'ca.pinned', network: vb.manifest.network, pins, previous: had ?? [] });
+    }
     const b = await installBundle(vb, {
       stateDir: this.ctx.config.stateDir,
       ...(identity ? { nodeKeyPath: identity.paths.key } : {}),
@@ -496,10 +513,12 @@ export class Reconciler {
                 },
                 this.deps.sourceDeps,
               );
+              const pinnedCas = await this.caPins(n.id);
               vb = await verifyBundle(bytes, {
                 anchor: this.trust.anchor,
                 nodeId,
                 now,
+                ...(pinnedCas === undefined ? {} : { pinnedCas }),
                 expect: { network: n.id, version: n.bundle.version, sha256: n.bundle.sha256, size: n.bundle.size },
                 ...(identity ? { nodeKeyPem: identity.keyPem } : {}),
               });

@@ -9,6 +9,7 @@
  * nextUpdate `crl_days` ahead; the daemon re-issues them at half-life
  * (openvpn refuses every peer once the CRL has expired).
  */
+import { caCn, serverCn } from '../bundle/names.ts';
 import { createCa, type CaMaterial } from '../pki/ca.ts';
 import { issueCert } from '../pki/cert.ts';
 import { createCrl } from '../pki/crl.ts';
@@ -20,9 +21,7 @@ const DAY = 86_400_000;
 /** Certificates start a little in the past so a node whose clock is slightly behind accepts them. */
 const BACKDATE = 5 * 60_000;
 
-export function serverCn(networkId: string): string {
-  return `mvpn-server-${networkId}`;
-}
+export { serverCn };
 
 /**
  * src/pki caches a parsed and imported CA per CaMaterial object, so the same
@@ -59,7 +58,7 @@ export interface NetworkPki {
 export async function createNetworkPki(networkId: string, alg: KeyAlg, now: number, crlDays: number): Promise<NetworkPki> {
   const notBefore = new Date(now - BACKDATE);
   const notAfter = new Date(now + 3650 * DAY);
-  const ca = await createCa({ cn: `mvpn-ca-${networkId}`, alg, notBefore, notAfter });
+  const ca = await createCa({ cn: caCn(networkId), alg, notBefore, notAfter });
   const serverKey = await generateKeyPairPem(alg);
   const server = await issueCert({ ca, publicKeyPem: serverKey.publicKeyPem, cn: serverCn(networkId), usage: 'server', notBefore, notAfter });
   const crl = await buildCrl(ca, [], 1, now, crlDays);
