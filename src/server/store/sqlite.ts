@@ -16,6 +16,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { StoreError } from '../../errors.ts';
 import type {
+  CaRollRecord,
   MembershipPatch,
   MembershipRecord,
   NetworkPatch,
@@ -144,6 +145,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE nodes ADD COLUMN prev_identity_serial TEXT;
   ALTER TABLE memberships ADD COLUMN prev_cert_serial TEXT;
   `,
+  // 7: a network CA roll (JSON, NULL = the network never rolled its CA)
+  `
+  ALTER TABLE networks ADD COLUMN ca_roll TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -190,6 +195,7 @@ function toNetwork(r: Row): NetworkRecord {
     crlNumber: num(r['crl_number']),
     crlNextUpdate: num(r['crl_next_update']),
     allocHint: num(r['alloc_hint']),
+    caRoll: r['ca_roll'] === null || r['ca_roll'] === undefined ? null : (JSON.parse(str(r['ca_roll'])) as CaRollRecord),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -268,6 +274,11 @@ const NETWORK_COLUMNS: Record<keyof NetworkPatch, string> = {
   remotes: 'remotes',
   crlPem: 'crl',
   crlNumber: 'crl_number',
+  caCertPem: 'ca_cert',
+  caKeyPem: 'ca_key',
+  serverCertPem: 'server_cert',
+  serverKeyPem: 'server_key',
+  caRoll: 'ca_roll',
   crlNextUpdate: 'crl_next_update',
   allocHint: 'alloc_hint',
   updatedAt: 'updated_at',
@@ -296,7 +307,7 @@ const MEMBERSHIP_COLUMNS: Record<keyof MembershipPatch, string> = {
 
 function sqlValue(v: unknown): SQLInputValue {
   if (typeof v === 'boolean') return v ? 1 : 0;
-  if (Array.isArray(v)) return JSON.stringify(v);
+  if (Array.isArray(v) || (v !== null && typeof v === 'object')) return JSON.stringify(v);
   return v as SQLInputValue;
 }
 
