@@ -118,7 +118,8 @@ export interface CaFacts {
 
 function caCertOf(pem: string, what: string): X509.X509Certificate {
   const ca = parseCertificate(pem, what);
-  if (!ca.getExtension(x509().BasicConstraintsExtension)?.ca) throw new PkiError('MVPN_CERT_INVALID', `${what} is not a CA certificate (basicConstraints CA:TRUE missing)`);
+  // The code verifyCert gives a chain whose "CA" is not one.
+  if (!ca.getExtension(x509().BasicConstraintsExtension)?.ca) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `${what} is not a CA certificate (basicConstraints CA:TRUE missing)`);
   return ca;
 }
 
