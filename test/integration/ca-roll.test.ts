@@ -22,6 +22,19 @@ async function pins(w: ServerWorld): Promise<string[]> {
   return (JSON.parse(await readFile(join(w.stateDir, 'ca-pins', `${NET}.json`), 'utf8')) as { pins: string[] }).pins;
 }
 
+/**
+ * Waits until the server daemon has restarted the network's openvpn server
+ * for the `n`-th time. Nodes fetch on their own timer, hours apart from an
+ * operator's command; a node whose own restart falls into the second the
+ * server restarts loses its half-done handshake and waits for ping-restart
+ * (60 s). The test reloads the node after the server's restart, as that
+ * timing almost always is.
+ */
+async function serverRestarted(w: ServerWorld, n: number): Promise<void> {
+  const count = (): number => w.daemonLog.split(`${NET}: restarting its openvpn server`).length - 1;
+  expect(await waitFor(() => count() >= n, 60_000), `the daemon did not restart ${NET}'s server:\n${w.daemonLog}`).toBe(true);
+}
+
 function pemCns(text: string): number {
   return (text.match(/-----BEGIN CERTIFICATE-----/g) ?? []).length;
 }
@@ -53,6 +66,7 @@ describe('network CA roll', () => {
         // 1. start: new CA, both trusted, node certificates re-issued by the new CA
         const roll = await w.server.json<{ ca: string; previous: string; reissued: number }>(['network', 'roll-ca', NET, '--overlap', '1h']);
         expect(roll).toMatchObject({ ca: caCn(NET, 2), previous: caCn(NET), reissued: 1 });
+        await serverRestarted(w, 1);
         await w.control('/v1/reload');
         const s1 = await w.waitStatus((st) => (net(st, NET)?.bundle_version ?? 0) > net(s0, NET)!.bundle_version! && allConnected(st, [NET]), 120_000);
         expect(net(s1, NET)?.last_error).toBeNull();
@@ -68,6 +82,7 @@ describe('network CA roll', () => {
 
         // 2. finish: the server certificate moves to the new CA, the old CA leaves every file
         await w.server.run(['network', 'roll-ca', NET, '--finish']);
+        await serverRestarted(w, 2);
         await w.control('/v1/reload');
         const s2 = await w.waitStatus((st) => (net(st, NET)?.bundle_version ?? 0) > net(s1, NET)!.bundle_version! && allConnected(st, [NET]), 120_000);
         expect(net(s2, NET)?.last_error).toBeNull();
@@ -87,11 +102,11 @@ describe('network CA roll', () => {
         for (let i = 0; i < sent; i++) longest = Math.max(longest, (gap = seen.has(i) ? 0 : gap + 1));
         console.log(`ca roll: ${sent} pings (0.2 s apart) over the roll, ${lost} lost, longest gap ${longest}`);
         // Replies came back after each phase, up to the last ping; the loss is each side's openvpn restarting
-        // once per phase. The bound only catches a node that lost its network (60 s of silence), not a timing.
+        // once per phase. The bound only catches a node that lost its network (30 s of silence), not a timing.
         expect(afterStart).toBeGreaterThan(0);
         expect(seen.size).toBeGreaterThan(afterStart);
         expect(seen.has(sent - 1)).toBe(true);
-        expect(longest).toBeLessThan(300);
+        expect(longest).toBeLessThan(150);
 
         // 3. a roll the node's pinned CA did not certify: the pin is replaced by another key's, so gen 2 -> gen 3 is not provable
         await writeFile(join(w.stateDir, 'ca-pins', `${NET}.json`), JSON.stringify({ schema: 1, network: NET, pins: ['00'.repeat(32)], updated_at: new Date().toISOString() }));
