@@ -60,6 +60,9 @@ export type ErrorCode =
   | 'MVPN_CRL_MISSING'
   | 'MVPN_CRL_INVALID'
   | 'MVPN_CRL_EXPIRED'
+  | 'MVPN_CA_WRONG_NETWORK'
+  | 'MVPN_CA_NOT_PINNED'
+  | 'MVPN_CA_ROLL_INVALID'
   | 'MVPN_CSR_INVALID'
   | 'MVPN_KEY_INVALID'
   // openvpn config rendering
@@ -116,6 +119,7 @@ export type ErrorCode =
   | 'MVPN_RSPEC_TOO_LARGE'
   | 'MVPN_RELAY_FAILED'
   | 'MVPN_METRICS_LISTEN_FAILED'
+  | 'MVPN_CA_ROLL_REFUSED'
   // internal
   | 'MVPN_INTERNAL';
 

@@ -31,6 +31,7 @@ export type AgentEvent =
   | { readonly kind: 'reconcile.next'; readonly delayMs: number }
   | { readonly kind: 'install.broken'; readonly network: string; readonly message: string }
   | { readonly kind: 'install.route-refused'; readonly network: string; readonly prefix: string; readonly reason: string }
+  | { readonly kind: 'ca.pinned'; readonly network: string; readonly pins: readonly string[]; readonly previous: readonly string[] }
   | { readonly kind: 'network.admin'; readonly network: string; readonly verb: string };
 
 export const agentFormatters: Formatters<AgentEvent> = {
@@ -71,5 +72,9 @@ export const agentFormatters: Formatters<AgentEvent> = {
   'reconcile.next': (e) => ({ level: 'debug', text: `next reconcile in ${Math.round(e.delayMs / 1000)} s` }),
   'install.route-refused': (e) => ({ level: 'warning', text: `${e.network}: pushed routes for ${e.prefix} refused on this node: ${e.reason}` }),
   'install.broken': (e) => ({ level: 'warning', text: `${e.network}: installed files are not usable, reinstalling: ${e.message}` }),
+  'ca.pinned': (e) => ({
+    level: 'notice',
+    text: `${e.network}: CA pin ${e.previous.length === 0 ? 'set' : `moved from ${e.previous.map((p) => p.slice(0, 16)).join(', ')}`} to ${e.pins.map((p) => p.slice(0, 16)).join(', ')}`,
+  }),
   'network.admin': (e) => ({ level: 'notice', text: `${e.network}: ${e.verb} requested by an operator` }),
 };

@@ -53,6 +53,7 @@ import type { Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
 import { savePinnedChain } from './anchor-state.ts';
 import type { AgentConfig } from './config.ts';
+import { loadCaPins, pinsOfCaFile, saveCaPins } from './ca-pins.ts';
 import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
 import { finishRenewal, loadIdentity, renewalPending, type Identity } from './identity.ts';
@@ -202,7 +203,23 @@ export class Reconciler {
     for (const b of list) this.installed.set(b.network, b);
   }
 
+  /** The CA pins of a network: its pin file, else the CAs of the bundle installed before pins existed, else none (first install). */
+  private async caPins(id: string): Promise<string[] | undefined> {
+    const pins = await loadCaPins(this.ctx.config.stateDir, id);
+    if (pins !== undefined) return pins;
+    const inst = this.installed.get(id);
+    return inst === undefined ? undefined : pinsOfCaFile(inst.paths.ca);
+  }
+
   private async install(vb: VerifiedBundle, identity: Identity | undefined): Promise<InstalledBundle> {
+    // The pin moves first (see ca-pins.ts): verifyBundle accepted these CAs under the pin rule.
+    const pins = vb.cas.map((c) => c.pin);
+    const { stateDir } = this.ctx.config;
+    const had = await loadCaPins(stateDir, vb.manifest.network);
+    if (had === undefined || had.join() !== pins.join()) {
+      await saveCaPins(stateDir, vb.manifest.network, pins, new Date(this.deps.clock.now()));
+      this.deps.logger.emit({ kind: 'ca.pinned', network: vb.manifest.network, pins, previous: had ?? [] });
+    }
     const dev = deviceName(vb.spec.id);
     // Pushed routes must never cover the node's underlay: read it now, for the config rendered now.
     let protect: ProtectedPrefix[] = [];
@@ -506,10 +523,12 @@ export class Reconciler {
                 },
                 this.deps.sourceDeps,
               );
+              const pinnedCas = await this.caPins(n.id);
               vb = await verifyBundle(bytes, {
                 anchor: this.trust.anchor,
                 nodeId,
                 now,
+                ...(pinnedCas === undefined ? {} : { pinnedCas }),
                 expect: { network: n.id, version: n.bundle.version, sha256: n.bundle.sha256, size: n.bundle.size },
                 ...(identity ? { nodeKeyPem: identity.keyPem } : {}),
               });

@@ -33,6 +33,8 @@ export interface BuildBundleInput {
   readonly crlPem: string;
   /** Only for key_origin "central" (offline export for images that cannot enroll). */
   readonly nodeKeyPem?: string;
+  /** After a CA roll: the cross-certificate and the old CA that signed it (verify.ts, CA pinning). */
+  readonly caRollPem?: string;
 }
 
 export interface BuiltBundle {
@@ -101,6 +103,7 @@ export async function buildBundle(input: BuildBundleInput): Promise<BuiltBundle>
     ['crl.pem', Buffer.from(input.crlPem, 'utf8')],
   ]);
   if (input.nodeKeyPem !== undefined) content.set('node.key', Buffer.from(input.nodeKeyPem, 'utf8'));
+  if (input.caRollPem !== undefined) content.set('ca-roll.crt', Buffer.from(input.caRollPem, 'utf8'));
 
   const files: Partial<Record<BundleFileName, string>> = {};
   for (const name of [...content.keys()].sort()) files[name] = sha256Hex(content.get(name)!);

@@ -26,7 +26,7 @@ export const SERVER_CN_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 export const AEAD_CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'AES-192-GCM', 'CHACHA20-POLY1305'] as const;
 
 /** Files a bundle may carry besides manifest.json and manifest.sig. */
-export const BUNDLE_FILES = ['network.json', 'ca.crt', 'node.crt', 'tls-crypt-v2.key', 'crl.pem', 'node.key'] as const;
+export const BUNDLE_FILES = ['network.json', 'ca.crt', 'node.crt', 'tls-crypt-v2.key', 'crl.pem', 'node.key', 'ca-roll.crt'] as const;
 export type BundleFileName = (typeof BUNDLE_FILES)[number];
 export const MANIFEST_FILE = 'manifest.json';
 export const MANIFEST_SIG_FILE = 'manifest.sig';

@@ -13,19 +13,25 @@
  *     node.key present exactly when key_origin is "central";
  *  6. network.json schema, bound to the manifest's network, and rendered
  *     once (the extra-options allow-list runs here);
+ *     server_cn is the network's own server, `mvpn-server-<id>`;
  *  7. PEM files are exactly one block of the expected kind (openvpn would
- *     load every extra certificate in ca.crt as a trusted CA);
- *  8. node certificate issued by the bundle's CA, clientAuth, CN = node id,
- *     valid at `now`; CRL signed by that CA and current, not revoking the
- *     node's certificate; the private key (central node.key, or the node's
- *     own key) matches the certificate.
+ *     load every extra certificate in ca.crt as a trusted CA), except that
+ *     ca.crt and crl.pem hold two during a CA roll's overlap;
+ *  8. the network's identity: every CA in ca.crt is named for this network
+ *     (`mvpn-ca-<id>[.<n>]`, MVPN_CA_WRONG_NETWORK) and is pinned by this
+ *     node, or ca-roll.crt proves that a pinned CA certified it
+ *     (MVPN_CA_NOT_PINNED, MVPN_CA_ROLL_INVALID);
+ *  9. one current CRL per CA; node certificate issued by one of the CAs,
+ *     clientAuth, CN = node id, valid at `now`, not revoked; the private key
+ *     (central node.key, or the node's own key) matches the certificate.
  */
 import { BundleError, PkiError, type ErrorCode } from '../errors.ts';
 import { renderClientConfig } from '../openvpn/client-config.ts';
 import { checkCrl } from '../pki/crl.ts';
-import { certMatchesKey, verifyCert } from '../pki/verify.ts';
+import { caFacts, certMatchesKey, verifyCert, verifyCrossCert, type CaFacts } from '../pki/verify.ts';
 import { extractBundle, type ExtractLimits } from './extract.ts';
 import { limits } from './limits.ts';
+import { caCn, caGeneration, serverCn } from './names.ts';
 import { sha256Hex } from './membership.ts';
 import {
   BUNDLE_FILES,
@@ -52,6 +58,16 @@ export interface VerifiedBundle {
   readonly size: number;
   readonly cert: { readonly cn: string; readonly serialHex: string; readonly notBefore: Date; readonly notAfter: Date };
   readonly crl: { readonly thisUpdate: Date; readonly nextUpdate: Date; readonly revokedSerials: readonly string[] };
+  /** The network's CAs in ca.crt (one, or the old and the new during a roll's overlap): the node pins these. */
+  readonly cas: readonly CaFacts[];
+  /** The CA roll ca-roll.crt proves, if it has one. */
+  readonly roll?: CaRoll;
+}
+
+/** A roll from the CA pinned as `from` to the CA pinned as `to` (pins: SHA-256 of the SPKI, hex). */
+export interface CaRoll {
+  readonly from: string;
+  readonly to: string;
 }
 
 export interface BundleExpectation {
@@ -69,6 +85,11 @@ export interface VerifyBundleOptions {
   readonly expect?: BundleExpectation;
   /** The node's own private key (key_origin "node"): node.crt must be for it. */
   readonly nodeKeyPem?: string;
+  /**
+   * The CA pins this node holds for the network (src/agent/ca-pins.ts);
+   * undefined on first install and for offline inspection.
+   */
+  readonly pinnedCas?: readonly string[];
   readonly limits?: ExtractLimits;
 }
 
@@ -94,22 +115,111 @@ export function checkSinglePem(text: string, labels: readonly string[], code: Er
   }
 }
 
-async function checkPki(files: ReadonlyMap<string, Buffer>, manifest: Manifest, opts: VerifyBundleOptions): Promise<Pick<VerifiedBundle, 'cert' | 'crl'>> {
+/**
+ * `text` as a list of 1..`max` PEM blocks, each passing checkSinglePem, with
+ * nothing before, between or after them.
+ */
+export function splitPems(text: string, labels: readonly string[], max: number, code: ErrorCode, what: string): string[] {
+  const blocks = text.match(/-----BEGIN [A-Za-z0-9 -]{1,64}-----\r?\n[A-Za-z0-9+/=\r\n]{1,400000}?-----END [A-Za-z0-9 -]{1,64}-----\r?\n?/g) ?? [];
+  if (blocks.length === 0 || blocks.length > max || blocks.join('') !== text) {
+    throw new PkiError(code, `${what} must be ${max === 1 ? 'exactly one' : `1 to ${max}`} PEM "${labels[0]!}" block${max === 1 ? '' : 's'} and nothing else`, { context: { file: what } });
+  }
+  for (const b of blocks) checkSinglePem(b, labels, code, what);
+  return blocks;
+}
+
+/** The network's CAs in ca.crt, each tied to the network by name (issue 22, finding 4). */
+async function checkCas(caPems: readonly string[], network: string): Promise<CaFacts[]> {
+  const cas: CaFacts[] = [];
+  for (const pem of caPems) {
+    const ca = await caFacts(pem, 'ca.crt');
+    if (caGeneration(ca.cn, network) === undefined) {
+      throw new PkiError('MVPN_CA_WRONG_NETWORK', `ca.crt holds the CA ${JSON.stringify(ca.cn)}, which is not a CA of network ${network} (expected ${JSON.stringify(caCn(network))} or ${JSON.stringify(`${caCn(network)}.<n>`)})`, {
+        context: { cn: ca.cn, network },
+        hint: 'the bundle carries another network\'s CA; the server must issue this network\'s own',
+      });
+    }
+    cas.push(ca);
+  }
+  if (cas.length === 2 && (cas[0]!.cn === cas[1]!.cn || cas[0]!.pin === cas[1]!.pin)) {
+    throw new PkiError('MVPN_CERT_INVALID', 'ca.crt holds two CAs with the same name or key; during a CA roll it holds the old and the new CA');
+  }
+  return cas;
+}
+
+/**
+ * ca-roll.crt: the cross-certificate for a CA in ca.crt, then the old CA
+ * that signed it. Returns the roll it proves (old pin -> new pin).
+ */
+async function checkRoll(rollPem: string, caPems: readonly string[], cas: readonly CaFacts[], network: string, now: Date): Promise<CaRoll> {
+  const [crossPem, oldPem] = splitPems(rollPem, ['CERTIFICATE'], 2, 'MVPN_CA_ROLL_INVALID', 'ca-roll.crt');
+  if (oldPem === undefined) throw new PkiError('MVPN_CA_ROLL_INVALID', 'ca-roll.crt must hold the cross-certificate and then the old CA certificate');
+  const old = await caFacts(oldPem, 'the old CA in ca-roll.crt');
+  const cross = await caFacts(crossPem!, 'the cross-certificate in ca-roll.crt');
+  const i = cas.findIndex((c) => c.pin === cross.pin && c.cn === cross.cn);
+  if (i < 0) throw new PkiError('MVPN_CA_ROLL_INVALID', 'ca-roll.crt certifies a CA that is not in ca.crt');
+  const oldGen = caGeneration(old.cn, network);
+  const newGen = caGeneration(cas[i]!.cn, network)!;
+  if (oldGen === undefined || oldGen >= newGen) {
+    throw new PkiError('MVPN_CA_ROLL_INVALID', `ca-roll.crt: the old CA ${JSON.stringify(old.cn)} must be an earlier CA of network ${network} than ${JSON.stringify(cas[i]!.cn)}`);
+  }
+  await verifyCrossCert({ crossPem: crossPem!, issuerCaPem: oldPem, subjectCaPem: caPems[i]!, now });
+  return { from: old.pin, to: cas[i]!.pin };
+}
+
+/**
+ * The pin rule: every CA in ca.crt is pinned, or is the new CA of a roll
+ * whose old CA is pinned. Without pins (first install, offline inspection)
+ * the bundle's CAs are taken as they are and become the pins.
+ */
+function checkPins(cas: readonly CaFacts[], roll: CaRoll | undefined, pins: readonly string[] | undefined, network: string): void {
+  if (pins === undefined) return;
+  for (const ca of cas) {
+    if (pins.includes(ca.pin)) continue;
+    if (roll !== undefined && roll.to === ca.pin && pins.includes(roll.from)) continue;
+    throw new PkiError('MVPN_CA_NOT_PINNED', `ca.crt holds the CA ${JSON.stringify(ca.cn)} (key sha256 ${ca.pin.slice(0, 16)}…), which is not the CA this node pinned for network ${network}, and no CA roll signed by the pinned CA vouches for it`, {
+      context: { network, cn: ca.cn, pin: ca.pin },
+      hint: 'a server rolls a CA with `server network roll-ca`, which certifies the new CA with the old one; if the network was deleted and created again, remove the pin under <state>/ca-pins/ on this node',
+    });
+  }
+}
+
+async function checkPki(files: ReadonlyMap<string, Buffer>, manifest: Manifest, opts: VerifyBundleOptions): Promise<Pick<VerifiedBundle, 'cert' | 'crl' | 'cas' | 'roll'>> {
   const text = (name: BundleFileName): string => files.get(name)!.toString('latin1');
-  const caPem = text('ca.crt');
+  const caPems = splitPems(text('ca.crt'), ['CERTIFICATE'], 2, 'MVPN_CERT_INVALID', 'ca.crt');
   const certPem = text('node.crt');
-  const crlPem = text('crl.pem');
-  checkSinglePem(caPem, ['CERTIFICATE'], 'MVPN_CERT_INVALID', 'ca.crt');
+  const crlPems = splitPems(text('crl.pem'), ['X509 CRL'], 2, 'MVPN_CRL_INVALID', 'crl.pem');
   checkSinglePem(certPem, ['CERTIFICATE'], 'MVPN_CERT_INVALID', 'node.crt');
-  checkSinglePem(crlPem, ['X509 CRL'], 'MVPN_CRL_INVALID', 'crl.pem');
   checkSinglePem(text('tls-crypt-v2.key'), ['OpenVPN tls-crypt-v2 client key'], 'MVPN_KEY_INVALID', 'tls-crypt-v2.key');
 
-  // The chain first (a CRL cannot be judged against something that is not a CA), then the CRL, then revocation.
-  const cert = await verifyCert({ certPem, caCertPem: caPem, usage: 'client', now: opts.now, expectCn: opts.nodeId });
-  const crl = await checkCrl({ crlPem, caCertPem: caPem, now: opts.now });
-  if (crl.revokedSerials.includes(cert.serialHex)) {
+  // Identity before anything else: the CAs must be this network's, and pinned (or a pinned CA vouches for them).
+  const cas = await checkCas(caPems, manifest.network);
+  const roll = files.has('ca-roll.crt') ? await checkRoll(text('ca-roll.crt'), caPems, cas, manifest.network, opts.now) : undefined;
+  checkPins(cas, roll, opts.pinnedCas, manifest.network);
+
+  // One CRL per CA, in the same order (openvpn's crl-verify needs each issuer's CRL).
+  if (crlPems.length !== caPems.length) {
+    throw new PkiError('MVPN_CRL_INVALID', `crl.pem holds ${crlPems.length} CRL(s) for ${caPems.length} CA(s) in ca.crt; each CA needs its own current CRL`);
+  }
+  const crls = [];
+  for (let i = 0; i < caPems.length; i++) crls.push(await checkCrl({ crlPem: crlPems[i]!, caCertPem: caPems[i]!, now: opts.now }));
+
+  // The chain (the newest CA that issued node.crt), then revocation by any of the network's CRLs.
+  let cert: Awaited<ReturnType<typeof verifyCert>> | undefined;
+  let issuer = 0;
+  for (let i = caPems.length - 1; i >= 0 && cert === undefined; i--) {
+    try {
+      cert = await verifyCert({ certPem, caCertPem: caPems[i]!, usage: 'client', now: opts.now, expectCn: opts.nodeId });
+      issuer = i;
+    } catch (err) {
+      if (i === 0 || (err as PkiError).code !== 'MVPN_CERT_WRONG_ISSUER') throw err;
+    }
+  }
+  if (cert === undefined) throw new PkiError('MVPN_CERT_WRONG_ISSUER', 'node.crt is issued by none of the CAs in ca.crt');
+  if (crls.some((c) => c.revokedSerials.includes(cert.serialHex))) {
     throw new PkiError('MVPN_CERT_REVOKED', `node.crt (serial ${cert.serialHex}) is revoked by the bundle's CRL`, { context: { serial: cert.serialHex } });
   }
+  const crl = crls[issuer]!;
 
   const keyChecks: [string, string][] = [];
   if (manifest.key_origin === 'central') {
@@ -128,7 +238,9 @@ async function checkPki(files: ReadonlyMap<string, Buffer>, manifest: Manifest, 
   }
   return {
     cert: { cn: cert.cn, serialHex: cert.serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter },
-    crl: { thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate, revokedSerials: crl.revokedSerials },
+    crl: { thisUpdate: crl.thisUpdate, nextUpdate: crl.nextUpdate, revokedSerials: crls.flatMap((c) => c.revokedSerials) },
+    cas,
+    ...(roll === undefined ? {} : { roll }),
   };
 }
 
@@ -245,6 +357,12 @@ export async function verifyBundle(bytes: Uint8Array, opts: VerifyBundleOptions)
     throw bundleError('MVPN_BUNDLE_WRONG_NETWORK', `network.json describes network ${spec.id}, the manifest ${manifest.network}`, {
       network: spec.id,
       expected: manifest.network,
+    });
+  }
+  if (spec.server_cn !== serverCn(spec.id)) {
+    throw bundleError('MVPN_BUNDLE_WRONG_NETWORK', `network.json names the server ${JSON.stringify(spec.server_cn)}, which is not network ${spec.id}'s server ${JSON.stringify(serverCn(spec.id))}`, {
+      server_cn: spec.server_cn,
+      expected: serverCn(spec.id),
     });
   }
   renderClientConfig(spec, DRY_RUN_PATHS);

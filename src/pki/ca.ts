@@ -93,3 +93,32 @@ function subjectDerOf(cert: X509.X509Certificate): Buffer {
   if (!subject) throw new PkiError('MVPN_CERT_INVALID', 'the CA certificate has no subject');
   return encodingOf(der, subject);
 }
+
+/**
+ * A cross-certificate: `subjectCaPem`'s name and key, certified by `issuer`
+ * (CA:TRUE, keyCertSign + cRLSign). It is how the key of a network's pinned
+ * CA vouches for the CA that replaces it (see src/bundle/verify.ts, CA
+ * pinning); openvpn never sees it. Valid as long as the new CA.
+ */
+export async function crossCertify(issuer: CaMaterial, subjectCaPem: string, notBefore: Date): Promise<string> {
+  const signer = await loadCa(issuer);
+  const subject = parseCertificate(subjectCaPem, 'new CA certificate');
+  checkValidity(notBefore, subject.notAfter);
+  const cert = await x509().X509CertificateGenerator.create({
+    serialNumber: randomSerialHex(),
+    subject: subject.subjectName,
+    issuer: signer.cert.subjectName,
+    notBefore,
+    notAfter: subject.notAfter,
+    publicKey: subject.publicKey,
+    signingKey: signer.signingKey,
+    signingAlgorithm: signingAlgorithm(signer.alg),
+    extensions: [
+      new (x509().BasicConstraintsExtension)(true, undefined, true),
+      new (x509().KeyUsagesExtension)(x509().KeyUsageFlags.keyCertSign | x509().KeyUsageFlags.cRLSign, true),
+      await x509().SubjectKeyIdentifierExtension.create(subject.publicKey),
+      new (x509().AuthorityKeyIdentifierExtension)(signer.keyId, false),
+    ],
+  });
+  return derToPem('CERTIFICATE', cert.rawData);
+}

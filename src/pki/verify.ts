@@ -4,6 +4,7 @@
  * so the agent can refuse a bundle with a precise reason. `now` is passed
  * in (Nebula's VerifyCertificate(now, cert)) so expiry is testable.
  */
+import { createHash } from 'node:crypto';
 import { PkiError } from '../errors.ts';
 import { cnOf, normaliseSerial, parseCertificate, sameBytes, spkiPem } from './common.ts';
 import type { CertUsage } from './cert.ts';
@@ -104,4 +105,63 @@ export async function certMatchesKey(certPem: string, privateKeyPem: string): Pr
   loadPrivateKey(privateKeyPem);
   const fromKey = new (x509().PublicKey)(publicKeyPemOf(privateKeyPem));
   return sameBytes(cert.publicKey.rawData, fromKey.rawData);
+}
+
+/** What the agent needs of a network CA certificate: its name, its pin and its lifetime. */
+export interface CaFacts {
+  readonly cn: string;
+  /** SHA-256 (hex) of the CA's SubjectPublicKeyInfo DER: what a node pins. */
+  readonly pin: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+}
+
+function caCertOf(pem: string, what: string): X509.X509Certificate {
+  const ca = parseCertificate(pem, what);
+  // The code verifyCert gives a chain whose "CA" is not one.
+  if (!ca.getExtension(x509().BasicConstraintsExtension)?.ca) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `${what} is not a CA certificate (basicConstraints CA:TRUE missing)`);
+  return ca;
+}
+
+function pinOf(cert: X509.X509Certificate): string {
+  return createHash('sha256').update(Buffer.from(cert.publicKey.rawData)).digest('hex');
+}
+
+export async function caFacts(pem: string, what = 'CA certificate'): Promise<CaFacts> {
+  await loadX509();
+  const ca = caCertOf(pem, what);
+  const cn = cnOf(ca.subjectName);
+  if (cn === undefined) throw new PkiError('MVPN_CERT_INVALID', `${what}: the subject must have exactly one CN`);
+  return { cn, pin: pinOf(ca), notBefore: ca.notBefore, notAfter: ca.notAfter };
+}
+
+/**
+ * Checks that `crossPem` certifies `subjectCaPem` (same subject name, same
+ * key, CA:TRUE) and is signed by `issuerCaPem`'s key, and is valid at `now`.
+ * The issuer's own validity is not checked: a roll exists because the old CA
+ * ends, and a node that was offline past that end must still be able to
+ * follow the roll its pinned key signed. Every failure is MVPN_CA_ROLL_INVALID.
+ */
+export async function verifyCrossCert(opts: { crossPem: string; issuerCaPem: string; subjectCaPem: string; now: Date }): Promise<void> {
+  await loadX509();
+  const bad = (why: string): PkiError => new PkiError('MVPN_CA_ROLL_INVALID', `ca-roll.crt: ${why}`, { hint: 'the server must certify the new CA with the old CA key (server network roll-ca)' });
+  let cross: X509.X509Certificate;
+  try {
+    cross = caCertOf(opts.crossPem, 'the cross-certificate');
+  } catch (err) {
+    throw bad((err as Error).message);
+  }
+  const issuer = caCertOf(opts.issuerCaPem, 'the old CA certificate');
+  const subject = caCertOf(opts.subjectCaPem, 'the new CA certificate');
+  if (!sameBytes(cross.issuerName.toArrayBuffer(), issuer.subjectName.toArrayBuffer())) throw bad(`issued by "${cross.issuer}", not by the old CA "${issuer.subject}"`);
+  if (!sameBytes(cross.subjectName.toArrayBuffer(), subject.subjectName.toArrayBuffer())) throw bad(`certifies "${cross.subject}", not the new CA "${subject.subject}"`);
+  if (!sameBytes(cross.publicKey.rawData, subject.publicKey.rawData)) throw bad("certifies another key than the new CA's");
+  let signed: boolean;
+  try {
+    signed = await cross.verify({ publicKey: issuer.publicKey, signatureOnly: true });
+  } catch {
+    signed = false;
+  }
+  if (!signed) throw bad('its signature does not verify with the old CA key');
+  if (!inValidity(cross, opts.now)) throw bad(`valid only from ${cross.notBefore.toISOString()} to ${cross.notAfter.toISOString()}`);
 }

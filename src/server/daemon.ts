@@ -62,6 +62,8 @@ import { applyLinkState, hubApiTarget, linkPayload } from './federation/links.ts
 import { ApiRelay, splitHostPort } from './federation/relay.ts';
 import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
 import type { ServerContext } from './ops/context.ts';
+import { caExpiries, finishDueCaRolls } from './ops/ca-roll.ts';
+import { DAY } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
 import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot, type SupervisedSnapshot } from './status.ts';
 import { SqliteStore } from './store/sqlite.ts';
@@ -157,6 +159,7 @@ export class ServerDaemon {
   private readonly server: Server;
   private readonly opts: DaemonOptions;
   private readonly clock: Clock;
+  private caWarnedAt: number | undefined;
   private readonly logger: Logger<ServerEvent>;
   private readonly instances = new Map<string, Instance>();
   private readonly links = new Map<string, LinkInstance>();
@@ -395,6 +398,16 @@ export class ServerDaemon {
     return this.reconciling;
   }
 
+  /** At start and then once a day: a warning for every CA (networks', the API's) within its warning window. */
+  private async warnCaExpiry(): Promise<void> {
+    const now = this.clock.now();
+    if (this.caWarnedAt !== undefined && now - this.caWarnedAt < DAY) return;
+    this.caWarnedAt = now;
+    for (const e of await caExpiries(this.ctx, now)) {
+      if (e.warning !== undefined) this.logger.emit({ kind: 'server.ca-expiring', which: e.which, daysLeft: e.daysLeft, message: e.warning });
+    }
+  }
+
   private async reconcileOnce(cause: string): Promise<void> {
     if (this.stopped) return;
     // Read data_version first: a commit after this point triggers another pass.
@@ -402,6 +415,8 @@ export class ServerDaemon {
     for (const r of await refreshDueCrls(this.ctx)) {
       this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
     }
+    for (const id of await finishDueCaRolls(this.ctx)) this.logger.emit({ kind: 'server.ca-roll-finished', network: id });
+    await this.warnCaExpiry();
     const { nets, members, links } = this.store.read((tx) => {
       const ns = tx.listNetworks();
       return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])), links: new Map(tx.listLinks().map((l) => [l.network, l])) };

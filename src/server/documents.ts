@@ -15,7 +15,7 @@ import { buildMembership } from '../bundle/membership.ts';
 import type { MembershipDoc, NetworkSpec } from '../bundle/schema.ts';
 import type { SigningKey } from '../bundle/sign.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
-import { serverCn } from './pki-service.ts';
+import { serverCn, trustedCaPem } from './pki-service.ts';
 import { iso } from './ops/context.ts';
 import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.ts';
 
@@ -72,11 +72,12 @@ export async function buildNodeBundle(
       key_origin: m.keyOrigin,
     },
     spec: networkSpec(net, m),
-    caPem: net.caCertPem,
+    caPem: trustedCaPem(net),
     nodeCertPem: m.certPem,
     tlsCryptV2ClientKey: m.tlsCryptV2ClientKey,
     crlPem: net.crlPem,
     ...(nodeKeyPem === undefined ? {} : { nodeKeyPem }),
+    ...(net.caRoll ? { caRollPem: net.caRoll.proofPem } : {}),
   });
 }
 

@@ -18,6 +18,8 @@ export type ServerEvent =
   | { readonly kind: 'server.network-restart'; readonly network: string; readonly reason: string }
   | { readonly kind: 'server.files-failed'; readonly network: string; readonly code: string; readonly message: string }
   | { readonly kind: 'server.crl-refreshed'; readonly network: string; readonly number: number; readonly nextUpdate: string }
+  | { readonly kind: 'server.ca-roll-finished'; readonly network: string }
+  | { readonly kind: 'server.ca-expiring'; readonly which: string; readonly daysLeft: number; readonly message: string }
   | { readonly kind: 'server.session-killed'; readonly network: string; readonly cn: string; readonly reason: string }
   | { readonly kind: 'server.kill-failed'; readonly network: string; readonly cn: string; readonly message: string }
   | { readonly kind: 'server.link-start'; readonly network: string; readonly hub: string }
@@ -52,6 +54,8 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.network-stop': (e) => ({ level: 'notice', text: `${e.network}: stopping its openvpn server (${e.reason})` }),
   'server.network-restart': (e) => ({ level: 'notice', text: `${e.network}: restarting its openvpn server (${e.reason})` }),
   'server.files-failed': (e) => ({ level: 'error', text: `${e.network}: cannot write its server files: ${e.message} [${e.code}]` }),
+  'server.ca-roll-finished': (e) => ({ level: 'notice', text: `${e.network}: CA roll overlap over: server certificate from the new CA, old CA dropped` }),
+  'server.ca-expiring': (e) => ({ level: 'warning', text: e.message }),
   'server.crl-refreshed': (e) => ({ level: 'info', text: `${e.network}: CRL #${e.number} issued, next update ${e.nextUpdate}` }),
   'server.session-killed': (e) => ({ level: 'notice', text: `${e.network}: killed the session of ${e.cn} (${e.reason})` }),
   'server.kill-failed': (e) => ({ level: 'warning', text: `${e.network}: could not kill the session of ${e.cn}: ${e.message}` }),

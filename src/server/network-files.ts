@@ -17,6 +17,7 @@ import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
 import { CIPHERS, KEEPALIVE } from './documents.ts';
+import { trustedCaPem } from './pki-service.ts';
 import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
 export interface NetworkFilePaths {
@@ -126,7 +127,7 @@ export async function writeNetworkFiles(
   await ensureDir(f.ccdDir, 0o700);
   const changed = await Promise.all([
     writeIfChanged(f.config, renderNetworkConfig(config, paths, net, bridge), 0o644),
-    writeIfChanged(f.ca, net.caCertPem, 0o644),
+    writeIfChanged(f.ca, trustedCaPem(net), 0o644),
     writeIfChanged(f.cert, net.serverCertPem, 0o644),
     writeIfChanged(f.key, net.serverKeyPem, 0o600),
     writeIfChanged(f.tlsCryptV2, net.tlsCryptV2ServerKey, 0o600),

@@ -9,6 +9,7 @@
  * nextUpdate `crl_days` ahead; the daemon re-issues them at half-life
  * (openvpn refuses every peer once the CRL has expired).
  */
+import { caCn, serverCn } from '../bundle/names.ts';
 import { createCa, type CaMaterial } from '../pki/ca.ts';
 import { issueCert } from '../pki/cert.ts';
 import { createCrl } from '../pki/crl.ts';
@@ -20,9 +21,7 @@ const DAY = 86_400_000;
 /** Certificates start a little in the past so a node whose clock is slightly behind accepts them. */
 const BACKDATE = 5 * 60_000;
 
-export function serverCn(networkId: string): string {
-  return `mvpn-server-${networkId}`;
-}
+export { serverCn };
 
 /**
  * src/pki caches a parsed and imported CA per CaMaterial object, so the same
@@ -55,11 +54,26 @@ export interface NetworkPki {
   readonly crlNextUpdate: number;
 }
 
+/**
+ * The CAs a network's nodes and server trust: the issuing CA, preceded by the
+ * CA being replaced during a roll's overlap (bundles' ca.crt, the server's
+ * `ca` file; verify.ts and openvpn both take several).
+ */
+export function trustedCaPem(net: Pick<NetworkRecord, 'caCertPem' | 'caRoll'>): string {
+  return `${net.caRoll?.prev?.certPem ?? ''}${net.caCertPem}`;
+}
+
+/** The CA material of the CA a roll is replacing, during the overlap. */
+export function prevCaOf(net: Pick<NetworkRecord, 'keyAlg' | 'caRoll'>): CaMaterial | undefined {
+  const prev = net.caRoll?.prev;
+  return prev ? caOf({ keyAlg: net.keyAlg, caCertPem: prev.certPem, caKeyPem: prev.keyPem }) : undefined;
+}
+
 /** A fresh network PKI: CA (10 years), server certificate (10 years), tls-crypt-v2 server key, empty CRL number 1. */
 export async function createNetworkPki(networkId: string, alg: KeyAlg, now: number, crlDays: number): Promise<NetworkPki> {
   const notBefore = new Date(now - BACKDATE);
   const notAfter = new Date(now + 3650 * DAY);
-  const ca = await createCa({ cn: `mvpn-ca-${networkId}`, alg, notBefore, notAfter });
+  const ca = await createCa({ cn: caCn(networkId), alg, notBefore, notAfter });
   const serverKey = await generateKeyPairPem(alg);
   const server = await issueCert({ ca, publicKeyPem: serverKey.publicKeyPem, cn: serverCn(networkId), usage: 'server', notBefore, notAfter });
   const crl = await buildCrl(ca, [], 1, now, crlDays);
@@ -118,6 +132,27 @@ export async function buildCrl(
     crlNumber,
   });
   return { crlPem, crlNumber, nextUpdate };
+}
+
+/**
+ * A network's CRL file: one CRL per trusted CA, in trustedCaPem's order, all
+ * listing every revoked serial of the network (serials are random, so a serial
+ * of one CA never names a certificate of the other). openvpn's crl-verify
+ * loads every CRL of the file and checks each certificate against its
+ * issuer's.
+ */
+export async function buildNetworkCrl(
+  net: Pick<NetworkRecord, 'keyAlg' | 'caCertPem' | 'caKeyPem' | 'caRoll'>,
+  revoked: readonly Pick<RevocationRecord, 'serial' | 'revokedAt'>[],
+  crlNumber: number,
+  now: number,
+  crlDays: number,
+): Promise<BuiltCrl> {
+  const cur = await buildCrl(caOf(net), revoked, crlNumber, now, crlDays);
+  const prev = prevCaOf(net);
+  if (prev === undefined) return cur;
+  const old = await buildCrl(prev, revoked, crlNumber, now, crlDays);
+  return { ...cur, crlPem: old.crlPem + cur.crlPem };
 }
 
 /** True once less than half of the CRL's validity is left: time to re-issue. */

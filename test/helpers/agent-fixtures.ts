@@ -29,6 +29,7 @@ import type { BundleFixture } from './bundle-fixtures.ts';
 import { makeTestPki, writeTestPki, type TestPki } from './pki-fixtures.ts';
 import { makeServer, type TestServer } from './server-fixtures.ts';
 import { tmpDir } from './tmp.ts';
+import { caCn, serverCn } from '../../src/bundle/names.ts';
 
 export const NODE_BIN = join(process.cwd(), 'node_modules/.bin/node');
 export const MAIN = join(process.cwd(), 'src/main.ts');
@@ -134,7 +135,7 @@ export class AgentWorld {
   /** A network with its own PKI and a running openvpn server in the server namespace. */
   async addNetwork(id: string, opts: { server?: boolean } = {}): Promise<WorldNet> {
     const n = ++this.counter;
-    const pki = await makeTestPki({ clients: [this.nodeId], serverCn: `srv-${id}` });
+    const pki = await makeTestPki({ clients: [this.nodeId], serverCn: serverCn(id), caCn: caCn(id) });
     const net: WorldNet = { id, n, port: 1194 + n, serverIp: `198.19.${n}.1`, nodeIp: `198.19.${n}.10`, pki, version: 1, specOverrides: {} };
     const base = join(this.dir, 'srv', id);
     const paths = await writeTestPki(pki, join(base, 'pki'));
@@ -179,7 +180,7 @@ export class AgentWorld {
       dev_type: 'tap',
       proto: 'udp',
       remotes: [{ host: SERVER_UNDERLAY, port: net.port }],
-      server_cn: `srv-${net.id}`,
+      server_cn: serverCn(net.id),
       address: { ipv4: `${net.nodeIp}/24` },
       server_tunnel_ip: net.serverIp,
       ciphers: ['AES-256-GCM'],

@@ -10,6 +10,7 @@ import type { MembershipDoc, NetworkSpec } from '../../src/bundle/schema.ts';
 import { generateSigningKey, parseAnchor, anchorToString, type Anchor, type SigningKey } from '../../src/bundle/sign.ts';
 import { renderClientConfig } from '../../src/openvpn/client-config.ts';
 import type { InstalledPaths } from '../../src/bundle/install.ts';
+import { caCn, serverCn } from '../../src/bundle/names.ts';
 import { makeTestPki, type TestPki } from './pki-fixtures.ts';
 
 export const HOUR = 3_600_000;
@@ -30,8 +31,9 @@ export async function makeBundleFixture(opts: { nodes?: readonly string[]; now?:
   const now = opts.now ?? new Date(Math.floor(Date.now() / 1000) * 1000);
   const nodes = opts.nodes ?? ['pc101', 'pc102'];
   const [pki, otherPki] = await Promise.all([
-    makeTestPki({ clients: [...nodes], serverCn: 'vpn-server', now }),
-    makeTestPki({ clients: [...nodes], serverCn: 'vpn-server', now }),
+    makeTestPki({ clients: [...nodes], serverCn: serverCn('lab1'), caCn: caCn('lab1'), now }),
+    // Another CA with the same name: what an attacker would make for lab1.
+    makeTestPki({ clients: [...nodes], serverCn: serverCn('lab1'), caCn: caCn('lab1'), now }),
   ]);
   const signingKey = generateSigningKey();
   return { now, signingKey, anchor: parseAnchor(anchorToString(signingKey)), pki, otherPki, nodeId: nodes[0]!, network: 'lab1' };
@@ -48,7 +50,7 @@ export function makeSpec(network = 'lab1', overrides: Partial<NetworkSpec> = {})
       { host: '198.18.0.1', port: 1194 },
       { host: 'vpn.example.org', port: 1195 },
     ],
-    server_cn: 'vpn-server',
+    server_cn: serverCn(network),
     address: { ipv4: '192.0.2.10/24' },
     server_tunnel_ip: '192.0.2.1',
     ciphers: ['AES-256-GCM', 'CHACHA20-POLY1305'],

@@ -56,6 +56,8 @@ export interface TestPkiOptions {
   readonly alg?: KeyAlg;
   /** Default "server". */
   readonly serverCn?: string;
+  /** The CA's CN; default "mvpn test CA". Bundles need a network's own name, `mvpn-ca-<network>` (src/bundle/names.ts). */
+  readonly caCn?: string;
   /** Client names whose certificates the CRL lists. */
   readonly revoked?: readonly string[];
   /** Reference time (default: now); certificates are valid from an hour before it for 30 days. */
@@ -73,7 +75,7 @@ export async function makeTestPki(opts: TestPkiOptions = {}): Promise<TestPki> {
   const now = opts.now ?? new Date();
   const notBefore = new Date(now.getTime() - HOUR);
   const notAfter = new Date(now.getTime() + 30 * DAY);
-  const ca = await createCa({ cn: 'mvpn test CA', alg, notBefore, notAfter: new Date(notAfter.getTime() + DAY) });
+  const ca = await createCa({ cn: opts.caCn ?? 'mvpn test CA', alg, notBefore, notAfter: new Date(notAfter.getTime() + DAY) });
 
   const leaf = async (cn: string, usage: 'server' | 'client', extra: { dnsNames?: readonly string[]; ipAddresses?: readonly string[] } = {}): Promise<TestLeaf> => {
     const kp = await generateKeyPairPem(alg);

@@ -11,6 +11,7 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { wrapTlsCryptV2ClientKey } from '../../src/pki/tls-crypt-v2.ts';
 import { makeTestPki, writeTestPki, type TestPkiPaths } from '../helpers/pki-fixtures.ts';
 import { waitFor, withLab, type Netns } from '../helpers/netns.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -119,6 +120,56 @@ describe('openvpn L2 tunnel with src/pki material', () => {
         const neigh = (await cli.exec('ip', ['neigh', 'show', SERVER_TUNNEL, 'dev', 'tap0'])).stdout;
         expect(neigh.toLowerCase()).toContain(`lladdr ${serverMac}`);
         expect((await cli.exec('ip', ['-d', 'link', 'show', 'tap0'])).stdout).toMatch(/link\/ether .*\n\s+tun type tap/);
+      });
+    } finally {
+      await tmp.remove();
+    }
+  });
+
+  it("with two CAs and both CAs' CRLs in one crl-verify file (a CA roll's overlap), a revoked client of either CA is refused and a good one of the new CA gets in", async () => {
+    const tmp = await tmpDir('crl2');
+    try {
+      const now = new Date();
+      const oldPki = await makeTestPki({ clients: ['a-bad'], revoked: ['a-bad'], caCn: 'mvpn-ca-lab1', now });
+      const newPki = await makeTestPki({ clients: ['b-good', 'b-bad'], revoked: ['b-bad'], caCn: 'mvpn-ca-lab1.2', now });
+      // One server (the old CA's certificate, as during the overlap); the new CA's clients get tls-crypt-v2 keys for it.
+      const rewrapped = Object.fromEntries(
+        Object.entries(newPki.clients).map(([name, c]) => [name, { ...c, tlsCryptV2Key: wrapTlsCryptV2ClientKey(oldPki.tlsCryptV2ServerKey, undefined, { now }) }]),
+      );
+      const both = {
+        ...oldPki,
+        ca: { ...oldPki.ca, certPem: oldPki.ca.certPem + newPki.ca.certPem },
+        crlPem: oldPki.crlPem + newPki.crlPem,
+        clients: { ...oldPki.clients, ...rewrapped },
+      };
+      const paths = await writeTestPki(both, join(tmp.path, 'pki'));
+      await writeFile(join(tmp.path, 'server.conf'), serverConfig(paths));
+      for (const name of ['a-bad', 'b-bad', 'b-good']) await writeFile(join(tmp.path, `${name}.conf`), clientConfig(paths, name));
+      await withLab(async (lab) => {
+        const srv = await lab.ns('srv');
+        const nss: Record<string, Netns> = {};
+        const ports: string[] = [];
+        let host = 2;
+        for (const name of ['a-bad', 'b-bad', 'b-good']) {
+          const ns = await lab.ns(name);
+          await lab.link(srv, ns, { aName: `v-${name}`, bName: 'eth0' });
+          ports.push(`v-${name}`);
+          nss[name] = ns;
+        }
+        await lab.bridge(srv, 'br0', ports, `${SERVER_UNDERLAY}/24`);
+        for (const name of ['a-bad', 'b-bad', 'b-good']) await nss[name]!.addr('eth0', `198.18.0.${host++}/24`);
+        const server = startOpenvpn(srv, join(tmp.path, 'server.conf'));
+        expect(await waitFor(() => server.log().includes(CONNECTED), 30_000), `server did not start:\n${server.log()}`).toBe(true);
+
+        const clients = Object.fromEntries(['a-bad', 'b-bad', 'b-good'].map((name) => [name, startOpenvpn(nss[name]!, join(tmp.path, `${name}.conf`))]));
+        for (const name of ['a-bad', 'b-bad']) {
+          const refused = new RegExp(`VERIFY ERROR: depth=0, error=certificate revoked: CN=${name}`);
+          expect(await waitFor(() => refused.test(server.log()), 60_000), `server did not refuse ${name}:\n${server.log()}`).toBe(true);
+        }
+        expect(await waitFor(() => clients['b-good']!.log().includes(CONNECTED), 60_000), `b-good did not connect:\n${clients['b-good']!.log()}\nSERVER\n${server.log()}`).toBe(true);
+        expect(server.log()).toMatch(/VERIFY OK: depth=1, CN=mvpn-ca-lab1\.2/);
+        expect(await waitFor(() => nss['b-good']!.ping(SERVER_TUNNEL), 30_000)).toBe(true);
+        for (const name of ['a-bad', 'b-bad']) expect(clients[name]!.log()).not.toContain(CONNECTED);
       });
     } finally {
       await tmp.remove();

@@ -14,7 +14,9 @@ import { installBundle, listInstalled, readInstalled, removeInstalled, type Inst
 import { verifyBundle, type VerifiedBundle } from '../../src/bundle/verify.ts';
 import { MvpnError } from '../../src/errors.ts';
 import { createCrl } from '../../src/pki/crl.ts';
-import { DAY, HOUR, bundleInput, makeBundleFixture, testRenderer } from '../helpers/bundle-fixtures.ts';
+import { caCn, serverCn } from '../../src/bundle/names.ts';
+import { DAY, HOUR, bundleInput, makeBundleFixture, makeSpec, testRenderer } from '../helpers/bundle-fixtures.ts';
+import { makeTestPki } from '../helpers/pki-fixtures.ts';
 import { buildBundle } from '../../src/bundle/build.ts';
 import { snapshotTree, treeHash } from '../helpers/adversarial/snapshot.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -258,7 +260,8 @@ describe('listing and removing', () => {
   test('list several networks; remove one; a missing network is undefined', async () => {
     const s = await freshState();
     await install(v1, s);
-    await install(await verified({ network: 'lab2', spec: { ...(await verified()).spec, id: 'lab2' } }), s);
+    const lab2 = await makeTestPki({ clients: [f.nodeId], serverCn: serverCn('lab2'), caCn: caCn('lab2'), now: f.now });
+    await install(await verified({ network: 'lab2', spec: makeSpec('lab2'), pki: lab2 }), s);
     expect((await listInstalled(s)).map((b) => b.network)).toEqual(['lab1', 'lab2']);
     await removeInstalled(s, 'lab1');
     expect(await readInstalled(s, 'lab1')).toBeUndefined();

@@ -50,7 +50,7 @@ describe('renderClientConfig', () => {
         'remote vpn.example.org 1195',
         'nobind',
         'remote-cert-tls server',
-        'verify-x509-name vpn-server name',
+        'verify-x509-name mvpn-server-lab1 name',
         `ca ${paths.ca}`,
         `cert ${paths.cert}`,
         `key ${paths.key}`,

@@ -9,6 +9,7 @@ import { networkDeleteCommand } from './network-delete.ts';
 import { networkDownCommand } from './network-down.ts';
 import { networkListCommand } from './network-list.ts';
 import { networkPurgeCommand } from './network-purge.ts';
+import { networkRollCaCommand } from './network-roll-ca.ts';
 import { networkShowCommand } from './network-show.ts';
 import { networkUpCommand } from './network-up.ts';
 import { nodeAddCommand } from './node-add.ts';
@@ -30,7 +31,7 @@ export const serverGroup: CliGroup = {
     serverAnchorCommand,
     {
       command: 'network',
-      describe: 'create, list, show, start, stop, delete and purge networks',
+      describe: 'create, list, show, start, stop, delete, purge networks and roll their CAs',
       children: [
         networkCreateCommand,
         networkListCommand,
@@ -39,6 +40,7 @@ export const serverGroup: CliGroup = {
         networkDownCommand,
         networkDeleteCommand,
         networkPurgeCommand,
+        networkRollCaCommand,
       ],
     },
     {

@@ -3,6 +3,8 @@ import { getNetworkOrThrow, networkView } from '../../server/ops/networks.ts';
 import { membershipView } from '../../server/ops/nodes.ts';
 import { linkView } from '../../server/federation/links.ts';
 import { readStatus } from '../../server/status.ts';
+import { isMirror } from '../../server/federation/mirror.ts';
+import { networkCaExpiry } from '../../server/ops/ca-roll.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { serverAction, serverOptions, table } from './common.ts';
@@ -26,8 +28,14 @@ export const networkShowCommand: CliCommand<IdArgs> = {
       const base = networkView(net, { active: members.filter((m) => !m.revoked).length, revoked: members.filter((m) => m.revoked).length });
       const link = ctx.store.read((tx) => tx.getLink(net.id));
       const linkRuntime = link ? (status ? (status.links?.[net.id] ?? { state: 'stopped' }) : null) : undefined;
+      const now = ctx.clock.now();
+      const ca = isMirror(net) ? undefined : await networkCaExpiry(net, now);
+      const roll = net.caRoll
+        ? { overlap: net.caRoll.prev !== null, started_at: new Date(net.caRoll.startedAt).toISOString(), overlap_until: new Date(net.caRoll.overlapUntil).toISOString() }
+        : undefined;
       const view = {
         ...base,
+        ...(ca ? { ca: { cn: ca.cn, not_after: ca.notAfter, days_left: ca.daysLeft, ...(ca.warning ? { warning: ca.warning } : {}), ...(roll ? { roll } : {}) } } : {}),
         members: members.map(membershipView),
         runtime,
         // Peer side of a server-to-server link: the mirror's link to its hub and its health.
@@ -38,6 +46,8 @@ export const networkShowCommand: CliCommand<IdArgs> = {
         `network ${net.id} (${net.name}): ${net.state}, ${net.devType} ${net.proto}/${net.port}, subnet ${net.subnet}, server ${String(base['server_address'])}`,
         `remotes: ${net.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(', ')}`,
         `crl: #${net.crlNumber}, next update ${new Date(net.crlNextUpdate).toISOString()}`,
+        ...(ca ? [`ca: ${ca.cn}, valid until ${ca.notAfter} (${ca.daysLeft} days)${roll?.overlap ? `; rolling: nodes trust the old CA too until ${roll.overlap_until}` : ''}`] : []),
+        ...(ca?.warning ? [`WARNING: ${ca.warning}`] : []),
         runtime === null
           ? 'server: no daemon running (`mvpn-client server run`)'
           : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,

@@ -15,7 +15,7 @@
 import { StoreError, isMvpnError } from '../../errors.ts';
 import type { Clock } from '../../util/clock.ts';
 import type { ServerConfig, ServerPaths } from '../config.ts';
-import { buildCrl, caOf, type BuiltCrl } from '../pki-service.ts';
+import { buildNetworkCrl, type BuiltCrl } from '../pki-service.ts';
 import type { NetworkRecord, RevocationRecord, Store, StoreTx } from '../store/store.ts';
 
 export interface ServerContext {
@@ -106,7 +106,7 @@ export interface CrlPlan {
 export async function planCrl(net: NetworkRecord, recorded: readonly RevocationRecord[], add: readonly RevocationRecord[], now: number, crlDays: number): Promise<CrlPlan> {
   const known = new Set(recorded.map((r) => r.serial));
   const fresh = add.filter((r) => !known.has(r.serial));
-  const crl = await buildCrl(caOf(net), [...recorded, ...fresh], net.crlNumber + 1, now, crlDays);
+  const crl = await buildNetworkCrl(net, [...recorded, ...fresh], net.crlNumber + 1, now, crlDays);
   return { network: net.id, expectNumber: net.crlNumber, crl, add: fresh };
 }
 

@@ -418,13 +418,13 @@ export function listNodes(ctx: ServerContext, network?: string): NodeListEntry[]
   });
 }
 
-/** "30m", "24h", "7d", "3600s" → ms (1 minute to 30 days). */
-export function parseTtl(text: string): number {
+/** "30m", "24h", "7d", "3600s" → ms (1 minute to `maxDays`, 30 by default); `flag` names the option in the error. */
+export function parseTtl(text: string, flag = '--ttl', maxDays = 30): number {
   const m = /^([0-9]{1,6})([smhd])$/.exec(text);
   const unit = { s: 1000, m: 60_000, h: 3_600_000, d: DAY } as const;
   const ms = m ? Number(m[1]) * unit[m[2] as keyof typeof unit] : NaN;
-  if (!m || ms < 60_000 || ms > 30 * DAY) {
-    throw new UsageError(`--ttl ${JSON.stringify(text)}: expected a duration from 1m to 30d, like 30m, 24h or 7d`);
+  if (!m || ms < 60_000 || ms > maxDays * DAY) {
+    throw new UsageError(`${flag} ${JSON.stringify(text)}: expected a duration from 1m to ${maxDays}d, like 30m, 24h or 7d`);
   }
   return ms;
 }

@@ -16,6 +16,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { StoreError } from '../../errors.ts';
 import type {
+  CaRollRecord,
   MembershipPatch,
   MembershipRecord,
   NetworkPatch,
@@ -148,6 +149,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE networks ADD COLUMN pushed_routes TEXT;
   `,
+  // 8: a network CA roll (JSON, NULL = the network never rolled its CA)
+  `
+  ALTER TABLE networks ADD COLUMN ca_roll TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -195,6 +200,7 @@ function toNetwork(r: Row): NetworkRecord {
     crlNextUpdate: num(r['crl_next_update']),
     allocHint: num(r['alloc_hint']),
     ...(r['pushed_routes'] === null || r['pushed_routes'] === undefined ? {} : { pushedRoutes: JSON.parse(str(r['pushed_routes'])) as string[] }),
+    caRoll: r['ca_roll'] === null || r['ca_roll'] === undefined ? null : (JSON.parse(str(r['ca_roll'])) as CaRollRecord),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -273,6 +279,11 @@ const NETWORK_COLUMNS: Record<keyof NetworkPatch, string> = {
   remotes: 'remotes',
   crlPem: 'crl',
   crlNumber: 'crl_number',
+  caCertPem: 'ca_cert',
+  caKeyPem: 'ca_key',
+  serverCertPem: 'server_cert',
+  serverKeyPem: 'server_key',
+  caRoll: 'ca_roll',
   crlNextUpdate: 'crl_next_update',
   allocHint: 'alloc_hint',
   updatedAt: 'updated_at',
@@ -301,7 +312,7 @@ const MEMBERSHIP_COLUMNS: Record<keyof MembershipPatch, string> = {
 
 function sqlValue(v: unknown): SQLInputValue {
   if (typeof v === 'boolean') return v ? 1 : 0;
-  if (Array.isArray(v)) return JSON.stringify(v);
+  if (Array.isArray(v) || (v !== null && typeof v === 'object')) return JSON.stringify(v);
   return v as SQLInputValue;
 }
 

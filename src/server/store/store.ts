@@ -54,8 +54,25 @@ export interface NetworkRecord {
   readonly allocHint: number;
   /** Prefixes the server pushes routes for and nodes accept (network.json `pushed_routes`); undefined: none, nodes pull no routes. */
   readonly pushedRoutes?: readonly string[] | undefined;
+  /** The network's last CA roll (src/server/ops/ca-roll.ts); null/absent: never rolled. */
+  readonly caRoll?: CaRollRecord | null | undefined;
   readonly createdAt: number;
   readonly updatedAt: number;
+}
+
+/**
+ * A network CA roll. `caCertPem`/`caKeyPem` of the network are always the
+ * CA that issues; during the overlap `prev` is the CA being replaced, which
+ * nodes and the openvpn server still trust (and whose server certificate
+ * the server keeps presenting), and `crlPem` holds both CAs' CRLs.
+ */
+export interface CaRollRecord {
+  readonly prev: { readonly certPem: string; readonly keyPem: string } | null;
+  /** ca-roll.crt for bundles: the cross-certificate (new CA by the old key) and the old CA. Kept after the overlap for nodes that were offline. */
+  readonly proofPem: string;
+  readonly startedAt: number;
+  /** When the overlap ends: the server certificate moves to the new CA and the old CA is dropped. */
+  readonly overlapUntil: number;
 }
 
 export interface NodeRecord {
@@ -150,7 +167,7 @@ type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P]
 
 export type NetworkPatch = Patch<
   NetworkRecord,
-  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt'
+  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
 >;
 export type NodePatch = Patch<
   NodeRecord,
