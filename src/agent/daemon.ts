@@ -6,7 +6,9 @@
  * Start-up order, and why:
  * 1. Resolve node id, anchor and CA: a config that cannot be used stops the
  *    start with an error naming the field (nothing has been touched yet).
- * 2. State dir 0700, runtime dir 0755 (status.sock must be reachable).
+ * 2. The mvpn-openvpn user (made when missing) every openvpn drops to; state
+ *    dir root:mvpn-openvpn 0710 (openvpn re-reads crl.pem below it), runtime
+ *    dir 0755 (status.sock must be reachable).
  * 3. Claim the runtime dir (control API sockets): a second agent on the same
  *    dir refuses to start before it could touch the first one's openvpns.
  * 4. cleanupLeftovers: openvpns a crashed previous run left are stopped by
@@ -16,7 +18,8 @@
  *    child, so a supervisor's check before each spawn scans /proc only when
  *    the network's pid file or socket exists (findRunning
  *    `when-files-exist`), not once per network.
- * 5. The stored membership document (rollback protection, names).
+ * 5. The stored membership document (rollback protection, names) and the
+ *    operator's `down` marks (they hold across restarts until `up`).
  * 6. Installed, unexpired bundles the stored membership still lists start
  *    at once (a slow or unreachable server does not delay boot); then the
  *    first reconcile changes only what differs. If no source answers,
@@ -33,12 +36,15 @@
  * every openvpn (by pid, via its supervisor), close the sockets.
  */
 import { chmod } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { shareInstalled } from '../bundle/install.ts';
 import type { Anchor } from '../bundle/sign.ts';
 import { DaemonError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, findRunning } from '../openvpn/process.ts';
 import { Supervisor, type InstanceSpec, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
+import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
@@ -51,7 +57,7 @@ import { resolveNodeId } from './node-id.ts';
 import type { NetError } from './plan.ts';
 import { Reconciler, type ReconcileResult } from './reconcile.ts';
 import type { SourceDeps } from './sources.ts';
-import { loadMembership } from './state.ts';
+import { loadAdminDown, loadMembership, saveAdminDown } from './state.ts';
 import { summaryLine, type AgentStatus, type NetworkStatus } from './status.ts';
 import { loadTrust } from './anchor-state.ts';
 import { loadAnchor, loadCaPem } from './trust.ts';
@@ -122,6 +128,8 @@ export class AgentDaemon {
   private cancelTimer: Cancel | undefined;
   private lastSummary = '';
   private readonly readyWaiters: (() => void)[] = [];
+  /** The user every openvpn drops to (set at start; undefined when the agent is not root). */
+  private runAs: OpenvpnUser | undefined;
 
   private constructor(config: AgentConfig, nodeId: string, anchor: Anchor, serverCaPem: string | undefined, deps: DaemonDeps) {
     this.config = config;
@@ -137,6 +145,7 @@ export class AgentDaemon {
           clock: deps.clock,
           // Supervisors are only made after start() ran cleanupLeftovers (see the start-up order above).
           findRunning: (files) => findRunning(files, { scan: 'when-files-exist' }),
+          runAs: this.runAs,
           ...deps.supervisorDeps,
         }));
     this.runner = new NetworkRunner({
@@ -144,6 +153,7 @@ export class AgentDaemon {
       openvpnPath: config.openvpnPath,
       factory,
       onChange: (id, s) => this.onNetworkChange(id, s),
+      persistDown: (down) => saveAdminDown(config.stateDir, down),
     });
     this.reconciler = new Reconciler(
       { config, nodeId, anchor, runner: this.runner, ...(serverCaPem === undefined ? {} : { serverCaPem }) },
@@ -164,8 +174,13 @@ export class AgentDaemon {
   async start(): Promise<void> {
     const { config } = this;
     const { logger } = this.deps;
-    await ensureDir(config.stateDir, 0o700);
-    await chmod(config.stateDir, 0o700);
+    // openvpn drops to this user and must reach crl.pem below the state dir (src/openvpn/unpriv.ts).
+    this.runAs = await ensureOpenvpnUser();
+    await ensureDir(dirname(config.stateDir), 0o755);
+    await ensureDir(config.stateDir, SHARED_DIR_MODE);
+    await shareWithOpenvpn(config.stateDir, this.runAs, SHARED_DIR_MODE);
+    await checkReachable(config.stateDir, this.runAs);
+    this.reconciler.openvpnUser = this.runAs;
     await ensureDir(config.runtimeDir, 0o755);
     await chmod(config.runtimeDir, 0o755);
 
@@ -186,7 +201,13 @@ export class AgentDaemon {
     } catch (err) {
       logger.emit({ kind: 'agent.membership-state-ignored', message: toMvpnError(err).message });
     }
+    try {
+      this.runner.restoreAdminDown(await loadAdminDown(config.stateDir));
+    } catch (err) {
+      logger.emit({ kind: 'agent.admin-state-ignored', message: toMvpnError(err).message });
+    }
     await this.reconciler.refreshInstalled();
+    for (const b of this.reconciler.installed.values()) await shareInstalled(config.stateDir, b, this.runAs);
     await this.reconciler.startFromCache();
 
     await this.reconciler.reconcile('start');
@@ -244,6 +265,7 @@ export class AgentDaemon {
       const s = this.runner.status(id);
       const up = s !== undefined && (s.state === 'connected' || s.state === 'degraded');
       const reconcileError = r.errors.get(id);
+      const downSince = this.runner.adminDownSince(id);
       const supError = s?.lastError !== undefined && s.state !== 'connected' ? s.lastError : undefined;
       const lastError = reconcileError ?? supError;
       const state = s?.state ?? (reconcileError ? 'failed' : 'stopped');
@@ -252,6 +274,7 @@ export class AgentDaemon {
         name: names.get(id) ?? id,
         state,
         admin_down: this.runner.isAdminDown(id),
+        admin_down_since: downSince === undefined ? null : new Date(downSince).toISOString(),
         pid: s?.pid ?? null,
         tunnel_address: up ? tunnelAddress(s.tunnelAddress, r.installed.get(id)?.spec.address.ipv4) : null,
         server: up ? (s.remote ?? null) : null,
@@ -299,7 +322,7 @@ export class AgentDaemon {
     this.deps.logger.emit({ kind: 'network.admin', network: id, verb });
     switch (verb) {
       case 'down':
-        await this.runner.adminDown(id);
+        await this.runner.adminDown(id, this.deps.clock.now());
         return;
       case 'up':
       case 'restart': {

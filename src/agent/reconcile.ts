@@ -39,6 +39,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { followChain, initialTrust, parseChain, type TrustState } from '../bundle/anchor-chain.ts';
+import type { OpenvpnUser } from '../openvpn/unpriv.ts';
 import { installBundle, listInstalled, readInstalled, removeInstalled, type InstalledBundle } from '../bundle/install.ts';
 import { verifyMembership, type AcceptedMembership } from '../bundle/membership.ts';
 import type { Manifest } from '../bundle/schema.ts';
@@ -129,6 +130,8 @@ export class Reconciler {
   /** The anchor this node trusts now (the config's, followed through the pinned rotation statements). */
   trust: TrustState;
 
+  /** The user openvpn drops to (set by the daemon at start); installs share crl.pem with it. */
+  openvpnUser: OpenvpnUser | undefined;
   private readonly ctx: ReconcileContext;
   private readonly deps: ReconcileDeps;
   private running: Promise<ReconcileResult> | undefined;
@@ -232,6 +235,7 @@ export class Reconciler {
     const b = await installBundle(vb, {
       stateDir: this.ctx.config.stateDir,
       ...(identity ? { nodeKeyPath: identity.paths.key } : {}),
+      openvpnUser: this.openvpnUser,
       render: (spec, _dir, files) => renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev }, protect),
     });
     this.installed.set(b.network, b);
@@ -667,7 +671,7 @@ export class Reconciler {
           await removeInstalled(config.stateDir, a.id);
           this.installed.delete(a.id);
           this.errors.delete(a.id);
-          runner.forget(a.id);
+          await runner.forget(a.id);
           return true;
       }
     } catch (err) {

@@ -6,7 +6,7 @@
  *   <stateDir>/networks/.<id>.<version>.<random>/   0700: the bundle's files,
  *                                                  openvpn.conf, install.json
  *
- * Steps: make a fresh 0700 directory, write every file (keys 0600, the rest
+ * Steps: make a fresh 0710 directory, write every file (keys 0600, the rest
  * 0644; we run as root, so they are root-owned), render openvpn.conf into
  * it, fsync each file and the directory, then switch the symlink atomically
  * (new symlink under a temporary name, rename over the old one), fsync the
@@ -19,6 +19,14 @@
  * bundle update that changes only crl.pem takes effect in the running
  * openvpn (which re-reads crl-verify at every handshake) without a restart.
  *
+ * openvpn re-reads crl.pem after it has dropped to the mvpn-openvpn user
+ * (src/openvpn/unpriv.ts), so with `openvpnUser` the networks directory and
+ * each version directory are root:mvpn-openvpn 0710 and crl.pem is
+ * root:mvpn-openvpn 0640. The keys stay 0600 root; the other files are
+ * public (certificates, the network spec, the rendered config). Installs
+ * made before openvpn dropped root (0700, crl.pem 0644) are still accepted
+ * and shareInstalled() brings them to the new modes.
+ *
  * readInstalled/listInstalled re-check what is on disk against the install
  * record and the manifest's hashes, so a tampered or half-deleted install is
  * reported instead of being run. Installs of one network must not run
@@ -26,11 +34,12 @@
  * may.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, readFile, readlink, rename, rm, symlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BundleError, isMvpnError, type ErrorCode } from '../errors.ts';
 import { fsyncDir } from '../util/fs-atomic.ts';
+import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { sha256Hex } from './membership.ts';
 import { MANIFEST_FILE, MANIFEST_SIG_FILE, NETWORK_ID_RE, parseWithSchema, type Manifest, type NetworkSpec } from './schema.ts';
 import type { Anchor } from './sign.ts';
@@ -40,6 +49,14 @@ import { openManifest, parseSpec, type VerifiedBundle } from './verify.ts';
 export const CONFIG_FILE = 'openvpn.conf';
 export const RECORD_FILE = 'install.json';
 const SECRET_FILES: ReadonlySet<string> = new Set(['node.key', 'tls-crypt-v2.key']);
+/** Read by openvpn after it dropped root. */
+const CRL_FILE = 'crl.pem';
+/** Modes readInstalled accepts: the current ones first, then those of installs made before openvpn dropped root. */
+const DIR_MODES: readonly number[] = [SHARED_DIR_MODE, 0o700];
+function fileModes(name: string): readonly number[] {
+  if (SECRET_FILES.has(name)) return [0o600];
+  return name === CRL_FILE ? [SHARED_FILE_MODE, 0o644] : [0o644];
+}
 
 /** Absolute paths of the installed trust material, through the stable symlink. */
 export interface InstalledPaths {
@@ -74,6 +91,8 @@ export interface InstallOptions {
   readonly nodeKeyPath?: string;
   /** Renders openvpn.conf; `dir` is the stable path, `files` the installed trust material. */
   readonly render: (spec: NetworkSpec, dir: string, files: InstalledPaths) => string;
+  /** The user openvpn drops to: it gets read access to crl.pem (and entry to the directories above it). */
+  readonly openvpnUser?: OpenvpnUser | undefined;
   /** Called before each step; tests throw from it to prove a failure at that step loses nothing. */
   readonly beforeStep?: (step: InstallStep) => void | Promise<void>;
 }
@@ -143,20 +162,21 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
     await opts.beforeStep?.(s);
   };
 
-  await mkdir(nets, { recursive: true, mode: 0o700 });
-  await chmod(nets, 0o700);
+  await mkdir(nets, { recursive: true, mode: SHARED_DIR_MODE });
+  await shareWithOpenvpn(nets, opts.openvpnUser, SHARED_DIR_MODE);
   const name = `.${id}.${b.manifest.version}.${randomBytes(6).toString('hex')}`;
   const versionDir = join(nets, name);
   const tmpLink = join(nets, `.${id}.link.${randomBytes(6).toString('hex')}`);
   let switched = false;
   try {
     await step('mkdir');
-    await mkdir(versionDir, { mode: 0o700 });
-    await chmod(versionDir, 0o700);
+    await mkdir(versionDir, { mode: SHARED_DIR_MODE });
+    await shareWithOpenvpn(versionDir, opts.openvpnUser, SHARED_DIR_MODE);
 
     await step('write');
     for (const [file, data] of [...b.files].sort(([a], [c]) => a.localeCompare(c))) {
-      await writeSynced(join(versionDir, file), data, SECRET_FILES.has(file) ? 0o600 : 0o644);
+      await writeSynced(join(versionDir, file), data, fileModes(file)[0]!);
+      if (file === CRL_FILE) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
     }
 
     await step('render');
@@ -233,7 +253,7 @@ export async function readInstalled(stateDir: string, networkId: string, opts: {
   const versionDir = join(nets, target);
   const dst = await lstat(versionDir).catch(() => undefined);
   if (!dst?.isDirectory()) throw corrupt('MVPN_BUNDLE_FILE_MISSING', networkId, `version directory ${target} is missing`);
-  if ((dst.mode & 0o777) !== 0o700 || dst.uid !== process.getuid?.()) {
+  if (!DIR_MODES.includes(dst.mode & 0o7777) || dst.uid !== process.getuid?.()) {
     throw corrupt('MVPN_BUNDLE_INSTALL_FAILED', networkId, `version directory ${target} has mode ${(dst.mode & 0o777).toString(8)} or a foreign owner`);
   }
 
@@ -242,8 +262,7 @@ export async function readInstalled(stateDir: string, networkId: string, opts: {
     const p = join(versionDir, name);
     const fst = await lstat(p);
     if (!fst.isFile() || fst.nlink !== 1) throw corrupt('MVPN_BUNDLE_UNSAFE_ENTRY', networkId, `${name} is not a plain regular file`, { file: name });
-    const wantMode = SECRET_FILES.has(name) ? 0o600 : 0o644;
-    if ((fst.mode & 0o7777) !== wantMode) throw corrupt('MVPN_BUNDLE_INSTALL_FAILED', networkId, `${name} has mode ${(fst.mode & 0o7777).toString(8)}`, { file: name });
+    if (!fileModes(name).includes(fst.mode & 0o7777)) throw corrupt('MVPN_BUNDLE_INSTALL_FAILED', networkId, `${name} has mode ${(fst.mode & 0o7777).toString(8)}`, { file: name });
     files.set(name, await readFile(p));
   }
   const recordBytes = files.get(RECORD_FILE);
@@ -306,4 +325,15 @@ export async function removeInstalled(stateDir: string, networkId: string): Prom
     await fsyncDir(nets);
   }
   await sweep(nets, networkId, undefined);
+}
+
+/**
+ * Gives the openvpn user what it needs of an install (the networks
+ * directory, the version directory, crl.pem); at agent start, for installs
+ * made before openvpn dropped root. Idempotent.
+ */
+export async function shareInstalled(stateDir: string, b: InstalledBundle, who: OpenvpnUser | undefined): Promise<void> {
+  await shareWithOpenvpn(networksDir(stateDir), who, SHARED_DIR_MODE);
+  await shareWithOpenvpn(b.versionDir, who, SHARED_DIR_MODE);
+  await shareWithOpenvpn(join(b.versionDir, CRL_FILE), who, SHARED_FILE_MODE);
 }

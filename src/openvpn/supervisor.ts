@@ -47,6 +47,7 @@ import { assessHealth, defaultHealthPolicy, freshHealthMemory, readDevice, type 
 import { ManagementClient, type ManagementOptions, type StateInfo } from './management.ts';
 import { findRunning } from './process.ts';
 import { parsePushLogLine } from './push-policy.ts';
+import { dropArgs, type OpenvpnUser } from './unpriv.ts';
 
 export type InstanceState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
 
@@ -266,6 +267,12 @@ export interface SupervisorDeps {
   /** Passed as --management-client-user so only we (same user) can use the socket; undefined leaves it out. */
   readonly managementUser: string | undefined;
   /**
+   * The user and group openvpn drops to once its device and management socket
+   * exist (`--user`/`--group`, see unpriv.ts); undefined keeps it as we are.
+   * The daemons set it from ensureOpenvpnUser().
+   */
+  readonly runAs: OpenvpnUser | undefined;
+  /**
    * Prepended to the openvpn and `ip` command lines of the default spawn and
    * exec, e.g. `['ip', 'netns', 'exec', NS]` to run an instance inside a
    * network namespace (tests, demos). `ip netns exec` execs the command, so
@@ -325,6 +332,7 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): Su
     commandTimeoutMs: 10_000,
     bytecountSeconds: 5,
     managementUser: currentUser(),
+    runAs: undefined,
     commandPrefix,
   };
 }
@@ -619,6 +627,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       ...(this.deps.managementUser === undefined ? [] : ['--management-client-user', this.deps.managementUser]),
       '--writepid',
       this.spec.pidFile,
+      ...dropArgs(this.deps.runAs),
     ];
     let child: SpawnedProcess;
     try {

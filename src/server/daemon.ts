@@ -45,6 +45,7 @@ import { completeRotation } from './anchor-rotation.ts';
 import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, isAlive, readCmdline, runtimePaths } from '../openvpn/process.ts';
+import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { checkBuildFingerprint } from './build-fingerprint.ts';
 import { Supervisor, type InstanceStatus, type SupervisorDeps } from '../openvpn/supervisor.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
@@ -172,6 +173,8 @@ export class ServerDaemon {
   private again: string | undefined;
   private stopped = false;
   private claimed = false;
+  /** The user every openvpn drops to (undefined: not root, openvpn stays as we are). */
+  private runAs: OpenvpnUser | undefined;
   private statusWrite: Promise<void> = Promise.resolve();
   private docs: DocumentService | undefined;
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
@@ -234,6 +237,13 @@ export class ServerDaemon {
       await claimRuntimeDir(config.runtime_dir);
       daemon.claimed = true;
       await cleanupLeftovers(config.runtime_dir, { ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}) });
+      // openvpn re-reads CRLs and ccd files after dropping root: it must reach them (src/openvpn/unpriv.ts).
+      daemon.runAs = await ensureOpenvpnUser();
+      await checkReachable(paths.stateDir, daemon.runAs);
+      for (const dir of [paths.stateDir, paths.networksDir]) {
+        await ensureDir(dir, SHARED_DIR_MODE);
+        await shareWithOpenvpn(dir, daemon.runAs, SHARED_DIR_MODE);
+      }
       // Before the first document is served: an upgraded build must not re-sign a serial nodes already hold.
       const fp = await checkBuildFingerprint(ctx);
       if (fp.bumped > 0) logger.emit({ kind: 'server.documents-renewed', nodes: fp.bumped, reason: fp.previous === null ? 'first-start' : 'build-changed' });
@@ -445,7 +455,7 @@ export class ServerDaemon {
           this.bridged.add(net.id);
         }
         const bridge = payload ? { address: payload.peer.address } : undefined;
-        restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms, bridge)).restartNeeded;
+        restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms, bridge, this.runAs)).restartNeeded;
       } catch (err) {
         const e = toMvpnError(err);
         this.logger.emit({ kind: 'server.files-failed', network: net.id, code: e.code, message: e.message });
@@ -483,7 +493,7 @@ export class ServerDaemon {
         ...(this.bridged.has(net.id) ? {} : { expectedAddress: `${intToIp(serverAddress(subnet))}/${subnet.prefix}` }),
         openvpnPath: this.ctx.config.openvpn_path,
       },
-      { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
+      this.supervisorDeps(),
     );
     const inst: Instance = { sup, serials: new Map(), addresses: new Map(), clients: [] };
     sup.on('change', () => {
@@ -494,6 +504,11 @@ export class ServerDaemon {
     this.logger.emit({ kind: 'server.network-start', network: net.id });
     sup.start();
     return inst;
+  }
+
+  /** Every openvpn of this server (networks and links) drops to the openvpn user. */
+  private supervisorDeps(): Partial<SupervisorDeps> {
+    return { runAs: this.runAs, ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps };
   }
 
   private exec(): ExecFn {
@@ -521,7 +536,7 @@ export class ServerDaemon {
         dev: linkDev(link.network),
         openvpnPath: this.ctx.config.openvpn_path,
       },
-      { ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps },
+      this.supervisorDeps(),
     );
     sup.on('change', () => void this.writeSnapshot());
     const inst: LinkInstance = { sup, payload };

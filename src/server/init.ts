@@ -7,6 +7,8 @@
  * The directory is built under a temporary sibling name and renamed into
  * place at the end, so a failure halfway leaves nothing that looks like an
  * initialised server, and an existing state directory is never touched.
+ * It also creates the mvpn-openvpn system user when it is missing
+ * (src/openvpn/unpriv.ts).
  */
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -23,6 +25,7 @@ import { generateKeyPairPem } from '../pki/keys.ts';
 import { checkConfig, defaultConfig, parseListen, serverPaths, type ServerConfig } from './config.ts';
 import { parseCidr, parsePortRange } from './alloc.ts';
 import { SqliteStore } from './store/sqlite.ts';
+import { ensureOpenvpnUser } from '../openvpn/unpriv.ts';
 
 export interface InitOptions {
   readonly stateDir: string;
@@ -97,6 +100,8 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
   );
 
   const now = opts.now ?? Date.now();
+  // The networks' openvpn servers drop to this user; make it now rather than at the first `server run`.
+  await ensureOpenvpnUser();
   await mkdir(dirname(stateDir), { recursive: true, mode: 0o755 });
   const tmp = join(dirname(stateDir), `.${basename(stateDir)}.init-${randomBytes(4).toString('hex')}`);
   const paths = serverPaths(tmp);

@@ -8,11 +8,17 @@
  * unchanged CRL keeps its mtime (openvpn re-reads it when it changes) and the
  * caller learns whether openvpn must restart (config, certificate or keys
  * changed) or picks the change up by itself (CRL, ccd).
+ *
+ * openvpn reads the CRL and the ccd files after it has dropped to the
+ * mvpn-openvpn user (src/openvpn/unpriv.ts): those two, the ccd directory and
+ * the network directory are shared with its group (files 0640, directories
+ * 0710); the keys stay 0600 root.
  */
 import { createHash } from 'node:crypto';
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { renderCcd, renderServerConfig } from '../openvpn/server-config.ts';
+import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
@@ -98,13 +104,22 @@ function renderBase(config: ServerConfig, paths: ServerPaths, net: NetworkRecord
   );
 }
 
-async function writeIfChanged(path: string, content: string, mode: number): Promise<boolean> {
+async function writeIfChanged(path: string, content: string, mode: number, share?: { who: OpenvpnUser | undefined }): Promise<boolean> {
   try {
-    if ((await readFile(path, 'utf8')) === content) return false;
+    if ((await readFile(path, 'utf8')) === content) {
+      // Also an unchanged file written before openvpn dropped root (an upgrade) becomes readable.
+      if (share) await shareWithOpenvpn(path, share.who, mode);
+      return false;
+    }
   } catch {
     // missing: write it
   }
-  await writeFileAtomic(path, content, mode);
+  if (share) {
+    // Shared before the rename, so openvpn never sees the new file without access to it.
+    await writeFileAtomic(path, content, mode, (tmp) => shareWithOpenvpn(tmp, share.who, mode));
+  } else {
+    await writeFileAtomic(path, content, mode);
+  }
   return true;
 }
 
@@ -121,10 +136,14 @@ export async function writeNetworkFiles(
   net: NetworkRecord,
   memberships: readonly MemberSummary[],
   bridge?: { readonly address: string },
+  who?: OpenvpnUser,
 ): Promise<WriteResult> {
   const f = networkFilePaths(paths, net.id);
-  await ensureDir(f.dir, 0o700);
-  await ensureDir(f.ccdDir, 0o700);
+  const share = { who };
+  await ensureDir(f.dir, SHARED_DIR_MODE);
+  await ensureDir(f.ccdDir, SHARED_DIR_MODE);
+  await shareWithOpenvpn(f.dir, who, SHARED_DIR_MODE);
+  await shareWithOpenvpn(f.ccdDir, who, SHARED_DIR_MODE);
   const changed = await Promise.all([
     writeIfChanged(f.config, renderNetworkConfig(config, paths, net, bridge), 0o644),
     writeIfChanged(f.ca, trustedCaPem(net), 0o644),
@@ -132,13 +151,13 @@ export async function writeNetworkFiles(
     writeIfChanged(f.key, net.serverKeyPem, 0o600),
     writeIfChanged(f.tlsCryptV2, net.tlsCryptV2ServerKey, 0o600),
   ]);
-  const crlChanged = await writeIfChanged(f.crl, net.crlPem, 0o644);
+  const crlChanged = await writeIfChanged(f.crl, net.crlPem, SHARED_FILE_MODE, share);
 
   // ccd: exactly one file per allowed node; anything else goes (ccd-exclusive then refuses that CN).
   const netmask = netmaskString(parseCidr(net.subnet).prefix);
   const wanted = new Map(allowedMembers(memberships).map((m) => [m.node, renderCcd(m.address, netmask)]));
   let ccdChanged = false;
-  for (const [node, content] of wanted) if (await writeIfChanged(join(f.ccdDir, node), content, 0o644)) ccdChanged = true;
+  for (const [node, content] of wanted) if (await writeIfChanged(join(f.ccdDir, node), content, SHARED_FILE_MODE, share)) ccdChanged = true;
   for (const name of await readdir(f.ccdDir)) {
     if (!wanted.has(name)) {
       await rm(join(f.ccdDir, name), { force: true, recursive: true });

@@ -16,7 +16,8 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+/** `prepare` runs on the written temporary file before the rename (e.g. to give it an owner). */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600, prepare?: (tmp: string) => Promise<void>): Promise<void> {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await open(tmp, 'wx', mode);
@@ -31,6 +32,7 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   }
   await fh.close();
   try {
+    await prepare?.(tmp);
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });
