@@ -11,7 +11,11 @@
  *   holds (the expected address), the old supervisor is stopped and a new one
  *   started. Otherwise a restart is the supervisor's own restart().
  * - A network an operator took down is never started here, whoever asks
- *   (a reconcile that planned before the `down` arrived included).
+ *   (a reconcile that planned before the `down` arrived included). The
+ *   marks are persisted (state.ts admin.json, through `persistDown`) before
+ *   they take effect, so a `down` survives agent restarts and reboots; a
+ *   mark that cannot be recorded is not applied and the caller gets the
+ *   error. Writes are queued, each writing the marks as they are then.
  * - Operations on one network run one at a time (reconcile and the control
  *   API may ask at once); two supervisors for one network would leave one
  *   openvpn untracked. After stopAll() (shutdown) nothing starts any more.
@@ -69,7 +73,10 @@ interface Entry {
 
 export class NetworkRunner {
   private readonly entries = new Map<string, Entry>();
-  private readonly down = new Set<string>();
+  /** Network id → when the operator took it down (ms). */
+  private readonly down = new Map<string, number>();
+  private persisting: Promise<void> = Promise.resolve();
+  private readonly persistDown: (down: ReadonlyMap<string, number>) => Promise<void>;
   private readonly locks = new Map<string, Promise<unknown>>();
   private closed = false;
   private readonly runtimeDir: string;
@@ -77,7 +84,15 @@ export class NetworkRunner {
   private readonly factory: SupervisorFactory;
   private readonly onChange: (id: string, s: InstanceStatus) => void;
 
-  constructor(opts: { runtimeDir: string; openvpnPath: string; factory: SupervisorFactory; onChange: (id: string, s: InstanceStatus) => void }) {
+  constructor(opts: {
+    runtimeDir: string;
+    openvpnPath: string;
+    factory: SupervisorFactory;
+    onChange: (id: string, s: InstanceStatus) => void;
+    /** Records the operator's marks (state.ts saveAdminDown); none: they live in memory only. */
+    persistDown?: (down: ReadonlyMap<string, number>) => Promise<void>;
+  }) {
+    this.persistDown = opts.persistDown ?? (async () => undefined);
     this.runtimeDir = opts.runtimeDir;
     this.openvpnPath = opts.openvpnPath;
     this.factory = opts.factory;
@@ -96,6 +111,36 @@ export class NetworkRunner {
 
   isAdminDown(id: string): boolean {
     return this.down.has(id);
+  }
+
+  /** When the operator took `id` down (ms), if it is down. */
+  adminDownSince(id: string): number | undefined {
+    return this.down.get(id);
+  }
+
+  /** The marks recorded by a previous run (agent start, before anything runs). */
+  restoreAdminDown(marks: ReadonlyMap<string, number>): void {
+    for (const [id, at] of marks) this.down.set(id, at);
+  }
+
+  /** Write the marks as they are when this write's turn comes. */
+  private persist(): Promise<void> {
+    const next = this.persisting.catch(() => undefined).then(() => this.persistDown(new Map(this.down)));
+    this.persisting = next;
+    return next;
+  }
+
+  /** Change the marks by `change`, record them, and undo the change when they cannot be recorded. */
+  private async mark(id: string, change: () => void): Promise<void> {
+    const before = this.down.get(id);
+    change();
+    try {
+      await this.persist();
+    } catch (err) {
+      if (before === undefined) this.down.delete(id);
+      else this.down.set(id, before);
+      throw err;
+    }
   }
 
   status(id: string): InstanceStatus | undefined {
@@ -169,21 +214,21 @@ export class NetworkRunner {
     this.onChange(id, e.sup.status());
   }
 
-  /** `mvpn-client down`: stop it and keep it stopped until `up` (or a daemon restart). */
-  async adminDown(id: string): Promise<void> {
-    this.down.add(id);
+  /** `mvpn-client down`: record the mark, stop it and keep it stopped until `up`, across agent restarts. */
+  async adminDown(id: string, now: number): Promise<void> {
+    if (!this.down.has(id)) await this.mark(id, () => this.down.set(id, now));
     await this.stop(id);
   }
 
-  /** `mvpn-client up`: clear the mark and start the installed bundle, if any. */
+  /** `mvpn-client up`: clear the recorded mark and start the installed bundle, if any. */
   async adminUp(b: InstalledBundle | undefined, id: string): Promise<void> {
-    this.down.delete(id);
+    if (this.down.has(id)) await this.mark(id, () => this.down.delete(id));
     if (b !== undefined) await this.run(b);
   }
 
   /** Forget a removed network's operator mark. */
-  forget(id: string): void {
-    this.down.delete(id);
+  async forget(id: string): Promise<void> {
+    if (this.down.has(id)) await this.mark(id, () => this.down.delete(id));
   }
 
   /** Stop every network (daemon shutdown), in parallel; each by its own pid. */

@@ -1,4 +1,7 @@
 /**
+ * What the agent keeps across restarts besides its installs: the last
+ * accepted membership document and the operator's `down` marks (below).
+ *
  * The last accepted membership document, persisted so rollback protection
  * (serial and payload hash, DESIGN.md §4) survives restarts and a node that
  * boots without any reachable source still knows its networks' names.
@@ -14,7 +17,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { openEnvelope } from '../bundle/envelope.ts';
 import { parseMembershipDoc, sha256Hex } from '../bundle/membership.ts';
-import type { MembershipDoc } from '../bundle/schema.ts';
+import { NETWORK_ID_RE, type MembershipDoc } from '../bundle/schema.ts';
 import type { Anchor } from '../bundle/sign.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { parseJsonBounded } from '../util/json.ts';
@@ -80,4 +83,43 @@ export async function loadMembership(stateDir: string, anchor: Anchor): Promise<
     ...(f.etag === undefined ? {} : { etag: f.etag }),
     fetchedAt: Number.isFinite(fetchedAt) ? fetchedAt : 0,
   };
+}
+
+/**
+ * Networks the operator took down (`mvpn-client down NET`), kept in
+ * `<state>/admin.json` (0600, written atomically) so the mark survives agent
+ * restarts and reboots until `mvpn-client up NET` (or the network leaves the
+ * membership). Maps network id → when it was taken down (ms).
+ */
+const AdminFileSchema = z.strictObject({
+  schema: z.literal(1),
+  down: z
+    .record(z.string().regex(NETWORK_ID_RE), z.iso.datetime())
+    .refine((r) => Object.keys(r).length <= 4096, 'at most 4096 networks'),
+});
+
+export function adminStatePath(stateDir: string): string {
+  return join(stateDir, 'admin.json');
+}
+
+export async function saveAdminDown(stateDir: string, down: ReadonlyMap<string, number>): Promise<void> {
+  await ensureDir(stateDir, 0o700);
+  const body: z.infer<typeof AdminFileSchema> = {
+    schema: 1,
+    down: Object.fromEntries([...down].sort(([a], [b]) => a.localeCompare(b)).map(([id, at]) => [id, new Date(at).toISOString()])),
+  };
+  await writeFileAtomic(adminStatePath(stateDir), JSON.stringify(body, null, 2) + '\n', 0o600);
+}
+
+/** The stored marks (empty when there is no file); throws when the file exists but cannot be used. */
+export async function loadAdminDown(stateDir: string): Promise<Map<string, number>> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(adminStatePath(stateDir));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+    throw err;
+  }
+  const f = AdminFileSchema.parse(parseJsonBounded(bytes, { maxBytes: 1 << 20, maxDepth: 3 }, 'admin.json'));
+  return new Map(Object.entries(f.down).map(([id, at]) => [id, Date.parse(at)]));
 }

@@ -22,7 +22,9 @@
  * - `networks[]`, sorted by id:
  *   `id`, `name`; `state`: stopped | starting | connecting | connected |
  *   degraded | backoff | stopping | failed; `admin_down`: taken down with
- *   `mvpn-client down`; `pid` (of the network's current openvpn, null if
+ *   `mvpn-client down` (recorded in the state directory: it holds across
+ *   agent restarts and reboots until `mvpn-client up`); `admin_down_since`
+ *   (ISO time of that `down`, null when not down); `pid` (of the network's current openvpn, null if
  *   none); `tunnel_address` (address/len on the tunnel
  *   interface, null if none); `server` (the remote in use, "host:port", null
  *   when not connected); `uptime_s` (seconds since connected, null when not
@@ -47,6 +49,7 @@ export interface NetworkStatus {
   readonly name: string;
   readonly state: NetworkState;
   readonly admin_down: boolean;
+  readonly admin_down_since: string | null;
   readonly pid: number | null;
   readonly tunnel_address: string | null;
   readonly server: string | null;
@@ -178,7 +181,7 @@ export function renderStatusTable(s: AgentStatus): string {
   const head = ['NETWORK', 'STATE', 'ADDRESS', 'SERVER', 'UPTIME', 'RX', 'TX', 'LAST-ERROR'];
   const rows = s.networks.map((n) => [
     n.id,
-    n.admin_down && n.state === 'stopped' ? 'down' : n.state,
+    n.admin_down && n.state === 'stopped' ? 'down (admin)' : n.state,
     n.tunnel_address ?? '-',
     n.server ?? '-',
     n.uptime_s === null ? '-' : formatDuration(n.uptime_s),

@@ -22,6 +22,7 @@ function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkSta
     name: `net ${id}`,
     state,
     admin_down: false,
+    admin_down_since: null,
     pid: null,
     tunnel_address: state === 'connected' ? '198.51.100.10/24' : null,
     server: state === 'connected' ? '198.18.0.1:1194' : null,

@@ -93,7 +93,7 @@ describe('network runner', () => {
   it('keeps an operator-downed network down, whoever asks, until up', async () => {
     const { r, made } = runner();
     await r.run(bundle('alpha'));
-    await r.adminDown('alpha');
+    await r.adminDown('alpha', 0);
     await r.run(bundle('alpha'));
     await r.restart(bundle('alpha'));
     expect(r.isRunning('alpha')).toBe(false);
