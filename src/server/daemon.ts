@@ -239,11 +239,11 @@ export class ServerDaemon {
       await cleanupLeftovers(config.runtime_dir, { ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}) });
       // openvpn re-reads CRLs and ccd files after dropping root: it must reach them (src/openvpn/unpriv.ts).
       daemon.runAs = await ensureOpenvpnUser();
-      await checkReachable(paths.stateDir, daemon.runAs);
       for (const dir of [paths.stateDir, paths.networksDir]) {
         await ensureDir(dir, SHARED_DIR_MODE);
         await shareWithOpenvpn(dir, daemon.runAs, SHARED_DIR_MODE);
       }
+      await checkReachable(paths.networksDir, daemon.runAs);
       // Before the first document is served: an upgraded build must not re-sign a serial nodes already hold.
       const fp = await checkBuildFingerprint(ctx);
       if (fp.bumped > 0) logger.emit({ kind: 'server.documents-renewed', nodes: fp.bumped, reason: fp.previous === null ? 'first-start' : 'build-changed' });
