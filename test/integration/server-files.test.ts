@@ -40,7 +40,9 @@ describe('network files', () => {
     expect(await readdir(f.ccdDir)).toEqual(['pc1']);
     expect(await readFile(join(f.ccdDir, 'pc1'), 'utf8')).toBe('ifconfig-push 198.19.0.2 255.255.255.0\n');
     for (const k of [f.key, f.tlsCryptV2]) expect((await stat(k)).mode & 0o777).toBe(0o600);
-    expect((await stat(f.dir)).mode & 0o777).toBe(0o700);
+    // openvpn re-reads the CRL and ccd after dropping to mvpn-openvpn: only those and the directories above them are its group's
+    for (const d of [f.dir, f.ccdDir]) expect((await stat(d)).mode & 0o777).toBe(0o710);
+    for (const x of [f.crl, join(f.ccdDir, 'pc1')]) expect((await stat(x)).mode & 0o777).toBe(0o640);
     const conf = await readFile(f.config, 'utf8');
     expect(conf).toContain(`crl-verify ${f.crl}`);
     expect(conf).toContain(`lladdr ${serverMac('lab')}`);

@@ -34,9 +34,10 @@ function bundle(id: string, address = '198.19.1.10/24'): InstalledBundle {
   return { network: id, configPath: `/state/networks/${id}/openvpn.conf`, dir: `/state/networks/${id}`, spec: { address: { ipv4: address } } } as unknown as InstalledBundle;
 }
 
-function runner(): { r: NetworkRunner; made: FakeSupervisor[] } {
+function runner(persistDown?: (down: ReadonlyMap<string, number>) => Promise<void>): { r: NetworkRunner; made: FakeSupervisor[] } {
   const made: FakeSupervisor[] = [];
   const r = new NetworkRunner({
+    ...(persistDown ? { persistDown } : {}),
     runtimeDir: '/run/mvpn-client',
     openvpnPath: '/usr/sbin/openvpn',
     factory: (spec) => {
@@ -99,6 +100,36 @@ describe('network runner', () => {
     expect(r.isRunning('alpha')).toBe(false);
     expect(made).toHaveLength(1);
     await r.adminUp(bundle('alpha'), 'alpha');
+    expect(r.isRunning('alpha')).toBe(true);
+  });
+
+  it('records every down/up mark before it takes effect, the marks as they are then; a restored mark keeps the network down', async () => {
+    const writes: string[] = [];
+    const { r } = runner(async (down) => void writes.push(JSON.stringify([...down])));
+    await r.run(bundle('alpha'));
+    await Promise.all([r.adminDown('alpha', 1000), r.adminDown('beta', 2000)]);
+    expect(writes.at(-1)).toBe(JSON.stringify([['alpha', 1000], ['beta', 2000]]));
+    expect(r.adminDownSince('alpha')).toBe(1000);
+    await r.adminDown('alpha', 5000); // already down: neither written again nor re-dated
+    expect(r.adminDownSince('alpha')).toBe(1000);
+    await r.adminUp(bundle('alpha'), 'alpha');
+    await r.forget('beta');
+    expect(writes.at(-1)).toBe('[]');
+
+    const next = runner();
+    next.r.restoreAdminDown(new Map([['alpha', 1000]]));
+    await next.r.run(bundle('alpha'));
+    expect(next.made).toHaveLength(0);
+    expect(next.r.isAdminDown('alpha')).toBe(true);
+  });
+
+  it('a down that cannot be recorded is refused and changes nothing: the network keeps running', async () => {
+    const { r } = runner(async () => {
+      throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    });
+    await r.run(bundle('alpha'));
+    await expect(r.adminDown('alpha', 1000)).rejects.toThrow('ENOSPC');
+    expect(r.isAdminDown('alpha')).toBe(false);
     expect(r.isRunning('alpha')).toBe(true);
   });
 

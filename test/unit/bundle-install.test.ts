@@ -10,7 +10,8 @@ import { appendFile, chmod, link, lstat, mkdir, readdir, readFile, readlink, rm,
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, test } from 'vitest';
-import { installBundle, listInstalled, readInstalled, removeInstalled, type InstallStep } from '../../src/bundle/install.ts';
+import { installBundle, listInstalled, readInstalled, removeInstalled, shareInstalled, type InstallStep } from '../../src/bundle/install.ts';
+import { ensureOpenvpnUser } from '../../src/openvpn/unpriv.ts';
 import { verifyBundle, type VerifiedBundle } from '../../src/bundle/verify.ts';
 import { MvpnError } from '../../src/errors.ts';
 import { createCrl } from '../../src/pki/crl.ts';
@@ -55,20 +56,20 @@ const v1 = await verified();
 const v2 = await verified({ version: 2 });
 
 describe('install layout', () => {
-  test('a fresh 0700 version directory behind a symlink; keys 0600, the rest 0644; config through the stable path', async () => {
+  test('a fresh 0710 version directory behind a symlink; keys 0600, crl.pem 0640 (openvpn re-reads it after dropping root), the rest 0644; config through the stable path', async () => {
     const s = await freshState();
     const inst = await install(v1, s);
     const nets = join(s, 'networks');
-    expect(((await lstat(nets)).mode & 0o777).toString(8)).toBe('700');
+    expect(((await lstat(nets)).mode & 0o777).toString(8)).toBe('710');
     const target = await readlink(join(nets, f.network));
     expect(target).toMatch(/^\.lab1\.1\.[0-9a-f]{12}$/);
     expect(inst.versionDir).toBe(join(nets, target));
-    expect(((await lstat(inst.versionDir)).mode & 0o777).toString(8)).toBe('700');
+    expect(((await lstat(inst.versionDir)).mode & 0o777).toString(8)).toBe('710');
     const modes: Record<string, string> = {};
     for (const name of await readdir(inst.versionDir)) modes[name] = ((await lstat(join(inst.versionDir, name))).mode & 0o7777).toString(8);
     expect(modes).toEqual({
       'ca.crt': '644',
-      'crl.pem': '644',
+      'crl.pem': '640',
       'install.json': '644',
       'manifest.json': '644',
       'manifest.sig': '644',
@@ -183,6 +184,27 @@ describe('failures leave the previous install byte-identical', () => {
     } finally {
       await execFileP('umount', [mnt]).catch(() => execFileP('umount', ['-l', mnt]));
     }
+  });
+
+  test('with the openvpn user, crl.pem and the directories above it belong to its group; an install made before openvpn dropped root (0700, crl.pem 0644) is still read and shareInstalled brings it to the new modes', async () => {
+    const who = await ensureOpenvpnUser();
+    if (who === undefined) return; // not root: nothing is shared (the integration tests run as root)
+    const s = await freshState();
+    const shared = await installBundle(v1, { stateDir: s, nodeKeyPath: NODE_KEY, render: testRenderer(), openvpnUser: who });
+    for (const p of [join(s, 'networks'), shared.versionDir, join(shared.versionDir, 'crl.pem')]) expect((await lstat(p)).gid, p).toBe(who.gid);
+    expect((await lstat(join(shared.versionDir, 'tls-crypt-v2.key'))).gid).toBe(0);
+
+    const old = await freshState();
+    const inst = await install(v1, old);
+    await chmod(inst.versionDir, 0o700);
+    await chmod(join(inst.versionDir, 'crl.pem'), 0o644);
+    const back = await readInstalled(old, 'lab1');
+    expect(back?.version).toBe(1);
+    await shareInstalled(old, back!, who);
+    expect((await lstat(inst.versionDir)).mode & 0o7777).toBe(0o710);
+    const crl = await lstat(join(inst.versionDir, 'crl.pem'));
+    expect({ mode: crl.mode & 0o7777, gid: crl.gid }).toEqual({ mode: 0o640, gid: who.gid });
+    expect((await readInstalled(old, 'lab1'))?.version).toBe(1);
   });
 
   test('leftovers of a crashed install (partial version dir, temporary link) are swept by the next install', async () => {

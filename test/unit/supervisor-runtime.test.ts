@@ -163,6 +163,22 @@ describe('Supervisor with a ManualClock', () => {
     expect(transitions).toEqual(['stopped->starting', 'starting->connecting', 'connecting->connected']);
   });
 
+  it('with runAs, openvpn is told to drop to that user and group once started (--user/--group)', async () => {
+    const spawned: string[][] = [];
+    const h = await harness({
+      spawn: (cmd, args) => {
+        spawned.push([cmd, ...args]);
+        const p = new FakeProc(7100);
+        h.procs.push(p);
+        return p;
+      },
+      runAs: { user: 'mvpn-openvpn', group: 'mvpn-openvpn', uid: 999, gid: 995 },
+    });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(spawned[0]!.slice(-4)).toEqual(['--user', 'mvpn-openvpn', '--group', 'mvpn-openvpn']);
+  });
+
   it('a crash restarts after the backoff delay, with exponential growth and a reset after a stable period', async () => {
     const h = await harness();
     h.sup.start();
