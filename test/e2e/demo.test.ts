@@ -4,7 +4,8 @@
  * with exit 0 (all 30 pairs, all six connected through the server and
  * address the planner gave them) and leave nothing; `demo --keep` must leave
  * a running demo that `demo down` removes completely, and the plan it
- * printed must be `server plan`'s for the description it kept.
+ * printed must be `server plan`'s for the description it kept, and every
+ * openvpn it runs (servers and nodes) has dropped to mvpn-openvpn.
  * The demos keep their files under a tmpDir() (`--dir`), so every process
  * they start names this test run's id and the suite's leak check sees it.
  */
@@ -13,6 +14,7 @@ import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { namespacesWithPrefix } from '../../src/netns/lab.ts';
+import { lookupOpenvpnUser } from '../../src/openvpn/unpriv.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 import { builtBinary } from './binary.ts';
 
@@ -142,6 +144,15 @@ describe('mvpn-client demo (built binary)', () => {
     expect(r.stdout).toContain(`demo down --dir ${dir.path}`);
     expect((await namespacesWithPrefix(`mvd-${id}-`)).length).toBeGreaterThan(0);
     expect((await processesNaming(dir.path)).length).toBeGreaterThan(6);
+    // every openvpn of the demo, the servers' and the nodes', runs as mvpn-openvpn (issue 19)
+    const who = await lookupOpenvpnUser();
+    expect(who).toBeDefined();
+    const openvpns = (await processesNaming(dir.path)).filter((p) => / openvpn-[^ ]+\.sock /.test(p) && /^\d+: \S*openvpn /.test(p));
+    expect(openvpns.length, 'two servers (networks, link) and six nodes at least').toBeGreaterThanOrEqual(7);
+    for (const p of openvpns) {
+      const status = await readFile(`/proc/${p.split(':')[0]}/status`, 'utf8').catch(() => '');
+      expect(Number(/^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1]), p).toBe(who!.uid);
+    }
     // the printed status command works as printed
     const statusLine = r.stdout.split('\n').find((l) => l.includes(' status --runtime-dir '))!.trim().split(/\s+/);
     const st = await new Promise<number | null>((resolve) => spawn(statusLine[0]!, statusLine.slice(1), { stdio: 'ignore' }).once('exit', resolve));

@@ -71,7 +71,7 @@ export interface SystemdContainer {
   /** What nspawn and the container's console printed (the boot log), for failure messages. */
   log(): string;
   /** Shut the container down, remove its cgroups and its root. Safe to call twice. */
-  stop(): Promise<void>;
+  stop(opts?: { keepRoot?: boolean }): Promise<void>;
 }
 
 
@@ -156,13 +156,18 @@ function systemdCgroup(text: string): string {
  * and wait until its systemd reports `running` (or `degraded`, with the
  * failed units in the error if that is all it reaches).
  */
-export async function bootSystemdContainer(label: string, opts: { bootTimeoutMs?: number } = {}): Promise<SystemdContainer> {
+/**
+ * Boots a fresh root, or with `root` an existing one (a reboot: the first
+ * container was stopped with `keepRoot`; the caller then owns that root
+ * until the new container's stop() removes it).
+ */
+export async function bootSystemdContainer(label: string, opts: { bootTimeoutMs?: number; root?: CleanRoot } = {}): Promise<SystemdContainer> {
   const machine = `mvt-${runId()}-${label}`;
   if (machine.length > 64) throw new Error(`machine name ${machine} is longer than 64 characters`);
   const which = await sh('sh', ['-c', 'command -v systemd-nspawn'], { allowFail: true });
   if (which.code !== 0) throw new Error('systemd-nspawn is not installed: apt-get install systemd-container (build.sh does this)');
 
-  const root = await cleanRoot(label, { include: SYSTEMD_ROOT_INCLUDE });
+  const root = opts.root ?? (await cleanRoot(label, { include: SYSTEMD_ROOT_INCLUDE }));
   const hostHasSystemd = await exists('/run/systemd/system');
   const cgroups = hostHasSystemd ? [] : await cgroupDirs(machine);
   let output = '';
@@ -254,10 +259,10 @@ export async function bootSystemdContainer(label: string, opts: { bootTimeoutMs?
         }
         return found;
       },
-      stop: async () => {
+      stop: async (o = {}) => {
         if (stopped) return;
         stopped = true;
-        await shutdown();
+        await shutdown(o.keepRoot === true);
       },
     };
     return c;
@@ -267,7 +272,7 @@ export async function bootSystemdContainer(label: string, opts: { bootTimeoutMs?
   }
 
   /** Shut down by the pid we started, then remove cgroups and root; reports what it could not remove. */
-  async function shutdown(): Promise<void> {
+  async function shutdown(keepRoot = false): Promise<void> {
     const problems: string[] = [];
     if (child && child.exitCode === null && child.signalCode === null) {
       // SIGTERM to nspawn = a clean shutdown of the container (SIGRTMIN+3 to its systemd).
@@ -287,7 +292,7 @@ export async function bootSystemdContainer(label: string, opts: { bootTimeoutMs?
     for (const d of cgroups) problems.push(...(await removeCgroupTree(d)).map((p) => `cgroup ${p} still in use`));
     // nspawn keeps a per-machine directory for mount propagation; it may fail to remove it on a host without a tmpfs /run.
     await rm(`/run/systemd/nspawn/propagate/${machine}`, { recursive: true, force: true });
-    await root.remove();
+    if (!keepRoot) await root.remove();
     if (problems.length > 0) throw new Error(`${machine}: ${problems.join('; ')}`);
   }
 }

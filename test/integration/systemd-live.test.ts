@@ -17,6 +17,10 @@
  *   (so the checks above can fail), and the restarted agent's leftover
  *   cleanup is what stops them — the second line of defence.
  * - `systemctl stop` leaves no openvpn and an empty cgroup.
+ * - Issue 19: every openvpn (node and server) runs as the mvpn-openvpn user
+ *   the package made (effective uid from /proc/PID/status) under the units'
+ *   hardening; `mvpn-client down` holds across `systemctl restart` and a
+ *   reboot of the container, until `up`.
  *
  * Nothing here leaves the container: `--private-network` gives it only its
  * own loopback, on which the "server address" 198.18.0.1 lives.
@@ -83,6 +87,30 @@ async function expectOnePerNetwork(role: Role): Promise<Openvpn[]> {
   const mine = all.filter((o) => o.role === role);
   expect(mine.map((o) => o.network).sort()).toEqual(NETWORKS);
   return mine;
+}
+
+/** The container's mvpn-openvpn uid (made by the package's postinst). */
+async function openvpnUid(): Promise<number> {
+  const line = (await c.exec('getent', ['passwd', 'mvpn-openvpn'])).stdout.trim();
+  return Number(line.split(':')[2]);
+}
+
+/** Every openvpn in the container runs with the effective uid of mvpn-openvpn. */
+async function expectUnprivileged(): Promise<void> {
+  const uid = await openvpnUid();
+  const procs = (await c.processes()).filter((p) => p.comm === 'openvpn');
+  expect(procs.length).toBeGreaterThan(0);
+  for (const p of procs) {
+    const status = await readFile(`/proc/${p.hostPid}/status`, 'utf8');
+    const euid = Number(/^Uid:\s+(.*)$/m.exec(status)![1]!.trim().split(/\s+/)[1]);
+    expect(euid, `openvpn ${p.pid} (${p.argv.join(' ')})`).toBe(uid);
+  }
+}
+
+async function agentNetworks(): Promise<Record<string, { state: string; admin_down: boolean }>> {
+  const r = await c.exec('mvpn-client', ['status', '--json'], { allowFail: true });
+  const s = JSON.parse(r.stdout || '{}') as { networks?: { id: string; state: string; admin_down: boolean }[] };
+  return Object.fromEntries((s.networks ?? []).map((n) => [n.id, n]));
 }
 
 async function mainPid(unit: string): Promise<number> {
@@ -320,4 +348,46 @@ describe('the units under a live systemd (systemd-nspawn container)', () => {
     expect(openvpns(procs)).toEqual([]);
     expect(procs.filter((p) => p.cgroup.startsWith('/system.slice/mvpn-')).map((p) => `${p.pid} ${p.argv.join(' ')}`)).toEqual([]);
   }, STEP);
+
+  it('every openvpn runs as mvpn-openvpn under the units; down holds across systemctl restart and a reboot of the container, until up', async () => {
+    expect(await openvpnUid()).toBeGreaterThan(0);
+    await c.systemctl(['start', SERVER], { timeoutMs: STEP });
+    await c.systemctl(['start', CLIENT], { timeoutMs: STEP });
+    await waitFor(async () => (await agentStatus()).code === 0, 60_000, 250);
+    await expectOnePerNetwork('client');
+    await expectOnePerNetwork('server');
+    await expectUnprivileged();
+
+    // down, then systemctl restart: lan2 stays down, lan1 comes back
+    await mvpn(['down', 'lan2']);
+    await timed('systemctl restart mvpn-client (one network down)', () => c.systemctl(['restart', CLIENT], { timeoutMs: STEP }));
+    let nets = await agentNetworks();
+    expect(nets['lan2']).toMatchObject({ state: 'stopped', admin_down: true });
+    expect(nets['lan1']).toMatchObject({ state: 'connected', admin_down: false });
+    expect((await openvpnsOf('client')).map((o) => o.network)).toEqual(['lan1']);
+    expect((await c.exec('mvpn-client', ['status'], { allowFail: true })).stdout).toMatch(/^lan2\s+down \(admin\)/m);
+
+    // reboot: both units come up by themselves (the lab address too, from a unit of the test's), lan2 still down
+    await writeInto(c, 'etc/systemd/system/mvt-lab-address.service', `[Unit]\nBefore=${SERVER} ${CLIENT}\n[Service]\nType=oneshot\nExecStart=ip addr add ${SERVER_ADDRESS}/32 dev lo\n[Install]\nWantedBy=multi-user.target\n`);
+    await c.systemctl(['enable', 'mvt-lab-address.service', SERVER]);
+    const root = c.root;
+    await timed('container reboot (stop, boot the same root)', async () => {
+      await c.stop({ keepRoot: true });
+      c = await bootSystemdContainer('sdlive', { root });
+    });
+    const back = await waitFor(async () => (await agentNetworks())['lan1']?.state === 'connected', STEP, 500);
+    expect(back, `agent after the reboot: ${JSON.stringify(await agentNetworks())}`).toBe(true);
+    nets = await agentNetworks();
+    expect(nets['lan2']).toMatchObject({ state: 'stopped', admin_down: true });
+    expect((await openvpnsOf('client')).map((o) => o.network)).toEqual(['lan1']);
+    await expectOnePerNetwork('server');
+    await expectUnprivileged();
+
+    await mvpn(['up', 'lan2']);
+    await waitFor(async () => (await agentStatus()).code === 0, 60_000, 250);
+    expect((await agentStatus()).code).toBe(0);
+    await expectOnePerNetwork('client');
+    await expectUnprivileged();
+    await c.systemctl(['stop', CLIENT, SERVER], { timeoutMs: STEP });
+  }, LONG);
 });
