@@ -173,7 +173,8 @@ export class World {
 
   /** Namespaces, and the plan for them (the planner is pure: this is what `server plan` prints). */
   async buildTopology(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // 0711 (enter, not list) here and below: each openvpn drops to mvpn-openvpn and must reach its CRL and ccd files by path.
+    await mkdir(this.dir, { recursive: true, mode: 0o711 });
     this.topology = await buildTopology(this.lab, this.opts.testbeds);
     // nodes answer a broadcast ping (Linux ignores them by default), for the broadcast proof
     for (const n of this.topology.nodes) await n.ns.exec('sysctl', ['-q', '-w', 'net.ipv4.icmp_echo_ignore_broadcasts=0']);
@@ -200,7 +201,7 @@ export class World {
    * testbeds like an operator's workstation), and every node's delivery.
    */
   async setUpServers(): Promise<void> {
-    await mkdir(join(this.dir, 'servers'), { recursive: true, mode: 0o700 });
+    await mkdir(join(this.dir, 'servers'), { recursive: true, mode: 0o711 });
     for (const s of this.plan.servers) {
       await this.server$(['init', '--address', s.public, '--address', s.internal, '--listen', `0.0.0.0:${API_PORT}`], s.testbed);
     }
@@ -225,7 +226,7 @@ export class World {
    */
   async deliver(n: DemoNode, m: PlanMember = this.member(n.id)): Promise<void> {
     const nodeDir = this.nodeDir(n.id);
-    await mkdir(nodeDir, { recursive: true, mode: 0o700 });
+    await mkdir(nodeDir, { recursive: true, mode: 0o711 });
     const tarball = join(nodeDir, 'startup.tar.gz');
     const via = m.api_via === null ? [] : ['--via', `${m.api_via}:${DEFAULT_RELAY_PORT}`];
     await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${m.api}:${API_PORT}/`, ...via, '--token-ttl', '1h', '--out', tarball]);
