@@ -147,7 +147,7 @@ describe('mvpn-client demo (built binary)', () => {
     // every openvpn of the demo, the servers' and the nodes', runs as mvpn-openvpn (issue 19)
     const who = await lookupOpenvpnUser();
     expect(who).toBeDefined();
-    const openvpns = (await processesNaming(dir.path)).filter((p) => / openvpn-[^ ]+\.sock /.test(p) && /^\d+: \S*openvpn /.test(p));
+    const openvpns = (await processesNaming(dir.path)).filter((p) => /\/openvpn-[^ /]+\.sock /.test(p) && /^\d+: \S*openvpn /.test(p));
     expect(openvpns.length, 'two servers (networks, link) and six nodes at least').toBeGreaterThanOrEqual(7);
     for (const p of openvpns) {
       const status = await readFile(`/proc/${p.split(':')[0]}/status`, 'utf8').catch(() => '');
