@@ -21,15 +21,18 @@ import { RenderError } from '../errors.ts';
 
 export type ExtraOption = readonly string[];
 
+const RUNS_CODE = 'it runs external programs or plugins';
+const TOUCHES_FILES = 'it reads or writes files or changes how the agent runs openvpn';
+
 /** Directive names (after normalisation) that are refused outright, with the reason shown to the user. */
 const FORBIDDEN: ReadonlyMap<string, string> = new Map([
   // run programs or plugins
   ...['up', 'down', 'down-pre', 'up-delay', 'up-restart', 'route-up', 'route-pre-down', 'ipchange', 'tls-verify', 'learn-address', 'client-connect', 'client-disconnect', 'auth-user-pass-verify', 'plugin', 'script-security', 'iproute', 'auth-user-pass', 'askpass', 'tls-export-cert', 'tls-crypt-v2-verify'].map(
-    (d) => [d, 'it runs external programs or plugins'] as const,
+    (d) => [d, RUNS_CODE] as const,
   ),
   // read or write files, or leave the agent's process model
   ...['config', 'cd', 'chroot', 'log', 'log-append', 'status', 'status-version', 'writepid', 'tmp-dir', 'daemon', 'syslog', 'user', 'group', 'dev-node', 'client-config-dir', 'ccd-exclusive', 'replay-persist', 'ifconfig-pool-persist', 'echo', 'machine-readable-output', 'suppress-timestamps'].map(
-    (d) => [d, 'it reads or writes files or changes how the agent runs openvpn'] as const,
+    (d) => [d, TOUCHES_FILES] as const,
   ),
   ...['setenv', 'setenv-safe', 'ignore-unknown-option', 'management', 'push', 'pull-filter', 'route-nopull', 'redirect-gateway', 'route', 'route-ipv6', 'route-gateway', 'ifconfig', 'ifconfig-ipv6', 'dhcp-option'].map(
     (d) => [d, 'it changes the environment, management or routing the template fixes'] as const,
@@ -74,6 +77,25 @@ const FORBIDDEN_PREFIXES: readonly (readonly [string, string])[] = [
   ['iroute', 'routing is fixed by the template'],
   ['show-', 'it is a standalone command, not a connection option'],
 ];
+
+/** Of the file directives, those DESIGN.md §4 denies in any config (not `user`/`group`, which only drop privileges). */
+const DENIED_FILE_DIRECTIVES = new Set(['config', 'cd', 'chroot', 'status', 'status-version', 'writepid', 'tmp-dir']);
+
+/**
+ * The deny list of DESIGN.md §4 for a whole config, not only extra_options:
+ * why `name` with `args` runs code, writes files or hides options
+ * (`management` only when not on a unix socket), or undefined. The rendered
+ * standalone profile is checked with it.
+ */
+export function unsafeDirective(name: string, args: readonly string[] = []): string | undefined {
+  const n = normaliseDirective(name);
+  if (n === 'management') return args[1] === 'unix' ? undefined : 'management is allowed only on a unix socket';
+  if (n === 'ignore-unknown-option') return 'it hides options openvpn does not know';
+  if (FORBIDDEN.get(n) === RUNS_CODE) return RUNS_CODE;
+  if (DENIED_FILE_DIRECTIVES.has(n)) return TOUCHES_FILES;
+  for (const [prefix, why] of FORBIDDEN_PREFIXES) if (['log', 'setenv', 'plugin', 'tls-export', 'script'].includes(prefix) && n.startsWith(prefix)) return why;
+  return undefined;
+}
 
 type ArgCheck = (args: readonly string[], ctx: OptionContext) => string | undefined;
 
