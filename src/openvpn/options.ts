@@ -23,6 +23,8 @@ export type ExtraOption = readonly string[];
 
 const RUNS_CODE = 'it runs external programs or plugins';
 const TOUCHES_FILES = 'it reads or writes files or changes how the agent runs openvpn';
+const LOADS_CODE = 'it loads crypto engine or provider code into openvpn';
+const WRITES_DEVICES = 'it writes key or statistics files or creates and removes devices';
 
 /** Directive names (after normalisation) that are refused outright, with the reason shown to the user. */
 const FORBIDDEN: ReadonlyMap<string, string> = new Map([
@@ -38,9 +40,9 @@ const FORBIDDEN: ReadonlyMap<string, string> = new Map([
     (d) => [d, 'it changes the environment, management or routing the template fixes'] as const,
   ),
   // load code into openvpn, or take the key from somewhere else
-  ...['engine', 'providers', 'show-engines', 'cryptoapicert'].map((d) => [d, 'it loads crypto engine or provider code into openvpn'] as const),
+  ...['engine', 'providers', 'show-engines', 'cryptoapicert'].map((d) => [d, LOADS_CODE] as const),
   // create or change devices and files outside the agent's state
-  ...['genkey', 'mktun', 'rmtun', 'memstats', 'test-crypto'].map((d) => [d, 'it writes key or statistics files or creates and removes devices'] as const),
+  ...['genkey', 'mktun', 'rmtun', 'memstats', 'test-crypto'].map((d) => [d, WRITES_DEVICES] as const),
   ...['lladdr', 'mark', 'bind-dev', 'local', 'nobind', 'topology', 'block-ipv6', 'redirect-private', 'allow-recursive-routing', 'dns', 'port-share', 'remap-usr1', 'inetd', 'server-bridge', 'server-ipv6'].map(
     (d) => [d, 'it changes the interface, routing, sockets or process model the template fixes'] as const,
   ),
@@ -91,9 +93,10 @@ export function unsafeDirective(name: string, args: readonly string[] = []): str
   const n = normaliseDirective(name);
   if (n === 'management') return args[1] === 'unix' ? undefined : 'management is allowed only on a unix socket';
   if (n === 'ignore-unknown-option') return 'it hides options openvpn does not know';
-  if (FORBIDDEN.get(n) === RUNS_CODE) return RUNS_CODE;
+  const exact = FORBIDDEN.get(n);
+  if (exact === RUNS_CODE || exact === LOADS_CODE || exact === WRITES_DEVICES) return exact;
   if (DENIED_FILE_DIRECTIVES.has(n)) return TOUCHES_FILES;
-  for (const [prefix, why] of FORBIDDEN_PREFIXES) if (['log', 'setenv', 'plugin', 'tls-export', 'script'].includes(prefix) && n.startsWith(prefix)) return why;
+  for (const [prefix, why] of FORBIDDEN_PREFIXES) if (['log', 'setenv', 'plugin', 'tls-export', 'script', 'pkcs11'].includes(prefix) && n.startsWith(prefix)) return why;
   return undefined;
 }
 

@@ -291,7 +291,10 @@ describe('renderStandaloneConfig (agentless profile)', () => {
   test('carries no directive from the deny list, checked with the options checker', () => {
     for (const [name, ...args] of profileDirectives(profile)) expect(unsafeDirective(name!, args), name).toBeUndefined();
     // and the checker does see each deny-listed directive
-    for (const d of FORBIDDEN_DIRECTIVES) expect(unsafeDirective(d, d === 'management' ? ['0.0.0.0', '7505'] : ['/bin/sh']), d).toBeDefined();
+    // (DESIGN.md §4's list, and what loads code or writes files and devices; not the trust and routing ones only extra_options refuses)
+    const denied = [...FORBIDDEN_DIRECTIVES.slice(0, FORBIDDEN_DIRECTIVES.indexOf('engine')), 'engine', 'providers', 'pkcs11-providers', 'genkey', 'mktun', 'memstats'];
+    for (const d of denied) expect(unsafeDirective(d, d === 'management' ? ['0.0.0.0', '7505'] : ['/bin/sh']), d).toBeDefined();
+    expect(unsafeDirective('route-nopull')).toBeUndefined();
     expect(unsafeDirective('management', ['/run/x.sock', 'unix'])).toBeUndefined();
     expect(unsafeDirective('user', ['nobody'])).toBeUndefined();
   });
