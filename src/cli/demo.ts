@@ -19,6 +19,7 @@ interface DemoArgs {
   testbeds?: string;
   dir: string;
   'timeout-s': number;
+  agentless: number;
 }
 
 /** This executable as an argv prefix: itself when packaged, node + the entry script in development. */
@@ -34,7 +35,8 @@ export function selfCommand(): string[] {
  * names, six agents), proven by status, an all-pairs ping matrix and
  * neighbour tables; `--federated` makes both testbeds private, each with its
  * own server, joined by a link; `--rspec REQUEST.xml --testbeds FILE` builds
- * the testbeds and the one VPN LAN a GENI request describes; `down` removes what `demo --keep` (or a
+ * the testbeds and the one VPN LAN a GENI request describes; `--agentless N` runs N nodes as stock
+ * openvpn clients of exported profiles; `down` removes what `demo --keep` (or a
  * killed demo) left.
  */
 export const demoCommand: CliCommand<DemoArgs> = {
@@ -48,6 +50,7 @@ export const demoCommand: CliCommand<DemoArgs> = {
       .option('rspec', { type: 'string', describe: 'instead: the testbeds and the one VPN LAN of a GENI request RSpec (with --testbeds; addresses in 198.18.0.0/15)' })
       .option('testbeds', { type: 'string', describe: 'with --rspec: JSON {"testbeds": [...]} as for server plan --rspec' })
       .option('dir', { type: 'string', default: DEFAULT_BASE_DIR, describe: "where demos keep their files and state files" })
+      .option('agentless', { type: 'number', default: 0, describe: 'this many nodes run a stock `openvpn --config` of an exported profile (server export --format ovpn) instead of the agent' })
       .option('timeout-s', { type: 'number', default: 240, describe: 'how long to wait for enrollment and for all nodes to connect' }) as unknown as Argv<DemoArgs>,
   async run(args: DemoArgs, io: Io): Promise<number> {
     const baseDir = resolve(args.dir);
@@ -75,6 +78,7 @@ export const demoCommand: CliCommand<DemoArgs> = {
       keep: args.keep,
       federated: args.federated,
       timeoutS: args['timeout-s'],
+      agentless: args.agentless,
       out: (s) => io.stdout.write(s),
       err: (s) => io.stderr.write(s),
     });

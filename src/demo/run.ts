@@ -16,14 +16,14 @@
  * server by pid, the namespaces, the demo directory, the state file.
  */
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertLabAddress, Lab } from '../netns/lab.ts';
-import { MvpnError } from '../errors.ts';
+import { MvpnError, UsageError } from '../errors.ts';
 import { formatPlan } from '../server/federation/plan.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
 import type { DemoRequest } from './request.ts';
-import { federated, INTERNET_SUBNET, publicPrivate } from './topology.ts';
+import { federated, INTERNET_SUBNET, publicPrivate, type TestbedSpec } from './topology.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
 import { mapBounded, tail, World, type NeighbourProof, type PairResult } from './world.ts';
 
@@ -41,6 +41,21 @@ export interface DemoOptions {
   readonly err: (s: string) => void;
   /** How long to wait for enrollment and for every node to connect. */
   readonly timeoutS?: number;
+  /** How many nodes run a stock openvpn from an exported profile instead of the agent (default 0). */
+  readonly agentless?: number;
+}
+
+/** `count` node ids, from the end of each testbed in turn (a public and a private one first when there are both). */
+export function pickAgentless(testbeds: readonly TestbedSpec[], count: number): Set<string> {
+  const total = testbeds.reduce((n, tb) => n + tb.count, 0);
+  if (!Number.isInteger(count) || count < 0 || count > total) {
+    throw new UsageError(`--agentless takes a number of nodes from 0 to ${total}, not ${count}`);
+  }
+  const picked = new Set<string>();
+  for (let round = 0; picked.size < count; round++) {
+    for (const tb of testbeds) if (picked.size < count && round < tb.count) picked.add(`${tb.name}${tb.count - round}`);
+  }
+  return picked;
 }
 
 /** Refuse clearly when the demo cannot run here. */
@@ -74,7 +89,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const lab = new Lab({ prefix, checkAddress: assertLabAddress });
   const count = o.perTestbed ?? 3;
   const testbeds = o.request ? o.request.testbeds : o.federated ? federated(count, count) : publicPrivate(count, count);
-  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30 });
+  const agentless = pickAgentless(testbeds, o.agentless ?? 0);
+  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30, agentless });
   const t0 = performance.now();
   const timings: [string, number][] = [];
   const mark = (what: string): void => {
@@ -183,8 +199,16 @@ async function printStatuses(world: World, ids: readonly string[], out: (s: stri
   for (const [i, id] of ids.entries()) {
     const n = world.node(id);
     const { r, ok } = tables[i]!;
-    connected.set(id, r.code === 0 && ok);
     const m = world.member(id);
+    if (world.isAgentless(id)) {
+      // no agent, so no status: what the stock openvpn made of the profile
+      connected.set(id, ok);
+      const dev = await n.ns.exec('ip', ['-br', '-4', 'addr', 'show', 'dev', world.devOf(id)], { allowFail: true });
+      out(`\n-- ${id}: testbed ${n.testbed}, ${n.public ? 'public' : 'private'} ${n.underlay}, AGENTLESS: stock openvpn --config ${world.profilePath(id)}, joins through ${m.server}'s server at ${m.remote}\n`);
+      out(`${(dev.stdout.trim() || `no ${world.devOf(id)} yet`)}\n`);
+      continue;
+    }
+    connected.set(id, r.code === 0 && ok);
     out(`\n-- ${id}: testbed ${n.testbed}, ${n.public ? 'public' : 'private'} ${n.underlay}, joins through ${m.server}'s server at ${m.remote}\n`);
     out((r.stdout.trim() || r.stderr.trim()) + '\n');
   }
@@ -233,7 +257,13 @@ function printKeep(world: World, bin: readonly string[], out: (s: string) => voi
   const a = world.nodes[0]!;
   const b = world.nodes[world.nodes.length - 1]!;
   out(`\n== the demo keeps running (--keep). Look around:\n`);
-  for (const n of world.nodes) out(`  ip netns exec ${n.ns.name} ${exe} status --runtime-dir ${world.runtimeDir(n.id)}\n`);
+  for (const n of world.nodes) {
+    out(
+      world.isAgentless(n.id)
+        ? `  ip netns exec ${n.ns.name} ip -br addr show dev ${world.devOf(n.id)}    (agentless: stock openvpn, log ${join(world.nodeDir(n.id), 'agent.log')})\n`
+        : `  ip netns exec ${n.ns.name} ${exe} status --runtime-dir ${world.runtimeDir(n.id)}\n`,
+    );
+  }
   out(`  ip netns exec ${a.ns.name} ping -c 3 <VPN address of ${b.id}, see its status>\n`);
   out(`  ip netns exec ${a.ns.name} ip -br addr\n`);
   out(`  ip netns exec ${a.ns.name} ip neigh show dev ${world.dev}\n`);
@@ -258,7 +288,10 @@ async function printPlanUse(world: World, ids: readonly string[], out: (s: strin
   const off: string[] = [];
   for (const id of ids) {
     const m = world.member(id);
-    const inUse = (await world.status(id))?.networks.find((n) => n.id === world.network)?.server ?? null;
+    // an agentless node has no status: the first remote of its profile is where it dials
+    const inUse = world.isAgentless(id)
+      ? (/^remote (\S+ \d+)$/m.exec(await readFile(world.profilePath(id), 'utf8'))?.[1]?.replace(' ', ':') ?? null)
+      : ((await world.status(id))?.networks.find((n) => n.id === world.network)?.server ?? null);
     const ok = inUse !== null && inUse.replace(/:\d+$/, '') === m.remote;
     if (!ok) off.push(id);
     out(`${id.padEnd(4)} planned ${m.server} at ${m.remote.padEnd(12)} in use ${(inUse ?? '-').padEnd(18)} ${ok ? 'as planned' : 'NOT AS PLANNED'}\n`);

@@ -22,6 +22,11 @@
  *   directory, and enrolls. A node behind a peer server cannot reach the
  *   hub's API: it gets the hub's `server export` (bundle and signed
  *   membership document, a file source), as its testbed would deliver it.
+ * - Agentless nodes (`agentless` option, `demo --agentless N`) get no
+ *   tarball and no agent: the hub's `server export --format ovpn` profile,
+ *   run by the stock `openvpn --config` in their namespace (dev tap: the OS
+ *   names it tap0). Their state comes from that interface, not from
+ *   `mvpn-client status`.
  * - Long-running processes are spawned detached (own session), so Ctrl-C in
  *   the terminal reaches only the demo, which then tears down in order, and
  *   `--keep` survives the demo's exit. They are stopped by pid only.
@@ -55,7 +60,14 @@ export interface WorldOptions {
   readonly progress?: (line: string) => void;
   /** Agent reconcile interval (seconds); short in the demo so changes show quickly. */
   readonly reconcileIntervalS?: number;
+  /** Nodes that run a stock openvpn from an exported profile instead of the agent. */
+  readonly agentless?: ReadonlySet<string>;
+  /** Extra arguments for their `openvpn --config PROFILE` (tests: `--verb 4`). */
+  readonly agentlessArgs?: readonly string[];
 }
+
+/** The interface a stock openvpn makes from the profile's `dev tap` in a fresh namespace. */
+export const AGENTLESS_DEV = 'tap0';
 
 export interface RunningProcess {
   readonly child: ChildProcess;
@@ -89,6 +101,7 @@ export class World {
   applied: readonly ServerStep[] = [];
   /** `server run` per testbed. */
   readonly servers = new Map<string, RunningProcess>();
+  /** The agent per node, or the stock openvpn of an agentless node. */
   readonly agents = new Map<string, RunningProcess>();
   private readonly opts: WorldOptions;
   private stopping = false;
@@ -156,6 +169,17 @@ export class World {
   }
   nodeDir(id: string): string {
     return join(this.dir, 'nodes', id);
+  }
+  isAgentless(id: string): boolean {
+    return this.opts.agentless?.has(id) === true;
+  }
+  /** An agentless node's standalone profile. */
+  profilePath(id: string): string {
+    return join(this.nodeDir(id), `${id}.ovpn`);
+  }
+  /** The node's VPN interface. */
+  devOf(id: string): string {
+    return this.isAgentless(id) ? AGENTLESS_DEV : DEV;
   }
   configPath(id: string): string {
     return join(this.nodeDir(id), 'etc', 'mvpn-client', 'config.json');
@@ -227,6 +251,11 @@ export class World {
   async deliver(n: DemoNode, m: PlanMember = this.member(n.id)): Promise<void> {
     const nodeDir = this.nodeDir(n.id);
     await mkdir(nodeDir, { recursive: true, mode: 0o711 });
+    if (this.isAgentless(n.id)) {
+      // What an operator hands a node whose image cannot run the agent.
+      await this.server$(['export', n.id, '--network', NETWORK_ID, '--format', 'ovpn', '--out', this.profilePath(n.id)]);
+      return;
+    }
     const tarball = join(nodeDir, 'startup.tar.gz');
     const via = m.api_via === null ? [] : ['--via', `${m.api_via}:${DEFAULT_RELAY_PORT}`];
     await this.server$(['tarball', '--node', n.id, '--config-only', '--server-url', `https://${m.api}:${API_PORT}/`, ...via, '--token-ttl', '1h', '--out', tarball]);
@@ -246,8 +275,7 @@ export class World {
     await writeFile(this.configPath(id), JSON.stringify(cfg, null, 2) + '\n', { mode: 0o644 });
   }
 
-  private launch(ns: Netns, args: readonly string[], log: string): RunningProcess {
-    const argv = [...this.bin, ...args];
+  private launch(ns: Netns, argv: readonly string[], log: string): RunningProcess {
     const fd = openSync(log, 'a', 0o600);
     let child: ChildProcess;
     try {
@@ -279,7 +307,7 @@ export class World {
 
   private launchServer(testbed: string): void {
     if (this.stopping) throw new Error('the demo is stopping');
-    this.servers.set(testbed, this.launch(this.opsHost(testbed).ns, ['server', 'run', '--state-dir', this.serverState(testbed)], this.serverLog(testbed)));
+    this.servers.set(testbed, this.launch(this.opsHost(testbed).ns, [...this.bin, 'server', 'run', '--state-dir', this.serverState(testbed)], this.serverLog(testbed)));
   }
 
   /** The hub's openvpn server runs; at a peer, its link to the hub is up too. */
@@ -303,10 +331,14 @@ export class World {
     if (s) await stopProcess(s, this.dir);
   }
 
+  /** The agent, or for an agentless node the stock `openvpn --config` of its profile (log in the same place). */
   startAgent(id: string): RunningProcess {
     if (this.stopping) throw new Error('the demo is stopping');
     const n = this.node(id);
-    const p = this.launch(n.ns, ['run', '--config', this.configPath(id)], join(this.nodeDir(id), 'agent.log'));
+    const log = join(this.nodeDir(id), 'agent.log');
+    const p = this.isAgentless(id)
+      ? this.launch(n.ns, ['openvpn', '--config', this.profilePath(id), ...(this.opts.agentlessArgs ?? [])], log)
+      : this.launch(n.ns, [...this.bin, 'run', '--config', this.configPath(id)], log);
     this.agents.set(id, p);
     return p;
   }
@@ -333,8 +365,9 @@ export class World {
     return this.cli(['status', '--runtime-dir', this.runtimeDir(id)], this.node(id).ns, 30_000);
   }
 
-  /** Enrolled = the identity certificate is in the node's state directory. */
+  /** Enrolled = the identity certificate is in the node's state directory (an agentless node has its profile instead). */
   async enrolled(id: string): Promise<boolean> {
+    if (this.isAgentless(id)) return true;
     return stat(join(this.stateDir(id), 'identity', 'identity.crt')).then(
       () => true,
       () => false,
@@ -342,6 +375,7 @@ export class World {
   }
 
   async connected(id: string): Promise<boolean> {
+    if (this.isAgentless(id)) return (await this.vpnAddress(id)) !== undefined;
     const s = await this.status(id);
     return s !== undefined && s.networks.length > 0 && s.networks.every((n) => n.state === 'connected' && n.tunnel_address !== null);
   }
@@ -359,6 +393,13 @@ export class World {
 
   /** The node's VPN address (without prefix length) from its status, or the server's allocation. */
   async vpnAddress(id: string): Promise<string | undefined> {
+    if (this.isAgentless(id)) {
+      // the address the server pushed onto the stock openvpn's tap
+      const r = await this.node(id).ns.exec('ip', ['-j', '-4', 'addr', 'show', 'dev', AGENTLESS_DEV], { allowFail: true });
+      if (r.code !== 0) return undefined;
+      const info = JSON.parse(r.stdout || '[]') as { addr_info?: { local?: string }[] }[];
+      return info[0]?.addr_info?.[0]?.local;
+    }
     const s = await this.status(id);
     return s?.networks.find((n) => n.id === this.network)?.tunnel_address?.split('/')[0] ?? undefined;
   }
@@ -384,13 +425,13 @@ export class World {
     const info = new Map<string, { addr: string; mac: string }>();
     for (const id of ids) {
       const addr = addrs.get(id);
-      const link = await this.node(id).ns.exec('ip', ['-j', 'link', 'show', this.dev], { allowFail: true });
+      const link = await this.node(id).ns.exec('ip', ['-j', 'link', 'show', this.devOf(id)], { allowFail: true });
       const mac = link.code === 0 ? ((JSON.parse(link.stdout) as { address?: string }[])[0]?.address ?? '') : '';
       if (addr) info.set(id, { addr, mac });
     }
     const out: NeighbourProof[] = [];
     for (const id of ids) {
-      const r = await this.node(id).ns.exec('ip', ['-j', 'neigh', 'show', 'dev', this.dev], { allowFail: true });
+      const r = await this.node(id).ns.exec('ip', ['-j', 'neigh', 'show', 'dev', this.devOf(id)], { allowFail: true });
       const neigh = r.code === 0 ? (JSON.parse(r.stdout || '[]') as { dst: string; lladdr?: string }[]) : [];
       const seen: string[] = [];
       const missing: string[] = [];

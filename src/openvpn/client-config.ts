@@ -25,10 +25,20 @@
  *   output and state through the management interface.
  * - `remote` lines in the spec's order, no `remote-random`: the order is the
  *   operator's preference (e.g. the server on the node's own testbed first).
+ *
+ * The same template renders the standalone profile (`server export --format
+ * ovpn`) for agentless nodes that run a stock openvpn 2.5/2.6 (Linux or
+ * FreeBSD) with `openvpn --config FILE`. Only what needs the agent differs:
+ * trust material is inline (`<ca>`, `<cert>`, `<key>`, `<tls-crypt-v2>`,
+ * `<crl-verify>`; an inline CRL is read since openvpn 2.4), `dev` is the
+ * bare type so the OS names the interface (tap0 on Linux and FreeBSD), and
+ * there is no management socket and hold (nobody would release it). No
+ * `script-security` line: openvpn's default is 1, the agent's setting, and
+ * the profile then carries no directive from the deny list at all.
  */
 import { RenderError } from '../errors.ts';
 import type { NetworkSpec } from '../bundle/schema.ts';
-import { checkExtraOptions } from './options.ts';
+import { checkExtraOptions, unsafeDirective } from './options.ts';
 import { acceptedRoutes, pullFilterLines, type ProtectedPrefix } from './push-policy.ts';
 
 export interface ClientPaths {
@@ -45,6 +55,7 @@ export interface ClientPaths {
 /** Absolute paths without anything openvpn's config parser treats specially. */
 const PATH_RE = /^\/[A-Za-z0-9._/+@=,-]{1,4000}$/;
 const DEV_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+const NODE_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 function checkPaths(paths: ClientPaths): void {
   for (const [k, v] of Object.entries(paths) as [keyof ClientPaths, string][]) {
@@ -57,37 +68,93 @@ function checkPaths(paths: ClientPaths): void {
   }
 }
 
+/** Trust material of a standalone profile, each PEM text (the CA may be a chain). */
+export interface InlineMaterial {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  readonly tlsCryptV2: string;
+  readonly crl: string;
+}
+
+/** One or more PEM blocks and nothing else: no line can close the inline tag or start a directive. */
+const PEM_RE = /^(?:-----BEGIN [A-Za-z0-9 -]{1,64}-----\n(?:[A-Za-z0-9+/=]{1,128}\n)+-----END [A-Za-z0-9 -]{1,64}-----\n)+$/;
+
+function inlineBlock(tag: keyof InlineMaterial, directive: string, pem: string): string[] {
+  const text = pem.replace(/\r\n/g, '\n').replace(/\n*$/, '\n');
+  if (!PEM_RE.test(text)) {
+    throw new RenderError('MVPN_OPTION_INVALID', `cannot render the standalone profile: ${tag} is not PEM text`, { context: { field: tag } });
+  }
+  return [`<${directive}>`, ...text.trimEnd().split('\n'), `</${directive}>`];
+}
+
+type Target =
+  | { readonly kind: 'agent'; readonly paths: ClientPaths; readonly protect: readonly ProtectedPrefix[] }
+  | { readonly kind: 'standalone'; readonly node: string; readonly inline: InlineMaterial };
+
 /**
+ * The agent's config: files in the installed bundle, management socket with hold.
  * `protect`: what pushed routes must not cover on this node (readProtectedPrefixes);
  * a listed prefix that overlaps it is left out (a comment says why), so openvpn ignores its push.
  */
 export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths, protect: readonly ProtectedPrefix[] = []): string {
   checkPaths(paths);
+  return render(spec, { kind: 'agent', paths, protect });
+}
+
+/**
+ * The standalone profile of an agentless node (`server export --format
+ * ovpn`): the agent's template with everything inline and no management.
+ * Refuses to return a profile with a directive that runs code or touches
+ * files (checked on its own output, so a later template change cannot slip one in).
+ */
+export function renderStandaloneConfig(spec: NetworkSpec, node: string, inline: InlineMaterial): string {
+  if (!NODE_RE.test(node)) throw new RenderError('MVPN_OPTION_INVALID', `cannot render the standalone profile: node id ${JSON.stringify(node)} is not a plain name`, { context: { field: 'node' } });
+  const text = render(spec, { kind: 'standalone', node, inline });
+  let inBlock = false;
+  for (const line of text.split('\n')) {
+    if (/^<\/[a-z0-9-]+>$/.test(line)) inBlock = false;
+    else if (/^<[a-z0-9-]+>$/.test(line)) inBlock = true;
+    else if (!inBlock && line !== '' && !line.startsWith('#')) {
+      const [name = '', ...args] = line.split(' ');
+      const why = unsafeDirective(name, args);
+      if (why) throw new RenderError('MVPN_OPTION_FORBIDDEN', `standalone profile: directive "${name}" is forbidden: ${why}`, { context: { directive: name } });
+    }
+  }
+  return text;
+}
+
+function render(spec: NetworkSpec, target: Target): string {
+  // A standalone profile cannot see its node's underlay: nothing to protect beyond the remotes.
+  const protect = target.kind === 'agent' ? target.protect : [];
   const routes = spec.pushed_routes === undefined ? undefined : acceptedRoutes(spec.pushed_routes, spec.remotes, protect);
   const extras = checkExtraOptions(spec.extra_options ?? [], { proto: spec.proto });
+  const agent = target.kind === 'agent' ? target.paths : undefined;
+  const inline = target.kind === 'standalone' ? target.inline : undefined;
+  const header =
+    target.kind === 'agent'
+      ? [`# openvpn client config for network ${spec.id}, rendered by mvpn-client from network.json.`, '# Do not edit: it is rewritten on every install.']
+      : [
+          `# Standalone openvpn profile of node ${target.node} in network ${spec.id}, made by mvpn-client server export.`,
+          '# Run it with a stock openvpn 2.5 or later: openvpn --config THIS_FILE',
+          '# It holds the private key. It gets no updates: export it again to renew it or refresh its CRL.',
+        ];
   const lines: string[] = [
-    `# openvpn client config for network ${spec.id}, rendered by mvpn-client from network.json.`,
-    '# Do not edit: it is rewritten on every install.',
+    ...header,
     'client',
     `dev-type ${spec.dev_type}`,
-    `dev ${paths.dev}`,
+    `dev ${agent ? agent.dev : spec.dev_type}`,
     `proto ${spec.proto === 'tcp' ? 'tcp-client' : 'udp'}`,
     ...spec.remotes.map((r) => `remote ${r.host} ${r.port}`),
     'nobind',
     'remote-cert-tls server',
     `verify-x509-name ${spec.server_cn} name`,
-    `ca ${paths.ca}`,
-    `cert ${paths.cert}`,
-    `key ${paths.key}`,
-    `tls-crypt-v2 ${paths.tlsCryptV2}`,
-    `crl-verify ${paths.crl}`,
+    ...(agent ? [`ca ${agent.ca}`, `cert ${agent.cert}`, `key ${agent.key}`, `tls-crypt-v2 ${agent.tlsCryptV2}`, `crl-verify ${agent.crl}`] : []),
     'tls-version-min 1.2',
     `data-ciphers ${spec.ciphers.join(':')}`,
     'persist-key',
     'persist-tun',
-    `management ${paths.mgmtSocket} unix`,
-    'management-hold',
-    'script-security 1',
+    ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
     ...pullFilterLines(spec.address.ipv4, routes?.accepted),
     `keepalive ${spec.keepalive.interval} ${spec.keepalive.timeout}`,
@@ -98,5 +165,14 @@ export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths, protec
     throw new RenderError('MVPN_OPTION_INVALID', 'extra_options: tun-mtu is given although the spec sets mtu', { context: { directive: 'tun-mtu' } });
   }
   if (extras.length > 0) lines.push('# extra options from network.json (allow-listed)', ...extras.map((o) => o.join(' ')));
+  if (inline) {
+    lines.push(
+      ...inlineBlock('ca', 'ca', inline.ca),
+      ...inlineBlock('cert', 'cert', inline.cert),
+      ...inlineBlock('key', 'key', inline.key),
+      ...inlineBlock('tlsCryptV2', 'tls-crypt-v2', inline.tlsCryptV2),
+      ...inlineBlock('crl', 'crl-verify', inline.crl),
+    );
+  }
   return lines.join('\n') + '\n';
 }

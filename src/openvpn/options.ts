@@ -21,23 +21,28 @@ import { RenderError } from '../errors.ts';
 
 export type ExtraOption = readonly string[];
 
+const RUNS_CODE = 'it runs external programs or plugins';
+const TOUCHES_FILES = 'it reads or writes files or changes how the agent runs openvpn';
+const LOADS_CODE = 'it loads crypto engine or provider code into openvpn';
+const WRITES_DEVICES = 'it writes key or statistics files or creates and removes devices';
+
 /** Directive names (after normalisation) that are refused outright, with the reason shown to the user. */
 const FORBIDDEN: ReadonlyMap<string, string> = new Map([
   // run programs or plugins
   ...['up', 'down', 'down-pre', 'up-delay', 'up-restart', 'route-up', 'route-pre-down', 'ipchange', 'tls-verify', 'learn-address', 'client-connect', 'client-disconnect', 'auth-user-pass-verify', 'plugin', 'script-security', 'iproute', 'auth-user-pass', 'askpass', 'tls-export-cert', 'tls-crypt-v2-verify'].map(
-    (d) => [d, 'it runs external programs or plugins'] as const,
+    (d) => [d, RUNS_CODE] as const,
   ),
   // read or write files, or leave the agent's process model
   ...['config', 'cd', 'chroot', 'log', 'log-append', 'status', 'status-version', 'writepid', 'tmp-dir', 'daemon', 'syslog', 'user', 'group', 'dev-node', 'client-config-dir', 'ccd-exclusive', 'replay-persist', 'ifconfig-pool-persist', 'echo', 'machine-readable-output', 'suppress-timestamps'].map(
-    (d) => [d, 'it reads or writes files or changes how the agent runs openvpn'] as const,
+    (d) => [d, TOUCHES_FILES] as const,
   ),
   ...['setenv', 'setenv-safe', 'ignore-unknown-option', 'management', 'push', 'pull-filter', 'route-nopull', 'redirect-gateway', 'route', 'route-ipv6', 'route-gateway', 'ifconfig', 'ifconfig-ipv6', 'dhcp-option'].map(
     (d) => [d, 'it changes the environment, management or routing the template fixes'] as const,
   ),
   // load code into openvpn, or take the key from somewhere else
-  ...['engine', 'providers', 'show-engines', 'cryptoapicert'].map((d) => [d, 'it loads crypto engine or provider code into openvpn'] as const),
+  ...['engine', 'providers', 'show-engines', 'cryptoapicert'].map((d) => [d, LOADS_CODE] as const),
   // create or change devices and files outside the agent's state
-  ...['genkey', 'mktun', 'rmtun', 'memstats', 'test-crypto'].map((d) => [d, 'it writes key or statistics files or creates and removes devices'] as const),
+  ...['genkey', 'mktun', 'rmtun', 'memstats', 'test-crypto'].map((d) => [d, WRITES_DEVICES] as const),
   ...['lladdr', 'mark', 'bind-dev', 'local', 'nobind', 'topology', 'block-ipv6', 'redirect-private', 'allow-recursive-routing', 'dns', 'port-share', 'remap-usr1', 'inetd', 'server-bridge', 'server-ipv6'].map(
     (d) => [d, 'it changes the interface, routing, sockets or process model the template fixes'] as const,
   ),
@@ -74,6 +79,26 @@ const FORBIDDEN_PREFIXES: readonly (readonly [string, string])[] = [
   ['iroute', 'routing is fixed by the template'],
   ['show-', 'it is a standalone command, not a connection option'],
 ];
+
+/** Of the file directives, those DESIGN.md §4 denies in any config (not `user`/`group`, which only drop privileges). */
+const DENIED_FILE_DIRECTIVES = new Set(['config', 'cd', 'chroot', 'status', 'status-version', 'writepid', 'tmp-dir']);
+
+/**
+ * The deny list of DESIGN.md §4 for a whole config, not only extra_options:
+ * why `name` with `args` runs code, writes files or hides options
+ * (`management` only when not on a unix socket), or undefined. The rendered
+ * standalone profile is checked with it.
+ */
+export function unsafeDirective(name: string, args: readonly string[] = []): string | undefined {
+  const n = normaliseDirective(name);
+  if (n === 'management') return args[1] === 'unix' ? undefined : 'management is allowed only on a unix socket';
+  if (n === 'ignore-unknown-option') return 'it hides options openvpn does not know';
+  const exact = FORBIDDEN.get(n);
+  if (exact === RUNS_CODE || exact === LOADS_CODE || exact === WRITES_DEVICES) return exact;
+  if (DENIED_FILE_DIRECTIVES.has(n)) return TOUCHES_FILES;
+  for (const [prefix, why] of FORBIDDEN_PREFIXES) if (['log', 'setenv', 'plugin', 'tls-export', 'script', 'pkcs11'].includes(prefix) && n.startsWith(prefix)) return why;
+  return undefined;
+}
 
 type ArgCheck = (args: readonly string[], ctx: OptionContext) => string | undefined;
 

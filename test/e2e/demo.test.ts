@@ -136,10 +136,17 @@ describe('mvpn-client demo (built binary)', () => {
     expect(await readdir(dir.path)).toEqual([]);
   }, 600_000);
 
-  it('demo --keep leaves it running with commands to look around; demo down removes everything', async () => {
-    const r = await run(['demo', '--keep', '--dir', dir.path]);
+  it('demo --keep --agentless 2 leaves it running with commands to look around, two nodes on stock openvpn in the matrix; demo down removes everything', async () => {
+    const r = await run(['demo', '--keep', '--agentless', '2', '--dir', dir.path]);
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     const id = demoId(r.stderr);
+    // a3 (public) and b3 (private) run `openvpn --config` of their exported profile, and ping and are pinged like the rest
+    for (const n of ['a3', 'b3']) expect(r.stdout).toMatch(new RegExp(`^-- ${n}: .*AGENTLESS: stock openvpn --config \\S+/${n}\\.ovpn`, 'm'));
+    expect(r.stdout.match(/AGENTLESS/g)).toHaveLength(2);
+    expect(r.stdout).toMatch(/^a3 +planned b at 198\.18\.0\.1 +in use 198\.18\.0\.1:\d+ +as planned$/m);
+    expect(r.stdout).toContain('30/30 ordered pairs answered');
+    expect(r.stdout).toContain('RESULT: OK: 6/6 nodes connected as planned');
+    expect((await processesNaming('.ovpn')).filter((p) => p.includes(dir.path))).toHaveLength(2);
     expect(r.stdout).toContain('ip netns exec mvd-');
     expect(r.stdout).toContain(`demo down --dir ${dir.path}`);
     expect((await namespacesWithPrefix(`mvd-${id}-`)).length).toBeGreaterThan(0);

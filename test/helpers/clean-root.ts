@@ -23,8 +23,17 @@
  *   command and cannot outlive it, even if the test process crashes. No pid
  *   namespace: a daemon a maintainer script started would stay visible.
  *   `remove` still refuses to delete a root that has a mount in it.
+ * - Foreign roots (`arch: 'arm64'` on an x86-64 host): debootstrap `--foreign`
+ *   unpacks the packages, then its second stage runs inside the root under
+ *   qemu-user. A chroot executes the root's own /bin/sh, so the kernel has
+ *   to hand arm64 ELF files to qemu: binfmt_misc with Debian's
+ *   qemu-user-static handler (its F flag opens the interpreter at
+ *   registration, so nothing has to be copied into the root).
+ *   `ensureForeignBinfmt` registers that handler when it is missing
+ *   (`update-binfmts --enable`, what binfmt-support does at boot on a normal
+ *   Debian host) and says exactly what to do when it cannot.
  */
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sh, type ExecResult } from './netns.ts';
 import { tmpDir } from './tmp.ts';
@@ -41,7 +50,14 @@ export interface CleanRootOptions {
   readonly mirror?: string;
   /** Packages debootstrap adds to minbase (part of the cache key); default CLEAN_ROOT_INCLUDE. */
   readonly include?: readonly string[];
+  /** Debian architecture of the root; default the host's. Another one is built with debootstrap --foreign under qemu-user. */
+  readonly arch?: DebianArch;
 }
+
+export type DebianArch = 'amd64' | 'arm64';
+
+/** qemu-user handler name (binfmt_misc) per foreign Debian architecture. */
+const QEMU_HANDLER: Record<DebianArch, string> = { amd64: 'qemu-x86_64', arm64: 'qemu-aarch64' };
 
 export interface CleanRoot {
   readonly path: string;
@@ -50,8 +66,37 @@ export interface CleanRoot {
   remove(): Promise<void>;
 }
 
-function arch(): string {
+export function hostArch(): string {
   return process.arch === 'x64' ? 'amd64' : process.arch === 'arm64' ? 'arm64' : process.arch;
+}
+
+function arch(opts: CleanRootOptions): string {
+  return opts.arch ?? hostArch();
+}
+
+/**
+ * Make sure the kernel runs `arch` executables through qemu-user-static
+ * (needed for a foreign root: chroot, dpkg and maintainer scripts run the
+ * root's own binaries). Registers Debian's handler when it is not yet.
+ */
+export async function ensureForeignBinfmt(foreign: DebianArch): Promise<void> {
+  const handler = QEMU_HANDLER[foreign];
+  const entry = `/proc/sys/fs/binfmt_misc/${handler}`;
+  const enabled = async (): Promise<boolean> => {
+    try {
+      return (await readFile(entry, 'utf8')).startsWith('enabled');
+    } catch {
+      return false;
+    }
+  };
+  if (await enabled()) return;
+  const hint = `apt-get install qemu-user-static binfmt-support (build.sh does this), then mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc and update-binfmts --enable ${handler}`;
+  if (!(await exists('/usr/share/binfmts/' + handler))) throw new Error(`no ${handler} binfmt handler is installed, so a ${foreign} root cannot run here: ${hint}`);
+  if (!(await exists('/proc/sys/fs/binfmt_misc/register'))) {
+    await sh('mount', ['-t', 'binfmt_misc', 'binfmt_misc', '/proc/sys/fs/binfmt_misc'], { allowFail: true });
+  }
+  await sh('update-binfmts', ['--enable', handler], { allowFail: true });
+  if (!(await enabled())) throw new Error(`the kernel does not run ${foreign} executables through qemu (binfmt_misc ${handler} is not enabled and could not be enabled here): ${hint}`);
 }
 
 function cacheDir(opts: CleanRootOptions): string {
@@ -61,7 +106,7 @@ function cacheDir(opts: CleanRootOptions): string {
 /** Path of the cached root tar for these options (it may not exist yet). */
 export function cachedRootPath(opts: CleanRootOptions = {}): string {
   const release = opts.release ?? CLEAN_ROOT_RELEASE;
-  return join(cacheDir(opts), `rootfs-${release}-${arch()}-minbase+${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}.tar`);
+  return join(cacheDir(opts), `rootfs-${release}-${arch(opts)}-minbase+${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}.tar`);
 }
 
 export async function exists(p: string): Promise<boolean> {
@@ -87,10 +132,20 @@ export async function ensureCachedRoot(opts: CleanRootOptions = {}): Promise<str
   await mkdir(dir, { recursive: true, mode: 0o755 });
   const work = join(dir, `.build-${process.pid}-${Date.now()}`);
   const mirror = opts.mirror ?? process.env['MVPN_DEBOOTSTRAP_MIRROR'];
+  const foreign = opts.arch !== undefined && opts.arch !== hostArch();
+  if (foreign) await ensureForeignBinfmt(opts.arch);
   try {
     const r = await sh(
       'debootstrap',
-      ['--variant=minbase', `--arch=${arch()}`, `--include=${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}`, release, work, ...(mirror ? [mirror] : [])],
+      [
+        '--variant=minbase',
+        `--arch=${arch(opts)}`,
+        ...(foreign ? ['--foreign'] : []),
+        `--include=${(opts.include ?? CLEAN_ROOT_INCLUDE).join(',')}`,
+        release,
+        work,
+        ...(mirror ? [mirror] : []),
+      ],
       { allowFail: true, timeoutMs: 30 * 60_000 },
     );
     if (r.code !== 0) {
@@ -98,6 +153,21 @@ export async function ensureCachedRoot(opts: CleanRootOptions = {}): Promise<str
       throw new Error(
         `debootstrap --variant=minbase ${release} failed (exit ${r.code}); is Debian's archive reachable (set MVPN_DEBOOTSTRAP_MIRROR to use another mirror)?\n` +
           `${(r.stdout + r.stderr).trim().split('\n').slice(-10).join('\n')}\n${log.stdout}`,
+      );
+    }
+    // A foreign root is only unpacked so far: configure it from inside, under
+    // qemu. The second stage mounts /proc and /sys in the root; its own mount
+    // namespace takes those mounts away with it, even if it fails half-way.
+    const r2 = foreign
+      ? await sh('unshare', ['--mount', '--propagation', 'private', 'chroot', work, '/debootstrap/debootstrap', '--second-stage'], {
+          allowFail: true,
+          timeoutMs: 60 * 60_000,
+        })
+      : undefined;
+    if (r2 && r2.code !== 0) {
+      const log = await sh('tail', ['-n', '20', join(work, 'debootstrap/debootstrap.log')], { allowFail: true });
+      throw new Error(
+        `debootstrap --second-stage of the ${arch(opts)} root failed under qemu (exit ${r2.code})\n${(r2.stdout + r2.stderr).trim().split('\n').slice(-10).join('\n')}\n${log.stdout}`,
       );
     }
     // Keep the cache small: downloaded .debs and apt lists are not needed.

@@ -134,7 +134,7 @@ describe('bulk node add and export', () => {
       expect(norm(m.certSerial!)).toBe(norm(r.certSerial));
       expect(await certMatchesKey(b.files.get('node.crt')!.toString(), b.files.get('node.key')!.toString())).toBe(true);
       expect((await stat(r.bundlePath)).mode & 0o777).toBe(0o600);
-      const doc = verifyMembership(await readFile(r.membershipPath), { anchor, nodeId: r.node, now: new Date() });
+      const doc = verifyMembership(await readFile(r.membershipPath!), { anchor, nodeId: r.node, now: new Date() });
       expect(doc.doc.serial).toBe(r.serial);
       expect(doc.doc.networks).toEqual([{ id: 'many', name: 'many', bundle: { version: r.version, sha256: b.sha256, size: bytes.length, url: `${r.node}.tar.gz` } }]);
     }

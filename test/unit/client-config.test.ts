@@ -1,11 +1,12 @@
 /**
  * The hardened client template (DESIGN.md §4) and the extra-options
- * allow-list, table by table. That openvpn itself accepts the rendered
+ * allow-list, table by table, and the standalone profile of agentless
+ * nodes rendered from the same template. That openvpn itself accepts the rendered
  * config and connects with it is test/integration/client-config.test.ts.
  */
 import { describe, expect, test } from 'vitest';
-import { renderClientConfig, type ClientPaths } from '../../src/openvpn/client-config.ts';
-import { checkExtraOptions, normaliseDirective } from '../../src/openvpn/options.ts';
+import { renderClientConfig, renderStandaloneConfig, type ClientPaths, type InlineMaterial } from '../../src/openvpn/client-config.ts';
+import { checkExtraOptions, normaliseDirective, unsafeDirective } from '../../src/openvpn/options.ts';
 import { MvpnError } from '../../src/errors.ts';
 import { makeSpec } from '../helpers/bundle-fixtures.ts';
 import { FORBIDDEN_DIRECTIVES, ODD_SPELLINGS } from '../helpers/adversarial/cases.ts';
@@ -245,5 +246,79 @@ describe('checkExtraOptions', () => {
     ['\u2014up', 'up'],
   ])('normaliseDirective(%j) = %j', (raw, want) => {
     expect(normaliseDirective(raw)).toBe(want);
+  });
+});
+
+/** PEM-shaped stand-ins: the renderer checks shape, the integration test uses real material. */
+const pem = (label: string): string => `-----BEGIN ${label}-----\nQUJD\n-----END ${label}-----\n`;
+const inline: InlineMaterial = {
+  ca: pem('CERTIFICATE') + pem('CERTIFICATE'),
+  cert: pem('CERTIFICATE'),
+  key: pem('PRIVATE KEY'),
+  tlsCryptV2: pem('OpenVPN tls-crypt-v2 client key'),
+  crl: pem('X509 CRL'),
+};
+
+/** Directive lines outside inline blocks, as openvpn reads the file. */
+function profileDirectives(conf: string): string[][] {
+  let inBlock = false;
+  const out: string[][] = [];
+  for (const l of conf.split('\n')) {
+    if (/^<\/[a-z0-9-]+>$/.test(l)) inBlock = false;
+    else if (/^<[a-z0-9-]+>$/.test(l)) inBlock = true;
+    else if (!inBlock && l && !l.startsWith('#')) out.push(l.split(' '));
+  }
+  return out;
+}
+
+describe('renderStandaloneConfig (agentless profile)', () => {
+  const spec = makeSpec('lab1');
+  const profile = renderStandaloneConfig(spec, 'n7', inline);
+
+  test('is the agent template with trust material inline and no management', () => {
+    const agent = directives(renderClientConfig(spec, paths));
+    const mine = profileDirectives(profile);
+    const fileDirectives = new Set(['ca', 'cert', 'key', 'tls-crypt-v2', 'crl-verify']);
+    const agentOnly = new Set(['management', 'management-hold', 'script-security']);
+    // every other line of the agent's config is in the profile, in the same order
+    const expected = agent.filter((d) => !fileDirectives.has(d[0]!) && !agentOnly.has(d[0]!)).map((d) => (d[0] === 'dev' ? ['dev', 'tap'] : d));
+    expect(mine).toEqual(expected);
+    for (const [tag, body] of [['ca', inline.ca], ['cert', inline.cert], ['key', inline.key], ['tls-crypt-v2', inline.tlsCryptV2], ['crl-verify', inline.crl]] as const) {
+      expect(profile).toContain(`<${tag}>\n${body}</${tag}>\n`);
+    }
+  });
+
+  test('carries no directive from the deny list, checked with the options checker', () => {
+    for (const [name, ...args] of profileDirectives(profile)) expect(unsafeDirective(name!, args), name).toBeUndefined();
+    // and the checker does see each deny-listed directive
+    // (DESIGN.md §4's list, and what loads code or writes files and devices; not the trust and routing ones only extra_options refuses)
+    const denied = [...FORBIDDEN_DIRECTIVES.slice(0, FORBIDDEN_DIRECTIVES.indexOf('engine')), 'engine', 'providers', 'pkcs11-providers', 'genkey', 'mktun', 'memstats'];
+    for (const d of denied) expect(unsafeDirective(d, d === 'management' ? ['0.0.0.0', '7505'] : ['/bin/sh']), d).toBeDefined();
+    expect(unsafeDirective('route-nopull')).toBeUndefined();
+    expect(unsafeDirective('management', ['/run/x.sock', 'unix'])).toBeUndefined();
+    expect(unsafeDirective('user', ['nobody'])).toBeUndefined();
+  });
+
+  test('keeps the hardened settings and the spec\'s choices', () => {
+    const d = profileDirectives(profile);
+    // (the route policy lines are the agent's: the first test compares the whole template)
+    expect(d.some((x) => x[0] === 'verify-x509-name')).toBe(true);
+    for (const want of [['remote-cert-tls', 'server'], ['tls-version-min', '1.2']]) {
+      expect(d).toContainEqual(want);
+    }
+    expect(d.filter((x) => x[0] === 'remote')).toEqual([['remote', '198.18.0.1', '1194'], ['remote', 'vpn.example.org', '1195']]);
+  });
+
+  test.each<[string, Partial<InlineMaterial>]>([
+    ['a closing tag smuggled into the CA', { ca: `${pem('CERTIFICATE')}</ca>\nup /bin/sh\n<ca>\n` }],
+    ['a directive instead of a key', { key: 'up /bin/sh\n' }],
+    ['an empty CRL', { crl: '' }],
+    ['text around the PEM', { cert: `hello\n${pem('CERTIFICATE')}` }],
+  ])('refuses material that is not plain PEM: %s', (_what, bad) => {
+    expect(codeOf(() => renderStandaloneConfig(spec, 'n7', { ...inline, ...bad }))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test('refuses a node id that could break the comment line', () => {
+    expect(codeOf(() => renderStandaloneConfig(spec, 'n7\nup /bin/sh', inline))).toBe('MVPN_OPTION_INVALID');
   });
 });

@@ -5,7 +5,7 @@ import { signingKeyFromPem } from '../../bundle/sign.ts';
 import { StoreError, UsageError } from '../../errors.ts';
 import { isPeerNode } from '../../server/federation/mirror.ts';
 import type { ServerContext } from '../../server/ops/context.ts';
-import { exportNodes, type ExportResult } from '../../server/ops/export.ts';
+import { exportNodes, type ExportFormat, type ExportResult } from '../../server/ops/export.ts';
 import { checkNetworkId } from '../../server/ops/networks.ts';
 import { checkBatch, checkNodeId } from '../../server/ops/nodes.ts';
 import type { CliCommand } from '../command.ts';
@@ -18,14 +18,16 @@ interface ExportArgs extends ServerArgs {
   out?: string;
   'out-dir'?: string;
   all: boolean;
+  format: ExportFormat;
 }
 
 function view(r: ExportResult): Record<string, unknown> {
+  const files = r.format === 'ovpn' ? { profile: r.bundlePath, agentless: true } : { bundle: r.bundlePath, membership: r.membershipPath };
   return {
     node: r.node,
     network: r.network,
-    bundle: r.bundlePath,
-    membership: r.membershipPath,
+    format: r.format,
+    ...files,
     version: r.version,
     serial: r.serial,
     sha256: r.sha256,
@@ -60,6 +62,10 @@ function allMembers(ctx: ServerContext, network: string): string[] {
  * nothing is recorded and no file is written), one CRL for all the
  * superseded certificates, one directory fsync. The output is then always a
  * JSON array, in the order given (--all: by node id).
+ *
+ * `--format ovpn` writes a standalone openvpn profile instead (FILE, or
+ * DIR/NODE.ovpn) for a node that runs a stock openvpn and no agent, and
+ * records the membership as agentless (see src/server/ops/export.ts).
  */
 export const serverExportCommand: CliCommand<ExportArgs> = {
   command: 'export [nodes..]',
@@ -69,9 +75,14 @@ export const serverExportCommand: CliCommand<ExportArgs> = {
       y
         .positional('nodes', { type: 'string', array: true, describe: 'node ids' })
         .option('network', { type: 'string', demandOption: true, describe: 'network id' })
-        .option('out', { type: 'string', describe: 'bundle file to write (.tar.gz) for a single node; holds a private key, written 0600' })
-        .option('out-dir', { type: 'string', describe: 'directory for NODE.tar.gz and NODE.membership.json of each node (made 0700 if missing)' })
-        .option('all', { type: 'boolean', default: false, describe: 'every member of the network that is not revoked (needs --out-dir)' }),
+        .option('out', { type: 'string', describe: 'file to write (.tar.gz bundle, or .ovpn with --format ovpn) for a single node; holds a private key, written 0600' })
+        .option('out-dir', { type: 'string', describe: 'directory for NODE.tar.gz and NODE.membership.json (or NODE.ovpn) of each node (made 0700 if missing)' })
+        .option('all', { type: 'boolean', default: false, describe: 'every member of the network that is not revoked (needs --out-dir)' })
+        .option('format', {
+          choices: ['bundle', 'ovpn'] as const,
+          default: 'bundle' as const,
+          describe: 'bundle: signed bundle + membership document for the agent; ovpn: one standalone profile for a stock openvpn (agentless node, no updates)',
+        }),
     ) as unknown as Argv<ExportArgs>,
   run: (args: ExportArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
@@ -83,15 +94,22 @@ export const serverExportCommand: CliCommand<ExportArgs> = {
       if (args.out === undefined && outDir === undefined) throw new UsageError(given.length === 1 ? 'give --out FILE' : 'give --out-dir DIR for several nodes');
       if (args.out !== undefined && (args.all || given.length > 1)) throw new UsageError('--out names one bundle file; use --out-dir DIR for several nodes');
 
+      const format = args.format;
       const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
       if (args.out !== undefined) {
-        const [r] = await exportNodes(ctx, key, [{ node: given[0]!, network: args.network, outFile: resolve(args.out) }]);
-        return { json: view(r!), text: `wrote ${r!.bundlePath} (version ${r!.version}, ${r!.size} bytes, central key) and ${r!.membershipPath}` };
+        const [r] = await exportNodes(ctx, key, [{ node: given[0]!, network: args.network, outFile: resolve(args.out), format }]);
+        return {
+          json: view(r!),
+          text:
+            format === 'ovpn'
+              ? `wrote ${r!.bundlePath} (standalone openvpn profile, ${r!.size} bytes, central key; node ${r!.node} is now agentless: export again to refresh it)`
+              : `wrote ${r!.bundlePath} (version ${r!.version}, ${r!.size} bytes, central key) and ${r!.membershipPath}`,
+        };
       }
       const nodes = args.all ? allMembers(ctx, args.network) : given;
       if (nodes.length === 0) return { json: [], text: `network ${args.network} has no members to export` };
       const dir = resolve(outDir!);
-      const items = nodes.map((node) => ({ node, network: args.network, outFile: join(dir, `${node}.tar.gz`) }));
+      const items = nodes.map((node) => ({ node, network: args.network, outFile: join(dir, format === 'ovpn' ? `${node}.ovpn` : `${node}.tar.gz`), format }));
       // Plain input mistakes fail before the directory is made.
       checkBatch(items, 'export');
       for (const it of items) checkNodeId(it.node);
@@ -100,8 +118,10 @@ export const serverExportCommand: CliCommand<ExportArgs> = {
       return {
         json: rs.map(view),
         text:
-          table([['NODE', 'VERSION', 'BUNDLE'], ...rs.map((r) => [r.node, String(r.version), r.bundlePath])]) +
-          `wrote ${rs.length} bundles (central keys) and their membership documents to ${dir}`,
+          table([['NODE', 'VERSION', format === 'ovpn' ? 'PROFILE' : 'BUNDLE'], ...rs.map((r) => [r.node, String(r.version), r.bundlePath])]) +
+          (format === 'ovpn'
+            ? `wrote ${rs.length} standalone openvpn profiles (central keys; the nodes are now agentless) to ${dir}`
+            : `wrote ${rs.length} bundles (central keys) and their membership documents to ${dir}`),
       };
     }),
 };

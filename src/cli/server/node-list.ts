@@ -25,9 +25,17 @@ export const nodeListCommand: CliCommand<ListArgs> = {
       }));
       const rows = entries.flatMap(({ node, memberships }) =>
         memberships.length === 0
-          ? [[node.id, '-', '-', '-', node.identitySerial !== null ? 'yes' : 'no']]
-          : memberships.map((m) => [node.id, m.network, m.address, String(membershipView(m)['state']), node.identitySerial !== null ? 'yes' : 'no']),
+          ? [[node.id, '-', '-', '-', node.identitySerial !== null ? 'yes' : 'no', '-']]
+          : memberships.map((m) => [
+              node.id,
+              m.network,
+              m.address,
+              String(membershipView(m)['state']),
+              node.identitySerial !== null ? 'yes' : 'no',
+              // agentless: a stock openvpn from an exported profile, no signed updates
+              m.agentless === true ? 'agentless' : 'agent',
+            ]),
       );
-      return { json, text: entries.length === 0 ? 'no nodes' : table([['NODE', 'NETWORK', 'ADDRESS', 'STATE', 'ENROLLED'], ...rows]) };
+      return { json, text: entries.length === 0 ? 'no nodes' : table([['NODE', 'NETWORK', 'ADDRESS', 'STATE', 'ENROLLED', 'RUNS'], ...rows]) };
     }),
 };

@@ -104,7 +104,7 @@ export async function enroll(ctx: ServerContext, apiCa: CaMaterial, req: EnrollR
       for (const p of plans) applyCrl(tx, p, bumps, now);
       for (const m of targets) {
         const c = certs.get(m.network)!;
-        tx.updateMembership(m.network, req.node, { certPem: c.certPem, certSerial: c.serialHex, prevCertSerial: null, keyOrigin: 'node' });
+        tx.updateMembership(m.network, req.node, { certPem: c.certPem, certSerial: c.serialHex, prevCertSerial: null, keyOrigin: 'node', agentless: false });
         bumps.membership(m.network, req.node);
       }
       bumps.apply(tx, now, ctx.config.membership_days);

@@ -12,29 +12,43 @@
  * name as its URL, and has a serial of its own: the export takes one number
  * from the sequence for it and the node's online document moves past it, so
  * no serial ever names two different documents.
+ *
+ * `format: "ovpn"` writes, instead of the bundle and document, one
+ * standalone openvpn profile (client-config.ts renderStandaloneConfig, the
+ * agent's template with everything inline) for a node that runs a stock
+ * openvpn. The membership is then recorded as agentless: a central key and
+ * no signed updates. Its CRL is a copy as of the export; export again to
+ * refresh it (that also renews the key).
  */
 import { serializeChain } from '../../bundle/anchor-chain.ts';
 import { readChain } from '../anchor-rotation.ts';
 import { isMirror, mirrorRefusal } from '../federation/mirror.ts';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { lstat, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { StoreError, UsageError } from '../../errors.ts';
 import type { SigningKey } from '../../bundle/sign.ts';
 import { generateKeyPairPem, type KeyAlg } from '../../pki/keys.ts';
 import { fsyncDir } from '../../util/fs-atomic.ts';
-import { buildNodeBundle, membershipDoc, signMembership, type BuiltBundle } from '../documents.ts';
+import { buildNodeBundle, membershipDoc, networkSpec, signMembership, type BuiltBundle } from '../documents.ts';
 import { issueNodeCert } from '../pki-service.ts';
+import { renderStandaloneConfig } from '../../openvpn/client-config.ts';
 import type { MembershipRecord, NetworkRecord, RevocationRecord } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNetworkId } from './networks.ts';
 import { certSerialsOf, checkBatch, checkNodeId, inBatch, mapLimit } from './nodes.ts';
 
+/** What an export writes: our signed bundle (for the agent) or a standalone openvpn profile. */
+export type ExportFormat = 'bundle' | 'ovpn';
+
 export interface ExportResult {
   readonly node: string;
   readonly network: string;
+  readonly format: ExportFormat;
+  /** The bundle (.tar.gz) or the profile (.ovpn). */
   readonly bundlePath: string;
-  readonly membershipPath: string;
+  /** null for a profile: a stock openvpn reads no membership document. */
+  readonly membershipPath: string | null;
   readonly version: number;
   readonly serial: number;
   readonly sha256: string;
@@ -90,7 +104,7 @@ async function checkTargets(items: readonly ExportItem[]): Promise<void> {
     if (!st?.isDirectory()) throw new UsageError(`export: ${dir} is not a directory`, { context: { dir } });
   }
   for (const it of items) {
-    for (const path of [it.outFile, membershipPathFor(it.outFile)]) {
+    for (const path of it.format === 'ovpn' ? [it.outFile] : [it.outFile, membershipPathFor(it.outFile)]) {
       const st = await lstat(path).catch(() => undefined);
       if (st?.isDirectory()) throw new UsageError(`export: ${path} is a directory`, { context: { node: it.node, path } });
     }
@@ -100,8 +114,10 @@ async function checkTargets(items: readonly ExportItem[]): Promise<void> {
 export interface ExportItem {
   readonly node: string;
   readonly network: string;
-  /** The bundle file (.tar.gz); its membership document goes next to it (membershipPathFor). */
+  /** The bundle file (.tar.gz); its membership document goes next to it (membershipPathFor). Or the .ovpn profile. */
   readonly outFile: string;
+  /** Default "bundle". */
+  readonly format?: ExportFormat;
 }
 
 export async function exportNode(ctx: ServerContext, key: SigningKey, node: string, network: string, outFile: string): Promise<ExportResult> {
@@ -194,7 +210,13 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
       for (const p of plans) applyCrl(tx, p, bumps, now);
       for (const [i, it] of items.entries()) {
         const c = issued[i]!.cert;
-        tx.updateMembership(it.network, it.node, { certPem: c.certPem, certSerial: c.serialHex, prevCertSerial: null, keyOrigin: 'central' });
+        tx.updateMembership(it.network, it.node, {
+          certPem: c.certPem,
+          certSerial: c.serialHex,
+          prevCertSerial: null,
+          keyOrigin: 'central',
+          agentless: it.format === 'ovpn',
+        });
       }
       bumps.apply(tx, now, ctx.config.membership_days);
       const netsAfter = new Map([...nets.keys()].map((id) => [id, tx.getNetwork(id)!]));
@@ -212,6 +234,32 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
   const files: { path: string; data: () => Promise<Uint8Array>; mode: number }[] = [];
   for (const [i, it] of items.entries()) {
     const p = prepared[i]!;
+    if (it.format === 'ovpn') {
+      const profile = Buffer.from(
+        renderStandaloneConfig(networkSpec(p.net, p.m), it.node, {
+          ca: p.net.caCertPem,
+          cert: p.m.certPem!,
+          key: p.keyPem,
+          tlsCryptV2: p.m.tlsCryptV2ClientKey,
+          crl: p.net.crlPem,
+        }),
+      );
+      results[i] = {
+        node: it.node,
+        network: it.network,
+        format: 'ovpn',
+        bundlePath: it.outFile,
+        membershipPath: null,
+        version: p.m.bundleVersion,
+        serial: p.exportSerial,
+        sha256: createHash('sha256').update(profile).digest('hex'),
+        size: profile.length,
+        certSerial: p.m.certSerial!,
+      };
+      // The profile holds a private key: 0600.
+      files.push({ path: it.outFile, data: () => Promise.resolve(profile), mode: 0o600 });
+      continue;
+    }
     // Built as its files are written, so gzip and signing overlap the fsyncs; dropped once both are handed over.
     // The bundle's file (index 2i) always asks first: mapLimit starts items in order.
     let built: Promise<{ bundle: BuiltBundle; doc: Buffer }> | undefined;
@@ -224,6 +272,7 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
         results[i] = {
           node: it.node,
           network: it.network,
+          format: 'bundle',
           bundlePath: it.outFile,
           membershipPath: membershipPathFor(it.outFile),
           version: p.m.bundleVersion,

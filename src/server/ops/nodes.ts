@@ -461,6 +461,7 @@ export function membershipView(m: MembershipRecord): Record<string, unknown> {
     address: m.address,
     state: m.revoked ? 'revoked' : m.certPem === null ? 'pending' : 'active',
     key_origin: m.keyOrigin,
+    agentless: m.agentless === true,
     cert_serial: m.certSerial,
     remotes: m.remotes ? m.remotes.map(remoteView) : null,
     bundle_version: m.bundleVersion,

@@ -153,6 +153,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE networks ADD COLUMN ca_roll TEXT;
   `,
+  // 9: agentless members (standalone openvpn profile: central key, no signed updates)
+  `
+  ALTER TABLE memberships ADD COLUMN agentless INTEGER NOT NULL DEFAULT 0 CHECK (agentless IN (0, 1));
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -231,6 +235,7 @@ function toMembership(r: Row): MembershipRecord {
     certSerial: strOrNull(r['cert_serial']),
     prevCertSerial: strOrNull(r['prev_cert_serial'] ?? null),
     keyOrigin: strOrNull(r['key_origin']) as MembershipRecord['keyOrigin'],
+    agentless: r['agentless'] === 1,
     tlsCryptV2ClientKey: str(r['tls_crypt_v2_client_key']),
     revoked: r['revoked'] === 1,
     remotes: r['remotes'] == null ? null : (JSON.parse(str(r['remotes'])) as MembershipRecord['remotes']),
@@ -304,6 +309,7 @@ const MEMBERSHIP_COLUMNS: Record<keyof MembershipPatch, string> = {
   certSerial: 'cert_serial',
   prevCertSerial: 'prev_cert_serial',
   keyOrigin: 'key_origin',
+  agentless: 'agentless',
   revoked: 'revoked',
   remotes: 'remotes',
   bundleVersion: 'bundle_version',
@@ -553,8 +559,8 @@ export class SqliteStore implements Store {
       insertMembership: (m) => {
         guard();
         exec(
-          `INSERT INTO memberships (network, node, address, cert, cert_serial, key_origin, tls_crypt_v2_client_key, revoked, remotes, bundle_version, bundle_created_at, added_at)
-           VALUES ($network, $node, $address, $cert, $serial, $origin, $tc, $revoked, $remotes, $bv, $bc, $added)`,
+          `INSERT INTO memberships (network, node, address, cert, cert_serial, key_origin, agentless, tls_crypt_v2_client_key, revoked, remotes, bundle_version, bundle_created_at, added_at)
+           VALUES ($network, $node, $address, $cert, $serial, $origin, $agentless, $tc, $revoked, $remotes, $bv, $bc, $added)`,
           {
             network: m.network,
             node: m.node,
@@ -562,6 +568,7 @@ export class SqliteStore implements Store {
             cert: m.certPem,
             serial: m.certSerial,
             origin: m.keyOrigin,
+            agentless: m.agentless ? 1 : 0,
             tc: m.tlsCryptV2ClientKey,
             revoked: m.revoked ? 1 : 0,
             remotes: m.remotes ? JSON.stringify(m.remotes) : null,

@@ -106,6 +106,11 @@ export interface MembershipRecord {
   /** The certificate a renewal replaced: not on the CRL until the node confirms the new one (then revoked as superseded). */
   readonly prevCertSerial?: string | null | undefined;
   readonly keyOrigin: KeyOrigin | null;
+  /**
+   * The node runs a stock openvpn from a standalone profile (`server export
+   * --format ovpn`): a central key and no signed updates. Absent: false.
+   */
+  readonly agentless?: boolean | undefined;
   readonly tlsCryptV2ClientKey: string;
   readonly revoked: boolean;
   /**
@@ -175,7 +180,7 @@ export type NodePatch = Patch<
 >;
 export type MembershipPatch = Patch<
   MembershipRecord,
-  'certPem' | 'certSerial' | 'prevCertSerial' | 'keyOrigin' | 'revoked' | 'remotes' | 'bundleVersion' | 'bundleCreatedAt'
+  'certPem' | 'certSerial' | 'prevCertSerial' | 'keyOrigin' | 'agentless' | 'revoked' | 'remotes' | 'bundleVersion' | 'bundleCreatedAt'
 >;
 
 export type MemberSummary = Pick<MembershipRecord, 'node' | 'address' | 'revoked' | 'certSerial' | 'prevCertSerial'>;
