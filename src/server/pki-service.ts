@@ -109,6 +109,25 @@ export async function issueNodeCert(
   return { certPem: r.certPem, serialHex: r.serialHex.toLowerCase() };
 }
 
+/** A node's API identity certificate (mTLS client, CN = node id) from the API CA, for enrollment and renewal alike. */
+export async function issueIdentityCert(
+  apiCa: CaMaterial,
+  nodeId: string,
+  publicKeyPem: string,
+  now: number,
+  certDays: number,
+): Promise<{ certPem: string; serialHex: string }> {
+  const r = await issueCert({
+    ca: apiCa,
+    publicKeyPem,
+    cn: nodeId,
+    usage: 'client',
+    notBefore: new Date(now - BACKDATE),
+    notAfter: new Date(now + certDays * DAY),
+  });
+  return { certPem: r.certPem, serialHex: r.serialHex.toLowerCase() };
+}
+
 export interface BuiltCrl {
   readonly crlPem: string;
   readonly crlNumber: number;

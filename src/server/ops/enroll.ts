@@ -12,11 +12,10 @@
  */
 import { MvpnError } from '../../errors.ts';
 import type { CaMaterial } from '../../pki/ca.ts';
-import { issueCert } from '../../pki/cert.ts';
 import { parseCsr } from '../../pki/csr.ts';
 import type { MembershipRecord, RevocationRecord, TokenRecord } from '../store/store.ts';
-import { issueNodeCert } from '../pki-service.ts';
-import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
+import { issueIdentityCert, issueNodeCert } from '../pki-service.ts';
+import { applyCrl, Bumps, conflict, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { certSerialsOf, checkNodeId, TOKEN_RE, tokenHash } from './nodes.ts';
 
 export interface EnrollRequest {
@@ -67,14 +66,7 @@ export async function enroll(ctx: ServerContext, apiCa: CaMaterial, req: EnrollR
       const ns = new Map(ms.map((m) => [m.network, tx.getNetwork(m.network)!]));
       return { targets: ms.filter((m) => ns.get(m.network)!.state !== 'deleted'), nets: ns };
     });
-    const identity = await issueCert({
-      ca: apiCa,
-      publicKeyPem: csr.publicKeyPem,
-      cn: req.node,
-      usage: 'client',
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(now + ctx.config.cert_days * DAY),
-    });
+    const identity = await issueIdentityCert(apiCa, req.node, csr.publicKeyPem, now, ctx.config.cert_days);
     const certs = new Map<string, { certPem: string; serialHex: string }>();
     const plans: CrlPlan[] = [];
     for (const m of targets) {

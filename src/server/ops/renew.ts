@@ -24,12 +24,11 @@
  */
 import { MvpnError } from '../../errors.ts';
 import type { CaMaterial } from '../../pki/ca.ts';
-import { issueCert } from '../../pki/cert.ts';
 import { parseCsr } from '../../pki/csr.ts';
-import { issueNodeCert } from '../pki-service.ts';
+import { issueIdentityCert, issueNodeCert } from '../pki-service.ts';
 import type { MembershipRecord, NetworkRecord, NodeRecord, RevocationRecord, StoreTx } from '../store/store.ts';
 import { isMirror } from '../federation/mirror.ts';
-import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
+import { applyCrl, Bumps, conflict, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNodeId } from './nodes.ts';
 
 export interface RenewRequest {
@@ -97,14 +96,7 @@ export async function renew(ctx: ServerContext, apiCa: CaMaterial, req: RenewReq
     });
     const role = identityRole(node, req.authSerial);
     if (role === undefined) throw new MvpnError('MVPN_API_FORBIDDEN', 'this node certificate is no longer valid (superseded or revoked); enroll again');
-    const identity = await issueCert({
-      ca: apiCa,
-      publicKeyPem: csr.publicKeyPem,
-      cn: req.node,
-      usage: 'client',
-      notBefore: new Date(now - 5 * 60_000),
-      notAfter: new Date(now + ctx.config.cert_days * DAY),
-    });
+    const identity = await issueIdentityCert(apiCa, req.node, csr.publicKeyPem, now, ctx.config.cert_days);
     const certs = new Map<string, { certPem: string; serialHex: string }>();
     const revoke = new Map<string, { net: NetworkRecord; recs: RevocationRecord[] }>();
     for (const { m, net } of targets) {
