@@ -41,11 +41,10 @@ import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.t
 import { DEFAULT_RELAY_PORT, type ServerStep } from '../server/federation/apply-servers.ts';
 import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
 import { intToIp, parseCidr, size } from '../server/alloc.ts';
-import { buildTopology, experimentFor, NETWORK_ID, VPN_SUBNET, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
+import { buildTopology, experimentFor, VPN_SUBNET, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
 export { NETWORK_ID } from './topology.ts';
 export const API_PORT = 8443;
-export const DEV = `mv-${NETWORK_ID}`;
 
 export interface WorldOptions {
   readonly lab: Lab;
@@ -179,7 +178,7 @@ export class World {
   }
   /** The node's VPN interface. */
   devOf(id: string): string {
-    return this.isAgentless(id) ? AGENTLESS_DEV : DEV;
+    return this.isAgentless(id) ? AGENTLESS_DEV : this.dev;
   }
   configPath(id: string): string {
     return join(this.nodeDir(id), 'etc', 'mvpn-client', 'config.json');
@@ -253,7 +252,7 @@ export class World {
     await mkdir(nodeDir, { recursive: true, mode: 0o711 });
     if (this.isAgentless(n.id)) {
       // What an operator hands a node whose image cannot run the agent.
-      await this.server$(['export', n.id, '--network', NETWORK_ID, '--format', 'ovpn', '--out', this.profilePath(n.id)]);
+      await this.server$(['export', n.id, '--network', this.network, '--format', 'ovpn', '--out', this.profilePath(n.id)]);
       return;
     }
     const tarball = join(nodeDir, 'startup.tar.gz');

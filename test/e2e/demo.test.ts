@@ -155,7 +155,8 @@ describe('mvpn-client demo (built binary)', () => {
     const who = await lookupOpenvpnUser();
     expect(who).toBeDefined();
     const openvpns = (await processesNaming(dir.path)).filter((p) => /\/openvpn-[^ /]+\.sock /.test(p) && /^\d+: \S*openvpn /.test(p));
-    expect(openvpns.length, 'two servers (networks, link) and six nodes at least').toBeGreaterThanOrEqual(7);
+    // the server and the four agent-run nodes; the two agentless nodes run a stock openvpn as their operator starts it (no management socket)
+    expect(openvpns.length, 'the server and four agent-run nodes at least').toBeGreaterThanOrEqual(5);
     for (const p of openvpns) {
       const status = await readFile(`/proc/${p.split(':')[0]}/status`, 'utf8').catch(() => '');
       expect(Number(/^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1]), p).toBe(who!.uid);
