@@ -98,18 +98,10 @@ export async function issueNodeCert(
   now: number,
   certDays: number,
 ): Promise<{ certPem: string; serialHex: string }> {
-  const r = await issueCert({
-    ca: caOf(net),
-    publicKeyPem,
-    cn: nodeId,
-    usage: 'client',
-    notBefore: new Date(now - BACKDATE),
-    notAfter: new Date(now + certDays * DAY),
-  });
-  return { certPem: r.certPem, serialHex: r.serialHex.toLowerCase() };
+  return issueIdentityCert(caOf(net), nodeId, publicKeyPem, now, certDays);
 }
 
-/** A node's API identity certificate (mTLS client, CN = node id) from the API CA, for enrollment and renewal alike. */
+/** A clientAuth certificate with CN = node id from `ca`: the node's API identity (API CA; enrollment and renewal alike), and through issueNodeCert its network certificates. */
 export async function issueIdentityCert(
   apiCa: CaMaterial,
   nodeId: string,
