@@ -22,7 +22,7 @@
  */
 import type { InstalledBundle } from '../bundle/install.ts';
 import { runtimePaths } from '../openvpn/process.ts';
-import type { InstanceSpec, InstanceStatus } from '../openvpn/supervisor.ts';
+import type { InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
 
 /** What the runner needs of a supervisor (src/openvpn/supervisor.ts Supervisor fits). */
 export interface SupervisorLike {

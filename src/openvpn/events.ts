@@ -6,7 +6,7 @@
  */
 import type { Formatters } from '../log.ts';
 import type { HealthVerdict } from './health.ts';
-import type { InstanceState } from './supervisor.ts';
+import type { InstanceState } from './supervisor-state.ts';
 
 export type OpenvpnEvent =
   | { readonly kind: 'openvpn.transition'; readonly id: string; readonly from: InstanceState; readonly to: InstanceState; readonly cause: string }

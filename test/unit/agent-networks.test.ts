@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type { InstalledBundle } from '../../src/bundle/install.ts';
 import { NetworkRunner, type SupervisorLike } from '../../src/agent/networks.ts';
-import type { InstanceSpec, InstanceState, InstanceStatus } from '../../src/openvpn/supervisor.ts';
+import type { InstanceSpec, InstanceState, InstanceStatus } from '../../src/openvpn/supervisor-state.ts';
 
 /** A supervisor double: records what it was asked, stops after a tick. */
 class FakeSupervisor extends EventEmitter implements SupervisorLike {

@@ -4,7 +4,7 @@
  * a new transition cannot slip in without a row in this table.
  */
 import { describe, expect, it } from 'vitest';
-import { nextState, type InstanceState, type SupervisorAction, type SupervisorEvent } from '../../src/openvpn/supervisor.ts';
+import { nextState, type InstanceState, type SupervisorAction, type SupervisorEvent } from '../../src/openvpn/supervisor-state.ts';
 
 const err = { code: 'X', message: 'x' };
 const E = {

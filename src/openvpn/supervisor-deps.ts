@@ -1,0 +1,132 @@
+/**
+ * What a Supervisor talks to (spawn, management socket, `ip`, clock, kill,
+ * timings) and the defaults that wire it to the real system; tests pass
+ * their own.
+ */
+import { spawn as nodeSpawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { userInfo } from 'node:os';
+import { nullLogger, type Logger } from '../log.ts';
+import { defaultBackoff, type BackoffPolicy } from '../util/backoff.ts';
+import { systemClock, type Clock } from '../util/clock.ts';
+import { execCommand, type ExecFn } from '../util/exec.ts';
+import { defaultHealthPolicy, type HealthPolicy } from './health.ts';
+import { ManagementClient, type ManagementOptions } from './management.ts';
+import { findRunning } from './process.ts';
+import type { OpenvpnUser } from './unpriv.ts';
+import type { OpenvpnEvent } from './events.ts';
+
+/** The narrow process handle the supervisor needs (node's ChildProcess fits). */
+export interface SpawnedProcess {
+  readonly pid?: number | undefined;
+  readonly stdout: NodeJS.ReadableStream | null;
+  readonly stderr: NodeJS.ReadableStream | null;
+  once(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): unknown;
+  once(event: 'error', listener: (err: Error) => void): unknown;
+}
+
+export type SpawnFn = (cmd: string, args: readonly string[], opts: { cwd?: string }) => SpawnedProcess;
+
+export interface SupervisorDeps {
+  readonly spawn: SpawnFn;
+  readonly connectManagement: (socketPath: string, opts: ManagementOptions) => Promise<ManagementClient>;
+  /** Runs `ip` for the health check (tests in a namespace wrap it in `ip netns exec`). */
+  readonly exec: ExecFn;
+  readonly clock: Clock;
+  readonly random: () => number;
+  readonly logger: Logger<OpenvpnEvent>;
+  readonly kill: (pid: number, signal: NodeJS.Signals) => void;
+  /** A live openvpn already holding these files (see process.ts findRunning). */
+  readonly findRunning: (files: { pidFile: string; mgmtSocket: string }) => Promise<number | undefined>;
+  readonly removeFile: (path: string) => Promise<void>;
+  readonly backoff: BackoffPolicy;
+  readonly health: HealthPolicy;
+  /** Connected this long resets the backoff attempt counter. */
+  readonly stableMs: number;
+  /** SIGTERM → SIGKILL. */
+  readonly graceMs: number;
+  /** After SIGKILL, how long to wait before reporting the process stuck. */
+  readonly killWaitMs: number;
+  /** How long openvpn may take to open its management socket after spawn. */
+  readonly mgmtConnectTimeoutMs: number;
+  /**
+   * Retry delays while waiting for that socket: the first after
+   * `mgmtFirstPollMs`, doubling up to `mgmtPollMs` (see mgmtPollDelay).
+   */
+  readonly mgmtFirstPollMs: number;
+  readonly mgmtPollMs: number;
+  /** Timeout of setup commands (state on, bytecount, hold release, status 3). */
+  readonly commandTimeoutMs: number;
+  readonly bytecountSeconds: number;
+  /** Passed as --management-client-user so only we (same user) can use the socket; undefined leaves it out. */
+  readonly managementUser: string | undefined;
+  /**
+   * The user and group openvpn drops to once its device and management socket
+   * exist (`--user`/`--group`, see unpriv.ts); undefined keeps it as we are.
+   * The daemons set it from ensureOpenvpnUser().
+   */
+  readonly runAs: OpenvpnUser | undefined;
+  /**
+   * Prepended to the openvpn and `ip` command lines of the default spawn and
+   * exec, e.g. `['ip', 'netns', 'exec', NS]` to run an instance inside a
+   * network namespace (tests, demos). `ip netns exec` execs the command, so
+   * the pid we see is openvpn's own.
+   */
+  readonly commandPrefix: readonly string[];
+}
+
+function currentUser(): string | undefined {
+  try {
+    return userInfo().username;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The environment openvpn runs with: ours minus the systemd service-manager
+ * variables. Debian's openvpn is linked with libsystemd and calls
+ * sd_notify("READY=1") itself when NOTIFY_SOCKET is set; with
+ * NotifyAccess=all that would tell systemd *our* service is ready (and
+ * overwrite STATUS=) the moment any one network connects.
+ */
+export function openvpnEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k === 'NOTIFY_SOCKET' || k.startsWith('WATCHDOG_') || k.startsWith('LISTEN_')) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): SupervisorDeps {
+  const wrap = (cmd: string, args: readonly string[]): [string, string[]] =>
+    commandPrefix.length === 0 ? [cmd, [...args]] : [commandPrefix[0]!, [...commandPrefix.slice(1), cmd, ...args]];
+  return {
+    spawn: (cmd, args, opts) => {
+      const [c, a] = wrap(cmd, args);
+      return nodeSpawn(c, a, { cwd: opts.cwd, env: openvpnEnv(process.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    },
+    connectManagement: (path, opts) => ManagementClient.connect(path, opts),
+    exec: (cmd, args, opts) => execCommand(...wrap(cmd, args), opts),
+    clock: systemClock,
+    random: Math.random,
+    logger: nullLogger(),
+    kill: (pid, sig) => process.kill(pid, sig),
+    findRunning: (files) => findRunning(files),
+    removeFile: (path) => rm(path, { force: true }),
+    backoff: defaultBackoff,
+    health: defaultHealthPolicy,
+    stableMs: 60_000,
+    graceMs: 5_000,
+    killWaitMs: 5_000,
+    mgmtConnectTimeoutMs: 15_000,
+    mgmtFirstPollMs: 5,
+    mgmtPollMs: 100,
+    commandTimeoutMs: 10_000,
+    bytecountSeconds: 5,
+    managementUser: currentUser(),
+    runAs: undefined,
+    commandPrefix,
+  };
+}
