@@ -135,9 +135,17 @@ export async function ensureCachedRoot(opts: CleanRootOptions = {}): Promise<str
   const foreign = opts.arch !== undefined && opts.arch !== hostArch();
   if (foreign) await ensureForeignBinfmt(opts.arch);
   try {
+    // debootstrap mounts /proc and /sys (and may bind /dev) inside the root
+    // while it installs; in a mount namespace of its own those mounts go away
+    // with it, so a run killed half-way never leaves a mount under `work`
+    // for the cleanup below to walk into.
     const r = await sh(
-      'debootstrap',
+      'unshare',
       [
+        '--mount',
+        '--propagation',
+        'private',
+        'debootstrap',
         '--variant=minbase',
         `--arch=${arch(opts)}`,
         ...(foreign ? ['--foreign'] : []),
@@ -156,8 +164,7 @@ export async function ensureCachedRoot(opts: CleanRootOptions = {}): Promise<str
       );
     }
     // A foreign root is only unpacked so far: configure it from inside, under
-    // qemu. The second stage mounts /proc and /sys in the root; its own mount
-    // namespace takes those mounts away with it, even if it fails half-way.
+    // qemu (in a mount namespace of its own, as above).
     const r2 = foreign
       ? await sh('unshare', ['--mount', '--propagation', 'private', 'chroot', work, '/debootstrap/debootstrap', '--second-stage'], {
           allowFail: true,
