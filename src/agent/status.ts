@@ -37,7 +37,7 @@
  */
 import { ExitCode } from '../errors.ts';
 
-export type NetworkState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
+export type NetworkState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'reloading' | 'backoff' | 'stopping' | 'failed';
 
 export interface StatusError {
   readonly code: string;

@@ -59,7 +59,6 @@ describe('renderClientConfig', () => {
         `crl-verify ${paths.crl}`,
         'tls-version-min 1.2',
         'data-ciphers AES-256-GCM:CHACHA20-POLY1305',
-        'persist-key',
         'persist-tun',
         `management ${paths.mgmtSocket} unix`,
         'management-hold',
