@@ -25,6 +25,9 @@
  *   Supervisor.reload after a renewal, or a ping-restart) keeps the device
  *   and reads certificate and key again, from the install's stable path
  *   (bundle/install.ts); a profile's inline material is simply taken again.
+ * - `connect-retry 0`: no pause before the first tries after a soft restart
+ *   (openvpn's default waits 1 s, which a renewal's reload would cost as a
+ *   lost ping); repeated failures still back off (2, 4, … s up to 300 s).
  * - no `log`, `status`, `writepid` or script directives: the agent collects
  *   output and state through the management interface.
  * - `remote` lines in the spec's order, no `remote-random`: the order is the
@@ -157,6 +160,7 @@ function render(spec: NetworkSpec, target: Target): string {
     'tls-version-min 1.2',
     `data-ciphers ${spec.ciphers.join(':')}`,
     'persist-tun',
+    'connect-retry 0',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
     ...pullFilterLines(spec.address.ipv4, routes?.accepted),

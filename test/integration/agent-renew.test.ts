@@ -28,7 +28,7 @@ import { withLab } from '../helpers/netns.ts';
 const CERT_DAYS = 2;
 const BACKDATE = 5 * 60_000;
 /** How long after enrollment the certificates reach their two-thirds point (server and agent start, connect, then >= 10 s of pings). */
-const DUE_AFTER_MS = 70_000;
+const DUE_AFTER_MS = 55_000;
 /** Pings wanted on each side of the switch. */
 const SIDE_S = 10;
 
@@ -142,7 +142,7 @@ describe('automatic renewal of node credentials', () => {
         expect(after.revoked).toContain(before.cert);
         expect(after.revoked).not.toContain(after.cert);
         const installedCert = await readFile(join(w.stateDir, 'networks', 'alpha', 'node.crt'), 'utf8');
-        expect(serial(installedCert)).toBe(after.cert);
+        expect(serial(installedCert)).toBe(after.cert!.replace(/^0+(?=.)/, ''));
       } finally {
         ping?.kill('SIGINT');
         const code = await agent?.stop();

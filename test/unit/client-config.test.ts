@@ -60,6 +60,7 @@ describe('renderClientConfig', () => {
         'tls-version-min 1.2',
         'data-ciphers AES-256-GCM:CHACHA20-POLY1305',
         'persist-tun',
+        'connect-retry 0',
         `management ${paths.mgmtSocket} unix`,
         'management-hold',
         'script-security 1',
