@@ -33,9 +33,13 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** A lab with a connected server and client supervisor; both stopped afterwards, pass or fail. */
-async function withTunnel(fn: (t: TunnelLab, server: Supervisor, client: Supervisor, events: ReturnType<typeof recordingLogger>['events']) => Promise<void>): Promise<void> {
+/** A lab with a connected server and client supervisor (`beforeStart` may change the lab's files first); both stopped afterwards, pass or fail. */
+async function withTunnel(
+  fn: (t: TunnelLab, server: Supervisor, client: Supervisor, events: ReturnType<typeof recordingLogger>['events']) => Promise<void>,
+  beforeStart?: (t: TunnelLab) => Promise<void>,
+): Promise<void> {
   await withTunnelLab('sup', async (t) => {
+    await beforeStart?.(t);
     const logger = recordingLogger();
     const server = new Supervisor(serverSpec(t), fastDeps(t.srv, logger));
     const client = new Supervisor(clientSpec(t), fastDeps(t.cli, logger));
@@ -143,50 +147,40 @@ describe('Supervisor on real openvpn', () => {
   });
 
   it('reload(): new certificate and key at the same paths, the old certificate revoked: the same process reconnects with them on the same tap device', async () => {
-    await withTunnelLab('supreload', async (t) => {
-      // The agent's template: persist-tun without persist-key (so SIGUSR1 reads the files again), no restart pause.
+    // The agent's template: persist-tun without persist-key (so SIGUSR1 reads the files again), no restart pause.
+    const agentTemplate = async (t: TunnelLab): Promise<void> => {
       const confPath = t.clientConfig['node1']!;
       const conf = await readFile(confPath, 'utf8');
       await writeFile(confPath, conf.replace('persist-key\n', 'persist-tun\n').replace('connect-retry 1 2\n', 'connect-retry 0\n'));
-      const logger = recordingLogger();
-      const server = new Supervisor(serverSpec(t), fastDeps(t.srv, logger));
-      const client = new Supervisor(clientSpec(t), fastDeps(t.cli, logger));
-      try {
-        server.start();
-        await untilState(server, 'connected', logger.events);
-        client.start();
-        await untilState(client, 'connected', logger.events);
-        expect(await t.cli.ping(SERVER_TUNNEL, { count: 1, timeoutS: 5 })).toBe(true);
-        const ifindex = async (): Promise<string> => (await t.cli.exec('cat', ['/sys/class/net/mv-t/ifindex'])).stdout.trim();
-        const before = { pid: client.status().pid, ifindex: await ifindex(), since: client.status().connectedSince };
+    };
+    await withTunnel(async (t, server, client, events) => {
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 1, timeoutS: 5 })).toBe(true);
+      const ifindex = async (): Promise<string> => (await t.cli.exec('cat', ['/sys/class/net/mv-t/ifindex'])).stdout.trim();
+      const before = { pid: client.status().pid, ifindex: await ifindex(), since: client.status().connectedSince };
 
-        // Renewal: a new key and a certificate for it, written over the files the config names; the old certificate
-        // goes on the CRL (the server reads it at each handshake), so only the new pair can connect again.
-        const m = t.material;
-        const kp = await generateKeyPairPem(m.alg);
-        const renewed = await issueCert({ ca: m.ca, publicKeyPem: kp.publicKeyPem, cn: 'node1', usage: 'client', notBefore: m.notBefore, notAfter: m.notAfter });
-        const files = t.pki.clients['node1']!;
-        await writeFile(files.cert, renewed.certPem);
-        await writeFile(files.key, kp.privateKeyPem);
-        const crl = await createCrl({ ca: m.ca, revoked: [{ serialHex: m.clients['node1']!.serialHex, revokedAt: new Date() }], thisUpdate: m.notBefore, nextUpdate: m.notAfter, crlNumber: 2 });
-        await writeFile(t.pki.crl, crl);
+      // Renewal: a new key and a certificate for it, written over the files the config names; the old certificate
+      // goes on the CRL (the server reads it at each handshake), so only the new pair can connect again.
+      const m = t.material;
+      const kp = await generateKeyPairPem(m.alg);
+      const renewed = await issueCert({ ca: m.ca, publicKeyPem: kp.publicKeyPem, cn: 'node1', usage: 'client', notBefore: m.notBefore, notAfter: m.notAfter });
+      const files = t.pki.clients['node1']!;
+      await writeFile(files.cert, renewed.certPem);
+      await writeFile(files.key, kp.privateKeyPem);
+      const crl = await createCrl({ ca: m.ca, revoked: [{ serialHex: m.clients['node1']!.serialHex, revokedAt: new Date() }], thisUpdate: m.notBefore, nextUpdate: m.notAfter, crlNumber: 2 });
+      await writeFile(t.pki.crl, crl);
 
-        client.reload();
-        expect(client.status().state).toBe('reloading');
-        await until(() => client.status().state === 'connected' && client.status().connectedSince !== before.since, 'connected again after the reload', logger.events);
-        expect(await t.cli.ping(SERVER_TUNNEL, { count: 1, timeoutS: 5 })).toBe(true);
-        expect({ pid: client.status().pid, ifindex: await ifindex(), restarts: client.status().restarts }).toEqual({ pid: before.pid, ifindex: before.ifindex, restarts: 0 });
-        const out = logger.events.filter((e) => e.kind === 'openvpn.output' && e.id === 'node1').map((e) => (e.kind === 'openvpn.output' ? e.line : ''));
-        expect(out.some((l) => l.includes('SIGUSR1'))).toBe(true);
-        expect(out.some((l) => l.includes('Preserving previous TUN/TAP instance'))).toBe(true);
-        // the server holds one session for node1: the new one replaced the old
-        const st = await server.management()!.status3();
-        expect(st.clients.filter((c) => c.cn === 'node1')).toHaveLength(1);
-      } finally {
-        await client.stop();
-        await server.stop();
-      }
-    });
+      client.reload();
+      expect(client.status().state).toBe('reloading');
+      await until(() => client.status().state === 'connected' && client.status().connectedSince !== before.since, 'connected again after the reload', events);
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 1, timeoutS: 5 })).toBe(true);
+      expect({ pid: client.status().pid, ifindex: await ifindex(), restarts: client.status().restarts }).toEqual({ pid: before.pid, ifindex: before.ifindex, restarts: 0 });
+      const out = events.filter((e) => e.kind === 'openvpn.output' && e.id === 'node1').map((e) => (e.kind === 'openvpn.output' ? e.line : ''));
+      expect(out.some((l) => l.includes('SIGUSR1'))).toBe(true);
+      expect(out.some((l) => l.includes('Preserving previous TUN/TAP instance'))).toBe(true);
+      // the server holds one session for node1: the new one replaced the old
+      const st = await server.management()!.status3();
+      expect(st.clients.filter((c) => c.cn === 'node1')).toHaveLength(1);
+    }, agentTemplate);
   });
 
   it('stop() leaves no process (by pid and ip netns pids) and no socket or pid file', async () => {
