@@ -148,8 +148,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   /**
    * Take new certificate and key files without a new process: SIGUSR1
    * through the management socket, so openvpn reconnects with the files read
-   * again while its tap device (address, neighbours) stays up. Falls back to
-   * restart() when there is no process to signal yet or the signal fails.
+   * again while its tap device (address, neighbours) stays up. A process
+   * still starting, or one the signal cannot reach, is restarted instead;
+   * in backoff or stopped nothing happens (the next start reads the files).
    */
   reload(): void {
     this.dispatch({ type: 'reload' });
