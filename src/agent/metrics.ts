@@ -14,7 +14,7 @@
 import { Gauge, Registry } from 'prom-client';
 import type { AgentStatus } from './status.ts';
 
-const STATES = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'backoff', 'stopping', 'failed'] as const;
+const STATES = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'reloading', 'backoff', 'stopping', 'failed'] as const;
 
 const seconds = (iso: string): number => Date.parse(iso) / 1000;
 

@@ -29,6 +29,7 @@ export interface SupervisorLike {
   start(): void;
   stop(): Promise<void>;
   restart(): void;
+  reload(): void;
   status(): InstanceStatus;
   on(event: 'change', listener: (s: InstanceStatus) => void): unknown;
 }
@@ -196,6 +197,24 @@ export class NetworkRunner {
       const e = this.entries.get(b.network);
       if (e !== undefined && sameSpec(e.spec, spec)) {
         e.sup.restart();
+        return;
+      }
+      await this.runNow(b);
+    });
+  }
+
+  /**
+   * New credential files under the same config (a renewal): the running
+   * openvpn reconnects with them re-read, its device stays (Supervisor.reload).
+   * Anything it cannot take that way starts as run() would.
+   */
+  reload(b: InstalledBundle): Promise<void> {
+    return this.serial(b.network, async () => {
+      if (this.closed || this.down.has(b.network)) return;
+      const e = this.entries.get(b.network);
+      const state = e?.sup.status().state;
+      if (e !== undefined && sameSpec(e.spec, instanceSpec(b, this.runtimeDir, this.openvpnPath)) && state !== 'stopped' && state !== 'failed') {
+        e.sup.reload();
         return;
       }
       await this.runNow(b);

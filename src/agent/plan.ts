@@ -9,7 +9,10 @@
  *   membership entry keeps running untouched.
  * - A changed bundle restarts only its own network, unless the change touches
  *   nothing but `crl.pem`: then the files are swapped under the running
- *   openvpn (it re-reads the CRL for new TLS sessions) without a restart.
+ *   openvpn (it re-reads the CRL for new TLS sessions) without a restart;
+ *   or nothing but credential files (a renewal's node.crt, a CA roll): then
+ *   the running openvpn reloads them (a soft restart, same process and
+ *   device; the node's key, outside the bundle, is reloaded with them).
  * - A network gone from the membership is stopped and removed.
  * - When no membership could be obtained at all (every source unreachable),
  *   nothing is torn down: installed bundles keep running, and are started
@@ -72,6 +75,8 @@ export type ActionKind =
   | 'install'
   /** New bundle; restart that network only. */
   | 'replace-restart'
+  /** Only credential files changed (renewal): the running openvpn reloads them, its device stays. */
+  | 'replace-reload'
   /** Only crl.pem changed: swap files, no restart. */
   | 'swap-crl'
   /** Stop but keep the files (installed bundle expired). */
@@ -126,6 +131,21 @@ export function onlyCrlChanged(old: Readonly<Record<string, string>>, next: Read
   return a.every((k) => k === 'crl.pem' || old[k] === next[k]);
 }
 
+/** What openvpn reads again at a soft restart without persist-key (besides the CRL it re-reads anyway). */
+const RELOADED_FILES: ReadonlySet<string> = new Set(['crl.pem', 'ca.crt', 'node.crt', 'node.key', 'tls-crypt-v2.key']);
+
+/**
+ * True when two bundles have the same files and differ only in files a
+ * soft restart reads again (certificates, keys, CRL): network.json, from
+ * which openvpn.conf is rendered, is the same.
+ */
+export function onlyCredentialsChanged(old: Readonly<Record<string, string>>, next: Readonly<Record<string, string>>): boolean {
+  const a = Object.keys(old).sort();
+  const b = Object.keys(next).sort();
+  if (a.length !== b.length || a.some((k, i) => k !== b[i])) return false;
+  return a.every((k) => RELOADED_FILES.has(k) || old[k] === next[k]);
+}
+
 function expiredError(id: string, expiresAt: number): NetError {
   return {
     code: 'MVPN_BUNDLE_EXPIRED',
@@ -172,6 +192,7 @@ export function planNetwork(d: DesiredNetwork, actual: ActualNetwork | undefined
       if (a.adminDown) return { id: d.id, kind: 'install' };
       if (!a.running) return { id: d.id, kind: 'install-start' };
       if (onlyCrlChanged(a.installed.files, b.facts.files)) return { id: d.id, kind: 'swap-crl' };
+      if (onlyCredentialsChanged(a.installed.files, b.facts.files)) return { id: d.id, kind: 'replace-reload' };
       return { id: d.id, kind: 'replace-restart' };
     }
   }

@@ -300,7 +300,7 @@ export class Reconciler {
     const { runner } = this.ctx;
     for (const b of this.installed.values()) {
       if (b.manifest.key_origin !== 'node') continue;
-      if (b.paths.key !== identity.paths.key) return false;
+      if (b.keySource !== identity.paths.key) return false;
       if (runner.isAdminDown(b.network) || !runner.isRunning(b.network)) continue;
       if (runner.status(b.network)?.state !== 'connected') return false;
     }
@@ -356,7 +356,7 @@ export class Reconciler {
       }
       try {
         const revoked = await confirmRenewal({ identity, target, timeoutMs: config.fetch.requestTimeoutMs });
-        const inUse = [...this.installed.values()].map((b) => b.paths.key).filter((k): k is string => k !== undefined);
+        const inUse = [...this.installed.values()].map((b) => b.keySource);
         const removed = await finishRenewal(config.stateDir, identity, inUse);
         this.deps.logger.emit({ kind: 'renew.confirmed', revoked, removedKeys: removed.length });
         this.renewFailures = 0;
@@ -369,7 +369,7 @@ export class Reconciler {
         }
         // The switch to the new identity never completed (its certificate was lost): the server still has
         // the old one as "previous", so drop the marker and renew again below; that replaces the lost one.
-        const inUse = [...this.installed.values()].map((b) => b.paths.key).filter((k): k is string => k !== undefined);
+        const inUse = [...this.installed.values()].map((b) => b.keySource);
         await finishRenewal(config.stateDir, identity, inUse).catch(() => undefined);
         this.renewRetryAt = undefined;
       }
@@ -663,6 +663,13 @@ export class Reconciler {
         case 'replace-restart':
           await runner.restart(await this.install(this.need(vb, a), identity));
           return true;
+        case 'replace-reload': {
+          // New credentials only: the same openvpn.conf means the running openvpn can take them by a soft restart.
+          const before = this.installed.get(a.id)?.configSha256;
+          const b = await this.install(this.need(vb, a), identity);
+          await (b.configSha256 === before ? runner.reload(b) : runner.restart(b));
+          return true;
+        }
         case 'stop':
           await runner.stop(a.id);
           return true;

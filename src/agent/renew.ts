@@ -9,8 +9,9 @@
  * identity. The server answers with a new identity certificate and, in the
  * same transaction, reissues every network certificate of the node for the
  * new key (new bundle versions). The agent then switches identity.crt
- * (identity.ts), the same reconcile installs the new bundles (each network
- * restarts once with the new key), and once every such network runs the
+ * (identity.ts), the same reconcile installs the new bundles (each network's
+ * openvpn reloads once with the new key: same process and tap device,
+ * plan.ts `replace-reload`), and once every such network runs the
  * new certificate it confirms (`POST /v1/renew/confirm`, with the new
  * identity); only then does the server put the old certificates on the
  * CRLs. A crash anywhere leaves either the old credentials (still valid on

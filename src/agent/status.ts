@@ -21,7 +21,7 @@
  *   answered with a document this node refuses).
  * - `networks[]`, sorted by id:
  *   `id`, `name`; `state`: stopped | starting | connecting | connected |
- *   degraded | backoff | stopping | failed; `admin_down`: taken down with
+ *   degraded | reloading | backoff | stopping | failed; `admin_down`: taken down with
  *   `mvpn-client down` (recorded in the state directory: it holds across
  *   agent restarts and reboots until `mvpn-client up`); `admin_down_since`
  *   (ISO time of that `down`, null when not down); `pid` (of the network's current openvpn, null if
@@ -37,7 +37,7 @@
  */
 import { ExitCode } from '../errors.ts';
 
-export type NetworkState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
+export type NetworkState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'reloading' | 'backoff' | 'stopping' | 'failed';
 
 export interface StatusError {
   readonly code: string;

@@ -19,13 +19,23 @@
  * bundle update that changes only crl.pem takes effect in the running
  * openvpn (which re-reads crl-verify at every handshake) without a restart.
  *
- * openvpn re-reads crl.pem after it has dropped to the mvpn-openvpn user
- * (src/openvpn/unpriv.ts), so with `openvpnUser` the networks directory and
- * each version directory are root:mvpn-openvpn 0710 and crl.pem is
- * root:mvpn-openvpn 0640. The keys stay 0600 root; the other files are
- * public (certificates, the network spec, the rendered config). Installs
- * made before openvpn dropped root (0700, crl.pem 0644) are still accepted
- * and shareInstalled() brings them to the new modes.
+ * The key openvpn uses is in the version directory too, as node.key: the
+ * bundle's own for key_origin "central", a copy of the node's key
+ * (`nodeKeyPath`, recorded as `key_path`, its hash as `key_sha256`) for
+ * key_origin "node". Every file openvpn loads is then under the stable
+ * path, so a renewal (new node.crt, new key) renders the same openvpn.conf
+ * and the running openvpn takes it with a soft restart that re-reads the
+ * files (Supervisor.reload, client-config.ts has no persist-key).
+ *
+ * openvpn reads crl.pem, and at such a soft restart the keys, after it has
+ * dropped to the mvpn-openvpn user (src/openvpn/unpriv.ts), so with
+ * `openvpnUser` the networks directory and each version directory are
+ * root:mvpn-openvpn 0710 and crl.pem, node.key and tls-crypt-v2.key are
+ * root:mvpn-openvpn 0640 (ARCHITECTURE.md "Hitless renewal" says why that
+ * gives a dropped openvpn nothing it does not hold already); the other files
+ * are public (certificates, the network spec, the rendered config). Installs
+ * made before (0700, crl.pem 0644, keys 0600, the node key outside) are still
+ * accepted and shareInstalled() brings the modes up to date.
  *
  * readInstalled/listInstalled re-check what is on disk against the install
  * record and the manifest's hashes, so a tampered or half-deleted install is
@@ -48,13 +58,15 @@ import { openManifest, parseSpec, type VerifiedBundle } from './verify.ts';
 
 export const CONFIG_FILE = 'openvpn.conf';
 export const RECORD_FILE = 'install.json';
-const SECRET_FILES: ReadonlySet<string> = new Set(['node.key', 'tls-crypt-v2.key']);
-/** Read by openvpn after it dropped root. */
+const KEY_FILE = 'node.key';
+const SECRET_FILES: ReadonlySet<string> = new Set([KEY_FILE, 'tls-crypt-v2.key']);
 const CRL_FILE = 'crl.pem';
-/** Modes readInstalled accepts: the current ones first, then those of installs made before openvpn dropped root. */
+/** Read by openvpn after it dropped root (the keys at a soft restart). */
+const SHARED_FILES: ReadonlySet<string> = new Set([CRL_FILE, ...SECRET_FILES]);
+/** Modes readInstalled accepts: the current ones first, then those of older installs (before openvpn dropped root, before reloads). */
 const DIR_MODES: readonly number[] = [SHARED_DIR_MODE, 0o700];
 function fileModes(name: string): readonly number[] {
-  if (SECRET_FILES.has(name)) return [0o600];
+  if (SECRET_FILES.has(name)) return [SHARED_FILE_MODE, 0o600];
   return name === CRL_FILE ? [SHARED_FILE_MODE, 0o644] : [0o644];
 }
 
@@ -62,7 +74,7 @@ function fileModes(name: string): readonly number[] {
 export interface InstalledPaths {
   readonly ca: string;
   readonly cert: string;
-  /** `<dir>/node.key` for key_origin "central", else the node's own key (`nodeKeyPath`). */
+  /** `<dir>/node.key` (for key_origin "node" a copy of `InstalledBundle.keySource`; the node's key itself in installs made before the copy). */
   readonly key: string;
   readonly tlsCryptV2: string;
   readonly crl: string;
@@ -81,13 +93,17 @@ export interface InstalledBundle {
   /** sha256 of the bundle as fetched (compare with the membership entry). */
   readonly sha256: string;
   readonly paths: InstalledPaths;
+  /** Where the key came from: the node's key file it was copied from (key_origin "node"), else `paths.key`. */
+  readonly keySource: string;
+  /** sha256 of the rendered openvpn.conf: equal before and after an install, a reload takes the new files. */
+  readonly configSha256: string;
 }
 
 export type InstallStep = 'mkdir' | 'write' | 'render' | 'fsync' | 'switch' | 'cleanup';
 
 export interface InstallOptions {
   readonly stateDir: string;
-  /** The node's private key, for key_origin "node". */
+  /** The node's private key file, for key_origin "node" (copied into the install as node.key). */
   readonly nodeKeyPath?: string;
   /** Renders openvpn.conf; `dir` is the stable path, `files` the installed trust material. */
   readonly render: (spec: NetworkSpec, dir: string, files: InstalledPaths) => string;
@@ -105,6 +121,8 @@ const InstallRecordSchema = z.strictObject({
   manifest_sha256: z.string().regex(/^[0-9a-f]{64}$/),
   config_sha256: z.string().regex(/^[0-9a-f]{64}$/),
   key_path: z.string().min(1).max(4096),
+  /** key_origin "node": hash of the copy of key_path in the install (absent in installs made before the copy). */
+  key_sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
 });
 type InstallRecord = z.infer<typeof InstallRecordSchema>;
 
@@ -120,12 +138,24 @@ function checkId(id: string): void {
   if (!NETWORK_ID_RE.test(id)) throw new BundleError('MVPN_SCHEMA_INVALID', `${JSON.stringify(id)} is not a network id`, { context: { network: id } });
 }
 
-function pathsFor(dir: string, manifest: Manifest, nodeKeyPath: string | undefined): InstalledPaths {
-  const key = manifest.key_origin === 'central' ? join(dir, 'node.key') : nodeKeyPath;
-  if (key === undefined) {
+/** `copied`: node.key is in the install (every install but node-keyed ones made before the copy, which name `keySource`). */
+function pathsFor(dir: string, keySource: string, copied: boolean): InstalledPaths {
+  return { ca: join(dir, 'ca.crt'), cert: join(dir, 'node.crt'), key: copied ? join(dir, KEY_FILE) : keySource, tlsCryptV2: join(dir, 'tls-crypt-v2.key'), crl: join(dir, CRL_FILE) };
+}
+
+async function readNodeKey(manifest: Manifest, nodeKeyPath: string | undefined): Promise<Buffer | undefined> {
+  if (manifest.key_origin === 'central') return undefined;
+  if (nodeKeyPath === undefined) {
     throw new BundleError('MVPN_BUNDLE_INSTALL_FAILED', `network ${manifest.network}: key_origin is "node" but no node key path was given`);
   }
-  return { ca: join(dir, 'ca.crt'), cert: join(dir, 'node.crt'), key, tlsCryptV2: join(dir, 'tls-crypt-v2.key'), crl: join(dir, 'crl.pem') };
+  try {
+    return await readFile(nodeKeyPath);
+  } catch (err) {
+    throw new BundleError('MVPN_BUNDLE_INSTALL_FAILED', `network ${manifest.network}: cannot read the node key ${nodeKeyPath}: ${(err as Error).message}`, {
+      context: { network: manifest.network, path: nodeKeyPath },
+      cause: err,
+    });
+  }
 }
 
 async function writeSynced(path: string, data: Uint8Array | string, mode: number): Promise<void> {
@@ -157,7 +187,9 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
   checkId(id);
   const nets = networksDir(opts.stateDir);
   const dir = join(nets, id);
-  const paths = pathsFor(dir, b.manifest, opts.nodeKeyPath);
+  const nodeKey = await readNodeKey(b.manifest, opts.nodeKeyPath);
+  const keySource = nodeKey === undefined ? join(dir, KEY_FILE) : opts.nodeKeyPath!;
+  const paths = pathsFor(dir, keySource, true);
   const step = async (s: InstallStep): Promise<void> => {
     await opts.beforeStep?.(s);
   };
@@ -168,28 +200,32 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
   const versionDir = join(nets, name);
   const tmpLink = join(nets, `.${id}.link.${randomBytes(6).toString('hex')}`);
   let switched = false;
+  let configSha256: string;
   try {
     await step('mkdir');
     await mkdir(versionDir, { mode: SHARED_DIR_MODE });
     await shareWithOpenvpn(versionDir, opts.openvpnUser, SHARED_DIR_MODE);
 
     await step('write');
-    for (const [file, data] of [...b.files].sort(([a], [c]) => a.localeCompare(c))) {
+    const files = [...b.files, ...(nodeKey === undefined ? [] : [[KEY_FILE, nodeKey] as const])];
+    for (const [file, data] of files.sort(([a], [c]) => a.localeCompare(c))) {
       await writeSynced(join(versionDir, file), data, fileModes(file)[0]!);
-      if (file === CRL_FILE) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
+      if (SHARED_FILES.has(file)) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
     }
 
     await step('render');
     const config = opts.render(b.spec, dir, paths);
     await writeSynced(join(versionDir, CONFIG_FILE), config, 0o644);
+    configSha256 = sha256Hex(Buffer.from(config, 'utf8'));
     const record: InstallRecord = {
       schema: 1,
       network: id,
       version: b.manifest.version,
       bundle_sha256: b.sha256,
       manifest_sha256: sha256Hex(b.files.get(MANIFEST_FILE)!),
-      config_sha256: sha256Hex(Buffer.from(config, 'utf8')),
-      key_path: paths.key,
+      config_sha256: configSha256,
+      key_path: keySource,
+      ...(nodeKey === undefined ? {} : { key_sha256: sha256Hex(nodeKey) }),
     };
     await writeSynced(join(versionDir, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', 0o644);
 
@@ -220,7 +256,7 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
   } catch {
     // left for the next install's sweep
   }
-  return { network: id, version: b.manifest.version, dir, versionDir, manifest: b.manifest, spec: b.spec, configPath: join(dir, CONFIG_FILE), sha256: b.sha256, paths };
+  return { network: id, version: b.manifest.version, dir, versionDir, manifest: b.manifest, spec: b.spec, configPath: join(dir, CONFIG_FILE), sha256: b.sha256, paths, keySource, configSha256 };
 }
 
 function corrupt(code: ErrorCode, id: string, message: string, context: Record<string, unknown> = {}): BundleError {
@@ -275,16 +311,34 @@ export async function readInstalled(stateDir: string, networkId: string, opts: {
   if (manifest.network !== networkId || manifest.version !== record.version || record.network !== networkId) {
     throw corrupt('MVPN_BUNDLE_INSTALL_FAILED', networkId, 'manifest and install record disagree about network or version');
   }
-  const expected = new Set<string>([MANIFEST_FILE, MANIFEST_SIG_FILE, CONFIG_FILE, RECORD_FILE, ...Object.keys(manifest.files)]);
+  const copiedKey = manifest.key_origin === 'node' && record.key_sha256 !== undefined;
+  const expected = new Set<string>([MANIFEST_FILE, MANIFEST_SIG_FILE, CONFIG_FILE, RECORD_FILE, ...Object.keys(manifest.files), ...(copiedKey ? [KEY_FILE] : [])]);
   for (const name of files.keys()) if (!expected.has(name)) throw corrupt('MVPN_BUNDLE_FILE_UNLISTED', networkId, `unexpected file ${name}`, { file: name });
+  if (copiedKey) {
+    const key = files.get(KEY_FILE);
+    if (!key) throw corrupt('MVPN_BUNDLE_FILE_MISSING', networkId, `${KEY_FILE} is missing`, { file: KEY_FILE });
+    if (sha256Hex(key) !== record.key_sha256) throw corrupt('MVPN_BUNDLE_FILE_HASH_MISMATCH', networkId, `${KEY_FILE} changed`, { file: KEY_FILE });
+  }
   for (const [name, want] of Object.entries(manifest.files)) {
     const data = files.get(name);
     if (!data) throw corrupt('MVPN_BUNDLE_FILE_MISSING', networkId, `${name} is missing`, { file: name });
     if (sha256Hex(data) !== want) throw corrupt('MVPN_BUNDLE_FILE_HASH_MISMATCH', networkId, `${name} changed`, { file: name });
   }
   const spec = parseSpec(files.get('network.json')!);
-  const paths = pathsFor(dir, manifest, record.key_path);
-  return { network: networkId, version: manifest.version, dir, versionDir, manifest, spec, configPath: join(dir, CONFIG_FILE), sha256: record.bundle_sha256, paths };
+  const paths = pathsFor(dir, record.key_path, manifest.key_origin === 'central' || copiedKey);
+  return {
+    network: networkId,
+    version: manifest.version,
+    dir,
+    versionDir,
+    manifest,
+    spec,
+    configPath: join(dir, CONFIG_FILE),
+    sha256: record.bundle_sha256,
+    paths,
+    keySource: record.key_path,
+    configSha256: record.config_sha256,
+  };
 }
 
 /**
@@ -329,11 +383,11 @@ export async function removeInstalled(stateDir: string, networkId: string): Prom
 
 /**
  * Gives the openvpn user what it needs of an install (the networks
- * directory, the version directory, crl.pem); at agent start, for installs
+ * directory, the version directory, crl.pem and the keys); at agent start, for installs
  * made before openvpn dropped root. Idempotent.
  */
 export async function shareInstalled(stateDir: string, b: InstalledBundle, who: OpenvpnUser | undefined): Promise<void> {
   await shareWithOpenvpn(networksDir(stateDir), who, SHARED_DIR_MODE);
   await shareWithOpenvpn(b.versionDir, who, SHARED_DIR_MODE);
-  await shareWithOpenvpn(join(b.versionDir, CRL_FILE), who, SHARED_FILE_MODE);
+  for (const name of await readdir(b.versionDir)) if (SHARED_FILES.has(name)) await shareWithOpenvpn(join(b.versionDir, name), who, SHARED_FILE_MODE);
 }

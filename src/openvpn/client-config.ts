@@ -21,6 +21,13 @@
  *   route), and routes only for prefixes the spec lists that cover nothing
  *   of the node's underlay (`protect`); `route-nopull` when the spec allows
  *   no pushed routes. The rules and why they hold are in push-policy.ts.
+ * - `persist-tun` but no `persist-key`: a soft restart (SIGUSR1, sent by
+ *   Supervisor.reload after a renewal, or a ping-restart) keeps the device
+ *   and reads certificate and key again, from the install's stable path
+ *   (bundle/install.ts); a profile's inline material is simply taken again.
+ * - `connect-retry 0`: no pause before the first tries after a soft restart
+ *   (openvpn's default waits 1 s, which a renewal's reload would cost as a
+ *   lost ping); repeated failures still back off (2, 4, … s up to 300 s).
  * - no `log`, `status`, `writepid` or script directives: the agent collects
  *   output and state through the management interface.
  * - `remote` lines in the spec's order, no `remote-random`: the order is the
@@ -152,8 +159,8 @@ function render(spec: NetworkSpec, target: Target): string {
     ...(agent ? [`ca ${agent.ca}`, `cert ${agent.cert}`, `key ${agent.key}`, `tls-crypt-v2 ${agent.tlsCryptV2}`, `crl-verify ${agent.crl}`] : []),
     'tls-version-min 1.2',
     `data-ciphers ${spec.ciphers.join(':')}`,
-    'persist-key',
     'persist-tun',
+    'connect-retry 0',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
     ...pullFilterLines(spec.address.ipv4, routes?.accepted),

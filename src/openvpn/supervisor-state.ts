@@ -8,10 +8,16 @@
  *        exit / hung / │  └──── backoff ◄──────┴─────────────────────┘
  *        unhealthy     └────────►  (delay with jitter, then starting again)
  *   any running state ─stop→ stopping → stopped;  permanent spawn failure → failed
+ *
+ *   connecting / connected / degraded ─reload→ reloading ─openvpn leaves CONNECTED→ connecting
+ *     (SIGUSR1 through the management socket: the same process and tap device
+ *     reconnect with the certificate and key files read again; client-config.ts
+ *     has no persist-key for that. `starting` reloads by restarting; a reload
+ *     that cannot be signalled restarts too.)
  */
 import type { HealthVerdict } from './health.ts';
 
-export type InstanceState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'backoff' | 'stopping' | 'failed';
+export type InstanceState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'reloading' | 'backoff' | 'stopping' | 'failed';
 
 export interface InstanceSpec {
   /** Network id; names the instance in logs and status. */
@@ -67,6 +73,9 @@ export type SupervisorEvent =
   | { readonly type: 'start' }
   | { readonly type: 'stop' }
   | { readonly type: 'restart' }
+  /** Take new credential files without a new process (soft restart); see the diagram. */
+  | { readonly type: 'reload' }
+  | { readonly type: 'reload-failed'; readonly error: ErrorInfo }
   | { readonly type: 'spawned'; readonly pid: number }
   | { readonly type: 'spawn-failed'; readonly error: ErrorInfo; readonly permanent: boolean }
   | { readonly type: 'mgmt-ready' }
@@ -84,6 +93,8 @@ export type SupervisorAction =
   | 'stop-health'
   | 'close-mgmt'
   | 'terminate'
+  /** SIGUSR1 to the running process through its management socket (its answer or failure comes back as an event). */
+  | 'signal-reload'
   | 'schedule-backoff'
   | 'cancel-backoff'
   | 'finish-stop';
@@ -122,6 +133,7 @@ export function nextState(current: InstanceState, event: SupervisorEvent): Trans
     case 'connecting':
     case 'connected':
     case 'degraded':
+    case 'reloading':
       break;
   }
 
@@ -133,6 +145,11 @@ export function nextState(current: InstanceState, event: SupervisorEvent): Trans
       return go('starting', RESTART_NOW);
     case 'exited':
       return go('backoff', CRASHED);
+    case 'reload':
+      // A process still being set up may have read the old files already: a new one reads the new ones.
+      return current === 'starting' ? go('starting', RESTART_NOW) : go('reloading', ['signal-reload']);
+    case 'reload-failed':
+      return go('starting', RESTART_NOW);
     case 'health':
       if (current === 'starting') return ignore;
       if (event.verdict === 'failed') return go('backoff', KILL_THEN_BACKOFF);
@@ -168,6 +185,13 @@ export function nextState(current: InstanceState, event: SupervisorEvent): Trans
       if (event.type === 'openvpn-state' && event.name !== 'CONNECTED') return go('connecting');
       if (event.type === 'health' && event.verdict === 'ok') return go('connected');
       if (event.type === 'health' && event.verdict === 'pending') return go('connecting');
+      return ignore;
+    case 'reloading':
+      // Until openvpn reports the restart the signal caused, CONNECTED (a
+      // notification or a poll answered before the signal) is the old session:
+      // only a state other than CONNECTED moves on, so `connected` afterwards
+      // means connected with the new certificate.
+      if (event.type === 'openvpn-state' && event.name !== 'CONNECTED') return go('connecting');
       return ignore;
   }
 }

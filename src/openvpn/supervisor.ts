@@ -7,6 +7,7 @@
  *        exit / hung / │  └──── backoff ◄──────┴─────────────────────┘
  *        unhealthy     └────────►  (delay with jitter, then starting again)
  *   any running state ─stop→ stopping → stopped;  permanent spawn failure → failed
+ *   connecting / connected / degraded ─reload→ reloading → connecting (same process, new credentials)
  *
  * Design notes:
  * - `nextState(state, event)` is pure and returns the next state plus the
@@ -145,6 +146,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   /**
+   * Take new certificate and key files without a new process: SIGUSR1
+   * through the management socket, so openvpn reconnects with the files read
+   * again while its tap device (address, neighbours) stays up. A process
+   * still starting, or one the signal cannot reach, is restarted instead;
+   * in backoff or stopped nothing happens (the next start reads the files).
+   */
+  reload(): void {
+    this.dispatch({ type: 'reload' });
+  }
+
+  /**
    * Stops the process (SIGTERM, SIGKILL after the grace period), removes its
    * pid file and socket, and resolves once the state is `stopped`.
    */
@@ -263,6 +275,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.terminate(run, describe(event));
         return;
       }
+      case 'signal-reload':
+        if (this.run) void this.signalReload(this.run);
+        return;
       case 'schedule-backoff': {
         const delayMs = backoffDelay(this.attempt, this.deps.backoff, this.deps.random);
         this.attempt++;
@@ -463,6 +478,21 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   // ------------------------------------------------------------ management
+
+  /** SIGUSR1 by management command: its SUCCESS says openvpn took the signal (a plain kill could not say). */
+  private async signalReload(run: Run): Promise<void> {
+    this.deps.logger.emit({ kind: 'openvpn.signal', id: this.spec.id, pid: run.pid, signal: 'SIGUSR1', reason: 'reload: reconnect with the certificate and key files read again' });
+    try {
+      const mgmt = run.mgmt;
+      if (mgmt === undefined || mgmt.isClosed) throw new OpenvpnError('MVPN_MGMT_CONNECT_FAILED', 'no management connection to signal the reload through');
+      await mgmt.signal('SIGUSR1');
+    } catch (e) {
+      const err = toMvpnError(e);
+      const error = { code: err.code, message: `reload (SIGUSR1) failed, restarting instead: ${err.message}` };
+      this.deps.logger.emit({ kind: 'openvpn.mgmt-failed', id: this.spec.id, code: error.code, message: error.message });
+      this.dispatch({ type: 'reload-failed', error }, run);
+    }
+  }
 
   private sleep(ms: number): Promise<void> {
     return new Promise((r) => this.deps.clock.setTimeout(r, ms));

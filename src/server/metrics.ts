@@ -26,7 +26,7 @@ import type { ApiObserver, ApiRoute } from './api.ts';
 import type { StatusSnapshot, SupervisedSnapshot } from './status.ts';
 
 /** The supervisor states, so every network exports all of them (0 or 1) and a state change is a value change, not a new series. */
-const STATES = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'backoff', 'stopping', 'failed'] as const;
+const STATES = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'reloading', 'backoff', 'stopping', 'failed'] as const;
 
 /** What a scrape reads from the store, per network. */
 export interface NetworkFacts {

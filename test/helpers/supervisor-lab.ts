@@ -15,7 +15,7 @@ import type { Supervisor } from '../../src/openvpn/supervisor.ts';
 import type { SupervisorDeps } from '../../src/openvpn/supervisor-deps.ts';
 import type { InstanceSpec } from '../../src/openvpn/supervisor-state.ts';
 import { waitFor, withLab, type Lab, type Netns } from './netns.ts';
-import { makeTestPki, writeTestPki, type TestPkiPaths } from './pki-fixtures.ts';
+import { makeTestPki, writeTestPki, type TestPki, type TestPkiPaths } from './pki-fixtures.ts';
 import { tmpDir } from './tmp.ts';
 
 export const SERVER_UNDERLAY = '198.18.0.1';
@@ -29,6 +29,8 @@ export interface TunnelLab {
   readonly dir: string;
   readonly runtimeDir: string;
   readonly pki: TestPkiPaths;
+  /** The PKI itself (CA key included), to issue or revoke more. */
+  readonly material: TestPki;
   readonly serverConfig: string;
   /** Client config per client name. */
   readonly clientConfig: Readonly<Record<string, string>>;
@@ -114,7 +116,7 @@ export async function tunnelLab(lab: Lab, dir: string, clients: readonly string[
   const srv = await lab.ns('srv');
   const cli = await lab.ns('cli');
   await lab.link(srv, cli, { aName: 'eth0', bName: 'eth0', aAddr: `${SERVER_UNDERLAY}/30`, bAddr: `${CLIENT_UNDERLAY}/30` });
-  return { srv, cli, dir, runtimeDir, pki, serverConfig, clientConfig };
+  return { srv, cli, dir, runtimeDir, pki, material: pkiMaterial, serverConfig, clientConfig };
 }
 
 export function serverSpec(t: TunnelLab): InstanceSpec {

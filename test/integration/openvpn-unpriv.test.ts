@@ -7,10 +7,13 @@
  * What it proves:
  * - the server's and the node's openvpn run as mvpn-openvpn (effective uid
  *   from /proc/PID/status), keeping only CAP_NET_ADMIN;
- * - that user can read the CRL and ccd files and no key;
- * - a real soft restart (SIGUSR1, what ping-restart does) of either side
- *   reconnects in the same process: persist-key kept the keys it can no
- *   longer read;
+ * - that user can read the CRL and ccd files and, on the node, the
+ *   network's own key files (the install's copy of the node key and its
+ *   tls-crypt-v2 key: a soft restart reads them again), and no other key
+ *   (not the node's identity key, no server key, not the signing key);
+ * - a real soft restart (SIGUSR1, what ping-restart and a renewal's reload
+ *   do) of either side reconnects in the same process: the node re-reads
+ *   its keys as mvpn-openvpn, the server keeps them (persist-key);
  * - `down` is recorded: after an agent restart the network stays down
  *   ("down (admin)" in the table, admin_down/admin_down_since in --json),
  *   until `up`.
@@ -49,7 +52,7 @@ async function serverPid(w: ServerWorld, id: string): Promise<number | undefined
 }
 
 describe('openvpn drops root; down is persistent', () => {
-  it('server and node openvpn run as mvpn-openvpn with only CAP_NET_ADMIN, read CRL and ccd but no key, survive a SIGUSR1 restart; a down network stays down across an agent restart until up', async () => {
+  it('server and node openvpn run as mvpn-openvpn with only CAP_NET_ADMIN, read CRL, ccd and on the node only the network keys, survive a SIGUSR1 restart; a down network stays down across an agent restart until up', async () => {
     await withLab(async (lab) => {
       const w = await ServerWorld.create(lab, { networks: ['alpha', 'beta'] });
       let agent: AgentProcess | undefined;
@@ -73,16 +76,16 @@ describe('openvpn drops root; down is persistent', () => {
           expect(id.capEff, `openvpn pid ${pid} keeps only CAP_NET_ADMIN`).toBe(CAP_NET_ADMIN);
         }
 
-        // ---- what that user can read: the CRLs and ccd files, no key
+        // ---- what that user can read: the CRLs and ccd files, the node network's own keys, no other key
         const nodeNet = join(w.stateDir, 'networks', 'alpha');
         const srvNet = join(w.server.stateDir, 'networks', 'alpha');
-        for (const f of [join(nodeNet, 'crl.pem'), join(srvNet, 'crl.pem'), join(srvNet, 'ccd', w.nodeId)]) {
+        for (const f of [join(nodeNet, 'crl.pem'), join(nodeNet, 'node.key'), join(nodeNet, 'tls-crypt-v2.key'), join(srvNet, 'crl.pem'), join(srvNet, 'ccd', w.nodeId)]) {
           const st = await stat(f);
           expect({ f, uid: st.uid, gid: st.gid, mode: st.mode & 0o7777 }).toEqual({ f, uid: 0, gid: who!.gid, mode: 0o640 });
           expect(await readAsOpenvpn(f), `mvpn-openvpn reads ${f}`).toBe(0);
         }
         const identityKey = (await readFile(join(nodeNet, 'install.json'), 'utf8')).match(/"key_path": "([^"]+)"/)![1]!;
-        for (const f of [identityKey, join(nodeNet, 'tls-crypt-v2.key'), join(srvNet, 'server.key'), join(srvNet, 'tls-crypt-v2-server.key'), join(w.server.stateDir, 'signing.key')]) {
+        for (const f of [identityKey, join(srvNet, 'server.key'), join(srvNet, 'tls-crypt-v2-server.key'), join(w.server.stateDir, 'signing.key')]) {
           expect((await stat(f)).mode & 0o077, `${f} is root-only`).toBe(0);
           expect(await readAsOpenvpn(f), `mvpn-openvpn must not read ${f}`).not.toBe(0);
         }

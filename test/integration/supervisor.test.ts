@@ -2,11 +2,14 @@
  * The Supervisor on real openvpn in network namespaces: a server-role and a
  * client-role instance, brought up, broken (kill -9, SIGSTOP) and stopped.
  */
-import { access, chmod, writeFile } from 'node:fs/promises';
+import { access, chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ManagementClient } from '../../src/openvpn/management.ts';
 import { Supervisor } from '../../src/openvpn/supervisor.ts';
+import { issueCert } from '../../src/pki/cert.ts';
+import { createCrl } from '../../src/pki/crl.ts';
+import { generateKeyPairPem } from '../../src/pki/keys.ts';
 import {
   CLIENT_TUNNEL,
   CLIENT_UNDERLAY,
@@ -30,9 +33,13 @@ async function exists(path: string): Promise<boolean> {
   );
 }
 
-/** A lab with a connected server and client supervisor; both stopped afterwards, pass or fail. */
-async function withTunnel(fn: (t: TunnelLab, server: Supervisor, client: Supervisor, events: ReturnType<typeof recordingLogger>['events']) => Promise<void>): Promise<void> {
+/** A lab with a connected server and client supervisor (`beforeStart` may change the lab's files first); both stopped afterwards, pass or fail. */
+async function withTunnel(
+  fn: (t: TunnelLab, server: Supervisor, client: Supervisor, events: ReturnType<typeof recordingLogger>['events']) => Promise<void>,
+  beforeStart?: (t: TunnelLab) => Promise<void>,
+): Promise<void> {
   await withTunnelLab('sup', async (t) => {
+    await beforeStart?.(t);
     const logger = recordingLogger();
     const server = new Supervisor(serverSpec(t), fastDeps(t.srv, logger));
     const client = new Supervisor(clientSpec(t), fastDeps(t.cli, logger));
@@ -137,6 +144,43 @@ describe('Supervisor on real openvpn', () => {
       expect(client.status()).toMatchObject({ pid, restarts: 0 });
       expect(await t.cli.ping(SERVER_TUNNEL, { count: 2, timeoutS: 2 })).toBe(true);
     });
+  });
+
+  it('reload(): new certificate and key at the same paths, the old certificate revoked: the same process reconnects with them on the same tap device', async () => {
+    // The agent's template: persist-tun without persist-key (so SIGUSR1 reads the files again), no restart pause.
+    const agentTemplate = async (t: TunnelLab): Promise<void> => {
+      const confPath = t.clientConfig['node1']!;
+      const conf = await readFile(confPath, 'utf8');
+      await writeFile(confPath, conf.replace('persist-key\n', 'persist-tun\n').replace('connect-retry 1 2\n', 'connect-retry 0\n'));
+    };
+    await withTunnel(async (t, server, client, events) => {
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 1, timeoutS: 5 })).toBe(true);
+      const ifindex = async (): Promise<string> => (await t.cli.exec('cat', ['/sys/class/net/mv-t/ifindex'])).stdout.trim();
+      const before = { pid: client.status().pid, ifindex: await ifindex(), since: client.status().connectedSince };
+
+      // Renewal: a new key and a certificate for it, written over the files the config names; the old certificate
+      // goes on the CRL (the server reads it at each handshake), so only the new pair can connect again.
+      const m = t.material;
+      const kp = await generateKeyPairPem(m.alg);
+      const renewed = await issueCert({ ca: m.ca, publicKeyPem: kp.publicKeyPem, cn: 'node1', usage: 'client', notBefore: m.notBefore, notAfter: m.notAfter });
+      const files = t.pki.clients['node1']!;
+      await writeFile(files.cert, renewed.certPem);
+      await writeFile(files.key, kp.privateKeyPem);
+      const crl = await createCrl({ ca: m.ca, revoked: [{ serialHex: m.clients['node1']!.serialHex, revokedAt: new Date() }], thisUpdate: m.notBefore, nextUpdate: m.notAfter, crlNumber: 2 });
+      await writeFile(t.pki.crl, crl);
+
+      client.reload();
+      expect(client.status().state).toBe('reloading');
+      await until(() => client.status().state === 'connected' && client.status().connectedSince !== before.since, 'connected again after the reload', events);
+      expect(await t.cli.ping(SERVER_TUNNEL, { count: 1, timeoutS: 5 })).toBe(true);
+      expect({ pid: client.status().pid, ifindex: await ifindex(), restarts: client.status().restarts }).toEqual({ pid: before.pid, ifindex: before.ifindex, restarts: 0 });
+      const out = events.filter((e) => e.kind === 'openvpn.output' && e.id === 'node1').map((e) => (e.kind === 'openvpn.output' ? e.line : ''));
+      expect(out.some((l) => l.includes('SIGUSR1'))).toBe(true);
+      expect(out.some((l) => l.includes('Preserving previous TUN/TAP instance'))).toBe(true);
+      // the server holds one session for node1: the new one replaced the old
+      const st = await server.management()!.status3();
+      expect(st.clients.filter((c) => c.cn === 'node1')).toHaveLength(1);
+    }, agentTemplate);
   });
 
   it('stop() leaves no process (by pid and ip netns pids) and no socket or pid file', async () => {

@@ -20,6 +20,9 @@ class FakeSupervisor extends EventEmitter implements SupervisorLike {
   restart(): void {
     this.calls.push('restart');
   }
+  reload(): void {
+    this.calls.push('reload');
+  }
   async stop(): Promise<void> {
     this.calls.push('stop');
     await new Promise((r) => setTimeout(r, 5));
@@ -89,6 +92,24 @@ describe('network runner', () => {
     expect(made).toHaveLength(2);
     expect(made[0]!.calls).toEqual(['start', 'restart', 'stop']);
     expect(made[1]!.calls).toEqual(['start']);
+  });
+
+  it('reloads in place for the same spec; starts what is stopped; replaces the supervisor when the spec changed', async () => {
+    const { r, made } = runner();
+    await r.run(bundle('alpha'));
+    await r.reload(bundle('alpha'));
+    expect(made).toHaveLength(1);
+    expect(made[0]!.calls).toEqual(['start', 'reload']);
+    made[0]!.state = 'stopped';
+    await r.reload(bundle('alpha'));
+    expect(made[0]!.calls).toEqual(['start', 'reload', 'start']);
+    await r.reload(bundle('alpha', '198.19.1.11/24'));
+    expect(made).toHaveLength(2);
+    expect(made[0]!.calls).toEqual(['start', 'reload', 'start', 'stop']);
+    expect(made[1]!.calls).toEqual(['start']);
+    await r.adminDown('alpha', 0);
+    await r.reload(bundle('alpha', '198.19.1.11/24'));
+    expect(r.isRunning('alpha')).toBe(false);
   });
 
   it('keeps an operator-downed network down, whoever asks, until up', async () => {

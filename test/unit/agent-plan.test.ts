@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   bundleRollback,
   bundlesToFetch,
+  onlyCredentialsChanged,
   onlyCrlChanged,
   plan,
   planNetwork,
@@ -37,10 +38,22 @@ describe('reconcile plan', () => {
     ['unchanged and running: keep', membership(same('a', 1)), [installed('a', facts(1))], { a: 'keep' }],
     ['unchanged but not running (boot from installed): start', membership(same('a', 1)), [installed('a', facts(1), false)], { a: 'start' }],
     [
-      'version bump with new cert: restart that network only',
-      membership(fresh('a', facts(2, {}, { 'node.crt': 'k2' })), same('b', 1)),
+      'version bump with a changed network spec: restart that network only',
+      membership(fresh('a', facts(2, {}, { 'network.json': 'n2', 'node.crt': 'k2' })), same('b', 1)),
       [installed('a', facts(1)), installed('b', facts(1))],
       { a: 'replace-restart', b: 'keep' },
+    ],
+    [
+      'version bump with a new cert and CRL only (renewal): reload that network only',
+      membership(fresh('a', facts(2, {}, { 'node.crt': 'k2', 'crl.pem': 'r2' })), same('b', 1)),
+      [installed('a', facts(1)), installed('b', facts(1))],
+      { a: 'replace-reload', b: 'keep' },
+    ],
+    [
+      'new cert while not running: install and start',
+      membership(fresh('a', facts(2, {}, { 'node.crt': 'k2' }))),
+      [installed('a', facts(1), false)],
+      { a: 'install-start' },
     ],
     [
       'version bump touching only crl.pem: swap without restart',
@@ -150,6 +163,18 @@ describe('bundleRollback', () => {
     const err = bundleRollback({ id: 'a', version }, have === undefined ? undefined : { version: have });
     expect(err?.code).toBe(refused ? 'MVPN_BUNDLE_ROLLBACK' : undefined);
     if (refused) expect(err?.message).toContain(`version ${version}`);
+  });
+});
+
+describe('onlyCredentialsChanged', () => {
+  it.each([
+    ['node.crt differs', { ...files, 'node.crt': 'k2' }, true],
+    ['certificates, tls-crypt-v2 key and CRL differ (a CA roll)', { ...files, 'ca.crt': 'c2', 'node.crt': 'k2', 'tls-crypt-v2.key': 't2', 'crl.pem': 'r2' }, true],
+    ['identical', files, true],
+    ['network.json differs', { ...files, 'node.crt': 'k2', 'network.json': 'n2' }, false],
+    ['file set differs', { ...files, 'node.key': 'x' }, false],
+  ])('%s', (_n, next, want) => {
+    expect(onlyCredentialsChanged(files, next)).toBe(want);
   });
 });
 

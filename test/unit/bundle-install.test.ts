@@ -26,7 +26,9 @@ const execFileP = promisify(execFile);
 const f = await makeBundleFixture();
 const root = await tmpDir('install');
 afterAll(() => root.remove());
-const NODE_KEY = '/var/lib/mvpn-client/identity/node.key';
+/** The node's own key (identity.ts keeps it in <state>/identity); installs of key_origin "node" copy it. */
+const NODE_KEY = join(root.path, 'node.key');
+await writeFile(NODE_KEY, f.pki.clients[f.nodeId]!.keyPem, { mode: 0o600 });
 
 let n = 0;
 async function freshState(): Promise<string> {
@@ -56,7 +58,7 @@ const v1 = await verified();
 const v2 = await verified({ version: 2 });
 
 describe('install layout', () => {
-  test('a fresh 0710 version directory behind a symlink; keys 0600, crl.pem 0640 (openvpn re-reads it after dropping root), the rest 0644; config through the stable path', async () => {
+  test('a fresh 0710 version directory behind a symlink; keys and crl.pem 0640 (openvpn re-reads them after dropping root), the rest 0644; the node key copied in; config through the stable path', async () => {
     const s = await freshState();
     const inst = await install(v1, s);
     const nets = join(s, 'networks');
@@ -75,23 +77,46 @@ describe('install layout', () => {
       'manifest.sig': '644',
       'network.json': '644',
       'node.crt': '644',
+      'node.key': '640',
       'openvpn.conf': '644',
-      'tls-crypt-v2.key': '600',
+      'tls-crypt-v2.key': '640',
     });
     for (const name of await readdir(inst.versionDir)) expect((await lstat(join(inst.versionDir, name))).uid).toBe(process.getuid!());
     const conf = await readFile(inst.configPath, 'utf8');
     expect(conf).toContain(`crl-verify ${join(s, 'networks', 'lab1', 'crl.pem')}\n`);
-    expect(conf).toContain(`key ${NODE_KEY}\n`);
-    expect(inst.paths.key).toBe(NODE_KEY);
+    // every file openvpn loads is under the stable path, so a renewal (new cert, new key) renders the same config
+    expect(conf).toContain(`key ${join(s, 'networks', 'lab1', 'node.key')}\n`);
+    expect(await readFile(join(inst.versionDir, 'node.key'), 'utf8')).toBe(await readFile(NODE_KEY, 'utf8'));
+    expect([inst.paths.key, inst.keySource]).toEqual([join(s, 'networks', 'lab1', 'node.key'), NODE_KEY]);
     const back = await readInstalled(s, f.network, { anchor: f.anchor });
-    expect(back).toMatchObject({ network: 'lab1', version: 1, sha256: v1.sha256, configPath: inst.configPath });
+    expect(back).toMatchObject({ network: 'lab1', version: 1, sha256: v1.sha256, configPath: inst.configPath, keySource: NODE_KEY, configSha256: inst.configSha256 });
   });
 
-  test('a central-key bundle uses its own node.key (0600)', async () => {
+  test('an install made before the key was copied (config naming the node key itself) is still read, with that key', async () => {
+    const s = await freshState();
+    const inst = await install(v1, s);
+    await unlink(join(inst.versionDir, 'node.key'));
+    const record = JSON.parse(await readFile(join(inst.versionDir, 'install.json'), 'utf8')) as Record<string, unknown>;
+    delete record['key_sha256'];
+    await unlink(join(inst.versionDir, 'install.json'));
+    await writeFile(join(inst.versionDir, 'install.json'), JSON.stringify(record), { mode: 0o644 });
+    const back = await readInstalled(s, 'lab1');
+    expect([back?.paths.key, back?.keySource]).toEqual([NODE_KEY, NODE_KEY]);
+  });
+
+  test('a node key that cannot be read fails the install before anything is written', async () => {
+    const s = await freshState();
+    const err = await installBundle(v1, { stateDir: s, nodeKeyPath: join(root.path, 'missing.key'), render: testRenderer() }).catch((e: unknown) => e);
+    expect((err as MvpnError).code).toBe('MVPN_BUNDLE_INSTALL_FAILED');
+    expect((err as MvpnError).message).toContain('missing.key');
+    expect(await readdir(s)).toEqual([]);
+  });
+
+  test('a central-key bundle uses its own node.key (0640)', async () => {
     const s = await freshState();
     const inst = await install(await verified({ central: true }), s);
     expect(inst.paths.key).toBe(join(s, 'networks', 'lab1', 'node.key'));
-    expect(((await lstat(join(inst.versionDir, 'node.key'))).mode & 0o777).toString(8)).toBe('600');
+    expect(((await lstat(join(inst.versionDir, 'node.key'))).mode & 0o777).toString(8)).toBe('640');
   });
 
   test('key_origin node without a node key path is refused before anything is written', async () => {
@@ -186,24 +211,29 @@ describe('failures leave the previous install byte-identical', () => {
     }
   });
 
-  test('with the openvpn user, crl.pem and the directories above it belong to its group; an install made before openvpn dropped root (0700, crl.pem 0644) is still read and shareInstalled brings it to the new modes', async () => {
+  test('with the openvpn user, crl.pem, the keys and the directories above them belong to its group; an install made before openvpn dropped root (0700, crl.pem 0644, keys 0600) is still read and shareInstalled brings it to the new modes', async () => {
     const who = await ensureOpenvpnUser();
     if (who === undefined) return; // not root: nothing is shared (the integration tests run as root)
     const s = await freshState();
     const shared = await installBundle(v1, { stateDir: s, nodeKeyPath: NODE_KEY, render: testRenderer(), openvpnUser: who });
-    for (const p of [join(s, 'networks'), shared.versionDir, join(shared.versionDir, 'crl.pem')]) expect((await lstat(p)).gid, p).toBe(who.gid);
-    expect((await lstat(join(shared.versionDir, 'tls-crypt-v2.key'))).gid).toBe(0);
+    for (const p of [join(s, 'networks'), shared.versionDir, ...['crl.pem', 'node.key', 'tls-crypt-v2.key'].map((n) => join(shared.versionDir, n))]) {
+      expect((await lstat(p)).gid, p).toBe(who.gid);
+    }
+    expect((await lstat(join(shared.versionDir, 'node.crt'))).gid).toBe(0);
 
     const old = await freshState();
     const inst = await install(v1, old);
     await chmod(inst.versionDir, 0o700);
     await chmod(join(inst.versionDir, 'crl.pem'), 0o644);
+    for (const n of ['node.key', 'tls-crypt-v2.key']) await chmod(join(inst.versionDir, n), 0o600);
     const back = await readInstalled(old, 'lab1');
     expect(back?.version).toBe(1);
     await shareInstalled(old, back!, who);
     expect((await lstat(inst.versionDir)).mode & 0o7777).toBe(0o710);
-    const crl = await lstat(join(inst.versionDir, 'crl.pem'));
-    expect({ mode: crl.mode & 0o7777, gid: crl.gid }).toEqual({ mode: 0o640, gid: who.gid });
+    for (const n of ['crl.pem', 'node.key', 'tls-crypt-v2.key']) {
+      const st = await lstat(join(inst.versionDir, n));
+      expect({ n, mode: st.mode & 0o7777, gid: st.gid }).toEqual({ n, mode: 0o640, gid: who.gid });
+    }
     expect((await readInstalled(old, 'lab1'))?.version).toBe(1);
   });
 
@@ -231,6 +261,9 @@ describe('readInstalled detects tampering on disk', () => {
     ['a file removed', (d) => unlink(join(d, 'crl.pem')), 'MVPN_BUNDLE_FILE_MISSING'],
     ['a file added', (d) => writeFile(join(d, 'extra'), 'x', { mode: 0o644 }), 'MVPN_BUNDLE_FILE_UNLISTED'],
     ['a key made world-readable', (d) => chmod(join(d, 'tls-crypt-v2.key'), 0o644), 'MVPN_BUNDLE_INSTALL_FAILED'],
+    ['the copied node key made world-readable', (d) => chmod(join(d, 'node.key'), 0o644), 'MVPN_BUNDLE_INSTALL_FAILED'],
+    ['the copied node key changed', (d) => appendFile(join(d, 'node.key'), '\n'), 'MVPN_BUNDLE_FILE_HASH_MISMATCH'],
+    ['the copied node key removed', (d) => unlink(join(d, 'node.key')), 'MVPN_BUNDLE_FILE_MISSING'],
     ['the version directory opened up', (d) => chmod(d, 0o755), 'MVPN_BUNDLE_INSTALL_FAILED'],
     [
       'a file replaced by a symlink',

@@ -491,6 +491,39 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.procs).toHaveLength(1);
   });
 
+  it('reload(): SIGUSR1 through management, same process; CONNECTED only after openvpn reported the restart', async () => {
+    const h = await harness();
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.sup.reload();
+    expect(h.sup.status().state).toBe('reloading');
+    await until(() => expect(h.fake.commands).toContain('signal SIGUSR1'));
+    // A CONNECTED that openvpn sent before it acted on the signal (or a poll's answer) is the old session.
+    h.fake.broadcast('>STATE:1700000100,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(h.sup.status().state).toBe('reloading');
+    h.fake.broadcast('>STATE:1700000101,RECONNECTING,SIGUSR1,,,,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connecting'));
+    h.fake.broadcast('>STATE:1700000102,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(1);
+    expect(h.procs[0]!.signals).toEqual([]);
+    expect(h.sup.status()).toMatchObject({ pid: h.procs[0]!.pid, restarts: 0 });
+  });
+
+  it('a reload openvpn refuses falls back to a restart (new process), with the reason as last error', async () => {
+    const responder: Responder = (cmd, peer) => (cmd.startsWith('signal ') ? 'ERROR: signal not allowed' : defaultResponder(cmd, peer));
+    const h = await harness({}, {}, responder);
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    h.sup.reload();
+    await until(() => expect(h.procs).toHaveLength(2));
+    expect(h.procs[0]!.signals).toContain('SIGTERM');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.sup.status()).toMatchObject({ pid: h.procs[1]!.pid, restarts: 1 });
+    expect(h.sup.status().lastError?.message).toMatch(/reload \(SIGUSR1\) failed, restarting instead/);
+  });
+
   it('counts bytes from >BYTECOUNT', async () => {
     const h = await harness();
     h.sup.start();

@@ -11,6 +11,8 @@ const E = {
   start: { type: 'start' },
   stop: { type: 'stop' },
   restart: { type: 'restart' },
+  reload: { type: 'reload' },
+  reloadFailed: { type: 'reload-failed', error: err },
   spawned: { type: 'spawned', pid: 10 },
   spawnFailed: { type: 'spawn-failed', error: err, permanent: false },
   spawnFailedPermanent: { type: 'spawn-failed', error: err, permanent: true },
@@ -41,7 +43,11 @@ const running = (s: InstanceState): Row[] => [
   [s, 'stop', 'stopping', STOP],
   [s, 'restart', 'starting', RESTART_NOW],
   [s, 'exited', 'backoff', CRASHED],
+  // A reload that could not be signalled falls back to a restart.
+  [s, 'reloadFailed', 'starting', RESTART_NOW],
 ];
+// A process that is set up: a reload signals it (same process, same device).
+const settled = (s: InstanceState): Row[] => [...running(s), [s, 'reload', 'reloading', ['signal-reload']]];
 
 const table: Row[] = [
   ['stopped', 'start', 'starting', ['spawn']],
@@ -52,30 +58,39 @@ const table: Row[] = [
   ['failed', 'stop', 'stopped', []],
 
   ...running('starting'),
+  // not set up yet (it may have read the old files): a new process reads the new ones
+  ['starting', 'reload', 'starting', RESTART_NOW],
   ['starting', 'spawned', 'starting', ['connect-mgmt']],
   ['starting', 'spawnFailed', 'backoff', ['schedule-backoff']],
   ['starting', 'spawnFailedPermanent', 'failed', []],
   ['starting', 'mgmtReady', 'connecting', ['start-health']],
   ['starting', 'mgmtFailed', 'backoff', KILL_THEN_BACKOFF],
 
-  ...running('connecting'),
+  ...settled('connecting'),
   ['connecting', 'connectedState', 'connected', []],
   ['connecting', 'healthOk', 'connected', []],
   ['connecting', 'healthFailed', 'backoff', KILL_THEN_BACKOFF],
 
-  ...running('connected'),
+  ...settled('connected'),
   ['connected', 'reconnectingState', 'connecting', []],
   ['connected', 'waitState', 'connecting', []],
   ['connected', 'healthDegraded', 'degraded', []],
   ['connected', 'healthPending', 'connecting', []],
   ['connected', 'healthFailed', 'backoff', KILL_THEN_BACKOFF],
 
-  ...running('degraded'),
+  ...settled('degraded'),
   ['degraded', 'reconnectingState', 'connecting', []],
   ['degraded', 'waitState', 'connecting', []],
   ['degraded', 'healthOk', 'connected', []],
   ['degraded', 'healthPending', 'connecting', []],
   ['degraded', 'healthFailed', 'backoff', KILL_THEN_BACKOFF],
+
+  // Signalled; CONNECTED (stale: before the signal took effect) and health other than failed change nothing,
+  // the restart openvpn reports moves on, so `connected` afterwards is the new session.
+  ...settled('reloading'),
+  ['reloading', 'reconnectingState', 'connecting', []],
+  ['reloading', 'waitState', 'connecting', []],
+  ['reloading', 'healthFailed', 'backoff', KILL_THEN_BACKOFF],
 
   ['backoff', 'backoffElapsed', 'starting', ['spawn']],
   ['backoff', 'restart', 'starting', ['cancel-backoff', 'spawn']],
@@ -84,7 +99,7 @@ const table: Row[] = [
   ['stopping', 'stopped', 'stopped', []],
 ];
 
-const states: InstanceState[] = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'backoff', 'stopping', 'failed'];
+const states: InstanceState[] = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'reloading', 'backoff', 'stopping', 'failed'];
 
 describe('nextState', () => {
   for (const [from, ev, to, actions] of table) {
@@ -107,15 +122,23 @@ describe('nextState', () => {
       const t = nextState(from, E[ev]);
       const spawnAt = t.actions.indexOf('spawn');
       if (spawnAt === -1) continue;
-      const hadProcess = from === 'starting' || from === 'connecting' || from === 'connected' || from === 'degraded';
+      const hadProcess = from === 'starting' || from === 'connecting' || from === 'connected' || from === 'degraded' || from === 'reloading';
       if (hadProcess) expect(t.actions.slice(0, spawnAt), `${from}+${ev}`).toContain('terminate');
+    }
+  });
+
+  it('a reload never starts a new process while the one that runs can be signalled, and keeps its health checks', () => {
+    for (const s of ['connecting', 'connected', 'degraded', 'reloading'] as const) {
+      const t = nextState(s, E.reload);
+      expect(t.actions, s).toEqual(['signal-reload']);
+      expect(t.next, s).toBe('reloading');
     }
   });
 
   it('every way out of a running state into backoff or stopping stops the health checks', () => {
     for (const [from, ev] of table) {
       const t = nextState(from, E[ev]);
-      if ((from === 'connecting' || from === 'connected' || from === 'degraded') && (t.next === 'backoff' || t.next === 'stopping')) {
+      if ((from === 'connecting' || from === 'connected' || from === 'degraded' || from === 'reloading') && (t.next === 'backoff' || t.next === 'stopping')) {
         expect(t.actions, `${from}+${ev}`).toContain('stop-health');
       }
     }
