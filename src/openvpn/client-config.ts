@@ -35,6 +35,11 @@
  * there is no management socket and hold (nobody would release it). No
  * `script-security` line: openvpn's default is 1, the agent's setting, and
  * the profile then carries no directive from the deny list at all.
+ *
+ * It also renders a peer server's link client to a hub (`bridged`,
+ * src/server/federation/link-runtime.ts linkSpec): the same template, plus
+ * what a bridge port needs (no address or routes on the tap, the hub's
+ * pushed `ping` ignored for the spec's shorter keepalive, fast retries).
  */
 import { RenderError } from '../errors.ts';
 import type { NetworkSpec } from '../bundle/schema.ts';
