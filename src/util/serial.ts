@@ -15,8 +15,9 @@ export class SerialTask {
     this.failed = failed;
   }
 
-  /** Runs a pass now, or once more after the current one; resolves when that is done. */
+  /** Runs a pass now, or once more after the current one; resolves when that is done. After close(): nothing. */
   run(cause: string): Promise<void> {
+    if (this.closed) return this.current ?? Promise.resolve();
     if (this.current) {
       this.again = cause;
       return this.current;
