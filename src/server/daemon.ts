@@ -53,9 +53,7 @@ import { writeNetworkFiles } from './network-files.ts';
 import { claimRuntimeDir, releaseRuntimeDir } from './runtime-dir.ts';
 import { ServerNetworks } from './network-runner.ts';
 import type { ServerContext } from './ops/context.ts';
-import { caExpiries, finishDueCaRolls } from './ops/ca-roll.ts';
-import { DAY } from './ops/context.ts';
-import { refreshDueCrls } from './ops/crl.ts';
+import { Upkeep } from './ops/upkeep.ts';
 import { networkFacts } from './ops/networks.ts';
 import { writeStatus, statusPath, type StatusSnapshot } from './status.ts';
 import { SqliteStore } from './store/sqlite.ts';
@@ -96,8 +94,8 @@ export class ServerDaemon {
   private readonly server: Server;
   private readonly opts: DaemonOptions;
   private readonly clock: Clock;
-  private caWarnedAt: number | undefined;
   private readonly logger: Logger<ServerEvent>;
+  private readonly upkeep: Upkeep;
   private readonly networks: ServerNetworks;
   private readonly federation: FederationRunner;
   private readonly timers: Cancel[] = [];
@@ -129,6 +127,7 @@ export class ServerDaemon {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? nullLogger();
     this.startedAt = this.clock.now();
+    this.upkeep = new Upkeep(ctx, this.logger);
     const exec = opts.exec ?? execCommand;
     // Every openvpn of this server (networks and links) drops to the openvpn user.
     const supervisor = (spec: InstanceSpec) =>
@@ -331,25 +330,11 @@ export class ServerDaemon {
     return this.reconciler.run(cause);
   }
 
-  /** At start and then once a day: a warning for every CA (networks', the API's) within its warning window. */
-  private async warnCaExpiry(): Promise<void> {
-    const now = this.clock.now();
-    if (this.caWarnedAt !== undefined && now - this.caWarnedAt < DAY) return;
-    this.caWarnedAt = now;
-    for (const e of await caExpiries(this.ctx, now)) {
-      if (e.warning !== undefined) this.logger.emit({ kind: 'server.ca-expiring', which: e.which, daysLeft: e.daysLeft, message: e.warning });
-    }
-  }
-
   private async reconcileOnce(cause: string): Promise<void> {
     if (this.stopped) return;
     // Read data_version first: a commit after this point triggers another pass.
     this.lastDataVersion = this.store.dataVersion();
-    for (const r of await refreshDueCrls(this.ctx)) {
-      this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
-    }
-    for (const id of await finishDueCaRolls(this.ctx)) this.logger.emit({ kind: 'server.ca-roll-finished', network: id });
-    await this.warnCaExpiry();
+    await this.upkeep.run();
     const { nets, members, links } = this.store.read((tx) => {
       const ns = tx.listNetworks();
       return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])), links: new Map(tx.listLinks().map((l) => [l.network, l])) };
