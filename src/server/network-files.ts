@@ -97,7 +97,8 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
   );
 }
 
-async function writeIfChanged(path: string, content: string, mode: number, share?: { who: OpenvpnUser | undefined }): Promise<boolean> {
+/** Replaces `path` atomically only when its content differs; true when it did. `share`: readable by openvpn after it drops root. */
+export async function writeIfChanged(path: string, content: string, mode: number, share?: { who: OpenvpnUser | undefined }): Promise<boolean> {
   try {
     if ((await readFile(path, 'utf8')) === content) {
       // Also an unchanged file written before openvpn dropped root (an upgrade) becomes readable.

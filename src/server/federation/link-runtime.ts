@@ -16,7 +16,6 @@
  * not part of it.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { HttpFetcher } from '../../agent/sources.ts';
@@ -25,10 +24,10 @@ import { parseJsonStrict } from '../../bundle/strict-json.ts';
 import { FetchError, OpenvpnError } from '../../errors.ts';
 import { renderClientConfig } from '../../openvpn/client-config.ts';
 import type { ExecFn } from '../../util/exec.ts';
-import { ensureDir, writeFileAtomic } from '../../util/fs-atomic.ts';
+import { ensureDir } from '../../util/fs-atomic.ts';
 import { parseCidr } from '../alloc.ts';
 import { CIPHERS } from '../documents.ts';
-import type { NetworkFilePaths } from '../network-files.ts';
+import { writeIfChanged, type NetworkFilePaths } from '../network-files.ts';
 import { bridgeDev, linkDev, serverDev } from '../devices.ts';
 import type { LinkPayload } from './link-bundle.ts';
 import type { LinkState } from './links.ts';
@@ -121,12 +120,6 @@ export async function writeLinkFiles(net: NetworkFilePaths, mgmtSocket: string, 
     writeIfChanged(paths.tlsCryptV2, p.peer.link_tls_crypt_v2, 0o600),
   ]);
   return { files: { dir, config }, changed: changed.some(Boolean) };
-}
-
-async function writeIfChanged(path: string, content: string, mode: number): Promise<boolean> {
-  if ((await readFile(path, 'utf8').catch(() => undefined)) === content) return false;
-  await writeFileAtomic(path, content, mode);
-  return true;
 }
 
 const LINK_STATE_BYTES = 64 << 20;
