@@ -23,6 +23,7 @@ import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DaemonError, isMvpnError, toMvpnError } from '../errors.ts';
 import type { AgentStatus } from './status.ts';
+import { wireError } from '../util/wire-error.ts';
 
 export const STATUS_SOCKET = 'status.sock';
 export const CONTROL_SOCKET = 'control.sock';
@@ -53,7 +54,7 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 }
 
 function sendError(res: ServerResponse, status: number, code: string, message: string): void {
-  send(res, status, { error: { code, message } });
+  send(res, status, wireError(code, message));
 }
 
 /** Drain (and cap) a request body; the API takes no bodies but must not hang on one. */

@@ -12,9 +12,10 @@
  */
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
-import { DaemonError, MvpnError, type ErrorCode } from '../errors.ts';
+import { DaemonError, MvpnError } from '../errors.ts';
 import { parseJsonBounded } from '../util/json.ts';
 import { CONTROL_SOCKET, STATUS_SOCKET } from './control-api.ts';
+import { parseWireError } from '../util/wire-error.ts';
 
 const MAX_REPLY_BYTES = 4 << 20;
 
@@ -68,9 +69,8 @@ export async function daemonRequest(r: DaemonRequest): Promise<unknown> {
     if (r.text && res.statusCode >= 200 && res.statusCode < 300) return body.toString('utf8');
     const json = body.length > 0 ? parseJsonBounded(body, { maxBytes: MAX_REPLY_BYTES, maxDepth: 16 }, 'daemon reply') : {};
     if (res.statusCode >= 200 && res.statusCode < 300) return json;
-    const e = (json as { error?: { code?: string; message?: string } }).error;
-    const code = (typeof e?.code === 'string' && e.code.startsWith('MVPN_') ? e.code : 'MVPN_INTERNAL') as ErrorCode;
-    throw new DaemonError(code, `${r.action}: ${e?.message ?? `daemon answered HTTP ${res.statusCode}`}`, { context: { status: res.statusCode } });
+    const e = parseWireError(json);
+    throw new DaemonError(e.code ?? 'MVPN_INTERNAL', `${r.action}: ${e.message ?? `daemon answered HTTP ${res.statusCode}`}`, { context: { status: res.statusCode } });
   } catch (err) {
     if (err instanceof MvpnError) throw err;
     const errno = errnoOf(err);

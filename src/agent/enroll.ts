@@ -23,6 +23,7 @@ import { parseJsonBounded } from '../util/json.ts';
 import { identityPaths, loadIdentity, saveIdentity, type Identity } from './identity.ts';
 import { fetchErrorFrom } from './sources.ts';
 import { connectOption } from './via.ts';
+import { parseWireError } from '../util/wire-error.ts';
 
 export interface EnrollOptions {
   readonly nodeId: string;
@@ -199,9 +200,9 @@ export async function enroll(opts: EnrollOptions): Promise<Identity> {
   }
 
   if (reply.status !== 200) {
-    const err = (reply.json as { error?: { code?: unknown; message?: unknown } }).error;
-    const code = typeof err?.code === 'string' && /^MVPN_[A-Z_]+$/.test(err.code) ? err.code : 'MVPN_ENROLL_FAILED';
-    const serverMessage = typeof err?.message === 'string' ? err.message.slice(0, 300) : `HTTP ${reply.status}`;
+    const err = parseWireError(reply.json);
+    const code = err.code ?? 'MVPN_ENROLL_FAILED';
+    const serverMessage = err.message?.slice(0, 300) ?? `HTTP ${reply.status}`;
     if (PERMANENT.has(code)) {
       await writeFileAtomic(identityPaths(opts.stateDir).rejectedToken, tokenHash(token) + '\n', 0o600).catch(() => undefined);
       throw new MvpnError(code as ErrorCode, tokenMessage(code, opts.tokenFile, serverMessage), {

@@ -26,7 +26,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { z } from 'zod';
-import { isMvpnError, MvpnError, type ErrorCode } from '../errors.ts';
+import { isMvpnError, MvpnError } from '../errors.ts';
 import { createCsr } from '../pki/csr.ts';
 import { detectKeyAlg, generateKeyPairPem } from '../pki/keys.ts';
 import { certMatchesKey, verifyCert } from '../pki/verify.ts';
@@ -34,6 +34,7 @@ import type { AgentConfig } from './config.ts';
 import { apiUrl, IdentityReplySchema, postJson } from './enroll.ts';
 import { saveRenewalKey, switchIdentity, type Identity } from './identity.ts';
 import { fetchErrorFrom } from './sources.ts';
+import { parseWireError } from '../util/wire-error.ts';
 
 /** Fraction of a certificate's lifetime after which it is renewed. */
 export const RENEW_FRACTION = 2 / 3;
@@ -131,9 +132,9 @@ async function call(route: string, body: unknown, o: Pick<RenewOptions, 'identit
     throw failed(`cannot reach ${url.href}${o.target.via === undefined ? '' : ` (via ${o.target.via})`}`, isMvpnError(err) ? err : fetchErrorFrom(err, url), { url: url.href });
   }
   if (reply.status !== 200) {
-    const err = (reply.json as { error?: { code?: unknown; message?: unknown } }).error;
-    const code = typeof err?.code === 'string' && /^MVPN_[A-Z_]+$/.test(err.code) ? (err.code as ErrorCode) : 'MVPN_RENEW_FAILED';
-    const message = typeof err?.message === 'string' ? err.message.slice(0, 300) : `HTTP ${reply.status}`;
+    const err = parseWireError(reply.json);
+    const code = err.code ?? 'MVPN_RENEW_FAILED';
+    const message = err.message?.slice(0, 300) ?? `HTTP ${reply.status}`;
     throw failed(`${url.href} refused`, new MvpnError(code, message), { url: url.href, status: reply.status, serverCode: code });
   }
   return reply.json;

@@ -39,6 +39,7 @@ import { FetchError, isMvpnError, MvpnError, toMvpnError, type ErrorCode } from 
 import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
 import type { FetchLimits, SourceConfig } from './config.ts';
 import { connectOption, viaLabel } from './via.ts';
+import { parseWireError } from '../util/wire-error.ts';
 
 /** TLS material for https sources: pinned CA, and the identity cert once enrolled. */
 export interface TlsMaterial {
@@ -278,13 +279,8 @@ export class HttpFetcher {
 }
 
 function httpStatusError(url: URL, status: number, body: Buffer): FetchError {
-  let detail = '';
-  try {
-    const e = (JSON.parse(body.subarray(0, 4096).toString('utf8')) as { error?: { code?: unknown; message?: unknown } }).error;
-    if (e && typeof e.code === 'string' && typeof e.message === 'string') detail = `: ${e.code}: ${e.message.slice(0, 300)}`;
-  } catch {
-    // not JSON; the status says enough
-  }
+  const e = parseWireError(body); // not JSON: the status says enough
+  const detail = e.code !== undefined && e.message !== undefined ? `: ${e.code}: ${e.message.slice(0, 300)}` : '';
   return new FetchError('MVPN_FETCH_HTTP_STATUS', `${url.href} answered HTTP ${status}${detail}`, { context: { url: url.href, status } });
 }
 

@@ -157,7 +157,7 @@ export const MembershipDocSchema = z.strictObject({
 });
 export type MembershipDoc = z.infer<typeof MembershipDocSchema>;
 
-export const SIGNED_TYPES = ['membership', 'manifest', 'anchor-rotation'] as const;
+export const SIGNED_TYPES = ['membership', 'manifest', 'anchor-rotation', 'link'] as const;
 const base64 = (max: number) =>
   z
     .string()

@@ -42,6 +42,11 @@
  * there is no management socket and hold (nobody would release it). No
  * `script-security` line: openvpn's default is 1, the agent's setting, and
  * the profile then carries no directive from the deny list at all.
+ *
+ * It also renders a peer server's link client to a hub (`bridged`,
+ * src/server/federation/link-runtime.ts linkSpec): the same template, plus
+ * what a bridge port needs (no address or routes on the tap, the hub's
+ * pushed `ping` ignored for the spec's shorter keepalive, fast retries).
  */
 import { RenderError } from '../errors.ts';
 import type { NetworkSpec } from '../bundle/schema.ts';
@@ -95,8 +100,18 @@ function inlineBlock(tag: keyof InlineMaterial, directive: string, pem: string):
   return [`<${directive}>`, ...text.trimEnd().split('\n'), `</${directive}>`];
 }
 
+/**
+ * A server's link client to a hub (src/server/federation): its tap is a port
+ * of the peer's bridge, which holds the address, so openvpn leaves the tap
+ * unaddressed and adds no routes; it ignores the hub's pushed `ping` (the
+ * spec's short keepalive finds a dead hub sooner) and retries fast.
+ */
+export interface ClientOptions {
+  readonly bridged?: boolean;
+}
+
 type Target =
-  | { readonly kind: 'agent'; readonly paths: ClientPaths; readonly protect: readonly ProtectedPrefix[] }
+  | { readonly kind: 'agent'; readonly paths: ClientPaths; readonly protect: readonly ProtectedPrefix[]; readonly bridged: boolean }
   | { readonly kind: 'standalone'; readonly node: string; readonly inline: InlineMaterial };
 
 /**
@@ -104,9 +119,9 @@ type Target =
  * `protect`: what pushed routes must not cover on this node (readProtectedPrefixes);
  * a listed prefix that overlaps it is left out (a comment says why), so openvpn ignores its push.
  */
-export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths, protect: readonly ProtectedPrefix[] = []): string {
+export function renderClientConfig(spec: NetworkSpec, paths: ClientPaths, protect: readonly ProtectedPrefix[] = [], opts: ClientOptions = {}): string {
   checkPaths(paths);
-  return render(spec, { kind: 'agent', paths, protect });
+  return render(spec, { kind: 'agent', paths, protect, bridged: opts.bridged === true });
 }
 
 /**
@@ -138,8 +153,10 @@ function render(spec: NetworkSpec, target: Target): string {
   const extras = checkExtraOptions(spec.extra_options ?? [], { proto: spec.proto });
   const agent = target.kind === 'agent' ? target.paths : undefined;
   const inline = target.kind === 'standalone' ? target.inline : undefined;
-  const header =
-    target.kind === 'agent'
+  const bridged = target.kind === 'agent' && target.bridged;
+  const header = bridged
+    ? [`# link client of network ${spec.id} to its hub, rendered by mvpn-client server. Do not edit.`]
+    : target.kind === 'agent'
       ? [`# openvpn client config for network ${spec.id}, rendered by mvpn-client from network.json.`, '# Do not edit: it is rewritten on every install.']
       : [
           `# Standalone openvpn profile of node ${target.node} in network ${spec.id}, made by mvpn-client server export.`,
@@ -154,6 +171,7 @@ function render(spec: NetworkSpec, target: Target): string {
     `proto ${spec.proto === 'tcp' ? 'tcp-client' : 'udp'}`,
     ...spec.remotes.map((r) => `remote ${r.host} ${r.port}`),
     'nobind',
+    ...(bridged ? ['connect-retry 1 5'] : []),
     'remote-cert-tls server',
     `verify-x509-name ${spec.server_cn} name`,
     ...(agent ? [`ca ${agent.ca}`, `cert ${agent.cert}`, `key ${agent.key}`, `tls-crypt-v2 ${agent.tlsCryptV2}`, `crl-verify ${agent.crl}`] : []),
@@ -164,6 +182,7 @@ function render(spec: NetworkSpec, target: Target): string {
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
     ...pullFilterLines(spec.address.ipv4, routes?.accepted),
+    ...(bridged ? ['pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec'] : []),
     `keepalive ${spec.keepalive.interval} ${spec.keepalive.timeout}`,
     ...(spec.mtu === undefined ? [] : [`tun-mtu ${spec.mtu}`]),
     'verb 3',

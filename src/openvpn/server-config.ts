@@ -10,8 +10,9 @@
  * an explicit `ifconfig` so the server's own tunnel address sits on the tap.
  * Without that `ifconfig` openvpn leaves the tap down and unaddressed (it
  * expects an external bridge to carry the address), and no frame would flow
- * at all. Joining two servers with a Linux bridge later (DESIGN.md §1,
- * topology 2) moves the address to the bridge.
+ * at all. A peer's mirror of a hub network (DESIGN.md §1, topology 2) is
+ * `bridged`: its address is on the Linux bridge joining its tap and the
+ * link's, so the tap gets no `ifconfig`.
  *
  * The tap gets a fixed MAC (`lladdr`, derived from the network id by the
  * caller): a restarted server keeps its MAC, so nodes' ARP entries for the
@@ -56,6 +57,12 @@ export interface ServerNetwork {
   readonly lastHost: string;
   readonly ciphers: readonly string[];
   readonly keepalive: { readonly interval: number; readonly timeout: number };
+  /**
+   * tap only: the tap is a port of a Linux bridge that holds `serverIp` (a
+   * peer's mirror of a hub network, src/server/federation): no `ifconfig`
+   * on the tap, and the caller gives no `lladdr` (the hub's tap has it).
+   */
+  readonly bridged?: boolean | undefined;
   /** tap only: the server tap's MAC, a locally administered unicast address (`02:…`). */
   readonly lladdr?: string | undefined;
   /** Prefixes pushed to clients as routes via the server (network.json `pushed_routes`). */
@@ -117,7 +124,7 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
     ...(net.local === undefined ? [] : [`local ${net.local}`]),
     `port ${net.port}`,
     ...(l2
-      ? ['mode server', 'tls-server', `ifconfig ${net.serverIp} ${net.netmask}`, `server-bridge ${net.serverIp} ${net.netmask} ${net.firstHost} ${net.lastHost}`]
+      ? ['mode server', 'tls-server', ...(net.bridged === true ? [] : [`ifconfig ${net.serverIp} ${net.netmask}`]), `server-bridge ${net.serverIp} ${net.netmask} ${net.firstHost} ${net.lastHost}`]
       : ['topology subnet', `server ${net.network} ${net.netmask} nopool`]),
     'client-to-client',
     ...(net.pushedRoutes ?? []).map((r) => {

@@ -35,6 +35,7 @@ import { linkState } from './federation/links.ts';
 import { enroll } from './ops/enroll.ts';
 import { confirmRenewal, identityRole, renew } from './ops/renew.ts';
 import type { ServerContext } from './ops/context.ts';
+import { wireError } from '../util/wire-error.ts';
 
 export interface ApiLimits {
   readonly maxBodyBytes: number;
@@ -372,7 +373,7 @@ export function createApiServer(deps: ApiDeps): Server {
           const extra = err instanceof ApiError ? ((err.context['headers'] as Record<string, string> | undefined) ?? {}) : {};
           // A body we refused may still be arriving: answer, then close instead of draining it.
           const closing: Record<string, string> = status === 413 ? { connection: 'close' } : {};
-          sendJson(res, status, { error: { code: status >= 500 ? 'MVPN_INTERNAL' : e.code, message, ...(e.hint && status < 500 ? { hint: e.hint } : {}) } }, { ...extra, ...closing });
+          sendJson(res, status, wireError(status >= 500 ? 'MVPN_INTERNAL' : e.code, message, status < 500 ? e.hint : undefined), { ...extra, ...closing });
           if (status === 413) req.socket.end();
         },
       );
@@ -390,7 +391,7 @@ export function createApiServer(deps: ApiDeps): Server {
         : err.code === 'HPE_HEADER_OVERFLOW'
           ? [431, 'Request Header Fields Too Large', 'request headers are too large']
           : [400, 'Bad Request', 'malformed request'];
-    const body = JSON.stringify({ error: { code: 'MVPN_API_BAD_REQUEST', message } });
+    const body = JSON.stringify(wireError('MVPN_API_BAD_REQUEST', message));
     socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
   });
   server.on('tlsClientError', (err) => {

@@ -45,6 +45,7 @@ const pem = (label: string) => `-----BEGIN ${label}-----\nY2FuYXJ5\n-----END ${l
 const NETWORK: NetworkRecord = {
   id: 'canary',
   name: 'canary',
+  kind: 'own',
   devType: 'tap',
   proto: 'udp',
   port: 1194,

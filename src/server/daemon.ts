@@ -13,64 +13,50 @@
  *   stop its supervisor, restart it only when something openvpn reads at
  *   start changed. CRL and ccd changes need no restart: openvpn re-reads
  *   the CRL when it changes and reads ccd files at each connect.
- * - Sessions that must end: after files are written, every connected client
- *   (`status 3`) whose CN is no longer allowed (removed, revoked, no ccd),
- *   or whose certificate was replaced since the last reconcile, is ended
- *   with `client-kill ID RESTART` (`kill CN` where openvpn gives no id).
- * - One daemon per runtime directory: `server.pid` there names the running
- *   one (checked against /proc/<pid>/cmdline), and a second `server run`
- *   refuses with MVPN_DAEMON_RUNNING before it touches anything. Only then
- *   is a leftover openvpn of a crashed previous daemon stopped (by pid, after
- *   checking its command line), so no network ever runs twice.
- * - L2 neighbour priming: openvpn in bridge mode forwards a unicast frame to
- *   a client only once it has seen a frame from that client's MAC; unknown
- *   destinations go to the server's tap, not to the other clients. After a
- *   server restart (its MAC table is empty) two clients with warm ARP caches
- *   would not reach each other until one of them happens to send a
- *   broadcast. So when a session appears, the daemon pings the node's
- *   address once from the server side: the ARP request reaches every client
- *   and the node's reply teaches openvpn its MAC.
+ * - The servers and their sessions are ServerNetworks' (network-runner.ts),
+ *   a peer's links the FederationRunner's (federation/runner.ts: bridge,
+ *   link client, hub sync, API relay), as the agent has its NetworkRunner.
+ * - One daemon per runtime directory (runtime-dir.ts), claimed before
+ *   anything is touched. Only then is a leftover openvpn of a crashed
+ *   previous daemon stopped (by pid, after checking its command line), so
+ *   no network ever runs twice.
  * - READY=1 once the listener is up and every network that should be up is
  *   running or has definitely failed (or a timeout passed); STATUS= carries
  *   "N/M networks up, K clients".
  */
-import { open, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, rm, stat } from 'node:fs/promises';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { ConfigError, DaemonError, toMvpnError } from '../errors.ts';
+import { ConfigError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import { signingKeyFromPem } from '../bundle/sign.ts';
 import { completeRotation } from './anchor-rotation.ts';
 import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
-import { cleanupLeftovers, isAlive, readCmdline, runtimePaths } from '../openvpn/process.ts';
+import { cleanupLeftovers } from '../openvpn/process.ts';
 import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { checkBuildFingerprint } from './build-fingerprint.ts';
 import { Supervisor } from '../openvpn/supervisor.ts';
 import type { SupervisorDeps } from '../openvpn/supervisor-deps.ts';
-import type { InstanceStatus } from '../openvpn/supervisor-state.ts';
-import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
+import type { InstanceSpec } from '../openvpn/supervisor-state.ts';
+import { every, systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
-import { intToIp, parseCidr, serverAddress } from './alloc.ts';
+import { SerialTask } from '../util/serial.ts';
 import { createApiServer, type ApiLimits } from './api.ts';
 import { loadServerConfig, metricsListen, parseListen } from './config.ts';
 import { DocumentService } from './doc-service.ts';
 import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
 import type { ServerEvent } from './events.ts';
-import type { LinkPayload } from './federation/link-bundle.ts';
-import { bridgeDev, ensureBridge, fetchLinkState, linkDev, removeBridge, writeLinkFiles } from './federation/link-runtime.ts';
-import { applyLinkState, hubApiTarget, linkPayload } from './federation/links.ts';
-import { ApiRelay, splitHostPort } from './federation/relay.ts';
-import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
+import { FederationRunner } from './federation/runner.ts';
+import { writeNetworkFiles } from './network-files.ts';
+import { claimRuntimeDir, releaseRuntimeDir } from './runtime-dir.ts';
+import { ServerNetworks } from './network-runner.ts';
 import type { ServerContext } from './ops/context.ts';
-import { caExpiries, finishDueCaRolls } from './ops/ca-roll.ts';
-import { DAY } from './ops/context.ts';
-import { refreshDueCrls } from './ops/crl.ts';
-import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot, type SupervisedSnapshot } from './status.ts';
+import { Upkeep } from './ops/upkeep.ts';
+import { networkFacts } from './ops/networks.ts';
+import { writeStatus, statusPath, type StatusSnapshot } from './status.ts';
 import { SqliteStore } from './store/sqlite.ts';
-import type { LinkRecord, MemberSummary, NetworkRecord } from './store/store.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -102,77 +88,26 @@ export interface DaemonOptions {
   readonly linkSyncMs?: number;
 }
 
-/** A peer's link: the openvpn client to the hub, and the last state sync. */
-interface LinkInstance {
-  readonly sup: Supervisor;
-  readonly payload: LinkPayload;
-  lastSync?: { ok: boolean; at: number; error?: string };
-  /** The API relay for the nodes behind this server (link `relay_listen`), once it listens. */
-  relay?: ApiRelay;
-  relayError?: string;
-}
-
-interface Instance {
-  readonly sup: Supervisor;
-  /** CN → certificate serial at the last reconcile (a change means: kill the old session). */
-  serials: Map<string, string>;
-  /** CN → tunnel address of the allowed members (for priming). */
-  addresses: Map<string, string>;
-  clients: ClientSnapshot[];
-}
-
-const SETTLED = new Set(['connected', 'degraded', 'failed', 'backoff']);
-
-const PID_FILE = 'server.pid';
-
-/**
- * Claims the runtime directory for this process, or throws MVPN_DAEMON_RUNNING
- * when a live `server run` (or another daemon in this process) holds it. A
- * pid file naming a dead process or something else is stale and replaced.
- */
-export async function claimRuntimeDir(runtimeDir: string): Promise<void> {
-  const path = join(runtimeDir, PID_FILE);
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      const fh = await open(path, 'wx', 0o644);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-    if (Number.isSafeInteger(pid) && pid > 0 && (await isAlive(pid))) {
-      const argv = (await readCmdline(pid)) ?? [];
-      if (pid === process.pid || (argv.includes('server') && argv.includes('run'))) {
-        throw new DaemonError('MVPN_DAEMON_RUNNING', `a server daemon (pid ${pid}) is already running on ${runtimeDir}`, {
-          context: { pid, runtimeDir },
-          hint: 'stop it first (systemctl stop mvpn-server), or use another --state-dir',
-        });
-      }
-    }
-    await rm(path, { force: true });
-  }
-  throw new DaemonError('MVPN_DAEMON_RUNNING', `cannot claim ${path}: another daemon keeps recreating it`);
-}
-
 export class ServerDaemon {
   private readonly ctx: ServerContext;
   private readonly store: SqliteStore;
   private readonly server: Server;
   private readonly opts: DaemonOptions;
   private readonly clock: Clock;
-  private caWarnedAt: number | undefined;
   private readonly logger: Logger<ServerEvent>;
-  private readonly instances = new Map<string, Instance>();
-  private readonly links = new Map<string, LinkInstance>();
-  /** Mirrors whose bridge and taps exist. */
-  private readonly bridged = new Set<string>();
+  private readonly upkeep: Upkeep;
+  private readonly networks: ServerNetworks;
+  private readonly federation: FederationRunner;
   private readonly timers: Cancel[] = [];
   private readonly startedAt: number;
   private lastDataVersion = -1;
-  private reconciling: Promise<void> | undefined;
-  private again: string | undefined;
+  private readonly reconciler = new SerialTask(
+    (cause) => this.reconcileOnce(cause),
+    (err) => {
+      const e = toMvpnError(err);
+      this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: e.message });
+    },
+  );
   private stopped = false;
   private claimed = false;
   /** The user every openvpn drops to (undefined: not root, openvpn stays as we are). */
@@ -192,6 +127,33 @@ export class ServerDaemon {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? nullLogger();
     this.startedAt = this.clock.now();
+    this.upkeep = new Upkeep(ctx, this.logger);
+    const exec = opts.exec ?? execCommand;
+    // Every openvpn of this server (networks and links) drops to the openvpn user.
+    const supervisor = (spec: InstanceSpec) =>
+      new Supervisor(spec, { runAs: this.runAs, ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}), ...opts.supervisorDeps });
+    this.federation = new FederationRunner({
+      ctx,
+      clock: this.clock,
+      logger: this.logger,
+      exec,
+      supervisor,
+      onChange: () => void this.writeSnapshot(),
+      requestReconcile: (cause) => this.requestReconcile(cause),
+    });
+    this.networks = new ServerNetworks({
+      paths: ctx.paths,
+      runtimeDir: ctx.config.runtime_dir,
+      openvpnPath: ctx.config.openvpn_path,
+      logger: this.logger,
+      exec,
+      supervisor,
+      addressDev: (id) => this.federation.addressDev(id),
+      onChange: () => {
+        void this.writeSnapshot();
+        void this.updateStatusLine();
+      },
+    });
   }
 
   /** Loads the state directory, cleans up after a crashed previous run, starts the API and every network that is up. */
@@ -297,20 +259,11 @@ export class ServerDaemon {
     }
   }
 
-  /** Per-network facts from the store for a scrape; cached for a second (one scrape reads them for several metrics). */
+  /** networkFacts for a scrape, cached for a second (one scrape reads them for several metrics). */
   networkFacts(): NetworkFacts[] {
     const now = Date.now();
     if (this.facts && now - this.facts.at < 1_000) return this.facts.value;
-    const value = this.store.read((tx) => {
-      const ms = tx.listMemberships();
-      return tx
-        .listNetworks()
-        .filter((n) => n.state !== 'deleted')
-        .map((n) => {
-          const mine = ms.filter((m) => m.network === n.id);
-          return { id: n.id, crlNextUpdate: n.crlNextUpdate, crlNumber: n.crlNumber, members: mine.length, bundleVersion: mine.reduce((a, m) => Math.max(a, m.bundleVersion), 0) };
-        });
-    });
+    const value = networkFacts(this.ctx);
     this.facts = { at: now, value };
     return value;
   }
@@ -319,23 +272,9 @@ export class ServerDaemon {
     return (this.server.address() as AddressInfo).port;
   }
 
-  /** Status of one network's openvpn server (undefined if it is not supervised). */
-  instanceStatus(id: string): InstanceStatus | undefined {
-    return this.instances.get(id)?.sup.status();
-  }
-
   private startTimers(): void {
-    const every = (ms: number, fn: () => void) => {
-      let cancel: Cancel = () => undefined;
-      const tick = () => {
-        if (this.stopped) return;
-        fn();
-        cancel = this.clock.setTimeout(tick, ms);
-      };
-      cancel = this.clock.setTimeout(tick, ms);
-      this.timers.push(() => cancel());
-    };
-    every(this.opts.pollMs ?? 1_000, () => {
+    const repeat = (ms: number, fn: () => void) => this.timers.push(every(this.clock, ms, () => !this.stopped && fn()));
+    repeat(this.opts.pollMs ?? 1_000, () => {
       let v: number;
       try {
         v = this.store.dataVersion();
@@ -345,9 +284,14 @@ export class ServerDaemon {
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
       void this.reloadSigningKey();
     });
-    every(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
-    every(this.opts.linkSyncMs ?? 2_000, () => void this.syncLinks());
-    every(this.opts.statusMs ?? 5_000, () => void this.refreshClients().then(() => this.writeSnapshot()));
+    repeat(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
+    repeat(this.opts.linkSyncMs ?? 2_000, () => void this.federation.sync());
+    repeat(this.opts.statusMs ?? 5_000, () =>
+      void this.networks
+        .refreshClients()
+        .then(() => this.updateStatusLine())
+        .then(() => this.writeSnapshot()),
+    );
   }
 
   /**
@@ -378,330 +322,58 @@ export class ServerDaemon {
   }
 
   private requestReconcile(cause: string): void {
-    if (this.stopped) return;
-    if (this.reconciling) {
-      this.again = cause;
-      return;
-    }
-    void this.reconcile(cause);
+    if (!this.stopped) void this.reconciler.run(cause);
   }
 
   /** One pass: store → files → supervisors → sessions. Serialised. */
-  async reconcile(cause: string): Promise<void> {
-    if (this.reconciling) {
-      this.again = cause;
-      return this.reconciling;
-    }
-    this.reconciling = (async () => {
-      try {
-        await this.reconcileOnce(cause);
-      } catch (err) {
-        const e = toMvpnError(err);
-        this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: e.message });
-      } finally {
-        this.reconciling = undefined;
-      }
-      if (this.again !== undefined && !this.stopped) {
-        const next = this.again;
-        this.again = undefined;
-        await this.reconcile(next);
-      }
-    })();
-    return this.reconciling;
-  }
-
-  /** At start and then once a day: a warning for every CA (networks', the API's) within its warning window. */
-  private async warnCaExpiry(): Promise<void> {
-    const now = this.clock.now();
-    if (this.caWarnedAt !== undefined && now - this.caWarnedAt < DAY) return;
-    this.caWarnedAt = now;
-    for (const e of await caExpiries(this.ctx, now)) {
-      if (e.warning !== undefined) this.logger.emit({ kind: 'server.ca-expiring', which: e.which, daysLeft: e.daysLeft, message: e.warning });
-    }
+  reconcile(cause: string): Promise<void> {
+    return this.reconciler.run(cause);
   }
 
   private async reconcileOnce(cause: string): Promise<void> {
     if (this.stopped) return;
     // Read data_version first: a commit after this point triggers another pass.
     this.lastDataVersion = this.store.dataVersion();
-    for (const r of await refreshDueCrls(this.ctx)) {
-      this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
-    }
-    for (const id of await finishDueCaRolls(this.ctx)) this.logger.emit({ kind: 'server.ca-roll-finished', network: id });
-    await this.warnCaExpiry();
+    await this.upkeep.run();
     const { nets, members, links } = this.store.read((tx) => {
       const ns = tx.listNetworks();
       return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])), links: new Map(tx.listLinks().map((l) => [l.network, l])) };
     });
     const up: string[] = [];
-    const stoppedNow: string[] = [];
     const wanted = new Set(nets.filter((n) => n.state === 'up').map((n) => n.id));
-    for (const [id, inst] of this.instances) {
-      if (!wanted.has(id)) {
-        this.logger.emit({ kind: 'server.network-stop', network: id, reason: nets.some((n) => n.id === id) ? 'network is down or deleted' : 'network was purged' });
-        this.instances.delete(id);
-        await inst.sup.stop();
-        stoppedNow.push(id);
-      }
-    }
-    for (const id of [...this.links.keys(), ...this.bridged]) if (!wanted.has(id) || !links.has(id)) await this.stopLink(id);
+    const stoppedNow = await this.networks.retain(wanted, new Set(nets.map((n) => n.id)));
+    await this.federation.retain(new Set([...wanted].filter((id) => links.has(id))));
     for (const net of nets) {
       if (net.state !== 'up' || this.stopped) continue;
       const ms = members.get(net.id) ?? [];
       const link = links.get(net.id);
-      const payload = link ? linkPayload(link) : undefined;
       let restartNeeded: boolean;
       try {
-        if (payload && !this.bridged.has(net.id)) {
-          await ensureBridge(this.exec(), net.id, payload.peer.name, payload.peer.address, parseCidr(net.subnet).prefix);
-          this.bridged.add(net.id);
-        }
-        const bridge = payload ? { address: payload.peer.address } : undefined;
+        const bridge = await this.federation.prepare(net, link);
         restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms, bridge, this.runAs)).restartNeeded;
       } catch (err) {
         const e = toMvpnError(err);
         this.logger.emit({ kind: 'server.files-failed', network: net.id, code: e.code, message: e.message });
         continue;
       }
-      let inst = this.instances.get(net.id);
-      if (!inst) {
-        inst = this.startInstance(net);
-      } else if (restartNeeded) {
-        this.logger.emit({ kind: 'server.network-restart', network: net.id, reason: 'its config, certificate or keys changed' });
-        inst.sup.restart();
-      }
+      this.networks.ensure(net, restartNeeded, this.federation.isBridged(net.id));
       up.push(net.id);
-      if (link && payload) await this.ensureLink(link, payload);
-      await this.killDisallowed(net, inst, ms);
+      if (link) await this.federation.ensure(link);
+      await this.networks.killDisallowed(net, ms);
     }
     this.logger.emit({ kind: 'server.reconcile', cause, up, stopped: stoppedNow });
     await this.writeSnapshot();
   }
 
-  private startInstance(net: NetworkRecord): Instance {
-    const f = networkFilePaths(this.ctx.paths, net.id);
-    const rt = runtimePaths(this.ctx.config.runtime_dir, `ms-${net.id}`);
-    const subnet = parseCidr(net.subnet);
-    const sup = new Supervisor(
-      {
-        id: net.id,
-        role: 'server',
-        configPath: f.config,
-        cwd: f.dir,
-        mgmtSocket: rt.mgmtSocket,
-        pidFile: rt.pidFile,
-        dev: serverDev(net.id),
-        // A mirror's address is on its bridge, not on the tap.
-        ...(this.bridged.has(net.id) ? {} : { expectedAddress: `${intToIp(serverAddress(subnet))}/${subnet.prefix}` }),
-        openvpnPath: this.ctx.config.openvpn_path,
-      },
-      this.supervisorDeps(),
-    );
-    const inst: Instance = { sup, serials: new Map(), addresses: new Map(), clients: [] };
-    sup.on('change', () => {
-      void this.writeSnapshot();
-      void this.updateStatusLine();
-    });
-    this.instances.set(net.id, inst);
-    this.logger.emit({ kind: 'server.network-start', network: net.id });
-    sup.start();
-    return inst;
-  }
-
-  /** Every openvpn of this server (networks and links) drops to the openvpn user. */
-  private supervisorDeps(): Partial<SupervisorDeps> {
-    return { runAs: this.runAs, ...(this.opts.openvpnLogger ? { logger: this.opts.openvpnLogger } : {}), ...this.opts.supervisorDeps };
-  }
-
-  private exec(): ExecFn {
-    return this.opts.exec ?? execCommand;
-  }
-
-  /** Starts the link client of a mirror (or restarts it when its files changed). */
-  private async ensureLink(link: LinkRecord, payload: LinkPayload): Promise<void> {
-    const { files, changed } = await writeLinkFiles(networkFilePaths(this.ctx.paths, link.network).dir, payload);
-    const cur = this.links.get(link.network);
-    if (cur) {
-      if (changed) cur.sup.restart();
-      await this.ensureRelay(link, cur);
-      return;
-    }
-    const rt = runtimePaths(this.ctx.config.runtime_dir, linkDev(link.network));
-    const sup = new Supervisor(
-      {
-        id: `link-${link.network}`,
-        role: 'client',
-        configPath: files.config,
-        cwd: files.dir,
-        mgmtSocket: rt.mgmtSocket,
-        pidFile: rt.pidFile,
-        dev: linkDev(link.network),
-        openvpnPath: this.ctx.config.openvpn_path,
-      },
-      this.supervisorDeps(),
-    );
-    sup.on('change', () => void this.writeSnapshot());
-    const inst: LinkInstance = { sup, payload };
-    this.links.set(link.network, inst);
-    this.logger.emit({ kind: 'server.link-start', network: link.network, hub: payload.hub.remotes.map((r) => `${r.host}:${r.port}`).join(', ') });
-    sup.start();
-    void this.syncLink(link.network);
-    await this.ensureRelay(link, inst);
-  }
-
-  /** Starts the link's API relay if it has one and it does not listen yet (a failure is retried at the next reconcile). */
-  private async ensureRelay(link: LinkRecord, inst: LinkInstance): Promise<void> {
-    if (link.relayListen === null || inst.relay || this.stopped) return;
-    const relay = new ApiRelay(parseListen(link.relayListen), splitHostPort(hubApiTarget(inst.payload)));
-    try {
-      await relay.start();
-      inst.relay = relay;
-      delete inst.relayError;
-      this.logger.emit({ kind: 'server.relay-start', network: link.network, listen: relay.stats().listen, target: relay.stats().target });
-    } catch (err) {
-      const message = `API relay on ${link.relayListen}: ${(err as Error).message}`;
-      if (inst.relayError !== message) this.logger.emit({ kind: 'server.link-failed', network: link.network, code: 'MVPN_RELAY_FAILED', message });
-      inst.relayError = message;
-    }
-  }
-
-  /** Stops a mirror's link client and removes its bridge and taps. */
-  private async stopLink(id: string): Promise<void> {
-    const l = this.links.get(id);
-    this.links.delete(id);
-    await l?.relay?.stop();
-    await l?.sup.stop();
-    if (this.bridged.delete(id) || l) {
-      await removeBridge(this.exec(), id).catch((err: unknown) => {
-        const e = toMvpnError(err);
-        this.logger.emit({ kind: 'server.link-failed', network: id, code: e.code, message: e.message });
-      });
-    }
-  }
-
-  private async syncLinks(): Promise<void> {
-    await Promise.all([...this.links.keys()].map((id) => this.syncLink(id)));
-  }
-
-  /** Copies the hub's members and CRL into the mirror; a change reconciles (ccd, CRL, kill). */
-  private async syncLink(id: string): Promise<void> {
-    const l = this.links.get(id);
-    if (!l || this.stopped) return;
-    try {
-      const state = await fetchLinkState(l.payload);
-      if (this.stopped) return;
-      const changed = applyLinkState(this.ctx, state);
-      const was = l.lastSync;
-      l.lastSync = { ok: true, at: this.clock.now() };
-      if (changed) {
-        this.logger.emit({ kind: 'server.link-synced', network: id, members: state.members.length, crlNumber: state.crl_number });
-        this.requestReconcile(`hub state of ${id} changed`);
-      } else if (was && !was.ok) void this.writeSnapshot();
-    } catch (err) {
-      const e = toMvpnError(err);
-      if (l.lastSync?.error !== e.message) this.logger.emit({ kind: 'server.link-failed', network: id, code: e.code, message: e.message });
-      l.lastSync = { ok: false, at: this.clock.now(), error: e.message };
-    }
-  }
-
-  /** Kills sessions of CNs that may no longer connect, or whose certificate was replaced. */
-  private async killDisallowed(net: NetworkRecord, inst: Instance, memberships: readonly MemberSummary[]): Promise<void> {
-    const allowed = new Map(allowedMembers(memberships).map((m) => [m.node, m.certSerial!]));
-    const replaced = new Set<string>();
-    // A renewal's old certificate stays good until the node confirms (ops/renew.ts): its session is not "replaced".
-    const renewing = new Map(allowedMembers(memberships).map((m) => [m.node, m.prevCertSerial ?? null]));
-    for (const [cn, serial] of allowed) {
-      const before = inst.serials.get(cn);
-      if (before !== undefined && before !== serial && before !== renewing.get(cn)) replaced.add(cn);
-    }
-    inst.serials = allowed;
-    inst.addresses = new Map(allowedMembers(memberships).map((m) => [m.node, m.address]));
-    const mgmt = inst.sup.management();
-    if (!mgmt) return;
-    let clients: { cn: string; clientId?: number }[];
-    try {
-      clients = (await mgmt.status3()).clients;
-    } catch {
-      return; // not answering now; the next pass tries again
-    }
-    for (const c of clients) {
-      const reason = !allowed.has(c.cn) ? 'no longer allowed in this network' : replaced.has(c.cn) ? 'its certificate was replaced' : undefined;
-      if (reason === undefined) continue;
-      try {
-        // client-kill tells the client to reconnect at once: a node whose
-        // membership changed again meanwhile (removed, then re-added before
-        // this pass) comes back in seconds instead of after its 60 s
-        // ping-restart, and a revoked one learns at once that it is out.
-        if (c.clientId !== undefined) await mgmt.clientKill(c.clientId, 'RESTART');
-        else await mgmt.kill(c.cn);
-        this.logger.emit({ kind: 'server.session-killed', network: net.id, cn: c.cn, reason });
-      } catch (err) {
-        this.logger.emit({ kind: 'server.kill-failed', network: net.id, cn: c.cn, message: toMvpnError(err).message });
-      }
-    }
-  }
-
-  private async refreshClients(): Promise<void> {
-    for (const [id, inst] of this.instances) {
-      const mgmt = inst.sup.management();
-      if (!mgmt) {
-        inst.clients = [];
-        continue;
-      }
-      try {
-        const s = await mgmt.status3();
-        const before = new Set(inst.clients.map((c) => `${c.cn}@${c.connected_since}`));
-        inst.clients = s.clients.map((c) => ({
-          cn: c.cn,
-          real_address: c.realAddress,
-          virtual_address: c.virtualAddress,
-          bytes_in: c.bytesIn,
-          bytes_out: c.bytesOut,
-          connected_since: c.connectedSince.toISOString(),
-        }));
-        const fresh = inst.clients.filter((c) => !before.has(`${c.cn}@${c.connected_since}`)).map((c) => inst.addresses.get(c.cn));
-        if (inst.sup.spec.dev.startsWith('ms-')) void this.prime(id, fresh.filter((a): a is string => a !== undefined));
-      } catch {
-        // keep the last list; the supervisor's health check reports a hung openvpn
-      }
-    }
-    await this.updateStatusLine();
-  }
-
-  /** One ping per new session's address from the server's tap (see the module comment). Best effort. */
-  private async prime(network: string, addresses: readonly string[]): Promise<void> {
-    const net = this.store.read((tx) => tx.getNetwork(network));
-    if (!net || net.devType !== 'tap') return;
-    const exec = this.opts.exec ?? execCommand;
-    for (const a of addresses) {
-      if (this.stopped) return;
-      const dev = this.bridged.has(network) ? bridgeDev(network) : serverDev(network);
-      await exec('ping', ['-n', '-q', '-c', '1', '-W', '1', '-I', dev, a], { timeoutMs: 3_000 }).catch(() => undefined);
-    }
-  }
-
   /** The status snapshot `network show` reads. */
   snapshot(): StatusSnapshot {
-    const networks: Record<string, InstanceSnapshot> = {};
-    for (const [id, inst] of this.instances) {
-      networks[id] = { ...supervisedView(inst.sup), clients: inst.clients };
-    }
-    const links: Record<string, LinkSnapshot> = {};
-    for (const [id, l] of this.links) {
-      links[id] = {
-        ...supervisedView(l.sup),
-        bridge: bridgeDev(id),
-        sync: l.lastSync ? { ok: l.lastSync.ok, at: new Date(l.lastSync.at).toISOString(), ...(l.lastSync.error ? { error: l.lastSync.error } : {}) } : null,
-        ...(l.relay ? { relay: l.relay.stats() } : l.relayError ? { relay: { error: l.relayError } } : {}),
-      };
-    }
     return {
       pid: process.pid,
       started_at: new Date(this.startedAt).toISOString(),
       updated_at: new Date(this.clock.now()).toISOString(),
       listen: this.listenAddress(),
-      networks,
-      links,
+      networks: this.networks.snapshot(),
+      links: this.federation.snapshot(),
     };
   }
 
@@ -711,25 +383,18 @@ export class ServerDaemon {
     return this.statusWrite;
   }
 
-  private statusLine(): string {
-    const all = [...this.instances.values()].map((i) => i.sup.status());
-    const running = all.filter((s) => s.state === 'connected' || s.state === 'degraded').length;
-    const clients = [...this.instances.values()].reduce((a, i) => a + i.clients.length, 0);
-    return `${running}/${all.length} networks up, ${clients} clients`;
-  }
-
   private async updateStatusLine(): Promise<void> {
-    await this.opts.notifier?.status(this.statusLine()).catch(() => undefined);
+    await this.opts.notifier?.status(this.networks.statusLine()).catch(() => undefined);
   }
 
   private async announceReady(): Promise<void> {
     const deadline = this.clock.now() + (this.opts.readyTimeoutMs ?? 60_000);
     while (!this.stopped && this.clock.now() < deadline) {
-      if ([...this.instances.values()].every((i) => SETTLED.has(i.sup.status().state))) break;
+      if (this.networks.settled()) break;
       await new Promise<void>((r) => this.clock.setTimeout(r, 200));
     }
     if (this.stopped) return;
-    const line = this.statusLine();
+    const line = this.networks.statusLine();
     this.logger.emit({ kind: 'server.ready', status: line });
     await this.opts.notifier?.ready(line).catch(() => undefined);
   }
@@ -741,17 +406,10 @@ export class ServerDaemon {
     this.logger.emit({ kind: 'server.stopping', reason });
     await this.opts.notifier?.stopping().catch(() => undefined);
     for (const t of this.timers.splice(0)) t();
-    await this.reconciling?.catch(() => undefined);
-    await Promise.all([...this.links.values()].map(async (l) => {
-      await l.relay?.stop();
-      await l.sup.stop();
-    }));
-    await Promise.all([...this.instances.values()].map((i) => i.sup.stop()));
-    this.instances.clear();
-    this.links.clear();
-    // The daemon made the bridges and taps; it removes them.
-    for (const id of [...this.bridged]) await removeBridge(this.exec(), id).catch(() => undefined);
-    this.bridged.clear();
+    await this.reconciler.close();
+    await this.federation.stop();
+    await this.networks.stop();
+    await this.federation.removeBridges();
     await new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();
       this.server.close(() => resolve());
@@ -763,17 +421,11 @@ export class ServerDaemon {
     // The runtime files belong to whoever claimed the directory: a daemon that was refused leaves them alone.
     if (this.claimed) {
       await rm(statusPath(this.ctx.config.runtime_dir), { force: true });
-      await rm(join(this.ctx.config.runtime_dir, PID_FILE), { force: true });
+      await releaseRuntimeDir(this.ctx.config.runtime_dir);
     }
     this.store.close();
     this.logger.emit({ kind: 'server.stopped' });
   }
-}
-
-/** What the status snapshot shows of one supervised openvpn. */
-function supervisedView(sup: Supervisor): SupervisedSnapshot {
-  const s = sup.status();
-  return { state: s.state, since: new Date(s.since).toISOString(), pid: s.pid, restarts: s.restarts, last_error: s.lastError };
 }
 
 async function fileStamp(path: string): Promise<string> {

@@ -22,6 +22,7 @@ import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser }
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
+import { serverDev } from './devices.ts';
 import { CIPHERS, KEEPALIVE } from './documents.ts';
 import { trustedCaPem } from './pki-service.ts';
 import type { MemberSummary, NetworkRecord } from './store/store.ts';
@@ -51,10 +52,6 @@ export function networkFilePaths(paths: ServerPaths, id: string): NetworkFilePat
   };
 }
 
-export function serverDev(id: string): string {
-  return `ms-${id}`;
-}
-
 /**
  * The server tap's MAC: stable for a network id (so a restarted server keeps
  * it), locally administered and unicast (02:…).
@@ -76,11 +73,6 @@ export function allowedMembers<M extends MemberSummary>(memberships: readonly M[
  * (which the hub's tap has on the same segment).
  */
 export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, net: NetworkRecord, bridge?: { readonly address: string }): string {
-  const text = renderBase(config, paths, net, bridge?.address);
-  return bridge ? text.replace(/^ifconfig .*\n/m, '').replace(/^lladdr .*\n/m, '') : text;
-}
-
-function renderBase(config: ServerConfig, paths: ServerPaths, net: NetworkRecord, serverIp?: string): string {
   const f = networkFilePaths(paths, net.id);
   const subnet = parseCidr(net.subnet);
   return renderServerConfig(
@@ -92,19 +84,21 @@ function renderBase(config: ServerConfig, paths: ServerPaths, net: NetworkRecord
       local: config.vpn_listen,
       network: intToIp(subnet.base),
       netmask: netmaskString(subnet.prefix),
-      serverIp: serverIp ?? intToIp(serverAddress(subnet)),
+      serverIp: bridge?.address ?? intToIp(serverAddress(subnet)),
       firstHost: intToIp(subnet.base + 1),
       lastHost: intToIp(subnet.base + size(subnet) - 2),
       ciphers: CIPHERS,
       keepalive: KEEPALIVE,
-      lladdr: net.devType === 'tap' ? serverMac(net.id) : undefined,
+      bridged: bridge !== undefined,
+      lladdr: net.devType === 'tap' && bridge === undefined ? serverMac(net.id) : undefined,
       pushedRoutes: net.pushedRoutes,
     },
     { ca: f.ca, cert: f.cert, key: f.key, tlsCryptV2: f.tlsCryptV2, crl: f.crl, ccdDir: f.ccdDir, dev: serverDev(net.id) },
   );
 }
 
-async function writeIfChanged(path: string, content: string, mode: number, share?: { who: OpenvpnUser | undefined }): Promise<boolean> {
+/** Replaces `path` atomically only when its content differs; true when it did. `share`: readable by openvpn after it drops root. */
+export async function writeIfChanged(path: string, content: string, mode: number, share?: { who: OpenvpnUser | undefined }): Promise<boolean> {
   try {
     if ((await readFile(path, 'utf8')) === content) {
       // Also an unchanged file written before openvpn dropped root (an upgrade) becomes readable.

@@ -7,6 +7,7 @@
  * running. The snapshot names the daemon's pid, so a stale file from a
  * crashed daemon is recognised.
  */
+import type { InstanceStatus } from '../openvpn/supervisor-state.ts';
 import type { RelayStats } from './federation/relay.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -50,6 +51,11 @@ export interface StatusSnapshot {
   readonly networks: Readonly<Record<string, InstanceSnapshot>>;
   /** Peer side: one per linked (mirrored) network. */
   readonly links?: Readonly<Record<string, LinkSnapshot>>;
+}
+
+/** What the snapshot shows of one supervised openvpn. */
+export function supervisedView(s: InstanceStatus): SupervisedSnapshot {
+  return { state: s.state, since: new Date(s.since).toISOString(), pid: s.pid, restarts: s.restarts, last_error: s.lastError };
 }
 
 export function statusPath(runtimeDir: string): string {

@@ -18,6 +18,21 @@ export const systemClock: Clock = {
   },
 };
 
+/** Calls `fn` every `ms` (the first time after `ms`) until cancelled or `fn` returns false. */
+export function every(clock: Clock, ms: number, fn: () => unknown): Cancel {
+  let cancelled = false;
+  let cancel: Cancel = () => undefined;
+  const tick = (): void => {
+    if (cancelled || fn() === false) return;
+    cancel = clock.setTimeout(tick, ms);
+  };
+  cancel = clock.setTimeout(tick, ms);
+  return () => {
+    cancelled = true;
+    cancel();
+  };
+}
+
 /** A clock that moves only when told to, for table tests of timers. */
 export class ManualClock implements Clock {
   private t: number;

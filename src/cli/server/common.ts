@@ -12,6 +12,7 @@ import { DEFAULT_STATE_DIR, loadServerConfig } from '../../server/config.ts';
 import type { ServerContext } from '../../server/ops/context.ts';
 import { SqliteStore } from '../../server/store/sqlite.ts';
 import type { Io } from '../io.ts';
+import { wireError } from '../../util/wire-error.ts';
 
 export interface ServerArgs {
   'state-dir': string;
@@ -61,7 +62,7 @@ export function writeOutput(args: Pick<ServerArgs, 'json'>, io: Io, out: Output)
 
 export function reportFailure(args: Pick<ServerArgs, 'json'>, io: Io, err: unknown): number {
   const e = toMvpnError(err);
-  if (args.json) io.stdout.write(JSON.stringify({ error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) } }, null, 2) + '\n');
+  if (args.json) io.stdout.write(JSON.stringify(wireError(e.code, e.message, e.hint), null, 2) + '\n');
   io.stderr.write(`mvpn-client: ${e.message} [${e.code}]\n`);
   if (e.hint) io.stderr.write(`hint: ${e.hint}\n`);
   return exitCodeFor(e);

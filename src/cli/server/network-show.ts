@@ -4,6 +4,7 @@ import { membershipView } from '../../server/ops/nodes.ts';
 import { linkView } from '../../server/federation/links.ts';
 import { readStatus } from '../../server/status.ts';
 import { isMirror } from '../../server/federation/mirror.ts';
+import { bridgeDev } from '../../server/devices.ts';
 import { networkCaExpiry } from '../../server/ops/ca-roll.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
@@ -55,7 +56,7 @@ export const networkShowCommand: CliCommand<IdArgs> = {
       if (link) {
         const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string } };
         const rt = linkRuntime as { state?: string; restarts?: number } | null | undefined;
-        lines.push(`link: peer ${lv.peer} (address ${lv.address} on mb-${net.id}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
+        lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
       }
       if (members.length > 0) {
         lines.push(

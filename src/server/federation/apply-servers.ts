@@ -28,6 +28,7 @@ import { MvpnError, UsageError, type ErrorCode } from '../../errors.ts';
 import type { ExecFn } from '../../util/exec.ts';
 import type { ApplyStep } from './plan-apply.ts';
 import type { Plan } from './plan.ts';
+import { parseWireError } from '../../util/wire-error.ts';
 
 const SERVER_NAME = /^[a-z0-9][a-z0-9-]{0,30}$/;
 
@@ -116,13 +117,9 @@ export class ServerChannels {
 function failure(server: string, args: readonly string[], stdout: string, stderr: string): MvpnError {
   let code: ErrorCode = 'MVPN_APPLY_FAILED';
   let message = stderr.trim().split('\n').filter((l) => !l.startsWith('hint:'))[0]?.replace(/^mvpn-client: /, '') ?? '';
-  try {
-    const e = (JSON.parse(stdout) as { error?: { code?: string; message?: string } }).error;
-    if (e?.message) message = e.message;
-    if (e?.code?.startsWith('MVPN_')) code = e.code as ErrorCode;
-  } catch {
-    // not JSON: stderr says it
-  }
+  const e = parseWireError(stdout); // not JSON: stderr says it
+  if (e.message) message = e.message;
+  if (e.code) code = e.code;
   return new MvpnError(code, `server ${server}: mvpn-client server ${args.filter((a) => a !== '--json').join(' ')} failed: ${message || '(no message)'}`, {
     context: { server },
   });

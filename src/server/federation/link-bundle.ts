@@ -1,33 +1,36 @@
 /**
  * The link bundle: what a hub hands a peer server so the peer can join one
- * of the hub's networks (DESIGN.md §1, topology 2). One JSON file:
- * `{ "type": "mvpn-link", "payload": <base64 JSON>, "signature": <base64> }`,
- * signed with the hub's Ed25519 signing key over a domain-separated message
- * ("mvpn-link-v1\0" + payload), so it can never pass for a membership
- * document or a bundle manifest and vice versa. The peer verifies it with the
- * hub's trust anchor before using any of it.
+ * of the hub's networks (DESIGN.md §1, topology 2). It is a signed envelope
+ * (`mvpn-signed-v1`, src/bundle/envelope.ts) of type `link`, signed with the
+ * hub's Ed25519 signing key, so the type-bound signature keeps it from ever
+ * passing for a membership document or a bundle manifest and vice versa.
+ * The peer verifies it with the hub's trust anchor before using any of it;
+ * the payload is parsed like every signed document (duplicate keys refused,
+ * strict schema: an unknown field is an error).
  *
  * It holds private keys (the peer's link key, the peer server's key, the
  * hub network's tls-crypt-v2 server key and the peer's API identity key), so
  * it is written 0600 and should travel like an exported bundle.
+ *
+ * Bundles of the previous release (`{"type":"mvpn-link", ...}`, their own
+ * signature scheme) are refused with a message that says to re-export.
  */
-import { sign, verify } from 'node:crypto';
 import { z } from 'zod';
-import { DocumentError } from '../../errors.ts';
+import { openEnvelope, sealEnvelope } from '../../bundle/envelope.ts';
+import { limits } from '../../bundle/limits.ts';
+import { parseWithSchema } from '../../bundle/schema.ts';
 import type { Anchor, SigningKey } from '../../bundle/sign.ts';
-import { parseJsonBounded } from '../../util/json.ts';
-
-const DOMAIN = Buffer.from('mvpn-link-v1\0', 'utf8');
-const MAX_BYTES = 256 * 1024;
+import { parseJsonStrict } from '../../bundle/strict-json.ts';
+import { DocumentError, isMvpnError } from '../../errors.ts';
 
 const pem = (label: string) => z.string().max(64 * 1024).refine((s) => s.includes(`-----BEGIN ${label}`), `expected a PEM ${label}`);
-const Remote = z.object({ host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) });
+const Remote = z.strictObject({ host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) });
 
-export const LinkPayloadSchema = z.object({
+export const LinkPayloadSchema = z.strictObject({
   schema: z.literal(1),
   kind: z.literal('mvpn-link'),
   created: z.string(),
-  network: z.object({
+  network: z.strictObject({
     id: z.string().regex(/^[a-z][a-z0-9-]{0,11}$/),
     name: z.string().min(1).max(128),
     dev_type: z.literal('tap'),
@@ -37,12 +40,12 @@ export const LinkPayloadSchema = z.object({
     port: z.number().int().min(1).max(65535),
     server_cn: z.string().min(1).max(64),
   }),
-  hub: z.object({
+  hub: z.strictObject({
     remotes: z.array(Remote).min(1).max(8),
     api_url: z.string().regex(/^https:\/\/[^/\s]+$/),
     api_ca: pem('CERTIFICATE'),
   }),
-  peer: z.object({
+  peer: z.strictObject({
     name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,30}$/),
     cn: z.string().min(1).max(63),
     /** The peer's own address on the segment (allocated by the hub): on its bridge. */
@@ -64,30 +67,37 @@ export const LinkPayloadSchema = z.object({
 export type LinkPayload = z.infer<typeof LinkPayloadSchema>;
 
 export function sealLink(payload: LinkPayload, key: SigningKey): Buffer {
-  const bytes = Buffer.from(JSON.stringify(payload), 'utf8');
-  const signature = sign(null, Buffer.concat([DOMAIN, bytes]), key.privateKey);
-  return Buffer.from(
-    JSON.stringify({ type: 'mvpn-link', key_id: key.keyId, payload: bytes.toString('base64'), signature: signature.toString('base64') }, null, 2) + '\n',
-    'utf8',
-  );
+  return sealEnvelope('link', Buffer.from(JSON.stringify(payload), 'utf8'), key);
 }
 
-/** Verifies a link file against the hub's anchor and returns its payload. */
+/** Verifies a link bundle against the hub's anchor and returns its payload. */
 export function openLink(file: Uint8Array, anchor: Anchor): LinkPayload {
-  const outer = z
-    .object({ type: z.literal('mvpn-link'), key_id: z.string().optional(), payload: z.string().max(MAX_BYTES), signature: z.string().max(200) })
-    .safeParse(parseJsonBounded(Buffer.from(file), { maxBytes: MAX_BYTES * 2, maxDepth: 4 }, 'link bundle'));
-  if (!outer.success) throw new DocumentError('MVPN_SCHEMA_INVALID', 'not a link bundle (expected {"type":"mvpn-link", "payload", "signature"})');
-  const bytes = Buffer.from(outer.data.payload, 'base64');
-  const sig = Buffer.from(outer.data.signature, 'base64');
-  if (sig.length !== 64 || !verify(null, Buffer.concat([DOMAIN, bytes]), anchor.publicKey, sig)) {
-    throw new DocumentError('MVPN_SIGNATURE_INVALID', 'the link bundle is not signed by the hub this anchor names', {
-      hint: "pass the hub's trust anchor (its <state-dir>/trust-anchor) with --hub-anchor",
-    });
+  let bytes: Buffer;
+  try {
+    bytes = openEnvelope(file, 'link', anchor);
+  } catch (err) {
+    if (isMvpnError(err) && err.code === 'MVPN_SCHEMA_INVALID' && isPreviousRelease(file)) {
+      throw new DocumentError('MVPN_SCHEMA_INVALID', 'this link bundle was made by an earlier release of mvpn-client ({"type":"mvpn-link"}); link bundles are now signed envelopes (mvpn-signed-v1)', {
+        hint: 're-export it at the hub with this release: mvpn-client server link remove NETWORK --peer PEER, then mvpn-client server link export NETWORK --peer PEER',
+      });
+    }
+    if (isMvpnError(err) && err.code === 'MVPN_SIGNATURE_INVALID') {
+      throw new DocumentError('MVPN_SIGNATURE_INVALID', `link bundle: ${err.message}`, {
+        context: err.context,
+        hint: "is it from the hub this anchor names? pass the hub's trust anchor (its <state-dir>/trust-anchor) with --hub-anchor",
+      });
+    }
+    throw err;
   }
-  const inner = LinkPayloadSchema.safeParse(parseJsonBounded(bytes, { maxBytes: MAX_BYTES, maxDepth: 6 }, 'link bundle payload'));
-  if (!inner.success) {
-    throw new DocumentError('MVPN_SCHEMA_INVALID', `link bundle: ${inner.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  return parseWithSchema(LinkPayloadSchema, parseJsonStrict(bytes, limits.envelopeBytes, limits.jsonDepth, 'link bundle payload'), 'link bundle payload');
+}
+
+/** The previous release's link bundle: `type` "mvpn-link" and no envelope `format`. */
+function isPreviousRelease(file: Uint8Array): boolean {
+  try {
+    const v = parseJsonStrict(file, limits.envelopeBytes, 4, 'link bundle') as Record<string, unknown> | null;
+    return typeof v === 'object' && v !== null && v['type'] === 'mvpn-link' && !('format' in v);
+  } catch {
+    return false;
   }
-  return inner.data;
 }

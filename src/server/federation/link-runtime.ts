@@ -1,8 +1,9 @@
 /**
  * What a peer's daemon does on the host for a link: the Linux bridge that
  * makes one Ethernet segment of the local openvpn server's tap and the
- * link's tap, the link client's openvpn config, and the state sync with the
- * hub's API.
+ * link's tap, the link client's files (its config rendered by the client
+ * renderer from a NetworkSpec, like a node's), and the state fetch from the
+ * hub's API (with the agent's pinned-CA fetcher).
  *
  * Devices: `ms-<id>` (the mirror's openvpn server) and `ml-<id>` (the link
  * client) are created as persistent taps before openvpn starts, so they
@@ -15,24 +16,21 @@
  * not part of it.
  */
 import { createHash } from 'node:crypto';
-import { request } from 'node:https';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { HttpFetcher } from '../../agent/sources.ts';
+import { parseWithSchema, type NetworkSpec } from '../../bundle/schema.ts';
+import { parseJsonStrict } from '../../bundle/strict-json.ts';
 import { FetchError, OpenvpnError } from '../../errors.ts';
+import { renderClientConfig } from '../../openvpn/client-config.ts';
 import type { ExecFn } from '../../util/exec.ts';
-import { ensureDir, writeFileAtomic } from '../../util/fs-atomic.ts';
-import { parseJsonBounded } from '../../util/json.ts';
+import { ensureDir } from '../../util/fs-atomic.ts';
+import { parseCidr } from '../alloc.ts';
+import { CIPHERS } from '../documents.ts';
+import { writeIfChanged, type NetworkFilePaths } from '../network-files.ts';
+import { bridgeDev, linkDev, serverDev } from '../devices.ts';
 import type { LinkPayload } from './link-bundle.ts';
 import type { LinkState } from './links.ts';
-
-export function bridgeDev(id: string): string {
-  return `mb-${id}`;
-}
-
-export function linkDev(id: string): string {
-  return `ml-${id}`;
-}
 
 /** A stable locally administered MAC for the peer's bridge (distinct per network and peer). */
 export function bridgeMac(id: string, peer: string): string {
@@ -54,7 +52,7 @@ export async function ensureBridge(exec: ExecFn, id: string, peer: string, addre
   const br = bridgeDev(id);
   await ip(exec, ['link', 'add', br, 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0'], EXISTS);
   await ip(exec, ['link', 'set', 'dev', br, 'address', bridgeMac(id, peer)]);
-  for (const tap of [`ms-${id}`, linkDev(id)]) {
+  for (const tap of [serverDev(id), linkDev(id)]) {
     await ip(exec, ['tuntap', 'add', 'dev', tap, 'mode', 'tap'], EXISTS);
     await ip(exec, ['link', 'set', 'dev', tap, 'master', br, 'up']);
   }
@@ -64,7 +62,7 @@ export async function ensureBridge(exec: ExecFn, id: string, peer: string, addre
 
 /** Removes the taps and the bridge (missing ones are fine). */
 export async function removeBridge(exec: ExecFn, id: string): Promise<void> {
-  for (const dev of [`ms-${id}`, linkDev(id), bridgeDev(id)]) await ip(exec, ['link', 'del', 'dev', dev], /Cannot find device|does not exist/);
+  for (const dev of [serverDev(id), linkDev(id), bridgeDev(id)]) await ip(exec, ['link', 'del', 'dev', dev], /Cannot find device|does not exist/);
 }
 
 export interface LinkFiles {
@@ -72,62 +70,60 @@ export interface LinkFiles {
   readonly config: string;
 }
 
+/** The link client's keepalive: a dead hub is noticed in 10 s instead of the pushed 60 s. */
+const LINK_KEEPALIVE = { interval: 2, timeout: 10 } as const;
+
 /**
- * The link client's openvpn config: a tap client of the hub's server for the
- * network, pinned to the network's server CN, that leaves the tap
- * unaddressed (`ifconfig-noexec`, `route-noexec`: the address is on the
- * bridge) and detects a dead hub in 10 s instead of the pushed 60 s.
+ * What the link client is, as a NetworkSpec for the client renderer: a tap
+ * client of the hub's server for the network (pinned to its server CN) with
+ * the peer's address, which the hub pushes and the bridge holds.
  */
-export function renderLinkConfig(p: LinkPayload, dir: string): string {
-  const lines = [
-    `# link client of network ${p.network.id} to its hub, rendered by mvpn-client server. Do not edit.`,
-    'client',
-    'dev-type tap',
-    `dev ${linkDev(p.network.id)}`,
-    `proto ${p.network.proto === 'tcp' ? 'tcp-client' : 'udp'}`,
-    ...p.hub.remotes.map((r) => `remote ${r.host} ${r.port}`),
-    'nobind',
-    'connect-retry 1 5',
-    `ca ${join(dir, 'ca.crt')}`,
-    `cert ${join(dir, 'link.crt')}`,
-    `key ${join(dir, 'link.key')}`,
-    `tls-crypt-v2 ${join(dir, 'link-tls-crypt-v2.key')}`,
-    'remote-cert-tls server',
-    `verify-x509-name ${p.network.server_cn} name`,
-    'tls-version-min 1.2',
-    'data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305',
-    'ifconfig-noexec',
-    'route-noexec',
-    'pull-filter ignore "ping"',
-    'ping 2',
-    'ping-restart 10',
-    'persist-key',
-    'persist-tun',
-    'script-security 1',
-    'verb 3',
-  ];
-  return lines.join('\n') + '\n';
+export function linkSpec(p: LinkPayload): NetworkSpec {
+  return {
+    schema: 1,
+    id: p.network.id,
+    name: p.network.name,
+    dev_type: p.network.dev_type,
+    proto: p.network.proto,
+    remotes: p.hub.remotes,
+    server_cn: p.network.server_cn,
+    address: { ipv4: `${p.peer.address}/${parseCidr(p.network.subnet).prefix}` },
+    ciphers: [...CIPHERS],
+    keepalive: { ...LINK_KEEPALIVE },
+    allow_pushed_routes: false,
+  };
 }
 
-async function writeIfChanged(path: string, content: string, mode: number): Promise<boolean> {
-  if ((await readFile(path, 'utf8').catch(() => undefined)) === content) return false;
-  await writeFileAtomic(path, content, mode);
-  return true;
-}
-
-/** Writes the link client's files under `<networkDir>/link`; true if openvpn must restart to see them. */
-export async function writeLinkFiles(networkDir: string, p: LinkPayload): Promise<{ files: LinkFiles; changed: boolean }> {
-  const dir = join(networkDir, 'link');
+/**
+ * Writes the link client's files under `<network dir>/link`; true if openvpn
+ * must restart to see them. The hub's CRL is the mirror's own (synced from
+ * the hub, `net.crl`).
+ */
+export async function writeLinkFiles(net: NetworkFilePaths, mgmtSocket: string, p: LinkPayload): Promise<{ files: LinkFiles; changed: boolean }> {
+  const dir = join(net.dir, 'link');
   await ensureDir(dir, 0o700);
+  const paths = {
+    ca: join(dir, 'ca.crt'),
+    cert: join(dir, 'link.crt'),
+    key: join(dir, 'link.key'),
+    tlsCryptV2: join(dir, 'link-tls-crypt-v2.key'),
+    crl: net.crl,
+    mgmtSocket,
+    dev: linkDev(p.network.id),
+  };
+  const config = join(dir, 'link.conf');
   const changed = await Promise.all([
-    writeIfChanged(join(dir, 'link.conf'), renderLinkConfig(p, dir), 0o644),
-    writeIfChanged(join(dir, 'ca.crt'), p.ca, 0o644),
-    writeIfChanged(join(dir, 'link.crt'), p.peer.link_cert, 0o644),
-    writeIfChanged(join(dir, 'link.key'), p.peer.link_key, 0o600),
-    writeIfChanged(join(dir, 'link-tls-crypt-v2.key'), p.peer.link_tls_crypt_v2, 0o600),
+    writeIfChanged(config, renderClientConfig(linkSpec(p), paths, [], { bridged: true }), 0o644),
+    writeIfChanged(paths.ca, p.ca, 0o644),
+    writeIfChanged(paths.cert, p.peer.link_cert, 0o644),
+    writeIfChanged(paths.key, p.peer.link_key, 0o600),
+    writeIfChanged(paths.tlsCryptV2, p.peer.link_tls_crypt_v2, 0o600),
   ]);
-  return { files: { dir, config: join(dir, 'link.conf') }, changed: changed.some(Boolean) };
+  return { files: { dir, config }, changed: changed.some(Boolean) };
 }
+
+const LINK_STATE_BYTES = 64 << 20;
+const LINK_STATE_TIMEOUT_MS = 5_000;
 
 const LinkStateSchema = z.object({
   network: z.string(),
@@ -137,40 +133,20 @@ const LinkStateSchema = z.object({
   members: z.array(z.object({ node: z.string().max(63), address: z.string().max(15), cert_serial: z.string().max(128).nullable(), revoked: z.boolean() })).max(100_000),
 });
 
-/** GET <hub>/v1/link/<network> with the peer's API identity; the hub's API CA is pinned. */
-export function fetchLinkState(p: LinkPayload, timeoutMs = 5_000): Promise<LinkState> {
+/** The agent's pinned-CA fetcher with the peer's API identity; one per link (close it with the link). */
+export function linkFetcher(p: LinkPayload): HttpFetcher {
+  return new HttpFetcher(
+    { ca: p.hub.api_ca, cert: p.peer.api_cert, key: p.peer.api_key },
+    { requestTimeoutMs: LINK_STATE_TIMEOUT_MS, deadlineMs: LINK_STATE_TIMEOUT_MS, maxMembershipBytes: LINK_STATE_BYTES, maxBundleBytes: LINK_STATE_BYTES, retries: 0 },
+  );
+}
+
+/** GET <hub>/v1/link/<network>: the hub's members and CRL for this peer's mirror. */
+export async function fetchLinkState(p: LinkPayload, fetcher: HttpFetcher): Promise<LinkState> {
   const url = new URL(`/v1/link/${p.network.id}`, p.hub.api_url);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      url,
-      { method: 'GET', ca: p.hub.api_ca, cert: p.peer.api_cert, key: p.peer.api_key, timeout: timeoutMs, agent: false, servername: url.hostname.replace(/^\[|\]$/g, '') },
-      (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (c: Buffer) => {
-          size += c.length;
-          if (size > 64 << 20) req.destroy(new FetchError('MVPN_FETCH_TOO_LARGE', 'link state is too large'));
-          else chunks.push(c);
-        });
-        res.on('end', () => {
-          if (res.statusCode !== 200) {
-            reject(new FetchError('MVPN_FETCH_HTTP_STATUS', `hub ${url.origin} answered ${res.statusCode} for the link state: ${Buffer.concat(chunks).toString('utf8').slice(0, 300)}`));
-            return;
-          }
-          try {
-            const r = LinkStateSchema.safeParse(parseJsonBounded(Buffer.concat(chunks), { maxBytes: 64 << 20, maxDepth: 5 }, 'link state'));
-            if (!r.success) throw new Error(r.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-            if (r.data.network !== p.network.id) throw new Error(`state of network ${r.data.network}, asked for ${p.network.id}`);
-            resolve(r.data);
-          } catch (err) {
-            reject(new FetchError('MVPN_FETCH_FAILED', `link state from ${url.origin}: ${(err as Error).message}`));
-          }
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new FetchError('MVPN_FETCH_TIMEOUT', `hub ${url.origin} did not answer in ${timeoutMs} ms`)));
-    req.on('error', (err) => reject(err instanceof FetchError ? err : new FetchError('MVPN_FETCH_FAILED', `hub ${url.origin}: ${err.message}`)));
-    req.end();
-  });
+  const r = await fetcher.get(url, { maxBytes: LINK_STATE_BYTES, signal: AbortSignal.timeout(LINK_STATE_TIMEOUT_MS), accept: 'application/json' });
+  if (r.kind !== 'doc') throw new FetchError('MVPN_FETCH_FAILED', `link state from ${url.origin}: unexpected 304`);
+  const state = parseWithSchema(LinkStateSchema, parseJsonStrict(r.bytes, LINK_STATE_BYTES, 5, 'link state'), `link state from ${url.origin}`);
+  if (state.network !== p.network.id) throw new FetchError('MVPN_FETCH_FAILED', `link state from ${url.origin}: state of network ${state.network}, asked for ${p.network.id}`);
+  return state;
 }

@@ -35,6 +35,7 @@ import { addNode, removeNode } from '../ops/nodes.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import { openLink, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
+import { bridgeDev } from '../devices.ts';
 
 export { isMirror, isPeerNode, peerCn } from './mirror.ts';
 
@@ -238,6 +239,7 @@ export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: s
     const rec: NetworkRecord = {
       id: p.network.id,
       name: p.network.name,
+      kind: 'mirror',
       devType: 'tap',
       proto: p.network.proto,
       port,
@@ -246,7 +248,7 @@ export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: s
       remotes: [...ctx.config.hostnames, ...ctx.config.addresses].map((host) => ({ host })),
       keyAlg: 'ec-p256',
       caCertPem: p.ca,
-      caKeyPem: '',
+      caKeyPem: '', // nothing can be issued here: the hub holds the CA key
       serverCertPem: p.peer.server_cert,
       serverKeyPem: p.peer.server_key,
       tlsCryptV2ServerKey: p.tls_crypt_v2_server_key,
@@ -343,7 +345,7 @@ export function linkView(l: LinkRecord, runtime?: unknown): Record<string, unkno
     address: p.peer.address,
     subnet: p.network.subnet,
     hub: { api_url: p.hub.api_url, remotes: p.hub.remotes, anchor: l.hubAnchor },
-    bridge: `mb-${l.network}`,
+    bridge: bridgeDev(l.network),
     relay: l.relayListen === null ? null : { listen: l.relayListen, to: hubApiTarget(p) },
     synced_at: l.syncedAt === 0 ? null : new Date(l.syncedAt).toISOString(),
     created_at: new Date(l.createdAt).toISOString(),

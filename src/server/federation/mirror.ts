@@ -1,7 +1,7 @@
 /**
  * Names the federation code and the ordinary operations share: the reserved
  * node id prefix of peer servers' link memberships, and what marks a network
- * as a peer's mirror of a hub's network (it holds no CA key).
+ * as a peer's mirror of a hub's network (its `kind`, set by `link add`).
  */
 import { StoreError } from '../../errors.ts';
 import type { NetworkRecord } from '../store/store.ts';
@@ -16,8 +16,8 @@ export function isPeerNode(node: string): boolean {
   return node.startsWith(PEER_PREFIX);
 }
 
-export function isMirror(net: Pick<NetworkRecord, 'caKeyPem'>): boolean {
-  return net.caKeyPem === '';
+export function isMirror(net: Pick<NetworkRecord, 'kind'>): boolean {
+  return net.kind === 'mirror';
 }
 
 export function mirrorRefusal(network: string): StoreError {

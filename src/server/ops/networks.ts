@@ -15,6 +15,7 @@ import type { KeyAlg } from '../../pki/keys.ts';
 import { allocatePort, allocateSubnet, formatCidr, parseCidr, parsePortRange, intToIp, serverAddress } from '../alloc.ts';
 import { acceptedRoutes, MAX_PUSHED_ROUTES, pushedRoutePrefixProblem } from '../../openvpn/push-policy.ts';
 import { networkDir } from '../config.ts';
+import type { NetworkFacts } from '../metrics.ts';
 import { createNetworkPki } from '../pki-service.ts';
 import type { DevType, NetworkRecord, NetworkState, Proto, Remote } from '../store/store.ts';
 import { Bumps, nowOf, type ServerContext } from './context.ts';
@@ -106,6 +107,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     const rec: NetworkRecord = {
       id: input.id,
       name,
+      kind: 'own',
       devType,
       proto,
       port,
@@ -213,6 +215,20 @@ function requireNotUp(net: NetworkRecord, verb: string): void {
 }
 
 /** JSON view of a network (no key material). */
+/** Per-network facts from the store for the metrics (src/server/metrics.ts). */
+export function networkFacts(ctx: ServerContext): NetworkFacts[] {
+  return ctx.store.read((tx) => {
+    const ms = tx.listMemberships();
+    return tx
+      .listNetworks()
+      .filter((n) => n.state !== 'deleted')
+      .map((n) => {
+        const mine = ms.filter((m) => m.network === n.id);
+        return { id: n.id, crlNextUpdate: n.crlNextUpdate, crlNumber: n.crlNumber, members: mine.length, bundleVersion: mine.reduce((a, m) => Math.max(a, m.bundleVersion), 0) };
+      });
+  });
+}
+
 export function networkView(net: NetworkRecord, members?: { active: number; revoked: number }): Record<string, unknown> {
   const subnet = parseCidr(net.subnet);
   return {

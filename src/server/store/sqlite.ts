@@ -157,6 +157,11 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE memberships ADD COLUMN agentless INTEGER NOT NULL DEFAULT 0 CHECK (agentless IN (0, 1));
   `,
+  // 10: what a network is: this server's own, or a peer's mirror of a hub's network (until now: an empty ca_key)
+  `
+  ALTER TABLE networks ADD COLUMN kind TEXT NOT NULL DEFAULT 'own' CHECK (kind IN ('own', 'mirror'));
+  UPDATE networks SET kind = 'mirror' WHERE ca_key = '';
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -187,6 +192,7 @@ function toNetwork(r: Row): NetworkRecord {
   return {
     id: str(r['id']),
     name: str(r['name']),
+    kind: str(r['kind']) as NetworkRecord['kind'],
     devType: str(r['dev_type']) as NetworkRecord['devType'],
     proto: str(r['proto']) as NetworkRecord['proto'],
     port: num(r['port']),
@@ -477,13 +483,14 @@ export class SqliteStore implements Store {
       insertNetwork: (n) => {
         guard();
         exec(
-          `INSERT INTO networks (id, name, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
+          `INSERT INTO networks (id, name, kind, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
              tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, created_at, updated_at)
-           VALUES ($id, $name, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
+           VALUES ($id, $name, $kind, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
              $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $created_at, $updated_at)`,
           {
             id: n.id,
             name: n.name,
+            kind: n.kind,
             dev_type: n.devType,
             proto: n.proto,
             port: n.port,

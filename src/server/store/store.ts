@@ -20,6 +20,8 @@
 
 export type NetworkState = 'up' | 'down' | 'deleted';
 export type DevType = 'tap' | 'tun';
+/** `own`: this server's network (it holds the CA key); `mirror`: a peer's copy of a hub's network (src/server/federation), nothing issuable here. */
+export type NetworkKind = 'own' | 'mirror';
 export type Proto = 'udp' | 'tcp';
 export type KeyOrigin = 'node' | 'central';
 export type RevocationReason = 'removed' | 'revoked' | 'superseded';
@@ -33,6 +35,7 @@ export interface Remote {
 export interface NetworkRecord {
   readonly id: string;
   readonly name: string;
+  readonly kind: NetworkKind;
   readonly devType: DevType;
   readonly proto: Proto;
   readonly port: number;
