@@ -1,7 +1,6 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { signingKeyFromPem } from '../../bundle/sign.ts';
 import { StoreError, UsageError } from '../../errors.ts';
 import { isPeerNode } from '../../server/federation/mirror.ts';
 import type { ServerContext } from '../../server/ops/context.ts';
@@ -11,6 +10,7 @@ import { checkBatch, checkNodeId } from '../../server/ops/nodes.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { serverAction, serverOptions, table, type ServerArgs } from './common.ts';
+import { loadSigningKey } from '../../server/anchor-rotation.ts';
 
 interface ExportArgs extends ServerArgs {
   nodes?: string[];
@@ -95,7 +95,7 @@ export const serverExportCommand: CliCommand<ExportArgs> = {
       if (args.out !== undefined && (args.all || given.length > 1)) throw new UsageError('--out names one bundle file; use --out-dir DIR for several nodes');
 
       const format = args.format;
-      const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
+      const key = await loadSigningKey(ctx.paths);
       if (args.out !== undefined) {
         const [r] = await exportNodes(ctx, key, [{ node: given[0]!, network: args.network, outFile: resolve(args.out), format }]);
         return {

@@ -14,7 +14,6 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { signingKeyFromPem } from '../../bundle/sign.ts';
 import type { CaMaterial } from '../../pki/ca.ts';
 import { addLink, exportLink, isPeerNode, linkView, listLinks, removeHubLink, removeLink } from '../../server/federation/links.ts';
 import { readStatus } from '../../server/status.ts';
@@ -22,6 +21,7 @@ import type { CliCommand, CliGroup } from '../command.ts';
 import { readInput } from '../input.ts';
 import type { Io } from '../io.ts';
 import { serverAction, serverOptions, table, type ServerArgs } from './common.ts';
+import { loadSigningKey } from '../../server/anchor-rotation.ts';
 
 interface ExportArgs extends ServerArgs {
   network: string;
@@ -43,7 +43,7 @@ const linkExportCommand: CliCommand<ExportArgs> = {
     ) as unknown as Argv<ExportArgs>,
   run: (args: ExportArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
-      const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
+      const key = await loadSigningKey(ctx.paths);
       const apiCa: CaMaterial = { alg: 'ec-p256', certPem: await readFile(ctx.paths.apiCaCert, 'utf8'), keyPem: await readFile(ctx.paths.apiCaKey, 'utf8') };
       const toStdout = args.out === '-';
       const r = await exportLink(ctx, key, apiCa, { network: String(args.network), peer: args.peer, out: toStdout ? undefined : resolve(args.out), apiUrl: args['api-url'] });

@@ -2,13 +2,14 @@ import { access, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isSea } from 'node:sea';
 import type { Argv } from 'yargs';
-import { anchorToString, signingKeyFromPem } from '../../bundle/sign.ts';
+import { anchorToString } from '../../bundle/sign.ts';
 import { iso } from '../../server/ops/context.ts';
 import { createToken, parseTtl } from '../../server/ops/nodes.ts';
 import { makeStartupTarballs, NODE_PATHS } from '../../server/startup-tarball.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { serverAction, serverOptions, type ServerArgs } from './common.ts';
+import { loadSigningKey } from '../../server/anchor-rotation.ts';
 
 interface TarballArgs extends ServerArgs {
   'server-url': string[];
@@ -59,7 +60,7 @@ export const serverTarballCommand: CliCommand<TarballArgs> = {
   run: (args: TarballArgs, io: Io) =>
     serverAction(args, io, async (ctx) => {
       const ttl = parseTtl(args['token-ttl']);
-      const key = signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8'));
+      const key = await loadSigningKey(ctx.paths);
       const mode = args.experiment ? 'experiment' : 'node';
       const nodes = args.node.map(String);
       const r = await makeStartupTarballs(

@@ -18,6 +18,7 @@ import { networkDir } from '../config.ts';
 import { createNetworkPki } from '../pki-service.ts';
 import type { DevType, NetworkRecord, NetworkState, Proto, Remote } from '../store/store.ts';
 import { Bumps, nowOf, type ServerContext } from './context.ts';
+import { portNumber, splitHostPort } from '../../util/host-port.ts';
 
 export interface CreateNetworkInput {
   readonly id: string;
@@ -49,19 +50,14 @@ function checkName(name: string): void {
 
 /** "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT"; a bare IPv6 address has no port. */
 export function parseRemote(text: string): Remote {
-  let host = text;
+  const parts = splitHostPort(text) ?? { host: text, port: undefined, bracketed: false };
+  const { host } = parts;
   let port: number | undefined;
-  const bracket = /^\[([^\]]+)\](?::([0-9]{1,5}))?$/.exec(text);
-  if (bracket) {
-    host = bracket[1]!;
-    if (bracket[2] !== undefined) port = Number(bracket[2]);
-  } else if ((text.match(/:/g) ?? []).length === 1) {
-    const [h, p] = text.split(':') as [string, string];
-    if (!/^[0-9]{1,5}$/.test(p)) throw new UsageError(`remote ${JSON.stringify(text)}: port ${JSON.stringify(p)} is not a number`);
-    host = h;
-    port = Number(p);
+  if (parts.port !== undefined) {
+    port = portNumber(parts.port);
+    if (port === undefined) throw new UsageError(`remote ${JSON.stringify(text)}: port ${JSON.stringify(parts.port)} is not a number`);
   }
-  if (!isRemoteHost(host) || (bracket && isIP(host) !== 6)) {
+  if (!isRemoteHost(host) || (parts.bracketed && isIP(host) !== 6)) {
     throw new UsageError(`remote ${JSON.stringify(text)}: ${JSON.stringify(host)} is not an IP address or DNS name`, { context: { remote: text } });
   }
   if (port !== undefined && (port < 1 || port > 65535)) throw new UsageError(`remote ${JSON.stringify(text)}: port ${port} is not between 1 and 65535`);
