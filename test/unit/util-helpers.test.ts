@@ -1,6 +1,7 @@
 /**
- * The shared helpers of src/util/ that replaced per-module copies: HOST:PORT
- * splitting, bounded concurrency, capped file reads.
+ * The shared helpers that replaced per-module copies: HOST:PORT splitting,
+ * bounded concurrency, capped file reads (src/util/) and loading the
+ * server's signing key (src/server/anchor-rotation.ts).
  */
 import { open, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,6 +11,8 @@ import { joinHostPort, portNumber, splitHostPort } from '../../src/util/host-por
 import { readAtMost } from '../../src/util/read-capped.ts';
 import { parseListen } from '../../src/server/config.ts';
 import { parseRemote } from '../../src/server/ops/networks.ts';
+import { generateSigningKey, signingKeyToPem } from '../../src/bundle/sign.ts';
+import { loadSigningKey } from '../../src/server/anchor-rotation.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 describe('splitHostPort', () => {
@@ -118,5 +121,25 @@ describe('readAtMost', () => {
     } finally {
       await fh.close();
     }
+  });
+});
+
+describe('loadSigningKey', () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  beforeAll(async () => {
+    dir = await tmpDir('sigkey');
+  });
+  afterAll(() => dir.remove());
+
+  it('reads and parses signing.key; a missing or unreadable file is MVPN_CONFIG_MISSING naming it, a wrong key MVPN_KEY_INVALID', async () => {
+    const k = generateSigningKey();
+    const good = join(dir.path, 'signing.key');
+    await writeFile(good, signingKeyToPem(k), { mode: 0o600 });
+    expect((await loadSigningKey({ signingKey: good })).keyId).toBe(k.keyId);
+    const missing = join(dir.path, 'nothing.key');
+    await expect(loadSigningKey({ signingKey: missing })).rejects.toMatchObject({ code: 'MVPN_CONFIG_MISSING', message: expect.stringContaining(missing) as unknown as string });
+    const bad = join(dir.path, 'bad.key');
+    await writeFile(bad, 'not a key\n');
+    await expect(loadSigningKey({ signingKey: bad })).rejects.toMatchObject({ code: 'MVPN_KEY_INVALID' });
   });
 });
