@@ -37,7 +37,7 @@ import type { Agent, Dispatcher } from 'undici';
 import { loadedUndici, loadUndici } from '../util/undici.ts';
 import { FetchError, isMvpnError, MvpnError, toMvpnError, type ErrorCode } from '../errors.ts';
 import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
-import { readAtMost } from '../util/read-capped.ts';
+import { readAtMost } from '../util/read-file.ts';
 import type { FetchLimits, SourceConfig } from './config.ts';
 import { connectOption, viaLabel } from './via.ts';
 

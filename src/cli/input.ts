@@ -7,7 +7,7 @@
 import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { UsageError } from '../errors.ts';
-import { readAtMost } from '../util/read-capped.ts';
+import { readAtMost } from '../util/read-file.ts';
 import type { Io } from './io.ts';
 
 export async function readInput(io: Io, file: string, what: string, maxBytes: number): Promise<Buffer> {

@@ -8,7 +8,7 @@ import { sha256Hex, verifyMembership, type AcceptedMembership } from '../bundle/
 import { NODE_ID_RE, type Manifest } from '../bundle/schema.ts';
 import { parseAnchor, type Anchor } from '../bundle/sign.ts';
 import { ALLOWED_NAMES, openManifest, verifyBundle, type BundleExpectation, type VerifiedBundle } from '../bundle/verify.ts';
-import { readAtMost } from '../util/read-capped.ts';
+import { readAtMost } from '../util/read-file.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
 

@@ -24,6 +24,7 @@ import { buildRotation, MAX_CHAIN_LINKS, parseChain, readStatement, serializeCha
 import { ConfigError, StoreError } from '../errors.ts';
 import { anchorToString, generateSigningKey, signingKeyFromPem, signingKeyToPem, type SigningKey } from '../bundle/sign.ts';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
+import { readIfExists } from '../util/read-file.ts';
 import type { ServerPaths } from './config.ts';
 import { Bumps, nowOf, type ServerContext } from './ops/context.ts';
 
@@ -55,24 +56,15 @@ export async function loadSigningKey(paths: Pick<ServerPaths, 'signingKey'>): Pr
 
 /** The statements so far (empty before the first rotation). */
 export async function readChain(paths: Pick<ServerPaths, 'anchorChain'>): Promise<Buffer[]> {
-  try {
-    return parseChain(await readFile(paths.anchorChain));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
+  const bytes = await readIfExists(paths.anchorChain);
+  return bytes === undefined ? [] : parseChain(bytes);
 }
 
 /** Finishes a rotation that crashed after the chain was written (step 3 → 4). */
 export async function completeRotation(paths: ServerPaths): Promise<void> {
-  let nextPem: string;
-  try {
-    nextPem = await readFile(paths.signingKeyNext, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  const next = signingKeyFromPem(nextPem);
+  const nextPem = await readIfExists(paths.signingKeyNext);
+  if (nextPem === undefined) return;
+  const next = signingKeyFromPem(nextPem.toString('utf8'));
   const chain = await readChain(paths);
   const last = chain.length === 0 ? undefined : readStatement(chain[chain.length - 1]!);
   if (last?.anchor === anchorToString(next)) {

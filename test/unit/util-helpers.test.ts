@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mapLimit } from '../../src/util/concurrency.ts';
 import { joinHostPort, portNumber, splitHostPort } from '../../src/util/host-port.ts';
-import { readAtMost } from '../../src/util/read-capped.ts';
+import { readAtMost, readIfExists } from '../../src/util/read-file.ts';
 import { parseListen } from '../../src/server/config.ts';
 import { parseRemote } from '../../src/server/ops/networks.ts';
 import { generateSigningKey, signingKeyToPem } from '../../src/bundle/sign.ts';
@@ -141,5 +141,21 @@ describe('loadSigningKey', () => {
     const bad = join(dir.path, 'bad.key');
     await writeFile(bad, 'not a key\n');
     await expect(loadSigningKey({ signingKey: bad })).rejects.toMatchObject({ code: 'MVPN_KEY_INVALID' });
+  });
+});
+
+describe('readIfExists', () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  beforeAll(async () => {
+    dir = await tmpDir('ifexists');
+  });
+  afterAll(() => dir.remove());
+
+  it('the bytes of a file, undefined for a missing one, and any other failure thrown (never taken for "none")', async () => {
+    const p = join(dir.path, 'state.json');
+    await writeFile(p, '{"a":1}\n');
+    expect((await readIfExists(p))?.toString('utf8')).toBe('{"a":1}\n');
+    expect(await readIfExists(join(dir.path, 'missing.json'))).toBeUndefined();
+    await expect(readIfExists(dir.path)).rejects.toMatchObject({ code: 'EISDIR' });
   });
 });

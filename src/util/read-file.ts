@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import { readFile, type FileHandle } from 'node:fs/promises';
 
 /**
  * Reads from `fh` until end of file or `maxBytes + 1` bytes, whichever comes
@@ -16,4 +16,19 @@ export async function readAtMost(fh: FileHandle, maxBytes: number): Promise<Buff
     n += bytesRead;
   }
   return buf.subarray(0, n);
+}
+
+/**
+ * The file's bytes, or undefined when it does not exist (state files that
+ * appear only once something happened: a pinned chain, stored marks). Any
+ * other failure (permissions, a directory) is thrown: a file that exists
+ * but cannot be read is never taken for "none".
+ */
+export async function readIfExists(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }
