@@ -15,6 +15,13 @@ import { generateSigningKey, signingKeyToPem } from '../../src/bundle/sign.ts';
 import { loadSigningKey } from '../../src/server/anchor-rotation.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
+/** One temporary directory for the file-reading tests of this file. */
+let dir: { path: string; remove: () => Promise<void> };
+beforeAll(async () => {
+  dir = await tmpDir('helpers');
+});
+afterAll(() => dir.remove());
+
 describe('splitHostPort', () => {
   it.each([
     ['198.18.0.1:8443', { host: '198.18.0.1', port: '8443', bracketed: false }],
@@ -97,12 +104,6 @@ describe('mapLimit', () => {
 });
 
 describe('readAtMost', () => {
-  let dir: { path: string; remove: () => Promise<void> };
-  beforeAll(async () => {
-    dir = await tmpDir('capped');
-  });
-  afterAll(() => dir.remove());
-
   it.each([
     [0, 10, 0],
     [10, 10, 10],
@@ -125,12 +126,6 @@ describe('readAtMost', () => {
 });
 
 describe('loadSigningKey', () => {
-  let dir: { path: string; remove: () => Promise<void> };
-  beforeAll(async () => {
-    dir = await tmpDir('sigkey');
-  });
-  afterAll(() => dir.remove());
-
   it('reads and parses signing.key; a missing or unreadable file is MVPN_CONFIG_MISSING naming it, a wrong key MVPN_KEY_INVALID', async () => {
     const k = generateSigningKey();
     const good = join(dir.path, 'signing.key');
@@ -145,12 +140,6 @@ describe('loadSigningKey', () => {
 });
 
 describe('readIfExists', () => {
-  let dir: { path: string; remove: () => Promise<void> };
-  beforeAll(async () => {
-    dir = await tmpDir('ifexists');
-  });
-  afterAll(() => dir.remove());
-
   it('the bytes of a file, undefined for a missing one, and any other failure thrown (never taken for "none")', async () => {
     const p = join(dir.path, 'state.json');
     await writeFile(p, '{"a":1}\n');
