@@ -9,7 +9,6 @@
  * back to the config's anchor would be exactly the rollback the chain
  * prevents.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { followChain, initialTrust, MAX_CHAIN_LINKS, type TrustState } from '../bundle/anchor-chain.ts';
@@ -17,6 +16,7 @@ import type { Anchor } from '../bundle/sign.ts';
 import { DocumentError, toMvpnError } from '../errors.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { parseJsonBounded } from '../util/json.ts';
+import { readIfExists } from '../util/read-file.ts';
 
 const FileSchema = z.strictObject({
   schema: z.literal(1),
@@ -36,13 +36,8 @@ export async function savePinnedChain(stateDir: string, trust: TrustState): Prom
 /** The trust this node has: the config's anchor followed through the pinned statements. */
 export async function loadTrust(stateDir: string, configAnchor: Anchor): Promise<TrustState> {
   const start = initialTrust(configAnchor);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(anchorStatePath(stateDir));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return start;
-    throw err;
-  }
+  const bytes = await readIfExists(anchorStatePath(stateDir));
+  if (bytes === undefined) return start;
   try {
     const f = FileSchema.parse(parseJsonBounded(bytes, { maxBytes: 2 << 20, maxDepth: 4 }, 'anchor.json'));
     return followChain(

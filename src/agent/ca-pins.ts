@@ -25,6 +25,7 @@ import { PkiError } from '../errors.ts';
 import { caFacts } from '../pki/verify.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { parseJsonBounded } from '../util/json.ts';
+import { readIfExists } from '../util/read-file.ts';
 
 const PinFileSchema = z.strictObject({
   schema: z.literal(1),
@@ -40,13 +41,8 @@ export function caPinPath(stateDir: string, network: string): string {
 /** The pins of `network`, or undefined when the node has none yet. A pin file it cannot read is refused, never ignored. */
 export async function loadCaPins(stateDir: string, network: string): Promise<string[] | undefined> {
   const path = caPinPath(stateDir, network);
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const bytes = await readIfExists(path);
+  if (bytes === undefined) return undefined;
   try {
     const f = PinFileSchema.parse(parseJsonBounded(bytes, { maxBytes: 4096, maxDepth: 3 }, path));
     if (f.network !== network) throw new Error(`it is for network ${f.network}`);

@@ -129,7 +129,6 @@ export class AgentDaemon {
   private stopping = false;
   private cancelTimer: Cancel | undefined;
   private lastSummary = '';
-  private readonly readyWaiters: (() => void)[] = [];
   /** The user every openvpn drops to (set at start; undefined when the agent is not root). */
   private runAs: OpenvpnUser | undefined;
 
@@ -217,12 +216,6 @@ export class AgentDaemon {
     await this.waitSettled(config.readyTimeoutMs);
   }
 
-  /** Resolves once start() sent READY (tests, and `run` for its log line). */
-  whenReady(): Promise<void> {
-    if (this.ready) return Promise.resolve();
-    return new Promise((r) => this.readyWaiters.push(r));
-  }
-
   /** SIGHUP / `mvpn-client reload`: RELOADING=1, reconcile now, READY=1. */
   async reload(reason: string): Promise<{ ok: boolean; error?: NetError }> {
     if (this.stopping) return { ok: false, error: { code: 'MVPN_DAEMON_UNREACHABLE', message: 'the agent is stopping' } };
@@ -247,7 +240,6 @@ export class AgentDaemon {
     await this.reconciler.shutdown();
     await this.runner.stopAll();
     await this.api?.close();
-    for (const w of this.readyWaiters.splice(0)) w();
     this.deps.logger.emit({ kind: 'agent.stopped' });
   }
 
@@ -280,6 +272,7 @@ export class AgentDaemon {
         pid: s?.pid ?? null,
         tunnel_address: up ? tunnelAddress(s.tunnelAddress, r.installed.get(id)?.spec.address.ipv4) : null,
         server: up ? (s.remote ?? null) : null,
+        server_tunnel_ip: r.installed.get(id)?.spec.server_tunnel_ip ?? null,
         uptime_s: up && s.connectedSince !== undefined ? Math.max(0, Math.floor((now - s.connectedSince) / 1000)) : null,
         connected_since: up && s.connectedSince !== undefined ? new Date(s.connectedSince).toISOString() : null,
         bytes_in: s?.bytesIn ?? 0,
@@ -383,7 +376,6 @@ export class AgentDaemon {
     this.lastSummary = line;
     this.deps.logger.emit({ kind: 'agent.ready', summary: line, timedOut });
     await this.notify((n) => n.ready(line));
-    for (const w of this.readyWaiters.splice(0)) w();
   }
 
   private scheduleNext(): void {
@@ -412,8 +404,9 @@ export class AgentDaemon {
     if (n === undefined) return;
     try {
       await fn(n);
-    } catch {
-      // systemd notification is best effort; the daemon works without it
+    } catch (err) {
+      // Best effort: the daemon works without systemd hearing from it, but says so.
+      this.deps.logger.emit({ kind: 'agent.notify-failed', message: toMvpnError(err).message });
     }
   }
 }

@@ -22,11 +22,12 @@
  * key exists (the old pair or the new one), never a mismatch.
  */
 import { createHash, createPublicKey } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MvpnError } from '../errors.ts';
 import { certMatchesKey } from '../pki/verify.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
+import { readIfExists } from '../util/read-file.ts';
 
 export interface IdentityPaths {
   readonly dir: string;
@@ -59,12 +60,7 @@ export interface Identity {
 }
 
 async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  return (await readIfExists(path))?.toString('utf8');
 }
 
 const RENEWED_KEY_RE = /^node-[0-9a-f]{12}\.key$/;

@@ -61,6 +61,7 @@ import { finishRenewal, loadIdentity, renewalPending, type Identity } from './id
 import { certLife, confirmRenewal, decideRenewal, renewIdentity, renewTarget, serialOf as certLifeSerial, type CertLife } from './renew.ts';
 import type { RenewalStatus } from './status.ts';
 import { backoffDelay } from '../util/backoff.ts';
+import { mapLimit } from '../util/concurrency.ts';
 import { readFile } from 'node:fs/promises';
 import { deviceName, type NetworkRunner } from './networks.ts';
 import { bundleRollback, bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
@@ -97,15 +98,6 @@ export function factsOf(manifest: Manifest, sha256: string): BundleFacts {
 
 /** Networks fetched, verified, installed and started at once in one reconcile (see step 5 above). */
 export const BUNDLE_CONCURRENCY = 4;
-
-/** Runs `fn` on every item, at most `limit` at a time; resolves when all have finished. `fn` must not throw. */
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
 
 function byId(x: Action, y: Action): number {
   return x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
@@ -550,7 +542,7 @@ export class Reconciler {
         };
         const removals = planRemovals(entries, this.actualAll());
         await Promise.all([
-          forEachLimited(entries, BUNDLE_CONCURRENCY, one),
+          mapLimit(entries, BUNDLE_CONCURRENCY, one),
           ...removals.map(async (a) => {
             done.push(a);
             await this.apply(a, undefined, identity, true);

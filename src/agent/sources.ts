@@ -37,6 +37,7 @@ import type { Agent, Dispatcher } from 'undici';
 import { loadedUndici, loadUndici } from '../util/undici.ts';
 import { FetchError, isMvpnError, MvpnError, toMvpnError, type ErrorCode } from '../errors.ts';
 import { backoffDelay, type BackoffPolicy } from '../util/backoff.ts';
+import { readAtMost } from '../util/read-file.ts';
 import type { FetchLimits, SourceConfig } from './config.ts';
 import { connectOption, viaLabel } from './via.ts';
 import { parseWireError } from '../util/wire-error.ts';
@@ -398,15 +399,9 @@ async function readCapped(path: string, maxBytes: number, follow: boolean): Prom
     const st = await fh.stat();
     if (!st.isFile() || st.dev !== before.dev || st.ino !== before.ino) throw notRegular(path, st);
     if (st.size > maxBytes) throw tooLarge(path, maxBytes);
-    const buf = Buffer.alloc(maxBytes + 1);
-    let n = 0;
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-      if (n > maxBytes) throw tooLarge(path, maxBytes);
-    }
-    return buf.subarray(0, n);
+    const data = await readAtMost(fh, maxBytes);
+    if (data.length > maxBytes) throw tooLarge(path, maxBytes);
+    return data;
   } finally {
     await fh.close();
   }

@@ -12,7 +12,6 @@
  * bytes, not from a field anyone could edit; only `source`, `etag` and
  * `fetched_at` are taken as written.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { openEnvelope } from '../bundle/envelope.ts';
@@ -21,6 +20,7 @@ import { NETWORK_ID_RE, type MembershipDoc } from '../bundle/schema.ts';
 import type { Anchor } from '../bundle/sign.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { parseJsonBounded } from '../util/json.ts';
+import { readIfExists } from '../util/read-file.ts';
 
 export interface StoredMembership {
   readonly doc: MembershipDoc;
@@ -63,13 +63,8 @@ export async function saveMembership(stateDir: string, m: StoredMembership): Pro
  * exists but cannot be used (the caller logs it and starts without one).
  */
 export async function loadMembership(stateDir: string, anchor: Anchor): Promise<StoredMembership | undefined> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(membershipPath(stateDir));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  const bytes = await readIfExists(membershipPath(stateDir));
+  if (bytes === undefined) return undefined;
   const f = FileSchema.parse(parseJsonBounded(bytes, { maxBytes: 2 << 20, maxDepth: 4 }, 'membership.json'));
   const envelope = Buffer.from(f.envelope_b64, 'base64');
   const payload = openEnvelope(envelope, 'membership', anchor);
@@ -113,13 +108,8 @@ export async function saveAdminDown(stateDir: string, down: ReadonlyMap<string, 
 
 /** The stored marks (empty when there is no file); throws when the file exists but cannot be used. */
 export async function loadAdminDown(stateDir: string): Promise<Map<string, number>> {
-  let bytes: Buffer;
-  try {
-    bytes = await readFile(adminStatePath(stateDir));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
-    throw err;
-  }
+  const bytes = await readIfExists(adminStatePath(stateDir));
+  if (bytes === undefined) return new Map();
   const f = AdminFileSchema.parse(parseJsonBounded(bytes, { maxBytes: 1 << 20, maxDepth: 3 }, 'admin.json'));
   return new Map(Object.entries(f.down).map(([id, at]) => [id, Date.parse(at)]));
 }

@@ -28,7 +28,9 @@
  *   none); `tunnel_address` (address/len on the tunnel
  *   interface, null if none); `server` (the remote in use, "host:port", null
  *   when not connected); `uptime_s` (seconds since connected, null when not
- *   connected); `connected_since` (ISO or null); `bytes_in`, `bytes_out`
+ *   connected); `server_tunnel_ip` (the server's own address inside the
+ *   tunnel, from network.json: what to ping to test the tunnel end to end;
+ *   null when the installed bundle does not name it or none is installed); `connected_since` (ISO or null); `bytes_in`, `bytes_out`
  *   (tunnel counters of the current openvpn); `restarts` (openvpn restarts
  *   since the daemon started); `last_error` ({code, message} or null: the
  *   network's own failure, or the reason its newest bundle was rejected while
@@ -53,6 +55,8 @@ export interface NetworkStatus {
   readonly pid: number | null;
   readonly tunnel_address: string | null;
   readonly server: string | null;
+  /** Absent from daemons before it was added (`status` may talk to an older daemon). */
+  readonly server_tunnel_ip?: string | null;
   readonly uptime_s: number | null;
   readonly connected_since: string | null;
   readonly bytes_in: number;

@@ -24,6 +24,7 @@ import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type * as Undici from 'undici';
 import { ConfigError, FetchError } from '../errors.ts';
+import { splitHostPort } from '../util/host-port.ts';
 
 /** Where the TCP connection goes. `host` is an IPv4 address, an IPv6 address without brackets, or a DNS name. */
 export interface Via {
@@ -38,24 +39,23 @@ const DNS_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 function splitVia(text: string): { host: string; port: string } | string {
   if (text.length > 300) return 'too long';
   if (text.includes('/')) return 'a host and a port, not a URL or a path';
-  if (text.startsWith('[')) {
-    const m = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
-    if (!m) return 'an IPv6 address in brackets must be followed by :PORT';
-    if (m[1]!.includes('%')) return 'an IPv6 zone (%IFACE) is not supported';
-    if (!isIPv6(m[1]!)) return `${JSON.stringify(m[1])} is not an IPv6 address`;
-    return { host: m[1]!, port: m[2]! };
+  const parts = splitHostPort(text);
+  if (parts?.bracketed !== false) {
+    if (parts?.port === undefined) return 'an IPv6 address in brackets must be followed by :PORT';
+    if (parts.host.includes('%')) return 'an IPv6 zone (%IFACE) is not supported';
+    if (!isIPv6(parts.host)) return `${JSON.stringify(parts.host)} is not an IPv6 address`;
+    return { host: parts.host, port: parts.port };
   }
-  const i = text.lastIndexOf(':');
-  if (i < 0) return 'no :PORT';
-  const host = text.slice(0, i);
+  const { host, port } = parts;
   if (host.includes(':')) return 'an IPv6 address goes in brackets, e.g. [2001:db8::1]:8444';
+  if (port === undefined) return 'no :PORT';
   if (host === '') return 'no host before :PORT';
   if (!isIPv4(host)) {
     if (/^[0-9.]+$/.test(host)) return `${JSON.stringify(host)} is not an IPv4 address`;
     if (host.length > 253 || !host.split('.').every((l) => DNS_LABEL.test(l))) return `${JSON.stringify(host)} is not an IPv4 address or a DNS name`;
     if (/^[0-9]+$/.test(host.slice(host.lastIndexOf('.') + 1))) return `${JSON.stringify(host)}: a DNS name does not end in a number`;
   }
-  return { host, port: text.slice(i + 1) };
+  return { host, port };
 }
 
 /** Why `text` is not a valid via, or undefined when it is. Pure. */

@@ -81,6 +81,19 @@ const pushedRoutePrefix = z.string().max(18).superRefine((s, ctx) => {
 });
 
 /**
+ * The `network.json` fields an operator sets per network that the server
+ * copies as they are from its store (NetworkRecord.options) into every
+ * node's spec, and the client renderer reads: a new field of this kind is
+ * added here, validated by this schema when the network is created, and
+ * reaches the rendered config without a copy in between (ARCHITECTURE.md,
+ * "Adding a field to network.json").
+ */
+export const NetworkOptionsSchema = z.strictObject({
+  mtu: z.int().min(576).max(9000).optional(),
+});
+export type NetworkOptions = z.infer<typeof NetworkOptionsSchema>;
+
+/**
  * The structured network description (`network.json`) the agent renders its
  * openvpn config from. `extra_options` strings are only bounded here; the
  * allow-list in src/openvpn/options.ts judges them so the error names the
@@ -97,7 +110,7 @@ export const NetworkSpecSchema = z.strictObject({
   server_cn: z.string().regex(SERVER_CN_RE, `expected a server CN matching ${SERVER_CN_RE.source}`),
   address: z.strictObject({ ipv4: ipv4Cidr }),
   server_tunnel_ip: ipv4.optional(),
-  mtu: z.int().min(576).max(9000).optional(),
+  ...NetworkOptionsSchema.shape,
   ciphers: z
     .array(z.enum(AEAD_CIPHERS))
     .min(1)

@@ -7,6 +7,7 @@
 import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { UsageError } from '../errors.ts';
+import { readAtMost } from '../util/read-file.ts';
 import type { Io } from './io.ts';
 
 export async function readInput(io: Io, file: string, what: string, maxBytes: number): Promise<Buffer> {
@@ -27,7 +28,9 @@ export async function readInput(io: Io, file: string, what: string, maxBytes: nu
   try {
     const { size } = await fh.stat();
     if (size > maxBytes) throw new UsageError(`${what} ${file} is ${size} bytes; at most ${maxBytes} are accepted`);
-    return await fh.readFile();
+    const data = await readAtMost(fh, maxBytes);
+    if (data.length > maxBytes) throw new UsageError(`${what} ${file} grew past ${maxBytes} bytes while it was read; at most ${maxBytes} are accepted`);
+    return data;
   } finally {
     await fh.close();
   }

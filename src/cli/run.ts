@@ -5,7 +5,7 @@ import { agentFormatters } from '../agent/events.ts';
 import { ExitCode, MvpnError } from '../errors.ts';
 import { createLogger, type LineSink } from '../log.ts';
 import { openvpnFormatters } from '../openvpn/events.ts';
-import { notifierFromEnv, startWatchdog } from '../systemd/notify.ts';
+import { systemdFromEnv } from '../systemd/notify.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
 
@@ -40,7 +40,8 @@ export const runCommand: CliCommand<RunArgs> = {
     const journal = io.env['JOURNAL_STREAM'] !== undefined;
     const logger = createLogger(agentFormatters, { sink, journal });
     const openvpnLogger = createLogger(openvpnFormatters, { sink, journal });
-    const notifier = notifierFromEnv(io.env as NodeJS.ProcessEnv);
+    const systemd = systemdFromEnv(io.env as NodeJS.ProcessEnv, { sink, journal });
+    const { notifier } = systemd;
     const daemon = await AgentDaemon.create(config, { logger, openvpnLogger, notifier });
 
     let resolveStopped: () => void = () => undefined;
@@ -52,7 +53,7 @@ export const runCommand: CliCommand<RunArgs> = {
     process.on('SIGTERM', onTerm);
     process.on('SIGINT', onInt);
     process.on('SIGHUP', onHup);
-    const stopWatchdog = notifier === undefined ? undefined : startWatchdog(notifier, io.env as NodeJS.ProcessEnv);
+    const stopWatchdog = systemd.startWatchdog();
     try {
       try {
         await daemon.start();

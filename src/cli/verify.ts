@@ -8,6 +8,7 @@ import { sha256Hex, verifyMembership, type AcceptedMembership } from '../bundle/
 import { NODE_ID_RE, type Manifest } from '../bundle/schema.ts';
 import { parseAnchor, type Anchor } from '../bundle/sign.ts';
 import { ALLOWED_NAMES, openManifest, verifyBundle, type BundleExpectation, type VerifiedBundle } from '../bundle/verify.ts';
+import { readAtMost } from '../util/read-file.ts';
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
 
@@ -40,13 +41,7 @@ async function readBounded(path: string, max: number, what: string): Promise<Buf
   try {
     const fh = await open(path, 'r');
     try {
-      const buf = Buffer.alloc(max + 1);
-      let n = 0;
-      for (;;) {
-        const { bytesRead } = await fh.read(buf, n, buf.length - n, null);
-        if (bytesRead === 0 || (n += bytesRead) === buf.length) break;
-      }
-      return buf.subarray(0, n);
+      return await readAtMost(fh, max);
     } finally {
       await fh.close();
     }

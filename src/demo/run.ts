@@ -24,8 +24,9 @@ import { formatPlan } from '../server/federation/plan.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
 import type { DemoRequest } from './request.ts';
 import { federated, INTERNET_SUBNET, publicPrivate, type TestbedSpec } from './topology.ts';
+import { mapLimit } from '../util/concurrency.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
-import { mapBounded, tail, World, type NeighbourProof, type PairResult } from './world.ts';
+import { tail, World, type NeighbourProof, type PairResult } from './world.ts';
 
 export interface DemoOptions {
   readonly bin: readonly string[];
@@ -195,7 +196,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
   const connected = new Map<string, boolean>();
   out(`\n== status of every node (mvpn-client status, run inside each node's namespace)\n`);
-  const tables = await mapBounded(ids, 6, async (id) => ({ r: await world.statusTable(id), ok: await world.connected(id) }));
+  const tables = await mapLimit(ids, 6, async (id) => ({ r: await world.statusTable(id), ok: await world.connected(id) }));
   for (const [i, id] of ids.entries()) {
     const n = world.node(id);
     const { r, ok } = tables[i]!;

@@ -41,6 +41,7 @@ import { sh, waitFor, type Lab, type Netns, type ShResult } from '../netns/lab.t
 import { DEFAULT_RELAY_PORT, type ServerStep } from '../server/federation/apply-servers.ts';
 import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
 import { intToIp, parseCidr, size } from '../server/alloc.ts';
+import { mapLimit } from '../util/concurrency.ts';
 import { buildTopology, experimentFor, VPN_SUBNET, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
 export { NETWORK_ID } from './topology.ts';
@@ -405,14 +406,14 @@ export class World {
 
   /** Every node's VPN address (without length), asked in parallel; nodes without one are left out. */
   async vpnAddresses(ids: readonly string[]): Promise<Map<string, string>> {
-    const found = await mapBounded(ids, 6, async (id) => [id, await this.vpnAddress(id)] as const);
+    const found = await mapLimit(ids, 6, async (id) => [id, await this.vpnAddress(id)] as const);
     return new Map(found.filter((e): e is readonly [string, string] => e[1] !== undefined));
   }
 
   /** One ping per ordered pair, `parallel` at a time. */
   async pingMatrix(ids: readonly string[], addr: ReadonlyMap<string, string>, parallel = 6, timeoutS = 3): Promise<PairResult[]> {
     const pairs = ids.flatMap((from) => ids.filter((to) => to !== from).map((to) => ({ from, to })));
-    return mapBounded(pairs, parallel, async ({ from, to }) => {
+    return mapLimit(pairs, parallel, async ({ from, to }) => {
       const target = addr.get(to);
       const ok = target !== undefined && addr.has(from) && (await this.node(from).ns.ping(target, { count: 1, timeoutS }));
       return { from, to, ok };
@@ -515,19 +516,6 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   } catch {
     // gone
   }
-}
-
-export async function mapBounded<T, R>(items: readonly T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
 
 /** The last lines of a log file, for error messages. */

@@ -21,9 +21,10 @@
  */
 import { readFile, rename, rm } from 'node:fs/promises';
 import { buildRotation, MAX_CHAIN_LINKS, parseChain, readStatement, serializeChain } from '../bundle/anchor-chain.ts';
-import { StoreError } from '../errors.ts';
+import { ConfigError, StoreError } from '../errors.ts';
 import { anchorToString, generateSigningKey, signingKeyFromPem, signingKeyToPem, type SigningKey } from '../bundle/sign.ts';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
+import { readIfExists } from '../util/read-file.ts';
 import type { ServerPaths } from './config.ts';
 import { Bumps, nowOf, type ServerContext } from './ops/context.ts';
 
@@ -36,26 +37,34 @@ export interface RotationResult {
   readonly nodes: number;
 }
 
+/**
+ * The server's signing key from `signing.key`, the one way every command and
+ * the daemon load it (re-read each time: a rotation replaces the file).
+ */
+export async function loadSigningKey(paths: Pick<ServerPaths, 'signingKey'>): Promise<SigningKey> {
+  let pem: string;
+  try {
+    pem = await readFile(paths.signingKey, 'utf8');
+  } catch (err) {
+    throw new ConfigError('MVPN_CONFIG_MISSING', `cannot read ${paths.signingKey}: ${(err as Error).message}`, {
+      hint: 'is the state directory complete? (server init)',
+      cause: err,
+    });
+  }
+  return signingKeyFromPem(pem);
+}
+
 /** The statements so far (empty before the first rotation). */
 export async function readChain(paths: Pick<ServerPaths, 'anchorChain'>): Promise<Buffer[]> {
-  try {
-    return parseChain(await readFile(paths.anchorChain));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
+  const bytes = await readIfExists(paths.anchorChain);
+  return bytes === undefined ? [] : parseChain(bytes);
 }
 
 /** Finishes a rotation that crashed after the chain was written (step 3 → 4). */
 export async function completeRotation(paths: ServerPaths): Promise<void> {
-  let nextPem: string;
-  try {
-    nextPem = await readFile(paths.signingKeyNext, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw err;
-  }
-  const next = signingKeyFromPem(nextPem);
+  const nextPem = await readIfExists(paths.signingKeyNext);
+  if (nextPem === undefined) return;
+  const next = signingKeyFromPem(nextPem.toString('utf8'));
   const chain = await readChain(paths);
   const last = chain.length === 0 ? undefined : readStatement(chain[chain.length - 1]!);
   if (last?.anchor === anchorToString(next)) {
@@ -70,7 +79,7 @@ export async function completeRotation(paths: ServerPaths): Promise<void> {
 export async function rotateAnchor(ctx: ServerContext): Promise<RotationResult> {
   const { paths } = ctx;
   await completeRotation(paths);
-  const previous: SigningKey = signingKeyFromPem(await readFile(paths.signingKey, 'utf8'));
+  const previous = await loadSigningKey(paths);
   const chain = await readChain(paths);
   if (chain.length >= MAX_CHAIN_LINKS) {
     throw new StoreError('MVPN_STORE_CONFLICT', `the anchor chain already holds ${chain.length} statements, the most agents accept`, {

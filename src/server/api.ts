@@ -223,6 +223,18 @@ export function createApiServer(deps: ApiDeps): Server {
     return typeof inm === 'string' && inm.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}`);
   };
 
+  /** A served document or bundle: 304 when the client has this etag, else the bytes (none for HEAD). */
+  const sendTagged = (req: IncomingMessage, res: ServerResponse, body: { etag: string; bytes: Uint8Array }, contentType: string, cacheControl: string): void => {
+    const headers = { etag: body.etag, 'cache-control': cacheControl };
+    if (notModified(req, body.etag)) {
+      res.writeHead(304, headers);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { ...headers, 'content-type': contentType, 'content-length': String(body.bytes.length) });
+    res.end(req.method === 'HEAD' ? undefined : body.bytes);
+  };
+
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<string | undefined> => {
     const rawUrl = req.url ?? '';
     const path = rawUrl.split('?')[0] ?? '';
@@ -286,15 +298,7 @@ export function createApiServer(deps: ApiDeps): Server {
       allow('GET, HEAD');
       const node = authenticate(req);
       await deps.beforeDocument?.();
-      const doc = await docs.membership(node);
-      const headers = { etag: doc.etag, 'cache-control': 'no-cache' };
-      if (notModified(req, doc.etag)) {
-        res.writeHead(304, headers);
-        res.end();
-        return node;
-      }
-      res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': String(doc.bytes.length) });
-      res.end(method === 'HEAD' ? undefined : doc.bytes);
+      sendTagged(req, res, await docs.membership(node), 'application/json', 'no-cache');
       return node;
     }
 
@@ -306,15 +310,7 @@ export function createApiServer(deps: ApiDeps): Server {
       if (!NETWORK_ID_RE.test(network) || !VERSION_RE.test(version) || Number(version) > Number.MAX_SAFE_INTEGER) {
         throw new ApiError(404, 'MVPN_NOT_FOUND', 'no such bundle');
       }
-      const b = await docs.bundle(node, network, Number(version));
-      const headers = { etag: b.etag, 'cache-control': 'private, max-age=31536000, immutable' };
-      if (notModified(req, b.etag)) {
-        res.writeHead(304, headers);
-        res.end();
-        return node;
-      }
-      res.writeHead(200, { ...headers, 'content-type': 'application/gzip', 'content-length': String(b.bytes.length) });
-      res.end(method === 'HEAD' ? undefined : b.bytes);
+      sendTagged(req, res, await docs.bundle(node, network, Number(version)), 'application/gzip', 'private, max-age=31536000, immutable');
       return node;
     }
 

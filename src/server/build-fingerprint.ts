@@ -25,7 +25,7 @@ import { keyIdOf, type SigningKey } from '../bundle/sign.ts';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
 import { buildNodeBundle, membershipDoc, signMembership } from './documents.ts';
 import { Bumps, nowOf, type ServerContext } from './ops/context.ts';
-import type { MembershipRecord, NetworkRecord } from './store/store.ts';
+import { newNetworkRecord, type MembershipRecord, type NetworkRecord } from './store/store.ts';
 
 export const FINGERPRINT_FILE = 'build-fingerprint';
 
@@ -42,29 +42,28 @@ function canaryKey(): SigningKey {
 const T0 = Date.UTC(2026, 0, 1);
 const pem = (label: string) => `-----BEGIN ${label}-----\nY2FuYXJ5\n-----END ${label}-----\n`;
 
-const NETWORK: NetworkRecord = {
-  id: 'canary',
-  name: 'canary',
-  kind: 'own',
-  devType: 'tap',
-  proto: 'udp',
-  port: 1194,
-  subnet: '198.19.0.0/24',
-  state: 'up',
-  remotes: [{ host: '192.0.2.1' }, { host: '198.51.100.1', port: 1195 }],
-  keyAlg: 'ec-p256',
-  caCertPem: pem('CERTIFICATE'),
-  caKeyPem: '',
-  serverCertPem: pem('CERTIFICATE'),
-  serverKeyPem: '',
-  tlsCryptV2ServerKey: '',
-  crlPem: pem('X509 CRL'),
-  crlNumber: 1,
-  crlNextUpdate: T0 + 7 * 86_400_000,
-  allocHint: 0,
-  createdAt: T0,
-  updatedAt: T0,
-};
+const NETWORK: NetworkRecord = newNetworkRecord(
+  {
+    id: 'canary',
+    name: 'canary',
+    devType: 'tap',
+    proto: 'udp',
+    port: 1194,
+    subnet: '198.19.0.0/24',
+    state: 'up',
+    remotes: [{ host: '192.0.2.1' }, { host: '198.51.100.1', port: 1195 }],
+    keyAlg: 'ec-p256',
+    caCertPem: pem('CERTIFICATE'),
+    caKeyPem: '',
+    serverCertPem: pem('CERTIFICATE'),
+    serverKeyPem: '',
+    tlsCryptV2ServerKey: '',
+    crlPem: pem('X509 CRL'),
+    crlNumber: 1,
+    crlNextUpdate: T0 + 7 * 86_400_000,
+  },
+  T0,
+);
 
 const MEMBERSHIP: MembershipRecord = {
   network: 'canary',

@@ -27,6 +27,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { isRemoteHost } from '../bundle/schema.ts';
 import { parseJsonBounded } from '../util/json.ts';
+import { portNumber, splitHostPort } from '../util/host-port.ts';
 import { parseCidr, parsePortRange } from './alloc.ts';
 
 export const DEFAULT_STATE_DIR = '/var/lib/mvpn-server';
@@ -133,10 +134,11 @@ export function networkDir(paths: ServerPaths, id: string): string {
 
 /** "ADDR:PORT" or "[v6]:PORT" → host and port; throws ConfigError. */
 export function parseListen(text: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):([0-9]{1,5})$/.exec(text);
-  const host = m?.[1] ?? m?.[2];
-  const port = Number(m?.[3]);
-  if (!m || host === undefined || isIP(host) === 0 || port > 65535) {
+  const parts = splitHostPort(text);
+  const port = parts?.port === undefined ? undefined : portNumber(parts.port);
+  const host = parts?.host ?? '';
+  // An IPv4 address as is, an IPv6 one in brackets; no names (the daemon binds it).
+  if (port === undefined || port > 65535 || isIP(host) === 0 || host.includes('%') || (isIP(host) === 6 && !parts?.bracketed)) {
     throw new ConfigError('MVPN_CONFIG_INVALID', `listen address ${JSON.stringify(text)} is not ADDR:PORT (e.g. 0.0.0.0:8443 or [::]:8443)`, {
       context: { listen: text },
     });

@@ -36,6 +36,8 @@ export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'addre
     server_cn: serverCn(net.id),
     address: { ipv4: `${m.address}/${subnet.prefix}` },
     server_tunnel_ip: intToIp(serverAddress(subnet)),
+    // The operator's per-network settings, as they are (schema.ts NetworkOptionsSchema).
+    ...net.options,
     ciphers: [...CIPHERS],
     keepalive: { ...KEEPALIVE },
     allow_pushed_routes: net.pushedRoutes !== undefined,

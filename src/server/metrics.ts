@@ -21,6 +21,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { joinHostPort } from '../util/host-port.ts';
 import { VERSION } from '../version.ts';
 import type { ApiObserver, ApiRoute } from './api.ts';
 import type { StatusSnapshot, SupervisedSnapshot } from './status.ts';
@@ -241,7 +242,7 @@ export async function startMetricsServer(registry: Registry, host: string, port:
   });
   const a = server.address() as AddressInfo;
   return {
-    address: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
+    address: joinHostPort(a.address, a.port),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { renderCcd, renderServerConfig } from '../openvpn/server-config.ts';
+import { renderCcd, renderServerConfig, type ServerFiles } from '../openvpn/server-config.ts';
 import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
@@ -27,15 +27,10 @@ import { CIPHERS, KEEPALIVE } from './documents.ts';
 import { trustedCaPem } from './pki-service.ts';
 import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
-export interface NetworkFilePaths {
+/** Where a network's files live: what the server config names (but its device), plus the directory and the config itself. */
+export interface NetworkFilePaths extends Omit<ServerFiles, 'dev'> {
   readonly dir: string;
   readonly config: string;
-  readonly ca: string;
-  readonly cert: string;
-  readonly key: string;
-  readonly tlsCryptV2: string;
-  readonly crl: string;
-  readonly ccdDir: string;
 }
 
 export function networkFilePaths(paths: ServerPaths, id: string): NetworkFilePaths {

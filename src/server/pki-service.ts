@@ -42,17 +42,11 @@ export function caOf(net: Pick<NetworkRecord, 'keyAlg' | 'caCertPem' | 'caKeyPem
   return ca;
 }
 
-export interface NetworkPki {
-  readonly keyAlg: KeyAlg;
-  readonly caCertPem: string;
-  readonly caKeyPem: string;
-  readonly serverCertPem: string;
-  readonly serverKeyPem: string;
-  readonly tlsCryptV2ServerKey: string;
-  readonly crlPem: string;
-  readonly crlNumber: number;
-  readonly crlNextUpdate: number;
-}
+/** A new network's key material: the record's PKI fields, with the key type known. */
+export type NetworkPki = Pick<
+  NetworkRecord,
+  'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'tlsCryptV2ServerKey' | 'crlPem' | 'crlNumber' | 'crlNextUpdate'
+> & { readonly keyAlg: KeyAlg };
 
 /**
  * The CAs a network's nodes and server trust: the issuing CA, preceded by the

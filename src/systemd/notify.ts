@@ -26,9 +26,9 @@
  * dependency in a binary we ship as one file.
  */
 import { execFile } from 'node:child_process';
-import { nullLogger, type Logger } from '../log.ts';
+import { createLogger, nullLogger, type Logger, type LoggerOptions } from '../log.ts';
 import { systemClock, type Clock } from '../util/clock.ts';
-import type { SystemdEvent } from './events.ts';
+import { systemdFormatters, type SystemdEvent } from './events.ts';
 
 export interface Notifier {
   /** Sends these fields in one datagram. Resolves when sent (or when the failure is logged); never rejects. */
@@ -172,4 +172,16 @@ export function startWatchdog(
     stopped = true;
     cancel();
   };
+}
+
+/**
+ * What both daemons' `run` use: the notifier systemd asked for (undefined
+ * outside systemd) and its watchdog, logging through a logger made with
+ * `log` (the daemon's sink and level), so a failed or dropped notification
+ * is a warning line in the journal, never an exception and never silent.
+ */
+export function systemdFromEnv(env: NodeJS.ProcessEnv, log: LoggerOptions): { notifier: Notifier | undefined; startWatchdog: () => (() => void) | undefined } {
+  const logger = createLogger(systemdFormatters, log);
+  const notifier = notifierFromEnv(env, { logger });
+  return { notifier, startWatchdog: () => (notifier === undefined ? undefined : startWatchdog(notifier, env, systemClock, { logger })) };
 }

@@ -93,6 +93,8 @@ describe('agent against the server mode', () => {
         for (const id of NETS) {
           expect(net(s0, id)!.tunnel_address).toContain(await w.nodeAddress(id));
           const srvIp = await w.serverTunnelIp(id);
+          // network.json's server_tunnel_ip reaches the node's status: what a script pings.
+          expect(net(s0, id)!.server_tunnel_ip).toBe(srvIp);
           expect(await waitFor(() => w.node.ping(srvIp), 30_000), `no ping over ${id}`).toBe(true);
         }
         expect(s0.membership?.source).toBe(`${w.apiUrl}v1/membership`);

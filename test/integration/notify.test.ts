@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../src/log.ts';
 import type { SystemdEvent } from '../../src/systemd/events.ts';
-import { createNotifier, notifierFromEnv, startWatchdog } from '../../src/systemd/notify.ts';
+import { createNotifier, notifierFromEnv, startWatchdog, systemdFromEnv } from '../../src/systemd/notify.ts';
 import { startNotifyListener, type NotifyListener } from '../helpers/notify-listener.ts';
 
 let listener: NotifyListener;
@@ -69,6 +69,17 @@ describe('sd_notify via systemd-notify', () => {
     const missingBinary = createNotifier(listener.socket, { logger, command: '/nonexistent/systemd-notify' });
     await expect(missingBinary.watchdog()).resolves.toBeUndefined();
     expect(logger.events.map((e) => e.kind)).toEqual(['notify.failed', 'notify.failed']);
+  });
+
+  it('what the run commands use logs a failing sd_notify as a warning line through the systemd formatters', async () => {
+    const lines: string[] = [];
+    const sink = { write: (l: string) => void lines.push(l) };
+    expect(systemdFromEnv({}, { sink }).notifier).toBeUndefined();
+    expect(systemdFromEnv({}, { sink }).startWatchdog()).toBeUndefined();
+    const { notifier } = systemdFromEnv({ ...process.env, NOTIFY_SOCKET: `${listener.socket}.missing` }, { sink, journal: true });
+    await expect(notifier!.ready('1/1 networks connected')).resolves.toBeUndefined();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^<4>sd_notify READY=1 STATUS=1\/1 networks connected failed: /);
   });
 
   it('startWatchdog sends WATCHDOG=1 at about half of WATCHDOG_USEC', async () => {

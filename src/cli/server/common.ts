@@ -11,6 +11,7 @@ import { systemClock } from '../../util/clock.ts';
 import { DEFAULT_STATE_DIR, loadServerConfig } from '../../server/config.ts';
 import type { ServerContext } from '../../server/ops/context.ts';
 import { SqliteStore } from '../../server/store/sqlite.ts';
+import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { wireError } from '../../util/wire-error.ts';
 
@@ -53,6 +54,30 @@ export async function serverAction(args: ServerArgs, io: Io, fn: (ctx: ServerCon
     ctx?.close();
   }
 }
+
+/**
+ * A `server …` subcommand, the one way they are declared: `options` adds
+ * its positionals and options (--state-dir and --json come with it), and
+ * `action` runs with the state directory open and returns what to print
+ * (serverAction does the rest).
+ */
+export function serverCommand<A extends ServerArgs>(def: {
+  readonly command: string;
+  readonly describe: string;
+  readonly options?: (y: Argv) => Argv;
+  readonly action: (ctx: ServerContext, args: A, io: Io) => Promise<Output> | Output;
+}): CliCommand<A> {
+  return {
+    command: def.command,
+    describe: def.describe,
+    builder: (y: Argv) => serverOptions(def.options ? def.options(y) : y) as unknown as Argv<A>,
+    run: (args: A, io: Io) => serverAction(args, io, (ctx) => def.action(ctx, args, io)),
+  };
+}
+
+/** Positionals and options several commands share, described once. */
+export const NODE_ARG = { type: 'string', demandOption: true, describe: 'node id' } as const;
+export const NETWORK_ARG = { type: 'string', demandOption: true, describe: 'network id' } as const;
 
 export function writeOutput(args: Pick<ServerArgs, 'json'>, io: Io, out: Output): void {
   if (out.quiet) return;

@@ -1,10 +1,7 @@
-import type { Argv } from 'yargs';
 import type { KeyAlg } from '../../pki/keys.ts';
 import { createNetwork, networkView } from '../../server/ops/networks.ts';
 import type { DevType, Proto } from '../../server/store/store.ts';
-import type { CliCommand } from '../command.ts';
-import type { Io } from '../io.ts';
-import { serverAction, serverOptions, type ServerArgs } from './common.ts';
+import { serverCommand, type ServerArgs } from './common.ts';
 
 interface CreateArgs extends ServerArgs {
   name: string;
@@ -24,43 +21,40 @@ interface CreateArgs extends ServerArgs {
  * certificate, tls-crypt-v2 server key and CRL, a free UDP port and a subnet
  * that overlaps no other network's. NAME is the id unless --id is given.
  */
-export const networkCreateCommand: CliCommand<CreateArgs> = {
+export const networkCreateCommand = serverCommand<CreateArgs>({
   command: 'create <name>',
   describe: 'create a network (it starts down; `network up` starts its server)',
-  builder: (y: Argv) =>
-    serverOptions(
-      y
-        .positional('name', { type: 'string', demandOption: true, describe: 'network name (also its id unless --id)' })
-        .option('id', { type: 'string', describe: 'network id: [a-z][a-z0-9-]{0,11} (default: NAME)' })
-        .option('dev', { choices: ['tap', 'tun'] as const, default: 'tap' as const, describe: 'tap: L2 (default); tun: L3 with topology subnet' })
-        .option('proto', { choices: ['udp', 'tcp'] as const, default: 'udp' as const, describe: 'transport' })
-        .option('subnet', { type: 'string', describe: 'IPv4 subnet (default: the next free /24 of the pool)' })
-        .option('port', { type: 'number', describe: 'port (default: the next free one of the port range)' })
-        .option('remote', { type: 'string', array: true, default: [], describe: 'HOST[:PORT] nodes connect to, in order; repeat (default: init --hostname/--address)' })
-        .option('pushed-route', {
-          type: 'string',
-          array: true,
-          default: [],
-          describe: 'PREFIX (a.b.c.d/len, /8 or longer) the server pushes a route for and nodes accept; repeat (default: none, nodes pull no routes)',
-        })
-        .option('key-alg', { choices: ['ec-p256', 'rsa-2048'] as const, default: 'ec-p256' as const, describe: "the network CA's key type" }),
-    ) as unknown as Argv<CreateArgs>,
-  run: (args: CreateArgs, io: Io) =>
-    serverAction(args, io, async (ctx) => {
-      const net = await createNetwork(ctx, {
-        id: args.id ?? args.name,
-        name: args.name,
-        devType: args.dev,
-        proto: args.proto,
-        subnet: args.subnet,
-        port: args.port,
-        remotes: args.remote.map(String),
-        keyAlg: args['key-alg'],
-        pushedRoutes: args['pushed-route'].map(String),
-      });
-      return {
-        json: networkView(net),
-        text: `created network ${net.id} (${net.devType}, ${net.proto} port ${net.port}, subnet ${net.subnet}); it is down: \`mvpn-client server network up ${net.id}\` starts it`,
-      };
-    }),
-};
+  options: (y) =>
+    y
+      .positional('name', { type: 'string', demandOption: true, describe: 'network name (also its id unless --id)' })
+      .option('id', { type: 'string', describe: 'network id: [a-z][a-z0-9-]{0,11} (default: NAME)' })
+      .option('dev', { choices: ['tap', 'tun'] as const, default: 'tap' as const, describe: 'tap: L2 (default); tun: L3 with topology subnet' })
+      .option('proto', { choices: ['udp', 'tcp'] as const, default: 'udp' as const, describe: 'transport' })
+      .option('subnet', { type: 'string', describe: 'IPv4 subnet (default: the next free /24 of the pool)' })
+      .option('port', { type: 'number', describe: 'port (default: the next free one of the port range)' })
+      .option('remote', { type: 'string', array: true, default: [], describe: 'HOST[:PORT] nodes connect to, in order; repeat (default: init --hostname/--address)' })
+      .option('pushed-route', {
+        type: 'string',
+        array: true,
+        default: [],
+        describe: 'PREFIX (a.b.c.d/len, /8 or longer) the server pushes a route for and nodes accept; repeat (default: none, nodes pull no routes)',
+      })
+      .option('key-alg', { choices: ['ec-p256', 'rsa-2048'] as const, default: 'ec-p256' as const, describe: "the network CA's key type" }),
+  action: async (ctx, args) => {
+    const net = await createNetwork(ctx, {
+      id: args.id ?? args.name,
+      name: args.name,
+      devType: args.dev,
+      proto: args.proto,
+      subnet: args.subnet,
+      port: args.port,
+      remotes: args.remote.map(String),
+      keyAlg: args['key-alg'],
+      pushedRoutes: args['pushed-route'].map(String),
+    });
+    return {
+      json: networkView(net),
+      text: `created network ${net.id} (${net.devType}, ${net.proto} port ${net.port}, subnet ${net.subnet}); it is down: \`mvpn-client server network up ${net.id}\` starts it`,
+    };
+  },
+});

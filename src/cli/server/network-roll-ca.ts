@@ -1,9 +1,6 @@
-import type { Argv } from 'yargs';
 import { finishCaRoll, rollNetworkCa } from '../../server/ops/ca-roll.ts';
 import { parseTtl } from '../../server/ops/nodes.ts';
-import type { CliCommand } from '../command.ts';
-import type { Io } from '../io.ts';
-import { serverAction, serverOptions, type ServerArgs } from './common.ts';
+import { serverCommand, NETWORK_ARG, type ServerArgs } from './common.ts';
 
 interface RollArgs extends ServerArgs {
   id: string;
@@ -16,30 +13,27 @@ interface RollArgs extends ServerArgs {
  * (src/server/ops/ca-roll.ts), or end its overlap now instead of waiting for
  * the daemon to do it when the overlap is over.
  */
-export const networkRollCaCommand: CliCommand<RollArgs> = {
+export const networkRollCaCommand = serverCommand<RollArgs>({
   command: 'roll-ca <id>',
   describe: "roll a network's CA to a new one; nodes trust both during the overlap",
-  builder: (y: Argv) =>
-    serverOptions(
-      y
-        .positional('id', { type: 'string', demandOption: true, describe: 'network id' })
-        .option('overlap', { type: 'string', default: '7d', describe: 'how long nodes and the server trust both CAs (1m to 90d)' })
-        .option('finish', { type: 'boolean', default: false, describe: 'end the overlap now: server certificate from the new CA, old CA dropped' }),
-    ) as unknown as Argv<RollArgs>,
-  run: (args: RollArgs, io: Io) =>
-    serverAction(args, io, async (ctx) => {
-      const id = String(args.id);
-      if (args.finish) {
-        const r = await finishCaRoll(ctx, id);
-        return { json: { ...r, finished: true }, text: `network ${id}: CA roll finished, ${r.ca} alone; the daemon restarts the openvpn server with its new certificate` };
-      }
-      const r = await rollNetworkCa(ctx, id, { overlapMs: parseTtl(args.overlap, '--overlap', 90) });
-      return {
-        json: { ...r, overlap_until: new Date(r.overlapUntil).toISOString() },
-        text: [
-          `network ${id}: CA ${r.previous} -> ${r.ca}; ${r.reissued} node certificate(s) re-issued by the new CA`,
-          `nodes trust both CAs until ${new Date(r.overlapUntil).toISOString()}; the daemon then moves the server certificate and drops ${r.previous}`,
-        ].join('\n'),
-      };
-    }),
-};
+  options: (y) =>
+    y
+      .positional('id', NETWORK_ARG)
+      .option('overlap', { type: 'string', default: '7d', describe: 'how long nodes and the server trust both CAs (1m to 90d)' })
+      .option('finish', { type: 'boolean', default: false, describe: 'end the overlap now: server certificate from the new CA, old CA dropped' }),
+  action: async (ctx, args) => {
+    const id = String(args.id);
+    if (args.finish) {
+      const r = await finishCaRoll(ctx, id);
+      return { json: { ...r, finished: true }, text: `network ${id}: CA roll finished, ${r.ca} alone; the daemon restarts the openvpn server with its new certificate` };
+    }
+    const r = await rollNetworkCa(ctx, id, { overlapMs: parseTtl(args.overlap, '--overlap', 90) });
+    return {
+      json: { ...r, overlap_until: new Date(r.overlapUntil).toISOString() },
+      text: [
+        `network ${id}: CA ${r.previous} -> ${r.ca}; ${r.reissued} node certificate(s) re-issued by the new CA`,
+        `nodes trust both CAs until ${new Date(r.overlapUntil).toISOString()}; the daemon then moves the server certificate and drops ${r.previous}`,
+      ].join('\n'),
+    };
+  },
+});

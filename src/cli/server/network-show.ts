@@ -1,4 +1,3 @@
-import type { Argv } from 'yargs';
 import { getNetworkOrThrow, networkView } from '../../server/ops/networks.ts';
 import { membershipView } from '../../server/ops/nodes.ts';
 import { linkView } from '../../server/federation/links.ts';
@@ -6,9 +5,7 @@ import { readStatus } from '../../server/status.ts';
 import { isMirror } from '../../server/federation/mirror.ts';
 import { bridgeDev } from '../../server/devices.ts';
 import { networkCaExpiry } from '../../server/ops/ca-roll.ts';
-import type { CliCommand } from '../command.ts';
-import type { Io } from '../io.ts';
-import { serverAction, serverOptions, table } from './common.ts';
+import { serverCommand, NETWORK_ARG, table } from './common.ts';
 import type { IdArgs } from './network-delete.ts';
 
 /**
@@ -16,60 +13,59 @@ import type { IdArgs } from './network-delete.ts';
  * daemon's status snapshot — its openvpn server and connected clients
  * (`status 3`). `runtime` is null when no daemon is running.
  */
-export const networkShowCommand: CliCommand<IdArgs> = {
+export const networkShowCommand = serverCommand<IdArgs>({
   command: 'show <id>',
   describe: 'show a network, its nodes and its connected clients',
-  builder: (y: Argv) => serverOptions(y.positional('id', { type: 'string', demandOption: true, describe: 'network id' })) as unknown as Argv<IdArgs>,
-  run: (args: IdArgs, io: Io) =>
-    serverAction(args, io, async (ctx) => {
-      const net = getNetworkOrThrow(ctx, String(args.id));
-      const members = ctx.store.read((tx) => tx.listMemberships({ network: net.id }));
-      const status = await readStatus(ctx.config.runtime_dir);
-      const runtime = status ? (status.networks[net.id] ?? { state: 'stopped', clients: [], restarts: 0 }) : null;
-      const base = networkView(net, { active: members.filter((m) => !m.revoked).length, revoked: members.filter((m) => m.revoked).length });
-      const link = ctx.store.read((tx) => tx.getLink(net.id));
-      const linkRuntime = link ? (status ? (status.links?.[net.id] ?? { state: 'stopped' }) : null) : undefined;
-      const now = ctx.clock.now();
-      const ca = isMirror(net) ? undefined : await networkCaExpiry(net, now);
-      const roll = net.caRoll
-        ? { overlap: net.caRoll.prev !== null, started_at: new Date(net.caRoll.startedAt).toISOString(), overlap_until: new Date(net.caRoll.overlapUntil).toISOString() }
-        : undefined;
-      const view = {
-        ...base,
-        ...(ca ? { ca: { cn: ca.cn, not_after: ca.notAfter, days_left: ca.daysLeft, ...(ca.warning ? { warning: ca.warning } : {}), ...(roll ? { roll } : {}) } } : {}),
-        members: members.map(membershipView),
-        runtime,
-        // Peer side of a server-to-server link: the mirror's link to its hub and its health.
-        ...(link ? { link: linkView(link, linkRuntime) } : {}),
-      };
-      const connected = new Map((runtime?.clients ?? []).map((c) => [c.cn, c]));
-      const lines = [
-        `network ${net.id} (${net.name}): ${net.state}, ${net.devType} ${net.proto}/${net.port}, subnet ${net.subnet}, server ${String(base['server_address'])}`,
-        `remotes: ${net.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(', ')}`,
-        `crl: #${net.crlNumber}, next update ${new Date(net.crlNextUpdate).toISOString()}`,
-        ...(ca ? [`ca: ${ca.cn}, valid until ${ca.notAfter} (${ca.daysLeft} days)${roll?.overlap ? `; rolling: nodes trust the old CA too until ${roll.overlap_until}` : ''}`] : []),
-        ...(ca?.warning ? [`WARNING: ${ca.warning}`] : []),
-        runtime === null
-          ? 'server: no daemon running (`mvpn-client server run`)'
-          : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,
-      ];
-      if (link) {
-        const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string } };
-        const rt = linkRuntime as { state?: string; restarts?: number } | null | undefined;
-        lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
-      }
-      if (members.length > 0) {
-        lines.push(
-          table([
-            ['NODE', 'ADDRESS', 'STATE', 'KEY', 'REMOTES', 'CONNECTED FROM'],
-            ...members.map((m) => {
-              const v = membershipView(m);
-              const own = m.remotes ? m.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(',') : '(network)';
-              return [m.node, m.address, String(v['state']), m.keyOrigin ?? '-', own, connected.get(m.node)?.real_address ?? '-'];
-            }),
-          ]),
-        );
-      }
-      return { json: view, text: lines.join('\n') };
-    }),
-};
+  options: (y) => y.positional('id', NETWORK_ARG),
+  action: async (ctx, args) => {
+    const net = getNetworkOrThrow(ctx, String(args.id));
+    const members = ctx.store.read((tx) => tx.listMemberships({ network: net.id }));
+    const status = await readStatus(ctx.config.runtime_dir);
+    const runtime = status ? (status.networks[net.id] ?? { state: 'stopped', clients: [], restarts: 0 }) : null;
+    const base = networkView(net, { active: members.filter((m) => !m.revoked).length, revoked: members.filter((m) => m.revoked).length });
+    const link = ctx.store.read((tx) => tx.getLink(net.id));
+    const linkRuntime = link ? (status ? (status.links?.[net.id] ?? { state: 'stopped' }) : null) : undefined;
+    const now = ctx.clock.now();
+    const ca = isMirror(net) ? undefined : await networkCaExpiry(net, now);
+    const roll = net.caRoll
+      ? { overlap: net.caRoll.prev !== null, started_at: new Date(net.caRoll.startedAt).toISOString(), overlap_until: new Date(net.caRoll.overlapUntil).toISOString() }
+      : undefined;
+    const view = {
+      ...base,
+      ...(ca ? { ca: { cn: ca.cn, not_after: ca.notAfter, days_left: ca.daysLeft, ...(ca.warning ? { warning: ca.warning } : {}), ...(roll ? { roll } : {}) } } : {}),
+      members: members.map(membershipView),
+      runtime,
+      // Peer side of a server-to-server link: the mirror's link to its hub and its health.
+      ...(link ? { link: linkView(link, linkRuntime) } : {}),
+    };
+    const connected = new Map((runtime?.clients ?? []).map((c) => [c.cn, c]));
+    const lines = [
+      `network ${net.id} (${net.name}): ${net.state}, ${net.devType} ${net.proto}/${net.port}, subnet ${net.subnet}, server ${String(base['server_address'])}`,
+      `remotes: ${net.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(', ')}`,
+      `crl: #${net.crlNumber}, next update ${new Date(net.crlNextUpdate).toISOString()}`,
+      ...(ca ? [`ca: ${ca.cn}, valid until ${ca.notAfter} (${ca.daysLeft} days)${roll?.overlap ? `; rolling: nodes trust the old CA too until ${roll.overlap_until}` : ''}`] : []),
+      ...(ca?.warning ? [`WARNING: ${ca.warning}`] : []),
+      runtime === null
+        ? 'server: no daemon running (`mvpn-client server run`)'
+        : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,
+    ];
+    if (link) {
+      const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string } };
+      const rt = linkRuntime as { state?: string; restarts?: number } | null | undefined;
+      lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
+    }
+    if (members.length > 0) {
+      lines.push(
+        table([
+          ['NODE', 'ADDRESS', 'STATE', 'KEY', 'REMOTES', 'CONNECTED FROM'],
+          ...members.map((m) => {
+            const v = membershipView(m);
+            const own = m.remotes ? m.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(',') : '(network)';
+            return [m.node, m.address, String(v['state']), m.keyOrigin ?? '-', own, connected.get(m.node)?.real_address ?? '-'];
+          }),
+        ]),
+      );
+    }
+    return { json: view, text: lines.join('\n') };
+  },
+});

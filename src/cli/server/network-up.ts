@@ -1,8 +1,6 @@
-import type { Argv } from 'yargs';
 import { networkView, setNetworkState } from '../../server/ops/networks.ts';
 import type { CliCommand } from '../command.ts';
-import type { Io } from '../io.ts';
-import { serverAction, serverOptions, type ServerArgs } from './common.ts';
+import { NETWORK_ARG, serverCommand, type ServerArgs } from './common.ts';
 
 interface StateArgs extends ServerArgs {
   id: string;
@@ -10,19 +8,18 @@ interface StateArgs extends ServerArgs {
 
 /** `up` and `down` differ only in the state they set; `down` reuses this. */
 export function networkStateCommand(state: 'up' | 'down', describe: string): CliCommand<StateArgs> {
-  return {
+  return serverCommand<StateArgs>({
     command: `${state} <id>`,
     describe,
-    builder: (y: Argv) => serverOptions(y.positional('id', { type: 'string', demandOption: true, describe: 'network id' })) as unknown as Argv<StateArgs>,
-    run: (args: StateArgs, io: Io) =>
-      serverAction(args, io, (ctx) => {
-        const net = setNetworkState(ctx, String(args.id), state);
-        return {
-          json: networkView(net),
-          text: `network ${net.id} is ${state}; the running daemon (\`mvpn-client server run\`) ${state === 'up' ? 'starts' : 'stops'} its openvpn server within seconds`,
-        };
-      }),
-  };
+    options: (y) => y.positional('id', NETWORK_ARG),
+    action: (ctx, args) => {
+      const net = setNetworkState(ctx, String(args.id), state);
+      return {
+        json: networkView(net),
+        text: `network ${net.id} is ${state}; the running daemon (\`mvpn-client server run\`) ${state === 'up' ? 'starts' : 'stops'} its openvpn server within seconds`,
+      };
+    },
+  });
 }
 
 /** `server network up ID`: the daemon starts (and keeps) its openvpn server. */

@@ -2,7 +2,6 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { UsageError } from '../../errors.ts';
-import { signingKeyFromPem } from '../../bundle/sign.ts';
 import { execCommand } from '../../util/exec.ts';
 import { parseJsonBounded } from '../../util/json.ts';
 import { applyAcrossServers, checkServers, DEFAULT_RELAY_PORT, parseServersFile, ServerChannels, type ServerStep } from '../../server/federation/apply-servers.ts';
@@ -13,6 +12,7 @@ import type { CliCommand } from '../command.ts';
 import { readInput } from '../input.ts';
 import type { Io } from '../io.ts';
 import { reportFailure, serverAction, serverOptions, table, writeOutput, type Output, type ServerArgs } from './common.ts';
+import { loadSigningKey } from '../../server/anchor-rotation.ts';
 
 interface PlanArgs extends ServerArgs {
   experiment?: string;
@@ -128,7 +128,7 @@ export const serverPlanCommand: CliCommand<PlanArgs> = {
       const extra = linksDir
         ? {
             linksDir,
-            signingKey: signingKeyFromPem(await readFile(ctx.paths.signingKey, 'utf8')),
+            signingKey: await loadSigningKey(ctx.paths),
             apiCa: { alg: 'ec-p256' as const, certPem: await readFile(ctx.paths.apiCaCert, 'utf8'), keyPem: await readFile(ctx.paths.apiCaKey, 'utf8') },
             apiUrl: args['api-url'],
           }

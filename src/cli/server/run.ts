@@ -5,7 +5,7 @@ import { openvpnFormatters, type OpenvpnEvent } from '../../openvpn/events.ts';
 import { DEFAULT_STATE_DIR } from '../../server/config.ts';
 import { ServerDaemon } from '../../server/daemon.ts';
 import { serverFormatters, type ServerEvent } from '../../server/events.ts';
-import { notifierFromEnv, startWatchdog } from '../../systemd/notify.ts';
+import { systemdFromEnv } from '../../systemd/notify.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { reportFailure } from './common.ts';
@@ -32,7 +32,8 @@ export const serverRunCommand: CliCommand<RunArgs & { json: boolean }> = {
     const minLevel = args.verbose ? 'debug' : 'info';
     const logger = createLogger<ServerEvent>(serverFormatters, { sink, minLevel });
     const openvpnLogger = createLogger<OpenvpnEvent>(openvpnFormatters, { sink, minLevel });
-    const notifier = notifierFromEnv(io.env as NodeJS.ProcessEnv);
+    const systemd = systemdFromEnv(io.env as NodeJS.ProcessEnv, { sink, minLevel });
+    const { notifier } = systemd;
     let daemon: ServerDaemon;
     try {
       daemon = await ServerDaemon.start({ stateDir: args['state-dir'], logger, openvpnLogger, ...(notifier ? { notifier } : {}) });
@@ -40,7 +41,7 @@ export const serverRunCommand: CliCommand<RunArgs & { json: boolean }> = {
       await notifier?.send({ STATUS: 'failed to start', ERRNO: '1' });
       return reportFailure({ json: false }, io, err);
     }
-    const stopWatchdog = notifier ? startWatchdog(notifier, io.env as NodeJS.ProcessEnv) : undefined;
+    const stopWatchdog = systemd.startWatchdog();
     await new Promise<void>((resolve) => {
       const onStop = (signal: string) => {
         process.off('SIGTERM', onTerm);

@@ -36,7 +36,8 @@ import { renderStandaloneConfig } from '../../openvpn/client-config.ts';
 import type { MembershipRecord, NetworkRecord, RevocationRecord } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNetworkId } from './networks.ts';
-import { certSerialsOf, checkBatch, checkNodeId, inBatch, mapLimit } from './nodes.ts';
+import { mapLimit } from '../../util/concurrency.ts';
+import { certSerialsOf, checkBatch, checkNodeId, inBatch } from './nodes.ts';
 
 /** What an export writes: our signed bundle (for the agent) or a standalone openvpn profile. */
 export type ExportFormat = 'bundle' | 'ovpn';

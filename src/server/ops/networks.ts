@@ -10,15 +10,16 @@
 import { rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { StoreError, UsageError } from '../../errors.ts';
-import { NETWORK_ID_RE, isRemoteHost } from '../../bundle/schema.ts';
+import { NETWORK_ID_RE, NetworkOptionsSchema, isRemoteHost, type NetworkOptions } from '../../bundle/schema.ts';
 import type { KeyAlg } from '../../pki/keys.ts';
 import { allocatePort, allocateSubnet, formatCidr, parseCidr, parsePortRange, intToIp, serverAddress } from '../alloc.ts';
 import { acceptedRoutes, MAX_PUSHED_ROUTES, pushedRoutePrefixProblem } from '../../openvpn/push-policy.ts';
 import { networkDir } from '../config.ts';
 import type { NetworkFacts } from '../metrics.ts';
 import { createNetworkPki } from '../pki-service.ts';
-import type { DevType, NetworkRecord, NetworkState, Proto, Remote } from '../store/store.ts';
+import { newNetworkRecord, type DevType, type NetworkRecord, type NetworkState, type Proto, type Remote } from '../store/store.ts';
 import { Bumps, nowOf, type ServerContext } from './context.ts';
+import { portNumber, splitHostPort } from '../../util/host-port.ts';
 
 export interface CreateNetworkInput {
   readonly id: string;
@@ -31,6 +32,8 @@ export interface CreateNetworkInput {
   readonly keyAlg?: KeyAlg | undefined;
   /** Prefixes nodes accept pushed routes for (push-policy.ts); empty or undefined: none. */
   readonly pushedRoutes?: readonly string[] | undefined;
+  /** network.json settings copied into every node's spec (validated by NetworkOptionsSchema). */
+  readonly options?: NetworkOptions | undefined;
 }
 
 export function checkNetworkId(id: string): void {
@@ -50,19 +53,14 @@ function checkName(name: string): void {
 
 /** "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT"; a bare IPv6 address has no port. */
 export function parseRemote(text: string): Remote {
-  let host = text;
+  const parts = splitHostPort(text) ?? { host: text, port: undefined, bracketed: false };
+  const { host } = parts;
   let port: number | undefined;
-  const bracket = /^\[([^\]]+)\](?::([0-9]{1,5}))?$/.exec(text);
-  if (bracket) {
-    host = bracket[1]!;
-    if (bracket[2] !== undefined) port = Number(bracket[2]);
-  } else if ((text.match(/:/g) ?? []).length === 1) {
-    const [h, p] = text.split(':') as [string, string];
-    if (!/^[0-9]{1,5}$/.test(p)) throw new UsageError(`remote ${JSON.stringify(text)}: port ${JSON.stringify(p)} is not a number`);
-    host = h;
-    port = Number(p);
+  if (parts.port !== undefined) {
+    port = portNumber(parts.port);
+    if (port === undefined) throw new UsageError(`remote ${JSON.stringify(text)}: port ${JSON.stringify(parts.port)} is not a number`);
   }
-  if (!isRemoteHost(host) || (bracket && isIP(host) !== 6)) {
+  if (!isRemoteHost(host) || (parts.bracketed && isIP(host) !== 6)) {
     throw new UsageError(`remote ${JSON.stringify(text)}: ${JSON.stringify(host)} is not an IP address or DNS name`, { context: { remote: text } });
   }
   if (port !== undefined && (port < 1 || port > 65535)) throw new UsageError(`remote ${JSON.stringify(text)}: port ${port} is not between 1 and 65535`);
@@ -93,6 +91,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
   }
   if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
   const pushedRoutes = input.pushedRoutes?.length ? checkPushedRoutes(input.id, input.pushedRoutes, remotes) : undefined;
+  const options = input.options === undefined ? undefined : checkOptions(input.id, input.options);
   const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
   if (existing) throw alreadyExists(existing);
 
@@ -104,22 +103,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     const live = tx.listNetworks().filter((n) => n.state !== 'deleted');
     const port = allocatePort(parsePortRange(ctx.config.port_range), new Set(live.map((n) => n.port)), input.port);
     const subnet = allocateSubnet(parseCidr(ctx.config.pool), ctx.config.subnet_prefix, live.map((n) => parseCidr(n.subnet)), requestedSubnet);
-    const rec: NetworkRecord = {
-      id: input.id,
-      name,
-      kind: 'own',
-      devType,
-      proto,
-      port,
-      subnet: formatCidr(subnet),
-      state: 'down',
-      remotes,
-      ...pki,
-      allocHint: 0,
-      ...(pushedRoutes === undefined ? {} : { pushedRoutes }),
-      createdAt: now,
-      updatedAt: now,
-    };
+    const rec = newNetworkRecord({ id: input.id, name, devType, proto, port, subnet: formatCidr(subnet), remotes, ...pki, pushedRoutes, options }, now);
     tx.insertNetwork(rec);
     return rec;
   });
@@ -144,6 +128,16 @@ function checkPushedRoutes(id: string, prefixes: readonly string[], remotes: rea
     });
   }
   return [...prefixes];
+}
+
+/** network.json settings, checked by the schema every node applies to them too. */
+function checkOptions(id: string, options: NetworkOptions): NetworkOptions {
+  const r = NetworkOptionsSchema.safeParse(options);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    throw new UsageError(`network ${id}: ${issue.path.join('.') || 'options'}: ${issue.message}`, { context: { network: id, field: issue.path.join('.') } });
+  }
+  return r.data;
 }
 
 function alreadyExists(net: NetworkRecord): StoreError {
@@ -242,6 +236,7 @@ export function networkView(net: NetworkRecord, members?: { active: number; revo
     server_address: intToIp(serverAddress(subnet)),
     remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
     pushed_routes: net.pushedRoutes ?? [],
+    ...net.options,
     key_alg: net.keyAlg,
     crl: { number: net.crlNumber, next_update: new Date(net.crlNextUpdate).toISOString() },
     ...(members ? { nodes: members } : {}),

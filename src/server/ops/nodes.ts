@@ -24,6 +24,7 @@ import { issueNodeCert } from '../pki-service.ts';
 import type { MembershipRecord, NetworkRecord, NodeRecord, Remote, RevocationRecord, StoreTx } from '../store/store.ts';
 import { applyCrl, Bumps, conflict, DAY, nowOf, planCrl, withRetry, type CrlPlan, type ServerContext } from './context.ts';
 import { checkNetworkId, parseRemote } from './networks.ts';
+import { mapLimit } from '../../util/concurrency.ts';
 import { isMirror, isPeerNode, mirrorRefusal } from '../federation/mirror.ts';
 
 /** Internal callers (links) may use the reserved `mvpn-peer-` node ids. */
@@ -111,31 +112,6 @@ export function inBatch(err: unknown, size: number, node: string, network: strin
     cause: err,
     ...(err.hint === undefined ? {} : { hint: err.hint }),
   });
-}
-
-/**
- * Runs `fn` on every item with at most `limit` in flight (crypto and fsyncs
- * on libuv's pool overlap the event loop's work); results in order. After a
- * failure no new item starts, and it rejects only once those in flight have
- * settled, so a caller's cleanup never races a straggler.
- */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  let failed = false;
-  const settled = await Promise.allSettled(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      try {
-        for (let i = next++; i < items.length && !failed; i = next++) out[i] = await fn(items[i]!, i);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    }),
-  );
-  const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (bad) throw bad.reason;
-  return out;
 }
 
 /**

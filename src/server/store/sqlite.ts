@@ -14,6 +14,7 @@
  */
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import type { NetworkOptions } from '../../bundle/schema.ts';
 import { StoreError } from '../../errors.ts';
 import type {
   CaRollRecord,
@@ -162,6 +163,10 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE networks ADD COLUMN kind TEXT NOT NULL DEFAULT 'own' CHECK (kind IN ('own', 'mirror'));
   UPDATE networks SET kind = 'mirror' WHERE ca_key = '';
   `,
+  // 11: network.json fields copied as they are into every node's spec (JSON object, NULL = none); a new one needs no migration
+  `
+  ALTER TABLE networks ADD COLUMN options TEXT;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -211,6 +216,7 @@ function toNetwork(r: Row): NetworkRecord {
     allocHint: num(r['alloc_hint']),
     ...(r['pushed_routes'] === null || r['pushed_routes'] === undefined ? {} : { pushedRoutes: JSON.parse(str(r['pushed_routes'])) as string[] }),
     caRoll: r['ca_roll'] === null || r['ca_roll'] === undefined ? null : (JSON.parse(str(r['ca_roll'])) as CaRollRecord),
+    ...(r['options'] === null || r['options'] === undefined ? {} : { options: JSON.parse(str(r['options'])) as NetworkOptions }),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -484,9 +490,9 @@ export class SqliteStore implements Store {
         guard();
         exec(
           `INSERT INTO networks (id, name, kind, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, created_at, updated_at)
+             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, created_at, updated_at)
            VALUES ($id, $name, $kind, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $created_at, $updated_at)`,
+             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $created_at, $updated_at)`,
           {
             id: n.id,
             name: n.name,
@@ -508,6 +514,7 @@ export class SqliteStore implements Store {
             crl_next_update: n.crlNextUpdate,
             alloc_hint: n.allocHint,
             pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
+            options: n.options === undefined || Object.keys(n.options).length === 0 ? null : JSON.stringify(n.options),
             created_at: n.createdAt,
             updated_at: n.updatedAt,
           },

@@ -17,6 +17,7 @@
  * run a transaction synchronously from the caller's view, or this interface
  * grows an async twin. Nothing outside src/server/store knows about SQL.
  */
+import type { NetworkOptions } from '../../bundle/schema.ts';
 
 export type NetworkState = 'up' | 'down' | 'deleted';
 export type DevType = 'tap' | 'tun';
@@ -59,8 +60,35 @@ export interface NetworkRecord {
   readonly pushedRoutes?: readonly string[] | undefined;
   /** The network's last CA roll (src/server/ops/ca-roll.ts); null/absent: never rolled. */
   readonly caRoll?: CaRollRecord | null | undefined;
+  /** network.json fields copied as they are into every node's spec (bundle/schema.ts NetworkOptionsSchema); absent: none set. */
+  readonly options?: NetworkOptions | undefined;
   readonly createdAt: number;
   readonly updatedAt: number;
+}
+
+/** What a new network is made of; the rest has its default (newNetworkRecord). */
+export type NewNetwork = Omit<NetworkRecord, 'kind' | 'state' | 'allocHint' | 'caRoll' | 'createdAt' | 'updatedAt'> & {
+  readonly kind?: NetworkRecord['kind'];
+  readonly state?: NetworkState;
+};
+
+/**
+ * The one constructor of a NetworkRecord (a created network, a peer's
+ * mirror, the build canary): defaults in one place, so a new field with a
+ * default touches no caller. Optional fields left undefined stay absent.
+ */
+export function newNetworkRecord(init: NewNetwork, now: number): NetworkRecord {
+  const { pushedRoutes, options, ...rest } = init;
+  return {
+    kind: 'own',
+    state: 'down',
+    ...rest,
+    allocHint: 0,
+    ...(pushedRoutes === undefined ? {} : { pushedRoutes }),
+    ...(options === undefined || Object.keys(options).length === 0 ? {} : { options }),
+    createdAt: now,
+    updatedAt: now,
+  };
 }
 
 /**
