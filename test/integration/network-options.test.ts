@@ -88,7 +88,7 @@ describe('newNetworkRecord', () => {
 
   it('fills the defaults and leaves unset optional fields absent', () => {
     const r = newNetworkRecord({ ...init, pushedRoutes: undefined, options: {} }, 42);
-    expect(r).toStrictEqual({ ...init, state: 'down', allocHint: 0, createdAt: 42, updatedAt: 42 });
+    expect(r).toStrictEqual({ ...init, kind: 'own', state: 'down', allocHint: 0, createdAt: 42, updatedAt: 42 });
   });
 
   it('keeps what is given', () => {
