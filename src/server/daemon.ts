@@ -42,7 +42,6 @@ import { ConfigError, DaemonError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import { signingKeyFromPem } from '../bundle/sign.ts';
 import { completeRotation } from './anchor-rotation.ts';
-import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, isAlive, readCmdline, runtimePaths } from '../openvpn/process.ts';
 import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
@@ -54,7 +53,7 @@ import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
-import { createApiServer, type ApiLimits } from './api.ts';
+import { apiTlsOptions, createApiServer, type ApiLimits } from './api.ts';
 import { loadServerConfig, metricsListen, parseListen } from './config.ts';
 import { DocumentService } from './doc-service.ts';
 import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
@@ -66,6 +65,7 @@ import { ApiRelay, splitHostPort } from './federation/relay.ts';
 import { allowedMembers, networkFilePaths, serverDev, writeNetworkFiles } from './network-files.ts';
 import type { ServerContext } from './ops/context.ts';
 import { caExpiries, finishDueCaRolls } from './ops/ca-roll.ts';
+import { apiCaStamp, finishDueApiCaRoll, loadApiCaState, type ApiCaState } from './ops/api-ca-roll.ts';
 import { DAY } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
 import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot, type SupervisedSnapshot } from './status.ts';
@@ -181,6 +181,9 @@ export class ServerDaemon {
   private docs: DocumentService | undefined;
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
   private signingKeyStamp = '';
+  /** The API CA files when they were loaded (reloadApiCa), and where the API reads them from. */
+  private apiCaStamp = '';
+  private setApiCa: (a: ApiCaState) => void = () => undefined;
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
 
@@ -198,7 +201,7 @@ export class ServerDaemon {
   static async start(opts: DaemonOptions): Promise<ServerDaemon> {
     const { config, paths } = await loadServerConfig(opts.stateDir);
     await completeRotation(paths);
-    const [signingPem, caCertPem, caKeyPem, certPem, keyPem] = await Promise.all(
+    const [signingPem] = await Promise.all(
       [paths.signingKey, paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey].map((p) =>
         readFile(p, 'utf8').catch((err: unknown) => {
           throw new ConfigError('MVPN_CONFIG_MISSING', `cannot read ${p}: ${(err as Error).message}`, { hint: 'is the state directory complete? (server init)' });
@@ -206,7 +209,7 @@ export class ServerDaemon {
       ),
     );
     const signingKey = signingKeyFromPem(signingPem!);
-    const apiCa: CaMaterial = { alg: 'ec-p256', certPem: caCertPem!, keyPem: caKeyPem! };
+    let apiCa = await loadApiCaState(paths);
     const store = SqliteStore.open(paths.store);
     const clock = opts.clock ?? systemClock;
     const ctx = { config, paths, store, clock };
@@ -222,8 +225,7 @@ export class ServerDaemon {
     const server = createApiServer({
       ctx,
       docs,
-      apiCa,
-      tls: { certPem: certPem!, keyPem: keyPem! },
+      apiCa: () => apiCa,
       logger,
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
       ...(metrics ? { observer: metrics } : {}),
@@ -233,6 +235,8 @@ export class ServerDaemon {
     });
     const daemon = new ServerDaemon(ctx, server, opts);
     daemon.docs = docs;
+    daemon.apiCaStamp = await apiCaStamp(paths);
+    daemon.setApiCa = (a) => (apiCa = a);
     daemon.signingKeyStamp = await fileStamp(paths.signingKey);
     try {
       await ensureDir(config.runtime_dir, 0o700);
@@ -344,6 +348,7 @@ export class ServerDaemon {
       }
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
       void this.reloadSigningKey();
+      void this.reloadApiCa();
     });
     every(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     every(this.opts.linkSyncMs ?? 2_000, () => void this.syncLinks());
@@ -369,6 +374,28 @@ export class ServerDaemon {
     } catch (err) {
       const e = toMvpnError(err);
       this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the signing key: ${e.message}` });
+    }
+  }
+
+  /**
+   * After `server api roll-ca` (another process, or this daemon's own
+   * finish): issue from the new CA, accept the CAs the files name, serve the
+   * new listener certificate. New connections get the new context; open
+   * keep-alive connections end within keepAliveTimeout.
+   */
+  async reloadApiCa(): Promise<void> {
+    const { paths } = this.ctx;
+    try {
+      const stamp = await apiCaStamp(paths);
+      if (stamp === this.apiCaStamp) return;
+      const a = await loadApiCaState(paths);
+      this.server.setSecureContext(apiTlsOptions(a));
+      this.setApiCa(a);
+      this.apiCaStamp = stamp;
+      this.logger.emit({ kind: 'server.api-ca-reloaded', trusted: a.trustedPems.length, rolling: a.roll !== undefined });
+    } catch (err) {
+      const e = toMvpnError(err);
+      this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the API CA: ${e.message}` });
     }
   }
 
@@ -428,6 +455,8 @@ export class ServerDaemon {
       this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
     }
     for (const id of await finishDueCaRolls(this.ctx)) this.logger.emit({ kind: 'server.ca-roll-finished', network: id });
+    const api = await finishDueApiCaRoll(this.ctx);
+    if (api) this.logger.emit({ kind: 'server.ca-roll-finished', network: `(API CA ${api.ca})` });
     await this.warnCaExpiry();
     const { nets, members, links } = this.store.read((tx) => {
       const ns = tx.listNetworks();
