@@ -307,6 +307,7 @@ export class AgentDaemon {
       reconcile: { last_at: r.lastAt === undefined ? null : new Date(r.lastAt).toISOString(), last_error: r.lastError ?? null },
       networks,
       renewal: r.renewal,
+      api_ca: r.apiCa,
     };
   }
 
