@@ -323,8 +323,11 @@ export class Reconciler {
         if (!issuedBy(identity.certPem, r.issuerPem)) this.apiCaRenewReason = `the server's API CA was rolled to ${r.issuerCn}; the identity is from an earlier one`;
       }
     } catch (err) {
-      lastError = netError(err);
-      this.deps.logger.emit({ kind: 'api-ca.refused', code: lastError.code, message: lastError.message });
+      // 404: a server from before API CA rolls, or not an mvpn API: nothing to follow.
+      if (toMvpnError(err).context['status'] !== 404) {
+        lastError = netError(err);
+        this.deps.logger.emit({ kind: 'api-ca.refused', code: lastError.code, message: lastError.message });
+      }
     }
     this.apiCa = identity === undefined ? null : { pinned: this.apiTrust?.pinned ?? false, cas: this.apiTrust === undefined ? [] : await caNames(this.apiTrust.pems), last_error: lastError };
   }
