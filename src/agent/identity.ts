@@ -22,11 +22,11 @@
  * key exists (the old pair or the new one), never a mismatch.
  */
 import { createHash, createPublicKey } from 'node:crypto';
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MvpnError } from '../errors.ts';
 import { certMatchesKey } from '../pki/verify.ts';
-import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
+import { ensureDir, readTextIfExists, writeFileAtomic } from '../util/fs-atomic.ts';
 
 export interface IdentityPaths {
   readonly dir: string;
@@ -58,15 +58,6 @@ export interface Identity {
   readonly paths: IdentityPaths;
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
 const RENEWED_KEY_RE = /^node-[0-9a-f]{12}\.key$/;
 
 /** Every key file of the identity dir: node.key first, then renewed keys. */
@@ -82,10 +73,10 @@ async function keyFiles(paths: IdentityPaths): Promise<string[]> {
  */
 export async function loadIdentity(stateDir: string): Promise<Identity | undefined> {
   const paths = identityPaths(stateDir);
-  const [certPem, caPem] = await Promise.all([readOptional(paths.cert), readOptional(paths.ca)]);
+  const [certPem, caPem] = await Promise.all([readTextIfExists(paths.cert), readTextIfExists(paths.ca)]);
   if (certPem === undefined || caPem === undefined) return undefined;
   for (const file of await keyFiles(paths)) {
-    const keyPem = await readOptional(file);
+    const keyPem = await readTextIfExists(file);
     if (keyPem === undefined) continue;
     try {
       if (await certMatchesKey(certPem, keyPem)) return { keyPem, certPem, caPem, paths: { ...paths, key: file } };
@@ -136,7 +127,7 @@ export async function switchIdentity(stateDir: string, cert: { certPem: string; 
 }
 
 export async function renewalPending(stateDir: string): Promise<boolean> {
-  return (await readOptional(identityPaths(stateDir).renewPending)) !== undefined;
+  return (await readTextIfExists(identityPaths(stateDir).renewPending)) !== undefined;
 }
 
 /**

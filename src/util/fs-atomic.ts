@@ -4,7 +4,7 @@
  * the old file or the new one, never a torn one.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, mkdir } from 'node:fs/promises';
+import { open, readFile, rename, rm, mkdir } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -44,4 +44,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 /** mkdir -p with a mode applied to every directory it creates. */
 export async function ensureDir(path: string, mode = 0o700): Promise<void> {
   await mkdir(path, { recursive: true, mode });
+}
+
+/** A file's text, or undefined when it does not exist (any other error is thrown). */
+export async function readTextIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
 }

@@ -39,7 +39,7 @@ import { apiCaCn, apiCaGeneration } from '../../bundle/names.ts';
 import { StoreError } from '../../errors.ts';
 import { createCa, crossCertify, type CaMaterial } from '../../pki/ca.ts';
 import { caFacts } from '../../pki/verify.ts';
-import { writeFileAtomic } from '../../util/fs-atomic.ts';
+import { readTextIfExists, writeFileAtomic } from '../../util/fs-atomic.ts';
 import { parseJsonBounded } from '../../util/json.ts';
 import type { ServerPaths } from '../config.ts';
 import { isPeerNode } from '../federation/mirror.ts';
@@ -72,15 +72,6 @@ export interface ApiCaState {
 
 function refuse(message: string, hint?: string): StoreError {
   return new StoreError('MVPN_CA_ROLL_REFUSED', message, { context: { ca: 'api' }, ...(hint ? { hint } : {}) });
-}
-
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -120,7 +111,7 @@ export async function completeApiFiles(paths: ServerPaths): Promise<void> {
 }
 
 async function readRollState(paths: ServerPaths): Promise<RollState | undefined> {
-  const text = await readOptional(paths.apiCaRollState);
+  const text = await readTextIfExists(paths.apiCaRollState);
   return text === undefined ? undefined : RollStateSchema.parse(parseJsonBounded(Buffer.from(text), { maxBytes: 4096, maxDepth: 2 }, paths.apiCaRollState));
 }
 
@@ -131,8 +122,8 @@ export async function loadApiCaState(paths: ServerPaths): Promise<ApiCaState> {
     readFile(paths.apiCaKey, 'utf8'),
     readFile(paths.apiCert, 'utf8'),
     readFile(paths.apiKey, 'utf8'),
-    readOptional(paths.apiCaPrev),
-    readOptional(paths.apiCaRoll),
+    readTextIfExists(paths.apiCaPrev),
+    readTextIfExists(paths.apiCaRoll),
   ]);
   const state = prev === undefined ? undefined : await readRollState(paths);
   // A proof is served only for the CA it certifies (a start that crashed before its new CA was in place left one for no CA).
