@@ -467,6 +467,15 @@ export class ServerWorld {
     return startAgentIn(this.lab, this.node, join(this.dir, 'config.json'), opts.env);
   }
 
+  /** The usual start: the server daemon, the agent's config and token, the agent; resolves once it is ready with `networks` connected. */
+  async startAll(networks: readonly string[]): Promise<{ agent: AgentProcess; status: AgentStatus }> {
+    await this.startServer();
+    await this.writeConfig();
+    await this.newToken();
+    const agent = this.startAgent();
+    return { agent, status: await this.waitStatus((st) => st.ready && allConnected(st, networks), 180_000) };
+  }
+
   async status(): Promise<AgentStatus> {
     return (await daemonRequest({ runtimeDir: this.runtimeDir, socket: 'status', method: 'GET', path: '/v1/status', action: 'status' })) as AgentStatus;
   }

@@ -57,11 +57,8 @@ describe('API CA roll', () => {
       const w = await ServerWorld.create(lab, { networks: [NET] });
       let agent: AgentProcess | undefined;
       try {
-        await w.startServer();
-        await w.writeConfig();
-        await w.newToken();
-        agent = w.startAgent();
-        const s0 = await w.waitStatus((st) => st.ready && allConnected(st, [NET]), 180_000);
+        let s0: AgentStatus;
+        ({ agent, status: s0 } = await w.startAll([NET]));
         expect(s0.api_ca).toMatchObject({ pinned: false, cas: [apiCaCn()], last_error: null });
         const srvIp = await w.serverTunnelIp(NET);
         expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);

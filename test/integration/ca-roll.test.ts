@@ -15,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { caCn } from '../../src/bundle/names.ts';
 import { allConnected, net, pingStream, ServerWorld, type AgentProcess } from '../helpers/agent-fixtures.ts';
 import { waitFor, withLab } from '../helpers/netns.ts';
+import type { AgentStatus } from '../../src/agent/status.ts';
 
 const NET = 'alpha';
 
@@ -45,11 +46,8 @@ describe('network CA roll', () => {
       const w = await ServerWorld.create(lab, { networks: [NET] });
       let agent: AgentProcess | undefined;
       try {
-        await w.startServer();
-        await w.writeConfig();
-        await w.newToken();
-        agent = w.startAgent();
-        const s0 = await w.waitStatus((st) => st.ready && allConnected(st, [NET]), 180_000);
+        let s0: AgentStatus;
+        ({ agent, status: s0 } = await w.startAll([NET]));
         const srvIp = await w.serverTunnelIp(NET);
         expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);
         const pinned = await pins(w);
