@@ -388,7 +388,7 @@ export class ServerDaemon {
     try {
       const stamp = await apiCaStamp(paths);
       if (stamp === this.apiCaStamp) return;
-      const a = await loadApiCaState(paths);
+      const a = await loadApiCaState(paths, { complete: false });
       this.server.setSecureContext(apiTlsOptions(a));
       this.setApiCa(a);
       this.apiCaStamp = stamp;

@@ -36,9 +36,9 @@ import { X509Certificate } from 'node:crypto';
 import { readFile, rename, rm, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { apiCaCn, apiCaGeneration } from '../../bundle/names.ts';
-import { StoreError } from '../../errors.ts';
+import { ConfigError, StoreError } from '../../errors.ts';
 import { createCa, crossCertify, type CaMaterial } from '../../pki/ca.ts';
-import { caFacts } from '../../pki/verify.ts';
+import { caFacts, certMatchesKey } from '../../pki/verify.ts';
 import { readTextIfExists, writeFileAtomic } from '../../util/fs-atomic.ts';
 import { parseJsonBounded } from '../../util/json.ts';
 import type { ServerPaths } from '../config.ts';
@@ -115,8 +115,15 @@ async function readRollState(paths: ServerPaths): Promise<RollState | undefined>
   return text === undefined ? undefined : RollStateSchema.parse(parseJsonBounded(Buffer.from(text), { maxBytes: 4096, maxDepth: 2 }, paths.apiCaRollState));
 }
 
-export async function loadApiCaState(paths: ServerPaths): Promise<ApiCaState> {
-  await completeApiFiles(paths);
+/**
+ * The API CA files. `complete` (default) first finishes what a crashed roll
+ * left; the running daemon reads with `complete: false`, because a roll
+ * another process is writing at that moment looks just like a crashed one.
+ * A key that does not belong to its certificate (a pair read between its
+ * two renames) is refused, so the caller keeps what it had and reads again.
+ */
+export async function loadApiCaState(paths: ServerPaths, opts: { complete?: boolean } = {}): Promise<ApiCaState> {
+  if (opts.complete !== false) await completeApiFiles(paths);
   const [caCert, caKey, cert, key, prev, roll] = await Promise.all([
     readFile(paths.apiCaCert, 'utf8'),
     readFile(paths.apiCaKey, 'utf8'),
@@ -125,6 +132,12 @@ export async function loadApiCaState(paths: ServerPaths): Promise<ApiCaState> {
     readTextIfExists(paths.apiCaPrev),
     readTextIfExists(paths.apiCaRoll),
   ]);
+  const pairs: [string, string, string][] = [[caCert, caKey, 'ca'], [firstPem(cert), key, 'server']];
+  for (const [pairCert, pairKey, what] of pairs) {
+    if (!(await certMatchesKey(pairCert, pairKey))) {
+      throw new ConfigError('MVPN_CERT_KEY_MISMATCH', `${paths.apiDir}/${what}.key does not belong to ${what}.crt`, { hint: 'an API CA roll may be being written; if this persists, run mvpn-client server api roll-ca --finish or restore the api directory' });
+    }
+  }
   const state = prev === undefined ? undefined : await readRollState(paths);
   // A proof is served only for the CA it certifies (a start that crashed before its new CA was in place left one for no CA).
   const proves = roll !== undefined && certifies(roll, caCert);
@@ -135,6 +148,10 @@ export async function loadApiCaState(paths: ServerPaths): Promise<ApiCaState> {
     ...(proves ? { rollPem: roll } : {}),
     ...(prev === undefined ? {} : { roll: { previous: (await caFacts(prev)).cn, startedAt: state?.started_at ?? 0, overlapUntil: state?.overlap_until ?? 0 } }),
   };
+}
+
+function firstPem(pem: string): string {
+  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)?.[0] ?? pem;
 }
 
 /** Whether the first certificate of `proofPem` is for the key of `caPem`. */
@@ -225,7 +242,7 @@ export async function finishApiCaRoll(ctx: ServerContext, opts: { force?: boolea
   const caEnd = (await caFacts(cur.issuer.certPem)).notAfter;
   const listener = await issueListenerCert(cur.issuer, ctx.config, new Date(now - BACKDATE), caEnd);
   // The chain after the leaf: the cross-certificate, so an agent that pins only the old CA still verifies the listener.
-  const cross = cur.rollPem?.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/)?.[0] ?? '';
+  const cross = cur.rollPem === undefined ? '' : firstPem(cur.rollPem);
   await replacePair(paths.apiKey, paths.apiCert, listener.keyPem, listener.certPem + cross);
   await rm(paths.apiCaPrev, { force: true });
   await rm(paths.apiCaRollState, { force: true });
@@ -239,7 +256,7 @@ export async function finishApiCaRoll(ctx: ServerContext, opts: { force?: boolea
  * forces the finish. Undefined when there is nothing to finish.
  */
 export async function finishDueApiCaRoll(ctx: ServerContext): Promise<ApiCaFinishResult | undefined> {
-  const cur = await loadApiCaState(ctx.paths);
+  const cur = await loadApiCaState(ctx.paths, { complete: false });
   if (!cur.roll || cur.roll.overlapUntil > nowOf(ctx)) return undefined;
   if (nodesBehind(ctx, cur.issuer.certPem).length > 0) return undefined;
   return finishApiCaRoll(ctx);

@@ -176,7 +176,7 @@ export async function networkCaExpiry(net: Pick<NetworkRecord, 'id' | 'caCertPem
 export async function caExpiries(ctx: ServerContext, now: number): Promise<CaExpiry[]> {
   const nets = ctx.store.read((tx) => tx.listNetworks()).filter((n) => n.state !== 'deleted' && !isMirror(n));
   const out = await Promise.all(nets.map((n) => networkCaExpiry(n, now)));
-  const api = await loadApiCaState(ctx.paths).catch(() => undefined);
+  const api = await loadApiCaState(ctx.paths, { complete: false }).catch(() => undefined);
   if (api === undefined) return out;
   out.push(caExpiry('API CA', await caFacts(api.issuer.certPem), now, 'mvpn-client server api roll-ca'));
   if (api.roll && api.roll.overlapUntil <= now) {
