@@ -9,7 +9,7 @@
  * MVPN_API_CA_RETIRED; a second roll that starts while the agent is down
  * is followed when it comes back, across one more restart in the overlap;
  * and a new API CA that no pinned CA certified is refused while everything
- * keeps running.
+ * keeps running; an unreadable API CA pin stops the agent at start.
  */
 import { X509Certificate } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -169,6 +169,19 @@ describe('API CA roll', () => {
         expect(net(s6, NET)?.state).toBe('connected');
         expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);
         await rm(join(api, 'ca-prev.crt'));
+
+        // 6. an API CA pin the agent cannot read stops it at start (server_ca alone would trust a retired CA).
+        await agent.stop();
+        agent = undefined;
+        const pinFile = join(w.stateDir, 'ca-pins', '_api.json');
+        const good = await readFile(pinFile);
+        await writeFile(pinFile, '{"schema":1}', { mode: 0o600 });
+        const broken = w.startAgent();
+        expect(await broken.exited()).not.toBe(0);
+        expect(broken.log()).toContain('MVPN_CA_NOT_PINNED');
+        await writeFile(pinFile, good, { mode: 0o600 });
+        agent = w.startAgent();
+        await w.waitStatus((st) => st.ready && allConnected(st, [NET]) && cas(st) === apiCaCn(3), 180_000);
       } finally {
         await agent?.stop();
         await w.cleanup();
