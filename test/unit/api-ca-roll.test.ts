@@ -11,7 +11,8 @@ import { loadCaPinFile } from '../../src/agent/ca-pins.ts';
 import { apiCaCn } from '../../src/bundle/names.ts';
 import { isMvpnError } from '../../src/errors.ts';
 import { createCa, crossCertify, type CaMaterial } from '../../src/pki/ca.ts';
-import { completeApiFiles, finishApiCaRoll, loadApiCaState, rollApiCa } from '../../src/server/ops/api-ca-roll.ts';
+import { completeApiFiles, finishApiCaRoll, finishDueApiCaRoll, loadApiCaState, rollApiCa } from '../../src/server/ops/api-ca-roll.ts';
+import { caExpiries } from '../../src/server/ops/ca-roll.ts';
 import { enroll } from '../../src/server/ops/enroll.ts';
 import { createCsr } from '../../src/pki/csr.ts';
 import { generateKeyPairPem } from '../../src/pki/keys.ts';
@@ -102,6 +103,19 @@ describe('server: API CA roll files', () => {
         expect(during.listener.certPem).toBe(before.listener.certPem);
         expect(during.rollPem).toBeDefined();
         expect(await codeOf(rollApiCa(ctx))).toBe('MVPN_CA_ROLL_REFUSED');
+
+        // After the overlap: the daemon does not finish while pc1 is behind, and its daily warning names pc1 and the command.
+        const later = await openContext(server.stateDir, () => Date.now() + 2 * 3_600_000);
+        try {
+          expect(await finishDueApiCaRoll(later)).toBeUndefined();
+          const warnings = (await caExpiries(later, Date.now() + 2 * 3_600_000)).map((e) => e.warning ?? '');
+          expect(warnings.find((w) => w.includes('overlap ended'))).toMatch(/pc1.*server api roll-ca --finish --force/);
+          // The API CA's own expiry warning names the command that rolls it.
+          const nearEnd = await caExpiries(later, Date.now() + (10 * 365 - 30) * 86_400_000);
+          expect(nearEnd.find((e) => e.which === 'API CA')?.warning).toContain('mvpn-client server api roll-ca');
+        } finally {
+          later.close();
+        }
 
         const refused = await finishApiCaRoll(ctx).catch((e: unknown) => e);
         expect(isMvpnError(refused) && refused.code).toBe('MVPN_CA_ROLL_REFUSED');
