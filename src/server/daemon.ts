@@ -388,10 +388,11 @@ export class ServerDaemon {
     try {
       const stamp = await apiCaStamp(paths);
       if (stamp === this.apiCaStamp) return;
+      // Taken before the read: files that do not load (a pair between its renames) are read again at their next change, not every second.
+      this.apiCaStamp = stamp;
       const a = await loadApiCaState(paths, { complete: false });
       this.server.setSecureContext(apiTlsOptions(a));
       this.setApiCa(a);
-      this.apiCaStamp = stamp;
       this.logger.emit({ kind: 'server.api-ca-reloaded', trusted: a.trustedPems.length, rolling: a.roll !== undefined });
     } catch (err) {
       const e = toMvpnError(err);

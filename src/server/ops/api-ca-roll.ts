@@ -101,7 +101,7 @@ async function completePair(keyPath: string, certPath: string, beforeRename?: ()
   await rename(`${certPath}.next`, certPath);
 }
 
-/** Completes what a crashed roll or finish left half-done (called before every read of the API CA files). */
+/** Completes what a crashed roll or finish left half-done (by the CLI before it reads the files, and at daemon start). */
 export async function completeApiFiles(paths: ServerPaths): Promise<void> {
   // A start that wrote the new CA pair: the old CA must be ca-prev.crt before ca.crt is replaced.
   await completePair(paths.apiCaKey, paths.apiCaCert, async () => {
