@@ -16,6 +16,13 @@
  *
  * An agent upgraded from a version without pins takes the pin from the
  * bundle already installed, not from the next one it fetches.
+ *
+ * The server's API CA (the CA of the HTTPS listener and of the node's API
+ * identity) is pinned in the same store under the name `_api` (not a
+ * network id: ids have no "_"), with the CA certificates themselves beside
+ * the pins (`certs`), because TLS needs the certificates, not only their
+ * keys' hashes. It moves only through an API CA roll proved by the pinned
+ * CA (src/agent/api-ca.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -31,8 +38,18 @@ const PinFileSchema = z.strictObject({
   schema: z.literal(1),
   network: z.string().max(64),
   pins: z.array(z.string().regex(/^[0-9a-f]{64}$/)).min(1).max(2),
+  /** PEM of each pinned CA, in pin order (the API CA's pins: src/agent/api-ca.ts). */
+  certs: z.array(z.string().max(16 * 1024)).min(1).max(2).optional(),
   updated_at: z.string().max(64),
 });
+
+/** The pin store's name for the server's API CA. */
+export const API_CA_PINS = '_api';
+
+export interface CaPinFile {
+  readonly pins: string[];
+  readonly certs?: string[] | undefined;
+}
 
 export function caPinPath(stateDir: string, network: string): string {
   return join(stateDir, 'ca-pins', `${network}.json`);
@@ -40,24 +57,30 @@ export function caPinPath(stateDir: string, network: string): string {
 
 /** The pins of `network`, or undefined when the node has none yet. A pin file it cannot read is refused, never ignored. */
 export async function loadCaPins(stateDir: string, network: string): Promise<string[] | undefined> {
+  return (await loadCaPinFile(stateDir, network))?.pins;
+}
+
+/** The pin file with its certificates, or undefined when there is none. */
+export async function loadCaPinFile(stateDir: string, network: string): Promise<CaPinFile | undefined> {
   const path = caPinPath(stateDir, network);
   const bytes = await readIfExists(path);
   if (bytes === undefined) return undefined;
   try {
-    const f = PinFileSchema.parse(parseJsonBounded(bytes, { maxBytes: 4096, maxDepth: 3 }, path));
+    const f = PinFileSchema.parse(parseJsonBounded(bytes, { maxBytes: 40 * 1024, maxDepth: 3 }, path));
     if (f.network !== network) throw new Error(`it is for network ${f.network}`);
-    return f.pins;
+    if (f.certs !== undefined && f.certs.length !== f.pins.length) throw new Error('it lists another number of certificates than pins');
+    return { pins: f.pins, certs: f.certs };
   } catch (err) {
-    throw new PkiError('MVPN_CA_NOT_PINNED', `the CA pin file ${path} is unreadable (${(err as Error).message}); bundles for network ${network} are refused until it is fixed`, {
+    throw new PkiError('MVPN_CA_NOT_PINNED', `the CA pin file ${path} is unreadable (${(err as Error).message}); ${network === API_CA_PINS ? 'the API CA cannot be checked' : `bundles for network ${network} are refused`} until it is fixed`, {
       context: { network, path },
-      hint: 'remove the file to pin the CA of the next bundle afresh (trust on first use)',
+      hint: network === API_CA_PINS ? 'remove the file: the agent then trusts server_ca from its config (or the API CA it enrolled with) again' : 'remove the file to pin the CA of the next bundle afresh (trust on first use)',
     });
   }
 }
 
-export async function saveCaPins(stateDir: string, network: string, pins: readonly string[], now: Date): Promise<void> {
+export async function saveCaPins(stateDir: string, network: string, pins: readonly string[], now: Date, certs?: readonly string[]): Promise<void> {
   await ensureDir(join(stateDir, 'ca-pins'), 0o700);
-  const body: z.infer<typeof PinFileSchema> = { schema: 1, network, pins: [...pins], updated_at: now.toISOString() };
+  const body: z.infer<typeof PinFileSchema> = { schema: 1, network, pins: [...pins], ...(certs === undefined ? {} : { certs: [...certs] }), updated_at: now.toISOString() };
   await writeFileAtomic(caPinPath(stateDir, network), JSON.stringify(body, null, 2) + '\n', 0o600);
 }
 

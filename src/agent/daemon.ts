@@ -62,6 +62,7 @@ import type { SourceDeps } from './sources.ts';
 import { loadAdminDown, loadMembership, saveAdminDown } from './state.ts';
 import { summaryLine, type AgentStatus, type NetworkStatus } from './status.ts';
 import { loadTrust } from './anchor-state.ts';
+import { loadApiTrust } from './api-ca.ts';
 import { loadAnchor, loadCaPem } from './trust.ts';
 
 /** The part of src/systemd/notify.ts Notifier the daemon uses. */
@@ -197,6 +198,8 @@ export class AgentDaemon {
 
     // A pinned chain that cannot be walked stops the agent: the config's anchor alone would be a rollback.
     this.reconciler.trust = await loadTrust(config.stateDir, this.anchor);
+    // Likewise an API CA pin that cannot be read: server_ca alone may name a CA that a roll retired (api-ca.ts).
+    await loadApiTrust(config.stateDir, undefined);
     try {
       this.reconciler.membership = await loadMembership(config.stateDir, this.reconciler.trust.anchor);
     } catch (err) {
@@ -300,6 +303,7 @@ export class AgentDaemon {
       reconcile: { last_at: r.lastAt === undefined ? null : new Date(r.lastAt).toISOString(), last_error: r.lastError ?? null },
       networks,
       renewal: r.renewal,
+      api_ca: r.apiCa,
     };
   }
 

@@ -34,6 +34,8 @@ export type AgentEvent =
   | { readonly kind: 'install.broken'; readonly network: string; readonly message: string }
   | { readonly kind: 'install.route-refused'; readonly network: string; readonly prefix: string; readonly reason: string }
   | { readonly kind: 'ca.pinned'; readonly network: string; readonly pins: readonly string[]; readonly previous: readonly string[] }
+  | { readonly kind: 'api-ca.pinned'; readonly cas: readonly string[]; readonly previous: readonly string[] }
+  | { readonly kind: 'api-ca.refused'; readonly code: string; readonly message: string }
   | { readonly kind: 'network.admin'; readonly network: string; readonly verb: string };
 
 export const agentFormatters: Formatters<AgentEvent> = {
@@ -76,6 +78,11 @@ export const agentFormatters: Formatters<AgentEvent> = {
   'reconcile.next': (e) => ({ level: 'debug', text: `next reconcile in ${Math.round(e.delayMs / 1000)} s` }),
   'install.route-refused': (e) => ({ level: 'warning', text: `${e.network}: pushed routes for ${e.prefix} refused on this node: ${e.reason}` }),
   'install.broken': (e) => ({ level: 'warning', text: `${e.network}: installed files are not usable, reinstalling: ${e.message}` }),
+  'api-ca.pinned': (e) => ({
+    level: 'notice',
+    text: `API CA pin ${e.previous.length === 0 ? 'set' : `moved from ${e.previous.map((p) => p.slice(0, 16)).join(', ')}`} to ${e.cas.join(', ')} (a roll certified by the pinned CA)`,
+  }),
+  'api-ca.refused': (e) => ({ level: 'warning', text: `the server's API CA list was not followed: ${e.code}: ${e.message}; the API CA pin stays as it was` }),
   'ca.pinned': (e) => ({
     level: 'notice',
     text: `${e.network}: CA pin ${e.previous.length === 0 ? 'set' : `moved from ${e.previous.map((p) => p.slice(0, 16)).join(', ')}`} to ${e.pins.map((p) => p.slice(0, 16)).join(', ')}`,

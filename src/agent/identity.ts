@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { MvpnError } from '../errors.ts';
 import { certMatchesKey } from '../pki/verify.ts';
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
-import { readIfExists } from '../util/read-file.ts';
+import { readTextIfExists } from '../util/read-file.ts';
 
 export interface IdentityPaths {
   readonly dir: string;
@@ -59,10 +59,6 @@ export interface Identity {
   readonly paths: IdentityPaths;
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
-  return (await readIfExists(path))?.toString('utf8');
-}
-
 const RENEWED_KEY_RE = /^node-[0-9a-f]{12}\.key$/;
 
 /** Every key file of the identity dir: node.key first, then renewed keys. */
@@ -78,10 +74,10 @@ async function keyFiles(paths: IdentityPaths): Promise<string[]> {
  */
 export async function loadIdentity(stateDir: string): Promise<Identity | undefined> {
   const paths = identityPaths(stateDir);
-  const [certPem, caPem] = await Promise.all([readOptional(paths.cert), readOptional(paths.ca)]);
+  const [certPem, caPem] = await Promise.all([readTextIfExists(paths.cert), readTextIfExists(paths.ca)]);
   if (certPem === undefined || caPem === undefined) return undefined;
   for (const file of await keyFiles(paths)) {
-    const keyPem = await readOptional(file);
+    const keyPem = await readTextIfExists(file);
     if (keyPem === undefined) continue;
     try {
       if (await certMatchesKey(certPem, keyPem)) return { keyPem, certPem, caPem, paths: { ...paths, key: file } };
@@ -132,7 +128,7 @@ export async function switchIdentity(stateDir: string, cert: { certPem: string; 
 }
 
 export async function renewalPending(stateDir: string): Promise<boolean> {
-  return (await readOptional(identityPaths(stateDir).renewPending)) !== undefined;
+  return (await readTextIfExists(identityPaths(stateDir).renewPending)) !== undefined;
 }
 
 /**

@@ -45,6 +45,7 @@ import { verifyMembership, type AcceptedMembership } from '../bundle/membership.
 import type { Manifest } from '../bundle/schema.ts';
 import type { Anchor } from '../bundle/sign.ts';
 import { verifyBundle, type VerifiedBundle } from '../bundle/verify.ts';
+import { caFacts } from '../pki/verify.ts';
 import { BundleError, FetchError, MvpnError, toMvpnError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { renderClientConfig } from '../openvpn/client-config.ts';
@@ -55,11 +56,12 @@ import { execCommand, type ExecFn } from '../util/exec.ts';
 import { savePinnedChain } from './anchor-state.ts';
 import type { AgentConfig } from './config.ts';
 import { loadCaPins, pinsOfCaFile, saveCaPins } from './ca-pins.ts';
-import { enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
+import { acceptApiCas, issuedBy, loadApiTrust, type ApiTrust } from './api-ca.ts';
+import { apiUrl, enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
 import { finishRenewal, loadIdentity, renewalPending, type Identity } from './identity.ts';
 import { certLife, confirmRenewal, decideRenewal, renewIdentity, renewTarget, serialOf as certLifeSerial, type CertLife } from './renew.ts';
-import type { RenewalStatus } from './status.ts';
+import type { ApiCaStatus, RenewalStatus } from './status.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { mapLimit } from '../util/concurrency.ts';
 import { readFile } from 'node:fs/promises';
@@ -98,6 +100,10 @@ export function factsOf(manifest: Manifest, sha256: string): BundleFacts {
 
 /** Networks fetched, verified, installed and started at once in one reconcile (see step 5 above). */
 export const BUNDLE_CONCURRENCY = 4;
+
+async function caNames(pems: readonly string[]): Promise<string[]> {
+  return Promise.all(pems.map(async (p) => (await caFacts(p).catch(() => ({ cn: '?' }))).cn));
+}
 
 function byId(x: Action, y: Action): number {
   return x.id < y.id ? -1 : x.id > y.id ? 1 : 0;
@@ -250,7 +256,7 @@ export class Reconciler {
         url: e.url,
         ...(e.via === undefined ? {} : { via: e.via }),
         tokenFile: e.tokenFile,
-        ...(this.ctx.serverCaPem === undefined ? {} : { serverCaPem: this.ctx.serverCaPem }),
+        ...(this.apiCaPem(undefined) === undefined ? {} : { serverCaPem: this.apiCaPem(undefined)! }),
         stateDir: this.ctx.config.stateDir,
         now,
         timeoutMs: this.ctx.config.fetch.requestTimeoutMs,
@@ -262,6 +268,60 @@ export class Reconciler {
       if (permanent) this.enrollGaveUp = true;
       this.deps.logger.emit({ kind: 'enroll.failed', code: me.code, message: me.message, permanent });
     }
+  }
+
+  /** The API CAs this node trusts (api-ca.ts), as of the last reconcile; undefined before the first. */
+  private apiTrust: ApiTrust | undefined;
+  /** Set while the identity is not from the server's issuing API CA: renew now. */
+  private apiCaRenewReason: string | undefined;
+  /** The API CA as of the last reconcile (status); null before enrollment. */
+  apiCa: ApiCaStatus | null = null;
+
+  /** PEM of the CAs the API listener is verified with: the API CA pin once a roll was followed, else server_ca, else the enrolled CA. */
+  private apiCaPem(identity: Identity | undefined): string | undefined {
+    if (this.apiTrust?.pinned === true) return this.apiTrust.pems.join('');
+    return this.ctx.serverCaPem ?? identity?.caPem;
+  }
+
+  /**
+   * Step 2a (api-ca.ts): read the server's API CA list, follow a roll its
+   * pinned CA certified, and note when the identity must move to the new
+   * CA. Never throws: a refused or unreachable list leaves the trust as it
+   * was, and is shown in status.
+   */
+  private async followApiCa(now: Date, identity: Identity | undefined): Promise<void> {
+    const { config } = this.ctx;
+    this.apiCaRenewReason = undefined;
+    let lastError: NetError | null = null;
+    try {
+      this.apiTrust = await loadApiTrust(config.stateDir, this.ctx.serverCaPem ?? identity?.caPem);
+      const target = identity === undefined || this.apiTrust === undefined ? undefined : renewTarget(config, this.apiCaPem(identity));
+      if (identity !== undefined && this.apiTrust !== undefined && target !== undefined) {
+        const url = apiUrl(target.url, 'v1/api-ca.json');
+        const http = new HttpFetcher({ ca: this.apiTrust.pems.join('') }, config.fetch);
+        let body: Buffer;
+        try {
+          const signal = AbortSignal.any([this.abort.signal, AbortSignal.timeout(config.fetch.requestTimeoutMs * 2)]);
+          const got = await http.get(url, { maxBytes: 64 * 1024, signal, accept: 'application/json', ...(target.via === undefined ? {} : { via: target.via }) });
+          if (got.kind !== 'doc') throw new FetchError('MVPN_FETCH_HTTP_STATUS', `${url.href} answered 304 without a conditional request`, { context: { status: 304 } });
+          body = got.bytes;
+        } finally {
+          await http.close();
+        }
+        const before = this.apiTrust;
+        const r = await acceptApiCas(config.stateDir, body, before, now);
+        this.apiTrust = r.trust;
+        if (r.changed) this.deps.logger.emit({ kind: 'api-ca.pinned', cas: await caNames(r.trust.pems), previous: before.pins });
+        if (!issuedBy(identity.certPem, r.issuerPem)) this.apiCaRenewReason = `the server's API CA was rolled to ${r.issuerCn}; the identity is from an earlier one`;
+      }
+    } catch (err) {
+      // 404: a server from before API CA rolls, or not an mvpn API: nothing to follow.
+      if (toMvpnError(err).context['status'] !== 404) {
+        lastError = netError(err);
+        this.deps.logger.emit({ kind: 'api-ca.refused', code: lastError.code, message: lastError.message });
+      }
+    }
+    this.apiCa = identity === undefined ? null : { pinned: this.apiTrust?.pinned ?? false, cas: this.apiTrust === undefined ? [] : await caNames(this.apiTrust.pems), last_error: lastError };
   }
 
   /** Automatic renewal as of the last reconcile (status). */
@@ -333,7 +393,7 @@ export class Reconciler {
       this.renewal = null;
       return identity;
     }
-    const target = renewTarget(config, this.ctx.serverCaPem ?? identity.caPem);
+    const target = renewTarget(config, this.apiCaPem(identity));
     const retrying = this.renewRetryAt !== undefined && t < this.renewRetryAt;
     if (await renewalPending(config.stateDir)) {
       if (!this.renewalInUse(identity)) {
@@ -373,6 +433,8 @@ export class Reconciler {
       this.renewFailed(err, t);
       return identity;
     }
+    // An API CA roll (api-ca.ts): the identity moves to the new CA now, not at its two-thirds point.
+    if (decision.kind === 'wait' && this.apiCaRenewReason !== undefined) decision = { kind: 'renew', what: 'identity', expired: false, reason: this.apiCaRenewReason };
     if (decision.kind === 'wait') {
       this.renewalWakeAt = decision.at;
       this.renewal = { ...this.renewalBase(), due_at: decision.at === undefined ? null : new Date(decision.at).toISOString() };
@@ -411,8 +473,10 @@ export class Reconciler {
     logger.emit({ kind: 'reconcile.start', reason });
 
     await this.maybeEnroll(now);
-    const identity = await this.maybeRenew(now, await loadIdentity(config.stateDir));
-    const defaultCa = this.ctx.serverCaPem ?? identity?.caPem;
+    const enrolled = await loadIdentity(config.stateDir);
+    await this.followApiCa(now, enrolled);
+    const identity = await this.maybeRenew(now, enrolled);
+    const defaultCa = this.apiCaPem(identity);
     const http = new HttpFetcher(
       { ...(defaultCa === undefined ? {} : { ca: defaultCa }), ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}) },
       config.fetch,

@@ -85,6 +85,16 @@ export interface RenewalStatus {
   readonly last_error: StatusError | null;
 }
 
+/** The API CA the node trusts (api-ca.ts): null before the node is enrolled. */
+export interface ApiCaStatus {
+  /** True once the node followed an API CA roll (the pin file, not the config's server_ca, is what it trusts). */
+  readonly pinned: boolean;
+  /** Names of the trusted API CAs (two during a roll's overlap). */
+  readonly cas: readonly string[];
+  /** Why the last `v1/api-ca.json` was not followed (refused roll, unreachable): the trust did not change. */
+  readonly last_error: StatusError | null;
+}
+
 export interface AgentStatus {
   readonly version: string;
   readonly node: string;
@@ -97,6 +107,8 @@ export interface AgentStatus {
   readonly networks: readonly NetworkStatus[];
   /** Added with automatic renewal; always present from the daemon. */
   readonly renewal?: RenewalStatus | null;
+  /** Added with the API CA roll; always present from the daemon. */
+  readonly api_ca?: ApiCaStatus | null;
 }
 
 /** 0 when every network is connected (also when there are none), 1 otherwise. */
@@ -205,5 +217,7 @@ export function renderStatusTable(s: AgentStatus): string {
   const r = s.renewal;
   // The message may carry text the server chose: escaped like every cell.
   if (r?.state === 'failed' && r.last_error) out.push(printable(`renewal failed (retry ${r.next_retry_at ?? 'pending'}): ${r.last_error.code}: ${r.last_error.message}`));
+  const a = s.api_ca;
+  if (a?.last_error) out.push(printable(`API CA not followed (still trusting ${a.cas.join(', ')}): ${a.last_error.code}: ${a.last_error.message}`));
   return out.join('\n') + '\n';
 }

@@ -15,12 +15,33 @@ export function serverCn(networkId: string): string {
 }
 
 export function caCn(networkId: string, generation = 1): string {
-  return generation <= 1 ? `mvpn-ca-${networkId}` : `mvpn-ca-${networkId}.${generation}`;
+  return generationCn(`mvpn-ca-${networkId}`, generation);
 }
 
 /** The generation of `cn` if it names a CA of `networkId` (1 for `mvpn-ca-<id>`), else undefined. */
 export function caGeneration(cn: string, networkId: string): number | undefined {
-  const prefix = `mvpn-ca-${networkId}`;
+  return generationOf(cn, `mvpn-ca-${networkId}`);
+}
+
+/**
+ * The server's API CA (listener certificate and node API identities):
+ * `mvpn-api-ca`, `mvpn-api-ca.<n>` after rolls (`server api roll-ca`). The
+ * same generation rule as network CAs, so the old and the new CA of a roll
+ * have different names.
+ */
+export function apiCaCn(generation = 1): string {
+  return generationCn('mvpn-api-ca', generation);
+}
+
+export function apiCaGeneration(cn: string): number | undefined {
+  return generationOf(cn, 'mvpn-api-ca');
+}
+
+function generationCn(prefix: string, generation: number): string {
+  return generation <= 1 ? prefix : `${prefix}.${generation}`;
+}
+
+function generationOf(cn: string, prefix: string): number | undefined {
   if (cn === prefix) return 1;
   if (!cn.startsWith(`${prefix}.`)) return undefined;
   const rest = cn.slice(prefix.length + 1);

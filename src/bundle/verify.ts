@@ -128,58 +128,89 @@ export function splitPems(text: string, labels: readonly string[], max: number, 
   return blocks;
 }
 
-/** The network's CAs in ca.crt, each tied to the network by name (issue 22, finding 4). */
-async function checkCas(caPems: readonly string[], network: string): Promise<CaFacts[]> {
+/**
+ * Whose CAs a set of pins is about: a network's (ca.crt/ca-roll.crt of its
+ * bundles) or the server's API CA (src/agent/api-ca.ts). The pin and roll
+ * rules below are the same for both; only names and messages differ.
+ */
+export interface CaScope {
+  /** "network alpha", "the API". */
+  readonly label: string;
+  /** The generation of a CA name of this scope, undefined for a name that is not one. */
+  readonly generation: (cn: string) => number | undefined;
+  /** The expected names, for messages. */
+  readonly names: string;
+  /** Where the CAs and the roll come from, for messages. */
+  readonly caFile: string;
+  readonly rollFile: string;
+  /** What the operator of a node does about a CA that is not pinned. */
+  readonly notPinnedHint: string;
+}
+
+export function networkCaScope(network: string): CaScope {
+  return {
+    label: `network ${network}`,
+    generation: (cn) => caGeneration(cn, network),
+    names: `${JSON.stringify(caCn(network))} or ${JSON.stringify(`${caCn(network)}.<n>`)}`,
+    caFile: 'ca.crt',
+    rollFile: 'ca-roll.crt',
+    notPinnedHint: 'a server rolls a CA with `server network roll-ca`, which certifies the new CA with the old one; if the network was deleted and created again, remove the pin under <state>/ca-pins/ on this node',
+  };
+}
+
+/** The CAs of a scope, each tied to it by name (issue 22, finding 4). */
+export async function checkCaSet(caPems: readonly string[], scope: CaScope): Promise<CaFacts[]> {
   const cas: CaFacts[] = [];
   for (const pem of caPems) {
-    const ca = await caFacts(pem, 'ca.crt');
-    if (caGeneration(ca.cn, network) === undefined) {
-      throw new PkiError('MVPN_CA_WRONG_NETWORK', `ca.crt holds the CA ${JSON.stringify(ca.cn)}, which is not a CA of network ${network} (expected ${JSON.stringify(caCn(network))} or ${JSON.stringify(`${caCn(network)}.<n>`)})`, {
-        context: { cn: ca.cn, network },
-        hint: 'the bundle carries another network\'s CA; the server must issue this network\'s own',
+    const ca = await caFacts(pem, scope.caFile);
+    if (scope.generation(ca.cn) === undefined) {
+      throw new PkiError('MVPN_CA_WRONG_NETWORK', `${scope.caFile} holds the CA ${JSON.stringify(ca.cn)}, which is not a CA of ${scope.label} (expected ${scope.names})`, {
+        context: { cn: ca.cn, scope: scope.label },
+        hint: `the server sent another CA than ${scope.label}'s own`,
       });
     }
     cas.push(ca);
   }
   if (cas.length === 2 && (cas[0]!.cn === cas[1]!.cn || cas[0]!.pin === cas[1]!.pin)) {
-    throw new PkiError('MVPN_CERT_INVALID', 'ca.crt holds two CAs with the same name or key; during a CA roll it holds the old and the new CA');
+    throw new PkiError('MVPN_CERT_INVALID', `${scope.caFile} holds two CAs with the same name or key; during a CA roll it holds the old and the new CA`);
   }
   return cas;
 }
 
 /**
- * ca-roll.crt: the cross-certificate for a CA in ca.crt, then the old CA
- * that signed it. Returns the roll it proves (old pin -> new pin).
+ * A roll proof (ca-roll.crt): the cross-certificate for one of `cas`, then
+ * the old CA that signed it. Returns the roll it proves (old pin -> new pin).
  */
-async function checkRoll(rollPem: string, caPems: readonly string[], cas: readonly CaFacts[], network: string, now: Date): Promise<CaRoll> {
-  const [crossPem, oldPem] = splitPems(rollPem, ['CERTIFICATE'], 2, 'MVPN_CA_ROLL_INVALID', 'ca-roll.crt');
-  if (oldPem === undefined) throw new PkiError('MVPN_CA_ROLL_INVALID', 'ca-roll.crt must hold the cross-certificate and then the old CA certificate');
-  const old = await caFacts(oldPem, 'the old CA in ca-roll.crt');
-  const cross = await caFacts(crossPem!, 'the cross-certificate in ca-roll.crt');
+export async function checkCaRoll(rollPem: string, caPems: readonly string[], cas: readonly CaFacts[], scope: CaScope, now: Date): Promise<CaRoll> {
+  const file = scope.rollFile;
+  const [crossPem, oldPem] = splitPems(rollPem, ['CERTIFICATE'], 2, 'MVPN_CA_ROLL_INVALID', file);
+  if (oldPem === undefined) throw new PkiError('MVPN_CA_ROLL_INVALID', `${file} must hold the cross-certificate and then the old CA certificate`);
+  const old = await caFacts(oldPem, `the old CA in ${file}`);
+  const cross = await caFacts(crossPem!, `the cross-certificate in ${file}`);
   const i = cas.findIndex((c) => c.pin === cross.pin && c.cn === cross.cn);
-  if (i < 0) throw new PkiError('MVPN_CA_ROLL_INVALID', 'ca-roll.crt certifies a CA that is not in ca.crt');
-  const oldGen = caGeneration(old.cn, network);
-  const newGen = caGeneration(cas[i]!.cn, network)!;
+  if (i < 0) throw new PkiError('MVPN_CA_ROLL_INVALID', `${file} certifies a CA that is not in ${scope.caFile}`);
+  const oldGen = scope.generation(old.cn);
+  const newGen = scope.generation(cas[i]!.cn)!;
   if (oldGen === undefined || oldGen >= newGen) {
-    throw new PkiError('MVPN_CA_ROLL_INVALID', `ca-roll.crt: the old CA ${JSON.stringify(old.cn)} must be an earlier CA of network ${network} than ${JSON.stringify(cas[i]!.cn)}`);
+    throw new PkiError('MVPN_CA_ROLL_INVALID', `${file}: the old CA ${JSON.stringify(old.cn)} must be an earlier CA of ${scope.label} than ${JSON.stringify(cas[i]!.cn)}`);
   }
   await verifyCrossCert({ crossPem: crossPem!, issuerCaPem: oldPem, subjectCaPem: caPems[i]!, now });
   return { from: old.pin, to: cas[i]!.pin };
 }
 
 /**
- * The pin rule: every CA in ca.crt is pinned, or is the new CA of a roll
- * whose old CA is pinned. Without pins (first install, offline inspection)
- * the bundle's CAs are taken as they are and become the pins.
+ * The pin rule: every CA is pinned, or is the new CA of a roll whose old CA
+ * is pinned. Without pins (first install, offline inspection) the CAs are
+ * taken as they are and become the pins.
  */
-function checkPins(cas: readonly CaFacts[], roll: CaRoll | undefined, pins: readonly string[] | undefined, network: string): void {
+export function checkCaPins(cas: readonly CaFacts[], roll: CaRoll | undefined, pins: readonly string[] | undefined, scope: CaScope): void {
   if (pins === undefined) return;
   for (const ca of cas) {
     if (pins.includes(ca.pin)) continue;
     if (roll !== undefined && roll.to === ca.pin && pins.includes(roll.from)) continue;
-    throw new PkiError('MVPN_CA_NOT_PINNED', `ca.crt holds the CA ${JSON.stringify(ca.cn)} (key sha256 ${ca.pin.slice(0, 16)}…), which is not the CA this node pinned for network ${network}, and no CA roll signed by the pinned CA vouches for it`, {
-      context: { network, cn: ca.cn, pin: ca.pin },
-      hint: 'a server rolls a CA with `server network roll-ca`, which certifies the new CA with the old one; if the network was deleted and created again, remove the pin under <state>/ca-pins/ on this node',
+    throw new PkiError('MVPN_CA_NOT_PINNED', `${scope.caFile} holds the CA ${JSON.stringify(ca.cn)} (key sha256 ${ca.pin.slice(0, 16)}…), which is not the CA this node pinned for ${scope.label}, and no CA roll signed by the pinned CA vouches for it`, {
+      context: { scope: scope.label, cn: ca.cn, pin: ca.pin },
+      hint: scope.notPinnedHint,
     });
   }
 }
@@ -193,9 +224,10 @@ async function checkPki(files: ReadonlyMap<string, Buffer>, manifest: Manifest, 
   checkSinglePem(text('tls-crypt-v2.key'), ['OpenVPN tls-crypt-v2 client key'], 'MVPN_KEY_INVALID', 'tls-crypt-v2.key');
 
   // Identity before anything else: the CAs must be this network's, and pinned (or a pinned CA vouches for them).
-  const cas = await checkCas(caPems, manifest.network);
-  const roll = files.has('ca-roll.crt') ? await checkRoll(text('ca-roll.crt'), caPems, cas, manifest.network, opts.now) : undefined;
-  checkPins(cas, roll, opts.pinnedCas, manifest.network);
+  const scope = networkCaScope(manifest.network);
+  const cas = await checkCaSet(caPems, scope);
+  const roll = files.has('ca-roll.crt') ? await checkCaRoll(text('ca-roll.crt'), caPems, cas, scope, opts.now) : undefined;
+  checkCaPins(cas, roll, opts.pinnedCas, scope);
 
   // One CRL per CA, in the same order (openvpn's crl-verify needs each issuer's CRL).
   if (crlPems.length !== caPems.length) {

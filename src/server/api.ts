@@ -27,11 +27,12 @@ import { z } from 'zod';
 import { MvpnError, toMvpnError, type ErrorCode } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { NETWORK_ID_RE } from '../bundle/schema.ts';
-import type { CaMaterial } from '../pki/ca.ts';
+import { apiCaGeneration } from '../bundle/names.ts';
 import { parseJsonBounded } from '../util/json.ts';
 import type { DocumentService } from './doc-service.ts';
 import type { ServerEvent } from './events.ts';
 import { linkState } from './federation/links.ts';
+import type { ApiCaState } from './ops/api-ca-roll.ts';
 import { enroll } from './ops/enroll.ts';
 import { confirmRenewal, identityRole, renew } from './ops/renew.ts';
 import type { ServerContext } from './ops/context.ts';
@@ -56,8 +57,8 @@ export const defaultApiLimits: ApiLimits = {
 export interface ApiDeps {
   readonly ctx: ServerContext;
   readonly docs: DocumentService;
-  readonly apiCa: CaMaterial;
-  readonly tls: { readonly certPem: string; readonly keyPem: string };
+  /** The API CA files as of now (ops/api-ca-roll.ts); read per request, the daemon reloads them after a roll. */
+  readonly apiCa: () => ApiCaState;
   readonly logger: Logger<ServerEvent>;
   readonly limits?: Partial<ApiLimits>;
   /**
@@ -89,7 +90,7 @@ export interface ApiObserver {
 function routeOf(path: string): ApiRoute {
   if (path === '/v1/enroll') return 'enroll';
   if (path === '/v1/renew' || path === '/v1/renew/confirm') return 'renew';
-  if (path === '/v1/anchor-chain.json') return 'anchor';
+  if (path === '/v1/anchor-chain.json' || path === '/v1/api-ca.json') return 'anchor';
   if (path === '/v1/membership') return 'membership';
   if (BUNDLE_RE.test(path)) return 'bundle';
   if (LINK_RE.test(path)) return 'link';
@@ -116,6 +117,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   MVPN_CERT_WRONG_CN: 400,
   MVPN_ADDRESS_INVALID: 400,
   MVPN_API_UNAUTHORIZED: 401,
+  MVPN_API_CA_RETIRED: 401,
   MVPN_TOKEN_INVALID: 401,
   MVPN_TOKEN_EXPIRED: 401,
   MVPN_TOKEN_USED: 401,
@@ -128,8 +130,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
 
 class ApiError extends MvpnError {
   readonly status: number;
-  constructor(status: number, code: ErrorCode, message: string, headers?: Record<string, string>) {
-    super(code, message, headers ? { context: { headers } } : {});
+  constructor(status: number, code: ErrorCode, message: string, headers?: Record<string, string>, hint?: string) {
+    super(code, message, { ...(headers ? { context: { headers } } : {}), ...(hint === undefined ? {} : { hint }) });
     this.status = status;
   }
 }
@@ -179,6 +181,14 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   });
 }
 
+/** `format` of `GET /v1/api-ca.json`: `{ format, cas: [PEM, …] (the previous CA first during a roll's overlap, the issuing CA last), roll?: PEM }`. */
+export const API_CA_FORMAT = 'mvpn-api-ca-v1';
+
+/** The listener's TLS material: its certificate (and chain), key, and the CAs whose client certificates it accepts. */
+export function apiTlsOptions(a: ApiCaState): { key: string; cert: string; ca: string[]; minVersion: 'TLSv1.2' } {
+  return { key: a.listener.keyPem, cert: a.listener.certPem, ca: [...a.trustedPems], minVersion: 'TLSv1.2' };
+}
+
 export function createApiServer(deps: ApiDeps): Server {
   const limits = { ...defaultApiLimits, ...deps.limits };
   const { ctx, docs, logger } = deps;
@@ -191,6 +201,17 @@ export function createApiServer(deps: ApiDeps): Server {
       throw new ApiError(401, 'MVPN_API_UNAUTHORIZED', 'this route needs a node certificate (enroll first)');
     }
     if (!socket.authorized) {
+      const issuer = typeof cert.issuer?.CN === 'string' ? cert.issuer.CN : '';
+      if (apiCaGeneration(issuer) !== undefined) {
+        // Named like one of this server's API CAs but not accepted: one that a roll retired.
+        throw new ApiError(
+          401,
+          'MVPN_API_CA_RETIRED',
+          `this node's identity certificate was issued by the API CA ${issuer}, which this server retired when it rolled its API CA (it now accepts only identities it issued since); the node must enroll again`,
+          undefined,
+          'on the server: mvpn-client server node token NODE; on the node: put the token in the token file and run mvpn-client enroll --force',
+        );
+      }
       throw new ApiError(401, 'MVPN_API_UNAUTHORIZED', `the client certificate is not accepted: ${String(socket.authorizationError ?? 'unknown issuer')}`);
     }
     const cn = typeof cert.subject?.CN === 'string' ? cert.subject.CN : undefined;
@@ -254,10 +275,11 @@ export function createApiServer(deps: ApiDeps): Server {
       } catch (err) {
         throw new ApiError(400, 'MVPN_API_BAD_REQUEST', `enrollment request: ${(err as Error).message}`);
       }
-      const r = await enroll(ctx, deps.apiCa, parsed);
+      const { issuer } = deps.apiCa();
+      const r = await enroll(ctx, issuer, parsed);
       logger.emit({ kind: 'api.enrolled', node: r.node, networks: r.networks });
       deps.onStoreChanged?.(`node ${r.node} enrolled`);
-      sendJson(res, 200, { node: r.node, identity_cert: r.identityCertPem, api_ca: deps.apiCa.certPem });
+      sendJson(res, 200, { node: r.node, identity_cert: r.identityCertPem, api_ca: issuer.certPem });
       return r.node;
     }
 
@@ -265,10 +287,11 @@ export function createApiServer(deps: ApiDeps): Server {
       allow('POST');
       const node = authenticate(req);
       const parsed = await readJson(req, RenewSchema, 'renewal request');
-      const r = await renew(ctx, deps.apiCa, { node, authSerial: peerSerial(req), csr: parsed.csr });
+      const { issuer } = deps.apiCa();
+      const r = await renew(ctx, issuer, { node, authSerial: peerSerial(req), csr: parsed.csr });
       logger.emit({ kind: 'api.renewed', node, networks: r.networks });
       deps.onStoreChanged?.(`node ${node} renewed its certificates`);
-      sendJson(res, 200, { node, identity_cert: r.identityCertPem, api_ca: deps.apiCa.certPem });
+      sendJson(res, 200, { node, identity_cert: r.identityCertPem, api_ca: issuer.certPem });
       return node;
     }
 
@@ -289,6 +312,17 @@ export function createApiServer(deps: ApiDeps): Server {
       // Public keys and signatures only: served without a client certificate, so a node whose identity lapsed can still follow a rotation.
       allow('GET, HEAD');
       const bytes = serializeChain(await readChain(ctx.paths));
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(bytes.length), 'cache-control': 'no-cache' });
+      res.end(method === 'HEAD' ? undefined : bytes);
+      return undefined;
+    }
+
+    if (path === '/v1/api-ca.json') {
+      // Certificates only, like the anchor chain: served without a client certificate. Agents accept
+      // a new CA only through the roll proof signed by a CA they pinned (src/agent/api-ca.ts).
+      allow('GET, HEAD');
+      const a = deps.apiCa();
+      const bytes = Buffer.from(JSON.stringify({ format: API_CA_FORMAT, cas: a.trustedPems, ...(a.rollPem === undefined ? {} : { roll: a.rollPem }) }));
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(bytes.length), 'cache-control': 'no-cache' });
       res.end(method === 'HEAD' ? undefined : bytes);
       return undefined;
@@ -330,12 +364,9 @@ export function createApiServer(deps: ApiDeps): Server {
 
   const server = createServer(
     {
-      key: deps.tls.keyPem,
-      cert: deps.tls.certPem,
-      ca: [deps.apiCa.certPem],
+      ...apiTlsOptions(deps.apiCa()),
       requestCert: true,
       rejectUnauthorized: false,
-      minVersion: 'TLSv1.2',
       maxHeaderSize: limits.maxHeaderBytes,
       headersTimeout: limits.headersTimeoutMs,
       requestTimeout: limits.requestTimeoutMs,

@@ -105,6 +105,12 @@ export interface ServerPaths {
   readonly apiCaKey: string;
   readonly apiCert: string;
   readonly apiKey: string;
+  /** The previous API CA, during an API CA roll's overlap only (ops/api-ca-roll.ts). */
+  readonly apiCaPrev: string;
+  /** The cross-certificate of the last API CA roll, then the CA it replaced. */
+  readonly apiCaRoll: string;
+  /** The running API CA roll: when it started, when its overlap ends. */
+  readonly apiCaRollState: string;
   readonly store: string;
   readonly networksDir: string;
 }
@@ -123,6 +129,9 @@ export function serverPaths(stateDir: string): ServerPaths {
     apiCaKey: join(apiDir, 'ca.key'),
     apiCert: join(apiDir, 'server.crt'),
     apiKey: join(apiDir, 'server.key'),
+    apiCaPrev: join(apiDir, 'ca-prev.crt'),
+    apiCaRoll: join(apiDir, 'ca-roll.crt'),
+    apiCaRollState: join(apiDir, 'roll.json'),
     store: join(stateDir, 'store.db'),
     networksDir: join(stateDir, 'networks'),
   };

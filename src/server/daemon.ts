@@ -31,7 +31,6 @@ import { ConfigError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
 import { signingKeyFromPem } from '../bundle/sign.ts';
 import { completeRotation } from './anchor-rotation.ts';
-import type { CaMaterial } from '../pki/ca.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers } from '../openvpn/process.ts';
 import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
@@ -43,7 +42,7 @@ import { every, systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
 import { SerialTask } from '../util/serial.ts';
-import { createApiServer, type ApiLimits } from './api.ts';
+import { apiTlsOptions, createApiServer, type ApiLimits } from './api.ts';
 import { loadServerConfig, metricsListen, parseListen } from './config.ts';
 import { DocumentService } from './doc-service.ts';
 import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
@@ -56,6 +55,7 @@ import type { ServerContext } from './ops/context.ts';
 import { Upkeep } from './ops/upkeep.ts';
 import { networkFacts } from './ops/networks.ts';
 import { writeStatus, statusPath, type StatusSnapshot } from './status.ts';
+import { apiCaStamp, loadApiCaState, type ApiCaState } from './ops/api-ca-roll.ts';
 import { SqliteStore } from './store/sqlite.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
@@ -116,6 +116,9 @@ export class ServerDaemon {
   private docs: DocumentService | undefined;
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
   private signingKeyStamp = '';
+  /** The API CA files when they were loaded (reloadApiCa), and where the API reads them from. */
+  private apiCaStamp = '';
+  private setApiCa: (a: ApiCaState) => void = () => undefined;
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
 
@@ -160,7 +163,7 @@ export class ServerDaemon {
   static async start(opts: DaemonOptions): Promise<ServerDaemon> {
     const { config, paths } = await loadServerConfig(opts.stateDir);
     await completeRotation(paths);
-    const [signingPem, caCertPem, caKeyPem, certPem, keyPem] = await Promise.all(
+    const [signingPem] = await Promise.all(
       [paths.signingKey, paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey].map((p) =>
         readFile(p, 'utf8').catch((err: unknown) => {
           throw new ConfigError('MVPN_CONFIG_MISSING', `cannot read ${p}: ${(err as Error).message}`, { hint: 'is the state directory complete? (server init)' });
@@ -168,7 +171,7 @@ export class ServerDaemon {
       ),
     );
     const signingKey = signingKeyFromPem(signingPem!);
-    const apiCa: CaMaterial = { alg: 'ec-p256', certPem: caCertPem!, keyPem: caKeyPem! };
+    let apiCa = await loadApiCaState(paths);
     const store = SqliteStore.open(paths.store);
     const clock = opts.clock ?? systemClock;
     const ctx = { config, paths, store, clock };
@@ -184,8 +187,7 @@ export class ServerDaemon {
     const server = createApiServer({
       ctx,
       docs,
-      apiCa,
-      tls: { certPem: certPem!, keyPem: keyPem! },
+      apiCa: () => apiCa,
       logger,
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
       ...(metrics ? { observer: metrics } : {}),
@@ -195,6 +197,8 @@ export class ServerDaemon {
     });
     const daemon = new ServerDaemon(ctx, server, opts);
     daemon.docs = docs;
+    daemon.apiCaStamp = await apiCaStamp(paths);
+    daemon.setApiCa = (a) => (apiCa = a);
     daemon.signingKeyStamp = await fileStamp(paths.signingKey);
     try {
       await ensureDir(config.runtime_dir, 0o700);
@@ -283,6 +287,7 @@ export class ServerDaemon {
       }
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
       void this.reloadSigningKey();
+      void this.reloadApiCa();
     });
     repeat(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     repeat(this.opts.linkSyncMs ?? 2_000, () => void this.federation.sync());
@@ -313,6 +318,29 @@ export class ServerDaemon {
     } catch (err) {
       const e = toMvpnError(err);
       this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the signing key: ${e.message}` });
+    }
+  }
+
+  /**
+   * After `server api roll-ca` (another process, or this daemon's own
+   * finish): issue from the new CA, accept the CAs the files name, serve the
+   * new listener certificate. New connections get the new context; open
+   * keep-alive connections end within keepAliveTimeout.
+   */
+  async reloadApiCa(): Promise<void> {
+    const { paths } = this.ctx;
+    try {
+      const stamp = await apiCaStamp(paths);
+      if (stamp === this.apiCaStamp) return;
+      // Taken before the read: files that do not load (a pair between its renames) are read again at their next change, not every second.
+      this.apiCaStamp = stamp;
+      const a = await loadApiCaState(paths, { complete: false });
+      this.server.setSecureContext(apiTlsOptions(a));
+      this.setApiCa(a);
+      this.logger.emit({ kind: 'server.api-ca-reloaded', trusted: a.trustedPems.length, rolling: a.roll !== undefined });
+    } catch (err) {
+      const e = toMvpnError(err);
+      this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the API CA: ${e.message}` });
     }
   }
 

@@ -9,6 +9,7 @@ export type ServerEvent =
   | { readonly kind: 'server.ready'; readonly status: string }
   | { readonly kind: 'server.documents-renewed'; readonly nodes: number; readonly reason: 'first-start' | 'build-changed' }
   | { readonly kind: 'server.anchor-rotated'; readonly from: string; readonly to: string }
+  | { readonly kind: 'server.api-ca-reloaded'; readonly trusted: number; readonly rolling: boolean }
   | { readonly kind: 'server.stopping'; readonly reason: string }
   | { readonly kind: 'server.stopped' }
   | { readonly kind: 'server.reconcile'; readonly cause: string; readonly up: readonly string[]; readonly stopped: readonly string[] }
@@ -42,6 +43,10 @@ export const serverFormatters: Formatters<ServerEvent> = {
   }),
   'server.started': (e) => ({ level: 'notice', text: `server: HTTPS API listening on ${e.listen}; ${e.networks} network(s) in the store` }),
   'server.ready': (e) => ({ level: 'notice', text: `server: ready (${e.status})` }),
+  'server.api-ca-reloaded': (e) => ({
+    level: 'notice',
+    text: `server: API CA files changed; the listener now accepts identities of ${e.trusted} CA(s)${e.rolling ? ' (an API CA roll overlaps)' : ''} and serves its current certificate`,
+  }),
   'server.anchor-rotated': (e) => ({ level: 'notice', text: `server: trust anchor rotated, signing with key ${e.to} instead of ${e.from}; every document is re-signed` }),
   'server.stopping': (e) => ({ level: 'notice', text: `server: stopping (${e.reason})` }),
   'server.stopped': () => ({ level: 'notice', text: 'server: stopped' }),

@@ -18,8 +18,9 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigError, UsageError } from '../errors.ts';
 import { anchorToString, generateSigningKey, signingKeyToPem } from '../bundle/sign.ts';
+import { apiCaCn } from '../bundle/names.ts';
 import { isRemoteHost } from '../bundle/schema.ts';
-import { createCa } from '../pki/ca.ts';
+import { createCa, type CaMaterial } from '../pki/ca.ts';
 import { issueCert } from '../pki/cert.ts';
 import { generateKeyPairPem } from '../pki/keys.ts';
 import { checkConfig, defaultConfig, parseListen, serverPaths, type ServerConfig } from './config.ts';
@@ -51,6 +52,22 @@ export interface InitResult {
 }
 
 const YEAR = 365 * 86_400_000;
+
+/** The HTTPS listener's certificate: the config's host names and addresses, from the API CA (init, and an API CA roll's finish). */
+export async function issueListenerCert(apiCa: CaMaterial, config: Pick<ServerConfig, 'hostnames' | 'addresses'>, notBefore: Date, notAfter: Date): Promise<{ certPem: string; keyPem: string }> {
+  const key = await generateKeyPairPem('ec-p256');
+  const cert = await issueCert({
+    ca: apiCa,
+    publicKeyPem: key.publicKeyPem,
+    cn: config.hostnames[0] ?? config.addresses[0] ?? 'mvpn-server',
+    usage: 'server',
+    notBefore,
+    notAfter,
+    dnsNames: config.hostnames,
+    ipAddresses: config.addresses,
+  });
+  return { certPem: cert.certPem, keyPem: key.privateKeyPem };
+}
 
 async function isEmptyDir(path: string): Promise<boolean> {
   try {
@@ -118,22 +135,12 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
     await writeFile(paths.trustAnchor, anchor + '\n', { mode: 0o644 });
 
     const notBefore = new Date(now - 5 * 60_000);
-    const apiCa = await createCa({ cn: 'mvpn-api-ca', alg: 'ec-p256', notBefore, notAfter: new Date(now + 10 * YEAR) });
-    const listenerKey = await generateKeyPairPem('ec-p256');
-    const listener = await issueCert({
-      ca: apiCa,
-      publicKeyPem: listenerKey.publicKeyPem,
-      cn: hostnames[0] ?? addresses[0] ?? 'mvpn-server',
-      usage: 'server',
-      notBefore,
-      notAfter: new Date(now + 10 * YEAR),
-      dnsNames: hostnames,
-      ipAddresses: addresses,
-    });
+    const apiCa = await createCa({ cn: apiCaCn(), alg: 'ec-p256', notBefore, notAfter: new Date(now + 10 * YEAR) });
+    const listener = await issueListenerCert(apiCa, config, notBefore, new Date(now + 10 * YEAR));
     await writeFile(paths.apiCaCert, apiCa.certPem, { mode: 0o644 });
     await writeFile(paths.apiCaKey, apiCa.keyPem, { mode: 0o600 });
     await writeFile(paths.apiCert, listener.certPem, { mode: 0o644 });
-    await writeFile(paths.apiKey, listenerKey.privateKeyPem, { mode: 0o600 });
+    await writeFile(paths.apiKey, listener.keyPem, { mode: 0o600 });
     await writeFile(paths.config, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
     SqliteStore.open(paths.store, { create: true }).close();
 

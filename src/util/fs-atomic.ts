@@ -45,3 +45,4 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 export async function ensureDir(path: string, mode = 0o700): Promise<void> {
   await mkdir(path, { recursive: true, mode });
 }
+

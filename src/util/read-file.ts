@@ -32,3 +32,8 @@ export async function readIfExists(path: string): Promise<Buffer | undefined> {
     throw err;
   }
 }
+
+/** readIfExists as UTF-8 text. */
+export async function readTextIfExists(path: string): Promise<string | undefined> {
+  return (await readIfExists(path))?.toString('utf8');
+}

@@ -302,6 +302,34 @@ export class AgentWorld {
   }
 }
 
+/** A ping stream (5 per second) from `ns` to `ip`, replies counted by sequence number; `stop` says what was delivered. */
+export interface PingStream {
+  /** Replies so far. */
+  received(): number;
+  stop(): Promise<{ sent: number; lost: number; longestGap: number; lastAnswered: boolean }>;
+}
+
+export function pingStream(lab: Lab, ns: Netns, ip: string): PingStream {
+  const seen = new Set<number>();
+  const pinger = ns.spawn('ping', ['-n', '-i', '0.2', '-W', '1', ip]);
+  lab.track(pinger);
+  pinger.stdout?.on('data', (b: Buffer) => {
+    for (const m of b.toString().matchAll(/icmp_seq=(\d+)/g)) seen.add(Number(m[1]));
+  });
+  return {
+    received: () => seen.size,
+    stop: async () => {
+      pinger.kill('SIGINT');
+      await new Promise((r) => pinger.once('exit', r));
+      const sent = seen.size === 0 ? 0 : Math.max(...seen) + 1;
+      let gap = 0;
+      let longestGap = 0;
+      for (let i = 0; i < sent; i++) longestGap = Math.max(longestGap, (gap = seen.has(i) ? 0 : gap + 1));
+      return { sent, lost: sent - seen.size, longestGap, lastAnswered: sent > 0 && seen.has(sent - 1) };
+    },
+  };
+}
+
 export function net(s: AgentStatus, id: string): NetworkStatus | undefined {
   return s.networks.find((n) => n.id === id);
 }
@@ -437,6 +465,15 @@ export class ServerWorld {
 
   startAgent(opts: { env?: Record<string, string> } = {}): AgentProcess {
     return startAgentIn(this.lab, this.node, join(this.dir, 'config.json'), opts.env);
+  }
+
+  /** The usual start: the server daemon, the agent's config and token, the agent; resolves once it is ready with `networks` connected. */
+  async startAll(networks: readonly string[]): Promise<{ agent: AgentProcess; status: AgentStatus }> {
+    await this.startServer();
+    await this.writeConfig();
+    await this.newToken();
+    const agent = this.startAgent();
+    return { agent, status: await this.waitStatus((st) => st.ready && allConnected(st, networks), 180_000) };
   }
 
   async status(): Promise<AgentStatus> {

@@ -13,8 +13,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { caCn } from '../../src/bundle/names.ts';
-import { allConnected, net, ServerWorld, type AgentProcess } from '../helpers/agent-fixtures.ts';
+import { allConnected, net, pingStream, ServerWorld, type AgentProcess } from '../helpers/agent-fixtures.ts';
 import { waitFor, withLab } from '../helpers/netns.ts';
+import type { AgentStatus } from '../../src/agent/status.ts';
 
 const NET = 'alpha';
 
@@ -45,23 +46,15 @@ describe('network CA roll', () => {
       const w = await ServerWorld.create(lab, { networks: [NET] });
       let agent: AgentProcess | undefined;
       try {
-        await w.startServer();
-        await w.writeConfig();
-        await w.newToken();
-        agent = w.startAgent();
-        const s0 = await w.waitStatus((st) => st.ready && allConnected(st, [NET]), 180_000);
+        let s0: AgentStatus;
+        ({ agent, status: s0 } = await w.startAll([NET]));
         const srvIp = await w.serverTunnelIp(NET);
         expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);
         const pinned = await pins(w);
         expect(pinned).toHaveLength(1);
 
         // A ping stream for the whole roll: 5 per second, replies counted by sequence number.
-        const seen = new Set<number>();
-        const pinger = w.node.spawn('ping', ['-n', '-i', '0.2', '-W', '1', srvIp]);
-        lab.track(pinger);
-        pinger.stdout?.on('data', (b: Buffer) => {
-          for (const m of b.toString().matchAll(/icmp_seq=(\d+)/g)) seen.add(Number(m[1]));
-        });
+        const pings = pingStream(lab, w.node, srvIp);
 
         // 1. start: new CA, both trusted, node certificates re-issued by the new CA
         const roll = await w.server.json<{ ca: string; previous: string; reissued: number }>(['network', 'roll-ca', NET, '--overlap', '1h']);
@@ -76,7 +69,7 @@ describe('network CA roll', () => {
         expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(2);
         expect((await readFile(join(w.stateDir, 'networks', NET, 'crl.pem'), 'utf8')).match(/BEGIN X509 CRL/g)).toHaveLength(2);
         expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
-        const afterStart = seen.size;
+        const afterStart = pings.received();
         const shown = await w.server.json<{ ca: { cn: string; roll: { overlap: boolean } } }>(['network', 'show', NET]);
         expect(shown.ca).toMatchObject({ cn: caCn(NET, 2), roll: { overlap: true } });
 
@@ -93,20 +86,14 @@ describe('network CA roll', () => {
         const s3 = await w.waitStatus((st) => allConnected(st, [NET]), 60_000);
         expect(net(s3, NET)?.state).toBe('connected');
 
-        pinger.kill('SIGINT');
-        await new Promise((r) => pinger.once('exit', r));
-        const sent = Math.max(...seen) + 1;
-        const lost = sent - seen.size;
-        let gap = 0;
-        let longest = 0;
-        for (let i = 0; i < sent; i++) longest = Math.max(longest, (gap = seen.has(i) ? 0 : gap + 1));
-        console.log(`ca roll: ${sent} pings (0.2 s apart) over the roll, ${lost} lost, longest gap ${longest}`);
+        const p = await pings.stop();
+        console.log(`ca roll: ${p.sent} pings (0.2 s apart) over the roll, ${p.lost} lost, longest gap ${p.longestGap}`);
         // Replies came back after each phase, up to the last ping; the loss is each side's openvpn restarting
         // once per phase. The bound only catches a node that lost its network (30 s of silence), not a timing.
         expect(afterStart).toBeGreaterThan(0);
-        expect(seen.size).toBeGreaterThan(afterStart);
-        expect(seen.has(sent - 1)).toBe(true);
-        expect(longest).toBeLessThan(150);
+        expect(p.sent - p.lost).toBeGreaterThan(afterStart);
+        expect(p.lastAnswered).toBe(true);
+        expect(p.longestGap).toBeLessThan(150);
 
         // 3. a roll the node's pinned CA did not certify: the pin is replaced by another key's, so gen 2 -> gen 3 is not provable
         await writeFile(join(w.stateDir, 'ca-pins', `${NET}.json`), JSON.stringify({ schema: 1, network: NET, pins: ['00'.repeat(32)], updated_at: new Date().toISOString() }));

@@ -1,5 +1,6 @@
 import type { CliGroup } from '../command.ts';
 import { serverAnchorCommand } from './anchor.ts';
+import { apiRollCaCommand } from './api-roll-ca.ts';
 import { serverExportCommand } from './export.ts';
 import { serverInitCommand } from './init.ts';
 import { linkGroup } from './link.ts';
@@ -29,6 +30,11 @@ export const serverGroup: CliGroup = {
     serverInitCommand,
     serverRunCommand,
     serverAnchorCommand,
+    {
+      command: 'api',
+      describe: "the HTTPS API's CA: roll it to a new one",
+      children: [apiRollCaCommand],
+    },
     {
       command: 'network',
       describe: 'create, list, show, start, stop, delete, purge networks and roll their CAs',

@@ -2,6 +2,7 @@ import { access, readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { isSea } from 'node:sea';
 import { anchorToString } from '../../bundle/sign.ts';
+import { loadApiCaState } from '../../server/ops/api-ca-roll.ts';
 import { iso } from '../../server/ops/context.ts';
 import { createToken, parseTtl } from '../../server/ops/nodes.ts';
 import { makeStartupTarballs, NODE_PATHS } from '../../server/startup-tarball.ts';
@@ -60,7 +61,8 @@ export const serverTarballCommand = serverCommand<TarballArgs>({
     const r = await makeStartupTarballs(
       {
         anchor: anchorToString(key),
-        apiCaPem: await readFile(ctx.paths.apiCaCert, 'utf8'),
+        // During an API CA roll's overlap both CAs: the listener still has its old-CA certificate, identities come from the new one.
+        apiCaPem: (await loadApiCaState(ctx.paths)).trustedPems.join(''),
         certNames: [...ctx.config.hostnames, ...ctx.config.addresses],
         now: () => ctx.clock.now(),
         knownNode: (n) => ctx.store.read((tx) => tx.getNode(n) !== undefined),

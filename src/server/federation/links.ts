@@ -32,6 +32,7 @@ import { issueNodeCert, serverCn } from '../pki-service.ts';
 import { Bumps, DAY, iso, nowOf, type ServerContext } from '../ops/context.ts';
 import { checkNetworkId, getNetworkOrThrow } from '../ops/networks.ts';
 import { addNode, removeNode } from '../ops/nodes.ts';
+import { loadApiCaState } from '../ops/api-ca-roll.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import { openLink, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
@@ -76,6 +77,8 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
   if (!PEER_RE.test(input.peer)) {
     throw new UsageError(`peer name ${JSON.stringify(input.peer)} is not valid: a lower-case letter or digit, then up to 30 lower-case letters, digits or "-"`);
   }
+  // During an API CA roll the listener's CA and the issuing CA differ; a link bundle names one API CA.
+  if ((await loadApiCaState(ctx.paths)).roll) throw new StoreError('MVPN_CA_ROLL_REFUSED', 'the API CA is rolling; a link exported now would name a CA the listener does not use yet', { hint: 'finish the roll first: mvpn-client server api roll-ca --finish' });
   const apiUrl = input.apiUrl ?? defaultApiUrl(ctx);
   if (!/^https:\/\/[^/\s]+$/.test(apiUrl)) throw new UsageError(`--api-url ${JSON.stringify(apiUrl)}: expected https://HOST:PORT`);
   const net = getNetworkOrThrow(ctx, input.network);

@@ -19,7 +19,6 @@
  * Crypto first, then one transaction that re-checks the CA and the CRL
  * number (context.ts's prepare-then-commit rule).
  */
-import { readFile } from 'node:fs/promises';
 import { caCn, caGeneration } from '../../bundle/names.ts';
 import { StoreError } from '../../errors.ts';
 import { createCa, crossCertify } from '../../pki/ca.ts';
@@ -33,13 +32,14 @@ import { buildNetworkCrl, caOf, issueNodeCert, serverCn } from '../pki-service.t
 import type { CaRollRecord, NetworkRecord } from '../store/store.ts';
 import { Bumps, conflict, DAY, nowOf, withRetry, type ServerContext } from './context.ts';
 import { getNetworkOrThrow } from './networks.ts';
+import { loadApiCaState, nodesBehind } from './api-ca-roll.ts';
 
 /** Default overlap: nodes reconcile at least daily, so a week reaches every node that is up at all. */
 export const DEFAULT_OVERLAP_MS = 7 * DAY;
 /** A CA within this many days of its end is warned about (logs, `network show`, `status`). */
 export const CA_WARN_DAYS = 180;
-const CA_YEARS = 10;
-const BACKDATE = 5 * 60_000;
+export const CA_YEARS = 10;
+export const BACKDATE = 5 * 60_000;
 
 function refuse(message: string, network: string, hint?: string): StoreError {
   return new StoreError('MVPN_CA_ROLL_REFUSED', message, { context: { network }, ...(hint ? { hint } : {}) });
@@ -176,7 +176,20 @@ export async function networkCaExpiry(net: Pick<NetworkRecord, 'id' | 'caCertPem
 export async function caExpiries(ctx: ServerContext, now: number): Promise<CaExpiry[]> {
   const nets = ctx.store.read((tx) => tx.listNetworks()).filter((n) => n.state !== 'deleted' && !isMirror(n));
   const out = await Promise.all(nets.map((n) => networkCaExpiry(n, now)));
-  const apiCaPem = await readFile(ctx.paths.apiCaCert, 'utf8').catch(() => undefined);
-  if (apiCaPem !== undefined) out.push(caExpiry('API CA', await caFacts(apiCaPem), now, 're-run server init in a new state directory and re-enroll the nodes (an API CA roll is not implemented yet)'));
+  const api = await loadApiCaState(ctx.paths, { complete: false }).catch(() => undefined);
+  if (api === undefined) return out;
+  out.push(caExpiry('API CA', await caFacts(api.issuer.certPem), now, 'mvpn-client server api roll-ca'));
+  if (api.roll && api.roll.overlapUntil <= now) {
+    // The daemon finishes an overdue roll by itself once no node is left behind: say who holds it open.
+    const behind = nodesBehind(ctx, api.issuer.certPem);
+    const cn = (await caFacts(api.issuer.certPem)).cn;
+    out.push({
+      which: 'API CA roll',
+      cn,
+      notAfter: new Date(api.roll.overlapUntil).toISOString(),
+      daysLeft: Math.floor((api.roll.overlapUntil - now) / DAY),
+      warning: `the API CA roll's overlap ended ${new Date(api.roll.overlapUntil).toISOString()}, but ${behind.length} node(s) still hold identities from ${api.roll.previous} (${behind.slice(0, 10).join(', ')}); they renew once they are up, or finish anyway: mvpn-client server api roll-ca --finish --force`,
+    });
+  }
   return out;
 }

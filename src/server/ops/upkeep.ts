@@ -1,11 +1,12 @@
 /**
  * The store's own upkeep, run by the server daemon at the start of every
  * pass (before files are written): CRLs due for re-issue, CA rolls whose
- * overlap ended, and at start and then once a day a warning for every CA
+ * overlap ended (networks' and the API's), and at start and then once a day a warning for every CA
  * (networks', the API's) within its warning window.
  */
 import type { Logger } from '../../log.ts';
 import type { ServerEvent } from '../events.ts';
+import { finishDueApiCaRoll } from './api-ca-roll.ts';
 import { caExpiries, finishDueCaRolls } from './ca-roll.ts';
 import { DAY, type ServerContext } from './context.ts';
 import { refreshDueCrls } from './crl.ts';
@@ -25,6 +26,8 @@ export class Upkeep {
       this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
     }
     for (const id of await finishDueCaRolls(this.ctx)) this.logger.emit({ kind: 'server.ca-roll-finished', network: id });
+    const api = await finishDueApiCaRoll(this.ctx);
+    if (api) this.logger.emit({ kind: 'server.ca-roll-finished', network: `(API CA ${api.ca})` });
     await this.warnCaExpiry();
   }
 
