@@ -18,8 +18,6 @@
  * - Units are base units (bytes, seconds); timestamps are Unix seconds, so
  *   alerts compute "time left" as `x - time()`.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { VERSION } from '../version.ts';
 import type { ApiObserver, ApiRoute } from './api.ts';
@@ -201,51 +199,5 @@ export class ServerMetrics implements ApiObserver {
   }
 }
 
-export interface MetricsServer {
-  /** "host:port" (the real port when the config said 0). */
-  readonly address: string;
-  close(): Promise<void>;
-}
-
-/** Serves `registry` at GET /metrics on host:port; anything else is 404/405. */
-export async function startMetricsServer(registry: Registry, host: string, port: number): Promise<MetricsServer> {
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('only /metrics is served here\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end(`${req.method} is not allowed on /metrics\n`);
-      return;
-    }
-    registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
-        res.end(req.method === 'HEAD' ? undefined : text);
-      },
-      (err: unknown) => {
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
-      },
-    );
-  });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const a = server.address() as AddressInfo;
-  return {
-    address: a.family === 'IPv6' ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
-}
+// The listener serves the agent's metrics too; it lives with the other shared plumbing.
+export { startMetricsServer, type MetricsServer } from '../util/metrics-http.ts';
