@@ -9,11 +9,14 @@
  *   from the daemon's status snapshot (the same object `network show`
  *   reads) and from the store (CRL, bundle versions), so nothing is counted
  *   twice and a scrape never sees numbers the status file contradicts.
- *   Only the API's events (requests, enrollments, TLS failures), which are
- *   not kept anywhere else, are counted here as they happen.
+ *   Issuance counters are kept in the store (StoreTx.count, in the
+ *   transaction that issues), because CLI calls issue too, in other
+ *   processes. Only the API's events (requests, enrollments, TLS
+ *   failures), which are not kept anywhere else, are counted here as they
+ *   happen.
  * - Cardinality is bounded by the number of networks and links: labels are
- *   `network`, `state` (8 values), `route` (5 values) and `code` (the HTTP
- *   status). Per-node series (label `node`) exist only with
+ *   `network`, `state` (8 values), `route` (5 values), `code` (the HTTP
+ *   status) and `kind` (the 6 issuance reasons of ISSUANCE_KINDS). Per-node series (label `node`) exist only with
  *   `metrics_per_client: true`, one per connected client.
  * - Units are base units (bytes, seconds); timestamps are Unix seconds, so
  *   alerts compute "time left" as `x - time()`.
@@ -22,6 +25,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { VERSION } from '../version.ts';
 import type { ApiObserver, ApiRoute } from './api.ts';
 import type { StatusSnapshot, SupervisedSnapshot } from './status.ts';
+import { ISSUANCE_KINDS, type StoreCounter } from './store/store.ts';
 
 /** The supervisor states, so every network exports all of them (0 or 1) and a state change is a value change, not a new series. */
 const STATES = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'backoff', 'stopping', 'failed'] as const;
@@ -41,6 +45,8 @@ export interface NetworkFacts {
 export interface MetricsSource {
   snapshot(): StatusSnapshot;
   networks(): readonly NetworkFacts[];
+  /** The store's issuance counters (StoreTx.counters). */
+  counters(): Partial<Record<StoreCounter, number>>;
 }
 
 export interface ServerMetricsOptions {
@@ -167,6 +173,28 @@ export class ServerMetrics implements ApiObserver {
       collect() {
         this.reset();
         for (const [id, l] of Object.entries(source.snapshot().links ?? {})) if (l.sync) this.set({ network: id }, l.sync.ok ? 1 : 0);
+      },
+    });
+
+    // Counted in the store with the change they count (CLI operations too), read at scrape time: they survive restarts.
+    new Counter({
+      name: 'mvpn_certificates_issued_total',
+      help: 'Client certificates issued (node identities, network certificates, link certificates), by why: enroll, renew, export, membership, ca_roll, link.',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        const c = source.counters();
+        for (const kind of ISSUANCE_KINDS) this.inc({ kind }, c[`issued.${kind}`] ?? 0);
+      },
+    });
+    new Counter({
+      name: 'mvpn_crl_publications_total',
+      help: 'CRLs published, all networks (revocations, half-life re-issues, CA rolls); per network, see changes(mvpn_network_crl_number).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(source.counters()['crl.published'] ?? 0);
       },
     });
 

@@ -104,6 +104,30 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('keeps counters with their transaction: a rolled-back issuance is not counted, a committed one adds up', () => {
+    const s = SqliteStore.open(join(dir.path, 'count.db'), { create: true });
+    try {
+      expect(s.read((tx) => tx.counters())).toEqual({});
+      expect(() =>
+        s.write((tx) => {
+          tx.count('issued.enroll', 3);
+          throw new Error('boom');
+        }),
+      ).toThrow('boom');
+      expect(s.read((tx) => tx.counters())).toEqual({});
+      s.write((tx) => tx.count('issued.enroll', 3));
+      s.write((tx) => {
+        tx.count('issued.enroll');
+        tx.count('crl.published');
+      });
+      expect(s.read((tx) => tx.counters())).toEqual({ 'issued.enroll': 4, 'crl.published': 1 });
+      // The sequence shares the meta table and is not a counter.
+      expect(s.write((tx) => tx.nextSeq())).toBe(1);
+    } finally {
+      s.close();
+    }
+  });
+
   it('enforces foreign keys and unique addresses per network', () => {
     const s = SqliteStore.open(join(dir.path, 'fk.db'), { create: true });
     try {
