@@ -20,6 +20,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
+import { withMetricsOn } from './footprint-metrics.ts';
 import { agentStatus } from './lib/agent-world.ts';
 import { BIN, NODE, OPENVPN, ROOT, sleep, stopProc, within } from './lib/env.ts';
 import { fmtRange, round, summarize, type Summary } from './lib/stats.ts';
@@ -94,7 +95,7 @@ async function findPackage(ext: string): Promise<number | null> {
   return f ? sizeOf(join(ROOT, 'dist', f)) : null;
 }
 
-export const footprintBench: Benchmark = {
+const metricsOffBench: Benchmark = {
   name: 'footprint',
   describe: 'agent RSS and CPU over 60 s idle with 16 networks; status / --version wall time; binary size',
   async run(ctx) {
@@ -225,3 +226,6 @@ export const footprintBench: Benchmark = {
     ].join('\n');
   },
 };
+
+/** With the metrics-on variant (bench/footprint-metrics.ts) after the main run. */
+export const footprintBench: Benchmark = withMetricsOn(metricsOffBench);

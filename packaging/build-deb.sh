@@ -58,6 +58,8 @@ install -D -m 0755 "$bin" "$root/usr/bin/mvpn-client"
 install -D -m 0644 "$repo/systemd/mvpn-client.service" "$root/lib/systemd/system/mvpn-client.service"
 install -D -m 0644 "$repo/systemd/mvpn-server.service" "$root/lib/systemd/system/mvpn-server.service"
 install -D -m 0644 "$here/config.json.example" "$root/etc/mvpn-client/config.json.example"
+# Alerting rules for the operator's Prometheus (rule_files); not under doc/, which minimal systems drop.
+install -D -m 0644 "$here/mvpn-alerts.yml" "$root/usr/share/mvpn-client/prometheus/mvpn-alerts.yml"
 
 doc=$root/usr/share/doc/mvpn-client
 mkdir -p "$doc" "$root/usr/share/man/man1" "$root/usr/share/lintian/overrides"

@@ -37,7 +37,7 @@ umask 022
 
 src=$work/SOURCES
 cp "$bin" "$src/mvpn-client"
-cp "$repo/systemd/mvpn-client.service" "$repo/systemd/mvpn-server.service" "$here/config.json.example" "$src/"
+cp "$repo/systemd/mvpn-client.service" "$repo/systemd/mvpn-server.service" "$here/config.json.example" "$here/mvpn-alerts.yml" "$src/"
 "$node" "$here/gen-copyright.mjs" "$repo" > "$src/copyright"
 "$here/gen-man.sh" "$run_bin" "$here/mvpn-client.1.in" "$version" "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)" | gzip -9n > "$src/mvpn-client.1.gz"
 # RPM versions may not contain "-"; a pre-release like 1.0.0-rc.1 becomes 1.0.0~rc.1.

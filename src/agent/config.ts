@@ -19,6 +19,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { parseJsonBounded } from '../util/json.ts';
+import { isLoopback, parseListen } from '../util/listen.ts';
 import { viaProblem } from './via.ts';
 
 export const DEFAULT_CONFIG_PATH = '/etc/mvpn-client/config.json';
@@ -89,6 +90,10 @@ const configSchema = z.strictObject({
   /** How long `run` waits for every network to connect or fail before READY=1. */
   ready_timeout_s: positiveSeconds(3600).default(90),
   openvpn: nonEmpty.default('/usr/sbin/openvpn'),
+  /** Prometheus text on a TCP listener ("ADDR:PORT"); absent: none (the status socket's GET /v1/metrics is always there). */
+  metrics_listen: z.string().min(3).max(64).optional(),
+  /** Lets metrics_listen be a non-loopback address (anyone who reaches it reads the node's networks and errors). */
+  metrics_allow_remote: z.boolean().default(false),
   fetch: fetchSchema.default({
     request_timeout_s: 15,
     deadline_s: 120,
@@ -140,6 +145,8 @@ export interface AgentConfig {
   readonly readyTimeoutMs: number;
   readonly openvpnPath: string;
   readonly fetch: FetchLimits;
+  /** The metrics listener, parsed; absent: off (prom-client is then loaded only for a `status --prometheus`). */
+  readonly metricsListen?: { readonly host: string; readonly port: number };
 }
 
 const MAX_CONFIG_BYTES = 256 * 1024;
@@ -177,6 +184,7 @@ export function parseAgentConfig(json: unknown, path: string): AgentConfig {
   }
   return {
     path,
+    ...(c.metrics_listen === undefined ? {} : { metricsListen: metricsListenOf(c.metrics_listen, c.metrics_allow_remote, path) }),
     node: 'file' in c.node ? { file: abs(c.node.file) } : c.node,
     sources: c.sources.map((s): SourceConfig => {
       if (s.type === 'file') return { type: 'file', path: abs(s.path) };
@@ -204,6 +212,31 @@ export function parseAgentConfig(json: unknown, path: string): AgentConfig {
       retries: c.fetch.retries,
     },
   };
+}
+
+/**
+ * The metrics listener must be loopback unless the operator says otherwise:
+ * the metrics name the node's networks, servers and errors, and a testbed
+ * node's other interfaces face the experiment. Bound exactly where the
+ * config says (no wildcard default).
+ */
+function metricsListenOf(text: string, allowRemote: boolean, path: string): { host: string; port: number } {
+  let listen: { host: string; port: number };
+  try {
+    listen = parseListen(text);
+  } catch (err) {
+    throw new ConfigError('MVPN_CONFIG_INVALID', `config ${path}: metrics_listen: ${(err as Error).message}`, { context: { path, field: 'metrics_listen' }, cause: err });
+  }
+  if (listen.port === 0) {
+    throw new ConfigError('MVPN_CONFIG_INVALID', `config ${path}: metrics_listen: port 0 would pick a port nobody can scrape; name one (e.g. 127.0.0.1:9475)`, { context: { path, field: 'metrics_listen' } });
+  }
+  if (!allowRemote && !isLoopback(listen.host)) {
+    throw new ConfigError('MVPN_CONFIG_INVALID', `config ${path}: metrics_listen: ${text} is not a loopback address; the metrics would be readable by anyone who reaches it`, {
+      context: { path, field: 'metrics_listen' },
+      hint: 'use 127.0.0.1:PORT (scrape through node_exporter or an SSH tunnel), or set "metrics_allow_remote": true to serve them on that address',
+    });
+  }
+  return listen;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {

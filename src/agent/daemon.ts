@@ -35,6 +35,7 @@
  * Shutdown: STOPPING=1, stop the timer, abort a running reconcile, stop
  * every openvpn (by pid, via its supervisor), close the sockets.
  */
+import { joinHostPort } from '../util/host-port.ts';
 import { chmod } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { shareInstalled } from '../bundle/install.ts';
@@ -50,11 +51,14 @@ import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, t
 import { backoffDelay } from '../util/backoff.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
+import type { MetricsServer } from '../util/metrics-http.ts';
 import { VERSION } from '../version.ts';
+import { CertExpiryCache } from './cert-expiry.ts';
 import type { AgentConfig } from './config.ts';
 import { startControlApi, type ControlApi, type NetworkVerb } from './control-api.ts';
 import type { AgentEvent } from './events.ts';
 import { NetworkRunner, type SupervisorFactory } from './networks.ts';
+import { identityPaths } from './identity.ts';
 import { resolveNodeId } from './node-id.ts';
 import type { NetError } from './plan.ts';
 import { Reconciler, type ReconcileResult } from './reconcile.ts';
@@ -114,6 +118,10 @@ function tunnelAddress(reported: string | undefined, expected: string | undefine
   return reported;
 }
 
+function isoOrNull(ms: number | undefined): string | null {
+  return ms === undefined ? null : new Date(ms).toISOString();
+}
+
 /** States from which a network will not become connected without something changing. */
 const DEFINITE_FAILURE: ReadonlySet<string> = new Set(['failed', 'backoff']);
 
@@ -132,6 +140,8 @@ export class AgentDaemon {
   private lastSummary = '';
   /** The user every openvpn drops to (set at start; undefined when the agent is not root). */
   private runAs: OpenvpnUser | undefined;
+  private readonly certExpiry = new CertExpiryCache();
+  private metricsServer: MetricsServer | undefined;
 
   private constructor(config: AgentConfig, nodeId: string, anchor: Anchor, serverCaPem: string | undefined, deps: DaemonDeps) {
     this.config = config;
@@ -192,6 +202,7 @@ export class AgentDaemon {
       reload: () => this.reload('control API'),
     });
     logger.emit({ kind: 'agent.started', node: this.nodeId, version: VERSION, config: config.path });
+    if (config.metricsListen !== undefined) await this.startMetrics(config.metricsListen);
 
     const left = await cleanupLeftovers(config.runtimeDir, { logger: this.deps.openvpnLogger });
     if (left.stopped.length > 0 || left.removed.length > 0) logger.emit({ kind: 'agent.leftovers', stopped: left.stopped, removed: left.removed.length });
@@ -219,6 +230,23 @@ export class AgentDaemon {
     await this.waitSettled(config.readyTimeoutMs);
   }
 
+  /**
+   * The optional TCP metrics listener (config metrics_listen). prom-client
+   * and the listener load only here, so an agent without it never loads
+   * them. A port that cannot be bound is reported, not fatal: the networks
+   * matter more than their metrics (the server does the same).
+   */
+  private async startMetrics(listen: { host: string; port: number }): Promise<void> {
+    const [{ startMetricsServer }, { renderAgentMetrics, METRICS_CONTENT_TYPE }] = await Promise.all([import('../util/metrics-http.ts'), import('./metrics.ts')]);
+    const where = joinHostPort(listen.host, listen.port);
+    try {
+      this.metricsServer = await startMetricsServer({ metrics: () => renderAgentMetrics(this.status()), contentType: METRICS_CONTENT_TYPE }, listen.host, listen.port);
+      this.deps.logger.emit({ kind: 'agent.metrics-start', listen: this.metricsServer.address });
+    } catch (err) {
+      this.deps.logger.emit({ kind: 'agent.metrics-failed', listen: where, code: 'MVPN_METRICS_LISTEN_FAILED', message: (err as Error).message });
+    }
+  }
+
   /** SIGHUP / `mvpn-client reload`: RELOADING=1, reconcile now, READY=1. */
   async reload(reason: string): Promise<{ ok: boolean; error?: NetError }> {
     if (this.stopping) return { ok: false, error: { code: 'MVPN_DAEMON_UNREACHABLE', message: 'the agent is stopping' } };
@@ -243,6 +271,7 @@ export class AgentDaemon {
     await this.reconciler.shutdown();
     await this.runner.stopAll();
     await this.api?.close();
+    await this.metricsServer?.close();
     this.deps.logger.emit({ kind: 'agent.stopped' });
   }
 
@@ -266,6 +295,7 @@ export class AgentDaemon {
       const supError = s?.lastError !== undefined && s.state !== 'connected' ? s.lastError : undefined;
       const lastError = reconcileError ?? supError;
       const state = s?.state ?? (reconcileError ? 'failed' : 'stopped');
+      const installed = r.installed.get(id);
       return {
         id,
         name: names.get(id) ?? id,
@@ -273,7 +303,7 @@ export class AgentDaemon {
         admin_down: this.runner.isAdminDown(id),
         admin_down_since: downSince === undefined ? null : new Date(downSince).toISOString(),
         pid: s?.pid ?? null,
-        tunnel_address: up ? tunnelAddress(s.tunnelAddress, r.installed.get(id)?.spec.address.ipv4) : null,
+        tunnel_address: up ? tunnelAddress(s.tunnelAddress, installed?.spec.address.ipv4) : null,
         server: up ? (s.remote ?? null) : null,
         server_tunnel_ip: r.installed.get(id)?.spec.server_tunnel_ip ?? null,
         uptime_s: up && s.connectedSince !== undefined ? Math.max(0, Math.floor((now - s.connectedSince) / 1000)) : null,
@@ -282,8 +312,9 @@ export class AgentDaemon {
         bytes_out: s?.bytesOut ?? 0,
         restarts: s?.restarts ?? 0,
         last_error: lastError ? { code: lastError.code, message: lastError.message } : null,
-        bundle_version: r.installed.get(id)?.version ?? null,
-        bundle_expires_at: r.installed.get(id)?.manifest.expires ?? null,
+        bundle_version: installed?.version ?? null,
+        bundle_expires_at: installed?.manifest.expires ?? null,
+        cert_expires_at: isoOrNull(installed && this.certExpiry.notAfter(installed.paths.cert, installed.versionDir)),
       };
     });
     return {
@@ -300,7 +331,8 @@ export class AgentDaemon {
           }
         : null,
       trust_anchor: { key_id: r.trust.anchor.keyId, chain_version: r.trust.version ?? null, serial_floor: r.trust.serialFloor },
-      reconcile: { last_at: r.lastAt === undefined ? null : new Date(r.lastAt).toISOString(), last_error: r.lastError ?? null },
+      reconcile: { last_at: isoOrNull(r.lastAt), last_ok_at: isoOrNull(r.lastOkAt), last_error: r.lastError ?? null },
+      identity_expires_at: isoOrNull(this.certExpiry.notAfter(identityPaths(this.config.stateDir).cert, r.lastAt)),
       networks,
       renewal: r.renewal,
       api_ca: r.apiCa,

@@ -15,6 +15,8 @@ export type AgentEvent =
   | { readonly kind: 'anchor.rotated'; readonly from: string; readonly to: string; readonly version: number; readonly serialFloor: number; readonly source: string }
   | { readonly kind: 'agent.admin-state-ignored'; readonly message: string }
   | { readonly kind: 'agent.notify-failed'; readonly message: string }
+  | { readonly kind: 'agent.metrics-start'; readonly listen: string }
+  | { readonly kind: 'agent.metrics-failed'; readonly listen: string; readonly code: string; readonly message: string }
   | { readonly kind: 'enroll.ok'; readonly node: string; readonly url: string }
   | { readonly kind: 'enroll.failed'; readonly code: string; readonly message: string; readonly permanent: boolean }
   | { readonly kind: 'enroll.skipped'; readonly reason: string }
@@ -54,6 +56,11 @@ export const agentFormatters: Formatters<AgentEvent> = {
   }),
   'agent.admin-state-ignored': (e) => ({ level: 'warning', text: `stored down marks (admin.json) not used, every network may start: ${e.message}` }),
   'agent.notify-failed': (e) => ({ level: 'warning', text: `sd_notify failed: ${e.message}` }),
+  'agent.metrics-start': (e) => ({ level: 'notice', text: `Prometheus metrics on http://${e.listen}/metrics` }),
+  'agent.metrics-failed': (e) => ({
+    level: 'warning',
+    text: `no metrics listener on ${e.listen}: ${e.message} [${e.code}]; the networks run on (set metrics_listen to a free ADDR:PORT, or remove it; status --prometheus still works)`,
+  }),
   'enroll.ok': (e) => ({ level: 'notice', text: `enrolled node ${e.node} with ${e.url}` }),
   'enroll.failed': (e) => ({ level: 'error', text: `enrollment failed: ${e.message} [${e.code}]${e.permanent ? ' (not retried with this token)' : ''}` }),
   'enroll.skipped': (e) => ({ level: 'warning', text: `not enrolling: ${e.reason}` }),

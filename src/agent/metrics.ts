@@ -7,6 +7,14 @@
  * The control API imports this module (and with it prom-client) on the
  * first metrics request only: an agent nobody scrapes never loads it.
  *
+ * The same text is served on the optional TCP listener (config
+ * `metrics_listen`, loopback unless `metrics_allow_remote`), started by the
+ * daemon only when configured.
+ *
+ * Times are Unix-seconds timestamps (Prometheus convention): "time since the
+ * last successful reconcile" is `time() - mvpn_agent_reconcile_success_timestamp_seconds`,
+ * "time left" on a certificate `..._expiry_timestamp_seconds - time()`.
+ *
  * Cardinality: labels are `network`, `state` (8 values) and `code` (an
  * MVPN_ error code, one series while the error lasts), so a node exports a
  * few dozen series per network it is in.
@@ -34,6 +42,14 @@ export async function renderAgentMetrics(s: AgentStatus): Promise<string> {
     gauge('mvpn_agent_membership_expiry_timestamp_seconds', 'When the accepted membership document expires, Unix seconds.').set(seconds(s.membership.expires_at));
   }
   if (s.reconcile.last_at !== null) gauge('mvpn_agent_reconcile_timestamp_seconds', 'When the last reconcile ran, Unix seconds.').set(seconds(s.reconcile.last_at));
+  if (s.reconcile.last_ok_at != null) {
+    gauge('mvpn_agent_reconcile_success_timestamp_seconds', 'When the last reconcile whose discovery succeeded ran, Unix seconds (time since: time() - this).').set(seconds(s.reconcile.last_ok_at));
+  }
+  if (s.identity_expires_at != null) {
+    gauge('mvpn_agent_identity_certificate_expiry_timestamp_seconds', "When the node's API identity certificate expires, Unix seconds; renewal replaces it at two thirds of its life.").set(seconds(s.identity_expires_at));
+  }
+  const renewalError = gauge('mvpn_agent_renewal_error', '1 with the code of the failure while automatic renewal is failing (retrying); no series otherwise.', ['code']);
+  if (s.renewal?.state === 'failed' && s.renewal.last_error) renewalError.set({ code: s.renewal.last_error.code }, 1);
   const reconcileError = gauge('mvpn_agent_reconcile_error', '1 with the code of the failure when the last discovery failed; no series when it succeeded.', ['code']);
   if (s.reconcile.last_error) reconcileError.set({ code: s.reconcile.last_error.code }, 1);
 
@@ -45,6 +61,7 @@ export async function renderAgentMetrics(s: AgentStatus): Promise<string> {
   const error = gauge('mvpn_agent_network_error', "1 with the code of the network's last error while it has one; no series otherwise.", ['network', 'code']);
   const version = gauge('mvpn_agent_network_bundle_version', "The installed bundle's version.", ['network']);
   const expiry = gauge('mvpn_agent_network_bundle_expiry_timestamp_seconds', "When the installed bundle expires (its manifest's expires), Unix seconds; renewal replaces it well before.", ['network']);
+  const certExpiry = gauge('mvpn_agent_network_certificate_expiry_timestamp_seconds', "When the installed network certificate expires, Unix seconds.", ['network']);
   const adminDown = gauge('mvpn_agent_network_admin_down', "1 when the network was taken down with 'mvpn-client down'.", ['network']);
   for (const n of s.networks) {
     const network = n.id;
@@ -57,6 +74,7 @@ export async function renderAgentMetrics(s: AgentStatus): Promise<string> {
     if (n.last_error) error.set({ network, code: n.last_error.code }, 1);
     if (n.bundle_version !== null) version.set({ network }, n.bundle_version);
     if (n.bundle_expires_at !== null) expiry.set({ network }, seconds(n.bundle_expires_at));
+    if (n.cert_expires_at != null) certExpiry.set({ network }, seconds(n.cert_expires_at));
   }
   return registry.metrics();
 }

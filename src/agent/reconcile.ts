@@ -123,6 +123,7 @@ export class Reconciler {
   readonly errors = new Map<string, NetError>();
   lastAt: number | undefined;
   lastError: NetError | undefined;
+  lastOkAt: number | undefined; // the last reconcile whose discovery succeeded (a document, or a 304)
   /** Consecutive reconciles without an accepted document. */
   failures = 0;
   /** The anchor this node trusts now (the config's, followed through the pinned rotation statements). */
@@ -633,6 +634,7 @@ export class Reconciler {
       const changes = actions.filter((a) => a.kind !== 'keep').length;
       logger.emit({ kind: 'reconcile.done', actions: changes, durationMs: clock.now() - startedAt });
       this.lastAt = startedAt;
+      if (this.lastError === undefined) this.lastOkAt = startedAt;
       return { ok: this.lastError === undefined, ...(this.lastError ? { error: this.lastError } : {}), actions };
     } finally {
       await http.close();

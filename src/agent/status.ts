@@ -14,11 +14,15 @@
  *   through a TCP relay), `fetched_at` (last time a source confirmed
  *   it, by a new document or a 304), `expires_at` — or null before one was
  *   ever accepted.
- * - `reconcile`: `last_at` (ISO, null before the first), `last_error`
+ * - `reconcile`: `last_at` (ISO, null before the first), `last_ok_at` (ISO
+ *   time of the last reconcile whose discovery succeeded, null before one
+ *   did), `last_error`
  *   ({code, message} of the last failed discovery, null when it succeeded —
  *   MVPN_SOURCES_UNREACHABLE while no source answers, the refusal's own code,
  *   e.g. MVPN_SIGNATURE_INVALID or MVPN_MEMBERSHIP_ROLLBACK, when a source
  *   answered with a document this node refuses).
+ * - `identity_expires_at`: notAfter (ISO) of the node's API identity
+ *   certificate, null when it has none (not enrolled).
  * - `networks[]`, sorted by id:
  *   `id`, `name`; `state`: stopped | starting | connecting | connected |
  *   degraded | reloading | backoff | stopping | failed; `admin_down`: taken down with
@@ -35,7 +39,8 @@
  *   since the daemon started); `last_error` ({code, message} or null: the
  *   network's own failure, or the reason its newest bundle was rejected while
  *   the old one keeps running); `bundle_version` (installed, null if none);
- *   `bundle_expires_at` (ISO, the installed bundle's manifest `expires`, null if none).
+ *   `bundle_expires_at` (ISO, the installed bundle's manifest `expires`, null if none);
+ *   `cert_expires_at` (ISO notAfter of the installed network certificate, null if none).
  */
 import { ExitCode } from '../errors.ts';
 
@@ -65,6 +70,8 @@ export interface NetworkStatus {
   readonly last_error: StatusError | null;
   readonly bundle_version: number | null;
   readonly bundle_expires_at: string | null;
+  /** Added with the agent's metrics. */
+  readonly cert_expires_at?: string | null;
 }
 
 export interface MembershipStatus {
@@ -103,7 +110,9 @@ export interface AgentStatus {
   readonly membership: MembershipStatus | null;
   /** The anchor documents must be signed with now: the config's, or where its rotation statements led (chain_version null: no rotation applied). */
   readonly trust_anchor?: { readonly key_id: string; readonly chain_version: number | null; readonly serial_floor: number };
-  readonly reconcile: { readonly last_at: string | null; readonly last_error: StatusError | null };
+  readonly reconcile: { readonly last_at: string | null; readonly last_ok_at?: string | null; readonly last_error: StatusError | null };
+  /** Added with the agent's metrics; always present from the daemon. */
+  readonly identity_expires_at?: string | null;
   readonly networks: readonly NetworkStatus[];
   /** Added with automatic renewal; always present from the daemon. */
   readonly renewal?: RenewalStatus | null;

@@ -27,8 +27,11 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { isRemoteHost } from '../bundle/schema.ts';
 import { parseJsonBounded } from '../util/json.ts';
-import { portNumber, splitHostPort } from '../util/host-port.ts';
+import { parseListen } from '../util/listen.ts';
 import { parseCidr, parsePortRange } from './alloc.ts';
+
+// The one listener parser, also the agent's; server modules import it from here.
+export { parseListen };
 
 export const DEFAULT_STATE_DIR = '/var/lib/mvpn-server';
 export const DEFAULT_RUNTIME_DIR = '/run/mvpn-server';
@@ -139,20 +142,6 @@ export function serverPaths(stateDir: string): ServerPaths {
 
 export function networkDir(paths: ServerPaths, id: string): string {
   return join(paths.networksDir, id);
-}
-
-/** "ADDR:PORT" or "[v6]:PORT" → host and port; throws ConfigError. */
-export function parseListen(text: string): { host: string; port: number } {
-  const parts = splitHostPort(text);
-  const port = parts?.port === undefined ? undefined : portNumber(parts.port);
-  const host = parts?.host ?? '';
-  // An IPv4 address as is, an IPv6 one in brackets; no names (the daemon binds it).
-  if (port === undefined || port > 65535 || isIP(host) === 0 || host.includes('%') || (isIP(host) === 6 && !parts?.bracketed)) {
-    throw new ConfigError('MVPN_CONFIG_INVALID', `listen address ${JSON.stringify(text)} is not ADDR:PORT (e.g. 0.0.0.0:8443 or [::]:8443)`, {
-      context: { listen: text },
-    });
-  }
-  return { host, port };
 }
 
 export function defaultConfig(stateDir: string): ServerConfig {

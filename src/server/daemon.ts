@@ -181,7 +181,7 @@ export class ServerDaemon {
     const metrics = metricsListen(config) === null
       ? undefined
       : new (await import('./metrics.ts')).ServerMetrics(
-          { snapshot: () => daemon.snapshot(), networks: () => daemon.networkFacts() },
+          { snapshot: () => daemon.snapshot(), networks: () => daemon.networkFacts(), counters: () => store.read((tx) => tx.counters()) },
           { perClient: config.metrics_per_client === true },
         );
     const server = createApiServer({

@@ -9,22 +9,23 @@
  *   from the daemon's status snapshot (the same object `network show`
  *   reads) and from the store (CRL, bundle versions), so nothing is counted
  *   twice and a scrape never sees numbers the status file contradicts.
- *   Only the API's events (requests, enrollments, TLS failures), which are
- *   not kept anywhere else, are counted here as they happen.
+ *   Issuance counters are kept in the store (StoreTx.count, in the
+ *   transaction that issues), because CLI calls issue too, in other
+ *   processes. Only the API's events (requests, enrollments, TLS
+ *   failures), which are not kept anywhere else, are counted here as they
+ *   happen.
  * - Cardinality is bounded by the number of networks and links: labels are
- *   `network`, `state` (8 values), `route` (5 values) and `code` (the HTTP
- *   status). Per-node series (label `node`) exist only with
+ *   `network`, `state` (8 values), `route` (5 values), `code` (the HTTP
+ *   status) and `kind` (the 6 issuance reasons of ISSUANCE_KINDS). Per-node series (label `node`) exist only with
  *   `metrics_per_client: true`, one per connected client.
  * - Units are base units (bytes, seconds); timestamps are Unix seconds, so
  *   alerts compute "time left" as `x - time()`.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { joinHostPort } from '../util/host-port.ts';
 import { VERSION } from '../version.ts';
 import type { ApiObserver, ApiRoute } from './api.ts';
 import type { StatusSnapshot, SupervisedSnapshot } from './status.ts';
+import { ISSUANCE_KINDS, type StoreCounter } from './store/store.ts';
 
 /** The supervisor states, so every network exports all of them (0 or 1) and a state change is a value change, not a new series. */
 const STATES = ['stopped', 'starting', 'connecting', 'connected', 'degraded', 'reloading', 'backoff', 'stopping', 'failed'] as const;
@@ -44,6 +45,8 @@ export interface NetworkFacts {
 export interface MetricsSource {
   snapshot(): StatusSnapshot;
   networks(): readonly NetworkFacts[];
+  /** The store's issuance counters (StoreTx.counters). */
+  counters(): Partial<Record<StoreCounter, number>>;
 }
 
 export interface ServerMetricsOptions {
@@ -173,6 +176,28 @@ export class ServerMetrics implements ApiObserver {
       },
     });
 
+    // Counted in the store with the change they count (CLI operations too), read at scrape time: they survive restarts.
+    new Counter({
+      name: 'mvpn_certificates_issued_total',
+      help: 'Client certificates issued (node identities, network certificates, link certificates), by why: enroll, renew, export, membership, ca_roll, link.',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        const c = source.counters();
+        for (const kind of ISSUANCE_KINDS) this.inc({ kind }, c[`issued.${kind}`] ?? 0);
+      },
+    });
+    new Counter({
+      name: 'mvpn_crl_publications_total',
+      help: 'CRLs published, all networks (revocations, half-life re-issues, CA rolls); per network, see changes(mvpn_network_crl_number).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(source.counters()['crl.published'] ?? 0);
+      },
+    });
+
     this.requests = new Counter({ name: 'mvpn_api_requests_total', help: 'HTTPS API requests answered, by route and HTTP status.', labelNames: ['route', 'code'], registers });
     this.latency = new Histogram({
       name: 'mvpn_api_request_duration_seconds',
@@ -202,51 +227,5 @@ export class ServerMetrics implements ApiObserver {
   }
 }
 
-export interface MetricsServer {
-  /** "host:port" (the real port when the config said 0). */
-  readonly address: string;
-  close(): Promise<void>;
-}
-
-/** Serves `registry` at GET /metrics on host:port; anything else is 404/405. */
-export async function startMetricsServer(registry: Registry, host: string, port: number): Promise<MetricsServer> {
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('only /metrics is served here\n');
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end(`${req.method} is not allowed on /metrics\n`);
-      return;
-    }
-    registry.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text) });
-        res.end(req.method === 'HEAD' ? undefined : text);
-      },
-      (err: unknown) => {
-        res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(err as Error).message}\n`);
-      },
-    );
-  });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const a = server.address() as AddressInfo;
-  return {
-    address: joinHostPort(a.address, a.port),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
-}
+// The listener serves the agent's metrics too; it lives with the other shared plumbing.
+export { startMetricsServer, type MetricsServer } from '../util/metrics-http.ts';

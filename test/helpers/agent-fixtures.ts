@@ -504,7 +504,8 @@ export class ServerWorld {
   }
 }
 
-function startAgentIn(lab: Lab, ns: Netns, config: string, env: Record<string, string> = {}): AgentProcess {
+/** `mvpn-client run --config CONFIG` as a child inside `ns`, tracked by the lab (stopped by pid with it). */
+export function startAgentIn(lab: Lab, ns: Netns, config: string, env: Record<string, string> = {}): AgentProcess {
   const child = spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, MAIN, 'run', '--config', config], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },

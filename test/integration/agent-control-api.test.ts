@@ -34,6 +34,7 @@ function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkSta
     last_error: null,
     bundle_version: 1,
     bundle_expires_at: '2030-02-01T00:00:00.000Z',
+    cert_expires_at: '2032-04-05T00:00:00.000Z',
     ...over,
   };
 }
@@ -41,6 +42,8 @@ function net(id: string, state: NetworkStatus['state'], over: Partial<NetworkSta
 class FakeDaemon implements ControlHandlers {
   networks: NetworkStatus[] = [net('alpha', 'connected'), net('beta', 'connected')];
   renewal: AgentStatus['renewal'] = null;
+  lastOkAt: string | null = null;
+  identityExpiresAt: string | null = null;
   calls: string[] = [];
   status(): AgentStatus {
     return {
@@ -49,7 +52,8 @@ class FakeDaemon implements ControlHandlers {
       started_at: '2030-01-01T00:00:00.000Z',
       ready: true,
       membership: null,
-      reconcile: { last_at: null, last_error: null },
+      reconcile: { last_at: null, last_ok_at: this.lastOkAt, last_error: null },
+      identity_expires_at: this.identityExpiresAt,
       networks: this.networks,
       renewal: this.renewal,
     };
@@ -163,8 +167,11 @@ describe('agent control API over unix sockets', () => {
   it('status --prometheus prints the metrics once, for any user, and promtool accepts them', async () => {
     daemon.networks = [
       net('alpha', 'connected', { restarts: 2 }),
-      net('beta', 'backoff', { last_error: { code: 'MVPN_BUNDLE_HASH_MISMATCH', message: 'bundle sha256 differs' }, bundle_version: 7 }),
+      net('beta', 'backoff', { last_error: { code: 'MVPN_BUNDLE_HASH_MISMATCH', message: 'bundle sha256 differs' }, bundle_version: 7, cert_expires_at: null }),
     ];
+    daemon.lastOkAt = '2030-01-01T00:05:00.000Z';
+    daemon.identityExpiresAt = '2032-04-06T00:00:00.000Z';
+    daemon.renewal = { state: 'failed', due_at: null, last_renewed_at: null, next_retry_at: '2030-01-01T00:06:00.000Z', last_error: { code: 'MVPN_FETCH_TIMEOUT', message: 'no answer' } };
     const r = await cli(['status', '--prometheus', '--runtime-dir', dir.path], { asNobody: true });
     expect(r.code).toBe(0); // the networks' state is in the metrics, not the exit code
     const lines = r.stdout.split('\n');
@@ -180,7 +187,13 @@ describe('agent control API over unix sockets', () => {
       'mvpn_agent_network_bundle_version{network="beta"} 7',
       `mvpn_agent_network_bundle_expiry_timestamp_seconds{network="alpha"} ${Date.parse('2030-02-01T00:00:00.000Z') / 1000}`,
       'mvpn_agent_ready 1',
+      `mvpn_agent_network_certificate_expiry_timestamp_seconds{network="alpha"} ${Date.parse('2032-04-05T00:00:00.000Z') / 1000}`,
+      `mvpn_agent_identity_certificate_expiry_timestamp_seconds ${Date.parse('2032-04-06T00:00:00.000Z') / 1000}`,
+      `mvpn_agent_reconcile_success_timestamp_seconds ${Date.parse('2030-01-01T00:05:00.000Z') / 1000}`,
+      'mvpn_agent_renewal_error{code="MVPN_FETCH_TIMEOUT"} 1',
     ]) expect(lines).toContain(want);
+    // beta has no installed certificate: no series rather than a made-up time.
+    expect(r.stdout).not.toContain('mvpn_agent_network_certificate_expiry_timestamp_seconds{network="beta"}');
     expect(r.stdout).not.toContain('mvpn_agent_network_error{network="alpha"');
     expect(r.stdout).not.toContain('mvpn_agent_reconcile_error{'); // no failure, no series
     const check = await promtool(['check', 'metrics'], r.stdout);

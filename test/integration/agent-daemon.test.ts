@@ -295,6 +295,45 @@ describe('agent daemon (file source)', () => {
       }
     });
   });
+  it('metrics_listen serves the metrics on the namespace loopback; a port already taken is logged and the networks run on', async () => {
+    await withLab(async (lab) => {
+      const w = await world(lab, ['alpha']);
+      try {
+        await w.node.up('lo');
+        await w.writeConfig({ metrics_listen: '127.0.0.1:9475' });
+        const agent = w.startAgent();
+        try {
+          await w.waitStatus((st) => st.ready && allConnected(st, ['alpha']));
+          expect(agent.log()).toContain('Prometheus metrics on http://127.0.0.1:9475/metrics');
+          const text = (await w.node.exec('curl', ['-sf', '--max-time', '5', 'http://127.0.0.1:9475/metrics'])).stdout;
+          expect(text).toContain('mvpn_agent_network_up{network="alpha"} 1');
+          expect(text).toContain('mvpn_agent_network_certificate_expiry_timestamp_seconds{network="alpha"}');
+        } finally {
+          await agent.stop();
+        }
+        // Something else holds the port: the agent says so and joins its networks anyway.
+        const holder = w.node.spawn('python3', ['-c', 'import socket,time\ns=socket.socket()\ns.bind(("127.0.0.1",9475))\ns.listen()\nprint("bound",flush=True)\ntime.sleep(600)']);
+        let held = '';
+        holder.stdout?.on('data', (d: Buffer) => (held += d.toString()));
+        expect(await waitFor(() => held.includes('bound'), 30_000)).toBe(true);
+        const second = w.startAgent();
+        try {
+          const s = await w.waitStatus((st) => st.ready && allConnected(st, ['alpha']));
+          expect(net(s, 'alpha')?.state).toBe('connected');
+          expect(second.log()).toMatch(/no metrics listener on 127\.0\.0\.1:9475: .*\[MVPN_METRICS_LISTEN_FAILED\]/);
+          // The status socket still serves them.
+          const printed = await cli(['status', '--prometheus', '--runtime-dir', w.runtimeDir]);
+          expect(printed.stdout).toContain('mvpn_agent_network_up{network="alpha"} 1');
+        } finally {
+          await second.stop();
+          holder.kill('SIGTERM');
+        }
+      } finally {
+        await w.cleanup();
+      }
+    });
+  });
+
   it('READY=1 waits for a definite answer from every network, at most ready_timeout: a rejected bundle does not hold it up, a silent server does until the timeout', async () => {
     await withLab(async (lab) => {
       const w = await AgentWorld.create(lab);

@@ -82,6 +82,7 @@ describe('the .rpm', () => {
         '/etc/mvpn-client/config.json.example',
         '/usr/share/man/man1/mvpn-client.1.gz',
         '/usr/share/licenses/mvpn-client/copyright',
+        '/usr/share/mvpn-client/prometheus/mvpn-alerts.yml',
       ]),
     );
     expect((await sh('rpm', ['-qp', '--qf', '%{VERSION} %{LICENSE}', rpmFile])).stdout).toBe(`${VERSION} BSD-3-Clause`);

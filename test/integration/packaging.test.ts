@@ -142,6 +142,8 @@ describe('the .deb in a clean Debian root', () => {
     for (const f of ['usr/bin/mvpn-client', 'lib/systemd/system/mvpn-client.service', 'lib/systemd/system/mvpn-server.service', 'etc/mvpn-client/config.json.example', 'usr/share/doc/mvpn-client/copyright']) {
       await expect(stat(join(root.path, f)), f).resolves.toBeTruthy();
     }
+    // The alerting rules, where the README's Prometheus section points rule_files.
+    expect(await readFile(join(root.path, 'usr/share/mvpn-client/prometheus/mvpn-alerts.yml'), 'utf8')).toBe(await readFile('packaging/mvpn-alerts.yml', 'utf8'));
     expect(await readFile(join(root.path, 'lib/systemd/system/mvpn-client.service'), 'utf8')).toBe(await readFile('systemd/mvpn-client.service', 'utf8'));
     expect(await readlink(join(root.path, 'etc/systemd/system/multi-user.target.wants/mvpn-client.service'))).toBe('/lib/systemd/system/mvpn-client.service');
     // The server unit is for ops hosts: installed, not enabled.

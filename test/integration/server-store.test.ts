@@ -104,6 +104,51 @@ describe('SqliteStore', () => {
     }
   });
 
+  it('keeps counters with their transaction: a rolled-back issuance is not counted, a committed one adds up', () => {
+    const s = SqliteStore.open(join(dir.path, 'count.db'), { create: true });
+    try {
+      expect(s.read((tx) => tx.counters())).toEqual({});
+      expect(() =>
+        s.write((tx) => {
+          tx.count('issued.enroll', 3);
+          throw new Error('boom');
+        }),
+      ).toThrow('boom');
+      expect(s.read((tx) => tx.counters())).toEqual({});
+      s.write((tx) => tx.count('issued.enroll', 3));
+      s.write((tx) => {
+        tx.count('issued.enroll');
+        tx.count('crl.published');
+      });
+      expect(s.read((tx) => tx.counters())).toEqual({ 'issued.enroll': 4, 'crl.published': 1 });
+      // The sequence shares the meta table and is not a counter.
+      expect(s.write((tx) => tx.nextSeq())).toBe(1);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('counts what the CLI issues, in its own process: export certificates and the CRL of a revocation', async () => {
+    const srv = await makeServer({ label: 'count' });
+    try {
+      await srv.run(['network', 'create', 'red']);
+      for (const n of ['pc1', 'pc2']) await srv.run(['node', 'add', n, '--network', 'red']);
+      await srv.run(['export', '--all', '--network', 'red', '--out-dir', join(srv.dir, 'out')]);
+      await srv.run(['node', 'revoke', 'pc1', '--network', 'red']);
+      const ctx = await openContext(srv.stateDir);
+      try {
+        const c = ctx.store.read((tx) => tx.counters());
+        expect(c['issued.export']).toBe(2);
+        expect(c['issued.enroll']).toBeUndefined();
+        expect(c['crl.published']).toBeGreaterThanOrEqual(1);
+      } finally {
+        ctx.close();
+      }
+    } finally {
+      await srv.remove();
+    }
+  });
+
   it('enforces foreign keys and unique addresses per network', () => {
     const s = SqliteStore.open(join(dir.path, 'fk.db'), { create: true });
     try {

@@ -68,12 +68,25 @@ describe('agent config', () => {
     ['via as a URL', { ...minimal, sources: [{ ...minimal.sources[0], via: 'tcp://198.18.2.1:8444' }] }, 'sources[0].via'],
     ['via on a file source', { ...minimal, sources: [{ type: 'file', path: 'm', via: '198.18.2.1:8444' }] }, 'sources[0]'],
     ['via not a string', { ...minimal, sources: [{ ...minimal.sources[0], via: 8444 }] }, 'sources[0].via'],
+    ['metrics_listen not ADDR:PORT', { ...minimal, metrics_listen: 'localhost:9475' }, 'metrics_listen: listen address "localhost:9475" is not ADDR:PORT'],
+    ['metrics_listen on port 0', { ...minimal, metrics_listen: '127.0.0.1:0' }, 'metrics_listen: port 0'],
+    ['metrics_listen off loopback', { ...minimal, metrics_listen: '198.18.0.2:9475' }, 'metrics_listen: 198.18.0.2:9475 is not a loopback address'],
+    ['metrics_listen on the wildcard', { ...minimal, metrics_listen: '[::]:9475' }, 'metrics_listen: [::]:9475 is not a loopback address'],
+    ['metrics_allow_remote not a boolean', { ...minimal, metrics_allow_remote: 'yes' }, 'metrics_allow_remote'],
     ['bad enroll via', { ...minimal, enroll: { token_file: 't', via: '198.18.2.300:8444' } }, 'enroll.via: "198.18.2.300" is not an IPv4 address'],
   ];
   it.each(bad)('refuses %s and names the field', (_name, json, field) => {
     const e = errorOf(() => parseAgentConfig(json, '/etc/mvpn-client/config.json'));
     expect(e.code).toBe('MVPN_CONFIG_INVALID');
     expect(e.message).toContain(field);
+  });
+
+  it('metrics_listen: off by default, loopback as written, another address only with metrics_allow_remote', () => {
+    expect(parseAgentConfig(minimal, '/etc/mvpn-client/config.json').metricsListen).toBeUndefined();
+    expect(parseAgentConfig({ ...minimal, metrics_listen: '127.0.0.1:9475' }, '/c.json').metricsListen).toEqual({ host: '127.0.0.1', port: 9475 });
+    expect(parseAgentConfig({ ...minimal, metrics_listen: '[::1]:9475' }, '/c.json').metricsListen).toEqual({ host: '::1', port: 9475 });
+    const remote = parseAgentConfig({ ...minimal, metrics_listen: '198.18.0.2:9475', metrics_allow_remote: true }, '/c.json');
+    expect(remote.metricsListen).toEqual({ host: '198.18.0.2', port: 9475 });
   });
 
   describe('via (TCP relay)', () => {

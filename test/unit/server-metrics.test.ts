@@ -54,7 +54,7 @@ const lines = async (m: ServerMetrics) => (await m.registry.metrics()).split('\n
 
 describe('ServerMetrics', () => {
   it('turns the snapshot and the store facts into per-network series', async () => {
-    const l = await lines(new ServerMetrics({ snapshot: () => snapshot, networks: () => facts }));
+    const l = await lines(new ServerMetrics({ snapshot: () => snapshot, networks: () => facts, counters: () => ({ 'issued.enroll': 3, 'issued.link': 3, 'crl.published': 2 }) }));
     for (const want of [
       'mvpn_network_up{network="red"} 1',
       'mvpn_network_up{network="blue"} 0',
@@ -67,18 +67,23 @@ describe('ServerMetrics', () => {
       'mvpn_network_bundle_version{network="red"} 12',
       `mvpn_server_start_time_seconds ${Date.parse('2030-01-01T00:00:00.000Z') / 1000}`,
       'mvpn_api_enrollments_total{result="refused"} 0',
+      'mvpn_certificates_issued_total{kind="enroll"} 3',
+      'mvpn_certificates_issued_total{kind="link"} 3',
+      // Every kind from the first scrape, so rate() and alerts work before the first issuance.
+      'mvpn_certificates_issued_total{kind="export"} 0',
+      'mvpn_crl_publications_total 2',
     ]) expect(l).toContain(want);
     expect(l.some((x) => x.includes('node="'))).toBe(false);
   });
 
   it('adds per-node series only with metrics_per_client', async () => {
-    const l = await lines(new ServerMetrics({ snapshot: () => snapshot, networks: () => facts }, { perClient: true }));
+    const l = await lines(new ServerMetrics({ snapshot: () => snapshot, networks: () => facts, counters: () => ({}) }, { perClient: true }));
     expect(l).toContain('mvpn_client_received_bytes{network="red",node="pc2"} 20');
     expect(l).toContain('mvpn_client_sent_bytes{network="red",node="pc1"} 1000');
   });
 
   it('counts API requests by route and code, enrollments by result, and TLS failures', async () => {
-    const m = new ServerMetrics({ snapshot: () => snapshot, networks: () => [] });
+    const m = new ServerMetrics({ snapshot: () => snapshot, networks: () => [], counters: () => ({}) });
     m.request('enroll', 200, 0.02);
     m.enrollment(true);
     m.request('enroll', 401, 0.01);

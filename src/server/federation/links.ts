@@ -106,6 +106,7 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
     tx.updateMembership(net.id, cn, { certPem: linkCert.certPem, certSerial: linkCert.serialHex, keyOrigin: 'central' });
     tx.updateNode(cn, { identityCertPem: apiCert.certPem, identitySerial: apiCert.serialHex.toLowerCase(), enrolledAt: now, publicKeyPem: null, keyAlg: null });
     new Bumps().membership(net.id, cn).apply(tx, now, ctx.config.membership_days);
+    tx.count('issued.link', 3); // the link's client and server certificates and its API identity
     return { m: tx.getMembership(net.id, cn)!, cur: tx.getNetwork(net.id)! };
   });
   const payload: LinkPayload = {

@@ -110,6 +110,8 @@ export async function rollNetworkCa(ctx: ServerContext, id: string, opts: { over
       });
       bumps.network(id);
       bumps.apply(tx, now, ctx.config.membership_days);
+      tx.count('issued.ca_roll', certs.length);
+      tx.count('crl.published');
     });
     return { network: id, ca: caCn(id, gen), previous: old.cn, overlapUntil: now + overlapMs, reissued: certs.length };
   });
@@ -136,6 +138,7 @@ export async function finishCaRoll(ctx: ServerContext, id: string): Promise<{ ne
       const bumps = new Bumps();
       bumps.network(id);
       bumps.apply(tx, now, ctx.config.membership_days);
+      tx.count('crl.published');
     });
     return { network: id, ca: (await caFacts(net.caCertPem)).cn };
   });

@@ -116,5 +116,6 @@ export function applyCrl(tx: StoreTx, plan: CrlPlan, bumps: Bumps, now: number):
   if (!net || net.crlNumber !== plan.expectNumber) throw conflict(`the CRL of network ${plan.network}`);
   for (const r of plan.add) tx.insertRevocation(r);
   tx.updateNetwork(plan.network, { crlPem: plan.crl.crlPem, crlNumber: plan.crl.crlNumber, crlNextUpdate: plan.crl.nextUpdate, updatedAt: now });
+  tx.count('crl.published');
   bumps.network(plan.network);
 }

@@ -100,6 +100,7 @@ export async function enroll(ctx: ServerContext, apiCa: CaMaterial, req: EnrollR
         bumps.membership(m.network, req.node);
       }
       bumps.apply(tx, now, ctx.config.membership_days);
+      tx.count('issued.enroll', 1 + targets.length);
       return { node: req.node, identityCertPem: identity.certPem, identitySerial: identity.serialHex.toLowerCase(), networks: targets.map((m) => m.network) };
     });
   });

@@ -220,6 +220,7 @@ export async function exportNodes(ctx: ServerContext, key: SigningKey, items: re
         });
       }
       bumps.apply(tx, now, ctx.config.membership_days);
+      tx.count('issued.export', items.length);
       const netsAfter = new Map([...nets.keys()].map((id) => [id, tx.getNetwork(id)!]));
       return items.map((it, i) => ({
         now,

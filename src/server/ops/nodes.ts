@@ -175,6 +175,7 @@ export async function addNodes(ctx: ServerContext, inputs: readonly AddNodeInput
         bumps.membership(p.input.network, p.input.node);
       }
       bumps.apply(tx, now, ctx.config.membership_days);
+      tx.count('issued.membership', prepared.filter((p) => p.cert !== undefined).length);
       return prepared.map((p) => tx.getMembership(p.input.network, p.input.node)!);
     });
   });

@@ -131,6 +131,7 @@ export async function renew(ctx: ServerContext, apiCa: CaMaterial, req: RenewReq
         bumps.membership(m.network, req.node);
       }
       bumps.apply(tx, now, ctx.config.membership_days);
+      tx.count('issued.renew', 1 + targets.length);
       return { node: req.node, identityCertPem: identity.certPem, identitySerial: serial, networks: targets.map((t) => t.m.network) };
     });
   });

@@ -480,6 +480,13 @@ export class SqliteStore implements Store {
         exec("UPDATE meta SET value = value + 1 WHERE key = 'seq'");
         return num(get("SELECT value FROM meta WHERE key = 'seq'")!['value']);
       },
+      // Counters share the meta table (key "count:<counter>"): no migration, and a store without them reads as zero.
+      count: (counter, n = 1) => {
+        guard();
+        exec('INSERT INTO meta (key, value) VALUES ($key, $n) ON CONFLICT (key) DO UPDATE SET value = value + $n', { key: `count:${counter}`, n });
+      },
+      counters: () =>
+        Object.fromEntries(all("SELECT key, value FROM meta WHERE key LIKE 'count:%'").map((r) => [String(r['key']).slice('count:'.length), num(r['value'])])),
 
       getNetwork: (id) => {
         const r = get('SELECT * FROM networks WHERE id = $id', { id });

@@ -216,10 +216,25 @@ export type MembershipPatch = Patch<
 
 export type MemberSummary = Pick<MembershipRecord, 'node' | 'address' | 'revoked' | 'certSerial' | 'prevCertSerial'>;
 
+/**
+ * Why client certificates were issued (metrics label `kind`; a fixed set, so
+ * the label's cardinality is bounded): enrollment, renewal, a central-key
+ * export, a node added to a network after it enrolled (`membership`), a CA
+ * roll's re-issue, and a federation link's certificates.
+ */
+export const ISSUANCE_KINDS = ['enroll', 'renew', 'export', 'membership', 'ca_roll', 'link'] as const;
+export type IssuanceKind = (typeof ISSUANCE_KINDS)[number];
+/** Monotonic counters kept in the store with the change they count, so CLI operations and the daemon's count alike and survive restarts. */
+export type StoreCounter = `issued.${IssuanceKind}` | 'crl.published';
+
 /** What a transaction may do. Reads see the transaction's own writes. */
 export interface StoreTx {
   /** The next value of the store-wide sequence (bundle versions, document serials). */
   nextSeq(): number;
+  /** Adds `n` (default 1) to a counter; committed or rolled back with the transaction. */
+  count(counter: StoreCounter, n?: number): void;
+  /** The counters counted so far (one never counted is absent). */
+  counters(): Partial<Record<StoreCounter, number>>;
 
   getNetwork(id: string): NetworkRecord | undefined;
   listNetworks(): NetworkRecord[];
