@@ -1,0 +1,171 @@
+/**
+ * The PostgreSQL store's connection, in a worker thread of its own (see
+ * postgres.ts): the main thread posts one request, blocks on Atomics.wait,
+ * and reads the reply with receiveMessageOnPort. Between requests this
+ * thread's event loop is free, so LISTEN notifications from other
+ * connections arrive here at any time and bump the shared change counter,
+ * which the main thread reads without a round trip (Store.dataVersion).
+ *
+ * One connection, reconnected by itself when lost (PostgreSQL restarted,
+ * network cut): every second until it is back, then LISTEN again and bump
+ * the counter, since changes may have been missed meanwhile. A transaction
+ * never survives a reconnection: each request names the connection it
+ * belongs to (`epoch`) and is refused on another.
+ *
+ * Imports only node built-ins and `pg`: scripts/bundle.mjs bundles this file
+ * on its own into a string the executable evaluates as a worker.
+ */
+import { workerData, type MessagePort } from 'node:worker_threads';
+import pg from 'pg';
+
+export interface WorkerInit {
+  readonly port: MessagePort;
+  /** Int32 [0]: reply ready (0/1); [1]: change counter. */
+  readonly shared: SharedArrayBuffer;
+  readonly connectionString: string;
+  readonly channel: string;
+  readonly lockTimeoutMs: number;
+}
+
+export type WorkerRequest =
+  | { readonly op: 'connect' }
+  /** Simple-protocol text (several statements allowed, no parameters). */
+  | { readonly op: 'exec'; readonly sql: string; readonly epoch?: number }
+  /** One statement with `$name` parameters. */
+  | { readonly op: 'query'; readonly sql: string; readonly params: Record<string, unknown>; readonly epoch?: number }
+  | { readonly op: 'close' };
+
+export interface WorkerError {
+  readonly message: string;
+  /** SQLSTATE (PostgreSQL) or errno code (ECONNREFUSED, ENOENT, …). */
+  readonly code?: string | undefined;
+  readonly detail?: string | undefined;
+  /** The connection was lost (or never made). */
+  readonly connection: boolean;
+}
+
+export type WorkerReply =
+  | { readonly ok: true; readonly rows: Record<string, unknown>[]; readonly rowCount: number; readonly epoch: number }
+  | { readonly ok: false; readonly error: WorkerError };
+
+// Integers: the store's BIGINT columns hold milliseconds and counters, all below 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
+
+const init = workerData as WorkerInit;
+const signal = new Int32Array(init.shared);
+let client: pg.Client | null = null;
+let epoch = 0;
+let closing = false;
+let retry: NodeJS.Timeout | null = null;
+const positional = new Map<string, { text: string; names: string[] }>();
+
+/** `$name` parameters → `$1…` and the names in order (cached per statement text). */
+function toPositional(sql: string): { text: string; names: string[] } {
+  let p = positional.get(sql);
+  if (!p) {
+    const names: string[] = [];
+    const text = sql.replace(/\$([A-Za-z_][A-Za-z0-9_]*)/g, (_m, name: string) => {
+      let i = names.indexOf(name);
+      if (i < 0) i = names.push(name) - 1;
+      return `$${i + 1}`;
+    });
+    p = { text, names };
+    positional.set(sql, p);
+  }
+  return p;
+}
+
+function lost(c: pg.Client): void {
+  if (client !== c) return;
+  client = null;
+  c.removeAllListeners('notification');
+  void c.end().catch(() => undefined);
+  if (!closing) scheduleReconnect();
+}
+
+function scheduleReconnect(): void {
+  if (retry !== null || closing) return;
+  retry = setTimeout(() => {
+    retry = null;
+    connect().then(
+      () => Atomics.add(signal, 1, 1), // changes made while we were away were not notified
+      () => scheduleReconnect(),
+    );
+  }, 1_000);
+}
+
+async function connect(): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: init.connectionString, connectionTimeoutMillis: 10_000, keepAlive: true, application_name: 'mvpn-server' });
+  c.on('error', () => lost(c));
+  c.on('end', () => lost(c));
+  try {
+    await c.connect();
+    await c.query(`SET lock_timeout = ${Math.trunc(init.lockTimeoutMs)}; LISTEN ${init.channel}`);
+  } catch (err) {
+    c.removeAllListeners('end');
+    await c.end().catch(() => undefined);
+    throw err;
+  }
+  const own = (c as unknown as { processID: number }).processID;
+  c.on('notification', (n) => {
+    // Our own commits are not changes by "another connection" (as SQLite's data_version).
+    if (n.processId !== own) Atomics.add(signal, 1, 1);
+  });
+  client = c;
+  epoch++;
+  return c;
+}
+
+function toError(err: unknown, connection: boolean): WorkerError {
+  const e = err as { message?: string; code?: string; detail?: string };
+  return { message: e.message ?? String(err), code: e.code, detail: e.detail, connection };
+}
+
+async function handle(req: WorkerRequest): Promise<WorkerReply> {
+  if (req.op === 'close') {
+    closing = true;
+    if (retry !== null) clearTimeout(retry);
+    const c = client;
+    client = null;
+    await c?.end().catch(() => undefined);
+    return { ok: true, rows: [], rowCount: 0, epoch };
+  }
+  let c = client;
+  if (req.op === 'connect' || c === null) {
+    if (req.op !== 'connect' && req.epoch !== undefined) {
+      return { ok: false, error: { message: 'the connection to PostgreSQL was lost during the transaction', code: 'ECONNRESET', connection: true } };
+    }
+    try {
+      c = client ?? (await connect());
+    } catch (err) {
+      return { ok: false, error: toError(err, true) };
+    }
+    if (req.op === 'connect') return { ok: true, rows: [], rowCount: 0, epoch };
+  }
+  if (req.epoch !== undefined && req.epoch !== epoch) {
+    return { ok: false, error: { message: 'the connection to PostgreSQL was lost during the transaction', code: 'ECONNRESET', connection: true } };
+  }
+  try {
+    if (req.op === 'exec') {
+      await c.query(req.sql);
+      return { ok: true, rows: [], rowCount: 0, epoch };
+    }
+    const { text, names } = toPositional(req.sql);
+    const values = names.map((n) => {
+      if (!(n in req.params)) throw new Error(`statement parameter $${n} has no value`);
+      return req.params[n];
+    });
+    const r = await c.query({ text, values });
+    return { ok: true, rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0, epoch };
+  } catch (err) {
+    return { ok: false, error: toError(err, client !== c) };
+  }
+}
+
+init.port.on('message', (req: WorkerRequest) => {
+  void handle(req).then((reply) => {
+    init.port.postMessage(reply);
+    Atomics.store(signal, 0, 1);
+    Atomics.notify(signal, 0);
+  });
+});

@@ -1,0 +1,271 @@
+/**
+ * The PostgreSQL store: the same Store/StoreTx as the embedded one (the
+ * StoreTx and its SQL are shared, makeSqlTx in sqlite.ts), on a database
+ * several server hosts can share.
+ *
+ * Synchronous facade. The store interface is synchronous (a transaction
+ * never spans an await; see store.ts), and PostgreSQL clients are not. The
+ * connection lives in a worker thread (pg-worker.ts); each statement is one
+ * request: post it, block on Atomics.wait until the worker has the reply,
+ * take it with receiveMessageOnPort. A statement costs one thread hop on top
+ * of the database round trip (docs/ARCHITECTURE.md has the figures).
+ *
+ * Transactions keep SQLite's rules:
+ *  - write(fn): BEGIN (READ COMMITTED), then a transaction-scoped advisory
+ *    lock that every writer takes first — one writer at a time across all
+ *    connections and hosts, as BEGIN IMMEDIATE is for SQLite. Since no
+ *    other writer can commit while it is held, every statement of `fn` sees
+ *    the same data, and no serialization failure (and no re-running `fn`)
+ *    can happen. A writer waits at most `lockTimeoutMs` for the lock.
+ *  - read(fn): REPEATABLE READ READ ONLY, one snapshot.
+ *  - A write's COMMIT carries NOTIFY on one channel; every other connection
+ *    LISTENs there, so dataVersion() changes within milliseconds of another
+ *    connection's commit (and after a reconnection, when some may have been
+ *    missed), with no query: it reads a counter the worker bumps.
+ *
+ * Schema: the same MIGRATIONS as SQLite, translated (postgresDdl); a
+ * schema_version table holds how many are applied. Each migration runs in
+ * its own transaction under the writers' lock, re-checked inside it, so
+ * concurrent opens upgrade once.
+ */
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { StoreError } from '../../errors.ts';
+import { MIGRATIONS, makeSqlTx, type Row, type SqlConn } from './sqlite.ts';
+import type { Store, StoreTx } from './store.ts';
+import type { WorkerError, WorkerInit, WorkerReply, WorkerRequest } from './pg-worker.ts';
+
+/** The bundled executable defines this as pg-worker.ts bundled with `pg` (scripts/bundle.mjs); from source it is absent. */
+declare const MVPN_PG_WORKER_SOURCE: string | undefined;
+
+/** pg_advisory_xact_lock key of the writers' lock ("mvpn" in ASCII). */
+const WRITE_LOCK = 0x6d76706e;
+const CHANNEL = 'mvpn_store';
+/** How long the caller waits for one request before declaring the database unresponsive. */
+const REQUEST_TIMEOUT_MS = 60_000;
+
+/**
+ * A SQLite migration in PostgreSQL's dialect: INTEGER columns become BIGINT
+ * (milliseconds overflow 32 bits), TEXT compares bytewise (COLLATE "C", as
+ * SQLite orders), and STRICT (SQLite's type checking) goes; the rest of the
+ * DDL is written in the subset both read alike.
+ */
+export function postgresDdl(sqlite: string): string {
+  return sqlite
+    .replace(/\)\s*STRICT\s*;/g, ');')
+    .replace(/\bINTEGER\b/g, 'BIGINT')
+    .replace(/\bTEXT\b/g, 'TEXT COLLATE "C"');
+}
+
+export interface PostgresStoreOptions {
+  /** Create the schema in an empty database (server init); refuse a database that already holds a store. */
+  readonly create?: boolean;
+  /** How long a writer waits for another's lock before MVPN_STORE_ERROR. */
+  readonly lockTimeoutMs?: number;
+}
+
+/** The URL without its password, for messages. */
+export function describeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'the configured PostgreSQL URL';
+  }
+}
+
+function storeError(e: WorkerError, where: string): StoreError {
+  const cause = new Error(e.message);
+  if (e.code === '28P01' || e.code === '28000') {
+    return new StoreError('MVPN_STORE_AUTH_FAILED', `PostgreSQL store ${where} refused the login: ${e.message}`, {
+      cause,
+      hint: 'check the user and password in the store URL or connection file',
+    });
+  }
+  if (e.code === '3D000') {
+    return new StoreError('MVPN_STORE_UNREACHABLE', `PostgreSQL store ${where}: ${e.message}`, { cause, hint: 'create the database first (createdb), or fix its name in the URL' });
+  }
+  if (e.connection) {
+    return new StoreError('MVPN_STORE_UNREACHABLE', `cannot reach the PostgreSQL store ${where}: ${e.message}`, {
+      cause,
+      hint: 'is PostgreSQL running, and is the host/port/socket in the store URL right?',
+    });
+  }
+  if (e.code === '55P03') {
+    return new StoreError('MVPN_STORE_ERROR', `state store: ${e.message}`, { cause, hint: 'another mvpn-client call held the store for too long; try again' });
+  }
+  return new StoreError('MVPN_STORE_ERROR', `state store: ${e.message}${e.detail ? ` (${e.detail})` : ''}`, { cause, context: { sqlstate: e.code } });
+}
+
+export class PostgresStore implements Store {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly signal: Int32Array;
+  private readonly where: string;
+  private readonly tx: StoreTx;
+  private inTx = false;
+  /** The connection the open transaction runs on. */
+  private txEpoch: number | undefined;
+  private closed = false;
+
+  private constructor(url: string, lockTimeoutMs: number) {
+    this.where = describeUrl(url);
+    const shared = new SharedArrayBuffer(8);
+    this.signal = new Int32Array(shared);
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const workerData: WorkerInit = { port: port2, shared, connectionString: url, channel: CHANNEL, lockTimeoutMs };
+    const opts = { workerData, transferList: [port2] };
+    this.worker =
+      typeof MVPN_PG_WORKER_SOURCE === 'string'
+        ? new Worker(MVPN_PG_WORKER_SOURCE, { ...opts, eval: true })
+        : new Worker(new URL('./pg-worker.ts', import.meta.url), opts);
+    // The store's own close() ends it; a forgotten store does not keep the process alive.
+    this.worker.unref();
+    const conn: SqlConn = {
+      all: (sql, params = {}) => this.query(sql, params).rows as Row[],
+      get: (sql, params = {}) => this.query(sql, params).rows[0] as Row | undefined,
+      run: (sql, params = {}) => this.query(sql, params).rowCount,
+    };
+    this.tx = makeSqlTx(conn, () => this.inTx);
+  }
+
+  /** Connects (MVPN_STORE_UNREACHABLE / MVPN_STORE_AUTH_FAILED when it cannot) and brings the schema up to date. */
+  static open(url: string, opts: PostgresStoreOptions = {}): PostgresStore {
+    const store = new PostgresStore(url, opts.lockTimeoutMs ?? 10_000);
+    try {
+      store.request({ op: 'connect' });
+      store.migrate(opts.create === true);
+    } catch (err) {
+      store.close();
+      throw err;
+    }
+    return store;
+  }
+
+  private request(req: WorkerRequest): Extract<WorkerReply, { ok: true }> {
+    if (this.closed) throw new StoreError('MVPN_INTERNAL', 'state store used after close');
+    Atomics.store(this.signal, 0, 0);
+    this.port.postMessage(req);
+    if (Atomics.wait(this.signal, 0, 0, REQUEST_TIMEOUT_MS) === 'timed-out') {
+      this.closed = true;
+      void this.worker.terminate();
+      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
+    }
+    const reply = receiveMessageOnPort(this.port)?.message as WorkerReply | undefined;
+    if (!reply) throw new StoreError('MVPN_INTERNAL', 'the PostgreSQL worker signalled without a reply');
+    if (!reply.ok) throw storeError(reply.error, this.where);
+    return reply;
+  }
+
+  private query(sql: string, params: Row): { rows: unknown[]; rowCount: number } {
+    return this.request({ op: 'query', sql, params, ...(this.txEpoch === undefined ? {} : { epoch: this.txEpoch }) });
+  }
+
+  private exec(sql: string): void {
+    this.request({ op: 'exec', sql, ...(this.txEpoch === undefined ? {} : { epoch: this.txEpoch }) });
+  }
+
+  private begin(write: boolean): void {
+    const r = this.request({
+      op: 'exec',
+      sql: write ? `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(${WRITE_LOCK})` : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+    });
+    this.txEpoch = r.epoch;
+  }
+
+  private rollback(): void {
+    try {
+      this.exec('ROLLBACK');
+    } catch {
+      // the connection is gone, and the transaction with it
+    }
+  }
+
+  private migrate(create: boolean): void {
+    const version = (): number | undefined => {
+      const t = this.query("SELECT to_regclass('schema_version') IS NOT NULL AS present", {}).rows[0] as { present: boolean };
+      if (!t.present) return undefined;
+      const r = this.query('SELECT version FROM schema_version', {}).rows[0] as { version: number } | undefined;
+      return r?.version ?? 0;
+    };
+    const tooNew = (v: number) =>
+      new StoreError('MVPN_STORE_ERROR', `the state store has schema version ${v}, newer than this program knows (${MIGRATIONS.length})`, {
+        hint: 'run a newer mvpn-client (every host on this database must run the same or a newer one)',
+      });
+    const before = version();
+    if (before === undefined && !create) {
+      throw new StoreError('MVPN_CONFIG_MISSING', `the PostgreSQL database ${this.where} holds no mvpn store`, { hint: 'run `mvpn-client server init --store-url …` first' });
+    }
+    if (before !== undefined && create) {
+      throw new StoreError('MVPN_ALREADY_EXISTS', `the PostgreSQL database ${this.where} already holds an mvpn store (schema version ${before})`, {
+        hint: 'give each server its own database; several hosts on one store are not supported yet',
+      });
+    }
+    if (before !== undefined && before > MIGRATIONS.length) throw tooNew(before);
+    for (;;) {
+      this.begin(true);
+      this.inTx = true;
+      try {
+        this.exec('CREATE TABLE IF NOT EXISTS schema_version (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL)');
+        const now = version() ?? 0;
+        if (now > MIGRATIONS.length) throw tooNew(now);
+        if (now === MIGRATIONS.length) {
+          this.exec('COMMIT');
+          return;
+        }
+        this.exec(postgresDdl(MIGRATIONS[now]!));
+        this.query('INSERT INTO schema_version (id, version) VALUES (1, $v) ON CONFLICT (id) DO UPDATE SET version = excluded.version', { v: now + 1 });
+        this.exec(`NOTIFY ${CHANNEL}; COMMIT`);
+      } catch (err) {
+        this.rollback();
+        throw err;
+      } finally {
+        this.inTx = false;
+        this.txEpoch = undefined;
+      }
+    }
+  }
+
+  private run<T>(write: boolean, fn: (tx: StoreTx) => T): T {
+    if (this.inTx) throw new StoreError('MVPN_INTERNAL', 'state store transactions do not nest');
+    this.begin(write);
+    this.inTx = true;
+    try {
+      const result = fn(this.tx);
+      if (result instanceof Promise) throw new StoreError('MVPN_INTERNAL', 'a state store transaction must not be async');
+      this.exec(write ? `NOTIFY ${CHANNEL}; COMMIT` : 'COMMIT');
+      return result;
+    } catch (err) {
+      this.rollback();
+      throw err;
+    } finally {
+      this.inTx = false;
+      this.txEpoch = undefined;
+    }
+  }
+
+  write<T>(fn: (tx: StoreTx) => T): T {
+    return this.run(true, fn);
+  }
+
+  read<T>(fn: (tx: StoreTx) => T): T {
+    return this.run(false, fn);
+  }
+
+  dataVersion(): number {
+    return Atomics.load(this.signal, 1);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    try {
+      this.request({ op: 'close' });
+    } catch {
+      // closing anyway
+    }
+    this.closed = true;
+    this.port.close();
+    void this.worker.terminate();
+  }
+}
