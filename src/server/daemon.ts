@@ -69,8 +69,8 @@ import { caExpiries, finishDueCaRolls } from './ops/ca-roll.ts';
 import { DAY } from './ops/context.ts';
 import { refreshDueCrls } from './ops/crl.ts';
 import { writeStatus, statusPath, type ClientSnapshot, type InstanceSnapshot, type LinkSnapshot, type StatusSnapshot, type SupervisedSnapshot } from './status.ts';
-import { SqliteStore } from './store/sqlite.ts';
-import type { LinkRecord, MemberSummary, NetworkRecord } from './store/store.ts';
+import { openStore } from './store/open.ts';
+import type { LinkRecord, MemberSummary, NetworkRecord, Store } from './store/store.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -158,7 +158,7 @@ export async function claimRuntimeDir(runtimeDir: string): Promise<void> {
 
 export class ServerDaemon {
   private readonly ctx: ServerContext;
-  private readonly store: SqliteStore;
+  private readonly store: Store;
   private readonly server: Server;
   private readonly opts: DaemonOptions;
   private readonly clock: Clock;
@@ -184,7 +184,7 @@ export class ServerDaemon {
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
 
-  private constructor(ctx: ServerContext & { store: SqliteStore }, server: Server, opts: DaemonOptions) {
+  private constructor(ctx: ServerContext & { store: Store }, server: Server, opts: DaemonOptions) {
     this.ctx = ctx;
     this.store = ctx.store;
     this.server = server;
@@ -207,7 +207,7 @@ export class ServerDaemon {
     );
     const signingKey = signingKeyFromPem(signingPem!);
     const apiCa: CaMaterial = { alg: 'ec-p256', certPem: caCertPem!, keyPem: caKeyPem! };
-    const store = SqliteStore.open(paths.store);
+    const store = await openStore(config, paths);
     const clock = opts.clock ?? systemClock;
     const ctx = { config, paths, store, clock };
     const logger = opts.logger ?? nullLogger<ServerEvent>();
