@@ -145,6 +145,19 @@ export async function startPostgres(label = 'pg'): Promise<PgCluster> {
   };
 }
 
+/** The whole database `url` names, as pg_dump prints it (schema and every row). */
+export function pgDump(url: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(join(pgBinDir(), 'pg_dump'), ['--dbname', url], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`pg_dump exited ${code}: ${err}`))));
+  });
+}
+
 let shared: Promise<PgCluster> | undefined;
 
 /** The test store engine: MVPN_TEST_STORE=postgres, or SQLite (the default). */

@@ -21,9 +21,9 @@ import { generateKeyPairPem, type KeyAlg, type KeyPairPem } from '../../src/pki/
 import { systemClock } from '../../src/util/clock.ts';
 import type { ServerContext } from '../../src/server/ops/context.ts';
 import { loadServerConfig } from '../../src/server/config.ts';
-import { openStore } from '../../src/server/store/open.ts';
+import { openStore, postgresUrl } from '../../src/server/store/open.ts';
 import { waitFor, type Netns } from './netns.ts';
-import { sharedPostgres, testStoreEngine } from './postgres.ts';
+import { pgDump, sharedPostgres, testStoreEngine } from './postgres.ts';
 import { tmpDir } from './tmp.ts';
 
 export interface CliResult {
@@ -113,6 +113,19 @@ export async function withContext<T>(stateDir: string, fn: (ctx: ServerContext) 
   } finally {
     ctx.close();
   }
+}
+
+/**
+ * Everything the state store holds, as bytes on disk or on the wire: the
+ * SQLite file and its WAL, or a pg_dump of the PostgreSQL database — for
+ * tests that check what is never stored (a token, a private key).
+ */
+export async function storeBytes(stateDir: string): Promise<Buffer[]> {
+  const { config, paths } = await loadServerConfig(stateDir);
+  if (config.store === undefined) {
+    return [await readFile(paths.store), await readFile(`${paths.store}-wal`).catch(() => Buffer.alloc(0))];
+  }
+  return [await pgDump(await postgresUrl(config.store))];
 }
 
 /** A ServerContext on a state directory (its own store connection; close it). */

@@ -393,6 +393,33 @@ describe('a server on PostgreSQL', () => {
     }
   });
 
+  it('makes a writer wait for the writers’ lock, and gives up after its lock timeout without harm', async () => {
+    const url = await cluster.createDatabase();
+    PostgresStore.open(url, { create: true }).close();
+    const store = PostgresStore.open(url, { lockTimeoutMs: 300 });
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      // Another writer (as another host would) holds the lock every write() takes first.
+      await holder.query('BEGIN');
+      await holder.query('SELECT pg_advisory_xact_lock(1836478574)');
+      try {
+        store.write((tx) => tx.insertNode(node('blocked')));
+        expect.unreachable();
+      } catch (err) {
+        expect(isMvpnError(err) && err.code).toBe('MVPN_STORE_ERROR');
+        expect((err as Error).message).toMatch(/lock timeout/);
+      }
+      expect(store.read((tx) => tx.getNode('blocked'))).toBeUndefined();
+      await holder.query('COMMIT');
+      store.write((tx) => tx.insertNode(node('after')));
+      expect(store.read((tx) => tx.listNodes().map((n) => n.id))).toEqual(['after']);
+    } finally {
+      store.close();
+      await holder.end();
+    }
+  });
+
   it('reconnects by itself after PostgreSQL restarts, and hears other connections again', async () => {
     const a = await openContext(s.stateDir);
     const b = await openContext(s.stateDir);

@@ -9,8 +9,12 @@
  * One connection, reconnected by itself when lost (PostgreSQL restarted,
  * network cut): every second until it is back, then LISTEN again and bump
  * the counter, since changes may have been missed meanwhile. A transaction
- * never survives a reconnection: each request names the connection it
- * belongs to (`epoch`) and is refused on another.
+ * never survives a reconnection: a request inside one is refused on another
+ * connection than its BEGIN's.
+ *
+ * Requests run one after the other, in order. Some need no reply (`reply:
+ * false`: BEGIN, a read's COMMIT, ROLLBACK), which saves the caller a thread
+ * hop; if such a BEGIN fails, the next request answers with its error.
  *
  * Imports only node built-ins and `pg`: scripts/bundle.mjs bundles this file
  * on its own into a string the executable evaluates as a worker.
@@ -30,10 +34,13 @@ export interface WorkerInit {
 export type WorkerRequest =
   | { readonly op: 'connect' }
   /** Simple-protocol text (several statements allowed, no parameters). */
-  | { readonly op: 'exec'; readonly sql: string; readonly epoch?: number }
+  | { readonly op: 'exec'; readonly sql: string; readonly tx?: TxStep; readonly reply?: false }
   /** One statement with `$name` parameters. */
-  | { readonly op: 'query'; readonly sql: string; readonly params: Record<string, unknown>; readonly epoch?: number }
+  | { readonly op: 'query'; readonly sql: string; readonly params: Record<string, unknown>; readonly tx?: 'in' }
   | { readonly op: 'close' };
+
+/** Where a request stands in a transaction: its BEGIN, inside it, its COMMIT or ROLLBACK. */
+export type TxStep = 'begin' | 'in' | 'end';
 
 export interface WorkerError {
   readonly message: string;
@@ -45,7 +52,7 @@ export interface WorkerError {
 }
 
 export type WorkerReply =
-  | { readonly ok: true; readonly rows: Record<string, unknown>[]; readonly rowCount: number; readonly epoch: number }
+  | { readonly ok: true; readonly rows: Record<string, unknown>[]; readonly rowCount: number }
   | { readonly ok: false; readonly error: WorkerError };
 
 // Integers: the store's BIGINT columns hold milliseconds and counters, all below 2^53.
@@ -57,6 +64,10 @@ let client: pg.Client | null = null;
 let epoch = 0;
 let closing = false;
 let retry: NodeJS.Timeout | null = null;
+/** The connection the open transaction began on. */
+let txEpoch: number | undefined;
+/** The error of a request that had no reply, for the next one. */
+let deferred: WorkerError | undefined;
 const positional = new Map<string, { text: string; names: string[] }>();
 
 /** `$name` parameters → `$1…` and the names in order (cached per statement text). */
@@ -121,6 +132,9 @@ function toError(err: unknown, connection: boolean): WorkerError {
   return { message: e.message ?? String(err), code: e.code, detail: e.detail, connection };
 }
 
+const LOST: WorkerError = { message: 'the connection to PostgreSQL was lost during the transaction', code: 'ECONNRESET', connection: true };
+const done: WorkerReply = { ok: true, rows: [], rowCount: 0 };
+
 async function handle(req: WorkerRequest): Promise<WorkerReply> {
   if (req.op === 'close') {
     closing = true;
@@ -128,27 +142,41 @@ async function handle(req: WorkerRequest): Promise<WorkerReply> {
     const c = client;
     client = null;
     await c?.end().catch(() => undefined);
-    return { ok: true, rows: [], rowCount: 0, epoch };
+    return done;
   }
-  let c = client;
-  if (req.op === 'connect' || c === null) {
-    if (req.op !== 'connect' && req.epoch !== undefined) {
-      return { ok: false, error: { message: 'the connection to PostgreSQL was lost during the transaction', code: 'ECONNRESET', connection: true } };
-    }
+  if (req.op === 'connect') {
     try {
-      c = client ?? (await connect());
+      if (client === null) await connect();
+      return done;
     } catch (err) {
       return { ok: false, error: toError(err, true) };
     }
-    if (req.op === 'connect') return { ok: true, rows: [], rowCount: 0, epoch };
   }
-  if (req.epoch !== undefined && req.epoch !== epoch) {
-    return { ok: false, error: { message: 'the connection to PostgreSQL was lost during the transaction', code: 'ECONNRESET', connection: true } };
+  const step = req.tx;
+  if (deferred !== undefined) {
+    const error = deferred;
+    deferred = undefined;
+    if (step === 'end' && client !== null && txEpoch === epoch) await client.query(req.sql).catch(() => undefined);
+    if (step === 'end') txEpoch = undefined;
+    return { ok: false, error };
   }
+  if ((step === 'in' || step === 'end') && (client === null || txEpoch !== epoch)) {
+    if (step === 'end') txEpoch = undefined;
+    return { ok: false, error: LOST };
+  }
+  let c = client;
+  if (c === null) {
+    try {
+      c = await connect();
+    } catch (err) {
+      return { ok: false, error: toError(err, true) };
+    }
+  }
+  if (step === 'begin') txEpoch = epoch;
   try {
     if (req.op === 'exec') {
       await c.query(req.sql);
-      return { ok: true, rows: [], rowCount: 0, epoch };
+      return done;
     }
     const { text, names } = toPositional(req.sql);
     const values = names.map((n) => {
@@ -156,14 +184,23 @@ async function handle(req: WorkerRequest): Promise<WorkerReply> {
       return req.params[n];
     });
     const r = await c.query({ text, values });
-    return { ok: true, rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0, epoch };
+    return { ok: true, rows: r.rows as Record<string, unknown>[], rowCount: r.rowCount ?? 0 };
   } catch (err) {
     return { ok: false, error: toError(err, client !== c) };
+  } finally {
+    if (step === 'end') txEpoch = undefined;
   }
 }
 
+let queue = Promise.resolve();
 init.port.on('message', (req: WorkerRequest) => {
-  void handle(req).then((reply) => {
+  queue = queue.then(async () => {
+    const reply = await handle(req);
+    if (req.op === 'exec' && req.reply === false) {
+      // A failed BEGIN answers the next request; a read's COMMIT or a ROLLBACK has nothing to tell.
+      if (!reply.ok && req.tx === 'begin') deferred = reply.error;
+      return;
+    }
     init.port.postMessage(reply);
     Atomics.store(signal, 0, 1);
     Atomics.notify(signal, 0);

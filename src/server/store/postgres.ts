@@ -8,7 +8,10 @@
  * connection lives in a worker thread (pg-worker.ts); each statement is one
  * request: post it, block on Atomics.wait until the worker has the reply,
  * take it with receiveMessageOnPort. A statement costs one thread hop on top
- * of the database round trip (docs/ARCHITECTURE.md has the figures).
+ * of the database round trip; BEGIN, a read's COMMIT and ROLLBACK are posted
+ * without waiting (the worker runs requests in order, and a failed BEGIN
+ * answers the next one), so a one-statement read is one hop
+ * (docs/ARCHITECTURE.md has the figures).
  *
  * Transactions keep SQLite's rules:
  *  - write(fn): BEGIN (READ COMMITTED), then a transaction-scoped advisory
@@ -32,7 +35,7 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 import { StoreError } from '../../errors.ts';
 import { MIGRATIONS, makeSqlTx, type Row, type SqlConn } from './sqlite.ts';
 import type { Store, StoreTx } from './store.ts';
-import type { WorkerError, WorkerInit, WorkerReply, WorkerRequest } from './pg-worker.ts';
+import type { TxStep, WorkerError, WorkerInit, WorkerReply, WorkerRequest } from './pg-worker.ts';
 
 /** The bundled executable defines this as pg-worker.ts bundled with `pg` (scripts/bundle.mjs); from source it is absent. */
 declare const MVPN_PG_WORKER_SOURCE: string | undefined;
@@ -104,8 +107,6 @@ export class PostgresStore implements Store {
   private readonly where: string;
   private readonly tx: StoreTx;
   private inTx = false;
-  /** The connection the open transaction runs on. */
-  private txEpoch: number | undefined;
   private closed = false;
 
   private constructor(url: string, lockTimeoutMs: number) {
@@ -143,6 +144,12 @@ export class PostgresStore implements Store {
     return store;
   }
 
+  /** Posts a request the worker answers nothing to (see pg-worker.ts). */
+  private post(sql: string, tx: TxStep): void {
+    if (this.closed) throw new StoreError('MVPN_INTERNAL', 'state store used after close');
+    this.port.postMessage({ op: 'exec', sql, tx, reply: false } satisfies WorkerRequest);
+  }
+
   private request(req: WorkerRequest): Extract<WorkerReply, { ok: true }> {
     if (this.closed) throw new StoreError('MVPN_INTERNAL', 'state store used after close');
     Atomics.store(this.signal, 0, 0);
@@ -159,27 +166,24 @@ export class PostgresStore implements Store {
   }
 
   private query(sql: string, params: Row): { rows: unknown[]; rowCount: number } {
-    return this.request({ op: 'query', sql, params, ...(this.txEpoch === undefined ? {} : { epoch: this.txEpoch }) });
+    return this.request({ op: 'query', sql, params, ...(this.inTx ? { tx: 'in' as const } : {}) });
   }
 
-  private exec(sql: string): void {
-    this.request({ op: 'exec', sql, ...(this.txEpoch === undefined ? {} : { epoch: this.txEpoch }) });
+  private exec(sql: string, tx?: TxStep): void {
+    this.request({ op: 'exec', sql, ...(tx ? { tx } : this.inTx ? { tx: 'in' as const } : {}) });
   }
 
   private begin(write: boolean): void {
-    const r = this.request({
-      op: 'exec',
-      sql: write ? `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(${WRITE_LOCK})` : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
-    });
-    this.txEpoch = r.epoch;
+    this.post(write ? `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(${WRITE_LOCK})` : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', 'begin');
+  }
+
+  /** A write's COMMIT, with the NOTIFY the other connections wait for; waits for the outcome. */
+  private commitWrite(): void {
+    this.exec(`NOTIFY ${CHANNEL}; COMMIT`, 'end');
   }
 
   private rollback(): void {
-    try {
-      this.exec('ROLLBACK');
-    } catch {
-      // the connection is gone, and the transaction with it
-    }
+    if (!this.closed) this.post('ROLLBACK', 'end');
   }
 
   private migrate(create: boolean): void {
@@ -211,18 +215,17 @@ export class PostgresStore implements Store {
         const now = version() ?? 0;
         if (now > MIGRATIONS.length) throw tooNew(now);
         if (now === MIGRATIONS.length) {
-          this.exec('COMMIT');
+          this.exec('COMMIT', 'end');
           return;
         }
         this.exec(postgresDdl(MIGRATIONS[now]!));
         this.query('INSERT INTO schema_version (id, version) VALUES (1, $v) ON CONFLICT (id) DO UPDATE SET version = excluded.version', { v: now + 1 });
-        this.exec(`NOTIFY ${CHANNEL}; COMMIT`);
+        this.commitWrite();
       } catch (err) {
         this.rollback();
         throw err;
       } finally {
         this.inTx = false;
-        this.txEpoch = undefined;
       }
     }
   }
@@ -234,14 +237,15 @@ export class PostgresStore implements Store {
     try {
       const result = fn(this.tx);
       if (result instanceof Promise) throw new StoreError('MVPN_INTERNAL', 'a state store transaction must not be async');
-      this.exec(write ? `NOTIFY ${CHANNEL}; COMMIT` : 'COMMIT');
+      // A read-only snapshot has nothing to commit that could fail: ending it needs no answer.
+      if (write) this.commitWrite();
+      else this.post('COMMIT', 'end');
       return result;
     } catch (err) {
       this.rollback();
       throw err;
     } finally {
       this.inTx = false;
-      this.txEpoch = undefined;
     }
   }
 
