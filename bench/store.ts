@@ -25,23 +25,12 @@ import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { PostgresStore } from '../src/server/store/postgres.ts';
 import { SqliteStore } from '../src/server/store/sqlite.ts';
-import type { NodeRecord, Store } from '../src/server/store/store.ts';
+import type { Store } from '../src/server/store/store.ts';
 import { startPostgres } from '../test/helpers/postgres.ts';
 import { fmtRange, summarize, type Summary } from './lib/stats.ts';
 import type { Benchmark, SectionResult } from './lib/types.ts';
+import { bareNode as node } from '../test/helpers/store-fixtures.ts';
 
-const node = (id: string): NodeRecord => ({
-  id,
-  publicKeyPem: null,
-  keyAlg: null,
-  identityCertPem: null,
-  identitySerial: null,
-  enrolledAt: null,
-  docSerial: 1,
-  docIssuedAt: 0,
-  docExpiresAt: 0,
-  createdAt: 0,
-});
 
 /** Per-transaction ms of `n` reads and `n` writes. */
 function measure(store: Store, n: number, tag: string): { read: Summary; write: Summary } {

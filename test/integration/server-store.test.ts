@@ -17,24 +17,13 @@ import { overlaps, parseCidr } from '../../src/server/alloc.ts';
 import { postgresUrl } from '../../src/server/store/open.ts';
 import { PostgresStore, postgresDdl } from '../../src/server/store/postgres.ts';
 import { MIGRATIONS, SqliteStore } from '../../src/server/store/sqlite.ts';
-import type { NodeRecord, Store } from '../../src/server/store/store.ts';
+import type { Store } from '../../src/server/store/store.ts';
 import { waitFor } from '../helpers/netns.ts';
 import { startPostgres, type PgCluster } from '../helpers/postgres.ts';
 import { cli, makeServer, openContext, type TestServer } from '../helpers/server-fixtures.ts';
+import { bareNode as node } from '../helpers/store-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
-const node = (id: string): NodeRecord => ({
-  id,
-  publicKeyPem: null,
-  keyAlg: null,
-  identityCertPem: null,
-  identitySerial: null,
-  enrolledAt: null,
-  docSerial: 1,
-  docIssuedAt: 0,
-  docExpiresAt: 0,
-  createdAt: 0,
-});
 
 /** One new store location of an engine, and raw access to it behind the store's back. */
 interface Location {
