@@ -409,6 +409,38 @@ describe('a server on PostgreSQL', () => {
     }
   });
 
+  it('gives up on a hung connection after its request timeout and carries on with a new one', async () => {
+    const url = await cluster.createDatabase();
+    PostgresStore.open(url, { create: true }).close();
+    const store = PostgresStore.open(url, { requestTimeoutMs: 1_000 });
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    let backend = 0;
+    try {
+      store.write((tx) => tx.insertNode(node('before')));
+      const r = await admin.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'mvpn-server' AND datname = current_database()");
+      expect(r.rows).toHaveLength(1);
+      backend = (r.rows[0] as { pid: number }).pid;
+      // The server process behind the store's connection stops answering (as a hung host or a cut network would).
+      process.kill(backend, 'SIGSTOP');
+      const v0 = store.dataVersion();
+      try {
+        store.read((tx) => tx.listNodes());
+        expect.unreachable();
+      } catch (err) {
+        expect(isMvpnError(err) && err.code).toBe('MVPN_STORE_UNREACHABLE');
+        expect((err as Error).message).toMatch(/did not answer within 1 s/);
+      }
+      expect(store.read((tx) => tx.listNodes().map((n) => n.id))).toEqual(['before']);
+      // The new connection counts as a change (what happened meanwhile was not heard).
+      expect(await waitFor(() => store.dataVersion() !== v0, 5_000, 10)).toBe(true);
+    } finally {
+      if (backend) process.kill(backend, 'SIGCONT');
+      store.close();
+      await admin.end();
+    }
+  });
+
   it('reconnects by itself after PostgreSQL restarts, and hears other connections again', async () => {
     const a = await openContext(s.stateDir);
     const b = await openContext(s.stateDir);

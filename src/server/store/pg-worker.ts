@@ -24,15 +24,17 @@ import pg from 'pg';
 
 export interface WorkerInit {
   readonly port: MessagePort;
-  /** Int32 [0]: reply ready (0/1); [1]: change counter. */
-  readonly shared: SharedArrayBuffer;
+  /** Int32 [0]: reply ready (0/1); this worker's alone. */
+  readonly flag: SharedArrayBuffer;
+  /** Int32 [0]: change counter; the store's, kept across workers. */
+  readonly counter: SharedArrayBuffer;
   readonly connectionString: string;
   readonly channel: string;
   readonly lockTimeoutMs: number;
 }
 
 export type WorkerRequest =
-  | { readonly op: 'connect' }
+  | { readonly op: 'connect'; readonly reply?: false }
   /** Simple-protocol text (several statements allowed, no parameters). */
   | { readonly op: 'exec'; readonly sql: string; readonly tx?: TxStep; readonly reply?: false }
   /** One statement with `$name` parameters. */
@@ -59,7 +61,8 @@ export type WorkerReply =
 pg.types.setTypeParser(pg.types.builtins.INT8, (v: string) => Number(v));
 
 const init = workerData as WorkerInit;
-const signal = new Int32Array(init.shared);
+const flag = new Int32Array(init.flag);
+const counter = new Int32Array(init.counter);
 let client: pg.Client | null = null;
 let epoch = 0;
 let closing = false;
@@ -99,7 +102,7 @@ function scheduleReconnect(): void {
   retry = setTimeout(() => {
     retry = null;
     connect().then(
-      () => Atomics.add(signal, 1, 1), // changes made while we were away were not notified
+      () => Atomics.add(counter, 0, 1), // changes made while we were away were not notified
       () => scheduleReconnect(),
     );
   }, 1_000);
@@ -120,7 +123,7 @@ async function connect(): Promise<pg.Client> {
   const own = (c as unknown as { processID: number }).processID;
   c.on('notification', (n) => {
     // Our own commits are not changes by "another connection" (as SQLite's data_version).
-    if (n.processId !== own) Atomics.add(signal, 1, 1);
+    if (n.processId !== own) Atomics.add(counter, 0, 1);
   });
   client = c;
   epoch++;
@@ -196,13 +199,19 @@ let queue = Promise.resolve();
 init.port.on('message', (req: WorkerRequest) => {
   queue = queue.then(async () => {
     const reply = await handle(req);
+    if (req.op === 'connect' && req.reply === false) {
+      // A replacement worker (postgres.ts): connect now, so LISTEN is back before anyone asks.
+      if (!reply.ok) scheduleReconnect();
+      else Atomics.add(counter, 0, 1);
+      return;
+    }
     if (req.op === 'exec' && req.reply === false) {
       // A failed BEGIN answers the next request; a read's COMMIT or a ROLLBACK has nothing to tell.
       if (!reply.ok && req.tx === 'begin') deferred = reply.error;
       return;
     }
     init.port.postMessage(reply);
-    Atomics.store(signal, 0, 1);
-    Atomics.notify(signal, 0);
+    Atomics.store(flag, 0, 1);
+    Atomics.notify(flag, 0);
   });
 });

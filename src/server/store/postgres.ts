@@ -43,8 +43,12 @@ declare const MVPN_PG_WORKER_SOURCE: string | undefined;
 /** pg_advisory_xact_lock key of the writers' lock ("mvpn" in ASCII). */
 const WRITE_LOCK = 0x6d76706e;
 const CHANNEL = 'mvpn_store';
-/** How long the caller waits for one request before declaring the database unresponsive. */
-const REQUEST_TIMEOUT_MS = 60_000;
+/**
+ * How long the caller waits for one request before declaring the database
+ * unresponsive (a hung server, a cut network): well below the daemon's
+ * systemd watchdog (60 s), since the caller's thread is blocked meanwhile.
+ */
+const REQUEST_TIMEOUT_MS = 20_000;
 
 /**
  * A SQLite migration in PostgreSQL's dialect: INTEGER columns become BIGINT
@@ -64,6 +68,8 @@ export interface PostgresStoreOptions {
   readonly create?: boolean;
   /** How long a writer waits for another's lock before MVPN_STORE_ERROR. */
   readonly lockTimeoutMs?: number;
+  /** How long one request may take before MVPN_STORE_UNREACHABLE (and a new connection). */
+  readonly requestTimeoutMs?: number;
 }
 
 /** The URL without its password, for messages. */
@@ -101,28 +107,25 @@ function storeError(e: WorkerError, where: string): StoreError {
 }
 
 export class PostgresStore implements Store {
-  private readonly worker: Worker;
-  private readonly port: MessagePort;
-  private readonly signal: Int32Array;
+  private worker!: Worker;
+  private port!: MessagePort;
+  private flag!: Int32Array;
+  private readonly counterBuf = new SharedArrayBuffer(4);
+  private readonly counter = new Int32Array(this.counterBuf);
+  private readonly url: string;
+  private readonly lockTimeoutMs: number;
+  private readonly requestTimeoutMs: number;
   private readonly where: string;
   private readonly tx: StoreTx;
   private inTx = false;
   private closed = false;
 
-  private constructor(url: string, lockTimeoutMs: number) {
+  private constructor(url: string, opts: PostgresStoreOptions) {
+    this.url = url;
     this.where = describeUrl(url);
-    const shared = new SharedArrayBuffer(8);
-    this.signal = new Int32Array(shared);
-    const { port1, port2 } = new MessageChannel();
-    this.port = port1;
-    const workerData: WorkerInit = { port: port2, shared, connectionString: url, channel: CHANNEL, lockTimeoutMs };
-    const opts = { workerData, transferList: [port2] };
-    this.worker =
-      typeof MVPN_PG_WORKER_SOURCE === 'string'
-        ? new Worker(MVPN_PG_WORKER_SOURCE, { ...opts, eval: true })
-        : new Worker(new URL('./pg-worker.ts', import.meta.url), opts);
-    // The store's own close() ends it; a forgotten store does not keep the process alive.
-    this.worker.unref();
+    this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.spawn();
     const conn: SqlConn = {
       all: (sql, params = {}) => this.query(sql, params).rows as Row[],
       get: (sql, params = {}) => this.query(sql, params).rows[0] as Row | undefined,
@@ -131,9 +134,25 @@ export class PostgresStore implements Store {
     this.tx = makeSqlTx(conn, () => this.inTx);
   }
 
+  /** A worker with its own connection (and its own reply flag: a replaced worker's late reply cannot touch the new one's). */
+  private spawn(): void {
+    const flag = new SharedArrayBuffer(4);
+    this.flag = new Int32Array(flag);
+    const { port1, port2 } = new MessageChannel();
+    this.port = port1;
+    const workerData: WorkerInit = { port: port2, flag, counter: this.counterBuf, connectionString: this.url, channel: CHANNEL, lockTimeoutMs: this.lockTimeoutMs };
+    const opts = { workerData, transferList: [port2] };
+    this.worker =
+      typeof MVPN_PG_WORKER_SOURCE === 'string'
+        ? new Worker(MVPN_PG_WORKER_SOURCE, { ...opts, eval: true })
+        : new Worker(new URL('./pg-worker.ts', import.meta.url), opts);
+    // The store's own close() ends it; a forgotten store does not keep the process alive.
+    this.worker.unref();
+  }
+
   /** Connects (MVPN_STORE_UNREACHABLE / MVPN_STORE_AUTH_FAILED when it cannot) and brings the schema up to date. */
   static open(url: string, opts: PostgresStoreOptions = {}): PostgresStore {
-    const store = new PostgresStore(url, opts.lockTimeoutMs ?? 10_000);
+    const store = new PostgresStore(url, opts);
     try {
       store.request({ op: 'connect' });
       store.migrate(opts.create === true);
@@ -152,12 +171,17 @@ export class PostgresStore implements Store {
 
   private request(req: WorkerRequest): Extract<WorkerReply, { ok: true }> {
     if (this.closed) throw new StoreError('MVPN_INTERNAL', 'state store used after close');
-    Atomics.store(this.signal, 0, 0);
+    Atomics.store(this.flag, 0, 0);
     this.port.postMessage(req);
-    if (Atomics.wait(this.signal, 0, 0, REQUEST_TIMEOUT_MS) === 'timed-out') {
-      this.closed = true;
+    if (Atomics.wait(this.flag, 0, 0, this.requestTimeoutMs) === 'timed-out') {
+      // The connection is stuck (its transaction, if any, is lost with it): a new worker and connection take over.
+      this.port.close();
       void this.worker.terminate();
-      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${REQUEST_TIMEOUT_MS / 1000} s`);
+      this.spawn();
+      if (req.op !== 'close') this.port.postMessage({ op: 'connect', reply: false } satisfies WorkerRequest);
+      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${this.requestTimeoutMs / 1000} s`, {
+        hint: 'is the database host up and reachable? the store reconnects by itself',
+      });
     }
     const reply = receiveMessageOnPort(this.port)?.message as WorkerReply | undefined;
     if (!reply) throw new StoreError('MVPN_INTERNAL', 'the PostgreSQL worker signalled without a reply');
@@ -258,7 +282,7 @@ export class PostgresStore implements Store {
   }
 
   dataVersion(): number {
-    return Atomics.load(this.signal, 1);
+    return Atomics.load(this.counter, 0);
   }
 
   close(): void {
