@@ -148,6 +148,8 @@ export class PostgresStore implements Store {
         : new Worker(new URL('./pg-worker.ts', import.meta.url), opts);
     // The store's own close() ends it; a forgotten store does not keep the process alive.
     this.worker.unref();
+    // A worker that died (it should not) leaves its caller waiting: that request times out and a new worker takes over.
+    this.worker.on('error', () => undefined);
   }
 
   /** Connects (MVPN_STORE_UNREACHABLE / MVPN_STORE_AUTH_FAILED when it cannot) and brings the schema up to date. */
