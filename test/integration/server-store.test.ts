@@ -382,12 +382,18 @@ describe('a server on PostgreSQL', () => {
     }
   });
 
-  it('makes a writer wait for the writers’ lock, and gives up after its lock timeout without harm', async () => {
+  /** A store on a new database with `opts`, and a plain `pg` client on the same database beside it. */
+  const storeAndClient = async (opts: Parameters<typeof PostgresStore.open>[1]) => {
     const url = await cluster.createDatabase();
     PostgresStore.open(url, { create: true }).close();
-    const store = PostgresStore.open(url, { lockTimeoutMs: 300 });
-    const holder = new pg.Client({ connectionString: url });
-    await holder.connect();
+    const store = PostgresStore.open(url, opts);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    return { store, client, close: async () => (store.close(), await client.end()) };
+  };
+
+  it('makes a writer wait for the writers’ lock, and gives up after its lock timeout without harm', async () => {
+    const { store, client: holder, close } = await storeAndClient({ lockTimeoutMs: 300 });
     try {
       // Another writer (as another host would) holds the lock every write() takes first.
       await holder.query('BEGIN');
@@ -404,17 +410,12 @@ describe('a server on PostgreSQL', () => {
       store.write((tx) => tx.insertNode(node('after')));
       expect(store.read((tx) => tx.listNodes().map((n) => n.id))).toEqual(['after']);
     } finally {
-      store.close();
-      await holder.end();
+      await close();
     }
   });
 
   it('gives up on a hung connection after its request timeout and carries on with a new one', async () => {
-    const url = await cluster.createDatabase();
-    PostgresStore.open(url, { create: true }).close();
-    const store = PostgresStore.open(url, { requestTimeoutMs: 1_000 });
-    const admin = new pg.Client({ connectionString: url });
-    await admin.connect();
+    const { store, client: admin, close } = await storeAndClient({ requestTimeoutMs: 1_000 });
     let backend = 0;
     try {
       store.write((tx) => tx.insertNode(node('before')));
@@ -436,8 +437,7 @@ describe('a server on PostgreSQL', () => {
       expect(await waitFor(() => store.dataVersion() !== v0, 5_000, 10)).toBe(true);
     } finally {
       if (backend) process.kill(backend, 'SIGCONT');
-      store.close();
-      await admin.end();
+      await close();
     }
   });
 
