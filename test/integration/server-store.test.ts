@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMvpnError } from '../../src/errors.ts';
+import { ServerDaemon } from '../../src/server/daemon.ts';
 import { overlaps, parseCidr } from '../../src/server/alloc.ts';
 import { postgresUrl } from '../../src/server/store/open.ts';
 import { PostgresStore, postgresDdl } from '../../src/server/store/postgres.ts';
@@ -20,7 +21,7 @@ import { MIGRATIONS, SqliteStore } from '../../src/server/store/sqlite.ts';
 import type { Store } from '../../src/server/store/store.ts';
 import { waitFor } from '../helpers/netns.ts';
 import { startPostgres, type PgCluster } from '../helpers/postgres.ts';
-import { cli, makeServer, openContext, type TestServer } from '../helpers/server-fixtures.ts';
+import { cli, makeServer, openContext, type CliResult, type TestServer } from '../helpers/server-fixtures.ts';
 import { bareNode as node } from '../helpers/store-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
@@ -316,13 +317,13 @@ describe('a server on PostgreSQL', () => {
     await cluster?.stop();
   });
 
-  /** Runs `server network list` with config.json's store replaced by `store`; restores it. */
-  const withStore = async (store: unknown) => {
+  /** Runs `fn` (default: `server network list`) with config.json's store replaced by `store`; restores it. */
+  const withStore = async <T = CliResult>(store: unknown, fn: () => Promise<T> = () => cli(['server', 'network', 'list', '--json', '--state-dir', s.stateDir]) as Promise<T>) => {
     const path = join(s.stateDir, 'config.json');
     const saved = await readFile(path, 'utf8');
     await writeFile(path, JSON.stringify({ ...JSON.parse(saved), store }));
     try {
-      return await cli(['server', 'network', 'list', '--json', '--state-dir', s.stateDir]);
+      return await fn();
     } finally {
       await writeFile(path, saved);
     }
@@ -354,6 +355,15 @@ describe('a server on PostgreSQL', () => {
 
     const empty = await withStore({ postgres: { url: await cluster.createDatabase() } });
     expect(errorOf(empty)).toMatchObject({ code: 'MVPN_CONFIG_MISSING', message: expect.stringMatching(/holds no mvpn store/) });
+
+    // `server run` opens the store the same way, before its listener: it does not start.
+    const daemon = await withStore({ postgres: { url: cluster.url('postgres', { password: 'not-the-password' }) } }, () =>
+      ServerDaemon.start({ stateDir: s.stateDir }).then(
+        (d) => d.stop().then(() => 'started'),
+        (err: unknown) => err,
+      ),
+    );
+    expect(isMvpnError(daemon) && daemon.code).toBe('MVPN_STORE_AUTH_FAILED');
   });
 
   it('reads the URL from a connection file readable only by its owner, and refuses an exposed one', async () => {
