@@ -29,6 +29,8 @@ command -v aarch64-linux-gnu-strip >/dev/null 2>&1 || need_pkgs+=(binutils-aarch
 command -v qemu-aarch64-static >/dev/null 2>&1 || need_pkgs+=(qemu-user-static)
 command -v update-binfmts >/dev/null 2>&1 || need_pkgs+=(binfmt-support)
 command -v file >/dev/null 2>&1 || need_pkgs+=(file)
+# The PostgreSQL store's tests: each starts its own cluster (initdb, postgres) on a unix socket (test/helpers/postgres.ts).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_pkgs+=(postgresql)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_pkgs[*]} with apt-get"

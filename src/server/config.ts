@@ -91,6 +91,20 @@ export const ServerConfigSchema = z.strictObject({
   metrics_listen: z.string().min(3).max(64).nullable().optional(),
   /** Opt-in per-node series (label `node`): one series per connected client, so off by default. */
   metrics_per_client: z.boolean().optional(),
+  /**
+   * Where the state store lives. Absent: store.db (SQLite) in the state
+   * directory. `postgres`: a PostgreSQL database, by `url` or by
+   * `connection_file` (a file holding the URL, password included, readable
+   * only by its owner, the user the server runs as); src/server/store/open.ts.
+   */
+  store: z
+    .strictObject({
+      postgres: z.union([
+        z.strictObject({ url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a postgresql:// URL').max(4096) }),
+        z.strictObject({ connection_file: z.string().startsWith('/', 'expected an absolute path').max(4096) }),
+      ]),
+    })
+    .optional(),
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
@@ -197,12 +211,15 @@ export function checkConfig(value: unknown, where: string): ServerConfig {
  */
 export async function loadServerConfig(stateDir: string): Promise<{ config: ServerConfig; paths: ServerPaths }> {
   const paths = serverPaths(stateDir);
-  if (!existsSync(paths.config) || !existsSync(paths.store)) {
-    throw new ConfigError('MVPN_CONFIG_MISSING', `${stateDir} is not an initialised server state directory (no config.json or store.db)`, {
+  const missing = () =>
+    new ConfigError('MVPN_CONFIG_MISSING', `${stateDir} is not an initialised server state directory (no config.json or store.db)`, {
       context: { stateDir },
       hint: `run \`mvpn-client server init --state-dir ${stateDir}\` first, or pass the right --state-dir`,
     });
-  }
+  if (!existsSync(paths.config)) throw missing();
   const raw = parseJsonBounded(await readFile(paths.config), { maxBytes: 64 * 1024, maxDepth: 8 }, paths.config);
-  return { config: checkConfig(raw, paths.config), paths };
+  const config = checkConfig(raw, paths.config);
+  // A PostgreSQL store's absence shows when it is opened (src/server/store/open.ts).
+  if (config.store === undefined && !existsSync(paths.store)) throw missing();
+  return { config, paths };
 }

@@ -56,7 +56,8 @@ import { Upkeep } from './ops/upkeep.ts';
 import { networkFacts } from './ops/networks.ts';
 import { writeStatus, statusPath, type StatusSnapshot } from './status.ts';
 import { apiCaStamp, loadApiCaState, type ApiCaState } from './ops/api-ca-roll.ts';
-import { SqliteStore } from './store/sqlite.ts';
+import { openStore } from './store/open.ts';
+import type { Store } from './store/store.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -90,7 +91,7 @@ export interface DaemonOptions {
 
 export class ServerDaemon {
   private readonly ctx: ServerContext;
-  private readonly store: SqliteStore;
+  private readonly store: Store;
   private readonly server: Server;
   private readonly opts: DaemonOptions;
   private readonly clock: Clock;
@@ -122,7 +123,7 @@ export class ServerDaemon {
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
 
-  private constructor(ctx: ServerContext & { store: SqliteStore }, server: Server, opts: DaemonOptions) {
+  private constructor(ctx: ServerContext & { store: Store }, server: Server, opts: DaemonOptions) {
     this.ctx = ctx;
     this.store = ctx.store;
     this.server = server;
@@ -172,7 +173,7 @@ export class ServerDaemon {
     );
     const signingKey = signingKeyFromPem(signingPem!);
     let apiCa = await loadApiCaState(paths);
-    const store = SqliteStore.open(paths.store);
+    const store = await openStore(config, paths);
     const clock = opts.clock ?? systemClock;
     const ctx = { config, paths, store, clock };
     const logger = opts.logger ?? nullLogger<ServerEvent>();

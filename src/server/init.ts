@@ -25,7 +25,7 @@ import { issueCert } from '../pki/cert.ts';
 import { generateKeyPairPem } from '../pki/keys.ts';
 import { checkConfig, defaultConfig, parseListen, serverPaths, type ServerConfig } from './config.ts';
 import { parseCidr, parsePortRange } from './alloc.ts';
-import { SqliteStore } from './store/sqlite.ts';
+import { openStore } from './store/open.ts';
 import { ensureOpenvpnUser } from '../openvpn/unpriv.ts';
 
 export interface InitOptions {
@@ -40,6 +40,8 @@ export interface InitOptions {
   readonly portRange?: string;
   readonly runtimeDir?: string;
   readonly openvpnPath?: string;
+  /** Absent: SQLite (store.db); `postgres`: an empty PostgreSQL database, whose schema init creates. */
+  readonly store?: ServerConfig['store'];
   readonly now?: number;
 }
 
@@ -112,6 +114,7 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
       ...(opts.portRange === undefined ? {} : { port_range: opts.portRange }),
       ...(opts.runtimeDir === undefined ? {} : { runtime_dir: resolve(opts.runtimeDir) }),
       ...(opts.openvpnPath === undefined ? {} : { openvpn_path: opts.openvpnPath }),
+      ...(opts.store === undefined ? {} : { store: opts.store }),
     },
     'server init',
   );
@@ -142,7 +145,7 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
     await writeFile(paths.apiCert, listener.certPem, { mode: 0o644 });
     await writeFile(paths.apiKey, listener.keyPem, { mode: 0o600 });
     await writeFile(paths.config, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
-    SqliteStore.open(paths.store, { create: true }).close();
+    (await openStore(config, paths, { create: true })).close();
 
     // An existing empty directory (checked above) is replaced by the rename.
     await rename(tmp, stateDir);

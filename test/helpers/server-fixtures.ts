@@ -21,8 +21,9 @@ import { generateKeyPairPem, type KeyAlg, type KeyPairPem } from '../../src/pki/
 import { systemClock } from '../../src/util/clock.ts';
 import type { ServerContext } from '../../src/server/ops/context.ts';
 import { loadServerConfig } from '../../src/server/config.ts';
-import { SqliteStore } from '../../src/server/store/sqlite.ts';
+import { openStore, postgresUrl } from '../../src/server/store/open.ts';
 import { waitFor, type Netns } from './netns.ts';
+import { pgDump, sharedPostgres, testStoreEngine } from './postgres.ts';
 import { tmpDir } from './tmp.ts';
 
 export interface CliResult {
@@ -65,7 +66,9 @@ export interface TestServer {
  * `server init` into a fresh tmpDir with test ranges (pool 198.19.0.0/16), an API on 127.0.0.1:0 and metrics
  * on 127.0.0.1:0 (a free port: tests never meet on the default 9474, nor see each other's metrics).
  */
-export async function makeServer(opts: { label?: string; address?: string; listen?: string; metricsListen?: string; extra?: readonly string[] } = {}): Promise<TestServer> {
+export async function makeServer(
+  opts: { label?: string; address?: string; listen?: string; metricsListen?: string; extra?: readonly string[]; store?: 'sqlite' | 'postgres' } = {},
+): Promise<TestServer> {
   const dir = await tmpDir(opts.label ?? 'srv');
   const stateDir = join(dir.path, 'state');
   const init = await cli([
@@ -83,6 +86,8 @@ export async function makeServer(opts: { label?: string; address?: string; liste
     '198.19.0.0/16',
     '--port-range',
     '1194-1293',
+    // MVPN_TEST_STORE=postgres: a fresh database on this file's PostgreSQL cluster (test/helpers/postgres.ts).
+    ...((opts.store ?? testStoreEngine()) === 'postgres' ? ['--store-url', await (await sharedPostgres()).createDatabase()] : []),
     ...(opts.extra ?? []),
   ]);
   if (init.code !== 0) throw new Error(`server init failed: ${init.err}`);
@@ -110,10 +115,23 @@ export async function withContext<T>(stateDir: string, fn: (ctx: ServerContext) 
   }
 }
 
+/**
+ * Everything the state store holds, as bytes on disk or on the wire: the
+ * SQLite file and its WAL, or a pg_dump of the PostgreSQL database — for
+ * tests that check what is never stored (a token, a private key).
+ */
+export async function storeBytes(stateDir: string): Promise<Buffer[]> {
+  const { config, paths } = await loadServerConfig(stateDir);
+  if (config.store === undefined) {
+    return [await readFile(paths.store), await readFile(`${paths.store}-wal`).catch(() => Buffer.alloc(0))];
+  }
+  return [await pgDump(await postgresUrl(config.store))];
+}
+
 /** A ServerContext on a state directory (its own store connection; close it). */
 export async function openContext(stateDir: string, now?: () => number): Promise<ServerContext & { close(): void }> {
   const { config, paths } = await loadServerConfig(stateDir);
-  const store = SqliteStore.open(paths.store);
+  const store = await openStore(config, paths);
   return { config, paths, store, clock: now ? { now } : systemClock, close: () => store.close() };
 }
 

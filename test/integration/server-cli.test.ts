@@ -12,7 +12,7 @@ import { verifyBundle } from '../../src/bundle/verify.ts';
 import { checkCrl } from '../../src/pki/crl.ts';
 import { certMatchesKey } from '../../src/pki/verify.ts';
 import { overlaps, parseCidr } from '../../src/server/alloc.ts';
-import { cli, makeServer, openContext, type TestServer } from '../helpers/server-fixtures.ts';
+import { cli, makeServer, openContext, storeBytes, type TestServer } from '../helpers/server-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 interface NetView {
@@ -272,10 +272,7 @@ describe('server node and export', () => {
     const exp = Date.parse(r.expires_at) - Date.now();
     expect(exp).toBeGreaterThan(1.9 * 3600_000);
     expect(exp).toBeLessThan(2.1 * 3600_000);
-    const db = await readFile(join(s.stateDir, 'store.db'));
-    const wal = await readFile(join(s.stateDir, 'store.db-wal')).catch(() => Buffer.alloc(0));
-    expect(db.includes(r.token)).toBe(false);
-    expect(wal.includes(r.token)).toBe(false);
+    for (const stored of await storeBytes(s.stateDir)) expect(stored.includes(r.token)).toBe(false);
     expect((await cli(['server', 'node', 'token', 'ghost', '--state-dir', s.stateDir])).err).toContain('MVPN_NOT_FOUND');
     expect((await cli(['server', 'node', 'token', 'pc2', '--ttl', '90d', '--state-dir', s.stateDir])).err).toContain('MVPN_USAGE');
   });

@@ -10,7 +10,7 @@ import { ExitCode, exitCodeFor, toMvpnError } from '../../errors.ts';
 import { systemClock } from '../../util/clock.ts';
 import { DEFAULT_STATE_DIR, loadServerConfig } from '../../server/config.ts';
 import type { ServerContext } from '../../server/ops/context.ts';
-import { SqliteStore } from '../../server/store/sqlite.ts';
+import { openStore } from '../../server/store/open.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { wireError } from '../../util/wire-error.ts';
@@ -28,7 +28,7 @@ export function serverOptions<T>(y: Argv<T>): Argv<T & ServerArgs> {
 
 export async function openServer(stateDir: string): Promise<ServerContext & { close(): void }> {
   const { config, paths } = await loadServerConfig(stateDir);
-  const store = SqliteStore.open(paths.store);
+  const store = await openStore(config, paths);
   return { config, paths, store, clock: systemClock, close: () => store.close() };
 }
 

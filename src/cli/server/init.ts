@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { ExitCode } from '../../errors.ts';
 import { DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN, DEFAULT_POOL, DEFAULT_PORT_RANGE, DEFAULT_STATE_DIR } from '../../server/config.ts';
@@ -17,6 +18,8 @@ interface InitArgs {
   'port-range'?: string;
   'runtime-dir'?: string;
   openvpn?: string;
+  'store-url'?: string;
+  'store-file'?: string;
   json: boolean;
 }
 
@@ -40,6 +43,9 @@ export const serverInitCommand: CliCommand<InitArgs> = {
       .option('port-range', { type: 'string', describe: `UDP ports for networks, A-B (default ${DEFAULT_PORT_RANGE})` })
       .option('runtime-dir', { type: 'string', describe: 'management sockets, pid files, status (default /run/mvpn-server or <state-dir>/run)' })
       .option('openvpn', { type: 'string', describe: 'openvpn executable (default: openvpn on PATH)' })
+      .option('store-url', { type: 'string', describe: 'keep the state in this PostgreSQL database (postgresql://…; default: SQLite store.db in the state directory)' })
+      .option('store-file', { type: 'string', describe: 'same, the URL read from this file (owner-only: it holds the password)' })
+      .conflicts('store-url', 'store-file')
       .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout' }) as unknown as Argv<InitArgs>,
   async run(args: InitArgs, io: Io): Promise<number> {
     try {
@@ -54,6 +60,8 @@ export const serverInitCommand: CliCommand<InitArgs> = {
         ...(args['port-range'] === undefined ? {} : { portRange: args['port-range'] }),
         ...(args['runtime-dir'] === undefined ? {} : { runtimeDir: args['runtime-dir'] }),
         ...(args.openvpn === undefined ? {} : { openvpnPath: args.openvpn }),
+        ...(args['store-url'] === undefined ? {} : { store: { postgres: { url: args['store-url'] } } }),
+        ...(args['store-file'] === undefined ? {} : { store: { postgres: { connection_file: resolve(args['store-file']) } } }),
       });
       writeOutput(args, io, {
         json: {
@@ -67,6 +75,7 @@ export const serverInitCommand: CliCommand<InitArgs> = {
           pool: r.config.pool,
           port_range: r.config.port_range,
           runtime_dir: r.config.runtime_dir,
+          store: r.config.store === undefined ? 'sqlite' : 'postgres',
         },
         text: [
           `initialised ${r.stateDir}`,

@@ -176,7 +176,20 @@ export interface SqliteStoreOptions {
   readonly create?: boolean;
 }
 
-type Row = Record<string, SQLInputValue>;
+export type Row = Record<string, SQLInputValue>;
+
+/**
+ * What the shared StoreTx implementation (makeSqlTx) needs from an engine:
+ * run one statement with `$name` parameters. The SQL below is written once,
+ * in the subset SQLite and PostgreSQL read alike; src/server/store/postgres.ts
+ * runs the same text there.
+ */
+export interface SqlConn {
+  all(sql: string, params?: Row): Row[];
+  get(sql: string, params?: Row): Row | undefined;
+  /** Returns how many rows changed. */
+  run(sql: string, params?: Row): number;
+}
 
 function wrap(err: unknown, what: string): StoreError {
   if (err instanceof StoreError) return err;
@@ -342,7 +355,12 @@ export class SqliteStore implements Store {
 
   private constructor(db: DatabaseSync) {
     this.db = db;
-    this.tx = this.makeTx();
+    const conn: SqlConn = {
+      all: (sql, params = {}) => this.stmt(sql).all(params) as Row[],
+      get: (sql, params = {}) => this.stmt(sql).get(params) as Row | undefined,
+      run: (sql, params = {}) => Number(this.stmt(sql).run(params).changes),
+    };
+    this.tx = makeSqlTx(conn, () => this.inTx);
   }
 
   /** Opens (or with `create`, creates) the store and brings its schema up to date. */
@@ -451,244 +469,245 @@ export class SqliteStore implements Store {
     this.stmts.clear();
     if (this.db.isOpen) this.db.close();
   }
+}
 
-  private update(table: string, columns: Record<string, string>, where: Row, patch: Record<string, unknown>): void {
-    const keys = Object.keys(patch).filter((k) => patch[k] !== undefined);
-    if (keys.length === 0) return;
-    const sets = keys.map((k) => {
-      const col = columns[k];
-      if (!col) throw new StoreError('MVPN_INTERNAL', `state store: ${table}.${k} cannot be patched`);
-      return `${col} = $p_${k}`;
-    });
-    const params: Row = {};
-    for (const k of keys) params[`p_${k}`] = sqlValue(patch[k]);
-    const conds = Object.keys(where).map((k) => `${k} = $w_${k}`);
-    for (const [k, v] of Object.entries(where)) params[`w_${k}`] = v;
-    this.stmt(`UPDATE ${table} SET ${sets.join(', ')} WHERE ${conds.join(' AND ')}`).run(params);
-  }
+function updateRow(conn: SqlConn, table: string, columns: Record<string, string>, where: Row, patch: Record<string, unknown>): void {
+  const keys = Object.keys(patch).filter((k) => patch[k] !== undefined);
+  if (keys.length === 0) return;
+  const sets = keys.map((k) => {
+    const col = columns[k];
+    if (!col) throw new StoreError('MVPN_INTERNAL', `state store: ${table}.${k} cannot be patched`);
+    return `${col} = $p_${k}`;
+  });
+  const params: Row = {};
+  for (const k of keys) params[`p_${k}`] = sqlValue(patch[k]);
+  const conds = Object.keys(where).map((k) => `${k} = $w_${k}`);
+  for (const [k, v] of Object.entries(where)) params[`w_${k}`] = v;
+  conn.run(`UPDATE ${table} SET ${sets.join(', ')} WHERE ${conds.join(' AND ')}`, params);
+}
 
-  private makeTx(): StoreTx {
-    const all = (sql: string, params: Row = {}) => this.stmt(sql).all(params) as Row[];
-    const get = (sql: string, params: Row = {}) => this.stmt(sql).get(params) as Row | undefined;
-    const exec = (sql: string, params: Row = {}) => this.stmt(sql).run(params);
-    const guard = () => {
-      if (!this.inTx) throw new StoreError('MVPN_INTERNAL', 'state store used outside a transaction');
-    };
-    return {
-      nextSeq: () => {
-        guard();
-        exec("UPDATE meta SET value = value + 1 WHERE key = 'seq'");
-        return num(get("SELECT value FROM meta WHERE key = 'seq'")!['value']);
-      },
-      // Counters share the meta table (key "count:<counter>"): no migration, and a store without them reads as zero.
-      count: (counter, n = 1) => {
-        guard();
-        exec('INSERT INTO meta (key, value) VALUES ($key, $n) ON CONFLICT (key) DO UPDATE SET value = value + $n', { key: `count:${counter}`, n });
-      },
-      counters: () =>
-        Object.fromEntries(all("SELECT key, value FROM meta WHERE key LIKE 'count:%'").map((r) => [String(r['key']).slice('count:'.length), num(r['value'])])),
+/** The StoreTx of either engine over `conn`; `inTx` says whether a transaction is open (writes outside one are refused). */
+export function makeSqlTx(conn: SqlConn, inTx: () => boolean): StoreTx {
+  const all = (sql: string, params: Row = {}) => conn.all(sql, params);
+  const get = (sql: string, params: Row = {}) => conn.get(sql, params);
+  const exec = (sql: string, params: Row = {}) => conn.run(sql, params);
+  const guard = () => {
+    if (!inTx()) throw new StoreError('MVPN_INTERNAL', 'state store used outside a transaction');
+  };
+  return {
+    nextSeq: () => {
+      guard();
+      exec("UPDATE meta SET value = value + 1 WHERE key = 'seq'");
+      return num(get("SELECT value FROM meta WHERE key = 'seq'")!['value']);
+    },
+    // Counters share the meta table (key "count:<counter>"): no migration, and a store without them reads as zero.
+    count: (counter, n = 1) => {
+      guard();
+      exec('INSERT INTO meta (key, value) VALUES ($key, $n) ON CONFLICT (key) DO UPDATE SET value = meta.value + $n', { key: `count:${counter}`, n });
+    },
+    counters: () =>
+      Object.fromEntries(all("SELECT key, value FROM meta WHERE key LIKE 'count:%'").map((r) => [String(r['key']).slice('count:'.length), num(r['value'])])),
 
-      getNetwork: (id) => {
-        const r = get('SELECT * FROM networks WHERE id = $id', { id });
-        return r && toNetwork(r);
-      },
-      listNetworks: () => all('SELECT * FROM networks ORDER BY id').map(toNetwork),
-      insertNetwork: (n) => {
-        guard();
-        exec(
-          `INSERT INTO networks (id, name, kind, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, created_at, updated_at)
-           VALUES ($id, $name, $kind, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $created_at, $updated_at)`,
-          {
-            id: n.id,
-            name: n.name,
-            kind: n.kind,
-            dev_type: n.devType,
-            proto: n.proto,
-            port: n.port,
-            subnet: n.subnet,
-            state: n.state,
-            remotes: JSON.stringify(n.remotes),
-            key_alg: n.keyAlg,
-            ca_cert: n.caCertPem,
-            ca_key: n.caKeyPem,
-            server_cert: n.serverCertPem,
-            server_key: n.serverKeyPem,
-            tc: n.tlsCryptV2ServerKey,
-            crl: n.crlPem,
-            crl_number: n.crlNumber,
-            crl_next_update: n.crlNextUpdate,
-            alloc_hint: n.allocHint,
-            pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
-            options: n.options === undefined || Object.keys(n.options).length === 0 ? null : JSON.stringify(n.options),
-            created_at: n.createdAt,
-            updated_at: n.updatedAt,
-          },
-        );
-      },
-      updateNetwork: (id, patch) => {
-        guard();
-        this.update('networks', NETWORK_COLUMNS, { id }, patch);
-      },
-      deleteNetwork: (id) => {
-        guard();
-        exec('DELETE FROM networks WHERE id = $id', { id });
-      },
+    getNetwork: (id) => {
+      const r = get('SELECT * FROM networks WHERE id = $id', { id });
+      return r && toNetwork(r);
+    },
+    listNetworks: () => all('SELECT * FROM networks ORDER BY id').map(toNetwork),
+    insertNetwork: (n) => {
+      guard();
+      exec(
+        `INSERT INTO networks (id, name, kind, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
+           tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, created_at, updated_at)
+         VALUES ($id, $name, $kind, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
+           $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $created_at, $updated_at)`,
+        {
+          id: n.id,
+          name: n.name,
+          kind: n.kind,
+          dev_type: n.devType,
+          proto: n.proto,
+          port: n.port,
+          subnet: n.subnet,
+          state: n.state,
+          remotes: JSON.stringify(n.remotes),
+          key_alg: n.keyAlg,
+          ca_cert: n.caCertPem,
+          ca_key: n.caKeyPem,
+          server_cert: n.serverCertPem,
+          server_key: n.serverKeyPem,
+          tc: n.tlsCryptV2ServerKey,
+          crl: n.crlPem,
+          crl_number: n.crlNumber,
+          crl_next_update: n.crlNextUpdate,
+          alloc_hint: n.allocHint,
+          pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
+          options: n.options === undefined || Object.keys(n.options).length === 0 ? null : JSON.stringify(n.options),
+          created_at: n.createdAt,
+          updated_at: n.updatedAt,
+        },
+      );
+    },
+    updateNetwork: (id, patch) => {
+      guard();
+      updateRow(conn, 'networks', NETWORK_COLUMNS, { id }, patch);
+    },
+    deleteNetwork: (id) => {
+      guard();
+      exec('DELETE FROM networks WHERE id = $id', { id });
+    },
 
-      getNode: (id) => {
-        const r = get('SELECT * FROM nodes WHERE id = $id', { id });
-        return r && toNode(r);
-      },
-      listNodes: () => all('SELECT * FROM nodes ORDER BY id').map(toNode),
-      insertNode: (n) => {
-        guard();
-        exec(
-          `INSERT INTO nodes (id, public_key, key_alg, identity_cert, identity_serial, enrolled_at, doc_serial, doc_issued_at, doc_expires_at, created_at)
-           VALUES ($id, $pk, $alg, $ic, $is, $ea, $ds, $di, $de, $ca)`,
-          {
-            id: n.id,
-            pk: n.publicKeyPem,
-            alg: n.keyAlg,
-            ic: n.identityCertPem,
-            is: n.identitySerial,
-            ea: n.enrolledAt,
-            ds: n.docSerial,
-            di: n.docIssuedAt,
-            de: n.docExpiresAt,
-            ca: n.createdAt,
-          },
-        );
-      },
-      updateNode: (id, patch) => {
-        guard();
-        this.update('nodes', NODE_COLUMNS, { id }, patch);
-      },
+    getNode: (id) => {
+      const r = get('SELECT * FROM nodes WHERE id = $id', { id });
+      return r && toNode(r);
+    },
+    listNodes: () => all('SELECT * FROM nodes ORDER BY id').map(toNode),
+    insertNode: (n) => {
+      guard();
+      exec(
+        `INSERT INTO nodes (id, public_key, key_alg, identity_cert, identity_serial, enrolled_at, doc_serial, doc_issued_at, doc_expires_at, created_at)
+         VALUES ($id, $pk, $alg, $ic, $is, $ea, $ds, $di, $de, $ca)`,
+        {
+          id: n.id,
+          pk: n.publicKeyPem,
+          alg: n.keyAlg,
+          ic: n.identityCertPem,
+          is: n.identitySerial,
+          ea: n.enrolledAt,
+          ds: n.docSerial,
+          di: n.docIssuedAt,
+          de: n.docExpiresAt,
+          ca: n.createdAt,
+        },
+      );
+    },
+    updateNode: (id, patch) => {
+      guard();
+      updateRow(conn, 'nodes', NODE_COLUMNS, { id }, patch);
+    },
 
-      getMembership: (network, node) => {
-        const r = get('SELECT * FROM memberships WHERE network = $network AND node = $node', { network, node });
-        return r && toMembership(r);
-      },
-      listMemberships: (filter = {}) => {
-        if (filter.network !== undefined && filter.node !== undefined) {
-          return all('SELECT * FROM memberships WHERE network = $network AND node = $node', { network: filter.network, node: filter.node }).map(toMembership);
-        }
-        if (filter.network !== undefined) return all('SELECT * FROM memberships WHERE network = $network ORDER BY node', { network: filter.network }).map(toMembership);
-        if (filter.node !== undefined) return all('SELECT * FROM memberships WHERE node = $node ORDER BY network', { node: filter.node }).map(toMembership);
-        return all('SELECT * FROM memberships ORDER BY network, node').map(toMembership);
-      },
-      insertMembership: (m) => {
-        guard();
-        exec(
-          `INSERT INTO memberships (network, node, address, cert, cert_serial, key_origin, agentless, tls_crypt_v2_client_key, revoked, remotes, bundle_version, bundle_created_at, added_at)
-           VALUES ($network, $node, $address, $cert, $serial, $origin, $agentless, $tc, $revoked, $remotes, $bv, $bc, $added)`,
-          {
-            network: m.network,
-            node: m.node,
-            address: m.address,
-            cert: m.certPem,
-            serial: m.certSerial,
-            origin: m.keyOrigin,
-            agentless: m.agentless ? 1 : 0,
-            tc: m.tlsCryptV2ClientKey,
-            revoked: m.revoked ? 1 : 0,
-            remotes: m.remotes ? JSON.stringify(m.remotes) : null,
-            bv: m.bundleVersion,
-            bc: m.bundleCreatedAt,
-            added: m.addedAt,
-          },
-        );
-      },
-      updateMembership: (network, node, patch) => {
-        guard();
-        this.update('memberships', MEMBERSHIP_COLUMNS, { network, node }, patch);
-      },
-      deleteMembership: (network, node) => {
-        guard();
-        exec('DELETE FROM memberships WHERE network = $network AND node = $node', { network, node });
-      },
+    getMembership: (network, node) => {
+      const r = get('SELECT * FROM memberships WHERE network = $network AND node = $node', { network, node });
+      return r && toMembership(r);
+    },
+    listMemberships: (filter = {}) => {
+      if (filter.network !== undefined && filter.node !== undefined) {
+        return all('SELECT * FROM memberships WHERE network = $network AND node = $node', { network: filter.network, node: filter.node }).map(toMembership);
+      }
+      if (filter.network !== undefined) return all('SELECT * FROM memberships WHERE network = $network ORDER BY node', { network: filter.network }).map(toMembership);
+      if (filter.node !== undefined) return all('SELECT * FROM memberships WHERE node = $node ORDER BY network', { node: filter.node }).map(toMembership);
+      return all('SELECT * FROM memberships ORDER BY network, node').map(toMembership);
+    },
+    insertMembership: (m) => {
+      guard();
+      exec(
+        `INSERT INTO memberships (network, node, address, cert, cert_serial, key_origin, agentless, tls_crypt_v2_client_key, revoked, remotes, bundle_version, bundle_created_at, added_at)
+         VALUES ($network, $node, $address, $cert, $serial, $origin, $agentless, $tc, $revoked, $remotes, $bv, $bc, $added)`,
+        {
+          network: m.network,
+          node: m.node,
+          address: m.address,
+          cert: m.certPem,
+          serial: m.certSerial,
+          origin: m.keyOrigin,
+          agentless: m.agentless ? 1 : 0,
+          tc: m.tlsCryptV2ClientKey,
+          revoked: m.revoked ? 1 : 0,
+          remotes: m.remotes ? JSON.stringify(m.remotes) : null,
+          bv: m.bundleVersion,
+          bc: m.bundleCreatedAt,
+          added: m.addedAt,
+        },
+      );
+    },
+    updateMembership: (network, node, patch) => {
+      guard();
+      updateRow(conn, 'memberships', MEMBERSHIP_COLUMNS, { network, node }, patch);
+    },
+    deleteMembership: (network, node) => {
+      guard();
+      exec('DELETE FROM memberships WHERE network = $network AND node = $node', { network, node });
+    },
 
-      memberAddresses: (network) =>
-        all('SELECT node, address, revoked, cert_serial, prev_cert_serial FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
-          node: str(r['node']),
-          address: str(r['address']),
-          revoked: r['revoked'] === 1,
-          certSerial: strOrNull(r['cert_serial']),
-          prevCertSerial: strOrNull(r['prev_cert_serial']),
-        })),
-      isAddressTaken: (network, address) => get('SELECT 1 AS x FROM memberships WHERE network = $network AND address = $address', { network, address }) !== undefined,
-      wasAddressUsed: (network, address) =>
-        get('SELECT 1 AS x FROM address_history WHERE network = $network AND address = $address LIMIT 1', { network, address }) !== undefined,
-      previousAddress: (network, node) => {
-        const r = get('SELECT address FROM address_history WHERE network = $network AND node = $node ORDER BY at DESC, address LIMIT 1', { network, node });
-        return r === undefined ? undefined : str(r['address']);
-      },
-      recordAddress: (h) => {
-        guard();
-        exec(
-          `INSERT INTO address_history (network, node, address, at) VALUES ($network, $node, $address, $at)
-           ON CONFLICT (network, address, node) DO UPDATE SET at = excluded.at`,
-          { network: h.network, node: h.node, address: h.address, at: h.at },
-        );
-      },
+    memberAddresses: (network) =>
+      all('SELECT node, address, revoked, cert_serial, prev_cert_serial FROM memberships WHERE network = $network ORDER BY node', { network }).map((r) => ({
+        node: str(r['node']),
+        address: str(r['address']),
+        revoked: r['revoked'] === 1,
+        certSerial: strOrNull(r['cert_serial']),
+        prevCertSerial: strOrNull(r['prev_cert_serial']),
+      })),
+    isAddressTaken: (network, address) => get('SELECT 1 AS x FROM memberships WHERE network = $network AND address = $address', { network, address }) !== undefined,
+    wasAddressUsed: (network, address) =>
+      get('SELECT 1 AS x FROM address_history WHERE network = $network AND address = $address LIMIT 1', { network, address }) !== undefined,
+    previousAddress: (network, node) => {
+      const r = get('SELECT address FROM address_history WHERE network = $network AND node = $node ORDER BY at DESC, address LIMIT 1', { network, node });
+      return r === undefined ? undefined : str(r['address']);
+    },
+    recordAddress: (h) => {
+      guard();
+      exec(
+        `INSERT INTO address_history (network, node, address, at) VALUES ($network, $node, $address, $at)
+         ON CONFLICT (network, address, node) DO UPDATE SET at = excluded.at`,
+        { network: h.network, node: h.node, address: h.address, at: h.at },
+      );
+    },
 
-      getToken: (hash) => {
-        const r = get('SELECT * FROM tokens WHERE hash = $hash', { hash });
-        return r && toToken(r);
-      },
-      insertToken: (t) => {
-        guard();
-        exec('INSERT INTO tokens (hash, node, created_at, expires_at, used_at) VALUES ($hash, $node, $c, $e, $u)', {
-          hash: t.hash,
-          node: t.node,
-          c: t.createdAt,
-          e: t.expiresAt,
-          u: t.usedAt,
-        });
-      },
-      markTokenUsed: (hash, at) => {
-        guard();
-        exec('UPDATE tokens SET used_at = $at WHERE hash = $hash', { hash, at });
-      },
-      dropUnusedTokens: (node) => {
-        guard();
-        return Number(exec('DELETE FROM tokens WHERE node = $node AND used_at IS NULL', { node }).changes);
-      },
+    getToken: (hash) => {
+      const r = get('SELECT * FROM tokens WHERE hash = $hash', { hash });
+      return r && toToken(r);
+    },
+    insertToken: (t) => {
+      guard();
+      exec('INSERT INTO tokens (hash, node, created_at, expires_at, used_at) VALUES ($hash, $node, $c, $e, $u)', {
+        hash: t.hash,
+        node: t.node,
+        c: t.createdAt,
+        e: t.expiresAt,
+        u: t.usedAt,
+      });
+    },
+    markTokenUsed: (hash, at) => {
+      guard();
+      exec('UPDATE tokens SET used_at = $at WHERE hash = $hash', { hash, at });
+    },
+    dropUnusedTokens: (node) => {
+      guard();
+      return exec('DELETE FROM tokens WHERE node = $node AND used_at IS NULL', { node });
+    },
 
-      listRevocations: (network) => all('SELECT * FROM revocations WHERE network = $network ORDER BY revoked_at, serial', { network }).map(toRevocation),
-      insertRevocation: (r) => {
-        guard();
-        exec(
-          `INSERT INTO revocations (network, serial, node, address, reason, revoked_at) VALUES ($network, $serial, $node, $address, $reason, $at)
-           ON CONFLICT (network, serial) DO NOTHING`,
-          { network: r.network, serial: r.serial, node: r.node, address: r.address, reason: r.reason, at: r.revokedAt },
-        );
-      },
+    listRevocations: (network) => all('SELECT * FROM revocations WHERE network = $network ORDER BY revoked_at, serial', { network }).map(toRevocation),
+    insertRevocation: (r) => {
+      guard();
+      exec(
+        `INSERT INTO revocations (network, serial, node, address, reason, revoked_at) VALUES ($network, $serial, $node, $address, $reason, $at)
+         ON CONFLICT (network, serial) DO NOTHING`,
+        { network: r.network, serial: r.serial, node: r.node, address: r.address, reason: r.reason, at: r.revokedAt },
+      );
+    },
 
-      getLink: (network) => {
-        const r = get('SELECT * FROM links WHERE network = $network', { network });
-        return r && toLink(r);
-      },
-      listLinks: () => all('SELECT * FROM links ORDER BY network').map(toLink),
-      insertLink: (l) => {
-        guard();
-        exec('INSERT INTO links (network, data, hub_anchor, synced_at, created_at, relay_listen) VALUES ($network, $data, $anchor, $synced, $created, $relay)', {
-          network: l.network,
-          data: l.data,
-          anchor: l.hubAnchor,
-          synced: l.syncedAt,
-          created: l.createdAt,
-          relay: l.relayListen,
-        });
-      },
-      setLinkSynced: (network, at) => {
-        guard();
-        exec('UPDATE links SET synced_at = $at WHERE network = $network', { network, at });
-      },
-      deleteLink: (network) => {
-        guard();
-        exec('DELETE FROM links WHERE network = $network', { network });
-      },
-    };
-  }
+    getLink: (network) => {
+      const r = get('SELECT * FROM links WHERE network = $network', { network });
+      return r && toLink(r);
+    },
+    listLinks: () => all('SELECT * FROM links ORDER BY network').map(toLink),
+    insertLink: (l) => {
+      guard();
+      exec('INSERT INTO links (network, data, hub_anchor, synced_at, created_at, relay_listen) VALUES ($network, $data, $anchor, $synced, $created, $relay)', {
+        network: l.network,
+        data: l.data,
+        anchor: l.hubAnchor,
+        synced: l.syncedAt,
+        created: l.createdAt,
+        relay: l.relayListen,
+      });
+    },
+    setLinkSynced: (network, at) => {
+      guard();
+      exec('UPDATE links SET synced_at = $at WHERE network = $network', { network, at });
+    },
+    deleteLink: (network) => {
+      guard();
+      exec('DELETE FROM links WHERE network = $network', { network });
+    },
+  };
 }
