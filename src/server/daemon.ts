@@ -24,12 +24,11 @@
  *   running or has definitely failed (or a timeout passed); STATUS= carries
  *   "N/M networks up, K clients".
  */
-import { readFile, rm, stat } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import type { Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { ConfigError, toMvpnError } from '../errors.ts';
 import { nullLogger, type Logger } from '../log.ts';
-import { signingKeyFromPem } from '../bundle/sign.ts';
 import { completeRotation } from './anchor-rotation.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers } from '../openvpn/process.ts';
@@ -42,7 +41,7 @@ import { every, systemClock, type Cancel, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
 import { ensureDir } from '../util/fs-atomic.ts';
 import { SerialTask } from '../util/serial.ts';
-import { apiTlsOptions, createApiServer, type ApiLimits } from './api.ts';
+import { createApiServer, type ApiLimits } from './api.ts';
 import { loadServerConfig, metricsListen, parseListen } from './config.ts';
 import { DocumentService } from './doc-service.ts';
 import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
@@ -55,7 +54,7 @@ import type { ServerContext } from './ops/context.ts';
 import { Upkeep } from './ops/upkeep.ts';
 import { networkFacts } from './ops/networks.ts';
 import { writeStatus, statusPath, type StatusSnapshot } from './status.ts';
-import { apiCaStamp, loadApiCaState, type ApiCaState } from './ops/api-ca-roll.ts';
+import { Credentials } from './credentials.ts';
 import { openStore } from './store/open.ts';
 import type { Store } from './store/store.ts';
 
@@ -114,12 +113,8 @@ export class ServerDaemon {
   /** The user every openvpn drops to (undefined: not root, openvpn stays as we are). */
   private runAs: OpenvpnUser | undefined;
   private statusWrite: Promise<void> = Promise.resolve();
-  private docs: DocumentService | undefined;
+  private creds: Credentials | undefined;
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
-  private signingKeyStamp = '';
-  /** The API CA files when they were loaded (reloadApiCa), and where the API reads them from. */
-  private apiCaStamp = '';
-  private setApiCa: (a: ApiCaState) => void = () => undefined;
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
 
@@ -164,20 +159,19 @@ export class ServerDaemon {
   static async start(opts: DaemonOptions): Promise<ServerDaemon> {
     const { config, paths } = await loadServerConfig(opts.stateDir);
     await completeRotation(paths);
-    const [signingPem] = await Promise.all(
+    await Promise.all(
       [paths.signingKey, paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey].map((p) =>
         readFile(p, 'utf8').catch((err: unknown) => {
           throw new ConfigError('MVPN_CONFIG_MISSING', `cannot read ${p}: ${(err as Error).message}`, { hint: 'is the state directory complete? (server init)' });
         }),
       ),
     );
-    const signingKey = signingKeyFromPem(signingPem!);
-    let apiCa = await loadApiCaState(paths);
+    const logger = opts.logger ?? nullLogger<ServerEvent>();
+    const creds = await Credentials.load(paths, logger);
     const store = await openStore(config, paths);
     const clock = opts.clock ?? systemClock;
     const ctx = { config, paths, store, clock };
-    const logger = opts.logger ?? nullLogger<ServerEvent>();
-    const docs = new DocumentService(ctx, signingKey);
+    const docs = new DocumentService(ctx, creds.signingKey);
     // prom-client loads only when metrics are on. Scrapes read the daemon, which exists before the listener starts.
     const metrics = metricsListen(config) === null
       ? undefined
@@ -188,19 +182,17 @@ export class ServerDaemon {
     const server = createApiServer({
       ctx,
       docs,
-      apiCa: () => apiCa,
+      apiCa: () => creds.apiCa(),
       logger,
       ...(opts.apiLimits ? { limits: opts.apiLimits } : {}),
       ...(metrics ? { observer: metrics } : {}),
       // Only called for requests, which are served after `daemon` below exists.
       onStoreChanged: (cause) => daemon.storeChanged(cause),
-      beforeDocument: () => daemon.reloadSigningKey(),
+      beforeDocument: () => creds.reloadSigningKey(),
     });
     const daemon = new ServerDaemon(ctx, server, opts);
-    daemon.docs = docs;
-    daemon.apiCaStamp = await apiCaStamp(paths);
-    daemon.setApiCa = (a) => (apiCa = a);
-    daemon.signingKeyStamp = await fileStamp(paths.signingKey);
+    daemon.creds = creds;
+    creds.attach(docs, server);
     try {
       await ensureDir(config.runtime_dir, 0o700);
       await claimRuntimeDir(config.runtime_dir);
@@ -287,8 +279,7 @@ export class ServerDaemon {
         return;
       }
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
-      void this.reloadSigningKey();
-      void this.reloadApiCa();
+      void this.creds?.reload();
     });
     repeat(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     repeat(this.opts.linkSyncMs ?? 2_000, () => void this.federation.sync());
@@ -298,51 +289,6 @@ export class ServerDaemon {
         .then(() => this.updateStatusLine())
         .then(() => this.writeSnapshot()),
     );
-  }
-
-  /**
-   * After `server anchor rotate` (another process): sign with the new key.
-   * Checked on the 1 s poll and before every membership document is served
-   * (one stat), so the old key signs nothing once signing.key was replaced.
-   */
-  async reloadSigningKey(): Promise<void> {
-    const { paths } = this.ctx;
-    try {
-      const stamp = await fileStamp(paths.signingKey);
-      if (stamp === this.signingKeyStamp || this.docs === undefined) return;
-      const key = signingKeyFromPem(await readFile(paths.signingKey, 'utf8'));
-      this.signingKeyStamp = stamp;
-      if (key.keyId === this.docs.keyId) return;
-      const from = this.docs.keyId;
-      this.docs.setKey(key);
-      this.logger.emit({ kind: 'server.anchor-rotated', from, to: key.keyId });
-    } catch (err) {
-      const e = toMvpnError(err);
-      this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the signing key: ${e.message}` });
-    }
-  }
-
-  /**
-   * After `server api roll-ca` (another process, or this daemon's own
-   * finish): issue from the new CA, accept the CAs the files name, serve the
-   * new listener certificate. New connections get the new context; open
-   * keep-alive connections end within keepAliveTimeout.
-   */
-  async reloadApiCa(): Promise<void> {
-    const { paths } = this.ctx;
-    try {
-      const stamp = await apiCaStamp(paths);
-      if (stamp === this.apiCaStamp) return;
-      // Taken before the read: files that do not load (a pair between its renames) are read again at their next change, not every second.
-      this.apiCaStamp = stamp;
-      const a = await loadApiCaState(paths, { complete: false });
-      this.server.setSecureContext(apiTlsOptions(a));
-      this.setApiCa(a);
-      this.logger.emit({ kind: 'server.api-ca-reloaded', trusted: a.trustedPems.length, rolling: a.roll !== undefined });
-    } catch (err) {
-      const e = toMvpnError(err);
-      this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: `reloading the API CA: ${e.message}` });
-    }
   }
 
   /** A change this process committed itself (invisible to the data_version poll). */
@@ -455,9 +401,4 @@ export class ServerDaemon {
     this.store.close();
     this.logger.emit({ kind: 'server.stopped' });
   }
-}
-
-async function fileStamp(path: string): Promise<string> {
-  const st = await stat(path);
-  return `${st.ino}:${st.mtimeMs}:${st.size}`;
 }

@@ -1,4 +1,4 @@
-import { readFile, type FileHandle } from 'node:fs/promises';
+import { readFile, type FileHandle, stat } from 'node:fs/promises';
 
 /**
  * Reads from `fh` until end of file or `maxBytes + 1` bytes, whichever comes
@@ -36,4 +36,10 @@ export async function readIfExists(path: string): Promise<Buffer | undefined> {
 /** readIfExists as UTF-8 text. */
 export async function readTextIfExists(path: string): Promise<string | undefined> {
   return (await readIfExists(path))?.toString('utf8');
+}
+
+/** Inode, mtime and size of a file: changes when it is replaced or rewritten (cheap change detection, one stat). */
+export async function fileStamp(path: string): Promise<string> {
+  const st = await stat(path);
+  return `${st.ino}:${st.mtimeMs}:${st.size}`;
 }

@@ -40,7 +40,7 @@ import { ConfigError, StoreError } from '../../errors.ts';
 import { createCa, crossCertify, type CaMaterial } from '../../pki/ca.ts';
 import { caFacts, certMatchesKey } from '../../pki/verify.ts';
 import { writeFileAtomic } from '../../util/fs-atomic.ts';
-import { readTextIfExists } from '../../util/read-file.ts';
+import { fileStamp, readTextIfExists } from '../../util/read-file.ts';
 import { parseJsonBounded } from '../../util/json.ts';
 import type { ServerPaths } from '../config.ts';
 import { isPeerNode } from '../federation/mirror.ts';
@@ -168,10 +168,7 @@ function certifies(proofPem: string, caPem: string): boolean {
 /** A stamp of the files loadApiCaState reads: the daemon reloads the listener when it changes. */
 export async function apiCaStamp(paths: ServerPaths): Promise<string> {
   const parts = await Promise.all(
-    [paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey, paths.apiCaPrev, paths.apiCaRoll].map(async (p) => {
-      const s = await stat(p).catch(() => undefined);
-      return s === undefined ? '-' : `${s.ino}:${s.mtimeMs}:${s.size}`;
-    }),
+    [paths.apiCaCert, paths.apiCaKey, paths.apiCert, paths.apiKey, paths.apiCaPrev, paths.apiCaRoll].map((p) => fileStamp(p).catch(() => '-')),
   );
   return parts.join('|');
 }
