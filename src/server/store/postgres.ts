@@ -33,7 +33,8 @@
  */
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { StoreError } from '../../errors.ts';
-import { MIGRATIONS, makeSqlTx, type Row, type SqlConn } from './sqlite.ts';
+import { MIGRATIONS } from './sqlite.ts';
+import { makeSqlTx, type Row, type SqlConn } from './sql-tx.ts';
 import type { Store, StoreTx } from './store.ts';
 import type { TxStep, WorkerError, WorkerInit, WorkerReply, WorkerRequest } from './pg-worker.ts';
 
