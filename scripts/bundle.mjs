@@ -1,6 +1,27 @@
 // Bundle src/main.ts and its dependencies into one CommonJS file, the input
 // of the single executable (Node SEA needs a CommonJS main script).
+import { readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
 import { build } from 'esbuild';
+
+// Which bundled modules a run evaluated: every module ends with a call that,
+// with MVPN_TRACE_MODULES=FILE in the environment, appends its path to FILE
+// (and does nothing otherwise). test/integration/role-split.test.ts reads it
+// to prove that `status`, `--version` and the agent never evaluate server
+// mode. Appended, not prepended: a directive prologue ("use strict") or a
+// hashbang must stay first.
+const traceModules = {
+  name: 'trace-modules',
+  setup(b) {
+    b.onLoad({ filter: /\.(ts|js|cjs|mjs)$/ }, async (args) => {
+      const text = await readFile(args.path, 'utf8');
+      const rel = relative(process.cwd(), args.path);
+      return { contents: `${text}\n;__mvpnTrace(${JSON.stringify(rel)});\n`, loader: args.path.endsWith('.ts') ? 'ts' : 'js' };
+    });
+  },
+};
+const traceBanner =
+  'const __mvpnTrace = process.env.MVPN_TRACE_MODULES ? ((fs, fd) => (m) => void fs.writeSync(fd, m + "\\n"))(require("node:fs"), require("node:fs").openSync(process.env.MVPN_TRACE_MODULES, "a")) : () => undefined;';
 
 await build({
   entryPoints: ['src/main.ts'],
@@ -16,5 +37,6 @@ await build({
   // yargs reads import.meta.url to find its locale files; in a single
   // executable there are none to find, so point it at the executable.
   define: { 'import.meta.url': 'importMetaUrl' },
-  banner: { js: 'const importMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+  banner: { js: `const importMetaUrl = require("node:url").pathToFileURL(__filename).href;\n${traceBanner}` },
+  plugins: [traceModules],
 });
