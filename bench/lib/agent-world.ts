@@ -20,6 +20,7 @@ import { anchorToString, generateSigningKey, type SigningKey } from '../../src/b
 import type { Lab, Netns } from '../../src/netns/lab.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
 import { startNotifyListener, type NotifyListener } from '../../test/helpers/notify-listener.ts';
+import { caCn, serverCn } from '../../src/bundle/names.ts';
 import { makeTestPki, writeTestPki, type TestPki } from '../../test/helpers/pki-fixtures.ts';
 import { BIN, epochMs, OPENVPN, pollUntil, profileEnv, stopProc, within, type BenchEnv, type Proc } from './env.ts';
 
@@ -77,7 +78,7 @@ export class AgentWorld {
 
   private async startServer(n: number): Promise<BenchNet> {
     const id = `b${String(n).padStart(2, '0')}`;
-    const pki = await makeTestPki({ clients: [NODE_ID], serverCn: `srv-${id}` });
+    const pki = await makeTestPki({ clients: [NODE_ID], serverCn: serverCn(id), caCn: caCn(id) });
     const base = join(this.dir, 'srv', id);
     const paths = await writeTestPki(pki, join(base, 'pki'));
     const ccd = join(base, 'ccd');
@@ -119,7 +120,7 @@ export class AgentWorld {
       dev_type: 'tap',
       proto: 'udp',
       remotes: [{ host: SERVER_UNDERLAY, port: net.port }],
-      server_cn: `srv-${net.id}`,
+      server_cn: serverCn(net.id),
       address: { ipv4: `198.19.${net.n}.10/24` },
       server_tunnel_ip: `198.19.${net.n}.1`,
       ciphers: ['AES-256-GCM'],
