@@ -30,7 +30,11 @@ await build({
   platform: 'node',
   target: 'node24',
   format: 'cjs',
-  minify: false,
+  // Whitespace and syntax only: names stay (stack traces keep function names,
+  // not useful line numbers). A 25% smaller script costs ~10 ms less start-up
+  // CPU per command (code-cache check and top-level run; issue 14).
+  minifyWhitespace: true,
+  minifySyntax: true,
   sourcemap: false,
   legalComments: 'none',
   logLevel: 'warning',
