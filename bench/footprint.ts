@@ -42,6 +42,19 @@ export async function procTimes(pid: number): Promise<ProcTimes> {
   return { self: n(11) + n(12), children: n(13) + n(14) };
 }
 
+/** A 5 s settle, then VmRSS every second for `idleS` seconds and the CPU times at both ends. */
+export async function idleWindow(pid: number, idleS: number): Promise<{ rss: number[]; c0: ProcTimes; c1: ProcTimes; wallS: number }> {
+  await sleep(5_000);
+  const rss: number[] = [];
+  const c0 = await procTimes(pid);
+  const t0 = performance.now();
+  while (performance.now() - t0 < idleS * 1000) {
+    rss.push(await procStatusKb(pid, 'VmRSS'));
+    await sleep(1_000);
+  }
+  return { rss, c0, c1: await procTimes(pid), wallS: (performance.now() - t0) / 1000 };
+}
+
 export async function procStatusKb(pid: number, field: 'VmRSS' | 'VmHWM' | 'RssAnon' | 'RssFile'): Promise<number> {
   const text = await readFile(`/proc/${pid}/status`, 'utf8');
   const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
@@ -109,16 +122,7 @@ export const footprintBench: Benchmark = {
     let agentPart: Awaited<ReturnType<Benchmark['run']>>;
     try {
       ctx.log(`footprint: agent with ${count} networks ready in ${Math.round(readyMs)} ms; settling 5 s, then ${idleS} s idle`);
-      await sleep(5_000);
-      const rss: number[] = [];
-      const c0 = await procTimes(proc.pid);
-      const t0 = performance.now();
-      while (performance.now() - t0 < idleS * 1000) {
-        rss.push(await procStatusKb(proc.pid, 'VmRSS'));
-        await sleep(1_000);
-      }
-      const c1 = await procTimes(proc.pid);
-      const wallS = (performance.now() - t0) / 1000;
+      const { rss, c0, c1, wallS } = await idleWindow(proc.pid, idleS);
       const hwmKb = await procStatusKb(proc.pid, 'VmHWM');
       // File-backed pages are the executable's own (shared, reclaimable); anonymous ones are the heap.
       const anonKb = await procStatusKb(proc.pid, 'RssAnon');

@@ -13,8 +13,8 @@ import { createNetwork, setNetworkState } from '../src/server/ops/networks.ts';
 import { SqliteStore } from '../src/server/store/sqlite.ts';
 import { systemClock } from '../src/util/clock.ts';
 import { startNotifyListener } from '../test/helpers/notify-listener.ts';
-import { procStatusKb, procTimes } from './footprint.ts';
-import { BIN, pollUntil, profileEnv, sleep, stopProc, within } from './lib/env.ts';
+import { idleWindow, procStatusKb } from './footprint.ts';
+import { BIN, pollUntil, profileEnv, stopProc, within } from './lib/env.ts';
 import { round, summarize, type Summary } from './lib/stats.ts';
 import type { BenchContext } from './lib/types.ts';
 
@@ -71,16 +71,7 @@ export async function serverIdle(ctx: BenchContext, networks: number, idleS: num
     const readyMs = performance.now() - t0;
     await pollUntil(`${networks} openvpn servers running`, async () => ((await childrenOf(d.pid)).length >= networks ? true : undefined), 300_000, 200);
     ctx.log(`footprint: server daemon with ${networks} networks ready in ${Math.round(readyMs)} ms; settling 5 s, then ${idleS} s idle`);
-    await sleep(5_000);
-    const rss: number[] = [];
-    const c0 = await procTimes(d.pid);
-    const s0 = performance.now();
-    while (performance.now() - s0 < idleS * 1000) {
-      rss.push(await procStatusKb(d.pid, 'VmRSS'));
-      await sleep(1_000);
-    }
-    const c1 = await procTimes(d.pid);
-    const wallS = (performance.now() - s0) / 1000;
+    const { rss, c0, c1, wallS } = await idleWindow(d.pid, idleS);
     const kids = await childrenOf(d.pid);
     let openvpnKb = 0;
     for (const k of kids) openvpnKb += await procStatusKb(k, 'VmRSS').catch(() => 0);
