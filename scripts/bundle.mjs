@@ -20,8 +20,18 @@ const traceModules = {
     });
   },
 };
-const traceBanner =
-  'const __mvpnTrace = process.env.MVPN_TRACE_MODULES ? ((fs, fd) => (m) => void fs.writeSync(fd, m + "\\n"))(require("node:fs"), require("node:fs").openSync(process.env.MVPN_TRACE_MODULES, "a")) : () => undefined;';
+// A FILE that cannot be opened is reported once on stderr and the command runs untraced.
+const traceBanner = `const __mvpnTrace = ((file) => {
+  if (!file) return () => undefined;
+  const fs = require("node:fs");
+  try {
+    const fd = fs.openSync(file, "a");
+    return (m) => void fs.writeSync(fd, m + "\\n");
+  } catch (err) {
+    process.stderr.write("mvpn-client: MVPN_TRACE_MODULES: cannot open " + file + ": " + err.message + " (not tracing)\\n");
+    return () => undefined;
+  }
+})(process.env.MVPN_TRACE_MODULES);`;
 
 await build({
   entryPoints: ['src/main.ts'],
