@@ -194,7 +194,17 @@ export const joinBench: Benchmark = {
     const max = sizesOut.at(-1)!;
     const ratio = round(max.agentCold.median / one.agentCold.median, 2);
     const targets: Target[] = [
-      { what: 'join overhead at 1 network (agent − bare, medians)', goal: '≤ 100 ms', measured: `${one.overheadMs} ms`, met: one.overheadMs <= 100 },
+      // Issue 14: the overhead over bare openvpn, from an empty state directory and with bundles installed.
+      ...[one, max].map((s) => {
+        const goal = s.networks === 1 ? 100 : 150;
+        const worst = Math.max(s.overheadMs, s.installedOverheadMs);
+        return {
+          what: `join overhead at ${s.networks} network${s.networks === 1 ? '' : 's'} (agent − bare, medians; worse of empty state / bundles installed)`,
+          goal: `≤ ${goal} ms`,
+          measured: `${worst} ms (empty ${s.overheadMs}, installed ${s.installedOverheadMs})`,
+          met: worst <= goal,
+        };
+      }),
       {
         what: `join time at ${max.networks} networks / at 1 network (agent, medians)`,
         goal: '≤ 1.5×',

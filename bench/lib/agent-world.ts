@@ -20,8 +20,8 @@ import { anchorToString, generateSigningKey, type SigningKey } from '../../src/b
 import type { Lab, Netns } from '../../src/netns/lab.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
 import { startNotifyListener, type NotifyListener } from '../../test/helpers/notify-listener.ts';
-import { makeTestPki, writeTestPki, type TestPki } from '../../test/helpers/pki-fixtures.ts';
 import { caCn, serverCn } from '../../src/bundle/names.ts';
+import { makeTestPki, writeTestPki, type TestPki } from '../../test/helpers/pki-fixtures.ts';
 import { BIN, epochMs, OPENVPN, pollUntil, profileEnv, stopProc, within, type BenchEnv, type Proc } from './env.ts';
 
 export const SERVER_UNDERLAY = '198.18.0.1';

@@ -20,11 +20,9 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { parseJsonBounded } from '../util/json.ts';
 import { isLoopback, parseListen } from '../util/listen.ts';
+import { DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR } from './paths.ts';
 import { viaProblem } from './via.ts';
 
-export const DEFAULT_CONFIG_PATH = '/etc/mvpn-client/config.json';
-export const DEFAULT_STATE_DIR = '/var/lib/mvpn-client';
-export const DEFAULT_RUNTIME_DIR = '/run/mvpn-client';
 
 const nonEmpty = z.string().min(1).max(4096);
 const positiveSeconds = (max: number) => z.number().positive().max(max);

@@ -22,6 +22,26 @@ export interface CliGroup {
   readonly children: readonly (CliCommand | CliGroup)[];
 }
 
+/**
+ * A top-level command or group whose modules are evaluated only when argv
+ * names it (role-split start-up): `server …` and `demo` (server mode, PKI
+ * generator, planner, demo) cost `status`, `--version` and the agent
+ * nothing, and the agent's own modules cost `status` nothing. `command` and
+ * `describe` are what `--help` lists; `load` brings the rest (builder and
+ * run, or children).
+ */
+export interface CliLazy {
+  readonly command: string;
+  readonly describe: string;
+  readonly load: () => Promise<Omit<CliCommand, 'describe'> | Omit<CliGroup, 'describe'>>;
+}
+
+export type CliEntry = CliCommand | CliGroup | CliLazy;
+
 export function isGroup(c: CliCommand | CliGroup): c is CliGroup {
   return 'children' in c;
+}
+
+export function isLazy(c: CliEntry): c is CliLazy {
+  return 'load' in c;
 }

@@ -39,9 +39,8 @@ export function selfCommand(): string[] {
  * openvpn clients of exported profiles; `down` removes what `demo --keep` (or a
  * killed demo) left.
  */
-export const demoCommand: CliCommand<DemoArgs> = {
+export const demoCommand: Omit<CliCommand<DemoArgs>, 'describe'> = {
   command: 'demo [action]',
-  describe: 'run the whole system in network namespaces on this machine and prove it works (root; needs openvpn); `demo down` removes a kept demo',
   builder: (y: Argv) =>
     y
       .positional('action', { type: 'string', choices: ['down'], describe: 'down: remove what `demo --keep` left' })

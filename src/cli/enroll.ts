@@ -1,5 +1,6 @@
 import type { Argv } from 'yargs';
-import { DEFAULT_CONFIG_PATH, loadAgentConfig } from '../agent/config.ts';
+import { loadAgentConfig } from '../agent/config.ts';
+import { DEFAULT_CONFIG_PATH } from '../agent/paths.ts';
 import { enroll } from '../agent/enroll.ts';
 import { resolveNodeId } from '../agent/node-id.ts';
 import { loadCaPem } from '../agent/trust.ts';
@@ -22,9 +23,8 @@ interface EnrollArgs {
  * afterwards. Re-enrolling (a new key) needs --force. `run` does the same
  * automatically once when a token file is configured and no identity exists.
  */
-export const enrollCommand: CliCommand<EnrollArgs> = {
+export const enrollCommand: Omit<CliCommand<EnrollArgs>, 'describe'> = {
   command: 'enroll',
-  describe: 'enroll this node with the server (key made here, one-time token)',
   builder: (y: Argv) =>
     y
       .option('config', { type: 'string', default: DEFAULT_CONFIG_PATH, describe: 'agent config file or directory' })

@@ -1,7 +1,7 @@
 import yargs, { type Argv } from 'yargs';
-import { ExitCode, exitCodeFor, toMvpnError, UsageError, type MvpnError } from '../errors.ts';
+import { ExitCode, exitCodeFor, MvpnError, toMvpnError, UsageError } from '../errors.ts';
 import { VERSION } from '../version.ts';
-import { isGroup, type CliCommand, type CliGroup } from './command.ts';
+import { isGroup, isLazy, type CliCommand, type CliEntry, type CliGroup } from './command.ts';
 import { commands } from './commands.ts';
 import type { Io } from './io.ts';
 
@@ -9,9 +9,23 @@ import type { Io } from './io.ts';
  * Parse argv and dispatch to one subcommand. Resolves to the exit code; never
  * calls process.exit itself, so tests can drive it with buffers.
  */
-export async function main(argv: readonly string[], io: Io, tree: readonly (CliCommand | CliGroup)[] = commands): Promise<number> {
+export async function main(argv: readonly string[], io: Io, tree: readonly CliEntry[] = commands): Promise<number> {
   let exitCode: number = ExitCode.ok;
   let ran = false;
+
+  // Only the lazy entry argv names is loaded; the others stay a name and a line of --help.
+  const named = argv.find((a) => !a.startsWith('-'));
+  const resolved: (CliCommand | CliGroup)[] = [];
+  for (const entry of tree) {
+    if (!isLazy(entry)) resolved.push(entry);
+    else if (entry.command.split(' ')[0] === named) resolved.push({ ...(await entry.load()), describe: entry.describe } as CliCommand | CliGroup);
+    else {
+      const unloaded = async (): Promise<number> => {
+        throw new MvpnError('MVPN_INTERNAL', `internal error: ${entry.command} dispatched without being loaded`);
+      };
+      resolved.push({ command: entry.command, describe: entry.describe, builder: (y) => y, run: unloaded });
+    }
+  }
 
   const register = (y: Argv, entry: CliCommand | CliGroup): Argv => {
     if (isGroup(entry)) {
@@ -49,7 +63,7 @@ export async function main(argv: readonly string[], io: Io, tree: readonly (CliC
       throw new UsageError(msg || 'invalid usage', dash ? { hint: 'to name standard output or input after an option, join them: --out=-' } : {});
     });
   parser = parser.parserConfiguration({ 'boolean-negation': true });
-  for (const entry of tree) parser = register(parser, entry);
+  for (const entry of resolved) parser = register(parser, entry);
 
   let output = '';
   try {

@@ -1,6 +1,7 @@
 import type { Argv } from 'yargs';
 import { AgentDaemon } from '../agent/daemon.ts';
-import { DEFAULT_CONFIG_PATH, loadAgentConfig } from '../agent/config.ts';
+import { loadAgentConfig } from '../agent/config.ts';
+import { DEFAULT_CONFIG_PATH } from '../agent/paths.ts';
 import { agentFormatters } from '../agent/events.ts';
 import { ExitCode, MvpnError } from '../errors.ts';
 import { createLogger, type LineSink } from '../log.ts';
@@ -20,9 +21,8 @@ interface RunArgs {
  * config it cannot use stops it before anything is touched, with the field
  * named.
  */
-export const runCommand: CliCommand<RunArgs> = {
+export const runCommand: Omit<CliCommand<RunArgs>, 'describe'> = {
   command: 'run',
-  describe: 'run the agent: join this node to its networks and keep them up (under systemd)',
   builder: (y: Argv) =>
     y.option('config', {
       type: 'string',

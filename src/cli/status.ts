@@ -1,6 +1,6 @@
 import type { Argv } from 'yargs';
 import { ExitCode, UsageError } from '../errors.ts';
-import { DEFAULT_RUNTIME_DIR } from '../agent/config.ts';
+import { DEFAULT_RUNTIME_DIR } from '../agent/paths.ts';
 import { daemonRequest } from '../agent/control-client.ts';
 import { renderStatusTable, statusExitCode, summaryLine, terminalSafeJson, type AgentStatus } from '../agent/status.ts';
 import type { CliCommand } from './command.ts';

@@ -1,5 +1,5 @@
 import type { Argv } from 'yargs';
-import { DEFAULT_RUNTIME_DIR } from '../agent/config.ts';
+import { DEFAULT_RUNTIME_DIR } from '../agent/paths.ts';
 import { daemonRequest } from '../agent/control-client.ts';
 import type { NetworkVerb } from '../agent/control-api.ts';
 import { ExitCode } from '../errors.ts';

@@ -132,9 +132,8 @@ export function formatReport(r: VerifyReport): string {
  * reason. Exit 0 only when acceptable, 1 when rejected
  * (ExitCode.rejected), 2 for usage errors (unreadable files, a bad anchor).
  */
-export const verifyCommand: CliCommand<VerifyArgs> = {
+export const verifyCommand: Omit<CliCommand<VerifyArgs>, 'describe'> = {
   command: 'verify <bundle>',
-  describe: 'check a bundle file offline (exit 0: acceptable, 1: rejected, 2: usage)',
   builder: (y: Argv) =>
     y
       .positional('bundle', { type: 'string', demandOption: true, describe: 'the bundle (.tar.gz)' })

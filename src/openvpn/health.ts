@@ -30,6 +30,8 @@
  * when the management interface answers and its device exists (a server has
  * no single peer whose loss would make it "not connected").
  */
+import { stat } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import type { ExecFn } from '../util/exec.ts';
 import { parseJsonBounded } from '../util/json.ts';
 
@@ -215,6 +217,39 @@ export async function readDevice(exec: ExecFn, dev: string, timeoutMs = 5_000): 
       return /does not exist|cannot find device/i.test(r.stderr) ? { device: 'missing', addresses: [] } : { device: 'unknown', addresses: [] };
     }
     return { device: 'present', addresses: parseIpAddrJson(r.stdout) };
+  } catch {
+    return { device: 'unknown', addresses: [] };
+  }
+}
+
+/** Interface names the kernel accepts (IFNAMSIZ 16, no '/'), so the /sys path below names one directory. */
+const IFNAME_RE = /^(?!\.\.?$)[^/\s]{1,15}$/;
+
+/**
+ * The same facts as readDevice, in-process (no `ip` spawned every check):
+ * presence from /sys/class/net/<dev>, addresses from getifaddrs
+ * (os.networkInterfaces, which lists only interfaces that are up and
+ * running: a tap openvpn no longer holds counts as without addresses).
+ * Both see the network namespace this process is in — with `ip netns exec`
+ * also /sys, which it remounts — so the supervisor uses this only when
+ * openvpn runs in our own namespace (no command prefix). Where
+ * /sys/class/net is not mounted, `fallback` (readDevice with `ip`) answers.
+ */
+export async function readDeviceInProcess(dev: string, fallback: () => Promise<DeviceInfo>): Promise<DeviceInfo> {
+  if (!IFNAME_RE.test(dev)) return { device: 'unknown', addresses: [] };
+  try {
+    await stat(`/sys/class/net/${dev}`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { device: 'unknown', addresses: [] };
+    try {
+      await stat('/sys/class/net');
+    } catch {
+      return fallback();
+    }
+    return { device: 'missing', addresses: [] };
+  }
+  try {
+    return { device: 'present', addresses: (networkInterfaces()[dev] ?? []).map((a) => a.cidr).filter((c): c is string => c !== null) };
   } catch {
     return { device: 'unknown', addresses: [] };
   }

@@ -10,7 +10,7 @@ import { nullLogger, type Logger } from '../log.ts';
 import { defaultBackoff, type BackoffPolicy } from '../util/backoff.ts';
 import { systemClock, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
-import { defaultHealthPolicy, type HealthPolicy } from './health.ts';
+import { defaultHealthPolicy, readDevice, readDeviceInProcess, type DeviceInfo, type HealthPolicy } from './health.ts';
 import { ManagementClient, type ManagementOptions } from './management.ts';
 import { findRunning } from './process.ts';
 import type { OpenvpnUser } from './unpriv.ts';
@@ -32,6 +32,8 @@ export interface SupervisorDeps {
   readonly connectManagement: (socketPath: string, opts: ManagementOptions) => Promise<ManagementClient>;
   /** Runs `ip` for the health check (tests in a namespace wrap it in `ip netns exec`). */
   readonly exec: ExecFn;
+  /** The health check's read of the device; absent: readDevice with `exec`. */
+  readonly readDevice?: (dev: string, timeoutMs: number) => Promise<DeviceInfo>;
   readonly clock: Clock;
   readonly random: () => number;
   readonly logger: Logger<OpenvpnEvent>;
@@ -109,6 +111,10 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): Su
     },
     connectManagement: (path, opts) => ManagementClient.connect(path, opts),
     exec: (cmd, args, opts) => execCommand(...wrap(cmd, args), opts),
+    // openvpn in our own namespace: no `ip` process per health check (issue 14); in another one, `ip netns exec … ip`.
+    ...(commandPrefix.length === 0
+      ? { readDevice: (dev: string, timeoutMs: number) => readDeviceInProcess(dev, () => readDevice((c, a, o) => execCommand(c, a, o), dev, timeoutMs)) }
+      : {}),
     clock: systemClock,
     random: Math.random,
     logger: nullLogger(),

@@ -132,7 +132,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     super();
     if (spec.mgmtSocket === spec.pidFile) throw new OpenvpnError('MVPN_CONFIG_INVALID', `instance ${spec.id}: management socket and pid file must differ`);
     this.spec = spec;
-    this.deps = { ...defaultSupervisorDeps(deps.commandPrefix ?? []), ...deps };
+    const { readDevice: readDeviceHere, ...defaults } = defaultSupervisorDeps(deps.commandPrefix ?? []);
+    // An injected exec (tests) also answers the health check's device read.
+    this.deps = { ...defaults, ...(deps.exec === undefined && readDeviceHere !== undefined ? { readDevice: readDeviceHere } : {}), ...deps };
     this.since = this.deps.clock.now();
   }
 
@@ -675,7 +677,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       }
     }
     if (this.run !== run || !this.healthActive) return;
-    const device = await readDevice(this.deps.exec, this.spec.dev, policy.mgmtTimeoutMs);
+    const device = await (this.deps.readDevice?.(this.spec.dev, policy.mgmtTimeoutMs) ?? readDevice(this.deps.exec, this.spec.dev, policy.mgmtTimeoutMs));
     if (this.run !== run || !this.healthActive) return;
     // A notification that came after the query (while the reply or `ip` was
     // awaited) is newer than the reply: judge by it, or a network that just

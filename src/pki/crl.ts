@@ -7,7 +7,7 @@
  * well before then.
  */
 import { PkiError } from '../errors.ts';
-import { loadCa, type CaMaterial } from './ca.ts';
+import type { CaMaterial } from './ca.ts';
 import { checkSerialHex, normaliseSerial, parseCertificate, parseCrlPem, sameBytes } from './common.ts';
 import { signingAlgorithm } from './keys.ts';
 import { derToPem, loadX509, OID, x509 } from './x509.ts';
@@ -37,6 +37,8 @@ export async function createCrl(opts: {
   crlNumber: number;
 }): Promise<string> {
   await loadX509();
+  // The CA module (the PKI generator) loads only here, where a CRL is signed: the agent checks CRLs and never evaluates it.
+  const { loadCa } = await import('./ca.ts');
   if (!Number.isSafeInteger(opts.crlNumber) || opts.crlNumber < 0) throw new PkiError('MVPN_CRL_INVALID', `invalid CRL number ${String(opts.crlNumber)}: use a non-negative integer`);
   if (Number.isNaN(opts.thisUpdate.getTime()) || Number.isNaN(opts.nextUpdate.getTime()) || opts.nextUpdate.getTime() <= opts.thisUpdate.getTime()) {
     throw new PkiError('MVPN_CRL_INVALID', 'nextUpdate must be a valid date after thisUpdate');

@@ -276,8 +276,9 @@ export class AgentWorld {
   }
 
   /** Start `mvpn-client run` in the node namespace. */
-  startAgent(opts: { config?: string; env?: Record<string, string> } = {}): AgentProcess {
-    return startAgentIn(this.lab, this.node, opts.config ?? join(this.dir, 'config.json'), opts.env);
+  /** `bin`: an executable to run instead of the sources (e.g. the built dist/mvpn-client). */
+  startAgent(opts: { config?: string; env?: Record<string, string>; bin?: string } = {}): AgentProcess {
+    return startAgentIn(this.lab, this.node, opts.config ?? join(this.dir, 'config.json'), opts.env, opts.bin);
   }
 
   async status(): Promise<AgentStatus> {
@@ -504,9 +505,8 @@ export class ServerWorld {
   }
 }
 
-/** `mvpn-client run --config CONFIG` as a child inside `ns`, tracked by the lab (stopped by pid with it). */
-export function startAgentIn(lab: Lab, ns: Netns, config: string, env: Record<string, string> = {}): AgentProcess {
-  const child = spawn('ip', ['netns', 'exec', ns.name, NODE_BIN, MAIN, 'run', '--config', config], {
+export function startAgentIn(lab: Lab, ns: Netns, config: string, env: Record<string, string> = {}, bin?: string): AgentProcess {
+  const child = spawn('ip', ['netns', 'exec', ns.name, ...(bin === undefined ? [NODE_BIN, MAIN] : [bin]), 'run', '--config', config], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...env },
   });

@@ -6,12 +6,14 @@ import {
   hasAddress,
   parseIpAddrJson,
   readDevice,
+  readDeviceInProcess,
   type HealthMemory,
   type HealthObservation,
   type HealthPolicy,
   type HealthTarget,
 } from '../../src/openvpn/health.ts';
 import { isOpenvpnFor, isOpenvpnInDir, runtimePaths } from '../../src/openvpn/process.ts';
+import { execCommand } from '../../src/util/exec.ts';
 
 const policy: HealthPolicy = { intervalMs: 1_000, mgmtTimeoutMs: 1_000, hungLimit: 2, addressMissingLimit: 3, stallLimit: 0 };
 const client: HealthTarget = { role: 'client', dev: 'mv-a', expectedAddress: '198.51.100.2/24' };
@@ -135,6 +137,19 @@ describe('addresses', () => {
     expect(await readDevice(async () => ({ code: 1, stdout: '', stderr: 'Device "mv-x" does not exist.' }), 'mv-x')).toEqual({ device: 'missing', addresses: [] });
     expect(await readDevice(async () => Promise.reject(new Error('spawn ip ENOENT')), 'mv-x')).toEqual({ device: 'unknown', addresses: [] });
     expect(await readDevice(async () => ({ code: 0, stdout: 'not json', stderr: '' }), 'mv-x')).toEqual({ device: 'unknown', addresses: [] });
+  });
+
+  it('readDeviceInProcess reads what `ip` reads, without a process: the loopback device and its addresses, a missing device, a name that is none', async () => {
+    const viaIp = await readDevice(execCommand, 'lo');
+    const noIp = async (): Promise<never> => {
+      throw new Error('the fallback must not run where /sys/class/net exists');
+    };
+    const here = await readDeviceInProcess('lo', noIp);
+    expect(here.device).toBe('present');
+    expect(here.addresses).toContain('127.0.0.1/8');
+    expect([...here.addresses].sort()).toEqual([...viaIp.addresses].sort());
+    expect(await readDeviceInProcess('mv-nonexistent', noIp)).toEqual({ device: 'missing', addresses: [] });
+    for (const bad of ['..', 'a/b', 'x'.repeat(16), '']) expect(await readDeviceInProcess(bad, noIp)).toEqual({ device: 'unknown', addresses: [] });
   });
 });
 

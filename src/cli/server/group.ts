@@ -22,10 +22,9 @@ import { nodeTokenCommand } from './node-token.ts';
 import { serverRunCommand } from './run.ts';
 import { serverTarballCommand } from './tarball.ts';
 
-/** `mvpn-client server …`: the MetaVPN host's side. Admin commands work on the local state directory only. */
-export const serverGroup: CliGroup = {
+/** `mvpn-client server …`: the MetaVPN host's side. Admin commands work on the local state directory only. Loaded on demand (its `describe` is in ../commands.ts). */
+export const serverGroup: Omit<CliGroup, 'describe'> = {
   command: 'server',
-  describe: 'server mode: networks, nodes, enrollment, the HTTPS API and openvpn servers',
   children: [
     serverInitCommand,
     serverRunCommand,

@@ -1,0 +1,94 @@
+/**
+ * Role-split start-up (issue 14), on the BUILT executable: `--version`,
+ * `status` and the agent (`run`) never evaluate server mode, the PKI
+ * generator, the planner, the demo or the packages only those use. The
+ * bundle ends every module with a trace call (scripts/bundle.mjs); with
+ * MVPN_TRACE_MODULES=FILE the executable appends each evaluated module's
+ * path to FILE. An eager import of a server module anywhere on these paths
+ * makes this test fail.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { builtBinary } from '../e2e/binary.ts';
+import { AgentWorld, allConnected } from '../helpers/agent-fixtures.ts';
+import { sh, withLab } from '../helpers/netns.ts';
+import { tmpDir } from '../helpers/tmp.ts';
+
+/** Modules no client path may evaluate. */
+const SERVER_SIDE = [
+  /^src\/server\//,
+  /^src\/cli\/server\//,
+  /^src\/demo\//,
+  /^src\/cli\/demo\.ts$/,
+  /^src\/pki\/(ca|cert|tls-crypt-v2)\.ts$/,
+  /^node_modules\/(saxes|prom-client)\//,
+];
+/** What `--version` and `status` need beyond that: none of the agent's machinery either. */
+const AGENT_SIDE = [/^src\/agent\/(daemon|config|reconcile|sources)\.ts$/, /^src\/bundle\//, /^src\/openvpn\//, /^node_modules\/(zod|tar|undici|@peculiar\/x509)\//];
+/**
+ * The agent's push policy does CIDR arithmetic with the server's address
+ * allocator module (pure functions, no imports beyond errors.ts).
+ */
+const SHARED = new Set(['src/server/alloc.ts']);
+
+function offenders(mods: readonly string[], rules: readonly RegExp[]): string[] {
+  return mods.filter((m) => !SHARED.has(m) && rules.some((r) => r.test(m)));
+}
+
+async function traced(bin: string, args: string[]): Promise<{ code: number | null; mods: string[] }> {
+  const dir = await tmpDir('trace');
+  try {
+    const file = join(dir.path, 'modules');
+    const r = await sh('env', [`MVPN_TRACE_MODULES=${file}`, bin, ...args], { allowFail: true, timeoutMs: 60_000 });
+    return { code: r.code, mods: (await readFile(file, 'utf8')).split('\n').filter(Boolean) };
+  } finally {
+    await dir.remove();
+  }
+}
+
+describe('role-split start-up (built executable)', () => {
+  it('the trace sees what a command evaluates: `server --help` evaluates server mode (the check below can fail)', async () => {
+    const r = await traced(builtBinary(), ['server', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.mods).toContain('src/cli/server/group.ts');
+    expect(offenders(r.mods, SERVER_SIDE).length).toBeGreaterThan(0);
+  });
+
+  it.each([[['--version']], [['--help']], [['status', '--runtime-dir', '/nonexistent-mvpn-run']], [['status', '--json', '--runtime-dir', '/nonexistent-mvpn-run']]])(
+    '%j evaluates neither server mode nor the agent daemon',
+    async (args) => {
+      const r = await traced(builtBinary(), args);
+      expect(r.mods).toContain('src/cli/main.ts');
+      expect(offenders(r.mods, SERVER_SIDE)).toEqual([]);
+      expect(offenders(r.mods, AGENT_SIDE)).toEqual([]);
+    },
+  );
+
+  it('the agent joins a network and never evaluates server mode', async () => {
+    const bin = builtBinary();
+    await withLab(async (lab) => {
+      const w = await AgentWorld.create(lab);
+      const dir = await tmpDir('trace');
+      const file = join(dir.path, 'modules');
+      try {
+        await w.addNetwork('alpha');
+        await w.publish();
+        await w.writeConfig();
+        const agent = w.startAgent({ bin, env: { MVPN_TRACE_MODULES: file } });
+        try {
+          await w.waitStatus((st) => st.ready && allConnected(st, ['alpha']));
+        } finally {
+          expect(await agent.stop(), agent.log()).toBe(0);
+        }
+        const mods = (await readFile(file, 'utf8')).split('\n').filter(Boolean);
+        expect(mods).toContain('src/agent/daemon.ts');
+        expect(offenders(mods, SERVER_SIDE)).toEqual([]);
+      } finally {
+        await rm(file, { force: true });
+        await dir.remove();
+        await w.cleanup();
+      }
+    });
+  });
+});
