@@ -14,6 +14,7 @@ import { buildBundle } from '../bundle/build.ts';
 import { buildMembership } from '../bundle/membership.ts';
 import type { MembershipDoc, NetworkSpec } from '../bundle/schema.ts';
 import type { SigningKey } from '../bundle/sign.ts';
+import { PATH_MTU_FLOOR, type DataPlane } from '../openvpn/mtu.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
 import { serverCn, trustedCaPem } from './pki-service.ts';
 import { iso } from './ops/context.ts';
@@ -23,9 +24,20 @@ import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.
 export const CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'CHACHA20-POLY1305'] as const;
 export const KEEPALIVE = { interval: 10, timeout: 60 } as const;
 
+/**
+ * The network's LAN MTU and fragmentation (mtu.ts), the same for its server
+ * config and every node's spec: a UDP network with an MTU fragments at
+ * PATH_MTU_FLOOR; a network without one (made before issue 13) renders as it did.
+ */
+export function dataPlane(net: Pick<NetworkRecord, 'mtu' | 'proto'>): DataPlane {
+  if (net.mtu === undefined) return {};
+  return { mtu: net.mtu, ...(net.proto === 'udp' ? { fragment: PATH_MTU_FLOOR } : {}) };
+}
+
 /** The node's own remotes (per-node override) if it has them, else the network's; a port defaults to the network's. */
 export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'address' | 'remotes'>): NetworkSpec {
   const subnet = parseCidr(net.subnet);
+  const { mtu, fragment } = dataPlane(net);
   return {
     schema: 1,
     id: net.id,
@@ -36,6 +48,8 @@ export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'addre
     server_cn: serverCn(net.id),
     address: { ipv4: `${m.address}/${subnet.prefix}` },
     server_tunnel_ip: intToIp(serverAddress(subnet)),
+    ...(mtu === undefined ? {} : { mtu }),
+    ...(fragment === undefined ? {} : { fragment }),
     ciphers: [...CIPHERS],
     keepalive: { ...KEEPALIVE },
     allow_pushed_routes: net.pushedRoutes !== undefined,

@@ -22,7 +22,7 @@ import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser }
 import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
-import { CIPHERS, KEEPALIVE } from './documents.ts';
+import { CIPHERS, dataPlane, KEEPALIVE } from './documents.ts';
 import { trustedCaPem } from './pki-service.ts';
 import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
@@ -99,6 +99,7 @@ function renderBase(config: ServerConfig, paths: ServerPaths, net: NetworkRecord
       keepalive: KEEPALIVE,
       lladdr: net.devType === 'tap' ? serverMac(net.id) : undefined,
       pushedRoutes: net.pushedRoutes,
+      dataPlane: dataPlane(net),
     },
     { ca: f.ca, cert: f.cert, key: f.key, tlsCryptV2: f.tlsCryptV2, crl: f.crl, ccdDir: f.ccdDir, dev: serverDev(net.id) },
   );

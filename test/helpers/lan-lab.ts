@@ -19,6 +19,8 @@ import { join } from 'node:path';
 import type { NetworkSpec } from '../../src/bundle/schema.ts';
 import { renderStandaloneConfig } from '../../src/openvpn/client-config.ts';
 import { renderCcd, renderServerConfig, type ServerNetwork } from '../../src/openvpn/server-config.ts';
+import { LAN_MTU } from '../../src/openvpn/mtu.ts';
+import { dataPlane } from '../../src/server/documents.ts';
 import { serverCn } from '../../src/server/pki-service.ts';
 import { waitFor, type Lab, type Netns } from './netns.ts';
 import { makeTestPki, writeTestPki } from './pki-fixtures.ts';
@@ -106,6 +108,8 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
     await r2.sendNoIcmp();
   }
 
+  // What the server renders for a network made by `network create` (default MTU), on both ends.
+  const dp = dataPlane({ mtu: LAN_MTU, proto: 'udp' });
   const net: ServerNetwork = {
     id: LAN_NETWORK,
     devType: 'tap',
@@ -118,6 +122,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
     lastHost: '198.19.0.254',
     ciphers: ['AES-256-GCM'],
     keepalive: { interval: 2, timeout: 10 },
+    dataPlane: dp,
     ...o.server,
   };
   const extra = o.extraLines ?? [];
@@ -148,6 +153,8 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
       ciphers: ['AES-256-GCM'],
       keepalive: { interval: 2, timeout: 10 },
       allow_pushed_routes: false,
+      ...(dp.mtu === undefined ? {} : { mtu: dp.mtu }),
+      ...(dp.fragment === undefined ? {} : { fragment: dp.fragment }),
       ...o.spec,
     };
     const cl = pki.clients[name]!;

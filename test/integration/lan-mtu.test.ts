@@ -4,6 +4,13 @@
  * ways, a 1472-byte DF ping and 1472-byte UDP datagrams arrive whole and a
  * TCP transfer completes, with the configs mvpn renders (server and node)
  * run by real openvpn over a routed underlay of namespaces (test/helpers/lan-lab.ts).
+ * UDP runs at 5 Mbit/s: this is about size, not speed (a higher rate on the
+ * loaded 2-core machine overflows openvpn's socket buffer; bench/dataplane.ts
+ * measures rates and loss).
+ *
+ * Run against the rendering before issue 13 (no fragment/mssfix) all three
+ * cases failed: TCP transfers stalled between every pair and 1472-byte frames
+ * were lost.
  */
 import { describe, expect, it } from 'vitest';
 import { dfPing, iperf, PATH_CASES, startLan, type Member } from '../helpers/lan-lab.ts';
@@ -31,7 +38,7 @@ describe('full-size frames on the LAN over small path MTUs', () => {
             await dfPing(a, b, 56, 1);
             const got = await dfPing(a, b);
             if (got !== 3) failures.push(`${a.name} -> ${b.name}: ${got}/3 replies to a 1472-byte DF ping`);
-            const udp = await iperf(a, b, ['-u', '-l', '1472', '-b', '20M', '-t', '1']);
+            const udp = await iperf(a, b, ['-u', '-l', '1472', '-b', '5M', '-t', '2']);
             const sum = (udp.report as UdpSum).end?.sum;
             if (!udp.ok || !sum?.packets || sum.lost_packets !== 0) failures.push(`${a.name} -> ${b.name}: 1472-byte UDP lost ${sum?.lost_packets ?? '?'} of ${sum?.packets ?? '?'} (${udp.ok ? 'ran' : udp.text.slice(0, 200)})`);
           }

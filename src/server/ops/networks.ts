@@ -14,6 +14,8 @@ import { NETWORK_ID_RE, isRemoteHost } from '../../bundle/schema.ts';
 import type { KeyAlg } from '../../pki/keys.ts';
 import { allocatePort, allocateSubnet, formatCidr, parseCidr, parsePortRange, intToIp, serverAddress } from '../alloc.ts';
 import { acceptedRoutes, MAX_PUSHED_ROUTES, pushedRoutePrefixProblem } from '../../openvpn/push-policy.ts';
+import { LAN_MTU } from '../../openvpn/mtu.ts';
+import { dataPlane } from '../documents.ts';
 import { networkDir } from '../config.ts';
 import { createNetworkPki } from '../pki-service.ts';
 import type { DevType, NetworkRecord, NetworkState, Proto, Remote } from '../store/store.ts';
@@ -30,6 +32,8 @@ export interface CreateNetworkInput {
   readonly keyAlg?: KeyAlg | undefined;
   /** Prefixes nodes accept pushed routes for (push-policy.ts); empty or undefined: none. */
   readonly pushedRoutes?: readonly string[] | undefined;
+  /** The LAN's MTU (default LAN_MTU, 1500). */
+  readonly mtu?: number | undefined;
 }
 
 export function checkNetworkId(id: string): void {
@@ -91,6 +95,13 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     });
   }
   if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
+  const mtu = input.mtu ?? LAN_MTU;
+  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 9000) {
+    throw new UsageError(`network ${input.id}: --mtu ${mtu} is not valid: an integer from 1280 to 9000`, {
+      context: { network: input.id, mtu },
+      hint: 'the LAN MTU is the interface MTU of every member; 1500 (the default) is Ethernet\'s, which experiment software assumes',
+    });
+  }
   const pushedRoutes = input.pushedRoutes?.length ? checkPushedRoutes(input.id, input.pushedRoutes, remotes) : undefined;
   const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
   if (existing) throw alreadyExists(existing);
@@ -115,6 +126,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
       ...pki,
       allocHint: 0,
       ...(pushedRoutes === undefined ? {} : { pushedRoutes }),
+      mtu,
       createdAt: now,
       updatedAt: now,
     };
@@ -226,6 +238,9 @@ export function networkView(net: NetworkRecord, members?: { active: number; revo
     server_address: intToIp(serverAddress(subnet)),
     remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
     pushed_routes: net.pushedRoutes ?? [],
+    // The LAN's MTU and the largest underlay datagram (null: no fragmentation); both null for a network made before they existed.
+    mtu: dataPlane(net).mtu ?? null,
+    fragment: dataPlane(net).fragment ?? null,
     key_alg: net.keyAlg,
     crl: { number: net.crlNumber, next_update: new Date(net.crlNextUpdate).toISOString() },
     ...(members ? { nodes: members } : {}),

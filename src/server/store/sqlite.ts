@@ -157,6 +157,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE memberships ADD COLUMN agentless INTEGER NOT NULL DEFAULT 0 CHECK (agentless IN (0, 1));
   `,
+  // 10: the LAN's MTU (NULL = a network made before it existed: no tun-mtu, no fragmentation)
+  `
+  ALTER TABLE networks ADD COLUMN mtu INTEGER;
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -204,6 +208,7 @@ function toNetwork(r: Row): NetworkRecord {
     crlNextUpdate: num(r['crl_next_update']),
     allocHint: num(r['alloc_hint']),
     ...(r['pushed_routes'] === null || r['pushed_routes'] === undefined ? {} : { pushedRoutes: JSON.parse(str(r['pushed_routes'])) as string[] }),
+    ...(r['mtu'] === null || r['mtu'] === undefined ? {} : { mtu: num(r['mtu']) }),
     caRoll: r['ca_roll'] === null || r['ca_roll'] === undefined ? null : (JSON.parse(str(r['ca_roll'])) as CaRollRecord),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
@@ -478,9 +483,9 @@ export class SqliteStore implements Store {
         guard();
         exec(
           `INSERT INTO networks (id, name, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, created_at, updated_at)
+             tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, mtu, created_at, updated_at)
            VALUES ($id, $name, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $created_at, $updated_at)`,
+             $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $mtu, $created_at, $updated_at)`,
           {
             id: n.id,
             name: n.name,
@@ -501,6 +506,7 @@ export class SqliteStore implements Store {
             crl_next_update: n.crlNextUpdate,
             alloc_hint: n.allocHint,
             pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
+            mtu: n.mtu ?? null,
             created_at: n.createdAt,
             updated_at: n.updatedAt,
           },

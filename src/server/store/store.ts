@@ -54,6 +54,12 @@ export interface NetworkRecord {
   readonly allocHint: number;
   /** Prefixes the server pushes routes for and nodes accept (network.json `pushed_routes`); undefined: none, nodes pull no routes. */
   readonly pushedRoutes?: readonly string[] | undefined;
+  /**
+   * The LAN's MTU (network.json `mtu`, `network create --mtu`); absent: a
+   * network made before issue 13, rendered as then (no `tun-mtu`, no
+   * fragmentation), so its bundles stay byte for byte what nodes have.
+   */
+  readonly mtu?: number | undefined;
   /** The network's last CA roll (src/server/ops/ca-roll.ts); null/absent: never rolled. */
   readonly caRoll?: CaRollRecord | null | undefined;
   readonly createdAt: number;
