@@ -45,7 +45,9 @@ import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, findRunning } from '../openvpn/process.ts';
 import { Supervisor } from '../openvpn/supervisor.ts';
 import type { SupervisorDeps } from '../openvpn/supervisor-deps.ts';
-import type { InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
+import type { FrameVerdict, InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
+import { LAN_MTU } from '../openvpn/mtu.ts';
+import type { NetworkSpec } from '../bundle/schema.ts';
 import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
@@ -288,6 +290,7 @@ export class AgentDaemon {
         last_error: lastError ? { code: lastError.code, message: lastError.message } : null,
         bundle_version: r.installed.get(id)?.version ?? null,
         bundle_expires_at: r.installed.get(id)?.manifest.expires ?? null,
+        ...lanMtu(r.installed.get(id)?.spec, s?.frames),
       };
     });
     return {
@@ -416,4 +419,9 @@ export class AgentDaemon {
       // systemd notification is best effort; the daemon works without it
     }
   }
+}
+
+/** The MTU fields of a network's status: from its installed spec, and the supervisor's last frame probe. */
+function lanMtu(spec: NetworkSpec | undefined, frames: FrameVerdict | undefined): Pick<NetworkStatus, 'mtu' | 'fragment' | 'full_frames'> {
+  return { mtu: spec ? (spec.mtu ?? LAN_MTU) : null, fragment: spec?.fragment ?? null, full_frames: frames ?? null };
 }

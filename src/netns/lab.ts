@@ -96,6 +96,11 @@ export class Netns {
     await this.exec('ip', ['rule', 'add', 'iif', 'lo', 'ipproto', 'icmp', 'lookup', '100']);
   }
 
+  /** Reassemble no IP fragments (no memory for them), as behind the firewalls and NATs that drop fragments. */
+  async refuseFragments(): Promise<void> {
+    await this.exec('sysctl', ['-qw', 'net.ipv4.ipfrag_low_thresh=0', 'net.ipv4.ipfrag_high_thresh=0']);
+  }
+
   /** `count` pings; true when a reply came back. */
   async ping(ip: string, opts: { count?: number; timeoutS?: number } = {}): Promise<boolean> {
     this.lab.checkAddress(ip);

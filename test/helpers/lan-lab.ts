@@ -33,6 +33,8 @@ export interface PathCase {
   /** The link between the two routers. */
   readonly middleMtu: number;
   readonly blackHole: boolean;
+  /** Members reassemble no IP fragments (Netns.refuseFragments): only datagrams that fit the path arrive. */
+  readonly refuseFragments?: boolean;
 }
 
 /**
@@ -61,6 +63,7 @@ export interface Member {
   /** The LAN interface (tap) in `ns`. */
   readonly dev: string;
   log(): string;
+  connected(): boolean;
 }
 
 export interface LanLab {
@@ -76,6 +79,8 @@ export interface LanOptions {
   readonly server?: Partial<ServerNetwork>;
   /** Raw lines appended to every config (the benchmark's hand-tuned variants; never mvpn's own configs). */
   readonly extraLines?: readonly string[];
+  /** Runs a node's openvpn (default: `openvpn --config`); `connected` says when it is up. */
+  readonly startNode?: (node: { readonly name: string; readonly ns: Netns; readonly configPath: string }) => { log(): string; connected(): boolean };
 }
 
 function spawnLogged(ns: Netns, args: readonly string[]): { child: ChildProcess; log: () => string } {
@@ -84,6 +89,11 @@ function spawnLogged(ns: Netns, args: readonly string[]): { child: ChildProcess;
   child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
   child.stderr?.on('data', (b: Buffer) => (out += b.toString()));
   return { child, log: () => out };
+}
+
+function plainNode(ns: Netns, configPath: string): { log(): string; connected(): boolean } {
+  const run = spawnLogged(ns, ['--config', configPath]);
+  return { log: run.log, connected: () => run.log().includes(CONNECTED) };
 }
 
 /** Build the underlay of `c` in `lab`, start the server and every node, and wait until all are connected and the LAN answers. */
@@ -98,6 +108,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
   const r2 = await lab.ns('r2');
   const srv = await lab.ns('srv');
   for (const r of [r1, r2]) await r.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  if (c.refuseFragments) await srv.refuseFragments();
   await lab.link(r1, r2, { aAddr: '198.18.255.1/30', bAddr: '198.18.255.2/30', mtu: c.middleMtu });
   await lab.link(srv, r2, { aName: 'eth0', bAddr: '198.18.0.254/24', aAddr: `${SERVER_UNDERLAY}/24`, mtu: c.serverMtu });
   await srv.route('default', '198.18.0.254');
@@ -138,6 +149,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
     const ns = await lab.ns(name);
     await lab.link(ns, r1, { aName: 'eth0', aAddr: `198.18.${i + 1}.1/24`, bAddr: `198.18.${i + 1}.254/24`, mtu: c.nodeMtus[i]! });
     await ns.route('default', `198.18.${i + 1}.254`);
+    if (c.refuseFragments) await ns.refuseFragments();
     const tunnelIp = `198.19.0.${10 + i}`;
     await writeFile(join(ccd, name), renderCcd(tunnelIp, '255.255.255.0'));
     const spec: NetworkSpec = {
@@ -160,13 +172,14 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
     const cl = pki.clients[name]!;
     const profile = renderStandaloneConfig(spec, name, { ca: pki.ca.certPem, cert: cl.certPem, key: cl.keyPem, tlsCryptV2: cl.tlsCryptV2Key, crl: pki.crlPem });
     await writeFile(join(dir, `${name}.ovpn`), profile + extra.join('\n') + '\n', { mode: 0o600 });
-    const run = spawnLogged(ns, ['--config', join(dir, `${name}.ovpn`)]);
-    nodes.push({ name, ns, tunnelIp, underlayIp: `198.18.${i + 1}.1`, dev: 'tap0', log: run.log });
+    const configPath = join(dir, `${name}.ovpn`);
+    const run = o.startNode?.({ name, ns, configPath }) ?? plainNode(ns, configPath);
+    nodes.push({ name, ns, tunnelIp, underlayIp: `198.18.${i + 1}.1`, dev: 'tap0', ...run });
   }
   for (const n of nodes) {
-    if (!(await waitFor(() => n.log().includes(CONNECTED), 60_000))) throw new Error(`${n.name} did not connect:\n${n.log()}\nSERVER\n${srvRun.log()}`);
+    if (!(await waitFor(() => n.connected(), 60_000))) throw new Error(`${n.name} did not connect:\n${n.log()}\nSERVER\n${srvRun.log()}`);
   }
-  const serverMember: Member = { name: 'server', ns: srv, tunnelIp: net.serverIp, underlayIp: SERVER_UNDERLAY, dev: 'ms-lan', log: srvRun.log };
+  const serverMember: Member = { name: 'server', ns: srv, tunnelIp: net.serverIp, underlayIp: SERVER_UNDERLAY, dev: 'ms-lan', log: srvRun.log, connected: () => true };
   for (const n of nodes) {
     if (!(await waitFor(() => n.ns.ping(serverMember.tunnelIp), 30_000))) throw new Error(`${n.name} cannot ping the server over the LAN:\n${n.log()}`);
   }
