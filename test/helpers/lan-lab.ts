@@ -22,7 +22,8 @@ import { renderCcd, renderServerConfig, type ServerNetwork } from '../../src/ope
 import { LAN_MTU } from '../../src/openvpn/mtu.ts';
 import { dataPlane } from '../../src/server/documents.ts';
 import { serverCn } from '../../src/server/pki-service.ts';
-import { waitFor, type Lab, type Netns } from './netns.ts';
+import type { Lab } from '../../src/netns/lab.ts';
+import { waitFor, type Netns } from './netns.ts';
 import { makeTestPki, writeTestPki } from './pki-fixtures.ts';
 
 export interface PathCase {
@@ -199,13 +200,13 @@ export interface IperfResult {
   readonly text: string;
 }
 
-/** One iperf3 run from `a` to `b` over the LAN (a one-off server in `b`'s namespace). */
-export async function iperf(a: Member, b: Member, args: readonly string[], timeoutMs = 60_000): Promise<IperfResult> {
+/** One iperf3 run from `a` to `b` over the LAN, or to `to` (the underlay) — a one-off server in `b`'s namespace. */
+export async function iperf(a: Member, b: Member, args: readonly string[], timeoutMs = 60_000, to = b.tunnelIp): Promise<IperfResult> {
   const port = String(5201 + Math.floor(Math.random() * 500));
-  const srv = b.ns.spawn('iperf3', ['-s', '-1', '-B', b.tunnelIp, '-p', port]);
+  const srv = b.ns.spawn('iperf3', ['-s', '-1', '-B', to, '-p', port]);
   try {
     await waitFor(async () => (await b.ns.exec('ss', ['-Hltn', `sport = :${port}`], { allowFail: true })).stdout.includes(port), 10_000);
-    const r = await a.ns.exec('iperf3', ['-c', b.tunnelIp, '-p', port, '-J', ...args], { allowFail: true, timeoutMs });
+    const r = await a.ns.exec('iperf3', ['-c', to, '-p', port, '-J', ...args], { allowFail: true, timeoutMs });
     let report: unknown = r.stderr;
     try {
       report = JSON.parse(r.stdout) as unknown;
