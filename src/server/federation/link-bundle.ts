@@ -36,6 +36,8 @@ export const LinkPayloadSchema = z.object({
     /** The hub's port for the network; the peer uses the same one when it is free there, so one remote port fits both. */
     port: z.number().int().min(1).max(65535),
     server_cn: z.string().min(1).max(64),
+    /** The network's LAN MTU (absent: a network without one, rendered without fragmentation); the peer's mirror and link client render from it (documents.ts dataPlane). */
+    mtu: z.number().int().min(576).max(9000).optional(),
   }),
   hub: z.object({
     remotes: z.array(Remote).min(1).max(8),

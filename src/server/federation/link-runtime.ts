@@ -23,6 +23,8 @@ import { FetchError, OpenvpnError } from '../../errors.ts';
 import type { ExecFn } from '../../util/exec.ts';
 import { ensureDir, writeFileAtomic } from '../../util/fs-atomic.ts';
 import { parseJsonBounded } from '../../util/json.ts';
+import { mtuLines } from '../../openvpn/mtu.ts';
+import { dataPlane } from '../documents.ts';
 import type { LinkPayload } from './link-bundle.ts';
 import type { LinkState } from './links.ts';
 
@@ -98,6 +100,8 @@ export function renderLinkConfig(p: LinkPayload, dir: string): string {
     'data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305',
     'ifconfig-noexec',
     'route-noexec',
+    // Fragmentation as the hub's server does it (both ends of a link must agree).
+    ...mtuLines(dataPlane(p.network)),
     'pull-filter ignore "ping"',
     'ping 2',
     'ping-restart 10',

@@ -108,7 +108,7 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
     schema: 1,
     kind: 'mvpn-link',
     created: iso(now),
-    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, port: cur.port, server_cn: serverCn(cur.id) },
+    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, port: cur.port, server_cn: serverCn(cur.id), ...(cur.mtu === undefined ? {} : { mtu: cur.mtu }) },
     hub: { remotes: cur.remotes.map((r) => ({ host: r.host, port: r.port ?? cur.port })), api_url: apiUrl, api_ca: apiCa.certPem },
     peer: {
       name: input.peer,
@@ -254,6 +254,8 @@ export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: s
       crlNumber: p.crl_number,
       crlNextUpdate: p.crl_next_update,
       allocHint: 0,
+      // The hub's MTU: the mirror's server fragments like the hub's, so its nodes' bundles match both.
+      ...(p.network.mtu === undefined ? {} : { mtu: p.network.mtu }),
       createdAt: now,
       updatedAt: now,
     };
