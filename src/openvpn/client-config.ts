@@ -40,7 +40,7 @@
  */
 import { RenderError } from '../errors.ts';
 import type { NetworkSpec } from '../bundle/schema.ts';
-import { mtuLines } from './mtu.ts';
+import { fastPathLines, mtuLines } from './mtu.ts';
 import { checkExtraOptions, unsafeDirective } from './options.ts';
 import { acceptedRoutes, pullFilterLines, type ProtectedPrefix } from './push-policy.ts';
 
@@ -162,6 +162,7 @@ function render(spec: NetworkSpec, target: Target): string {
     ...pullFilterLines(spec.address.ipv4, routes?.accepted),
     `keepalive ${spec.keepalive.interval} ${spec.keepalive.timeout}`,
     ...mtuLines({ mtu: spec.mtu, fragment: spec.fragment }),
+    ...fastPathLines(spec.proto),
     'verb 3',
   ];
   for (const [field, directives] of [

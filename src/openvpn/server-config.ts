@@ -41,7 +41,7 @@
 import { RenderError } from '../errors.ts';
 import { NETWORK_ID_RE } from '../bundle/schema.ts';
 import { intToIp, netmaskString, parseCidr } from '../server/alloc.ts';
-import { mtuLines, type DataPlane } from './mtu.ts';
+import { fastPathLines, mtuLines, type DataPlane } from './mtu.ts';
 import { pushedRoutePrefixProblem } from './push-policy.ts';
 
 export interface ServerNetwork {
@@ -148,6 +148,7 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
     `data-ciphers ${net.ciphers.join(':')}`,
     `keepalive ${net.keepalive.interval} ${net.keepalive.timeout}`,
     ...mtuLines(net.dataPlane ?? {}),
+    ...fastPathLines(net.proto),
     ...(net.proto === 'udp' ? ['explicit-exit-notify 1'] : []),
     'persist-key',
     'persist-tun',

@@ -70,6 +70,8 @@ describe('renderClientConfig', () => {
         'pull-filter ignore "redirect-"',
         'route-nopull',
         'keepalive 10 60',
+        'txqueuelen 1000',
+        'fast-io',
         'verb 3',
         '',
       ].join('\n'),

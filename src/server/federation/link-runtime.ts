@@ -23,7 +23,7 @@ import { FetchError, OpenvpnError } from '../../errors.ts';
 import type { ExecFn } from '../../util/exec.ts';
 import { ensureDir, writeFileAtomic } from '../../util/fs-atomic.ts';
 import { parseJsonBounded } from '../../util/json.ts';
-import { mtuLines } from '../../openvpn/mtu.ts';
+import { fastPathLines, mtuLines } from '../../openvpn/mtu.ts';
 import { dataPlane } from '../documents.ts';
 import type { LinkPayload } from './link-bundle.ts';
 import type { LinkState } from './links.ts';
@@ -102,6 +102,7 @@ export function renderLinkConfig(p: LinkPayload, dir: string): string {
     'route-noexec',
     // Fragmentation as the hub's server does it (both ends of a link must agree).
     ...mtuLines(dataPlane(p.network)),
+    ...fastPathLines(p.network.proto),
     'pull-filter ignore "ping"',
     'ping 2',
     'ping-restart 10',
