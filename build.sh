@@ -23,6 +23,8 @@ command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || need_pkgs+=(systemd-container)
 # The metrics tests: a real Prometheus scrapes the server, promtool checks the exposition and packaging/mvpn-alerts.yml.
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+# The LAN MTU tests (1472-byte UDP, TCP transfers) and the data-plane benchmark.
+command -v iperf3 >/dev/null 2>&1 || need_pkgs+=(iperf3)
 # The linux-arm64 executable: strip for aarch64, and qemu-user to run it here
 # (packaging and test/integration/arm64.test.ts; binfmt for its arm64 root).
 command -v aarch64-linux-gnu-strip >/dev/null 2>&1 || need_pkgs+=(binutils-aarch64-linux-gnu)

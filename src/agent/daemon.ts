@@ -46,7 +46,9 @@ import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, findRunning } from '../openvpn/process.ts';
 import { Supervisor } from '../openvpn/supervisor.ts';
 import type { SupervisorDeps } from '../openvpn/supervisor-deps.ts';
-import type { InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
+import type { FrameVerdict, InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
+import { LAN_MTU } from '../openvpn/mtu.ts';
+import type { NetworkSpec } from '../bundle/schema.ts';
 import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { systemClock, type Cancel, type Clock } from '../util/clock.ts';
@@ -315,6 +317,7 @@ export class AgentDaemon {
         bundle_version: installed?.version ?? null,
         bundle_expires_at: installed?.manifest.expires ?? null,
         cert_expires_at: isoOrNull(installed && this.certExpiry.notAfter(installed.paths.cert, installed.versionDir)),
+        ...lanMtu(installed?.spec, s?.frames),
       };
     });
     return {
@@ -445,4 +448,9 @@ export class AgentDaemon {
       this.deps.logger.emit({ kind: 'agent.notify-failed', message: toMvpnError(err).message });
     }
   }
+}
+
+/** The MTU fields of a network's status: from its installed spec, and the supervisor's last frame probe. */
+function lanMtu(spec: NetworkSpec | undefined, frames: FrameVerdict | undefined): Pick<NetworkStatus, 'mtu' | 'fragment' | 'full_frames'> {
+  return { mtu: spec ? (spec.mtu ?? LAN_MTU) : null, fragment: spec?.fragment ?? null, full_frames: frames ?? null };
 }

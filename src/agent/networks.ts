@@ -22,6 +22,7 @@
  */
 import type { InstalledBundle } from '../bundle/install.ts';
 import { runtimePaths } from '../openvpn/process.ts';
+import { LAN_MTU } from '../openvpn/mtu.ts';
 import type { InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
 
 /** What the runner needs of a supervisor (src/openvpn/supervisor.ts Supervisor fits). */
@@ -50,6 +51,8 @@ export function instanceSpec(b: InstalledBundle, runtimeDir: string, openvpnPath
     dev: deviceName(b.network),
     expectedAddress: b.spec.address.ipv4,
     pushFiltered: true,
+    // L2 only: a tun network's server address answers at L3, and full frames are the tap's promise.
+    ...(b.spec.dev_type === 'tap' && b.spec.server_tunnel_ip !== undefined ? { frameProbe: { peer: b.spec.server_tunnel_ip, mtu: b.spec.mtu ?? LAN_MTU } } : {}),
     openvpnPath,
   };
 }
@@ -63,6 +66,8 @@ function sameSpec(a: InstanceSpec, b: InstanceSpec): boolean {
     a.dev === b.dev &&
     a.expectedAddress === b.expectedAddress &&
     a.pushFiltered === b.pushFiltered &&
+    a.frameProbe?.peer === b.frameProbe?.peer &&
+    a.frameProbe?.mtu === b.frameProbe?.mtu &&
     a.openvpnPath === b.openvpnPath
   );
 }

@@ -72,6 +72,12 @@ export interface NetworkStatus {
   readonly bundle_expires_at: string | null;
   /** Added with the agent's metrics. */
   readonly cert_expires_at?: string | null;
+  /** The LAN's MTU (network.json `mtu`, 1500 when absent); null: no bundle installed. */
+  readonly mtu?: number | null;
+  /** The largest underlay datagram openvpn sends (network.json `fragment`): larger frames are split by openvpn on this node's path. null: no fragmentation (or no bundle). */
+  readonly fragment?: number | null;
+  /** The last frame probe: ok, lost (full-size frames to the server vanish; the network is degraded) or unreachable; null: not probed (yet, or not a tap network). */
+  readonly full_frames?: 'ok' | 'lost' | 'unreachable' | null;
 }
 
 export interface MembershipStatus {
@@ -202,8 +208,14 @@ export function terminalSafeJson(json: string): string {
  * NETWORK STATE ADDRESS SERVER UPTIME RX TX LAST-ERROR. Every cell goes
  * through printable().
  */
+/** "1500 frag 1280 ok": the LAN MTU, the datagram size openvpn fragments to (if it does), the frame probe's verdict. */
+export function formatMtu(n: Pick<NetworkStatus, 'mtu' | 'fragment' | 'full_frames'>): string {
+  if (n.mtu === undefined || n.mtu === null) return '-';
+  return [String(n.mtu), ...(n.fragment ? [`frag ${n.fragment}`] : []), ...(n.full_frames ? [n.full_frames] : [])].join(' ');
+}
+
 export function renderStatusTable(s: AgentStatus): string {
-  const head = ['NETWORK', 'STATE', 'ADDRESS', 'SERVER', 'UPTIME', 'RX', 'TX', 'LAST-ERROR'];
+  const head = ['NETWORK', 'STATE', 'ADDRESS', 'SERVER', 'UPTIME', 'RX', 'TX', 'MTU', 'LAST-ERROR'];
   const rows = s.networks.map((n) => [
     n.id,
     n.admin_down && n.state === 'stopped' ? 'down (admin)' : n.state,
@@ -212,6 +224,7 @@ export function renderStatusTable(s: AgentStatus): string {
     n.uptime_s === null ? '-' : formatDuration(n.uptime_s),
     formatBytes(n.bytes_in),
     formatBytes(n.bytes_out),
+    formatMtu(n),
     n.last_error ? `${n.last_error.code}: ${n.last_error.message}` : '-',
   ].map(printable));
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));

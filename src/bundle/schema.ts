@@ -89,7 +89,16 @@ const pushedRoutePrefix = z.string().max(18).superRefine((s, ctx) => {
  * "Adding a field to network.json").
  */
 export const NetworkOptionsSchema = z.strictObject({
+  /** The LAN's interface MTU (`tun-mtu`); absent: openvpn's 1500. */
   mtu: z.int().min(576).max(9000).optional(),
+  /**
+   * The largest underlay IP packet openvpn sends, headers included (`fragment N mtu`
+   * and `mssfix N mtu`): larger tunnel packets are split by openvpn itself and
+   * put back together by the peer, so no path MTU of at least N, black holes
+   * included, loses a frame. UDP only; the server renders the same value, so it
+   * is part of the signed spec (both ends must agree). Absent: no fragmentation.
+   */
+  fragment: z.int().min(576).max(9000).optional(),
 });
 export type NetworkOptions = z.infer<typeof NetworkOptionsSchema>;
 
@@ -125,10 +134,12 @@ export const NetworkSpecSchema = z.strictObject({
     .refine((r) => new Set(r).size === r.length, 'a prefix is listed twice')
     .optional(),
   extra_options: z.array(z.array(z.string().max(256)).min(1).max(8)).max(32).optional(),
-}).refine((s) => s.allow_pushed_routes === (s.pushed_routes !== undefined), {
-  message: 'allow_pushed_routes must be true exactly when pushed_routes lists the prefixes routes may be pushed for',
-  path: ['pushed_routes'],
-});
+})
+  .refine((s) => s.allow_pushed_routes === (s.pushed_routes !== undefined), {
+    message: 'allow_pushed_routes must be true exactly when pushed_routes lists the prefixes routes may be pushed for',
+    path: ['pushed_routes'],
+  })
+  .refine((s) => s.fragment === undefined || s.proto === 'udp', { message: 'fragment is for UDP networks only (openvpn fragments UDP datagrams)', path: ['fragment'] });
 export type NetworkSpec = z.infer<typeof NetworkSpecSchema>;
 
 /** manifest.json: what the bundle is for and the sha256 of every other file. */

@@ -155,6 +155,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     printProof(proof, world.dev, o.out);
     const bcast = await world.broadcastProof(ids[0]!, ids, addrs);
     o.out(`\n== broadcast: ${ids[0]} pings ${world.broadcast} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
+    const frames = await fullFrameProof(world, ids, addrs);
+    if (frames) o.out(`\n== full-size frames: ${frames.from} (testbed ${world.node(frames.from).testbed}) -> ${frames.to} (testbed ${world.node(frames.to).testbed}): 1472-byte DF ping (a 1500-byte frame) ${frames.ok ? 'answered' : 'LOST'}\n`);
     printTimings(timings, o.out);
 
     const pairsOk = retried.filter((p) => p.ok).length;
@@ -163,6 +165,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const down = ids.filter((n) => statuses.get(n) !== true);
     if (down.length > 0) problems.push(`not connected: ${down.join(', ')}`);
     if (offPlan.length > 0) problems.push(`not joined as planned: ${offPlan.join(', ')}`);
+    if (frames && !frames.ok) problems.push(`a 1500-byte frame from ${frames.from} to ${frames.to} was lost`);
     if (bcast.missing.length > 0) problems.push(`broadcast from ${ids[0]} not answered by ${bcast.missing.join(', ')}`);
     if (pairsOk !== retried.length) problems.push(`${retried.length - pairsOk} of ${retried.length} pairs do not ping: ${retried.filter((p) => !p.ok).map((p) => `${p.from}->${p.to}`).join(' ')}`);
     ok = problems.length === 0;
@@ -214,6 +217,16 @@ async function printStatuses(world: World, ids: readonly string[], out: (s: stri
     out((r.stdout.trim() || r.stderr.trim()) + '\n');
   }
   return connected;
+}
+
+/** A 1472-byte DF ping (a full 1500-byte frame) from the first node to the first node of another testbed; undefined with one testbed. */
+async function fullFrameProof(world: World, ids: readonly string[], addrs: ReadonlyMap<string, string>): Promise<{ from: string; to: string; ok: boolean } | undefined> {
+  const from = ids[0];
+  const to = ids.find((id) => from !== undefined && world.node(id).testbed !== world.node(from).testbed);
+  const addr = to === undefined ? undefined : addrs.get(to);
+  if (from === undefined || to === undefined || addr === undefined) return undefined;
+  const r = await world.node(from).ns.exec('ping', ['-n', '-q', '-M', 'do', '-s', '1472', '-c', '3', '-i', '0.3', '-W', '2', addr], { allowFail: true });
+  return { from, to, ok: /\b[1-9]\d* received/.test(r.stdout) };
 }
 
 async function retryFailed(world: World, matrix: readonly PairResult[], addrs: ReadonlyMap<string, string>): Promise<PairResult[]> {

@@ -79,6 +79,28 @@ export class Netns {
     await this.exec('ip', ['route', 'add', dest, 'via', via]);
   }
 
+  /** Set an interface's MTU (both ends of a link should agree, as on a real segment). */
+  async mtu(ifname: string, mtu: number): Promise<void> {
+    await this.exec('ip', ['link', 'set', ifname, 'mtu', String(mtu)]);
+  }
+
+  /**
+   * Make this namespace (a router) a PMTU black hole: the ICMP it would send
+   * itself, "fragmentation needed" included, is routed into a blackhole
+   * (a policy rule for locally sent ICMP, `iif lo`), as behind a firewall
+   * that filters ICMP. A sender whose DF packets are too big for the next hop
+   * never learns why they vanish. Forwarded ICMP still passes.
+   */
+  async sendNoIcmp(): Promise<void> {
+    await this.exec('ip', ['route', 'add', 'blackhole', 'default', 'table', '100']);
+    await this.exec('ip', ['rule', 'add', 'iif', 'lo', 'ipproto', 'icmp', 'lookup', '100']);
+  }
+
+  /** Reassemble no IP fragments (no memory for them), as behind the firewalls and NATs that drop fragments. */
+  async refuseFragments(): Promise<void> {
+    await this.exec('sysctl', ['-qw', 'net.ipv4.ipfrag_low_thresh=0', 'net.ipv4.ipfrag_high_thresh=0']);
+  }
+
   /** `count` pings; true when a reply came back. */
   async ping(ip: string, opts: { count?: number; timeoutS?: number } = {}): Promise<boolean> {
     this.lab.checkAddress(ip);
@@ -125,10 +147,14 @@ export class Lab {
   }
 
   /** A veth pair between two namespaces, created directly inside them. Returns the interface names. */
-  async link(a: Netns, b: Netns, opts: { aName?: string; bName?: string; aAddr?: string; bAddr?: string } = {}): Promise<[string, string]> {
+  async link(a: Netns, b: Netns, opts: { aName?: string; bName?: string; aAddr?: string; bAddr?: string; mtu?: number } = {}): Promise<[string, string]> {
     const aName = opts.aName ?? `v${++this.counter}`;
     const bName = opts.bName ?? `v${++this.counter}`;
     await sh('ip', ['link', 'add', 'name', aName, 'netns', a.name, 'type', 'veth', 'peer', 'name', bName, 'netns', b.name]);
+    if (opts.mtu !== undefined) {
+      await a.mtu(aName, opts.mtu);
+      await b.mtu(bName, opts.mtu);
+    }
     if (opts.aAddr) await a.addr(aName, opts.aAddr);
     if (opts.bAddr) await b.addr(bName, opts.bAddr);
     await a.up(aName);

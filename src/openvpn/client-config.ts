@@ -30,6 +30,8 @@
  *   lost ping); repeated failures still back off (2, 4, … s up to 300 s).
  * - no `log`, `status`, `writepid` or script directives: the agent collects
  *   output and state through the management interface.
+ * - `tun-mtu`, `fragment` and `mssfix` from the spec's `mtu` and `fragment`
+ *   (mtu.ts): the server renders the same, as both ends must.
  * - `remote` lines in the spec's order, no `remote-random`: the order is the
  *   operator's preference (e.g. the server on the node's own testbed first).
  *
@@ -50,6 +52,7 @@
  */
 import { RenderError } from '../errors.ts';
 import type { NetworkSpec } from '../bundle/schema.ts';
+import { fastPathLines, mtuLines } from './mtu.ts';
 import { checkExtraOptions, unsafeDirective } from './options.ts';
 import { acceptedRoutes, pullFilterLines, type ProtectedPrefix } from './push-policy.ts';
 
@@ -184,11 +187,16 @@ function render(spec: NetworkSpec, target: Target): string {
     ...pullFilterLines(spec.address.ipv4, routes?.accepted),
     ...(bridged ? ['pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec'] : []),
     `keepalive ${spec.keepalive.interval} ${spec.keepalive.timeout}`,
-    ...(spec.mtu === undefined ? [] : [`tun-mtu ${spec.mtu}`]),
+    ...mtuLines({ mtu: spec.mtu, fragment: spec.fragment }),
+    ...fastPathLines(spec.proto),
     'verb 3',
   ];
-  if (spec.mtu !== undefined && extras.some((o) => o[0] === 'tun-mtu')) {
-    throw new RenderError('MVPN_OPTION_INVALID', 'extra_options: tun-mtu is given although the spec sets mtu', { context: { directive: 'tun-mtu' } });
+  for (const [field, directives] of [
+    ['mtu', ['tun-mtu']],
+    ['fragment', ['fragment', 'mssfix']],
+  ] as const) {
+    const clash = spec[field] === undefined ? undefined : extras.find((o) => (directives as readonly string[]).includes(o[0]!));
+    if (clash) throw new RenderError('MVPN_OPTION_INVALID', `extra_options: ${clash[0]} is given although the spec sets ${field}`, { context: { directive: clash[0] } });
   }
   if (extras.length > 0) lines.push('# extra options from network.json (allow-listed)', ...extras.map((o) => o.join(' ')));
   if (inline) {

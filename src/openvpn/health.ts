@@ -18,6 +18,10 @@
  *   address other than its own, a route outside the listed prefixes,
  *   redirect-gateway). A restart would be pushed the same again; the reason
  *   names the refused lines until a push without them arrives.
+ * - `degraded` (no restart) with MVPN_PATH_MTU: a client is CONNECTED but
+ *   full-size frames to the server vanish while small ones arrive (the
+ *   frame probe): the underlay cannot carry even openvpn's fragments. A
+ *   restart would not help; the probe repeats until frames pass again.
  * - `pending`: openvpn is working on a connection (any state but CONNECTED).
  *   Not our business to restart: openvpn retries on its own (connect-retry,
  *   ping-restart).
@@ -33,6 +37,7 @@
 import { stat } from 'node:fs/promises';
 import { networkInterfaces } from 'node:os';
 import type { ExecFn } from '../util/exec.ts';
+import type { FrameVerdict } from './supervisor-state.ts';
 import { parseJsonBounded } from '../util/json.ts';
 
 export type Role = 'client' | 'server';
@@ -70,6 +75,8 @@ export interface HealthObservation {
   readonly bytesOut: number;
   /** Client: lines of the last push reply that openvpn's pull-filter removed (supervisor, from openvpn's log). */
   readonly refusedPushes?: readonly string[];
+  /** Client: the last frame probe (probeFullFrames) and the frame size it tried. */
+  readonly frames?: { readonly verdict: FrameVerdict; readonly mtu: number; readonly peer: string };
 }
 
 export interface HealthMemory {
@@ -92,7 +99,7 @@ export interface HealthResult {
   readonly verdict: HealthVerdict;
   readonly reason: string;
   /** Set for `failed`: the error code the supervisor records as lastError. */
-  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY' | 'MVPN_OPENVPN_PUSH_REFUSED';
+  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY' | 'MVPN_OPENVPN_PUSH_REFUSED' | 'MVPN_PATH_MTU';
   readonly memory: HealthMemory;
   /** The address found on the device that matches the expected one (or the first IPv4 one). */
   readonly tunnelAddress?: string;
@@ -168,6 +175,16 @@ export function assessHealth(obs: HealthObservation, memory: HealthMemory, targe
       });
     }
     return withAddr({ verdict: 'degraded' as const, reason: `connected but ${where}`, memory: next });
+  }
+
+  if (target.role === 'client' && obs.frames?.verdict === 'lost') {
+    const { mtu, peer } = obs.frames;
+    return withAddr({
+      verdict: 'degraded' as const,
+      code: 'MVPN_PATH_MTU' as const,
+      reason: `the path to the server cannot carry ${mtu}-byte frames: ${mtu - 28}-byte DF pings to ${peer} are lost while small ones answer; the underlay path MTU is below what the network fragments to (its fragment setting) or fragments are dropped on the way; small packets still work`,
+      memory: base,
+    });
   }
 
   if (target.role === 'server' && obs.device.device === 'missing') {
@@ -254,3 +271,24 @@ export async function readDeviceInProcess(dev: string, fallback: () => Promise<D
     return { device: 'unknown', addresses: [] };
   }
 }
+
+/**
+ * The frame probe: DF pings of a full LAN frame (`mtu` bytes of IP) to the
+ * server's LAN address over `dev`, and only when they are lost a small one,
+ * to tell "too big" from "not there". openvpn's management interface has no
+ * fragment counters (its `status` and `bytecount` count bytes only), so the
+ * path is judged by what actually crosses it.
+ */
+export async function probeFullFrames(exec: ExecFn, dev: string, peer: string, mtu: number, timeoutMs = 10_000): Promise<FrameVerdict> {
+  const ping = async (size: number): Promise<boolean> => {
+    try {
+      const r = await exec('ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', '2', '-i', '0.3', '-W', '2', '-I', dev, peer], { timeoutMs });
+      return r.code === 0;
+    } catch {
+      return false;
+    }
+  };
+  if (await ping(mtu - 28)) return 'ok';
+  return (await ping(56)) ? 'lost' : 'unreachable';
+}
+

@@ -21,6 +21,9 @@
  *
  * L3 (tun): `topology subnet` + `server NET MASK nopool`.
  *
+ * MTU: `tun-mtu`, `fragment` and `mssfix` as every node renders them from
+ * its network.json (mtu.ts `mtuLines`; openvpn's fragmentation needs both ends).
+ *
  * Addresses: `client-config-dir` with one file per node holding
  * `ifconfig-push ADDR MASK` (renderCcd), and `ccd-exclusive`, so a node
  * without a file — removed, revoked, unknown — is refused even before the
@@ -39,6 +42,7 @@
 import { RenderError } from '../errors.ts';
 import { NETWORK_ID_RE } from '../bundle/schema.ts';
 import { intToIp, netmaskString, parseCidr } from '../server/alloc.ts';
+import { fastPathLines, mtuLines, type DataPlane } from './mtu.ts';
 import { pushedRoutePrefixProblem } from './push-policy.ts';
 
 export interface ServerNetwork {
@@ -67,6 +71,8 @@ export interface ServerNetwork {
   readonly lladdr?: string | undefined;
   /** Prefixes pushed to clients as routes via the server (network.json `pushed_routes`). */
   readonly pushedRoutes?: readonly string[] | undefined;
+  /** LAN MTU and fragmentation, as in every member's network.json (mtu.ts). */
+  readonly dataPlane?: DataPlane | undefined;
 }
 
 export interface ServerFiles {
@@ -101,6 +107,9 @@ function check(net: ServerNetwork, files: ServerFiles): void {
   if (net.lladdr !== undefined && !MAC_RE.test(net.lladdr)) throw invalid('lladdr', net.lladdr);
   for (const k of ['network', 'netmask', 'serverIp', 'firstHost', 'lastHost'] as const) if (!IPV4_RE.test(net[k])) throw invalid(k, net[k]);
   for (const r of net.pushedRoutes ?? []) if (pushedRoutePrefixProblem(r) !== undefined) throw invalid('pushedRoutes', r);
+  const { mtu, fragment } = net.dataPlane ?? {};
+  if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < 576 || mtu > 9000)) throw invalid('mtu', mtu);
+  if (fragment !== undefined && (!Number.isInteger(fragment) || fragment < 576 || fragment > 9000 || net.proto !== 'udp')) throw invalid('fragment', fragment);
   if (net.ciphers.length === 0 || !net.ciphers.every((c) => CIPHER_RE.test(c))) throw invalid('ciphers', net.ciphers);
   const { interval, timeout } = net.keepalive;
   if (!Number.isInteger(interval) || !Number.isInteger(timeout) || interval < 1 || timeout <= interval) throw invalid('keepalive', net.keepalive);
@@ -145,6 +154,8 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
     'tls-version-min 1.2',
     `data-ciphers ${net.ciphers.join(':')}`,
     `keepalive ${net.keepalive.interval} ${net.keepalive.timeout}`,
+    ...mtuLines(net.dataPlane ?? {}),
+    ...fastPathLines(net.proto),
     ...(net.proto === 'udp' ? ['explicit-exit-notify 1'] : []),
     'persist-key',
     'persist-tun',

@@ -40,8 +40,19 @@ export interface InstanceSpec {
    * convenience (a federation link ignores the server's `ping`).
    */
   readonly pushFiltered?: boolean;
+  /** Client, tap: probe that full frames reach the server (health.ts `probeFullFrames`). */
+  readonly frameProbe?: FrameProbe;
   readonly openvpnPath?: string;
 }
+
+/** Where and how large: the server's LAN address and the LAN MTU (the frame's IP packet size). */
+export interface FrameProbe {
+  readonly peer: string;
+  readonly mtu: number;
+}
+
+/** `lost`: full-size DF pings to the server vanish while small ones answer; `unreachable`: small ones vanish too (no verdict on size). */
+export type FrameVerdict = 'ok' | 'lost' | 'unreachable';
 
 export interface ErrorInfo {
   readonly code: string;
@@ -64,6 +75,8 @@ export interface InstanceStatus {
   readonly bytesOut: number;
   /** Processes started after the first one (crash, hang, health or restart()). */
   readonly restarts: number;
+  /** Client with a frame probe: whether full frames reached the server at the last probe. */
+  readonly frames?: FrameVerdict;
   /** Server role: clients in the last `status 3`. */
   readonly clients?: number;
   readonly lastError?: ErrorInfo;

@@ -38,12 +38,12 @@ import { EventEmitter } from 'node:events';
 import { OpenvpnError, toMvpnError, type MvpnError } from '../errors.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import type { Cancel } from '../util/clock.ts';
-import { assessHealth, freshHealthMemory, readDevice, type HealthMemory, type HealthVerdict } from './health.ts';
+import { assessHealth, freshHealthMemory, probeFullFrames, readDevice, type HealthMemory, type HealthVerdict } from './health.ts';
 import type { ManagementClient, ManagementOptions, StateInfo } from './management.ts';
 import { parsePushLogLine } from './push-policy.ts';
 import { dropArgs } from './unpriv.ts';
 import { defaultSupervisorDeps, type SpawnedProcess, type SupervisorDeps } from './supervisor-deps.ts';
-import { mgmtPollDelay, nextState, type ErrorInfo, type InstanceSpec, type InstanceState, type InstanceStatus, type SupervisorAction, type SupervisorEvent, type Transition } from './supervisor-state.ts';
+import { mgmtPollDelay, nextState, type ErrorInfo, type FrameVerdict, type InstanceSpec, type InstanceState, type InstanceStatus, type SupervisorAction, type SupervisorEvent, type Transition } from './supervisor-state.ts';
 
 /** One openvpn process of this instance. */
 interface Run {
@@ -101,6 +101,9 @@ export interface SupervisorEvents {
   change: [InstanceStatus];
 }
 
+/** Health checks between two frame probes while frames pass (12 × 5 s: a minute). */
+const PROBE_EVERY = 12;
+
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly spec: InstanceSpec;
   private readonly deps: SupervisorDeps;
@@ -124,6 +127,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private healthActive = false;
   private healthMemory: HealthMemory = freshHealthMemory;
   private lastVerdict: HealthVerdict | undefined;
+  /** The last frame probe of this process and the health checks since it ran. */
+  private frames: FrameVerdict | undefined;
+  private checksSinceProbe = 0;
   private dispatching = false;
   private readonly queue: { event: SupervisorEvent; from: Run | undefined }[] = [];
   private stopWaiters: (() => void)[] = [];
@@ -183,6 +189,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       bytesOut: this.bytesOut,
       restarts: this.restarts,
       ...(this.clients === undefined ? {} : { clients: this.clients }),
+      ...(this.frames === undefined ? {} : { frames: this.frames }),
       ...(this.lastError === undefined ? {} : { lastError: this.lastError }),
     };
   }
@@ -248,6 +255,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.tunnelAddress = undefined;
         this.remote = undefined;
         this.clients = undefined;
+        this.frames = undefined;
         void this.spawnProcess();
         return;
       case 'connect-mgmt':
@@ -684,8 +692,19 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     // connected would be sent back to connecting until the next check.
     if (seenBefore !== undefined && run.stateEvents !== seenBefore && run.lastNotified !== undefined) openvpnState = run.lastNotified;
 
+    // The frame probe: at once when connected, then every PROBE_EVERY checks while frames pass, at every check while they do not.
+    const probe = this.spec.frameProbe;
+    const framesBefore = this.frames;
+    if (probe !== undefined && openvpnState === 'CONNECTED' && device.device === 'present') {
+      if (this.frames !== 'ok' || ++this.checksSinceProbe >= PROBE_EVERY) {
+        this.checksSinceProbe = 0;
+        this.frames = await probeFullFrames(this.deps.exec, this.spec.dev, probe.peer, probe.mtu);
+        if (this.run !== run || !this.healthActive) return;
+      }
+    }
+    const frames = probe !== undefined && this.frames !== undefined ? { frames: { verdict: this.frames, mtu: probe.mtu, peer: probe.peer } } : {};
     const result = assessHealth(
-      { mgmt: mgmtResult, ...(openvpnState === undefined ? {} : { openvpnState }), device, bytesIn: this.bytesIn, bytesOut: this.bytesOut, ...(this.spec.pushFiltered === true ? { refusedPushes: run.refusedPushes } : {}) },
+      { mgmt: mgmtResult, ...(openvpnState === undefined ? {} : { openvpnState }), device, bytesIn: this.bytesIn, bytesOut: this.bytesOut, ...(this.spec.pushFiltered === true ? { refusedPushes: run.refusedPushes } : {}), ...frames },
       this.healthMemory,
       { role: this.spec.role, dev: this.spec.dev, ...(this.spec.expectedAddress === undefined ? {} : { expectedAddress: this.spec.expectedAddress }) },
       policy,
@@ -707,7 +726,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       },
       run,
     );
-    if (addrChanged && this.state === before) this.emit('change', this.status());
+    if ((addrChanged || this.frames !== framesBefore) && this.state === before) this.emit('change', this.status());
     if (this.run === run) this.scheduleHealth();
   }
 }

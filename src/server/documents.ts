@@ -14,6 +14,7 @@ import { buildBundle } from '../bundle/build.ts';
 import { buildMembership } from '../bundle/membership.ts';
 import type { MembershipDoc, NetworkSpec } from '../bundle/schema.ts';
 import type { SigningKey } from '../bundle/sign.ts';
+import { PATH_MTU_FLOOR, type DataPlane } from '../openvpn/mtu.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
 import { serverCn, trustedCaPem } from './pki-service.ts';
 import { iso } from './ops/context.ts';
@@ -22,6 +23,25 @@ import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.
 /** Data-channel ciphers, strongest first; all AEAD. */
 export const CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'CHACHA20-POLY1305'] as const;
 export const KEEPALIVE = { interval: 10, timeout: 60 } as const;
+
+/**
+ * The LAN MTU and fragmentation (mtu.ts) a network gets when it is created,
+ * kept in its options (network.json `mtu`, `fragment`): a UDP network
+ * fragments at PATH_MTU_FLOOR; TCP carries any frame size itself.
+ */
+export function newDataPlane(proto: NetworkRecord['proto'], mtu: number): DataPlane {
+  return { mtu, ...(proto === 'udp' ? { fragment: PATH_MTU_FLOOR } : {}) };
+}
+
+/**
+ * A network's LAN MTU and fragmentation, the same for its server config and
+ * every node's spec; a network without them (made before issue 13) renders
+ * as it did.
+ */
+export function dataPlane(net: Pick<NetworkRecord, 'options'>): DataPlane {
+  const { mtu, fragment } = net.options ?? {};
+  return { ...(mtu === undefined ? {} : { mtu }), ...(fragment === undefined ? {} : { fragment }) };
+}
 
 /** The node's own remotes (per-node override) if it has them, else the network's; a port defaults to the network's. */
 export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'address' | 'remotes'>): NetworkSpec {

@@ -23,7 +23,7 @@ import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
 import { serverDev } from './devices.ts';
-import { CIPHERS, KEEPALIVE } from './documents.ts';
+import { CIPHERS, dataPlane, KEEPALIVE } from './documents.ts';
 import { trustedCaPem } from './pki-service.ts';
 import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
@@ -87,6 +87,7 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
       bridged: bridge !== undefined,
       lladdr: net.devType === 'tap' && bridge === undefined ? serverMac(net.id) : undefined,
       pushedRoutes: net.pushedRoutes,
+      dataPlane: dataPlane(net),
     },
     { ca: f.ca, cert: f.cert, key: f.key, tlsCryptV2: f.tlsCryptV2, crl: f.crl, ccdDir: f.ccdDir, dev: serverDev(net.id) },
   );

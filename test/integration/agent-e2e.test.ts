@@ -79,6 +79,9 @@ describe('agent against the server mode', () => {
         agent = w.startAgent();
         const s0 = await w.waitStatus((st) => st.ready && allConnected(st, NETS), 180_000);
         step('connected');
+        // issue 13: status --json carries the LAN MTU, the fragment size of a network made now, and the frame probe's verdict.
+        const framed = await w.waitStatus((st) => NETS.every((id) => net(st, id)?.full_frames === 'ok'), 60_000);
+        for (const id of NETS) expect(net(framed, id), id).toMatchObject({ mtu: 1500, fragment: 1280, full_frames: 'ok' });
 
         // enrollment: identity stored, key 0600 and made here, token consumed and not reusable
         const key = await statP(join(w.stateDir, 'identity', 'node.key'));

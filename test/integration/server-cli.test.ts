@@ -144,6 +144,12 @@ describe('server network', () => {
     expect(n).toMatchObject({ dev_type: 'tun', subnet: '198.19.200.0/28', port: 1290, key_alg: 'rsa-2048' });
   });
 
+  it('gives a network its LAN MTU (default 1500) and, over UDP, fragmentation at 1280; a TCP network does not fragment', async () => {
+    expect(await s.json(['network', 'show', 'a1'])).toMatchObject({ mtu: 1500, fragment: 1280 });
+    expect(await s.json(['network', 'create', 'jumbo', '--remote', '198.18.0.1', '--mtu', '9000'])).toMatchObject({ mtu: 9000, fragment: 1280 });
+    expect(await s.json(['network', 'create', 'overtcp', '--proto', 'tcp', '--remote', '198.18.0.1'])).toMatchObject({ mtu: 1500, fragment: null });
+  });
+
   it('stores the prefixes nodes accept pushed routes for, pushes them from the server and signs them into every bundle', async () => {
     const n = await s.json<NetView & { pushed_routes: string[] }>([
       'network', 'create', 'routed', '--remote', '198.18.0.1', '--pushed-route', '203.0.113.0/24', '--pushed-route', '198.51.100.0/25',
@@ -191,6 +197,8 @@ describe('server network', () => {
     [['network', 'create', 'ov2', '--port', '1290', '--remote', '198.18.0.1'], 'MVPN_ALREADY_EXISTS'],
     [['network', 'create', 'a1', '--remote', '198.18.0.1'], 'MVPN_ALREADY_EXISTS'],
     [['network', 'create', 'bad', '--remote', 'has space'], 'MVPN_USAGE'],
+    [['network', 'create', 'mtu1', '--remote', '198.18.0.1', '--mtu', '1000'], 'MVPN_USAGE'],
+    [['network', 'create', 'mtu2', '--remote', '198.18.0.1', '--mtu', '1500.5'], 'MVPN_USAGE'],
     [['network', 'show', 'nope'], 'MVPN_NOT_FOUND'],
     [['network', 'up', 'nope'], 'MVPN_NOT_FOUND'],
   ])('refuses %j with %s (JSON error on stdout with --json)', async (args, code) => {

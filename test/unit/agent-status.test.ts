@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, formatDuration, printable, statusExitCode, summaryLine, terminalSafeJson, type NetworkState } from '../../src/agent/status.ts';
+import { formatBytes, formatDuration, formatMtu, printable, statusExitCode, summaryLine, terminalSafeJson, type NetworkState } from '../../src/agent/status.ts';
 
 describe('status formatting', () => {
   it.each([
@@ -17,6 +17,14 @@ describe('status formatting', () => {
     [123_456, '121KiB'],
     [5 * 1024 ** 3, '5.0GiB'],
   ])('bytes %i → %s', (n, want) => expect(formatBytes(n)).toBe(want));
+
+  it.each([
+    [{ mtu: 1500, fragment: 1280, full_frames: 'ok' as const }, '1500 frag 1280 ok'],
+    [{ mtu: 1500, fragment: 1280, full_frames: 'lost' as const }, '1500 frag 1280 lost'],
+    [{ mtu: 1500, fragment: null, full_frames: null }, '1500'],
+    [{ mtu: null, fragment: null, full_frames: null }, '-'],
+    [{}, '-'],
+  ])('MTU column %j → %s', (n, want) => expect(formatMtu(n)).toBe(want));
 
   const nets = (...states: NetworkState[]) => ({ networks: states.map((state) => ({ state })) as never });
   it.each([

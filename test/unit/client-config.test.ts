@@ -8,6 +8,7 @@ import { describe, expect, test } from 'vitest';
 import { renderClientConfig, renderStandaloneConfig, type ClientPaths, type InlineMaterial } from '../../src/openvpn/client-config.ts';
 import { checkExtraOptions, normaliseDirective, unsafeDirective } from '../../src/openvpn/options.ts';
 import { MvpnError } from '../../src/errors.ts';
+import { NetworkSpecSchema } from '../../src/bundle/schema.ts';
 import { makeSpec } from '../helpers/bundle-fixtures.ts';
 import { FORBIDDEN_DIRECTIVES, ODD_SPELLINGS } from '../helpers/adversarial/cases.ts';
 
@@ -69,6 +70,8 @@ describe('renderClientConfig', () => {
         'pull-filter ignore "redirect-"',
         'route-nopull',
         'keepalive 10 60',
+        'txqueuelen 1000',
+        'fast-io',
         'verb 3',
         '',
       ].join('\n'),
@@ -94,6 +97,13 @@ describe('renderClientConfig', () => {
     ['tcp becomes tcp-client', { proto: 'tcp' }, (d) => expect(d).toContainEqual(['proto', 'tcp-client'])],
     ['tun device type', { dev_type: 'tun' }, (d) => expect(d).toContainEqual(['dev-type', 'tun'])],
     ['mtu', { mtu: 1400 }, (d) => expect(d).toContainEqual(['tun-mtu', '1400'])],
+    ['fragment: openvpn splits datagrams to the spec size and clamps TCP to fit one', { mtu: 1500, fragment: 1280 }, (d) => {
+      expect(d.filter((x) => ['tun-mtu', 'fragment', 'mssfix'].includes(x[0]!))).toEqual([['tun-mtu', '1500'], ['fragment', '1280', 'mtu'], ['mssfix', '1280', 'mtu']]);
+    }],
+    ['no fragment or mssfix without the spec asking (a network made before they existed)', {}, (d) => {
+      expect(d.map((x) => x[0])).not.toContain('fragment');
+      expect(d.map((x) => x[0])).not.toContain('mssfix');
+    }],
     ['remotes keep their order', { remotes: [{ host: '2001:db8::9', port: 7 }, { host: '198.18.0.9', port: 8 }, { host: 'b.example', port: 9 }] }, (d) =>
       expect(d.filter((x) => x[0] === 'remote')).toEqual([['remote', '2001:db8::9', '7'], ['remote', '198.18.0.9', '8'], ['remote', 'b.example', '9']])],
     ['extra options are appended in canonical form', { extra_options: [['MSSFIX', '1360'], ['--mute-replay-warnings']] }, (d) => {
@@ -138,6 +148,15 @@ describe('renderClientConfig', () => {
 
   test('extra tun-mtu together with spec mtu is refused', () => {
     expect(codeOf(() => renderClientConfig(makeSpec('lab1', { mtu: 1400, extra_options: [['tun-mtu', '1300']] }), paths))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test.each([[['fragment', '1400']], [['mssfix', '1400']]])('extra %j together with spec fragment is refused (the server fragments as the spec says)', (opt) => {
+    expect(codeOf(() => renderClientConfig(makeSpec('lab1', { fragment: 1280, extra_options: [opt] }), paths))).toBe('MVPN_OPTION_INVALID');
+  });
+
+  test('the schema refuses fragment on a TCP network', () => {
+    expect(NetworkSpecSchema.safeParse(makeSpec('lab1', { proto: 'tcp', fragment: 1280 })).success).toBe(false);
+    expect(NetworkSpecSchema.safeParse(makeSpec('lab1', { fragment: 1280 })).success).toBe(true);
   });
 });
 

@@ -91,8 +91,18 @@ describe('renderServerConfig', () => {
     [{ local: '198.18.0.1' }, 'local 198.18.0.1'],
     [{ port: 1300 }, 'port 1300'],
     [{ lladdr: '02:6d:76:00:12:ab' }, 'lladdr 02:6d:76:00:12:ab'],
+    [{ dataPlane: { mtu: 1500, fragment: 1280 } }, 'fragment 1280 mtu'],
+    [{ dataPlane: { mtu: 1500, fragment: 1280 } }, 'mssfix 1280 mtu'],
+    [{ dataPlane: { mtu: 1500 } }, 'tun-mtu 1500'],
   ])('renders %j', (patch, line) => {
     expect(has(renderServerConfig({ ...net, ...patch }, files), line)).toBe(true);
+  });
+
+  it('renders no MTU lines without a data plane, and refuses fragment on TCP or out of range', () => {
+    expect(renderServerConfig(net, files)).not.toMatch(/^(tun-mtu|fragment|mssfix) /m);
+    expect(() => renderServerConfig({ ...net, proto: 'tcp', dataPlane: { fragment: 1280 } }, files)).toThrow(/fragment/);
+    expect(() => renderServerConfig({ ...net, dataPlane: { fragment: 100 } }, files)).toThrow(/fragment/);
+    expect(() => renderServerConfig({ ...net, dataPlane: { mtu: 1.5 } }, files)).toThrow(/mtu/);
   });
 
   it('never runs scripts or writes files on its own', () => {

@@ -71,6 +71,10 @@ describe('assessHealth', () => {
     { name: 'refused pushed route with the address in place: degraded', obs: ok({ refusedPushes: ['route 0.0.0.0 128.0.0.0'] }), verdict: 'degraded', code: 'MVPN_OPENVPN_PUSH_REFUSED' },
     { name: 'refused push while not yet connected: pending', obs: ok({ openvpnState: 'GET_CONFIG', refusedPushes: ['ifconfig 128.0.0.5 128.0.0.0'] }), verdict: 'pending' },
     { name: 'a push without refused lines: ok', obs: ok({ refusedPushes: [] }), verdict: 'ok' },
+    { name: 'full frames lost, small ones answer: degraded with MVPN_PATH_MTU', obs: ok({ frames: { verdict: 'lost', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'degraded', code: 'MVPN_PATH_MTU' },
+    { name: 'full frames pass: ok', obs: ok({ frames: { verdict: 'ok', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'ok' },
+    { name: 'server unreachable even for small pings: no MTU verdict', obs: ok({ frames: { verdict: 'unreachable', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'ok' },
+    { name: 'frames lost while not connected: pending', obs: ok({ openvpnState: 'RECONNECTING', frames: { verdict: 'lost', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'pending' },
     { name: 'refused push on a server: not judged', obs: ok({ device: present('203.0.113.1/24'), refusedPushes: ['ping 2'] }), target: server, verdict: 'ok' },
     {
       name: 'moving counters reset the stall count',

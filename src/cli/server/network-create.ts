@@ -14,6 +14,7 @@ interface CreateArgs extends ServerArgs {
   remote: string[];
   'key-alg': KeyAlg;
   'pushed-route': string[];
+  mtu: number;
 }
 
 /**
@@ -39,6 +40,11 @@ export const networkCreateCommand = serverCommand<CreateArgs>({
         default: [],
         describe: 'PREFIX (a.b.c.d/len, /8 or longer) the server pushes a route for and nodes accept; repeat (default: none, nodes pull no routes)',
       })
+      .option('mtu', {
+        type: 'number',
+        default: 1500,
+        describe: "the LAN's MTU (1280-9000): every member's interface; frames of this size cross any underlay path MTU of 1280 or more (UDP: openvpn fragments)",
+      })
       .option('key-alg', { choices: ['ec-p256', 'rsa-2048'] as const, default: 'ec-p256' as const, describe: "the network CA's key type" }),
   action: async (ctx, args) => {
     const net = await createNetwork(ctx, {
@@ -51,6 +57,7 @@ export const networkCreateCommand = serverCommand<CreateArgs>({
       remotes: args.remote.map(String),
       keyAlg: args['key-alg'],
       pushedRoutes: args['pushed-route'].map(String),
+      mtu: args.mtu,
     });
     return {
       json: networkView(net),

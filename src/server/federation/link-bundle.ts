@@ -39,6 +39,10 @@ export const LinkPayloadSchema = z.strictObject({
     /** The hub's port for the network; the peer uses the same one when it is free there, so one remote port fits both. */
     port: z.number().int().min(1).max(65535),
     server_cn: z.string().min(1).max(64),
+    /** The network's LAN MTU (absent: a network without one, rendered without fragmentation); the peer's mirror and link client render from it (documents.ts dataPlane). */
+    mtu: z.number().int().min(576).max(9000).optional(),
+    /** The hub's fragment size (absent: no fragmentation); the link client and the mirror's server fragment the same. */
+    fragment: z.number().int().min(576).max(9000).optional(),
   }),
   hub: z.strictObject({
     remotes: z.array(Remote).min(1).max(8),

@@ -26,7 +26,8 @@ import { renderClientConfig } from '../../openvpn/client-config.ts';
 import type { ExecFn } from '../../util/exec.ts';
 import { ensureDir } from '../../util/fs-atomic.ts';
 import { parseCidr } from '../alloc.ts';
-import { CIPHERS } from '../documents.ts';
+import { CIPHERS, dataPlane } from '../documents.ts';
+import type { DataPlane } from '../../openvpn/mtu.ts';
 import { writeIfChanged, type NetworkFilePaths } from '../network-files.ts';
 import { bridgeDev, linkDev, serverDev } from '../devices.ts';
 import type { LinkPayload } from './link-bundle.ts';
@@ -78,6 +79,12 @@ const LINK_KEEPALIVE = { interval: 2, timeout: 10 } as const;
  * client of the hub's server for the network (pinned to its server CN) with
  * the peer's address, which the hub pushes and the bridge holds.
  */
+/** The hub network's LAN MTU and fragmentation as the link bundle carries them (documents.ts dataPlane). */
+export function linkDataPlane(p: LinkPayload): DataPlane {
+  const { mtu, fragment } = p.network;
+  return dataPlane({ options: { ...(mtu === undefined ? {} : { mtu }), ...(fragment === undefined ? {} : { fragment }) } });
+}
+
 export function linkSpec(p: LinkPayload): NetworkSpec {
   return {
     schema: 1,
@@ -90,6 +97,8 @@ export function linkSpec(p: LinkPayload): NetworkSpec {
     address: { ipv4: `${p.peer.address}/${parseCidr(p.network.subnet).prefix}` },
     ciphers: [...CIPHERS],
     keepalive: { ...LINK_KEEPALIVE },
+    // Fragmentation as the hub's server does it (both ends of a link must agree).
+    ...linkDataPlane(p),
     allow_pushed_routes: false,
   };
 }

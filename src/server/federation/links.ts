@@ -37,6 +37,8 @@ import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import { openLink, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
 import { bridgeDev } from '../devices.ts';
+import { dataPlane } from '../documents.ts';
+import { linkDataPlane } from './link-runtime.ts';
 
 export { isMirror, isPeerNode, peerCn } from './mirror.ts';
 
@@ -113,7 +115,7 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
     schema: 1,
     kind: 'mvpn-link',
     created: iso(now),
-    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, port: cur.port, server_cn: serverCn(cur.id) },
+    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, port: cur.port, server_cn: serverCn(cur.id), ...dataPlane(cur) },
     hub: { remotes: cur.remotes.map((r) => ({ host: r.host, port: r.port ?? cur.port })), api_url: apiUrl, api_ca: apiCa.certPem },
     peer: {
       name: input.peer,
@@ -260,6 +262,8 @@ export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: s
       crlNumber: p.crl_number,
       crlNextUpdate: p.crl_next_update,
       allocHint: 0,
+      // The hub's MTU and fragmentation: the mirror's server fragments like the hub's, so its nodes' bundles match both.
+      ...(Object.keys(linkDataPlane(p)).length === 0 ? {} : { options: linkDataPlane(p) }),
       createdAt: now,
       updatedAt: now,
     };

@@ -14,6 +14,8 @@ import { NETWORK_ID_RE, NetworkOptionsSchema, isRemoteHost, type NetworkOptions 
 import type { KeyAlg } from '../../pki/keys.ts';
 import { allocatePort, allocateSubnet, formatCidr, parseCidr, parsePortRange, intToIp, serverAddress } from '../alloc.ts';
 import { acceptedRoutes, MAX_PUSHED_ROUTES, pushedRoutePrefixProblem } from '../../openvpn/push-policy.ts';
+import { LAN_MTU } from '../../openvpn/mtu.ts';
+import { dataPlane, newDataPlane } from '../documents.ts';
 import { networkDir } from '../config.ts';
 import type { NetworkFacts } from '../metrics.ts';
 import { createNetworkPki } from '../pki-service.ts';
@@ -34,6 +36,8 @@ export interface CreateNetworkInput {
   readonly pushedRoutes?: readonly string[] | undefined;
   /** network.json settings copied into every node's spec (validated by NetworkOptionsSchema). */
   readonly options?: NetworkOptions | undefined;
+  /** The LAN's MTU (default LAN_MTU, 1500). */
+  readonly mtu?: number | undefined;
 }
 
 export function checkNetworkId(id: string): void {
@@ -90,8 +94,16 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     });
   }
   if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
+  const mtu = input.mtu ?? input.options?.mtu ?? LAN_MTU;
+  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 9000) {
+    throw new UsageError(`network ${input.id}: --mtu ${mtu} is not valid: an integer from 1280 to 9000`, {
+      context: { network: input.id, mtu },
+      hint: 'the LAN MTU is the interface MTU of every member; 1500 (the default) is Ethernet\'s, which experiment software assumes',
+    });
+  }
   const pushedRoutes = input.pushedRoutes?.length ? checkPushedRoutes(input.id, input.pushedRoutes, remotes) : undefined;
-  const options = input.options === undefined ? undefined : checkOptions(input.id, input.options);
+  const options = checkOptions(input.id, { ...input.options, ...newDataPlane(proto, mtu) });
+  if (options.fragment !== undefined && proto !== 'udp') throw new UsageError(`network ${input.id}: fragment is for UDP networks only (openvpn fragments UDP datagrams)`, { context: { network: input.id } });
   const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
   if (existing) throw alreadyExists(existing);
 
@@ -237,6 +249,9 @@ export function networkView(net: NetworkRecord, members?: { active: number; revo
     remotes: net.remotes.map((r) => ({ host: r.host, port: r.port ?? net.port })),
     pushed_routes: net.pushedRoutes ?? [],
     ...net.options,
+    // The LAN's MTU and the largest underlay datagram (null: no fragmentation); both null for a network made before they existed.
+    mtu: dataPlane(net).mtu ?? null,
+    fragment: dataPlane(net).fragment ?? null,
     key_alg: net.keyAlg,
     crl: { number: net.crlNumber, next_update: new Date(net.crlNextUpdate).toISOString() },
     ...(members ? { nodes: members } : {}),
