@@ -33,7 +33,8 @@ describe('network.json options', () => {
     await withContext(srv.stateDir, async (ctx) => {
       await createNetwork(ctx, { id: 'withmtu', remotes: ['198.18.0.1'], options: { mtu: 1400 } });
       const net = ctx.store.read((tx) => tx.getNetwork('withmtu'))!;
-      expect(net.options).toEqual({ mtu: 1400 });
+      // A UDP network also fragments at the path-MTU floor (issue 13), the same option path.
+      expect(net.options).toEqual({ mtu: 1400, fragment: 1280 });
       const spec = networkSpec(net, { address: '198.19.0.2', remotes: null });
       expect(spec.mtu).toBe(1400);
       expect(NetworkSpecSchema.safeParse(spec).success).toBe(true);
@@ -43,12 +44,12 @@ describe('network.json options', () => {
     expect(await srv.json(['network', 'show', 'withmtu'])).toMatchObject({ mtu: 1400 });
   });
 
-  it('a network without options has none in its spec or config, as before', async () => {
+  it('a network without options (made before issue 13) has none in its spec or config, as before', async () => {
     await withContext(srv.stateDir, async (ctx) => {
-      await createNetwork(ctx, { id: 'plain', remotes: ['198.18.0.1'], options: {} });
-      const net = ctx.store.read((tx) => tx.getNetwork('plain'))!;
-      expect(net.options).toBeUndefined();
-      const spec = networkSpec(net, { address: '198.19.1.2', remotes: null });
+      await createNetwork(ctx, { id: 'plain', remotes: ['198.18.0.1'] });
+      const { options, ...before } = ctx.store.read((tx) => tx.getNetwork('plain'))!;
+      expect(options).toEqual({ mtu: 1500, fragment: 1280 });
+      const spec = networkSpec(before, { address: '198.19.1.2', remotes: null });
       expect('mtu' in spec).toBe(false);
       expect(renderClientConfig(spec, paths)).not.toContain('tun-mtu');
     });

@@ -94,6 +94,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     });
   }
   if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
+  if (input.options !== undefined) checkOptions(input.id, input.options);
   const mtu = input.mtu ?? input.options?.mtu ?? LAN_MTU;
   if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 9000) {
     throw new UsageError(`network ${input.id}: --mtu ${mtu} is not valid: an integer from 1280 to 9000`, {
