@@ -59,16 +59,15 @@ import { loadCaPins, pinsOfCaFile, saveCaPins } from './ca-pins.ts';
 import { acceptApiCas, issuedBy, loadApiTrust, type ApiTrust } from './api-ca.ts';
 import { apiUrl, enroll, isPermanentEnrollError, shouldAutoEnroll } from './enroll.ts';
 import type { AgentEvent } from './events.ts';
-import { finishRenewal, loadIdentity, renewalPending, type Identity } from './identity.ts';
-import { certLife, confirmRenewal, decideRenewal, renewIdentity, renewTarget, serialOf as certLifeSerial, type CertLife } from './renew.ts';
+import { loadIdentity, type Identity } from './identity.ts';
+import { renewTarget } from './renew.ts';
 import type { ApiCaStatus, RenewalStatus } from './status.ts';
-import { backoffDelay } from '../util/backoff.ts';
 import { mapLimit } from '../util/concurrency.ts';
-import { readFile } from 'node:fs/promises';
 import { deviceName, type NetworkRunner } from './networks.ts';
 import { bundleRollback, bundlesToFetch, plan, planNetwork, planRemovals, type Action, type ActualNetwork, type BundleFacts, type FetchedBundle, type NetError } from './plan.ts';
 import { anchorChainUrl, bundleRoot, discover, fetchBundleBytes, HttpFetcher, originOf, readFileCapped, resolveBundleUrl, viaFor, type DocOrigin, type SourceDeps } from './sources.ts';
 import { saveMembership, type StoredMembership } from './state.ts';
+import { Renewer } from './renewer.ts';
 
 export interface ReconcileContext {
   readonly config: AgentConfig;
@@ -142,6 +141,7 @@ export class Reconciler {
     this.ctx = ctx;
     this.deps = deps;
     this.trust = initialTrust(ctx.anchor);
+    this.renewer = new Renewer(ctx, deps.logger);
   }
 
   /** Run a reconcile, or join the one queued behind the current run. */
@@ -325,147 +325,16 @@ export class Reconciler {
     this.apiCa = identity === undefined ? null : { pinned: this.apiTrust?.pinned ?? false, cas: this.apiTrust === undefined ? [] : await caNames(this.apiTrust.pems), last_error: lastError };
   }
 
-  /** Automatic renewal as of the last reconcile (status). */
-  renewal: RenewalStatus | null = null;
-  /** When a reconcile should run for the renewal (its two-thirds point, a retry, a confirmation check); undefined: not needed. */
-  renewalWakeAt: number | undefined;
-  private renewFailures = 0;
-  private renewRetryAt: number | undefined;
-  private confirmWaits = 0;
-  private lastRenewedAt: number | undefined;
+  /** Automatic renewal (renewer.ts): its status and when a reconcile should run for it. */
+  readonly renewer: Renewer;
+  get renewal(): RenewalStatus | null {
+    return this.renewer.status;
+  }
+  get renewalWakeAt(): number | undefined {
+    return this.renewer.wakeAt;
+  }
 
   /** Validity of the identity certificate and of every installed node-keyed network certificate (central keys cannot renew online). */
-  private async renewableCerts(identity: Identity): Promise<CertLife[]> {
-    const certs: CertLife[] = [certLife(identity.certPem, 'identity')];
-    for (const b of this.installed.values()) {
-      if (b.manifest.key_origin !== 'node') continue;
-      try {
-        certs.push(certLife(await readFile(b.paths.cert, 'utf8'), `network ${b.network}`));
-      } catch {
-        // unreadable: the next reconcile reinstalls it; nothing to time from
-      }
-    }
-    return certs;
-  }
-
-  /** True once every node-keyed network runs the current key: installed with it, and connected (or stopped on purpose). */
-  private renewalInUse(identity: Identity): boolean {
-    const { runner } = this.ctx;
-    for (const b of this.installed.values()) {
-      if (b.manifest.key_origin !== 'node') continue;
-      if (b.keySource !== identity.paths.key) return false;
-      if (runner.isAdminDown(b.network) || !runner.isRunning(b.network)) continue;
-      if (runner.status(b.network)?.state !== 'connected') return false;
-    }
-    return true;
-  }
-
-  private renewFailed(err: unknown, t: number): void {
-    const e = toMvpnError(err);
-    this.renewFailures++;
-    const retryInMs = backoffDelay(this.renewFailures - 1, { initialMs: 5_000, maxMs: Math.min(this.ctx.config.reconcileIntervalMs, 3_600_000), factor: 2, jitter: 0.5, minMs: 1_000 });
-    this.renewRetryAt = t + retryInMs;
-    this.renewalWakeAt = this.renewRetryAt;
-    this.deps.logger.emit({ kind: 'renew.failed', code: e.code, message: e.message, retryInMs });
-    this.renewal = { ...this.renewalBase(), state: 'failed', next_retry_at: new Date(this.renewRetryAt).toISOString(), last_error: { code: e.code, message: e.message } };
-  }
-
-  private renewalBase(): RenewalStatus {
-    return {
-      state: 'idle',
-      due_at: this.renewal?.due_at ?? null,
-      last_renewed_at: this.lastRenewedAt === undefined ? null : new Date(this.lastRenewedAt).toISOString(),
-      next_retry_at: null,
-      last_error: null,
-    };
-  }
-
-  /**
-   * Step 2b of a reconcile (renew.ts): confirm a renewal whose new
-   * certificates are in use, or renew when a certificate is due. Never
-   * throws; a failure is recorded, retried with backoff, and the current
-   * identity stays. Returns the identity the rest of the reconcile uses.
-   */
-  private async maybeRenew(now: Date, identity: Identity | undefined): Promise<Identity | undefined> {
-    const { config, nodeId } = this.ctx;
-    const t = now.getTime();
-    this.renewalWakeAt = undefined;
-    if (identity === undefined) {
-      this.renewal = null;
-      return identity;
-    }
-    const target = renewTarget(config, this.apiCaPem(identity));
-    const retrying = this.renewRetryAt !== undefined && t < this.renewRetryAt;
-    if (await renewalPending(config.stateDir)) {
-      if (!this.renewalInUse(identity)) {
-        this.confirmWaits++;
-        this.renewalWakeAt = t + backoffDelay(this.confirmWaits - 1, { initialMs: 1_000, maxMs: 60_000, factor: 2, jitter: 0, minMs: 500 });
-        if (this.renewal?.state !== 'failed') this.renewal = { ...this.renewalBase(), state: 'confirming' };
-        return identity;
-      }
-      if (retrying || target === undefined) {
-        this.renewalWakeAt = this.renewRetryAt;
-        return identity;
-      }
-      try {
-        const revoked = await confirmRenewal({ identity, target, timeoutMs: config.fetch.requestTimeoutMs });
-        const inUse = [...this.installed.values()].map((b) => b.keySource);
-        const removed = await finishRenewal(config.stateDir, identity, inUse);
-        this.deps.logger.emit({ kind: 'renew.confirmed', revoked, removedKeys: removed.length });
-        this.renewFailures = 0;
-        this.renewRetryAt = undefined;
-        this.confirmWaits = 0;
-      } catch (err) {
-        if (toMvpnError(err).context['serverCode'] !== 'MVPN_RENEW_NOT_CURRENT') {
-          this.renewFailed(err, t);
-          return identity;
-        }
-        // The switch to the new identity never completed (its certificate was lost): the server still has
-        // the old one as "previous", so drop the marker and renew again below; that replaces the lost one.
-        const inUse = [...this.installed.values()].map((b) => b.keySource);
-        await finishRenewal(config.stateDir, identity, inUse).catch(() => undefined);
-        this.renewRetryAt = undefined;
-      }
-    }
-    let decision: ReturnType<typeof decideRenewal>;
-    try {
-      decision = decideRenewal(t, await this.renewableCerts(identity));
-    } catch (err) {
-      this.renewFailed(err, t);
-      return identity;
-    }
-    // An API CA roll (api-ca.ts): the identity moves to the new CA now, not at its two-thirds point.
-    if (decision.kind === 'wait' && this.apiCaRenewReason !== undefined) decision = { kind: 'renew', what: 'identity', expired: false, reason: this.apiCaRenewReason };
-    if (decision.kind === 'wait') {
-      this.renewalWakeAt = decision.at;
-      this.renewal = { ...this.renewalBase(), due_at: decision.at === undefined ? null : new Date(decision.at).toISOString() };
-      return identity;
-    }
-    if (retrying) {
-      this.renewalWakeAt = this.renewRetryAt;
-      return identity;
-    }
-    if (target === undefined) {
-      this.renewFailed(new MvpnError('MVPN_RENEW_FAILED', `${decision.reason}, but no API URL is configured to renew at (an https source ending in "/" or enroll.url)`), t);
-      return identity;
-    }
-    this.deps.logger.emit({ kind: 'renew.start', reason: decision.reason });
-    try {
-      const renewed = await renewIdentity({ stateDir: config.stateDir, nodeId, identity, target, now, timeoutMs: config.fetch.requestTimeoutMs });
-      this.lastRenewedAt = t;
-      this.renewFailures = 0;
-      this.renewRetryAt = undefined;
-      this.confirmWaits = 0;
-      this.renewalWakeAt = t + 1_000;
-      this.renewal = { ...this.renewalBase(), state: 'confirming', due_at: null };
-      this.deps.logger.emit({ kind: 'renew.ok', serial: certLifeSerial(renewed.certPem) });
-      return renewed;
-    } catch (err) {
-      this.renewFailed(err, t);
-      return identity;
-    }
-  }
-
   private async once(reason: string): Promise<ReconcileResult> {
     const { clock, logger } = this.deps;
     const { config, nodeId } = this.ctx;
@@ -476,7 +345,7 @@ export class Reconciler {
     await this.maybeEnroll(now);
     const enrolled = await loadIdentity(config.stateDir);
     await this.followApiCa(now, enrolled);
-    const identity = await this.maybeRenew(now, enrolled);
+    const identity = await this.renewer.maybeRenew(now, enrolled, [...this.installed.values()], this.apiCaPem(enrolled), this.apiCaRenewReason);
     const defaultCa = this.apiCaPem(identity);
     const http = new HttpFetcher(
       { ...(defaultCa === undefined ? {} : { ca: defaultCa }), ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}) },

@@ -15,6 +15,7 @@
  *     has no persist-key for that. `starting` reloads by restarting; a reload
  *     that cannot be signalled restarts too.)
  */
+import type { MvpnError } from '../errors.ts';
 import type { HealthVerdict } from './health.ts';
 
 export type InstanceState = 'stopped' | 'starting' | 'connecting' | 'connected' | 'degraded' | 'reloading' | 'backoff' | 'stopping' | 'failed';
@@ -219,4 +220,27 @@ export function nextState(current: InstanceState, event: SupervisorEvent): Trans
 export function mgmtPollDelay(failed: number, firstMs: number, maxMs: number): number {
   if (failed < 0 || !Number.isInteger(failed)) throw new RangeError(`mgmtPollDelay: failed must be a non-negative integer, got ${failed}`);
   return Math.min(maxMs, firstMs * 2 ** Math.min(failed, 30));
+}
+
+/** One line for the log: what happened to the instance. */
+export function describeEvent(e: SupervisorEvent): string {
+  switch (e.type) {
+    case 'spawned':
+      return `spawned pid ${e.pid}`;
+    case 'spawn-failed':
+    case 'mgmt-failed':
+      return `${e.type}: ${e.error.message}`;
+    case 'openvpn-state':
+      return `openvpn state ${e.name}`;
+    case 'health':
+      return `health ${e.verdict}: ${e.reason}`;
+    case 'exited':
+      return e.error?.message ?? `exited (${e.signal ?? `code ${String(e.code)}`})`;
+    default:
+      return e.type;
+  }
+}
+
+export function errorInfo(err: MvpnError): ErrorInfo {
+  return { code: err.code, message: err.message };
 }

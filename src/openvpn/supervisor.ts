@@ -42,8 +42,9 @@ import { assessHealth, freshHealthMemory, probeFullFrames, readDevice, type Heal
 import type { ManagementClient, ManagementOptions, StateInfo } from './management.ts';
 import { parsePushLogLine } from './push-policy.ts';
 import { dropArgs } from './unpriv.ts';
+import { onLines } from '../util/lines.ts';
 import { defaultSupervisorDeps, type SpawnedProcess, type SupervisorDeps } from './supervisor-deps.ts';
-import { mgmtPollDelay, nextState, type ErrorInfo, type FrameVerdict, type InstanceSpec, type InstanceState, type InstanceStatus, type SupervisorAction, type SupervisorEvent, type Transition } from './supervisor-state.ts';
+import { describeEvent, errorInfo, mgmtPollDelay, nextState, type ErrorInfo, type FrameVerdict, type InstanceSpec, type InstanceState, type InstanceStatus, type SupervisorAction, type SupervisorEvent, type Transition } from './supervisor-state.ts';
 
 /** One openvpn process of this instance. */
 interface Run {
@@ -73,28 +74,6 @@ const OUTPUT_LINE_MAX = 4_096;
 
 /** Management sockets claimed by supervisors in this process: a second Supervisor for the same files refuses to start. */
 const claims = new Map<string, Supervisor>();
-
-function describe(e: SupervisorEvent): string {
-  switch (e.type) {
-    case 'spawned':
-      return `spawned pid ${e.pid}`;
-    case 'spawn-failed':
-    case 'mgmt-failed':
-      return `${e.type}: ${e.error.message}`;
-    case 'openvpn-state':
-      return `openvpn state ${e.name}`;
-    case 'health':
-      return `health ${e.verdict}: ${e.reason}`;
-    case 'exited':
-      return e.error?.message ?? `exited (${e.signal ?? `code ${String(e.code)}`})`;
-    default:
-      return e.type;
-  }
-}
-
-function errorInfo(err: MvpnError): ErrorInfo {
-  return { code: err.code, message: err.message };
-}
 
 export interface SupervisorEvents {
   /** After every state change, and when the tunnel address or remote changes. */
@@ -234,7 +213,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (t.next !== old) {
       this.state = t.next;
       this.since = now;
-      this.deps.logger.emit({ kind: 'openvpn.transition', id: this.spec.id, from: old, to: t.next, cause: describe(event) });
+      this.deps.logger.emit({ kind: 'openvpn.transition', id: this.spec.id, from: old, to: t.next, cause: describeEvent(event) });
     }
     if (t.next === 'stopped' || t.next === 'failed') {
       if (claims.get(this.spec.mgmtSocket) === this) claims.delete(this.spec.mgmtSocket);
@@ -282,7 +261,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         const run = this.run;
         if (!run) return;
         this.run = undefined;
-        this.terminate(run, describe(event));
+        this.terminate(run, describeEvent(event));
         return;
       }
       case 'signal-reload':
@@ -417,23 +396,15 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
 
   private captureOutput(run: Run, stream: NodeJS.ReadableStream | null): void {
     if (!stream) return;
-    let partial = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      const parts = (partial + chunk).split('\n');
-      partial = (parts.pop() ?? '').slice(0, OUTPUT_LINE_MAX);
-      for (const raw of parts) {
-        const line = raw.replace(/\r$/, '').slice(0, OUTPUT_LINE_MAX);
-        if (line === '') continue;
-        run.output.push(line);
-        if (run.output.length > OUTPUT_KEEP) run.output.shift();
-        this.deps.logger.emit({ kind: 'openvpn.output', id: this.spec.id, pid: run.pid, line });
-        const push = this.spec.pushFiltered === true ? parsePushLogLine(line) : undefined;
-        if (push?.kind === 'reply') run.refusedPushes = [];
-        else if (push?.kind === 'refused' && run.refusedPushes.length < REFUSED_PUSHES_KEEP) {
-          run.refusedPushes.push(push.option);
-          this.deps.logger.emit({ kind: 'openvpn.push-refused', id: this.spec.id, pid: run.pid, option: push.option });
-        }
+    onLines(stream, OUTPUT_LINE_MAX, (line) => {
+      run.output.push(line);
+      if (run.output.length > OUTPUT_KEEP) run.output.shift();
+      this.deps.logger.emit({ kind: 'openvpn.output', id: this.spec.id, pid: run.pid, line });
+      const push = this.spec.pushFiltered === true ? parsePushLogLine(line) : undefined;
+      if (push?.kind === 'reply') run.refusedPushes = [];
+      else if (push?.kind === 'refused' && run.refusedPushes.length < REFUSED_PUSHES_KEEP) {
+        run.refusedPushes.push(push.option);
+        this.deps.logger.emit({ kind: 'openvpn.push-refused', id: this.spec.id, pid: run.pid, option: push.option });
       }
     });
   }
@@ -504,10 +475,6 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((r) => this.deps.clock.setTimeout(r, ms));
-  }
-
   private mgmtOptions(): ManagementOptions {
     return { timeoutMs: this.deps.commandTimeoutMs, commandTimeoutMs: this.deps.commandTimeoutMs };
   }
@@ -538,7 +505,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
           this.dispatch({ type: 'mgmt-failed', error: errorInfo(error) }, run);
           return;
         }
-        await this.sleep(mgmtPollDelay(failed++, this.deps.mgmtFirstPollMs, this.deps.mgmtPollMs));
+        await new Promise<void>((r) => this.deps.clock.setTimeout(r, mgmtPollDelay(failed++, this.deps.mgmtFirstPollMs, this.deps.mgmtPollMs)));
       }
     }
     if (this.run !== run || run.exited) {
