@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ApiRelay, splitHostPort } from '../../src/server/federation/relay.ts';
+import { ApiRelay, relayTarget as splitHostPort } from '../../src/server/federation/relay.ts';
 import { makeTestPki } from '../helpers/pki-fixtures.ts';
 import { waitFor } from '../helpers/netns.ts';
 

@@ -38,6 +38,7 @@ import { openLink, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
 import { bridgeDev } from '../devices.ts';
 import { dataPlane } from '../documents.ts';
+import { joinHostPort } from '../../util/host-port.ts';
 import { linkDataPlane } from './link-runtime.ts';
 
 export { isMirror, isPeerNode, peerCn } from './mirror.ts';
@@ -70,7 +71,7 @@ function defaultApiUrl(ctx: ServerContext): string {
   if (!host || port === 0) {
     throw new UsageError('cannot tell the URL at which the peer reaches this server\'s API; give --api-url https://HOST:PORT');
   }
-  return `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return `https://${joinHostPort(host, port)}`;
 }
 
 /** Hub side: makes the peer a member and writes its signed link bundle (0600). */
@@ -205,7 +206,7 @@ function checkRelayListen(ctx: ServerContext, text: string): string {
   if (api.port === port && (api.host === host || wildcard(api.host) || wildcard(host))) {
     throw new UsageError(`--relay-listen ${text} collides with this server's own API listener ${ctx.config.listen}; pick another port`);
   }
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return joinHostPort(host, port);
 }
 
 /** host:port of the hub's API, from the link bundle's api_url. */

@@ -18,6 +18,7 @@
  *   testbed swapping in or a stuck client cannot pile up sockets.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { joinHostPort, portNumber, splitHostPort } from '../../util/host-port.ts';
 
 export interface RelayLimits {
   readonly maxConnections: number;
@@ -38,12 +39,12 @@ export interface RelayStats {
   readonly failed: number;
 }
 
-/** "host:port" → parts; an IPv6 host in brackets. */
-export function splitHostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text);
-  const port = Number(m?.[3]);
-  if (!m || port < 1 || port > 65535) throw new Error(`not HOST:PORT: ${JSON.stringify(text)}`);
-  return { host: (m[1] ?? m[2])!, port };
+/** The hub's API address "HOST:PORT" (an IPv6 host in brackets, the port required) → parts, split by host-port.ts. */
+export function relayTarget(text: string): { host: string; port: number } {
+  const parts = splitHostPort(text);
+  const port = parts?.port === undefined ? undefined : portNumber(parts.port);
+  if (parts === undefined || parts.host === '' || port === undefined || port < 1 || port > 65535) throw new Error(`not HOST:PORT: ${JSON.stringify(text)}`);
+  return { host: parts.host, port };
 }
 
 export class ApiRelay {
@@ -118,8 +119,8 @@ export class ApiRelay {
 
   stats(): RelayStats {
     return {
-      listen: `${this.listen.host.includes(':') ? `[${this.listen.host}]` : this.listen.host}:${this.port}`,
-      target: `${this.target.host.includes(':') ? `[${this.target.host}]` : this.target.host}:${this.target.port}`,
+      listen: joinHostPort(this.listen.host, this.port),
+      target: joinHostPort(this.target.host, this.target.port),
       connections: this.clients.size,
       accepted: this.accepted,
       refused: this.refused,

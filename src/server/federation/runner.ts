@@ -32,7 +32,7 @@ import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import type { LinkPayload } from './link-bundle.ts';
 import { ensureBridge, fetchLinkState, linkFetcher, removeBridge, writeLinkFiles } from './link-runtime.ts';
 import { applyLinkState, hubApiTarget, linkPayload } from './links.ts';
-import { ApiRelay, splitHostPort } from './relay.ts';
+import { ApiRelay, relayTarget } from './relay.ts';
 
 export interface FederationDeps {
   readonly ctx: ServerContext;
@@ -130,7 +130,7 @@ export class FederationRunner {
   /** Starts the link's API relay if it has one and it does not listen yet (a failure is retried at the next reconcile). */
   private async ensureRelay(link: LinkRecord, inst: LinkInstance): Promise<void> {
     if (link.relayListen === null || inst.relay || this.stopped) return;
-    const relay = new ApiRelay(parseListen(link.relayListen), splitHostPort(hubApiTarget(inst.payload)));
+    const relay = new ApiRelay(parseListen(link.relayListen), relayTarget(hubApiTarget(inst.payload)));
     try {
       await relay.start();
       inst.relay = relay;
