@@ -96,8 +96,8 @@ describe('agent control API over unix sockets', () => {
     const r = await cli(['status', '--runtime-dir', dir.path]);
     expect(r.code).toBe(ExitCode.ok);
     const lines = r.stdout.trimEnd().split('\n');
-    expect(lines[0]).toMatch(/^NETWORK\s+STATE\s+ADDRESS\s+SERVER\s+UPTIME\s+RX\s+TX\s+LAST-ERROR$/);
-    expect(lines[1]).toMatch(/^alpha\s+connected\s+198\.51\.100\.10\/24\s+198\.18\.0\.1:1194\s+1h02m\s+121KiB\s+789B\s+-$/);
+    expect(lines[0]).toMatch(/^NETWORK\s+STATE\s+ADDRESS\s+SERVER\s+UPTIME\s+RX\s+TX\s+MTU\s+LAST-ERROR$/);
+    expect(lines[1]).toMatch(/^alpha\s+connected\s+198\.51\.100\.10\/24\s+198\.18\.0\.1:1194\s+1h02m\s+121KiB\s+789B\s+-\s+-$/);
     expect(lines).toHaveLength(3);
     // columns line up: STATE starts at the same offset in every line
     const col = lines[0]!.indexOf('STATE');
@@ -112,7 +112,7 @@ describe('agent control API over unix sockets', () => {
     ];
     const r = await cli(['status', '--runtime-dir', dir.path]);
     expect(r.code).toBe(ExitCode.notAllConnected);
-    expect(r.stdout).toMatch(/beta\s+backoff\s+-\s+-\s+-\s+121KiB\s+789B\s+MVPN_BUNDLE_HASH_MISMATCH: bundle sha256 differs/);
+    expect(r.stdout).toMatch(/beta\s+backoff\s+-\s+-\s+-\s+121KiB\s+789B\s+-\s+MVPN_BUNDLE_HASH_MISMATCH: bundle sha256 differs/);
   });
 
   it('status shows a failed renewal under the table; the exit code still follows the networks', async () => {
