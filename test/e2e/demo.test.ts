@@ -128,10 +128,10 @@ describe('mvpn-client demo (built binary)', () => {
 
     // a request the demo cannot build in the lab ranges is refused before anything is built
     const tenNet = join(dir.path, 'ten.xml');
-    await writeFile(tenNet, (await readFile(join(fixtures, 'demo-request.xml'), 'utf8')).replaceAll('198.19.0.', '10.10.1.'));
+    await writeFile(tenNet, (await readFile(join(fixtures, 'demo-request.xml'), 'utf8')).replaceAll('198.19.0.', '192.0.2.'));
     const bad = await run(['demo', '--rspec', tenNet, '--testbeds', join(fixtures, 'demo-testbeds.json'), '--dir', dir.path]);
     expect(bad.code).toBe(2);
-    expect(bad.stderr).toContain("LAN vpn-lan's addresses (10.10.1.0/24) are outside 198.19.0.0/16");
+    expect(bad.stderr).toContain("LAN vpn-lan's addresses (192.0.2.0/24) are outside 198.19.0.0/16");
     await rm(tenNet);
     expect(await readdir(dir.path)).toEqual([]);
   }, 600_000);

@@ -51,7 +51,7 @@ describe('demo --rspec: the request as the demo builds it', () => {
     testbeds: TESTBEDS.testbeds.map((t) => (t.name === name ? { ...t, ops: { ...ops, server: true } } : t)),
   });
   it.each([
-    ['addresses outside the lab range', REQUEST.replaceAll('198.19.0.', '10.10.1.'), TESTBEDS, /LAN vpn-lan's addresses \(10\.10\.1\.0\/24\) are outside 198\.19\.0\.0\/16/],
+    ['addresses outside the lab range', REQUEST.replaceAll('198.19.0.', '192.0.2.'), TESTBEDS, /LAN vpn-lan's addresses \(192\.0\.2\.0\/24\) are outside 198\.19\.0\.0\/16/],
     ['a Layer 3 LAN', REQUEST.replace('<interface_ref client_id="w-1:if0"/>', '<interface_ref client_id="w-1:if0"/><link_type name="openvpn-l3"/>'), TESTBEDS, /LAN vpn-lan is Layer 3/],
     ['two VPN LANs', REQUEST.replace('<link_type name="lan"/>', '<link_type name="openvpn"/>'), TESTBEDS, /the request has 2 VPN LANs \(vpn-lan, local\)/],
     ['no VPN LAN', REQUEST.replace(/<link client_id="vpn-lan">[\s\S]*?<\/link>/, ''), TESTBEDS, /the request has no VPN LAN/],

@@ -63,14 +63,14 @@ const cases: readonly Case[] = [
       lans: [
         {
           name: 'lan0',
-          subnet: '10.10.1.0/24',
+          subnet: '192.0.2.0/24',
           layer: 2,
           reason: 'link "lan0": link_type openvpn',
           hub: 'emu',
           peers: [],
           members: [
-            m('node-0', 'emu', 'emu', EMU.internal, '10.10.1.2', EMU.internal, null, 'node-0:if0'),
-            m('node-1', 'emu', 'emu', EMU.internal, '10.10.1.3', EMU.internal, null, 'node-1:if0'),
+            m('node-0', 'emu', 'emu', EMU.internal, '192.0.2.2', EMU.internal, null, 'node-0:if0'),
+            m('node-1', 'emu', 'emu', EMU.internal, '192.0.2.3', EMU.internal, null, 'node-1:if0'),
             m('node-2', 'emu', 'emu', EMU.internal, null, EMU.internal, null, 'node-2:if0'),
           ],
         },
@@ -169,13 +169,13 @@ const cases: readonly Case[] = [
       lans: [
         {
           name: 'routed',
-          subnet: '10.40.0.0/25',
+          subnet: '198.51.100.0/25',
           layer: 3,
           reason: 'link "routed": link_type openvpn-l3',
           hub: 'emu',
           peers: [],
           members: [
-            m('e1', 'emu', 'emu', EMU.internal, '10.40.0.5', EMU.internal, null, 'e1:if0'),
+            m('e1', 'emu', 'emu', EMU.internal, '198.51.100.5', EMU.internal, null, 'e1:if0'),
             m('e2', 'emu', 'emu', EMU.internal, null, EMU.internal, null, 'e2:if0'),
             m('u1', 'uky', 'emu', EMU.public, null, EMU.public, null, 'u1:if0'),
           ],
@@ -194,12 +194,12 @@ const cases: readonly Case[] = [
       lans: [
         {
           name: 'link0',
-          subnet: '10.50.0.0/24',
+          subnet: '198.51.100.0/24',
           layer: 2,
           reason: 'link "link0": spans 2 component managers',
           hub: 'wall',
           peers: [],
-          members: [m('pc1', 'wall', 'wall', WALL.internal, '10.50.0.2', WALL.internal, null, 'pc1:if0'), m('pc2', 'uky', 'wall', WALL.public, '10.50.0.3', WALL.public, null, 'pc2:if0')],
+          members: [m('pc1', 'wall', 'wall', WALL.internal, '198.51.100.2', WALL.internal, null, 'pc1:if0'), m('pc2', 'uky', 'wall', WALL.public, '198.51.100.3', WALL.public, null, 'pc2:if0')],
         },
       ],
       links: [],
