@@ -112,17 +112,17 @@ const cases: readonly Case[] = [
       lans: [
         {
           name: 'stitched-lan',
-          subnet: '10.20.0.0/24',
+          subnet: '192.0.2.0/24',
           layer: 2,
           reason: 'link "Stitched LAN #1": spans 3 component managers',
           hub: 'emu',
           peers: ['wall'],
           members: [
-            m('e1', 'emu', 'emu', EMU.internal, '10.20.0.11', EMU.internal, null, 'e1:if0'),
-            m('e2', 'emu', 'emu', EMU.internal, '10.20.0.12', EMU.internal, null, 'e2:if0'),
-            m('u1', 'uky', 'emu', EMU.public, '10.20.0.21', EMU.public, null, 'u1:if0'),
-            m('w1', 'wall', 'wall', WALL.internal, '10.20.0.31', EMU.public, WALL.internal, 'w1:if0'),
-            m('w2', 'wall', 'wall', WALL.internal, '10.20.0.32', EMU.public, WALL.internal, 'w2:if0'),
+            m('e1', 'emu', 'emu', EMU.internal, '192.0.2.11', EMU.internal, null, 'e1:if0'),
+            m('e2', 'emu', 'emu', EMU.internal, '192.0.2.12', EMU.internal, null, 'e2:if0'),
+            m('u1', 'uky', 'emu', EMU.public, '192.0.2.21', EMU.public, null, 'u1:if0'),
+            m('w1', 'wall', 'wall', WALL.internal, '192.0.2.31', EMU.public, WALL.internal, 'w1:if0'),
+            m('w2', 'wall', 'wall', WALL.internal, '192.0.2.32', EMU.public, WALL.internal, 'w2:if0'),
           ],
         },
       ],
@@ -139,21 +139,21 @@ const cases: readonly Case[] = [
       lans: [
         {
           name: 'left',
-          subnet: '10.30.1.0/24',
+          subnet: '198.51.100.0/24',
           layer: 2,
           reason: 'link "left": link_type openvpn',
           hub: 'emu',
           peers: [],
-          members: [m('router', 'emu', 'emu', EMU.internal, '10.30.1.2', EMU.internal, null, 'router:if0'), m('a1', 'uky', 'emu', EMU.public, '10.30.1.3', EMU.public, null, 'a1:if0')],
+          members: [m('router', 'emu', 'emu', EMU.internal, '198.51.100.2', EMU.internal, null, 'router:if0'), m('a1', 'uky', 'emu', EMU.public, '198.51.100.3', EMU.public, null, 'a1:if0')],
         },
         {
           name: 'right',
-          subnet: '10.30.2.0/24',
+          subnet: '192.0.2.0/24',
           layer: 2,
           reason: 'link "right": link_type openvpn',
           hub: 'emu',
           peers: [],
-          members: [m('router', 'emu', 'emu', EMU.internal, '10.30.2.2', EMU.internal, null, 'router:if1'), m('b1', 'emu', 'emu', EMU.internal, null, EMU.internal, null, 'b1:if0')],
+          members: [m('router', 'emu', 'emu', EMU.internal, '192.0.2.2', EMU.internal, null, 'router:if1'), m('b1', 'emu', 'emu', EMU.internal, null, EMU.internal, null, 'b1:if0')],
         },
       ],
       links: [],
@@ -238,10 +238,10 @@ describe('server plan --rspec: request RSpecs planned', () => {
       lans: [
         {
           name: 'stitched-lan',
-          subnet: '10.20.0.0/24',
+          subnet: '192.0.2.0/24',
           layer: 2,
           reason: 'link "Stitched LAN #1": spans 3 component managers',
-          members: ['e1', 'e2', 'u1', 'w1', 'w2'].map((n, i) => ({ node: n, address: ['10.20.0.11', '10.20.0.12', '10.20.0.21', '10.20.0.31', '10.20.0.32'][i], interface: `${n}:if0` })),
+          members: ['e1', 'e2', 'u1', 'w1', 'w2'].map((n, i) => ({ node: n, address: ['192.0.2.11', '192.0.2.12', '192.0.2.21', '192.0.2.31', '192.0.2.32'][i], interface: `${n}:if0` })),
         },
       ],
     });
