@@ -126,6 +126,7 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   MVPN_STORE_CONFLICT: 409,
   MVPN_RENEW_NOT_CURRENT: 409,
   MVPN_API_TOO_LARGE: 413,
+  MVPN_STORE_UNREACHABLE: 503,
 };
 
 class ApiError extends MvpnError {
@@ -391,7 +392,9 @@ export function createApiServer(deps: ApiDeps): Server {
           const e = toMvpnError(err);
           const status = err instanceof ApiError ? err.status : (STATUS[e.code] ?? 500);
           observe(status);
-          const message = status >= 500 ? 'internal error' : e.message;
+          // 503: the store is away for a while (reconnecting); the agent retries. Other 5xx say nothing of our insides.
+          const unavailable = status === 503;
+          const message = unavailable ? 'the state store is unreachable; try again shortly' : status >= 500 ? 'internal error' : e.message;
           logger.emit({ kind: 'api.error', method: req.method ?? '', path, status, code: e.code, message: e.message });
           if (res.headersSent) {
             res.destroy();
@@ -400,7 +403,8 @@ export function createApiServer(deps: ApiDeps): Server {
           const extra = err instanceof ApiError ? ((err.context['headers'] as Record<string, string> | undefined) ?? {}) : {};
           // A body we refused may still be arriving: answer, then close instead of draining it.
           const closing: Record<string, string> = status === 413 ? { connection: 'close' } : {};
-          sendJson(res, status, wireError(status >= 500 ? 'MVPN_INTERNAL' : e.code, message, status < 500 ? e.hint : undefined), { ...extra, ...closing });
+          const retry: Record<string, string> = unavailable ? { 'retry-after': '5' } : {};
+          sendJson(res, status, wireError(status >= 500 && !unavailable ? 'MVPN_INTERNAL' : e.code, message, status < 500 ? e.hint : undefined), { ...extra, ...closing, ...retry });
           if (status === 413) req.socket.end();
         },
       );

@@ -4,11 +4,16 @@
  *
  * Design notes:
  * - The store is the only input. The CLI changes it from other processes;
- *   the daemon polls `PRAGMA data_version` (a cheap read that changes when
- *   another connection commits) about once a second and reconciles, and
- *   also reconciles on a slower timer (CRL half-life, sessions to kill) and
- *   whenever an instance changes state. Reconciles are serialised; a request
- *   during one runs one more afterwards.
+ *   the daemon reconciles when another connection commits: at once on
+ *   PostgreSQL (the store's `changed` event, from LISTEN/NOTIFY), within
+ *   about a second on SQLite (it polls `PRAGMA data_version`, a cheap read).
+ *   It also reconciles on a slower timer (CRL half-life, sessions to kill)
+ *   and whenever an instance changes state. Reconciles are serialised; a
+ *   request during one runs one more afterwards.
+ * - A store that goes away (PostgreSQL restarted) stops nothing: the
+ *   openvpn servers forward without it. The daemon logs the loss and the
+ *   return, shows it in the snapshot (and mvpn_server_store_up), and
+ *   reconciles when it is back; the store reconnects by itself.
  * - Reconcile per network: write its files (only what changed), start or
  *   stop its supervisor, restart it only when something openvpn reads at
  *   start changed. CRL and ccd changes need no restart: openvpn re-reads
@@ -56,7 +61,7 @@ import { networkFacts } from './ops/networks.ts';
 import { writeStatus, statusPath, type StatusSnapshot } from './status.ts';
 import { Credentials } from './credentials.ts';
 import { openStore } from './store/open.ts';
-import type { Store } from './store/store.ts';
+import type { Store, StoreEvent } from './store/store.ts';
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -117,6 +122,8 @@ export class ServerDaemon {
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
+  /** The store's connection as its last event said (a SQLite store is always up). */
+  private storeState: { up: boolean; since: number; lastError?: string };
 
   private constructor(ctx: ServerContext & { store: Store }, server: Server, opts: DaemonOptions) {
     this.ctx = ctx;
@@ -126,6 +133,7 @@ export class ServerDaemon {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? nullLogger();
     this.startedAt = this.clock.now();
+    this.storeState = { up: true, since: this.startedAt };
     this.upkeep = new Upkeep(ctx, this.logger);
     const exec = opts.exec ?? execCommand;
     // Every openvpn of this server (networks and links) drops to the openvpn user.
@@ -192,6 +200,7 @@ export class ServerDaemon {
     });
     const daemon = new ServerDaemon(ctx, server, opts);
     daemon.creds = creds;
+    store.watch?.((e) => daemon.storeEvent(e));
     creds.attach(docs, server);
     try {
       await ensureDir(config.runtime_dir, 0o700);
@@ -291,6 +300,19 @@ export class ServerDaemon {
     );
   }
 
+  private storeEvent(e: StoreEvent): void {
+    if (e.kind === 'changed') return this.requestReconcile('store notified');
+    if (e.kind === 'lost') {
+      if (this.storeState.up) this.logger.emit({ kind: 'server.store-lost', message: e.message });
+      this.storeState = { up: false, since: this.clock.now(), lastError: e.message };
+    } else {
+      this.logger.emit({ kind: 'server.store-back', downMs: e.downMs });
+      this.storeState = { up: true, since: this.clock.now() };
+      this.requestReconcile('store reconnected');
+    }
+    void this.writeSnapshot();
+  }
+
   /** A change this process committed itself (invisible to the data_version poll). */
   storeChanged(cause: string): void {
     this.requestReconcile(cause);
@@ -349,6 +371,11 @@ export class ServerDaemon {
       listen: this.listenAddress(),
       networks: this.networks.snapshot(),
       links: this.federation.snapshot(),
+      store: {
+        up: this.storeState.up,
+        since: new Date(this.storeState.since).toISOString(),
+        ...(this.storeState.lastError === undefined ? {} : { last_error: this.storeState.lastError }),
+      },
     };
   }
 

@@ -14,6 +14,8 @@ export type ServerEvent =
   | { readonly kind: 'server.stopped' }
   | { readonly kind: 'server.reconcile'; readonly cause: string; readonly up: readonly string[]; readonly stopped: readonly string[] }
   | { readonly kind: 'server.reconcile-failed'; readonly code: string; readonly message: string }
+  | { readonly kind: 'server.store-lost'; readonly message: string }
+  | { readonly kind: 'server.store-back'; readonly downMs: number }
   | { readonly kind: 'server.network-start'; readonly network: string }
   | { readonly kind: 'server.network-stop'; readonly network: string; readonly reason: string }
   | { readonly kind: 'server.network-restart'; readonly network: string; readonly reason: string }
@@ -55,6 +57,11 @@ export const serverFormatters: Formatters<ServerEvent> = {
     text: `server: reconciled (${e.cause}); up: [${e.up.join(', ')}]${e.stopped.length ? `; stopped: [${e.stopped.join(', ')}]` : ''}`,
   }),
   'server.reconcile-failed': (e) => ({ level: 'error', text: `server: reconcile failed: ${e.message} [${e.code}]` }),
+  'server.store-lost': (e) => ({
+    level: 'error',
+    text: `server: lost the state store (${e.message}); reconnecting. The networks keep running; API calls that need the store answer 503 MVPN_STORE_UNREACHABLE until it is back`,
+  }),
+  'server.store-back': (e) => ({ level: 'notice', text: `server: the state store is back after ${(e.downMs / 1000).toFixed(1)} s; reconciling` }),
   'server.network-start': (e) => ({ level: 'notice', text: `${e.network}: starting its openvpn server` }),
   'server.network-stop': (e) => ({ level: 'notice', text: `${e.network}: stopping its openvpn server (${e.reason})` }),
   'server.network-restart': (e) => ({ level: 'notice', text: `${e.network}: restarting its openvpn server (${e.reason})` }),

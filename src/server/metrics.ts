@@ -166,6 +166,14 @@ export class ServerMetrics implements ApiObserver {
     fact('mvpn_network_members', 'Nodes in the network (registered, including not yet enrolled and revoked).', (f) => f.members);
 
     new Gauge({
+      name: 'mvpn_server_store_up',
+      help: '1 while the daemon is connected to its state store, 0 while it is reconnecting (PostgreSQL restarted or unreachable); always 1 on SQLite.',
+      registers,
+      collect() {
+        this.set(source.snapshot().store?.up === false ? 0 : 1);
+      },
+    });
+    new Gauge({
       name: 'mvpn_link_sync_ok',
       help: "1 when the peer's last copy of its hub's members and CRL succeeded, 0 when it failed.",
       labelNames: ['network'],

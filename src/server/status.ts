@@ -51,6 +51,8 @@ export interface StatusSnapshot {
   readonly networks: Readonly<Record<string, InstanceSnapshot>>;
   /** Peer side: one per linked (mirrored) network. */
   readonly links?: Readonly<Record<string, LinkSnapshot>>;
+  /** The state store's connection (always up on SQLite); `last_error` while it is down. */
+  readonly store?: { readonly up: boolean; readonly since: string; readonly last_error?: string };
 }
 
 /** What the snapshot shows of one supervised openvpn. */

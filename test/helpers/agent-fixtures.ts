@@ -389,13 +389,20 @@ export class ServerWorld {
     this.tokenFile = join(this.dir, 'enroll.token');
   }
 
-  static async create(lab: Lab, opts: { networks: readonly string[]; nodeId?: string }): Promise<ServerWorld> {
+  /** `store` overrides MVPN_TEST_STORE for this world's server (a test that is about one engine). */
+  static async create(lab: Lab, opts: { networks: readonly string[]; nodeId?: string; store?: 'sqlite' | 'postgres' }): Promise<ServerWorld> {
     const dir = await tmpDir('agent-e2e');
     await chmod(dir.path, 0o755);
     const srv = await lab.ns('srv');
     const node = await lab.ns('node');
     await lab.link(srv, node, { aName: 'eth0', bName: 'eth0', aAddr: `${SERVER_UNDERLAY}/30`, bAddr: `${NODE_UNDERLAY}/30` });
-    const server = await makeServer({ label: 'e2e-srv', address: SERVER_UNDERLAY, listen: `${SERVER_UNDERLAY}:8443`, extra: ['--vpn-listen', SERVER_UNDERLAY] });
+    const server = await makeServer({
+      label: 'e2e-srv',
+      address: SERVER_UNDERLAY,
+      listen: `${SERVER_UNDERLAY}:8443`,
+      extra: ['--vpn-listen', SERVER_UNDERLAY],
+      ...(opts.store ? { store: opts.store } : {}),
+    });
     const w = new ServerWorld(lab, srv, node, server, dir, opts.nodeId ?? 'pc1');
     for (const id of opts.networks) {
       await server.run(['network', 'create', id, '--remote', SERVER_UNDERLAY]);

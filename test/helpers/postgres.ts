@@ -29,6 +29,10 @@ export interface PgCluster {
   createDatabase(prefix?: string): Promise<string>;
   /** Fast shutdown and start again on the same data (a PostgreSQL restart under running clients). */
   restart(): Promise<void>;
+  /** Fast shutdown only (by pid), keeping the data: the database is away until up(). */
+  down(): Promise<void>;
+  /** Starts a cluster that down() stopped, on the same data. */
+  up(): Promise<void>;
   /** Stops the cluster (by pid) and removes its directory. */
   stop(): Promise<void>;
 }
@@ -138,6 +142,8 @@ export async function startPostgres(label = 'pg'): Promise<PgCluster> {
       await halt();
       await start();
     },
+    down: halt,
+    up: start,
     async stop() {
       await halt();
       await dir.remove();

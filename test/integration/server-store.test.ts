@@ -23,6 +23,8 @@ import { waitFor } from '../helpers/netns.ts';
 import { startPostgres, type PgCluster } from '../helpers/postgres.ts';
 import { cli, makeServer, openContext, type CliResult, type TestServer } from '../helpers/server-fixtures.ts';
 import { bareNode as node } from '../helpers/store-fixtures.ts';
+import { runCli } from '../helpers/agent-fixtures.ts';
+import { snapshotTree } from '../helpers/adversarial/snapshot.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 
@@ -146,7 +148,7 @@ describe.each([sqliteEngine(), postgresEngine()])('the store on $name', (engine)
     const loc = await engine.fresh();
     loc.open({ create: true }).close();
     await loc.setVersion(99);
-    expect(() => loc.open()).toThrow(/newer than this program knows/);
+    expect(() => loc.open()).toThrow(expect.objectContaining({ code: 'MVPN_STORE_TOO_NEW', message: expect.stringMatching(/schema version 99, newer than this program knows/) }));
     const missing = await engine.fresh();
     try {
       missing.open();
@@ -409,6 +411,35 @@ describe('a server on PostgreSQL', () => {
       ),
     );
     expect(isMvpnError(daemon) && daemon.code).toBe('MVPN_STORE_AUTH_FAILED');
+  });
+
+  it('`server run` refuses an unreachable database, a wrong password, a newer schema and an exposed connection file, saying which; the state directory is untouched', async () => {
+    const tooNew = await cluster.createDatabase();
+    PostgresStore.open(tooNew, { create: true }).close();
+    const admin = new pg.Client({ connectionString: tooNew });
+    await admin.connect();
+    await admin.query('UPDATE schema_version SET version = version + 1');
+    await admin.end();
+    const exposed = join(s.dir, 'exposed.url');
+    await writeFile(exposed, `${cluster.url('postgres')}\n`);
+    await chmod(exposed, 0o644);
+    const cases: [unknown, string, RegExp][] = [
+      [{ postgres: { url: `postgresql://postgres@localhost/x?host=${encodeURIComponent(join(s.dir, 'no-such-dir'))}` } }, 'MVPN_STORE_UNREACHABLE', /cannot reach the PostgreSQL store/],
+      [{ postgres: { url: cluster.url('postgres', { password: 'not-the-password' }) } }, 'MVPN_STORE_AUTH_FAILED', /refused the login: password authentication failed/],
+      [{ postgres: { url: tooNew } }, 'MVPN_STORE_TOO_NEW', new RegExp(`schema version ${MIGRATIONS.length + 1}, newer than this program knows`)],
+      [{ postgres: { connection_file: exposed } }, 'MVPN_CONFIG_INVALID', /mode 644, readable by others/],
+    ];
+    for (const [store, code, message] of cases) {
+      await withStore(store, async () => {
+        const before = await snapshotTree(s.stateDir);
+        const r = await runCli(['server', 'run', '--state-dir', s.stateDir]);
+        expect(r.code, r.stderr).not.toBe(0);
+        expect(r.stderr).toMatch(message);
+        expect(r.stderr).toContain(`[${code}]`);
+        expect(r.stderr).not.toContain('not-the-password');
+        expect(await snapshotTree(s.stateDir)).toEqual(before);
+      });
+    }
   });
 
   it('reads the URL from a connection file readable only by its owner, and refuses an exposed one', async () => {

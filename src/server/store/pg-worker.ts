@@ -7,10 +7,16 @@
  * which the main thread reads without a round trip (Store.dataVersion).
  *
  * One connection, reconnected by itself when lost (PostgreSQL restarted,
- * network cut): every second until it is back, then LISTEN again and bump
- * the counter, since changes may have been missed meanwhile. A transaction
- * never survives a reconnection: a request inside one is refused on another
+ * network cut): after 250 ms, doubling up to 5 s between tries, until it is
+ * back, then LISTEN again and bump the counter, since changes may have been
+ * missed meanwhile. A request meanwhile tries to connect once and fails at
+ * once if it cannot (no waiting for the next try). A transaction never
+ * survives a reconnection: a request inside one is refused on another
  * connection than its BEGIN's.
+ *
+ * Besides replies, the worker posts StoreEvents on a port of their own
+ * (`events`): another connection's commit (the NOTIFY), the connection lost,
+ * and back. The main thread hears them on its event loop, between requests.
  *
  * Requests run one after the other, in order. Some need no reply (`reply:
  * false`: BEGIN, a read's COMMIT, ROLLBACK), which saves the caller a thread
@@ -21,9 +27,12 @@
  */
 import { workerData, type MessagePort } from 'node:worker_threads';
 import pg from 'pg';
+import type { StoreEvent } from './store.ts';
 
 export interface WorkerInit {
   readonly port: MessagePort;
+  /** StoreEvents for the main thread's event loop. */
+  readonly events: MessagePort;
   /** Int32 [0]: reply ready (0/1); this worker's alone. */
   readonly flag: SharedArrayBuffer;
   /** Int32 [0]: change counter; the store's, kept across workers. */
@@ -31,6 +40,8 @@ export interface WorkerInit {
   readonly connectionString: string;
   readonly channel: string;
   readonly lockTimeoutMs: number;
+  /** This worker replaces one whose request timed out: the connection counts as lost until this one connects. */
+  readonly replacing: boolean;
 }
 
 export type WorkerRequest =
@@ -67,6 +78,10 @@ let client: pg.Client | null = null;
 let epoch = 0;
 let closing = false;
 let retry: NodeJS.Timeout | null = null;
+/** Failed reconnection tries in a row (the backoff's exponent). */
+let tries = 0;
+/** When the connection was lost (undefined: connected, or never connected yet). */
+let downSince: number | undefined = init.replacing ? Date.now() : undefined;
 /** The connection the open transaction began on. */
 let txEpoch: number | undefined;
 /** The error of a request that had no reply, for the next one. */
@@ -89,28 +104,44 @@ function toPositional(sql: string): { text: string; names: string[] } {
   return p;
 }
 
-function lost(c: pg.Client): void {
+function emit(e: StoreEvent): void {
+  init.events.postMessage(e);
+}
+
+/** The connection is gone (or a replacement could not make one): say so once, then keep trying. */
+function down(message: string): void {
+  if (closing) return;
+  if (downSince === undefined) {
+    downSince = Date.now();
+    emit({ kind: 'lost', message });
+  }
+  scheduleReconnect();
+}
+
+function lost(c: pg.Client, err?: Error): void {
   if (client !== c) return;
   client = null;
   c.removeAllListeners('notification');
   void c.end().catch(() => undefined);
-  if (!closing) scheduleReconnect();
+  down(err?.message ?? 'the server closed the connection');
 }
 
 function scheduleReconnect(): void {
   if (retry !== null || closing) return;
+  const delay = Math.min(5_000, 250 * 2 ** tries);
   retry = setTimeout(() => {
     retry = null;
-    connect().then(
-      () => Atomics.add(counter, 0, 1), // changes made while we were away were not notified
-      () => scheduleReconnect(),
-    );
-  }, 1_000);
+    if (client !== null) return; // a request connected meanwhile
+    connect().catch((err: unknown) => {
+      tries++;
+      down((err as Error).message);
+    });
+  }, delay);
 }
 
 async function connect(): Promise<pg.Client> {
   const c = new pg.Client({ connectionString: init.connectionString, connectionTimeoutMillis: 10_000, keepAlive: true, application_name: 'mvpn-server' });
-  c.on('error', () => lost(c));
+  c.on('error', (err) => lost(c, err));
   c.on('end', () => lost(c));
   try {
     await c.connect();
@@ -123,16 +154,32 @@ async function connect(): Promise<pg.Client> {
   const own = (c as unknown as { processID: number }).processID;
   c.on('notification', (n) => {
     // Our own commits are not changes by "another connection" (as SQLite's data_version).
-    if (n.processId !== own) Atomics.add(counter, 0, 1);
+    if (n.processId !== own) changed();
   });
   client = c;
   epoch++;
+  tries = 0;
+  if (retry !== null) clearTimeout(retry);
+  retry = null;
+  if (downSince !== undefined) {
+    emit({ kind: 'back', downMs: Date.now() - downSince });
+    downSince = undefined;
+    changed(); // changes made while we were away were not notified
+  }
   return c;
 }
 
+function changed(): void {
+  Atomics.add(counter, 0, 1);
+  emit({ kind: 'changed' });
+}
+
+/** SQLSTATEs that mean the server went away, not that the statement was wrong: connection exceptions, shutdown, starting up. */
+const CONNECTION_STATES = /^(08...|57P0[1-3])$/;
+
 function toError(err: unknown, connection: boolean): WorkerError {
   const e = err as { message?: string; code?: string; detail?: string };
-  return { message: e.message ?? String(err), code: e.code, detail: e.detail, connection };
+  return { message: e.message ?? String(err), code: e.code, detail: e.detail, connection: connection || CONNECTION_STATES.test(e.code ?? '') };
 }
 
 const LOST: WorkerError = { message: 'the connection to PostgreSQL was lost during the transaction', code: 'ECONNRESET', connection: true };
@@ -201,8 +248,8 @@ init.port.on('message', (req: WorkerRequest) => {
     const reply = await handle(req);
     if (req.op === 'connect' && req.reply === false) {
       // A replacement worker (postgres.ts): connect now, so LISTEN is back before anyone asks.
-      if (!reply.ok) scheduleReconnect();
-      else Atomics.add(counter, 0, 1);
+      if (!reply.ok) down(reply.error.message);
+      else changed();
       return;
     }
     if (req.op === 'exec' && req.reply === false) {

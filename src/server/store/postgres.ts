@@ -24,7 +24,13 @@
  *  - A write's COMMIT carries NOTIFY on one channel; every other connection
  *    LISTENs there, so dataVersion() changes within milliseconds of another
  *    connection's commit (and after a reconnection, when some may have been
- *    missed), with no query: it reads a counter the worker bumps.
+ *    missed), with no query: it reads a counter the worker bumps. watch()
+ *    hears the same as an event, so the daemon need not poll.
+ *
+ * Outages: the worker reconnects by itself (pg-worker.ts) and reports
+ * `lost` / `back`; meanwhile every call fails with MVPN_STORE_UNREACHABLE,
+ * at once when the server refuses connections, after `requestTimeoutMs` when
+ * it does not answer at all. A caller never waits longer than that.
  *
  * Schema: the same MIGRATIONS as SQLite, translated (postgresDdl); a
  * schema_version table holds how many are applied. Each migration runs in
@@ -35,7 +41,7 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 import { StoreError } from '../../errors.ts';
 import { MIGRATIONS } from './sqlite.ts';
 import { makeSqlTx, type Row, type SqlConn } from './sql-tx.ts';
-import type { Store, StoreTx } from './store.ts';
+import type { Store, StoreEvent, StoreTx } from './store.ts';
 import type { TxStep, WorkerError, WorkerInit, WorkerReply, WorkerRequest } from './pg-worker.ts';
 
 /** The bundled executable defines this as pg-worker.ts bundled with `pg` (scripts/bundle.mjs); from source it is absent. */
@@ -120,6 +126,8 @@ export class PostgresStore implements Store {
   private readonly tx: StoreTx;
   private inTx = false;
   private closed = false;
+  private events!: MessagePort;
+  private listener: ((e: StoreEvent) => void) | undefined;
 
   private constructor(url: string, opts: PostgresStoreOptions) {
     this.url = url;
@@ -136,13 +144,27 @@ export class PostgresStore implements Store {
   }
 
   /** A worker with its own connection (and its own reply flag: a replaced worker's late reply cannot touch the new one's). */
-  private spawn(): void {
+  private spawn(replacing = false): void {
     const flag = new SharedArrayBuffer(4);
     this.flag = new Int32Array(flag);
     const { port1, port2 } = new MessageChannel();
     this.port = port1;
-    const workerData: WorkerInit = { port: port2, flag, counter: this.counterBuf, connectionString: this.url, channel: CHANNEL, lockTimeoutMs: this.lockTimeoutMs };
-    const opts = { workerData, transferList: [port2] };
+    const events = new MessageChannel();
+    this.events = events.port1;
+    this.events.on('message', (e: StoreEvent) => this.listener?.(e));
+    // Events are for whoever watches; they do not keep the process alive.
+    this.events.unref();
+    const workerData: WorkerInit = {
+      port: port2,
+      events: events.port2,
+      flag,
+      counter: this.counterBuf,
+      connectionString: this.url,
+      channel: CHANNEL,
+      lockTimeoutMs: this.lockTimeoutMs,
+      replacing,
+    };
+    const opts = { workerData, transferList: [port2, events.port2] };
     this.worker =
       typeof MVPN_PG_WORKER_SOURCE === 'string'
         ? new Worker(MVPN_PG_WORKER_SOURCE, { ...opts, eval: true })
@@ -179,9 +201,13 @@ export class PostgresStore implements Store {
     if (Atomics.wait(this.flag, 0, 0, this.requestTimeoutMs) === 'timed-out') {
       // The connection is stuck (its transaction, if any, is lost with it): a new worker and connection take over.
       this.port.close();
+      this.events.close();
       void this.worker.terminate();
-      this.spawn();
+      this.spawn(true);
       if (req.op !== 'close') this.port.postMessage({ op: 'connect', reply: false } satisfies WorkerRequest);
+      const message = `no answer within ${this.requestTimeoutMs / 1000} s`;
+      // After the caller has its error, not inside its (possibly open) transaction.
+      setImmediate(() => this.listener?.({ kind: 'lost', message }));
       throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${this.requestTimeoutMs / 1000} s`, {
         hint: 'is the database host up and reachable? the store reconnects by itself',
       });
@@ -221,7 +247,7 @@ export class PostgresStore implements Store {
       return r?.version ?? 0;
     };
     const tooNew = (v: number) =>
-      new StoreError('MVPN_STORE_ERROR', `the state store has schema version ${v}, newer than this program knows (${MIGRATIONS.length})`, {
+      new StoreError('MVPN_STORE_TOO_NEW', `the state store has schema version ${v}, newer than this program knows (${MIGRATIONS.length})`, {
         hint: 'run a newer mvpn-client (every host on this database must run the same or a newer one)',
       });
     const before = version();
@@ -288,6 +314,10 @@ export class PostgresStore implements Store {
     return Atomics.load(this.counter, 0);
   }
 
+  watch(listener: (e: StoreEvent) => void): void {
+    this.listener = listener;
+  }
+
   close(): void {
     if (this.closed) return;
     try {
@@ -296,7 +326,9 @@ export class PostgresStore implements Store {
       // closing anyway
     }
     this.closed = true;
+    this.listener = undefined;
     this.port.close();
+    this.events.close();
     void this.worker.terminate();
   }
 }

@@ -224,7 +224,7 @@ export class SqliteStore implements Store {
     for (;;) {
       const version = Number((this.db.prepare('PRAGMA user_version').get() as Row)['user_version']);
       if (version > MIGRATIONS.length) {
-        throw new StoreError('MVPN_STORE_ERROR', `the state store has schema version ${version}, newer than this program knows (${MIGRATIONS.length})`, {
+        throw new StoreError('MVPN_STORE_TOO_NEW', `the state store has schema version ${version}, newer than this program knows (${MIGRATIONS.length})`, {
           hint: 'run a newer mvpn-client, or restore the state directory from a backup made with this version',
         });
       }

@@ -288,5 +288,18 @@ export interface Store {
    * process) commits. Cheap; the daemon polls it about once a second.
    */
   dataVersion(): number;
+  /**
+   * A store on a database server (PostgreSQL) tells when another connection
+   * committed (at once, not at the next dataVersion poll) and when its
+   * connection is lost and back. Listeners run on the event loop; there is
+   * one (the daemon's). SQLite has no such thing: a file is never away.
+   */
+  watch?(listener: (e: StoreEvent) => void): void;
   close(): void;
 }
+
+export type StoreEvent =
+  | { readonly kind: 'changed' }
+  /** The connection broke; calls fail with MVPN_STORE_UNREACHABLE until it is back (reconnecting with backoff). */
+  | { readonly kind: 'lost'; readonly message: string }
+  | { readonly kind: 'back'; readonly downMs: number };
