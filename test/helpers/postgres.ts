@@ -31,7 +31,7 @@ export interface PgCluster {
   restart(): Promise<void>;
   /** Fast shutdown only (by pid), keeping the data: the database is away until up(). */
   down(): Promise<void>;
-  /** Starts a cluster that down() stopped, on the same data. */
+  /** Starts a cluster that down() stopped, on the same data (nothing if it runs). */
   up(): Promise<void>;
   /** Stops the cluster (by pid) and removes its directory. */
   stop(): Promise<void>;
@@ -143,7 +143,11 @@ export async function startPostgres(label = 'pg'): Promise<PgCluster> {
       await start();
     },
     down: halt,
-    up: start,
+    async up() {
+      const c = child;
+      if (c && c.exitCode === null && c.signalCode === null) return; // running: a second postmaster would only replace our handle on it
+      await start();
+    },
     async stop() {
       await halt();
       await dir.remove();

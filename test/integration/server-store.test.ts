@@ -13,7 +13,9 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMvpnError } from '../../src/errors.ts';
+import { memoryLogger } from '../../src/log.ts';
 import { ServerDaemon } from '../../src/server/daemon.ts';
+import type { ServerEvent } from '../../src/server/events.ts';
 import { overlaps, parseCidr } from '../../src/server/alloc.ts';
 import { postgresUrl } from '../../src/server/store/open.ts';
 import { PostgresStore, postgresDdl } from '../../src/server/store/postgres.ts';
@@ -545,5 +547,27 @@ describe('a server on PostgreSQL', () => {
       a.close();
       b.close();
     }
+  });
+
+  it('wakes the daemon with each commit of another process at once: no poll needed (its poll is set to an hour here)', async () => {
+    const logger = memoryLogger<ServerEvent>();
+    const daemon = await ServerDaemon.start({ stateDir: s.stateDir, logger, pollMs: 3_600_000, periodicMs: 3_600_000 });
+    const ms: number[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const seen = logger.events.length;
+        const notified = () => logger.events.slice(seen).some((e) => e.kind === 'server.reconcile' && e.cause === 'store notified');
+        // `node add` in a process of its own: another connection's commit, as from another host.
+        const r = await runCli(['server', 'node', 'add', `wake${i}`, '--network', 'n1', '--state-dir', s.stateDir]);
+        expect(r.code, r.stderr).toBe(0);
+        const returned = Date.now();
+        expect(await waitFor(notified, 10_000, 2)).toBe(true);
+        ms.push(Date.now() - returned);
+      }
+    } finally {
+      await daemon.stop();
+    }
+    ms.sort((x, y) => x - y);
+    console.log(`commit in another process -> daemon reconciling: median ${ms[2]} ms after the CLI exited (all: ${ms.join(', ')} ms)`);
   });
 });
