@@ -122,6 +122,7 @@ export class ServerDaemon {
   /** inode and mtime of signing.key when it was loaded: a change means `server anchor rotate` ran. */
   private metricsServer: MetricsServer | undefined;
   private facts: { at: number; value: NetworkFacts[] } | undefined;
+  private counters: Record<string, number> | undefined;
   /** The store's connection as its last event said (a SQLite store is always up). */
   private storeState: { up: boolean; since: number; lastError?: string };
 
@@ -184,7 +185,7 @@ export class ServerDaemon {
     const metrics = metricsListen(config) === null
       ? undefined
       : new (await import('./metrics.ts')).ServerMetrics(
-          { snapshot: () => daemon.snapshot(), networks: () => daemon.networkFacts(), counters: () => store.read((tx) => tx.counters()) },
+          { snapshot: () => daemon.snapshot(), networks: () => daemon.networkFacts(), counters: () => daemon.storeCounters() },
           { perClient: config.metrics_per_client === true },
         );
     const server = createApiServer({
@@ -269,9 +270,26 @@ export class ServerDaemon {
   networkFacts(): NetworkFacts[] {
     const now = Date.now();
     if (this.facts && now - this.facts.at < 1_000) return this.facts.value;
-    const value = networkFacts(this.ctx);
+    let value: NetworkFacts[];
+    try {
+      value = networkFacts(this.ctx);
+    } catch (err) {
+      // The store is away: a scrape still answers (mvpn_server_store_up 0) with the facts last read.
+      if (this.facts) return this.facts.value;
+      throw err;
+    }
     this.facts = { at: now, value };
     return value;
+  }
+
+  /** The store's counters for a scrape; the last ones read while the store is away (counters never go back). */
+  storeCounters(): Record<string, number> {
+    try {
+      this.counters = this.store.read((tx) => tx.counters());
+    } catch (err) {
+      if (this.counters === undefined) throw err;
+    }
+    return this.counters;
   }
 
   get port(): number {

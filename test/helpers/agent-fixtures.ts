@@ -307,7 +307,7 @@ export class AgentWorld {
 export interface PingStream {
   /** Replies so far. */
   received(): number;
-  stop(): Promise<{ sent: number; lost: number; longestGap: number; lastAnswered: boolean }>;
+  stop(): Promise<{ sent: number; lost: number; longestGap: number; lastAnswered: boolean; lostSeqs: number[] }>;
 }
 
 export function pingStream(lab: Lab, ns: Netns, ip: string): PingStream {
@@ -326,7 +326,8 @@ export function pingStream(lab: Lab, ns: Netns, ip: string): PingStream {
       let gap = 0;
       let longestGap = 0;
       for (let i = 0; i < sent; i++) longestGap = Math.max(longestGap, (gap = seen.has(i) ? 0 : gap + 1));
-      return { sent, lost: sent - seen.size, longestGap, lastAnswered: sent > 0 && seen.has(sent - 1) };
+      const lostSeqs = Array.from({ length: sent }, (_, i) => i).filter((i) => !seen.has(i));
+      return { sent, lost: sent - seen.size, longestGap, lastAnswered: sent > 0 && seen.has(sent - 1), lostSeqs };
     },
   };
 }

@@ -46,13 +46,20 @@ describe('a server daemon on PostgreSQL', () => {
           return { status: Number(lines.pop()), body: lines.join('\n'), ms: Date.now() - started };
         };
         expect((await enrollCall()).status).toBe(400); // the store answered: the CSR is what is wrong
+        const metricsUrl = /Prometheus metrics on (http:\S+)/.exec(w.daemonLog)?.[1];
+        expect(metricsUrl, w.daemonLog).toBeDefined();
+        const storeUp = async () => /^mvpn_server_store_up (\d)$/m.exec((await w.srv.exec('curl', ['-sS', '--max-time', '30', metricsUrl!], { allowFail: true })).stdout)?.[1];
+        expect(await storeUp()).toBe('1');
 
         const ping = pingStream(lab, w.node, await w.serverTunnelIp('alpha'));
         expect(await waitFor(() => ping.received() >= 5, 20_000, 100)).toBe(true);
 
+        const downAt = ping.received();
         await cluster.down();
         expect(await waitFor(() => w.daemonLog.includes('lost the state store'), 20_000, 100), w.daemonLog).toBe(true);
         expect((await snapshot()).store).toMatchObject({ up: false, last_error: expect.any(String) });
+        // A scrape still answers while the store is away, and says so.
+        expect(await storeUp()).toBe('0');
         const during = await enrollCall();
         expect(during.status, during.body).toBe(503);
         expect(JSON.parse(during.body)).toMatchObject({ error: { code: 'MVPN_STORE_UNREACHABLE' } });
@@ -65,9 +72,12 @@ describe('a server daemon on PostgreSQL', () => {
         await cluster.up();
         expect(await waitFor(() => w.daemonLog.includes('state store is back'), 30_000, 100), w.daemonLog).toBe(true);
         expect(await waitFor(async () => (await snapshot()).store?.up === true, 10_000, 100)).toBe(true);
+        expect(await storeUp()).toBe('1');
         expect((await enrollCall()).status).toBe(400);
         const result = await ping.stop();
-        console.log(`PostgreSQL restart under the daemon: ${result.sent} pings at 0.2 s, ${result.lost} lost, longest gap ${result.longestGap}`);
+        console.log(
+          `PostgreSQL restart under the daemon: ${result.sent} pings at 0.2 s, ${result.lost} lost (seq ${result.lostSeqs.join(', ') || 'none'}; PostgreSQL stopped after ${downAt} replies), longest gap ${result.longestGap}`,
+        );
         expect(result.lost, JSON.stringify(result)).toBeLessThanOrEqual(1);
         expect(result.lastAnswered).toBe(true);
         expect((await snapshot()).networks['alpha']!.pid).toBe(serverPid);
