@@ -69,8 +69,14 @@ describe('a server daemon on PostgreSQL', () => {
         const away = ping.received();
         expect(await waitFor(() => ping.received() >= away + 10, 20_000, 100)).toBe(true);
 
+        const startedAgain = Date.now();
         await cluster.up();
-        expect(await waitFor(() => w.daemonLog.includes('state store is back'), 30_000, 100), w.daemonLog).toBe(true);
+        const upAfter = Date.now() - startedAgain;
+        expect(await waitFor(() => w.daemonLog.includes('state store is back'), 30_000, 10), w.daemonLog).toBe(true);
+        const backAfter = Date.now() - startedAgain;
+        console.log(
+          `PostgreSQL away ${/state store is back after (\S+ s)/.exec(w.daemonLog)?.[1]}; ready ${upAfter} ms after its start, the daemon back ${backAfter} ms after it; a store call meanwhile: ${during.status} in ${during.ms} ms`,
+        );
         expect(await waitFor(async () => (await snapshot()).store?.up === true, 10_000, 100)).toBe(true);
         expect(await storeUp()).toBe('1');
         expect((await enrollCall()).status).toBe(400);

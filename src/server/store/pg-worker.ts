@@ -7,7 +7,7 @@
  * which the main thread reads without a round trip (Store.dataVersion).
  *
  * One connection, reconnected by itself when lost (PostgreSQL restarted,
- * network cut): after 250 ms, doubling up to 5 s between tries, until it is
+ * network cut): after 250 ms, doubling up to 2 s between tries (a refused connection on a unix socket costs nothing; a longer wait would only delay hearing changes again), until it is
  * back, then LISTEN again and bump the counter, since changes may have been
  * missed meanwhile. A request meanwhile tries to connect once and fails at
  * once if it cannot (no waiting for the next try). A transaction never
@@ -128,7 +128,7 @@ function lost(c: pg.Client, err?: Error): void {
 
 function scheduleReconnect(): void {
   if (retry !== null || closing) return;
-  const delay = Math.min(5_000, 250 * 2 ** tries);
+  const delay = Math.min(2_000, 250 * 2 ** tries);
   retry = setTimeout(() => {
     retry = null;
     if (client !== null) return; // a request connected meanwhile
