@@ -7,9 +7,10 @@
  * which the main thread reads without a round trip (Store.dataVersion).
  *
  * One connection, reconnected by itself when lost (PostgreSQL restarted,
- * network cut): after 250 ms, doubling up to 2 s between tries (a refused connection on a unix socket costs nothing; a longer wait would only delay hearing changes again), until it is
- * back, then LISTEN again and bump the counter, since changes may have been
- * missed meanwhile. A request meanwhile tries to connect once and fails at
+ * network cut): after 250 ms, doubling up to 2 s between tries (a refused
+ * connection costs next to nothing; a longer wait would only delay hearing
+ * changes again), until it is back, then LISTEN again and bump the counter,
+ * since changes may have been missed meanwhile. A request meanwhile tries to connect once and fails at
  * once if it cannot (no waiting for the next try). A transaction never
  * survives a reconnection: a request inside one is refused on another
  * connection than its BEGIN's.
