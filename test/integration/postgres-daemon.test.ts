@@ -7,7 +7,8 @@
  * ping stream over the LAN goes on (openvpn forwards without the store),
  * the server's openvpn keeps its pid, an API call during the outage is
  * answered 503 MVPN_STORE_UNREACHABLE in bounded time instead of hanging,
- * the daemon logs the loss and the return and shows it in its snapshot,
+ * and so does a CLI command; the daemon logs the loss and the return and
+ * shows it in its snapshot and mvpn_server_store_up,
  * and afterwards it serves the API and hears other processes' changes again
  * without a restart: a revoke committed by the CLI reaches the CRL file
  * openvpn reads (the time is printed; BENCHMARKS.md "Change notification").
@@ -20,6 +21,7 @@ import { readStatus } from '../../src/server/status.ts';
 import { pingStream, ServerWorld, type AgentProcess } from '../helpers/agent-fixtures.ts';
 import { waitFor, withLab } from '../helpers/netns.ts';
 import { sharedPostgres } from '../helpers/postgres.ts';
+import { cli } from '../helpers/server-fixtures.ts';
 
 describe('a server daemon on PostgreSQL', () => {
   it('keeps the LAN up through a PostgreSQL restart, answers 503 meanwhile, reconnects by itself and hears changes again', async () => {
@@ -65,6 +67,10 @@ describe('a server daemon on PostgreSQL', () => {
         expect(JSON.parse(during.body)).toMatchObject({ error: { code: 'MVPN_STORE_UNREACHABLE' } });
         // Refused connections fail at once; the request timeout (20 s) bounds the rest.
         expect(during.ms).toBeLessThan(25_000);
+        // So does a CLI command.
+        const list = await cli(['server', 'network', 'list', '--json', '--state-dir', w.server.stateDir]);
+        expect(list.code).not.toBe(0);
+        expect(list.json<{ error: { code: string } }>().error.code).toBe('MVPN_STORE_UNREACHABLE');
         // The LAN keeps going while the database is away.
         const away = ping.received();
         expect(await waitFor(() => ping.received() >= away + 10, 20_000, 100)).toBe(true);
