@@ -20,7 +20,7 @@ import { overlaps, parseCidr } from '../../src/server/alloc.ts';
 import { postgresUrl } from '../../src/server/store/open.ts';
 import { PostgresStore, postgresDdl } from '../../src/server/store/postgres.ts';
 import { MIGRATIONS, SqliteStore } from '../../src/server/store/sqlite.ts';
-import type { Store } from '../../src/server/store/store.ts';
+import type { Store, StoreEvent } from '../../src/server/store/store.ts';
 import { waitFor } from '../helpers/netns.ts';
 import { startPostgres, type PgCluster } from '../helpers/postgres.ts';
 import { cli, makeServer, openContext, type CliResult, type TestServer } from '../helpers/server-fixtures.ts';
@@ -523,6 +523,32 @@ describe('a server on PostgreSQL', () => {
       expect(store.read((tx) => tx.listNodes().map((n) => n.id))).toEqual(['before']);
       // The new connection counts as a change (what happened meanwhile was not heard).
       expect(await waitFor(() => store.dataVersion() !== v0, 5_000, 10)).toBe(true);
+    } finally {
+      if (backend) process.kill(backend, 'SIGCONT');
+      await close();
+    }
+  });
+
+  it('notices by itself that its idle connection hangs (the heartbeat), reports lost and back, and hears other connections on the new one', async () => {
+    const { store, client: admin, close } = await storeAndClient({ heartbeatMs: 500 });
+    const events: StoreEvent[] = [];
+    store.watch((e) => events.push(e));
+    let backend = 0;
+    try {
+      const ours = async () => (await admin.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'mvpn-server' AND datname = current_database()")).rows as { pid: number }[];
+      expect(await waitFor(async () => (await ours()).length === 1, 5_000, 50)).toBe(true);
+      backend = (await ours())[0]!.pid;
+      // Its backend stops answering while the store is idle (a hung host; a cut network looks the same): no call is made.
+      process.kill(backend, 'SIGSTOP');
+      expect(await waitFor(() => events.some((e) => e.kind === 'back'), 15_000, 20)).toBe(true);
+      expect(events.filter((e) => e.kind !== 'changed')).toEqual([
+        { kind: 'lost', message: 'no answer to a keepalive query within 0.5 s' },
+        { kind: 'back', downMs: expect.any(Number) },
+      ]);
+      const seen = events.length;
+      await admin.query('NOTIFY mvpn_store');
+      expect(await waitFor(() => events.slice(seen).some((e) => e.kind === 'changed'), 5_000, 10)).toBe(true);
+      expect(store.read((tx) => tx.listNodes())).toEqual([]);
     } finally {
       if (backend) process.kill(backend, 'SIGCONT');
       await close();

@@ -15,6 +15,11 @@
  * survives a reconnection: a request inside one is refused on another
  * connection than its BEGIN's.
  *
+ * An idle connection is checked every `heartbeatMs` with `SELECT 1`
+ * (between requests): one that does not answer within as long (a hung or
+ * cut-off database host, which TCP would take hours to notice while we only
+ * LISTEN) counts as lost, so notifications are never silently gone.
+ *
  * Besides replies, the worker posts StoreEvents on a port of their own
  * (`events`): another connection's commit (the NOTIFY), the connection lost,
  * and back. The main thread hears them on its event loop, between requests.
@@ -43,6 +48,8 @@ export interface WorkerInit {
   readonly lockTimeoutMs: number;
   /** This worker replaces one whose request timed out: the connection counts as lost until this one connects. */
   readonly replacing: boolean;
+  /** How often an idle connection is checked, and how long its answer may take. */
+  readonly heartbeatMs: number;
 }
 
 export type WorkerRequest =
@@ -244,7 +251,32 @@ async function handle(req: WorkerRequest): Promise<WorkerReply> {
 }
 
 let queue = Promise.resolve();
+let busy = 0;
+
+/** One `SELECT 1` on the idle connection; no answer within heartbeatMs: lost (and a new connection). */
+async function heartbeat(): Promise<void> {
+  const c = client;
+  if (c === null || busy > 0 || txEpoch !== undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), init.heartbeatMs)));
+  const answered = c.query('SELECT 1').then(
+    () => 'ok' as const,
+    () => 'ok' as const, // a broken connection reports itself through 'error'/'end'
+  );
+  const r = await Promise.race([answered, timedOut]);
+  clearTimeout(timer);
+  if (r === 'timeout') {
+    lost(c, new Error(`no answer to a keepalive query within ${init.heartbeatMs / 1000} s`));
+    // end() waits for a peer that does not answer: drop the socket too.
+    (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  }
+}
+setInterval(() => {
+  queue = queue.then(heartbeat);
+}, init.heartbeatMs).unref();
+
 init.port.on('message', (req: WorkerRequest) => {
+  busy++;
   queue = queue.then(async () => {
     const reply = await handle(req);
     if (req.op === 'connect' && req.reply === false) {
@@ -261,5 +293,5 @@ init.port.on('message', (req: WorkerRequest) => {
     init.port.postMessage(reply);
     Atomics.store(flag, 0, 1);
     Atomics.notify(flag, 0);
-  });
+  }).finally(() => busy--);
 });

@@ -77,6 +77,8 @@ export interface PostgresStoreOptions {
   readonly lockTimeoutMs?: number;
   /** How long one request may take before MVPN_STORE_UNREACHABLE (and a new connection). */
   readonly requestTimeoutMs?: number;
+  /** How often an idle connection is checked (SELECT 1), and how long it may take to answer before it counts as lost. */
+  readonly heartbeatMs?: number;
 }
 
 /** The URL without its password, for messages. */
@@ -122,6 +124,7 @@ export class PostgresStore implements Store {
   private readonly url: string;
   private readonly lockTimeoutMs: number;
   private readonly requestTimeoutMs: number;
+  private readonly heartbeatMs: number;
   private readonly where: string;
   private readonly tx: StoreTx;
   private inTx = false;
@@ -134,6 +137,7 @@ export class PostgresStore implements Store {
     this.where = describeUrl(url);
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.heartbeatMs = opts.heartbeatMs ?? 10_000;
     this.spawn();
     const conn: SqlConn = {
       all: (sql, params = {}) => this.query(sql, params).rows as Row[],
@@ -163,6 +167,7 @@ export class PostgresStore implements Store {
       channel: CHANNEL,
       lockTimeoutMs: this.lockTimeoutMs,
       replacing,
+      heartbeatMs: this.heartbeatMs,
     };
     const opts = { workerData, transferList: [port2, events.port2] };
     this.worker =
