@@ -34,7 +34,7 @@ import { checkNetworkId, getNetworkOrThrow } from '../ops/networks.ts';
 import { addNode, removeNode } from '../ops/nodes.ts';
 import { loadApiCaState } from '../ops/api-ca-roll.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
-import { openLink, sealLink, type LinkPayload } from './link-bundle.ts';
+import { openLink, parseLinkPayload, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
 import { bridgeDev } from '../devices.ts';
 import { dataPlane } from '../documents.ts';
@@ -289,8 +289,9 @@ export function removeLink(ctx: ServerContext, network: string): { network: stri
   return { network };
 }
 
+/** The verified payload a link row keeps, parsed again with the bundle's schema (a bad row is MVPN_SCHEMA_INVALID naming the field). */
 export function linkPayload(l: LinkRecord): LinkPayload {
-  return JSON.parse(l.data) as LinkPayload;
+  return parseLinkPayload(Buffer.from(l.data, 'utf8'), `link of network ${l.network} (store)`);
 }
 
 /**
