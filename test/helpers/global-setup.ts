@@ -26,6 +26,7 @@
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { isAlive } from '../../src/openvpn/process.ts';
 import { leftoverNamespaces, sh } from './netns.ts';
 import { runId } from './run-id.ts';
 
@@ -52,19 +53,10 @@ async function otherLiveSuites(id: string): Promise<string[]> {
   for (const name of await readdir(GUARD_DIR).catch(() => [] as string[])) {
     if (name === id || name === ADDED) continue;
     const pid = Number(await readFile(join(GUARD_DIR, name), 'utf8').catch(() => ''));
-    if (Number.isInteger(pid) && pid > 0 && processLives(pid)) live.push(name);
+    if (Number.isInteger(pid) && pid > 0 && (await isAlive(pid))) live.push(name);
     else await rm(join(GUARD_DIR, name), { force: true });
   }
   return live;
-}
-
-function processLives(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function guardTestRanges(): Promise<void> {
