@@ -19,7 +19,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { parseJsonBounded } from '../util/json.ts';
-import { isLoopback, parseListen } from '../util/listen.ts';
+import { checkMetricsListen } from '../util/listen.ts';
 import { DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR, DEFAULT_STATE_DIR } from './paths.ts';
 import { viaProblem } from './via.ts';
 
@@ -182,7 +182,7 @@ export function parseAgentConfig(json: unknown, path: string): AgentConfig {
   }
   return {
     path,
-    ...(c.metrics_listen === undefined ? {} : { metricsListen: metricsListenOf(c.metrics_listen, c.metrics_allow_remote, path) }),
+    ...(c.metrics_listen === undefined ? {} : { metricsListen: checkMetricsListen(c.metrics_listen, { allowRemote: c.metrics_allow_remote, portZero: false, where: `config ${path}` }) }),
     node: 'file' in c.node ? { file: abs(c.node.file) } : c.node,
     sources: c.sources.map((s): SourceConfig => {
       if (s.type === 'file') return { type: 'file', path: abs(s.path) };
@@ -210,31 +210,6 @@ export function parseAgentConfig(json: unknown, path: string): AgentConfig {
       retries: c.fetch.retries,
     },
   };
-}
-
-/**
- * The metrics listener must be loopback unless the operator says otherwise:
- * the metrics name the node's networks, servers and errors, and a testbed
- * node's other interfaces face the experiment. Bound exactly where the
- * config says (no wildcard default).
- */
-function metricsListenOf(text: string, allowRemote: boolean, path: string): { host: string; port: number } {
-  let listen: { host: string; port: number };
-  try {
-    listen = parseListen(text);
-  } catch (err) {
-    throw new ConfigError('MVPN_CONFIG_INVALID', `config ${path}: metrics_listen: ${(err as Error).message}`, { context: { path, field: 'metrics_listen' }, cause: err });
-  }
-  if (listen.port === 0) {
-    throw new ConfigError('MVPN_CONFIG_INVALID', `config ${path}: metrics_listen: port 0 would pick a port nobody can scrape; name one (e.g. 127.0.0.1:9475)`, { context: { path, field: 'metrics_listen' } });
-  }
-  if (!allowRemote && !isLoopback(listen.host)) {
-    throw new ConfigError('MVPN_CONFIG_INVALID', `config ${path}: metrics_listen: ${text} is not a loopback address; the metrics would be readable by anyone who reaches it`, {
-      context: { path, field: 'metrics_listen' },
-      hint: 'use 127.0.0.1:PORT (scrape through node_exporter or an SSH tunnel), or set "metrics_allow_remote": true to serve them on that address',
-    });
-  }
-  return listen;
 }
 
 function formatPath(path: readonly PropertyKey[]): string {

@@ -184,7 +184,7 @@ function render(spec: NetworkSpec, target: Target): string {
     'connect-retry 0',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
-    ...pullFilterLines(spec.address.ipv4, routes?.accepted),
+    ...pullFilterLines(spec.address.ipv4, routes?.accepted, spec.server_tunnel_ip),
     ...(bridged ? ['pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec'] : []),
     `keepalive ${spec.keepalive.interval} ${spec.keepalive.timeout}`,
     ...mtuLines({ mtu: spec.mtu, fragment: spec.fragment }),

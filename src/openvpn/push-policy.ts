@@ -13,8 +13,14 @@
  *   address, or the right one with a wider netmask, gets neither applied.
  * - `redirect-gateway` and `redirect-private` are always ignored.
  * - Routes: `route-nopull` unless the spec allows pushed routes; then only
- *   `route <net> <mask>` of exactly a prefix the spec lists (and the
- *   `route-gateway` such routes use), every other `route…` line ignored.
+ *   `route <net> <mask>` of exactly a prefix the spec lists, every other
+ *   `route…` line ignored. The `route-gateway` such routes use is accepted
+ *   only when it is the server's own tunnel address (`server_tunnel_ip`,
+ *   inside the node's subnet; what `server-bridge` and `server` push): a
+ *   server that pushes another gateway (an underlay host, say) would send
+ *   the listed prefixes past the tunnel. A pull-filter pattern matches by
+ *   text prefix, so `route-gateway 198.19.0.1` would also accept
+ *   198.19.0.12: the ten one-digit-longer texts are ignored first.
  *   A route line's text after the listed mask can only name a gateway or
  *   metric, or narrow the mask's last octet: never a wider destination.
  *
@@ -86,7 +92,7 @@ export function acceptedRoutes(prefixes: readonly string[], remotes: readonly { 
 }
 
 /** The `pull-filter` / `route-nopull` lines of the client template (see the module comment). */
-export function pullFilterLines(address: string, routes: readonly string[] | undefined): string[] {
+export function pullFilterLines(address: string, routes: readonly string[] | undefined, serverTunnelIp?: string): string[] {
   const a = parseCidr(toNetwork(address));
   const ip = address.split('/')[0]!;
   const lines = [`pull-filter accept "ifconfig ${ip} ${netmaskString(a.prefix)}"`, 'pull-filter ignore "ifconfig"', 'pull-filter ignore "redirect-"'];
@@ -97,9 +103,16 @@ export function pullFilterLines(address: string, routes: readonly string[] | und
       const c = parseCidr(r);
       return `pull-filter accept "route ${formatCidr(c).split('/')[0]} ${netmaskString(c.prefix)}"`;
     }),
-    'pull-filter accept "route-gateway "',
+    ...routeGatewayLines(a, serverTunnelIp),
     'pull-filter ignore "route"',
   ];
+}
+
+/** Accepts `route-gateway <serverTunnelIp>` exactly, when that address is inside the node's subnet `a`; nothing otherwise (the catch-all ignores it). */
+function routeGatewayLines(a: Cidr, serverTunnelIp: string | undefined): string[] {
+  if (serverTunnelIp === undefined || !isIPv4(serverTunnelIp) || !overlaps(a, { base: ipToInt(serverTunnelIp), prefix: 32 })) return [];
+  const longer = Array.from({ length: 10 }, (_, d) => `pull-filter ignore "route-gateway ${serverTunnelIp}${d}"`);
+  return [...longer, `pull-filter accept "route-gateway ${serverTunnelIp}"`];
 }
 
 /** `a.b.c.d/len` → its network `x.y.z.0/len`. */

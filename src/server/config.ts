@@ -27,7 +27,7 @@ import { z } from 'zod';
 import { ConfigError } from '../errors.ts';
 import { isRemoteHost } from '../bundle/schema.ts';
 import { parseJsonBounded } from '../util/json.ts';
-import { parseListen } from '../util/listen.ts';
+import { checkMetricsListen, parseListen } from '../util/listen.ts';
 import { parseCidr, parsePortRange } from './alloc.ts';
 
 // The one listener parser, also the agent's; server modules import it from here.
@@ -89,6 +89,8 @@ export const ServerConfigSchema = z.strictObject({
    * Absent: DEFAULT_METRICS_LISTEN; null: no metrics (prom-client is then never loaded).
    */
   metrics_listen: z.string().min(3).max(64).nullable().optional(),
+  /** Lets metrics_listen be a non-loopback address (anyone who reaches it reads the networks, nodes and errors); the agent's option of the same name. */
+  metrics_allow_remote: z.boolean().optional(),
   /** Opt-in per-node series (label `node`): one series per connected client, so off by default. */
   metrics_per_client: z.boolean().optional(),
   /**
@@ -188,7 +190,7 @@ export function checkConfig(value: unknown, where: string): ServerConfig {
     parseListen(r.data.listen);
     const metrics = metricsListen(r.data);
     if (metrics !== null) {
-      const m = parseListen(metrics);
+      const m = checkMetricsListen(metrics, { allowRemote: r.data.metrics_allow_remote === true, portZero: true, where });
       const a = parseListen(r.data.listen);
       if (m.port !== 0 && m.port === a.port && (m.host === a.host || a.host === '0.0.0.0' || a.host === '::')) {
         throw new ConfigError('MVPN_CONFIG_INVALID', `${where}: metrics_listen ${metrics} is the API listener; metrics never share the public listener`, {

@@ -31,6 +31,7 @@ export type ServerEvent =
   | { readonly kind: 'server.relay-start'; readonly network: string; readonly listen: string; readonly target: string }
   | { readonly kind: 'server.link-failed'; readonly network: string; readonly code: string; readonly message: string }
   | { readonly kind: 'server.link-synced'; readonly network: string; readonly members: number; readonly crlNumber: number }
+  | { readonly kind: 'server.link-anchor'; readonly network: string; readonly from: string; readonly to: string; readonly version: number }
   | { readonly kind: 'api.request'; readonly method: string; readonly path: string; readonly status: number; readonly node?: string | undefined; readonly ms: number }
   | { readonly kind: 'api.error'; readonly method: string; readonly path: string; readonly status: number; readonly code: string; readonly message: string }
   | { readonly kind: 'api.enrolled'; readonly node: string; readonly networks: readonly string[] }
@@ -77,6 +78,7 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.relay-start': (e) => ({ level: 'notice', text: `${e.network}: relaying TCP from ${e.listen} to the hub's API ${e.target} for the nodes behind this server` }),
   'server.link-failed': (e) => ({ level: 'warning', text: `${e.network}: link: ${e.message} [${e.code}]` }),
   'server.link-synced': (e) => ({ level: 'info', text: `${e.network}: copied the hub's state (${e.members} members, CRL #${e.crlNumber})` }),
+  'server.link-anchor': (e) => ({ level: 'notice', text: `${e.network}: the hub rotated its trust anchor (statement ${e.version}); this link now trusts ${e.to} instead of ${e.from}` }),
   'api.request': (e) => ({ level: 'debug', text: `api: ${e.method} ${e.path} -> ${e.status}${e.node ? ` (${e.node})` : ''} ${e.ms} ms` }),
   'api.error': (e) => ({ level: e.status >= 500 ? 'error' : 'info', text: `api: ${e.method} ${e.path} -> ${e.status} ${e.code}: ${e.message}` }),
   'api.enrolled': (e) => ({ level: 'notice', text: `api: node ${e.node} enrolled (networks: ${e.networks.join(', ') || 'none yet'})` }),

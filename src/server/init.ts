@@ -36,6 +36,8 @@ export interface InitOptions {
   readonly vpnListen?: string;
   /** "ADDR:PORT", or null for no metrics; absent: the default loopback listener. */
   readonly metricsListen?: string | null;
+  /** metrics_allow_remote: a non-loopback metricsListen is refused without it. */
+  readonly metricsAllowRemote?: boolean;
   readonly pool?: string;
   readonly portRange?: string;
   readonly runtimeDir?: string;
@@ -92,7 +94,6 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
   if (opts.pool !== undefined) parseCidr(opts.pool);
   if (opts.portRange !== undefined) parsePortRange(opts.portRange);
   if (opts.listen !== undefined) parseListen(opts.listen);
-  if (typeof opts.metricsListen === 'string') parseListen(opts.metricsListen);
 
   let hostnames = [...(opts.hostnames ?? [])];
   let addresses = [...(opts.addresses ?? [])];
@@ -110,6 +111,7 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
       addresses,
       ...(opts.vpnListen === undefined ? {} : { vpn_listen: opts.vpnListen }),
       ...(opts.metricsListen === undefined ? {} : { metrics_listen: opts.metricsListen }),
+      ...(opts.metricsAllowRemote === true ? { metrics_allow_remote: true } : {}),
       ...(opts.pool === undefined ? {} : { pool: opts.pool }),
       ...(opts.portRange === undefined ? {} : { port_range: opts.portRange }),
       ...(opts.runtimeDir === undefined ? {} : { runtime_dir: resolve(opts.runtimeDir) }),

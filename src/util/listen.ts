@@ -29,3 +29,32 @@ export function isLoopback(host: string): boolean {
   const family = isIP(host);
   return family !== 0 && LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
 }
+
+/**
+ * The one check of a metrics listener, for the server's and the agent's
+ * `metrics_listen` alike: ADDR:PORT, and loopback unless the config sets
+ * `metrics_allow_remote` (the metrics name networks, nodes and errors;
+ * anyone who reaches a non-loopback listener reads them). `portZero` lets a
+ * listener that reports its real port (the server's, in status.json) take a
+ * free one. `where` names the config file in the message.
+ */
+export function checkMetricsListen(text: string, opts: { allowRemote: boolean; portZero: boolean; where: string }): { host: string; port: number } {
+  const { where } = opts;
+  const context = { path: where, field: 'metrics_listen' };
+  let listen: { host: string; port: number };
+  try {
+    listen = parseListen(text);
+  } catch (err) {
+    throw new ConfigError('MVPN_CONFIG_INVALID', `${where}: metrics_listen: ${(err as Error).message}`, { context, cause: err });
+  }
+  if (listen.port === 0 && !opts.portZero) {
+    throw new ConfigError('MVPN_CONFIG_INVALID', `${where}: metrics_listen: port 0 would pick a port nobody can scrape; name one (e.g. 127.0.0.1:9475)`, { context });
+  }
+  if (!opts.allowRemote && !isLoopback(listen.host)) {
+    throw new ConfigError('MVPN_CONFIG_INVALID', `${where}: metrics_listen: ${text} is not a loopback address; the metrics would be readable by anyone who reaches it`, {
+      context,
+      hint: 'use 127.0.0.1:PORT (scrape through node_exporter or an SSH tunnel), or set "metrics_allow_remote": true to serve them on that address',
+    });
+  }
+  return listen;
+}

@@ -23,7 +23,7 @@ import { buildBundle, buildMembership, gzipDeterministic, tarFiles } from '../..
 import type { MembershipDoc, NetworkSpec } from '../../src/bundle/schema.ts';
 import { anchorToString, generateSigningKey, parseAnchor, signDetached, type SigningKey } from '../../src/bundle/sign.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
-import { sh, waitFor, type ExecResult, type Lab, type Netns } from './netns.ts';
+import { sh, waitFor, withLab, type ExecResult, type Lab, type Netns } from './netns.ts';
 import { rawBundle } from './adversarial/raw-bundle.ts';
 import type { BundleFixture } from './bundle-fixtures.ts';
 import { makeTestPki, writeTestPki, type TestPki } from './pki-fixtures.ts';
@@ -511,6 +511,43 @@ export class ServerWorld {
     if (typeof ip !== 'string') throw new Error(`network show ${network} has no server address: ${JSON.stringify(v)}`);
     return ip.split('/')[0]!;
   }
+}
+
+/** What withConnectedWorld hands its body. */
+export interface ConnectedWorld {
+  readonly lab: Lab;
+  readonly w: ServerWorld;
+  /** The agent's status once it was ready with the network connected. */
+  readonly s0: AgentStatus;
+  /** The server's tunnel address, answering the node's pings. */
+  readonly srvIp: string;
+  /** The running agent: set it when the test stops or starts one, so the cleanup stops the right one. */
+  agent: AgentProcess | undefined;
+}
+
+/**
+ * The start the roll tests share: a lab with a ServerWorld whose `network`
+ * is up, the server daemon and the agent started, the node connected and
+ * pinging the server's tunnel address; the agent and the world are stopped
+ * and removed however `body` ends.
+ */
+export async function withConnectedWorld(network: string, body: (c: ConnectedWorld) => Promise<void>): Promise<void> {
+  await withLab(async (lab) => {
+    const w = await ServerWorld.create(lab, { networks: [network] });
+    let agent: AgentProcess | undefined;
+    let c: ConnectedWorld | undefined;
+    try {
+      const started = await w.startAll([network]);
+      agent = started.agent;
+      const srvIp = await w.serverTunnelIp(network);
+      if (!(await waitFor(() => w.node.ping(srvIp), 30_000))) throw new Error(`the node does not reach the server's tunnel address ${srvIp}:\n${w.daemonLog}`);
+      c = { lab, w, s0: started.status, srvIp, agent };
+      await body(c);
+    } finally {
+      await (c ? c.agent : agent)?.stop();
+      await w.cleanup();
+    }
+  });
 }
 
 export function startAgentIn(lab: Lab, ns: Netns, config: string, env: Record<string, string> = {}, bin?: string): AgentProcess {

@@ -27,11 +27,22 @@ import { ServerDaemon } from '../../src/server/daemon.ts';
 import type { ServerEvent } from '../../src/server/events.ts';
 import { cli, makeServer, type TestServer } from '../helpers/server-fixtures.ts';
 import { makeTestPki, type TestPki } from '../helpers/pki-fixtures.ts';
+import { sh } from '../helpers/netns.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 /** The hub's public address in the federation picture; unreachable from the host namespace during tests. */
 const HUB = '198.18.0.1';
 const HUB_NAME = 'hub.example.test';
+
+/**
+ * The "without via" cases need HUB unroutable from the host namespace (the
+ * suite's guard route, test/helpers/global-setup.ts); say so plainly when it
+ * is not there, instead of a connect timeout that reads like a product bug.
+ */
+async function expectHubUnroutable(): Promise<void> {
+  const r = await sh('ip', ['route', 'get', HUB], { allowFail: true });
+  expect(r.code, `${HUB} is routable from the host namespace (${r.stdout.trim()}): the guard route for 198.18.0.0/15 is missing`).not.toBe(0);
+}
 
 const limits: FetchLimits = { requestTimeoutMs: 5_000, deadlineMs: 20_000, maxMembershipBytes: 4096, maxBundleBytes: 64 * 1024, retries: 0 };
 const acceptAll = { etagFor: () => undefined, accept: (b: Buffer) => b.toString(), reuse: () => 'reused' };
@@ -177,6 +188,7 @@ describe('agent sources through a TCP relay (via)', () => {
   });
 
   it('without via the URL host is not reachable from here (the relay is what makes it work)', async () => {
+    await expectHubUnroutable();
     const s = await serve(hubCert());
     const http = new HttpFetcher({ ca: pki.ca.certPem }, limits);
     try {
@@ -349,6 +361,7 @@ describe('enrollment through a TCP relay (via), real server API', () => {
   });
 
   it('without via the same URL cannot be reached, and the token is kept for a retry', async () => {
+    await expectHubUnroutable();
     const tokenFile = join(dir.path, 'pc2.token');
     await writeFile(tokenFile, (await token('pc2')) + '\n');
     const before = fwd.connections();

@@ -13,9 +13,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { caCn } from '../../src/bundle/names.ts';
-import { allConnected, net, pingStream, ServerWorld, type AgentProcess } from '../helpers/agent-fixtures.ts';
-import { waitFor, withLab } from '../helpers/netns.ts';
-import type { AgentStatus } from '../../src/agent/status.ts';
+import { allConnected, net, pingStream, withConnectedWorld, type ServerWorld } from '../helpers/agent-fixtures.ts';
+import { waitFor } from '../helpers/netns.ts';
 
 const NET = 'alpha';
 
@@ -42,73 +41,63 @@ function pemCns(text: string): number {
 
 describe('network CA roll', () => {
   it('rolls with a ping stream running: the node stays connected, trusts both CAs during the overlap, ends on the new CA alone, and refuses a roll its pinned CA did not certify', async () => {
-    await withLab(async (lab) => {
-      const w = await ServerWorld.create(lab, { networks: [NET] });
-      let agent: AgentProcess | undefined;
-      try {
-        let s0: AgentStatus;
-        ({ agent, status: s0 } = await w.startAll([NET]));
-        const srvIp = await w.serverTunnelIp(NET);
-        expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);
-        const pinned = await pins(w);
-        expect(pinned).toHaveLength(1);
+    await withConnectedWorld(NET, async (c) => {
+      const { lab, w, s0, srvIp } = c;
+      const pinned = await pins(w);
+      expect(pinned).toHaveLength(1);
 
-        // A ping stream for the whole roll: 5 per second, replies counted by sequence number.
-        const pings = pingStream(lab, w.node, srvIp);
+      // A ping stream for the whole roll: 5 per second, replies counted by sequence number.
+      const pings = pingStream(lab, w.node, srvIp);
 
-        // 1. start: new CA, both trusted, node certificates re-issued by the new CA
-        const roll = await w.server.json<{ ca: string; previous: string; reissued: number }>(['network', 'roll-ca', NET, '--overlap', '1h']);
-        expect(roll).toMatchObject({ ca: caCn(NET, 2), previous: caCn(NET), reissued: 1 });
-        await serverRestarted(w, 1);
-        await w.control('/v1/reload');
-        const s1 = await w.waitStatus((st) => (net(st, NET)?.bundle_version ?? 0) > net(s0, NET)!.bundle_version! && allConnected(st, [NET]), 120_000);
-        expect(net(s1, NET)?.last_error).toBeNull();
-        const overlapPins = await pins(w);
-        expect(overlapPins).toHaveLength(2);
-        expect(overlapPins[0]).toBe(pinned[0]);
-        expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(2);
-        expect((await readFile(join(w.stateDir, 'networks', NET, 'crl.pem'), 'utf8')).match(/BEGIN X509 CRL/g)).toHaveLength(2);
-        expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
-        const afterStart = pings.received();
-        const shown = await w.server.json<{ ca: { cn: string; roll: { overlap: boolean } } }>(['network', 'show', NET]);
-        expect(shown.ca).toMatchObject({ cn: caCn(NET, 2), roll: { overlap: true } });
+      // 1. start: new CA, both trusted, node certificates re-issued by the new CA
+      const roll = await w.server.json<{ ca: string; previous: string; reissued: number }>(['network', 'roll-ca', NET, '--overlap', '1h']);
+      expect(roll).toMatchObject({ ca: caCn(NET, 2), previous: caCn(NET), reissued: 1 });
+      await serverRestarted(w, 1);
+      await w.control('/v1/reload');
+      const s1 = await w.waitStatus((st) => (net(st, NET)?.bundle_version ?? 0) > net(s0, NET)!.bundle_version! && allConnected(st, [NET]), 120_000);
+      expect(net(s1, NET)?.last_error).toBeNull();
+      const overlapPins = await pins(w);
+      expect(overlapPins).toHaveLength(2);
+      expect(overlapPins[0]).toBe(pinned[0]);
+      expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(2);
+      expect((await readFile(join(w.stateDir, 'networks', NET, 'crl.pem'), 'utf8')).match(/BEGIN X509 CRL/g)).toHaveLength(2);
+      expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
+      const afterStart = pings.received();
+      const shown = await w.server.json<{ ca: { cn: string; roll: { overlap: boolean } } }>(['network', 'show', NET]);
+      expect(shown.ca).toMatchObject({ cn: caCn(NET, 2), roll: { overlap: true } });
 
-        // 2. finish: the server certificate moves to the new CA, the old CA leaves every file
-        await w.server.run(['network', 'roll-ca', NET, '--finish']);
-        await serverRestarted(w, 2);
-        await w.control('/v1/reload');
-        const s2 = await w.waitStatus((st) => (net(st, NET)?.bundle_version ?? 0) > net(s1, NET)!.bundle_version! && allConnected(st, [NET]), 120_000);
-        expect(net(s2, NET)?.last_error).toBeNull();
-        expect(await pins(w)).toEqual([overlapPins[1]]);
-        expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(1);
-        expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
-        // Connected now means the node verified a server certificate of the new CA, the only one it trusts.
-        const s3 = await w.waitStatus((st) => allConnected(st, [NET]), 60_000);
-        expect(net(s3, NET)?.state).toBe('connected');
+      // 2. finish: the server certificate moves to the new CA, the old CA leaves every file
+      await w.server.run(['network', 'roll-ca', NET, '--finish']);
+      await serverRestarted(w, 2);
+      await w.control('/v1/reload');
+      const s2 = await w.waitStatus((st) => (net(st, NET)?.bundle_version ?? 0) > net(s1, NET)!.bundle_version! && allConnected(st, [NET]), 120_000);
+      expect(net(s2, NET)?.last_error).toBeNull();
+      expect(await pins(w)).toEqual([overlapPins[1]]);
+      expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(1);
+      expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
+      // Connected now means the node verified a server certificate of the new CA, the only one it trusts.
+      const s3 = await w.waitStatus((st) => allConnected(st, [NET]), 60_000);
+      expect(net(s3, NET)?.state).toBe('connected');
 
-        const p = await pings.stop();
-        console.log(`ca roll: ${p.sent} pings (0.2 s apart) over the roll, ${p.lost} lost, longest gap ${p.longestGap}`);
-        // Replies came back after each phase, up to the last ping; the loss is each side's openvpn restarting
-        // once per phase. The bound only catches a node that lost its network (30 s of silence), not a timing.
-        expect(afterStart).toBeGreaterThan(0);
-        expect(p.sent - p.lost).toBeGreaterThan(afterStart);
-        expect(p.lastAnswered).toBe(true);
-        expect(p.longestGap).toBeLessThan(150);
+      const p = await pings.stop();
+      console.log(`ca roll: ${p.sent} pings (0.2 s apart) over the roll, ${p.lost} lost, longest gap ${p.longestGap}`);
+      // Replies came back after each phase, up to the last ping; the loss is each side's openvpn restarting
+      // once per phase. The bound only catches a node that lost its network (30 s of silence), not a timing.
+      expect(afterStart).toBeGreaterThan(0);
+      expect(p.sent - p.lost).toBeGreaterThan(afterStart);
+      expect(p.lastAnswered).toBe(true);
+      expect(p.longestGap).toBeLessThan(150);
 
-        // 3. a roll the node's pinned CA did not certify: the pin is replaced by another key's, so gen 2 -> gen 3 is not provable
-        await writeFile(join(w.stateDir, 'ca-pins', `${NET}.json`), JSON.stringify({ schema: 1, network: NET, pins: ['00'.repeat(32)], updated_at: new Date().toISOString() }));
-        await w.server.run(['network', 'roll-ca', NET, '--overlap', '1h']);
-        await w.control('/v1/reload');
-        await w.waitStatus((st) => net(st, NET)?.last_error?.code === 'MVPN_CA_NOT_PINNED', 60_000);
-        // The last good bundle keeps running (the server restarted for its new CA file; the node reconnects with what it has).
-        const s4 = await w.waitStatus((st) => allConnected(st, [NET]), 90_000);
-        expect(net(s4, NET)?.last_error?.code).toBe('MVPN_CA_NOT_PINNED');
-        expect(net(s4, NET)?.bundle_version).toBe(net(s2, NET)?.bundle_version);
-        expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);
-      } finally {
-        await agent?.stop();
-        await w.cleanup();
-      }
+      // 3. a roll the node's pinned CA did not certify: the pin is replaced by another key's, so gen 2 -> gen 3 is not provable
+      await writeFile(join(w.stateDir, 'ca-pins', `${NET}.json`), JSON.stringify({ schema: 1, network: NET, pins: ['00'.repeat(32)], updated_at: new Date().toISOString() }));
+      await w.server.run(['network', 'roll-ca', NET, '--overlap', '1h']);
+      await w.control('/v1/reload');
+      await w.waitStatus((st) => net(st, NET)?.last_error?.code === 'MVPN_CA_NOT_PINNED', 60_000);
+      // The last good bundle keeps running (the server restarted for its new CA file; the node reconnects with what it has).
+      const s4 = await w.waitStatus((st) => allConnected(st, [NET]), 90_000);
+      expect(net(s4, NET)?.last_error?.code).toBe('MVPN_CA_NOT_PINNED');
+      expect(net(s4, NET)?.bundle_version).toBe(net(s2, NET)?.bundle_version);
+      expect(await waitFor(() => w.node.ping(srvIp), 30_000)).toBe(true);
     });
   }, 600_000);
 });

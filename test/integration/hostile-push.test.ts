@@ -12,7 +12,9 @@
  * expected entries, that its route to the server and to an address behind
  * its default gateway are unchanged, and that the network's status is
  * `degraded` with MVPN_OPENVPN_PUSH_REFUSED naming the refused push, without
- * restarting openvpn over and over.
+ * restarting openvpn over and over. A pushed `route-gateway` other than the
+ * server's tunnel address (the underlay, or another address whose text
+ * starts with the server's) is refused too: listed prefixes stay in the tunnel.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -85,6 +87,14 @@ const CASES: readonly Case[] = [
     refused: ['route 0.0.0.0 128.0.0.0', 'route 128.0.0.0 128.0.0.0', 'route 198.18.0.0 255.255.0.0'],
     tunnelRoutes: [...tunnelUp, new RegExp(`^203\\.0\\.113\\.0/24 via ${SERVER_TUNNEL.replace(/\./g, '\\.')} dev ${DEV}`)],
   },
+  ...['198.18.0.1', '198.19.0.12'].map((gateway) => ({
+    name: `a route-gateway that is not the server's tunnel address (${gateway}${gateway.startsWith('198.18.') ? ': the underlay' : ': in the subnet, and its text starts with the server address'}) for a listed prefix`,
+    // After the server's own route-gateway (198.19.0.1) in the push: the last one would win.
+    ccd: [`ifconfig-push ${NODE_ADDRESS} 255.255.255.0`, `push "route-gateway ${gateway}"`, 'push "route 203.0.113.0 255.255.255.0"', ''].join('\n'),
+    spec: { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24'] },
+    refused: [`route-gateway ${gateway}`],
+    tunnelRoutes: [...tunnelUp, new RegExp(`^203\\.0\\.113\\.0/24 via ${SERVER_TUNNEL.replace(/\./g, '\\.')} dev ${DEV}`)],
+  })),
 ];
 
 function hostileServerConfig(p: TestPkiPaths, ccd: string): string {

@@ -12,7 +12,8 @@
  * itself while C's nodes keep talking to each other; a node revoked at the
  * hub is thrown out at the peer within seconds and cannot connect again;
  * a rotated node's old certificate is thrown out at the peer and its new
- * bundle works there; a node removed at the hub is out at the peer.
+ * bundle works there; a node removed at the hub is out at the peer; the
+ * peer's link follows the hub's trust-anchor rotations (signed statements).
  * Time bounds are generous hang guards only.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -215,6 +216,21 @@ describe('federation: a network across two servers joined by a link', () => {
     expect(await waitFor(async () => (await pings('c1', 'b1')) && (await pings('c2', 'b2')), 180_000, 1_000), logs()).toBe(true);
   });
 
+  it("follows the hub's trust-anchor rotation: the peer's link moves to the new anchor by the signed statement, and keeps syncing (next test)", { timeout: 60_000 }, async () => {
+    const anchorOfLink = async () => (await peer.json<{ peer: { network: string; hub: { anchor: string } }[] }>(['link', 'show', 'lab'])).peer[0]?.hub.anchor;
+    const before = (await readFile(join(hub.stateDir, 'trust-anchor'), 'utf8')).trim();
+    expect(await anchorOfLink()).toBe(before);
+    const rotated = await hub.json<{ trust_anchor: string; previous: string; version: number }>(['anchor', 'rotate']);
+    expect(rotated.previous).toBe(before);
+    const followed = await waitFor(async () => (await anchorOfLink()) === rotated.trust_anchor, 30_000, 250);
+    expect(followed, logs()).toBe(true);
+    expect(daemons[1]!.log()).toContain(`lab: the hub rotated its trust anchor (statement ${rotated.version}); this link now trusts ${rotated.trust_anchor}`);
+    // And once more: the link walks on from the anchor it holds now.
+    const again = await hub.json<{ trust_anchor: string }>(['anchor', 'rotate']);
+    expect(await waitFor(async () => (await anchorOfLink()) === again.trust_anchor, 30_000, 250), logs()).toBe(true);
+    expect((await snapshot(peer))?.links?.['lab']?.sync).toMatchObject({ ok: true });
+  });
+
   it('refuses a node revoked at the hub at the peer too, within seconds (and at the hub)', { timeout: 180_000 }, async () => {
     expect(await pings('c2', 'c1')).toBe(true);
     await hub.run(['node', 'revoke', 'c2', '--network', 'lab']);
@@ -227,7 +243,7 @@ describe('federation: a network across two servers joined by a link', () => {
     await new Promise((r) => setTimeout(r, 8_000));
     expect(await pings('c2', 'c1')).toBe(false);
     expect((await snapshot(peer))?.networks['lab']?.clients.map((c) => c.cn)).not.toContain('c2');
-    expect(await pings('c1', 'b1')).toBe(true);
+    expect(await pings('c1', 'b1'), logs()).toBe(true);
     // And at the hub's own server.
     await hub.run(['node', 'revoke', 'b2', '--network', 'lab']);
     expect(await waitFor(async () => !(await pings('b2', 'b1')), 30_000, 500)).toBe(true);

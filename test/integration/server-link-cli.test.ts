@@ -2,13 +2,18 @@
  * Federation commands on real state directories, without daemons: the
  * signed link bundle (verified with the hub's anchor, refused with another),
  * the peer's mirror (hub subnet and port, nothing issuable there), the
- * reserved peer node ids, `link show`/`remove` on both sides, and
- * `server plan` with and without `--apply`.
+ * reserved peer node ids, `link show`/`remove` on both sides, the peer
+ * following the hub's anchor chain (followHubAnchor), and `server plan`
+ * with and without `--apply`.
  */
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, makeServer, type TestServer } from '../helpers/server-fixtures.ts';
+import { serializeChain } from '../../src/bundle/anchor-chain.ts';
+import { MvpnError } from '../../src/errors.ts';
+import { readChain } from '../../src/server/anchor-rotation.ts';
+import { followHubAnchor } from '../../src/server/federation/links.ts';
+import { cli, makeServer, withContext, type TestServer } from '../helpers/server-fixtures.ts';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures');
 
@@ -104,5 +109,42 @@ describe('server link and plan commands', () => {
     await stat(join(other.dir, 'link-lan0-c.json'));
     const again = await other.json<{ steps: { action: string }[] }>(['plan', file, '--apply', '--server', 'b']);
     expect(again.steps.map((s) => s.action)).toEqual(['network-exists', ...Array(6).fill('node-remotes-set')]);
+  });
+
+  it("a link follows the hub's anchor chain by its signatures: a forged statement is refused and the anchor stays", async () => {
+    const file = join(hub.dir, 'link-d.json');
+    await hub.run(['link', 'export', 'lab', '--peer', 'd', '--out', file]);
+    const first = (await readFile(join(hub.stateDir, 'trust-anchor'), 'utf8')).trim();
+    await peer.run(['link', 'add', file, '--hub-anchor', first]);
+    const linkAnchor = async () => (await peer.json<{ peer: { hub: { anchor: string } }[] }>(['link', 'show', 'lab'])).peer[0]!.hub.anchor;
+    const hubChain = async () => withContext(hub.stateDir, async (ctx) => readChain(ctx.paths));
+    const follow = (chain: readonly Uint8Array[]) => withContext(peer.stateDir, async (ctx) => followHubAnchor(ctx, 'lab', serializeChain(chain)));
+
+    // No rotation yet: nothing moves.
+    expect(await follow(await hubChain())).toBeUndefined();
+    const r1 = await hub.json<{ trust_anchor: string }>(['anchor', 'rotate']);
+    const r2 = await hub.json<{ trust_anchor: string }>(['anchor', 'rotate']);
+    const chain = await hubChain();
+    expect(chain).toHaveLength(2);
+
+    // The second statement with its payload changed (a forged successor of r1): refused once the link holds r1.
+    const env = JSON.parse(chain[1]!.toString('utf8')) as { payload: string };
+    const payload = JSON.parse(Buffer.from(env.payload, 'base64').toString('utf8')) as { serial_floor: number };
+    const forged = Buffer.from(JSON.stringify({ ...env, payload: Buffer.from(JSON.stringify({ ...payload, serial_floor: payload.serial_floor + 1 })).toString('base64') }));
+    expect(await follow([chain[0]!])).toEqual({ from: first, to: r1.trust_anchor, version: 2 });
+    expect(await linkAnchor()).toBe(r1.trust_anchor);
+    const err = (await follow([chain[0]!, forged]).catch((e: unknown) => e)) as MvpnError;
+    expect(err).toBeInstanceOf(MvpnError);
+    expect(err.code).toBe('MVPN_ANCHOR_STATEMENT_INVALID');
+    expect(await linkAnchor()).toBe(r1.trust_anchor);
+    // Another server's chain does not concern this link at all.
+    await other.run(['anchor', 'rotate']);
+    const otherChain = await withContext(other.stateDir, async (ctx) => readChain(ctx.paths));
+    expect(otherChain).toHaveLength(1);
+    expect(await follow(otherChain)).toBeUndefined();
+    // The real chain: on to r2, from the anchor the link holds now.
+    expect(await follow(chain)).toEqual({ from: r1.trust_anchor, to: r2.trust_anchor, version: 3 });
+    expect(await linkAnchor()).toBe(r2.trust_anchor);
+    await peer.run(['link', 'remove', 'lab']);
   });
 });

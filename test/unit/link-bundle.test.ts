@@ -13,6 +13,8 @@ import { sealEnvelope } from '../../src/bundle/envelope.ts';
 import { generateSigningKey, parseAnchor, type Anchor, type SigningKey } from '../../src/bundle/sign.ts';
 import { MvpnError } from '../../src/errors.ts';
 import { openLink, sealLink, type LinkPayload } from '../../src/server/federation/link-bundle.ts';
+import { linkPayload } from '../../src/server/federation/links.ts';
+import type { LinkRecord } from '../../src/server/store/store.ts';
 
 const FIXTURES = resolve(import.meta.dirname, '../fixtures/link');
 const previous = readFileSync(resolve(FIXTURES, 'previous-release.json'));
@@ -77,5 +79,22 @@ describe('link bundle', () => {
     expect(e.code).toBe('MVPN_SCHEMA_INVALID');
     expect(e.message).toMatch(/earlier release/);
     expect(e.hint).toMatch(/re-export it at the hub.*server link export/);
+  });
+
+  test('a stored link row is parsed with the schema: a bad field is MVPN_SCHEMA_INVALID naming it', () => {
+    const row = (data: string): LinkRecord => ({ network: payload.network.id, data, hubAnchor: 'x', syncedAt: 0, createdAt: 0, relayListen: null });
+    expect(linkPayload(row(JSON.stringify(payload)))).toEqual(payload);
+    const bad = { ...payload, peer: { ...payload.peer, address: 'not-an-address' } };
+    let err: unknown;
+    try {
+      linkPayload(row(JSON.stringify(bad)));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(MvpnError);
+    expect((err as MvpnError).code).toBe('MVPN_SCHEMA_INVALID');
+    expect((err as MvpnError).message).toMatch(new RegExp(`link of network ${payload.network.id} \\(store\\): peer\\.address`));
+    expect(codeOf(() => linkPayload(row('{"schema":1,"schema":1}')))).toBe('MVPN_JSON_INVALID');
+    expect(codeOf(() => linkPayload(row(JSON.stringify({ ...payload, hub: undefined }))))).toBe('MVPN_SCHEMA_INVALID');
   });
 });

@@ -5,10 +5,12 @@
  * only when asked for.
  */
 import { describe, expect, it } from 'vitest';
+import { parseAgentConfig } from '../../src/agent/config.ts';
 import { checkConfig, defaultConfig, metricsListen, DEFAULT_METRICS_LISTEN } from '../../src/server/config.ts';
 import { ServerMetrics } from '../../src/server/metrics.ts';
 import type { StatusSnapshot } from '../../src/server/status.ts';
 
+const ANCHOR = 'ed25519:' + Buffer.alloc(32, 7).toString('base64');
 const base = { ...defaultConfig('/tmp/state'), listen: '0.0.0.0:8443' };
 
 describe('metrics_listen', () => {
@@ -16,7 +18,17 @@ describe('metrics_listen', () => {
     expect(metricsListen(checkConfig(base, 'config.json'))).toBe(DEFAULT_METRICS_LISTEN);
     expect(DEFAULT_METRICS_LISTEN).toBe('127.0.0.1:9474');
     expect(metricsListen(checkConfig({ ...base, metrics_listen: null }, 'config.json'))).toBeNull();
-    expect(metricsListen(checkConfig({ ...base, metrics_listen: '198.18.0.1:9100' }, 'config.json'))).toBe('198.18.0.1:9100');
+    expect(metricsListen(checkConfig({ ...base, metrics_listen: '198.18.0.1:9100', metrics_allow_remote: true }, 'config.json'))).toBe('198.18.0.1:9100');
+  });
+
+  it('a non-loopback metrics_listen needs metrics_allow_remote, refused with the agent\'s words', () => {
+    for (const listen of ['198.18.0.1:9100', '0.0.0.0:9474', '[::]:9474']) {
+      const server = () => checkConfig({ ...base, metrics_listen: listen }, 'config.json');
+      expect(server).toThrow(expect.objectContaining({ code: 'MVPN_CONFIG_INVALID', message: `config.json: metrics_listen: ${listen} is not a loopback address; the metrics would be readable by anyone who reaches it` }) as Error);
+      const agent = () => parseAgentConfig({ node: { id: 'pc1' }, sources: [{ type: 'https', url: 'https://metavpn.example.test:8443' }], anchor: ANCHOR, metrics_listen: listen }, 'config.json');
+      expect(agent).toThrow(expect.objectContaining({ code: 'MVPN_CONFIG_INVALID', message: `config config.json: metrics_listen: ${listen} is not a loopback address; the metrics would be readable by anyone who reaches it` }) as Error);
+    }
+    expect(metricsListen(checkConfig({ ...base, metrics_listen: '[::1]:9474' }, 'config.json'))).toBe('[::1]:9474');
   });
 
   it.each([
@@ -25,7 +37,8 @@ describe('metrics_listen', () => {
     ['not ADDR:PORT', 'localhost'],
     ['a port out of range', '127.0.0.1:70000'],
   ])('refuses %s with MVPN_CONFIG_INVALID', (_what, listen) => {
-    expect(() => checkConfig({ ...base, metrics_listen: listen }, 'config.json')).toThrow(expect.objectContaining({ code: 'MVPN_CONFIG_INVALID' }) as Error);
+    // metrics_allow_remote: the collision itself is what is refused, not the address.
+    expect(() => checkConfig({ ...base, metrics_listen: listen, metrics_allow_remote: true }, 'config.json')).toThrow(expect.objectContaining({ code: 'MVPN_CONFIG_INVALID' }) as Error);
   });
 });
 

@@ -36,7 +36,7 @@ export const serverAnchorCommand = serverCommand<AnchorArgs>({
           `rotated the trust anchor to key ${r.keyId} (chain version ${r.version}, serial floor ${r.serialFloor})`,
           r.anchor,
           `${r.nodes} node document(s) re-signed; agents follow the statement in ${ctx.paths.anchorChain} at their next reconcile`,
-          'federation peers that pinned this hub with --hub-anchor: give them the new anchor when a link is added again',
+          'federation peers that pinned this hub with --hub-anchor follow the statement at their next link sync; a link added from now on needs the new anchor',
         ].join('\n'),
       };
     }

@@ -14,6 +14,7 @@ interface InitArgs {
   listen?: string;
   'vpn-listen'?: string;
   'metrics-listen'?: string;
+  'metrics-allow-remote': boolean;
   pool?: string;
   'port-range'?: string;
   'runtime-dir'?: string;
@@ -39,6 +40,7 @@ export const serverInitCommand: CliCommand<InitArgs> = {
       .option('listen', { type: 'string', describe: `HTTPS API listener ADDR:PORT (default ${DEFAULT_LISTEN})` })
       .option('vpn-listen', { type: 'string', describe: 'address the openvpn servers bind to (default: all)' })
       .option('metrics-listen', { type: 'string', describe: `Prometheus metrics listener ADDR:PORT, or "off" (default ${DEFAULT_METRICS_LISTEN})` })
+      .option('metrics-allow-remote', { type: 'boolean', default: false, describe: 'allow a non-loopback --metrics-listen (anyone who reaches it reads the metrics)' })
       .option('pool', { type: 'string', describe: `IPv4 pool network subnets come from (default ${DEFAULT_POOL})` })
       .option('port-range', { type: 'string', describe: `UDP ports for networks, A-B (default ${DEFAULT_PORT_RANGE})` })
       .option('runtime-dir', { type: 'string', describe: 'management sockets, pid files, status (default /run/mvpn-server or <state-dir>/run)' })
@@ -56,6 +58,7 @@ export const serverInitCommand: CliCommand<InitArgs> = {
         ...(args.listen === undefined ? {} : { listen: args.listen }),
         ...(args['vpn-listen'] === undefined ? {} : { vpnListen: args['vpn-listen'] }),
         ...(args['metrics-listen'] === undefined ? {} : { metricsListen: args['metrics-listen'] === 'off' ? null : args['metrics-listen'] }),
+        ...(args['metrics-allow-remote'] ? { metricsAllowRemote: true } : {}),
         ...(args.pool === undefined ? {} : { pool: args.pool }),
         ...(args['port-range'] === undefined ? {} : { portRange: args['port-range'] }),
         ...(args['runtime-dir'] === undefined ? {} : { runtimeDir: args['runtime-dir'] }),

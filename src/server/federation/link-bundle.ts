@@ -93,7 +93,17 @@ export function openLink(file: Uint8Array, anchor: Anchor): LinkPayload {
     }
     throw err;
   }
-  return parseWithSchema(LinkPayloadSchema, parseJsonStrict(bytes, limits.envelopeBytes, limits.jsonDepth, 'link bundle payload'), 'link bundle payload');
+  return parseLinkPayload(bytes, 'link bundle payload');
+}
+
+/**
+ * The one parser of a link payload: the signed bundle's (openLink) and the
+ * copy a peer keeps in its store (links.ts linkPayload), which is read back
+ * as untrusted JSON too — a row edited or written by another release fails
+ * here with MVPN_SCHEMA_INVALID naming the field, not later as a crash.
+ */
+export function parseLinkPayload(bytes: Uint8Array, what: string): LinkPayload {
+  return parseWithSchema(LinkPayloadSchema, parseJsonStrict(bytes, limits.envelopeBytes, limits.jsonDepth, what), what);
 }
 
 /** The previous release's link bundle: `type` "mvpn-link" and no envelope `format`. */

@@ -20,6 +20,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { HttpFetcher } from '../../agent/sources.ts';
 import { parseWithSchema, type NetworkSpec } from '../../bundle/schema.ts';
+import { limits } from '../../bundle/limits.ts';
 import { parseJsonStrict } from '../../bundle/strict-json.ts';
 import { FetchError, OpenvpnError } from '../../errors.ts';
 import { renderClientConfig } from '../../openvpn/client-config.ts';
@@ -148,6 +149,14 @@ export function linkFetcher(p: LinkPayload): HttpFetcher {
     { ca: p.hub.api_ca, cert: p.peer.api_cert, key: p.peer.api_key },
     { requestTimeoutMs: LINK_STATE_TIMEOUT_MS, deadlineMs: LINK_STATE_TIMEOUT_MS, maxMembershipBytes: LINK_STATE_BYTES, maxBundleBytes: LINK_STATE_BYTES, retries: 0 },
   );
+}
+
+/** GET <hub>/v1/anchor-chain.json: the hub's anchor rotation statements (followHubAnchor walks them). */
+export async function fetchHubChain(p: LinkPayload, fetcher: HttpFetcher): Promise<Buffer> {
+  const url = new URL('/v1/anchor-chain.json', p.hub.api_url);
+  const r = await fetcher.get(url, { maxBytes: limits.envelopeBytes, signal: AbortSignal.timeout(LINK_STATE_TIMEOUT_MS), accept: 'application/json' });
+  if (r.kind !== 'doc') throw new FetchError('MVPN_FETCH_FAILED', `anchor chain from ${url.origin}: unexpected 304`);
+  return r.bytes;
 }
 
 /** GET <hub>/v1/link/<network>: the hub's members and CRL for this peer's mirror. */

@@ -21,6 +21,7 @@
  *   <peer's address>`); their bundles come from the hub's CA.
  */
 import { DocumentError, StoreError, UsageError } from '../../errors.ts';
+import { followChain, initialTrust, parseChain } from '../../bundle/anchor-chain.ts';
 import { anchorToString, parseAnchor, type SigningKey } from '../../bundle/sign.ts';
 import type { CaMaterial } from '../../pki/ca.ts';
 import { issueCert } from '../../pki/cert.ts';
@@ -34,7 +35,7 @@ import { checkNetworkId, getNetworkOrThrow } from '../ops/networks.ts';
 import { addNode, removeNode } from '../ops/nodes.ts';
 import { loadApiCaState } from '../ops/api-ca-roll.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
-import { openLink, sealLink, type LinkPayload } from './link-bundle.ts';
+import { openLink, parseLinkPayload, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
 import { bridgeDev } from '../devices.ts';
 import { dataPlane } from '../documents.ts';
@@ -289,8 +290,44 @@ export function removeLink(ctx: ServerContext, network: string): { network: stri
   return { network };
 }
 
+/** The verified payload a link row keeps, parsed again with the bundle's schema (a bad row is MVPN_SCHEMA_INVALID naming the field). */
+/** A hub anchor rotation the peer followed. */
+export interface HubAnchorMove {
+  readonly from: string;
+  readonly to: string;
+  readonly version: number;
+}
+
+/**
+ * Peer side: follows the hub's anchor chain (its `/v1/anchor-chain.json`)
+ * from the anchor this link trusts, by the agent's rule (followChain: each
+ * statement signed by the anchor it retires and co-signed by the new one;
+ * a retired anchor never comes back), and stores the anchor it leads to.
+ * The link row keeps only the current anchor: followChain places it in the
+ * chain (the link that made it current, vouched for by its co-signature), so
+ * the anchors before it are known as retired. Returns the move, if any;
+ * throws MVPN_ANCHOR_STATEMENT_INVALID / MVPN_ANCHOR_ROLLBACK for a chain
+ * that claims to follow the current anchor but cannot be trusted (the
+ * anchor then stays).
+ */
+export function followHubAnchor(ctx: ServerContext, network: string, chain: Uint8Array): HubAnchorMove | undefined {
+  const link = ctx.store.read((tx) => tx.getLink(network));
+  if (!link) return undefined;
+  const before = initialTrust(parseAnchor(link.hubAnchor));
+  const after = followChain(before, parseChain(chain));
+  if (after.anchor.publicKey.equals(before.anchor.publicKey)) return undefined;
+  const to = anchorToString(after.anchor);
+  const moved = ctx.store.write((tx) => {
+    // Only from the anchor this walk started at: a concurrent `link remove` / `link add` wins.
+    if (tx.getLink(network)?.hubAnchor !== link.hubAnchor) return false;
+    tx.setLinkAnchor(network, to);
+    return true;
+  });
+  return moved ? { from: link.hubAnchor, to, version: after.version ?? 1 } : undefined;
+}
+
 export function linkPayload(l: LinkRecord): LinkPayload {
-  return JSON.parse(l.data) as LinkPayload;
+  return parseLinkPayload(Buffer.from(l.data, 'utf8'), `link of network ${l.network} (store)`);
 }
 
 /**

@@ -30,8 +30,8 @@ import type { ServerContext } from '../ops/context.ts';
 import { supervisedView, type LinkSnapshot } from '../status.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import type { LinkPayload } from './link-bundle.ts';
-import { ensureBridge, fetchLinkState, linkFetcher, removeBridge, writeLinkFiles } from './link-runtime.ts';
-import { applyLinkState, hubApiTarget, linkPayload } from './links.ts';
+import { ensureBridge, fetchHubChain, fetchLinkState, linkFetcher, removeBridge, writeLinkFiles } from './link-runtime.ts';
+import { applyLinkState, followHubAnchor, hubApiTarget, linkPayload } from './links.ts';
 import { ApiRelay, relayTarget } from './relay.ts';
 
 export interface FederationDeps {
@@ -175,6 +175,10 @@ export class FederationRunner {
       const state = await fetchLinkState(l.payload, l.fetcher);
       if (this.stopped) return;
       const changed = applyLinkState(this.deps.ctx, state);
+      // The hub's anchor rotations, followed like an agent follows them (the link row keeps the current anchor).
+      const moved = followHubAnchor(this.deps.ctx, id, await fetchHubChain(l.payload, l.fetcher));
+      if (this.stopped) return;
+      if (moved) this.deps.logger.emit({ kind: 'server.link-anchor', network: id, ...moved });
       const was = l.lastSync;
       l.lastSync = { ok: true, at: this.deps.clock.now() };
       if (changed) {

@@ -415,6 +415,10 @@ export function makeSqlTx(conn: SqlConn, inTx: () => boolean): StoreTx {
       guard();
       exec('UPDATE links SET synced_at = $at WHERE network = $network', { network, at });
     },
+    setLinkAnchor: (network, hubAnchor) => {
+      guard();
+      exec('UPDATE links SET hub_anchor = $anchor WHERE network = $network', { network, anchor: hubAnchor });
+    },
     deleteLink: (network) => {
       guard();
       exec('DELETE FROM links WHERE network = $network', { network });

@@ -190,7 +190,7 @@ export interface LinkRecord {
   readonly network: string;
   /** The verified link bundle payload (JSON text). */
   readonly data: string;
-  /** The hub's trust anchor the bundle was verified with. */
+  /** The hub's trust anchor: the one the bundle was verified with, then each one its rotation statements led to (followHubAnchor). */
   readonly hubAnchor: string;
   /** Last successful state sync from the hub (ms), 0 if never. */
   readonly syncedAt: number;
@@ -275,6 +275,7 @@ export interface StoreTx {
   listLinks(): LinkRecord[];
   insertLink(rec: LinkRecord): void;
   setLinkSynced(network: string, at: number): void;
+  setLinkAnchor(network: string, hubAnchor: string): void;
   deleteLink(network: string): void;
 }
 
