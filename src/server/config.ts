@@ -89,6 +89,14 @@ export const ServerConfigSchema = z.strictObject({
    * Absent: DEFAULT_METRICS_LISTEN; null: no metrics (prom-client is then never loaded).
    */
   metrics_listen: z.string().min(3).max(64).nullable().optional(),
+  /**
+   * This host's id in the store's `hosts` (several hosts on one PostgreSQL
+   * store, `server init --join`); absent: "primary" (src/server/lease.ts).
+   */
+  host_id: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'expected a host id: lowercase letters, digits and dashes, at most 32')
+    .optional(),
   /** Opt-in per-node series (label `node`): one series per connected client, so off by default. */
   metrics_per_client: z.boolean().optional(),
   /**

@@ -199,6 +199,26 @@ export interface LinkRecord {
   readonly relayListen: string | null;
 }
 
+/** A server host on this store (several on one PostgreSQL, issue 21; SQLite: the one host). */
+export interface HostRecord {
+  readonly id: string;
+  /** Where nodes reach this host's openvpn servers (its config's host names and addresses); a port defaults to the network's. */
+  readonly remotes: readonly Remote[];
+  readonly joinedAt: number;
+}
+
+/**
+ * Which host runs a network's openvpn server (src/server/lease.ts). Expiry is
+ * on the database's clock; `epoch` grows by one with every new owner and is
+ * the fencing token the owner's writes check.
+ */
+export interface LeaseRecord {
+  readonly network: string;
+  readonly owner: string;
+  readonly epoch: number;
+  readonly expiresAt: number;
+}
+
 type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P] }, K>>;
 
 export type NetworkPatch = Patch<
@@ -276,6 +296,22 @@ export interface StoreTx {
   insertLink(rec: LinkRecord): void;
   setLinkSynced(network: string, at: number): void;
   deleteLink(network: string): void;
+
+  listHosts(): HostRecord[];
+  /** Adds the host, or updates its remotes. */
+  putHost(rec: HostRecord): void;
+  listLeases(): LeaseRecord[];
+  /**
+   * Renews `host`'s unexpired lease on `network`, or takes the lease when it
+   * has none or it expired (the epoch then grows by one), until the
+   * database's now + `ttlMs`. Returns the epoch held, or undefined while
+   * another host's lease has not expired.
+   */
+  claimLease(network: string, host: string, ttlMs: number): number | undefined;
+  /** `host` holds `network`'s lease at `epoch` and it has not expired (the database's clock): the fencing check. */
+  holdsLease(network: string, host: string, epoch: number): boolean;
+  /** Ends `host`'s lease on `network` now, so another host need not wait for it to expire. */
+  releaseLease(network: string, host: string): void;
 }
 
 export interface Store {
