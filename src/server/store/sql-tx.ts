@@ -66,6 +66,7 @@ function toNetwork(r: Row): NetworkRecord {
     ...(r['pushed_routes'] === null || r['pushed_routes'] === undefined ? {} : { pushedRoutes: JSON.parse(str(r['pushed_routes'])) as string[] }),
     caRoll: r['ca_roll'] === null || r['ca_roll'] === undefined ? null : (JSON.parse(str(r['ca_roll'])) as CaRollRecord),
     ...(r['options'] === null || r['options'] === undefined ? {} : { options: JSON.parse(str(r['options'])) as NetworkOptions }),
+    ...(r['failover'] === 1 ? { failover: true } : {}),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -143,6 +144,7 @@ const NETWORK_COLUMNS: Record<keyof NetworkPatch, string> = {
   name: 'name',
   state: 'state',
   remotes: 'remotes',
+  failover: 'failover',
   crlPem: 'crl',
   crlNumber: 'crl_number',
   caCertPem: 'ca_cert',
@@ -233,9 +235,9 @@ export function makeSqlTx(conn: SqlConn, inTx: () => boolean, nowSql: string): S
       guard();
       exec(
         `INSERT INTO networks (id, name, kind, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-           tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, created_at, updated_at)
+           tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, failover, created_at, updated_at)
          VALUES ($id, $name, $kind, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-           $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $created_at, $updated_at)`,
+           $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $failover, $created_at, $updated_at)`,
         {
           id: n.id,
           name: n.name,
@@ -258,6 +260,7 @@ export function makeSqlTx(conn: SqlConn, inTx: () => boolean, nowSql: string): S
           alloc_hint: n.allocHint,
           pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
           options: n.options === undefined || Object.keys(n.options).length === 0 ? null : JSON.stringify(n.options),
+          failover: n.failover === true ? 1 : 0,
           created_at: n.createdAt,
           updated_at: n.updatedAt,
         },

@@ -167,6 +167,7 @@ export const MIGRATIONS: readonly string[] = [
     epoch INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
   ) STRICT;
+  ALTER TABLE networks ADD COLUMN failover INTEGER NOT NULL DEFAULT 0 CHECK (failover IN (0, 1));
   `,
 ];
 

@@ -62,6 +62,12 @@ export interface NetworkRecord {
   readonly caRoll?: CaRollRecord | null | undefined;
   /** network.json fields copied as they are into every node's spec (bundle/schema.ts NetworkOptionsSchema); absent: none set. */
   readonly options?: NetworkOptions | undefined;
+  /**
+   * The network may run on any of several hosts sharing the store (whichever
+   * holds its lease, src/server/lease.ts): its remotes list every host and
+   * it gets the failover keepalive (documents.ts). Absent: false.
+   */
+  readonly failover?: boolean | undefined;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
@@ -223,7 +229,7 @@ type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P]
 
 export type NetworkPatch = Patch<
   NetworkRecord,
-  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
+  'name' | 'state' | 'remotes' | 'failover' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
 >;
 export type NodePatch = Patch<
   NodeRecord,
