@@ -197,6 +197,7 @@ describe('two server hosts on one PostgreSQL: leases and failover', () => {
     expect(await waitFor(() => matrix(addrs), 60_000, 500), a.log).toBe(true);
     expect(await openvpnPids(a.ns)).toHaveLength(1);
     expect(await openvpnPids(b.ns)).toHaveLength(0);
+    expect((await sA.json<{ lease: { owner: string; epoch: number } }>(['network', 'show', 'lan'])).lease).toMatchObject({ owner: 'primary', epoch: 1 });
   }, 150_000);
 
   it('applies a revocation made on the other host to the owner\'s CRL within a second', async () => {
@@ -227,6 +228,8 @@ describe('two server hosts on one PostgreSQL: leases and failover', () => {
     expect(back, `b:\n${b.log}\n${clients.map((c) => c.output().slice(-2000)).join('\n---\n')}`).toBe(true);
     expect(seconds).toBeLessThan(30);
     expect(await openvpnPids(b.ns)).toHaveLength(1);
+    const lease = (await cli(['server', 'network', 'show', 'lan', '--json', '--state-dir', b.stateDir])).json<{ lease: { owner: string; epoch: number } }>().lease;
+    expect(lease).toMatchObject({ owner: 'b', epoch: 2 });
     // The new owner serves what was committed before the kill: n5's client config, n6 on its CRL.
     expect(await readFile(join(b.stateDir, 'networks/lan/ccd/n5'), 'utf8')).toBeTruthy();
     const crl = execFileSync('openssl', ['crl', '-noout', '-text', '-in', join(b.stateDir, 'networks/lan/crl.pem')]).toString();
