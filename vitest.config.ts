@@ -5,7 +5,8 @@ import { defineConfig } from 'vitest/config';
  * (test/helpers/server-fixtures.ts): they run a second time with
  * MVPN_TEST_STORE=postgres, every test server's store a fresh database of a
  * PostgreSQL cluster the file starts (test/helpers/postgres.ts). server-store
- * is not among them: it runs both engines itself. Files that use a server
+ * is not among them, nor are server-lease and server-failover: they choose
+ * their engines themselves. Files that use a server
  * only as the agent's fixture (agent-e2e and the like) stay on SQLite.
  */
 export const POSTGRES_FILES = [
@@ -32,7 +33,12 @@ export default defineConfig({
         test: {
           name: 'postgres',
           include: POSTGRES_FILES,
-          exclude: ['test/integration/server-store.test.ts', 'test/integration/server-store-kind.test.ts'],
+          exclude: [
+            'test/integration/server-store.test.ts',
+            'test/integration/server-store-kind.test.ts',
+            'test/integration/server-lease.test.ts',
+            'test/integration/server-failover.test.ts',
+          ],
           env: { MVPN_TEST_STORE: 'postgres' },
         },
       },

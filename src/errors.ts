@@ -106,6 +106,7 @@ export type ErrorCode =
   | 'MVPN_STORE_AUTH_FAILED'
   /** The store's schema is from a newer release than this binary. */
   | 'MVPN_STORE_TOO_NEW'
+  | 'MVPN_LEASE_LOST'
   | 'MVPN_NOT_FOUND'
   | 'MVPN_ALREADY_EXISTS'
   | 'MVPN_POOL_EXHAUSTED'

@@ -91,6 +91,14 @@ export const ServerConfigSchema = z.strictObject({
   metrics_listen: z.string().min(3).max(64).nullable().optional(),
   /** Lets metrics_listen be a non-loopback address (anyone who reaches it reads the networks, nodes and errors); the agent's option of the same name. */
   metrics_allow_remote: z.boolean().optional(),
+  /**
+   * This host's id in the store's `hosts` (several hosts on one PostgreSQL
+   * store, `server init --join`); absent: "primary" (src/server/lease.ts).
+   */
+  host_id: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'expected a host id: lowercase letters, digits and dashes, at most 32')
+    .optional(),
   /** Opt-in per-node series (label `node`): one series per connected client, so off by default. */
   metrics_per_client: z.boolean().optional(),
   /**

@@ -52,6 +52,7 @@ import { DocumentService } from './doc-service.ts';
 import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
 import type { ServerEvent } from './events.ts';
 import { FederationRunner } from './federation/runner.ts';
+import { DEFAULT_HOST_ID, Leases, RENEW_MS } from './lease.ts';
 import { writeNetworkFiles } from './network-files.ts';
 import { claimRuntimeDir, releaseRuntimeDir } from './runtime-dir.ts';
 import { ServerNetworks } from './network-runner.ts';
@@ -102,6 +103,8 @@ export class ServerDaemon {
   private readonly logger: Logger<ServerEvent>;
   private readonly upkeep: Upkeep;
   private readonly networks: ServerNetworks;
+  /** Which networks this host may run (src/server/lease.ts); with SQLite always all of them. */
+  private readonly leases: Leases;
   private readonly federation: FederationRunner;
   private readonly timers: Cancel[] = [];
   private readonly startedAt: number;
@@ -135,7 +138,8 @@ export class ServerDaemon {
     this.logger = opts.logger ?? nullLogger();
     this.startedAt = this.clock.now();
     this.storeState = { up: true, since: this.startedAt };
-    this.upkeep = new Upkeep(ctx, this.logger);
+    this.leases = new Leases({ store: ctx.store, hostId: ctx.config.host_id ?? DEFAULT_HOST_ID, clock: this.clock });
+    this.upkeep = new Upkeep(ctx, this.logger, this.leases);
     const exec = opts.exec ?? execCommand;
     // Every openvpn of this server (networks and links) drops to the openvpn user.
     const supervisor = (spec: InstanceSpec) =>
@@ -229,6 +233,8 @@ export class ServerDaemon {
       if (metrics) await daemon.startMetrics(metrics);
       const nets = store.read((tx) => tx.listNetworks());
       logger.emit({ kind: 'server.started', listen: daemon.listenAddress(), networks: nets.length });
+      daemon.registerHost();
+      daemon.leasePass();
       await daemon.reconcile('start');
       daemon.startTimers();
       void daemon.announceReady();
@@ -308,6 +314,7 @@ export class ServerDaemon {
       if (v !== this.lastDataVersion) this.requestReconcile('store changed');
       void this.creds?.reload();
     });
+    repeat(RENEW_MS, () => this.leasePass());
     repeat(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     repeat(this.opts.linkSyncMs ?? 2_000, () => void this.federation.sync());
     repeat(this.opts.statusMs ?? 5_000, () =>
@@ -329,6 +336,28 @@ export class ServerDaemon {
       this.requestReconcile('store reconnected');
     }
     void this.writeSnapshot();
+  }
+
+  /** This host in the store's `hosts`, with the remotes nodes reach it at (its config's names and addresses). */
+  private registerHost(): void {
+    const { config } = this.ctx;
+    const remotes = [...config.hostnames, ...config.addresses].map((host) => ({ host }));
+    this.store.write((tx) => tx.putHost({ id: this.leases.hostId, remotes, joinedAt: this.clock.now() }));
+  }
+
+  /** Renews this host's leases: a network whose lease was lost stops at once (before it can expire elsewhere), a new one starts. */
+  private leasePass(): void {
+    let up: string[];
+    try {
+      up = this.store.read((tx) => tx.listNetworks()).filter((n) => n.state === 'up').map((n) => n.id);
+    } catch {
+      up = [...this.leases.running()];
+    }
+    if (!this.leases.renew(up)) return;
+    const running = this.leases.running();
+    this.logger.emit({ kind: 'server.leases', host: this.leases.hostId, running: [...running].sort() });
+    void this.networks.retain(running, new Set(up), 'this host does not hold its lease');
+    this.requestReconcile('lease changed');
   }
 
   /** A change this process committed itself (invisible to the data_version poll). */
@@ -355,11 +384,12 @@ export class ServerDaemon {
       return { nets: ns, members: new Map(ns.map((n) => [n.id, tx.memberAddresses(n.id)])), links: new Map(tx.listLinks().map((l) => [l.network, l])) };
     });
     const up: string[] = [];
-    const wanted = new Set(nets.filter((n) => n.state === 'up').map((n) => n.id));
+    // Only the networks this host holds the lease of (src/server/lease.ts).
+    const wanted = new Set(nets.filter((n) => n.state === 'up' && this.leases.epoch(n.id) !== undefined).map((n) => n.id));
     const stoppedNow = await this.networks.retain(wanted, new Set(nets.map((n) => n.id)));
     await this.federation.retain(new Set([...wanted].filter((id) => links.has(id))));
     for (const net of nets) {
-      if (net.state !== 'up' || this.stopped) continue;
+      if (!wanted.has(net.id) || this.stopped) continue;
       const ms = members.get(net.id) ?? [];
       const link = links.get(net.id);
       let restartNeeded: boolean;
@@ -371,6 +401,8 @@ export class ServerDaemon {
         this.logger.emit({ kind: 'server.files-failed', network: net.id, code: e.code, message: e.message });
         continue;
       }
+      // The lease may have gone while the files were written.
+      if (this.leases.epoch(net.id) === undefined) continue;
       this.networks.ensure(net, restartNeeded, this.federation.isBridged(net.id));
       up.push(net.id);
       if (link) await this.federation.ensure(link);
@@ -429,6 +461,8 @@ export class ServerDaemon {
     await this.reconciler.close();
     await this.federation.stop();
     await this.networks.stop();
+    // Only once its openvpns are gone: another host may take the networks over at once.
+    if (this.claimed) this.leases.releaseAll();
     await this.federation.removeBridges();
     await new Promise<void>((resolve) => {
       if (!this.server.listening) return resolve();

@@ -23,6 +23,20 @@ import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.
 /** Data-channel ciphers, strongest first; all AEAD. */
 export const CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'CHACHA20-POLY1305'] as const;
 export const KEEPALIVE = { interval: 10, timeout: 60 } as const;
+/**
+ * A failover network's keepalive (NetworkRecord.failover): a node whose
+ * server died gives up on it after 10 s of silence and tries its next
+ * remote, the host that takes the lease over (src/server/lease.ts); with the
+ * lease's 10 s TTL both run at the same time, inside the 30 s target. Cost:
+ * an idle session sends a ping every 2 s each way instead of every 10 s,
+ * about 50 bytes each on the wire (README, BENCHMARKS.md).
+ */
+export const FAILOVER_KEEPALIVE = { interval: 2, timeout: 10 } as const;
+
+/** The keepalive a network's server and nodes use. */
+export function keepaliveOf(net: Pick<NetworkRecord, 'failover'>): { readonly interval: number; readonly timeout: number } {
+  return net.failover === true ? FAILOVER_KEEPALIVE : KEEPALIVE;
+}
 
 /**
  * The LAN MTU and fragmentation (mtu.ts) a network gets when it is created,
@@ -59,7 +73,7 @@ export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'addre
     // The operator's per-network settings, as they are (schema.ts NetworkOptionsSchema).
     ...net.options,
     ciphers: [...CIPHERS],
-    keepalive: { ...KEEPALIVE },
+    keepalive: { ...keepaliveOf(net) },
     allow_pushed_routes: net.pushedRoutes !== undefined,
     ...(net.pushedRoutes === undefined ? {} : { pushed_routes: [...net.pushedRoutes] }),
   };

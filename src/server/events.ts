@@ -13,6 +13,7 @@ export type ServerEvent =
   | { readonly kind: 'server.stopping'; readonly reason: string }
   | { readonly kind: 'server.stopped' }
   | { readonly kind: 'server.reconcile'; readonly cause: string; readonly up: readonly string[]; readonly stopped: readonly string[] }
+  | { readonly kind: 'server.leases'; readonly host: string; readonly running: readonly string[] }
   | { readonly kind: 'server.reconcile-failed'; readonly code: string; readonly message: string }
   | { readonly kind: 'server.store-lost'; readonly message: string }
   | { readonly kind: 'server.store-back'; readonly downMs: number }
@@ -53,6 +54,7 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.anchor-rotated': (e) => ({ level: 'notice', text: `server: trust anchor rotated, signing with key ${e.to} instead of ${e.from}; every document is re-signed` }),
   'server.stopping': (e) => ({ level: 'notice', text: `server: stopping (${e.reason})` }),
   'server.stopped': () => ({ level: 'notice', text: 'server: stopped' }),
+  'server.leases': (e) => ({ level: 'notice', text: `server: host ${e.host} now holds the leases of [${e.running.join(', ')}]` }),
   'server.reconcile': (e) => ({
     level: 'info',
     text: `server: reconciled (${e.cause}); up: [${e.up.join(', ')}]${e.stopped.length ? `; stopped: [${e.stopped.join(', ')}]` : ''}`,

@@ -9,6 +9,11 @@
  * initialised server, and an existing state directory is never touched.
  * It also creates the mvpn-openvpn system user when it is missing
  * (src/openvpn/unpriv.ts).
+ *
+ * `join`: a further host on an existing PostgreSQL store (src/server/join.ts):
+ * the signing key, trust anchor and API CA come from the join material, the
+ * listener certificate is this host's own (issued from that API CA), and the
+ * host is registered in the store instead of a schema being created.
  */
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
@@ -17,7 +22,7 @@ import { hostname as osHostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { ConfigError, UsageError } from '../errors.ts';
-import { anchorToString, generateSigningKey, signingKeyToPem } from '../bundle/sign.ts';
+import { anchorToString, generateSigningKey, signingKeyFromPem, signingKeyToPem } from '../bundle/sign.ts';
 import { apiCaCn } from '../bundle/names.ts';
 import { isRemoteHost } from '../bundle/schema.ts';
 import { createCa, type CaMaterial } from '../pki/ca.ts';
@@ -27,6 +32,8 @@ import { checkConfig, defaultConfig, parseListen, serverPaths, type ServerConfig
 import { parseCidr, parsePortRange } from './alloc.ts';
 import { openStore } from './store/open.ts';
 import { ensureOpenvpnUser } from '../openvpn/unpriv.ts';
+import { addHost, hostRemotes, type JoinMaterial } from './join.ts';
+import { DEFAULT_HOST_ID } from './lease.ts';
 
 export interface InitOptions {
   readonly stateDir: string;
@@ -44,6 +51,10 @@ export interface InitOptions {
   readonly openvpnPath?: string;
   /** Absent: SQLite (store.db); `postgres`: an empty PostgreSQL database, whose schema init creates. */
   readonly store?: ServerConfig['store'];
+  /** This host's id among the store's hosts; absent: "primary" (required with `join`). */
+  readonly hostId?: string;
+  /** Join an existing PostgreSQL store with this material instead of creating a store. */
+  readonly join?: JoinMaterial;
   readonly now?: number;
 }
 
@@ -102,10 +113,14 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
     hostnames = isRemoteHost(h) && isIP(h) === 0 ? [h] : [];
     addresses = ['127.0.0.1'];
   }
+  const material = opts.join;
+  if (material && opts.hostId === undefined) throw new UsageError('--join needs --host-id: the id this host has among the hosts of the store');
   const base = defaultConfig(stateDir);
   const config = checkConfig(
     {
       ...base,
+      ...(material ? material.shared : {}),
+      ...(opts.hostId === undefined ? {} : { host_id: opts.hostId }),
       ...(opts.listen === undefined ? {} : { listen: opts.listen }),
       hostnames,
       addresses,
@@ -121,6 +136,7 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
     'server init',
   );
 
+  if (material && config.store === undefined) throw new UsageError('--join needs a PostgreSQL store: several hosts share only that');
   const now = opts.now ?? Date.now();
   // The networks' openvpn servers drop to this user; make it now rather than at the first `server run`.
   await ensureOpenvpnUser();
@@ -134,20 +150,33 @@ export async function initServer(opts: InitOptions): Promise<InitResult> {
     await mkdir(paths.apiDir, { mode: 0o700 });
     await mkdir(paths.networksDir, { mode: 0o700 });
 
-    const signing = generateSigningKey();
-    anchor = anchorToString(signing);
+    const signing = material ? signingKeyFromPem(material.signing_key) : generateSigningKey();
+    anchor = material ? material.trust_anchor : anchorToString(signing);
+    if (anchorToString(signing) !== anchor && material?.anchor_chain === undefined) {
+      throw new ConfigError('MVPN_CONFIG_INVALID', 'the join material\'s signing key does not match its trust anchor', { hint: 'make the join material again with `server join-material`' });
+    }
     await writeFile(paths.signingKey, signingKeyToPem(signing), { mode: 0o600 });
     await writeFile(paths.trustAnchor, anchor + '\n', { mode: 0o644 });
+    if (material?.anchor_chain !== undefined) await writeFile(paths.anchorChain, material.anchor_chain, { mode: 0o644 });
 
     const notBefore = new Date(now - 5 * 60_000);
-    const apiCa = await createCa({ cn: apiCaCn(), alg: 'ec-p256', notBefore, notAfter: new Date(now + 10 * YEAR) });
+    const apiCa: CaMaterial = material
+      ? { alg: 'ec-p256', certPem: material.api_ca_cert, keyPem: material.api_ca_key }
+      : await createCa({ cn: apiCaCn(), alg: 'ec-p256', notBefore, notAfter: new Date(now + 10 * YEAR) });
     const listener = await issueListenerCert(apiCa, config, notBefore, new Date(now + 10 * YEAR));
     await writeFile(paths.apiCaCert, apiCa.certPem, { mode: 0o644 });
     await writeFile(paths.apiCaKey, apiCa.keyPem, { mode: 0o600 });
     await writeFile(paths.apiCert, listener.certPem, { mode: 0o644 });
     await writeFile(paths.apiKey, listener.keyPem, { mode: 0o600 });
     await writeFile(paths.config, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
-    (await openStore(config, paths, { create: true })).close();
+    const store = await openStore(config, paths, material ? {} : { create: true });
+    try {
+      const host = { id: config.host_id ?? DEFAULT_HOST_ID, remotes: hostRemotes(config), joinedAt: now };
+      if (material) addHost({ config, paths, store, clock: { now: () => now } }, host);
+      else store.write((tx) => tx.putHost(host));
+    } finally {
+      store.close();
+    }
 
     // An existing empty directory (checked above) is replaced by the rename.
     await rename(tmp, stateDir);

@@ -23,7 +23,7 @@ import { ensureDir, writeFileAtomic } from '../util/fs-atomic.ts';
 import { intToIp, netmaskString, parseCidr, serverAddress, size } from './alloc.ts';
 import { networkDir, type ServerConfig, type ServerPaths } from './config.ts';
 import { serverDev } from './devices.ts';
-import { CIPHERS, dataPlane, KEEPALIVE } from './documents.ts';
+import { CIPHERS, dataPlane, keepaliveOf } from './documents.ts';
 import { trustedCaPem } from './pki-service.ts';
 import type { MemberSummary, NetworkRecord } from './store/store.ts';
 
@@ -83,7 +83,7 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
       firstHost: intToIp(subnet.base + 1),
       lastHost: intToIp(subnet.base + size(subnet) - 2),
       ciphers: CIPHERS,
-      keepalive: KEEPALIVE,
+      keepalive: keepaliveOf(net),
       bridged: bridge !== undefined,
       lladdr: net.devType === 'tap' && bridge === undefined ? serverMac(net.id) : undefined,
       pushedRoutes: net.pushedRoutes,

@@ -67,12 +67,12 @@ export class ServerNetworks {
     this.deps = deps;
   }
 
-  /** Stops the servers of networks not in `wanted`; returns their ids. */
-  async retain(wanted: ReadonlySet<string>, known: ReadonlySet<string>): Promise<string[]> {
+  /** Stops the servers of networks not in `wanted` (`reason` for those still in `known`); returns their ids. */
+  async retain(wanted: ReadonlySet<string>, known: ReadonlySet<string>, reason = 'network is down or deleted'): Promise<string[]> {
     const stopped: string[] = [];
     for (const [id, inst] of this.instances) {
       if (wanted.has(id)) continue;
-      this.deps.logger.emit({ kind: 'server.network-stop', network: id, reason: known.has(id) ? 'network is down or deleted' : 'network was purged' });
+      this.deps.logger.emit({ kind: 'server.network-stop', network: id, reason: known.has(id) ? reason : 'network was purged' });
       this.instances.delete(id);
       await inst.sup.stop();
       stopped.push(id);

@@ -33,9 +33,9 @@ export interface CliResult {
   json<T = Record<string, unknown>>(): T;
 }
 
-/** Runs `mvpn-client ARGS` in-process. */
-export async function cli(args: readonly string[]): Promise<CliResult> {
-  const io = bufferIo({});
+/** Runs `mvpn-client ARGS` in-process (`stdin`: what it reads from standard input). */
+export async function cli(args: readonly string[], stdin?: string): Promise<CliResult> {
+  const io = bufferIo({}, stdin === undefined ? undefined : Buffer.from(stdin));
   const code = await main(args, io);
   const out = io.out();
   return {

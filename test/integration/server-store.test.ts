@@ -127,7 +127,7 @@ describe.each([sqliteEngine(), postgresEngine()])('the store on $name', (engine)
     const loc = await engine.fresh();
     loc.open({ create: true }).close();
     expect(await loc.version()).toBe(MIGRATIONS.length);
-    expect(await loc.tables()).toEqual(['address_history', 'links', 'memberships', 'meta', 'networks', 'nodes', 'revocations', 'tokens']);
+    expect(await loc.tables()).toEqual(['address_history', 'hosts', 'leases', 'links', 'memberships', 'meta', 'networks', 'nodes', 'revocations', 'tokens']);
     loc.open().close();
     expect(await loc.version()).toBe(MIGRATIONS.length);
   });

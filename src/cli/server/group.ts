@@ -3,6 +3,7 @@ import { serverAnchorCommand } from './anchor.ts';
 import { apiRollCaCommand } from './api-roll-ca.ts';
 import { serverExportCommand } from './export.ts';
 import { serverInitCommand } from './init.ts';
+import { serverJoinMaterialCommand } from './join-material.ts';
 import { linkGroup } from './link.ts';
 import { serverPlanCommand } from './plan.ts';
 import { networkCreateCommand } from './network-create.ts';
@@ -27,6 +28,7 @@ export const serverGroup: Omit<CliGroup, 'describe'> = {
   command: 'server',
   children: [
     serverInitCommand,
+    serverJoinMaterialCommand,
     serverRunCommand,
     serverAnchorCommand,
     {

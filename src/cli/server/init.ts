@@ -1,8 +1,9 @@
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { ExitCode } from '../../errors.ts';
+import { ExitCode, UsageError } from '../../errors.ts';
 import { DEFAULT_LISTEN, DEFAULT_METRICS_LISTEN, DEFAULT_POOL, DEFAULT_PORT_RANGE, DEFAULT_STATE_DIR } from '../../server/config.ts';
 import { initServer } from '../../server/init.ts';
+import { parseJoinMaterial, type JoinMaterial } from '../../server/join.ts';
 import type { CliCommand } from '../command.ts';
 import type { Io } from '../io.ts';
 import { reportFailure, writeOutput } from './common.ts';
@@ -21,13 +22,17 @@ interface InitArgs {
   openvpn?: string;
   'store-url'?: string;
   'store-file'?: string;
+  'host-id'?: string;
+  join?: string;
   json: boolean;
 }
 
 /**
  * `mvpn-client server init`: create the state directory (signing key, API CA,
  * listener certificate, config, store). Prints the trust anchor line and the
- * API CA path: both go into the nodes' startup tarballs.
+ * API CA path: both go into the nodes' startup tarballs. With `--join=-`
+ * it sets up a further host on an existing PostgreSQL store instead, from
+ * the join material on stdin (`server join-material` on a host of the store).
  */
 export const serverInitCommand: CliCommand<InitArgs> = {
   command: 'init',
@@ -48,10 +53,15 @@ export const serverInitCommand: CliCommand<InitArgs> = {
       .option('store-url', { type: 'string', describe: 'keep the state in this PostgreSQL database (postgresql://…; default: SQLite store.db in the state directory)' })
       .option('store-file', { type: 'string', describe: 'same, the URL read from this file (owner-only: it holds the password)' })
       .conflicts('store-url', 'store-file')
+      .option('host-id', { type: 'string', describe: 'this host\'s id among the hosts of its store (default "primary"; required with --join)' })
+      .option('join', { type: 'string', describe: 'join an existing PostgreSQL store: "-" reads `server join-material` output from stdin' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON on stdout' }) as unknown as Argv<InitArgs>,
   async run(args: InitArgs, io: Io): Promise<number> {
     try {
+      const join = args.join === undefined ? undefined : await readJoinMaterial(args.join, io);
       const r = await initServer({
+        ...(join === undefined ? {} : { join }),
+        ...(args['host-id'] === undefined ? {} : { hostId: args['host-id'] }),
         stateDir: args['state-dir'],
         hostnames: args.hostname.map(String),
         addresses: args.address.map(String),
@@ -81,7 +91,7 @@ export const serverInitCommand: CliCommand<InitArgs> = {
           store: r.config.store === undefined ? 'sqlite' : 'postgres',
         },
         text: [
-          `initialised ${r.stateDir}`,
+          join ? `joined the store as host ${r.config.host_id ?? ''}: initialised ${r.stateDir}` : `initialised ${r.stateDir}`,
           `trust anchor: ${r.trustAnchor}`,
           `  (also in ${r.trustAnchorPath}; put it in the nodes' startup tarball as the agent's "anchor")`,
           `API CA: ${r.apiCaPath}`,
@@ -95,3 +105,9 @@ export const serverInitCommand: CliCommand<InitArgs> = {
     }
   },
 };
+
+/** `--join=-`: the join material from stdin (only there: it holds the signing key, and a file of it would outlive the join). */
+async function readJoinMaterial(source: string, io: Io): Promise<JoinMaterial> {
+  if (source !== '-' || io.stdin === undefined) throw new UsageError('--join takes "-": pipe `mvpn-client server join-material` from a host of the store into stdin');
+  return parseJoinMaterial((await io.stdin(2_000_000)).toString('utf8'), 'the join material on stdin');
+}

@@ -24,6 +24,8 @@ export const networkShowCommand = serverCommand<IdArgs>({
     const runtime = status ? (status.networks[net.id] ?? { state: 'stopped', clients: [], restarts: 0 }) : null;
     const base = networkView(net, { active: members.filter((m) => !m.revoked).length, revoked: members.filter((m) => m.revoked).length });
     const link = ctx.store.read((tx) => tx.getLink(net.id));
+    // Which host runs it (src/server/lease.ts): the lease holder, whether its lease is still running is the database's to say.
+    const lease = ctx.store.read((tx) => tx.listLeases().find((l) => l.network === net.id));
     const linkRuntime = link ? (status ? (status.links?.[net.id] ?? { state: 'stopped' }) : null) : undefined;
     const now = ctx.clock.now();
     const ca = isMirror(net) ? undefined : await networkCaExpiry(net, now);
@@ -34,6 +36,7 @@ export const networkShowCommand = serverCommand<IdArgs>({
       ...base,
       ...(ca ? { ca: { cn: ca.cn, not_after: ca.notAfter, days_left: ca.daysLeft, ...(ca.warning ? { warning: ca.warning } : {}), ...(roll ? { roll } : {}) } } : {}),
       members: members.map(membershipView),
+      lease: lease ? { owner: lease.owner, epoch: lease.epoch, expires_at: new Date(lease.expiresAt).toISOString() } : null,
       runtime,
       // Peer side of a server-to-server link: the mirror's link to its hub and its health.
       ...(link ? { link: linkView(link, linkRuntime) } : {}),
@@ -43,6 +46,7 @@ export const networkShowCommand = serverCommand<IdArgs>({
       `network ${net.id} (${net.name}): ${net.state}, ${net.devType} ${net.proto}/${net.port}, subnet ${net.subnet}, server ${String(base['server_address'])}`,
       `remotes: ${net.remotes.map((r) => `${r.host}:${r.port ?? net.port}`).join(', ')}`,
       `crl: #${net.crlNumber}, next update ${new Date(net.crlNextUpdate).toISOString()}`,
+      ...(lease ? [`lease: host ${lease.owner}, epoch ${lease.epoch}, until ${new Date(lease.expiresAt).toISOString()}${net.failover === true ? ' (failover network)' : ''}`] : []),
       ...(ca ? [`ca: ${ca.cn}, valid until ${ca.notAfter} (${ca.daysLeft} days)${roll?.overlap ? `; rolling: nodes trust the old CA too until ${roll.overlap_until}` : ''}`] : []),
       ...(ca?.warning ? [`WARNING: ${ca.warning}`] : []),
       runtime === null

@@ -22,6 +22,7 @@ import { createNetworkPki } from '../pki-service.ts';
 import { newNetworkRecord, type DevType, type NetworkRecord, type NetworkState, type Proto, type Remote } from '../store/store.ts';
 import { Bumps, nowOf, type ServerContext } from './context.ts';
 import { portNumber, splitHostPort } from '../../util/host-port.ts';
+import { hostRemotes, networkHosts } from '../join.ts';
 
 export interface CreateNetworkInput {
   readonly id: string;
@@ -85,9 +86,9 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
   const devType = input.devType ?? 'tap';
   const proto = input.proto ?? 'udp';
   const requestedSubnet = input.subnet === undefined ? undefined : parseCidr(input.subnet);
-  const remotes: Remote[] = input.remotes?.length
-    ? input.remotes.map(parseRemote)
-    : [...ctx.config.hostnames, ...ctx.config.addresses].map((host) => ({ host }));
+  // Several hosts on the store: the network fails over between them, and by default nodes know every host (join.ts).
+  const hosts = networkHosts(ctx.store.read((tx) => tx.listHosts()), hostRemotes(ctx.config));
+  const remotes: Remote[] = input.remotes?.length ? input.remotes.map(parseRemote) : hosts.remotes.slice(0, 8);
   if (remotes.length === 0) {
     throw new UsageError(`network ${input.id} needs at least one --remote (the address nodes connect to)`, {
       hint: 'give --remote HOST[:PORT], or --hostname/--address at `server init` to set defaults',
@@ -116,7 +117,7 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
     const live = tx.listNetworks().filter((n) => n.state !== 'deleted');
     const port = allocatePort(parsePortRange(ctx.config.port_range), new Set(live.map((n) => n.port)), input.port);
     const subnet = allocateSubnet(parseCidr(ctx.config.pool), ctx.config.subnet_prefix, live.map((n) => parseCidr(n.subnet)), requestedSubnet);
-    const rec = newNetworkRecord({ id: input.id, name, devType, proto, port, subnet: formatCidr(subnet), remotes, ...pki, pushedRoutes, options }, now);
+    const rec = newNetworkRecord({ id: input.id, name, devType, proto, port, subnet: formatCidr(subnet), remotes, ...pki, pushedRoutes, options, ...(hosts.failover ? { failover: true } : {}) }, now);
     tx.insertNetwork(rec);
     return rec;
   });

@@ -9,20 +9,23 @@ import type { ServerEvent } from '../events.ts';
 import { finishDueApiCaRoll } from './api-ca-roll.ts';
 import { caExpiries, finishDueCaRolls } from './ca-roll.ts';
 import { DAY, type ServerContext } from './context.ts';
-import { refreshDueCrls } from './crl.ts';
+import { refreshDueCrls, type LeaseOwner } from './crl.ts';
 
 export class Upkeep {
   private readonly ctx: ServerContext;
   private readonly logger: Logger<ServerEvent>;
+  private readonly owner: LeaseOwner | undefined;
   private caWarnedAt: number | undefined;
 
-  constructor(ctx: ServerContext, logger: Logger<ServerEvent>) {
+  /** `owner`: the daemon's leases; a network's CRL is then re-issued by the host that runs it. */
+  constructor(ctx: ServerContext, logger: Logger<ServerEvent>, owner?: LeaseOwner) {
     this.ctx = ctx;
     this.logger = logger;
+    this.owner = owner;
   }
 
   async run(): Promise<void> {
-    for (const r of await refreshDueCrls(this.ctx)) {
+    for (const r of await refreshDueCrls(this.ctx, this.owner)) {
       this.logger.emit({ kind: 'server.crl-refreshed', network: r.network, number: r.number, nextUpdate: new Date(r.nextUpdate).toISOString() });
     }
     for (const id of await finishDueCaRolls(this.ctx)) this.logger.emit({ kind: 'server.ca-roll-finished', network: id });

@@ -144,7 +144,7 @@ export class PostgresStore implements Store {
       get: (sql, params = {}) => this.query(sql, params).rows[0] as Row | undefined,
       run: (sql, params = {}) => this.query(sql, params).rowCount,
     };
-    this.tx = makeSqlTx(conn, () => this.inTx);
+    this.tx = makeSqlTx(conn, () => this.inTx, 'CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT)');
   }
 
   /** A worker with its own connection (and its own reply flag: a replaced worker's late reply cannot touch the new one's). */

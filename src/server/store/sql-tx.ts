@@ -15,6 +15,8 @@ import type {
   NetworkRecord,
   NodePatch,
   NodeRecord,
+  HostRecord,
+  LeaseRecord,
   LinkRecord,
   RevocationRecord,
   StoreTx,
@@ -64,6 +66,7 @@ function toNetwork(r: Row): NetworkRecord {
     ...(r['pushed_routes'] === null || r['pushed_routes'] === undefined ? {} : { pushedRoutes: JSON.parse(str(r['pushed_routes'])) as string[] }),
     caRoll: r['ca_roll'] === null || r['ca_roll'] === undefined ? null : (JSON.parse(str(r['ca_roll'])) as CaRollRecord),
     ...(r['options'] === null || r['options'] === undefined ? {} : { options: JSON.parse(str(r['options'])) as NetworkOptions }),
+    ...(r['failover'] === 1 ? { failover: true } : {}),
     createdAt: num(r['created_at']),
     updatedAt: num(r['updated_at']),
   };
@@ -141,6 +144,7 @@ const NETWORK_COLUMNS: Record<keyof NetworkPatch, string> = {
   name: 'name',
   state: 'state',
   remotes: 'remotes',
+  failover: 'failover',
   crlPem: 'crl',
   crlNumber: 'crl_number',
   caCertPem: 'ca_cert',
@@ -197,7 +201,11 @@ function updateRow(conn: SqlConn, table: string, columns: Record<string, string>
 }
 
 /** The StoreTx of either engine over `conn`; `inTx` says whether a transaction is open (writes outside one are refused). */
-export function makeSqlTx(conn: SqlConn, inTx: () => boolean): StoreTx {
+/**
+ * `nowSql`: the engine's expression for the database's clock in ms since the
+ * epoch; leases expire on it, never on a host's clock.
+ */
+export function makeSqlTx(conn: SqlConn, inTx: () => boolean, nowSql: string): StoreTx {
   const all = (sql: string, params: Row = {}) => conn.all(sql, params);
   const get = (sql: string, params: Row = {}) => conn.get(sql, params);
   const exec = (sql: string, params: Row = {}) => conn.run(sql, params);
@@ -227,9 +235,9 @@ export function makeSqlTx(conn: SqlConn, inTx: () => boolean): StoreTx {
       guard();
       exec(
         `INSERT INTO networks (id, name, kind, dev_type, proto, port, subnet, state, remotes, key_alg, ca_cert, ca_key, server_cert, server_key,
-           tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, created_at, updated_at)
+           tls_crypt_v2_server_key, crl, crl_number, crl_next_update, alloc_hint, pushed_routes, options, failover, created_at, updated_at)
          VALUES ($id, $name, $kind, $dev_type, $proto, $port, $subnet, $state, $remotes, $key_alg, $ca_cert, $ca_key, $server_cert, $server_key,
-           $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $created_at, $updated_at)`,
+           $tc, $crl, $crl_number, $crl_next_update, $alloc_hint, $pushed_routes, $options, $failover, $created_at, $updated_at)`,
         {
           id: n.id,
           name: n.name,
@@ -252,6 +260,7 @@ export function makeSqlTx(conn: SqlConn, inTx: () => boolean): StoreTx {
           alloc_hint: n.allocHint,
           pushed_routes: n.pushedRoutes === undefined ? null : JSON.stringify(n.pushedRoutes),
           options: n.options === undefined || Object.keys(n.options).length === 0 ? null : JSON.stringify(n.options),
+          failover: n.failover === true ? 1 : 0,
           created_at: n.createdAt,
           updated_at: n.updatedAt,
         },
@@ -423,5 +432,40 @@ export function makeSqlTx(conn: SqlConn, inTx: () => boolean): StoreTx {
       guard();
       exec('DELETE FROM links WHERE network = $network', { network });
     },
+
+    listHosts: () => all('SELECT * FROM hosts ORDER BY joined_at, id').map(toHost),
+    putHost: (h) => {
+      guard();
+      exec('INSERT INTO hosts (id, remotes, joined_at) VALUES ($id, $remotes, $at) ON CONFLICT (id) DO UPDATE SET remotes = excluded.remotes', {
+        id: h.id,
+        remotes: JSON.stringify(h.remotes),
+        at: h.joinedAt,
+      });
+    },
+    listLeases: () => all('SELECT * FROM leases ORDER BY network').map(toLease),
+    claimLease: (network, host, ttlMs) => {
+      guard();
+      const p = { network, host, ttl: ttlMs };
+      // Writers are serialised (store.ts), so these three cannot interleave with another host's.
+      if (exec(`INSERT INTO leases (network, owner, epoch, expires_at) VALUES ($network, $host, 1, ${nowSql} + $ttl) ON CONFLICT (network) DO NOTHING`, p) === 1) return 1;
+      const renewed = exec(`UPDATE leases SET expires_at = ${nowSql} + $ttl WHERE network = $network AND owner = $host AND expires_at > ${nowSql}`, p) === 1;
+      const taken = !renewed && exec(`UPDATE leases SET owner = $host, epoch = epoch + 1, expires_at = ${nowSql} + $ttl WHERE network = $network AND expires_at <= ${nowSql}`, p) === 1;
+      if (!renewed && !taken) return undefined;
+      return num(get('SELECT epoch FROM leases WHERE network = $network', { network })!['epoch']);
+    },
+    holdsLease: (network, host, epoch) =>
+      get(`SELECT 1 AS held FROM leases WHERE network = $network AND owner = $host AND epoch = $epoch AND expires_at > ${nowSql}`, { network, host, epoch }) !== undefined,
+    releaseLease: (network, host) => {
+      guard();
+      exec(`UPDATE leases SET expires_at = ${nowSql} WHERE network = $network AND owner = $host AND expires_at > ${nowSql}`, { network, host });
+    },
   };
+}
+
+function toHost(r: Row): HostRecord {
+  return { id: str(r['id']), remotes: JSON.parse(str(r['remotes'])) as HostRecord['remotes'], joinedAt: num(r['joined_at']) };
+}
+
+function toLease(r: Row): LeaseRecord {
+  return { network: str(r['network']), owner: str(r['owner']), epoch: num(r['epoch']), expiresAt: num(r['expires_at']) };
 }

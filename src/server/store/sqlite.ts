@@ -154,6 +154,21 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE networks ADD COLUMN options TEXT;
   `,
+  // 12: several server hosts on one store (issue 21): the hosts, and which one runs each network (a lease on the database's clock, epoch = fencing token)
+  `
+  CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    remotes TEXT NOT NULL,
+    joined_at INTEGER NOT NULL
+  ) STRICT;
+  CREATE TABLE leases (
+    network TEXT PRIMARY KEY REFERENCES networks (id) ON DELETE CASCADE,
+    owner TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+  ) STRICT;
+  ALTER TABLE networks ADD COLUMN failover INTEGER NOT NULL DEFAULT 0 CHECK (failover IN (0, 1));
+  `,
 ];
 
 export interface SqliteStoreOptions {
@@ -186,7 +201,7 @@ export class SqliteStore implements Store {
       get: (sql, params = {}) => this.stmt(sql).get(params) as Row | undefined,
       run: (sql, params = {}) => Number(this.stmt(sql).run(params).changes),
     };
-    this.tx = makeSqlTx(conn, () => this.inTx);
+    this.tx = makeSqlTx(conn, () => this.inTx, "CAST(unixepoch('subsec') * 1000 AS INTEGER)");
   }
 
   /** Opens (or with `create`, creates) the store and brings its schema up to date. */

@@ -62,6 +62,12 @@ export interface NetworkRecord {
   readonly caRoll?: CaRollRecord | null | undefined;
   /** network.json fields copied as they are into every node's spec (bundle/schema.ts NetworkOptionsSchema); absent: none set. */
   readonly options?: NetworkOptions | undefined;
+  /**
+   * The network may run on any of several hosts sharing the store (whichever
+   * holds its lease, src/server/lease.ts): its remotes list every host and
+   * it gets the failover keepalive (documents.ts). Absent: false.
+   */
+  readonly failover?: boolean | undefined;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
@@ -199,11 +205,31 @@ export interface LinkRecord {
   readonly relayListen: string | null;
 }
 
+/** A server host on this store (several on one PostgreSQL, issue 21; SQLite: the one host). */
+export interface HostRecord {
+  readonly id: string;
+  /** Where nodes reach this host's openvpn servers (its config's host names and addresses); a port defaults to the network's. */
+  readonly remotes: readonly Remote[];
+  readonly joinedAt: number;
+}
+
+/**
+ * Which host runs a network's openvpn server (src/server/lease.ts). Expiry is
+ * on the database's clock; `epoch` grows by one with every new owner and is
+ * the fencing token the owner's writes check.
+ */
+export interface LeaseRecord {
+  readonly network: string;
+  readonly owner: string;
+  readonly epoch: number;
+  readonly expiresAt: number;
+}
+
 type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P] }, K>>;
 
 export type NetworkPatch = Patch<
   NetworkRecord,
-  'name' | 'state' | 'remotes' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
+  'name' | 'state' | 'remotes' | 'failover' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
 >;
 export type NodePatch = Patch<
   NodeRecord,
@@ -277,6 +303,22 @@ export interface StoreTx {
   setLinkSynced(network: string, at: number): void;
   setLinkAnchor(network: string, hubAnchor: string): void;
   deleteLink(network: string): void;
+
+  listHosts(): HostRecord[];
+  /** Adds the host, or updates its remotes. */
+  putHost(rec: HostRecord): void;
+  listLeases(): LeaseRecord[];
+  /**
+   * Renews `host`'s unexpired lease on `network`, or takes the lease when it
+   * has none or it expired (the epoch then grows by one), until the
+   * database's now + `ttlMs`. Returns the epoch held, or undefined while
+   * another host's lease has not expired.
+   */
+  claimLease(network: string, host: string, ttlMs: number): number | undefined;
+  /** `host` holds `network`'s lease at `epoch` and it has not expired (the database's clock): the fencing check. */
+  holdsLease(network: string, host: string, epoch: number): boolean;
+  /** Ends `host`'s lease on `network` now, so another host need not wait for it to expire. */
+  releaseLease(network: string, host: string): void;
 }
 
 export interface Store {
