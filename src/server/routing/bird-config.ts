@@ -7,7 +7,8 @@
  * Per network `<id>` (BIRD symbols use `_` for `-`):
  * - `ipv4 table t_<id>`;
  * - `protocol static c_<id>`: a /32 `via "<tun>"` for every client connected
- *   to THIS server now (the daemon learns them from its openvpn server);
+ *   to THIS server now (the daemon learns them from its openvpn server),
+ *   with the session's start as `bgp_local_pref` (newest session wins);
  *   the only routes announced to the other servers;
  * - `protocol static l_<id>`: a /32 `via "<backbone>"` for every other
  *   server's backbone address (its addresses carry `noprefixroute`, so the
@@ -31,6 +32,12 @@ export interface L3Peer {
   readonly address: string;
 }
 
+export interface L3Client {
+  readonly address: string;
+  /** When its session began (ms since the epoch, openvpn's connected_since). */
+  readonly since: number;
+}
+
 export interface L3RoutingSpec {
   /** Network id ([a-z][a-z0-9-]{0,11}). */
   readonly network: string;
@@ -43,8 +50,21 @@ export interface L3RoutingSpec {
   /** The backbone segment's interface. */
   readonly backboneDev: string;
   readonly peers: readonly L3Peer[];
-  /** Addresses of the clients connected to this server now. */
-  readonly clients: readonly string[];
+  /** The clients connected to this server now. */
+  readonly clients: readonly L3Client[];
+}
+
+/** Seconds before which no session starts: local_pref = seconds since then (32 bits last until 2161). */
+const PREF_EPOCH_S = 1_735_689_600;
+
+/**
+ * A client's BGP local_pref: the start of its session in seconds, so when a
+ * node that moved is still announced by its old server for a moment (that
+ * server's openvpn has not timed the session out yet), every server prefers
+ * the newest session's route.
+ */
+export function sessionPref(since: number): number {
+  return Math.max(1, Math.min(0xffffffff, Math.floor(since / 1000) - PREF_EPOCH_S));
 }
 
 const hash32 = (s: string): number => createHash('sha256').update(s).digest().readUInt32BE(0);
@@ -74,7 +94,7 @@ const ipRe = /^\d{1,3}(\.\d{1,3}){3}$/;
 const devRe = /^[a-zA-Z0-9_.-]{1,15}$/;
 
 function check(spec: L3RoutingSpec): void {
-  for (const a of [spec.local, ...spec.clients, ...spec.peers.map((p) => p.address)]) {
+  for (const a of [spec.local, ...spec.clients.map((c) => c.address), ...spec.peers.map((p) => p.address)]) {
     if (!ipRe.test(a)) throw new Error(`routing for ${spec.network}: not an IPv4 address: ${a}`);
   }
   for (const d of [spec.tunDev, spec.backboneDev]) if (!devRe.test(d)) throw new Error(`routing for ${spec.network}: bad interface name ${d}`);
@@ -101,7 +121,7 @@ export function renderBirdConfig(routerId: string, nets: readonly L3RoutingSpec[
       `ipv4 table t_${id};`,
       `protocol static c_${id} {`,
       `  ipv4 { table t_${id}; };`,
-      ...[...n.clients].sort().map((a) => `  route ${a}/32 via "${n.tunDev}";`),
+      ...[...n.clients].sort((a, b) => a.address.localeCompare(b.address)).map((c) => `  route ${c.address}/32 via "${n.tunDev}" { bgp_local_pref = ${sessionPref(c.since)}; };`),
       '}',
       `protocol static l_${id} {`,
       `  ipv4 { table t_${id}; };`,

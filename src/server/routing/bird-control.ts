@@ -102,3 +102,24 @@ export async function birdRoutes(socketPath: string, table: string, proto: strin
   const r = await birdCommand(socketPath, `show route table ${table} protocol ${proto}`);
   return r.lines.map((l) => /^(\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2})\s/.exec(l)?.[1]).filter((p): p is string => p !== undefined);
 }
+
+/**
+ * The BGP local_pref of every BGP route in `table`, by prefix (`show route
+ * table T all`: a route's first line names the prefix, or is indented for
+ * another route of the same prefix; its attributes follow, one per line).
+ */
+export async function birdBgpPrefs(socketPath: string, table: string): Promise<Map<string, number[]>> {
+  const r = await birdCommand(socketPath, `show route table ${table} all`);
+  const out = new Map<string, number[]>();
+  let prefix: string | undefined;
+  for (const l of r.lines) {
+    const head = /^(\d{1,3}(?:\.\d{1,3}){3}\/\d{1,2})?\s+\w+\s+\[/.exec(l);
+    if (head) {
+      if (head[1]) prefix = head[1];
+      continue;
+    }
+    const pref = /^\s*BGP\.local_pref:\s*(\d+)/.exec(l);
+    if (pref && prefix) out.set(prefix, [...(out.get(prefix) ?? []), Number(pref[1])]);
+  }
+  return out;
+}

@@ -32,8 +32,8 @@ import type { ExecFn } from '../../util/exec.ts';
 import { ensureDir } from '../../util/fs-atomic.ts';
 import type { SpawnFn, SpawnedProcess } from '../../openvpn/supervisor-deps.ts';
 import { writeIfChanged } from '../network-files.ts';
-import { birdConfigure, birdProtocols, birdRoutes } from './bird-control.ts';
-import { renderBirdConfig, routeTableId, rulePriority, type L3RoutingSpec } from './bird-config.ts';
+import { birdBgpPrefs, birdConfigure, birdProtocols, birdRoutes } from './bird-control.ts';
+import { renderBirdConfig, routeTableId, rulePriority, sessionPref, type L3RoutingSpec } from './bird-config.ts';
 
 export interface L3RoutingDeps {
   /** `<state>/routing`: bird.conf. */
@@ -232,9 +232,23 @@ export class L3Routing {
         const routes = proto ? await birdRoutes(this.socketPath, `t_${id}`, name).catch(() => []) : [];
         peers.push({ name: p.name, address: p.address, state: proto ? proto.info || proto.state : 'down', routes });
       }
-      networks[s.network] = { table: routeTableId(s.network), clients: [...s.clients].sort(), peers };
+      networks[s.network] = { table: routeTableId(s.network), clients: s.clients.map((c) => c.address).sort(), peers };
     }
     return { bird: { pid: this.pid ?? null, restarts: this.restarts, ...(error ? { error } : {}) }, networks };
+  }
+
+  /**
+   * Clients of `network` connected here whose address another server
+   * announces with a newer session (a higher local_pref): the node moved and
+   * this session is stale. The caller ends those sessions (openvpn would
+   * otherwise keep delivering to them until its keepalive times out) and
+   * withdraws their routes.
+   */
+  async superseded(network: string): Promise<string[]> {
+    const s = this.specs.find((x) => x.network === network);
+    if (!s || this.pid === undefined || s.clients.length === 0) return [];
+    const prefs = await birdBgpPrefs(this.socketPath, `t_${network.replace(/[^a-zA-Z0-9]/g, '_')}`);
+    return s.clients.filter((c) => (prefs.get(`${c.address}/32`) ?? []).some((p) => p > sessionPref(c.since))).map((c) => c.address);
   }
 
   /** Stops BIRD (its kernel protocols withdraw their routes) and removes the rules. */
