@@ -7,9 +7,9 @@
  * share a backbone segment (a bridge in a fourth namespace, standing in for
  * the backbone link network). Two real openvpn nodes sit behind each
  * server, every node with two remotes: its own server, then the next one.
- * What the daemon will do — read each server's clients from its management
- * interface (`status 3`) and hand them to L3Routing — is done here by the
- * test's `learn` loop (the daemon wiring is not built yet).
+ * What the daemon will do on a timer — one `learnClients` pass per server
+ * over its management interface (`status 3`), handed to L3Routing — is
+ * done here by the test's `learn` loop (the daemon wiring is not built yet).
  *
  * Proves: every ordered pair of the six nodes pings; routes only in the
  * network's own kernel table, forwarding only on the network's interfaces;
@@ -29,6 +29,7 @@ import { ManagementClient } from '../../src/openvpn/management.ts';
 import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.ts';
 import { CIPHERS } from '../../src/server/documents.ts';
 import { routeTableId, type L3Client, type L3RoutingSpec } from '../../src/server/routing/bird-config.ts';
+import { learnClients, sameClients } from '../../src/server/routing/client-routes.ts';
 import { L3Routing } from '../../src/server/routing/l3-routing.ts';
 import { Lab, waitFor, type Netns } from '../helpers/netns.ts';
 import { makeTestPki, writeTestPki } from '../helpers/pki-fixtures.ts';
@@ -95,24 +96,17 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     return failed;
   };
 
-  /** The daemon's part: the clients connected now (status 3) become the server's /32s; sessions another server superseded end. */
+  /** The daemon's part: each pass hands the clients connected now to L3Routing and ends sessions another server superseded. */
   const learn = async (s: Server): Promise<void> => {
     let mgmt: ManagementClient | undefined;
     while (s.learning) {
       try {
         mgmt ??= await ManagementClient.connect(s.mgmtSocket, { timeoutMs: 2_000 });
-        const rows = (await mgmt.status3()).clients.filter((c) => /^\d+\.\d+\.\d+\.\d+$/.test(c.virtualAddress));
-        const clients = rows.map((c) => ({ address: c.virtualAddress, since: c.connectedSince.getTime() })).sort((a, b) => a.address.localeCompare(b.address));
-        if (JSON.stringify(clients) !== JSON.stringify(s.clients)) {
-          s.clients = clients;
+        const { clients, ended } = await learnClients(mgmt, await s.routing.superseded(NET).catch(() => []));
+        s.killed.push(...ended);
+        if (!sameClients(clients, s.clients)) {
+          s.clients = [...clients];
           await s.routing.apply(s.address, [spec(s)]);
-        }
-        for (const a of await s.routing.superseded(NET).catch(() => [])) {
-          const row = rows.find((c) => c.virtualAddress === a);
-          if (!row) continue;
-          // `kill CN` ends it at once (client-kill would wait for a node that is no longer there).
-          await mgmt.kill(row.cn);
-          s.killed.push(a);
         }
       } catch {
         mgmt?.close();
@@ -292,7 +286,7 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     const convergedMs = Date.now() - connectedAt;
     expect(failed).toEqual([]);
     console.log(`L3 move with the old session still open: ${convergedMs} ms from CONNECTED at srv1 to all 30 pairs answering; srv3 ended: [${s3.killed.join(', ')}]`);
-    expect(s3.killed).toEqual([n32.address]);
+    expect(s3.killed).toEqual([n32.name]);
     expect(await table(servers[1]!.ns)).toMatch(/198\.18\.0\.32 via 198\.18\.0\.1 dev mk-l3/);
   });
 
