@@ -96,6 +96,27 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     return failed;
   };
 
+  /** Waits for the node's openvpn CONNECTED to `remote`, then for every pair to answer; the time between the two. */
+  const convergence = async (mgmtSocket: string, remote: string, connectWithinMs: number): Promise<{ connectedAt: number; convergedMs: number }> => {
+    const mgmt = await ManagementClient.connect(mgmtSocket, { timeoutMs: 2_000 });
+    let connectedAt = 0;
+    try {
+      await waitFor(async () => {
+        const st = await mgmt.state().catch(() => undefined);
+        if (st?.name === 'CONNECTED' && st.remoteIp === remote) connectedAt = Date.now();
+        return connectedAt > 0;
+      }, connectWithinMs, 100);
+    } finally {
+      mgmt.close();
+    }
+    expect(connectedAt).toBeGreaterThan(0);
+    let failed: string[] = [];
+    await waitFor(async () => (failed = await allPairs(nodes)).length === 0, 60_000, 100);
+    const convergedMs = Date.now() - connectedAt;
+    expect(failed).toEqual([]);
+    return { connectedAt, convergedMs };
+  };
+
   /** The daemon's part: each pass hands the clients connected now to L3Routing and ends sessions another server superseded. */
   const learn = async (s: Server): Promise<void> => {
     let mgmt: ManagementClient | undefined;
@@ -236,22 +257,7 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     // Cut n11's path to srv1 only (its other traffic and the other nodes are untouched).
     await n11.ns.exec('ip', ['route', 'add', 'blackhole', '198.19.0.1/32']);
     const cutAt = Date.now();
-    const mgmt = await ManagementClient.connect(n11.mgmtSocket, { timeoutMs: 2_000 });
-    let connectedAt = 0;
-    try {
-      await waitFor(async () => {
-        const st = await mgmt.state().catch(() => undefined);
-        if (st?.name === 'CONNECTED' && st.remoteIp === '198.19.0.2') connectedAt = Date.now();
-        return connectedAt > 0;
-      }, 90_000, 100);
-    } finally {
-      mgmt.close();
-    }
-    expect(connectedAt).toBeGreaterThan(0);
-    let failed: string[] = [];
-    await waitFor(async () => (failed = await allPairs(nodes)).length === 0, 60_000, 100);
-    const convergedMs = Date.now() - connectedAt;
-    expect(failed).toEqual([]);
+    const { connectedAt, convergedMs } = await convergence(n11.mgmtSocket, '198.19.0.2', 90_000);
     console.log(`L3 roaming: CONNECTED at the second server ${connectedAt - cutAt} ms after the cut; ${convergedMs} ms from then to all 30 pairs answering; srv1 ended stale sessions: [${servers[0]!.killed.join(', ')}]`);
     // Same address, now announced by srv2; srv1 ended the stale session and withdrew it.
     expect(await table(servers[2]!.ns)).toMatch(/198\.18\.0\.11 via 198\.18\.0\.2 dev mk-l3/);
@@ -269,22 +275,7 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     const mgmtSocket = join(dirname(n32.mgmtSocket), 'mgmt-moved.sock');
     await writeFile(conf, text.replace(/^remote 198\.19\.0\.3 .*\n/m, '').replaceAll(n32.mgmtSocket, mgmtSocket));
     n32.vpn = await startOpenvpnClient(n32.ns, conf, mgmtSocket, 'mv-l3');
-    const mgmt = await ManagementClient.connect(mgmtSocket, { timeoutMs: 2_000 });
-    let connectedAt = 0;
-    try {
-      await waitFor(async () => {
-        const st = await mgmt.state().catch(() => undefined);
-        if (st?.name === 'CONNECTED') connectedAt = Date.now();
-        return connectedAt > 0;
-      }, 60_000, 100);
-    } finally {
-      mgmt.close();
-    }
-    expect(connectedAt).toBeGreaterThan(0);
-    let failed: string[] = [];
-    await waitFor(async () => (failed = await allPairs(nodes)).length === 0, 60_000, 100);
-    const convergedMs = Date.now() - connectedAt;
-    expect(failed).toEqual([]);
+    const { convergedMs } = await convergence(mgmtSocket, '198.19.0.1', 60_000);
     console.log(`L3 move with the old session still open: ${convergedMs} ms from CONNECTED at srv1 to all 30 pairs answering; srv3 ended: [${s3.killed.join(', ')}]`);
     expect(s3.killed).toEqual([n32.name]);
     expect(await table(servers[1]!.ns)).toMatch(/198\.18\.0\.32 via 198\.18\.0\.1 dev mk-l3/);

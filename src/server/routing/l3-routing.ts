@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import { RoutingError, toMvpnError } from '../../errors.ts';
 import type { ExecFn } from '../../util/exec.ts';
 import { ensureDir } from '../../util/fs-atomic.ts';
+import { readCmdline, terminatePid } from '../../openvpn/process.ts';
 import type { SpawnFn, SpawnedProcess } from '../../openvpn/supervisor-deps.ts';
 import { writeIfChanged } from '../network-files.ts';
 import { birdBgpPrefs, birdConfigure, birdProtocols, birdRoutes } from './bird-control.ts';
@@ -200,9 +201,8 @@ export class L3Routing {
   private async stopLeftover(): Promise<void> {
     const pid = Number((await readFile(this.pidPath, 'utf8').catch(() => '')).trim());
     if (!Number.isInteger(pid) || pid <= 1) return;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (!cmdline.split('\0').includes(this.configPath)) return;
-    await killAndWait(pid);
+    const ours = async () => (await readCmdline(pid))?.includes(this.configPath) === true;
+    await terminatePid(pid, { stillOurs: ours });
   }
 
   private async stopBird(): Promise<void> {
@@ -213,8 +213,7 @@ export class L3Routing {
     this.child = undefined;
     this.pid = undefined;
     if (!child || pid === undefined) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    await killAndWait(pid, exited);
+    await terminatePid(pid);
   }
 
   /** What `network show` and `status --json` show: BIRD's pid and, per network, each peer's session and the prefixes learned from it. */
@@ -257,34 +256,4 @@ export class L3Routing {
     await this.stopBird();
     for (const id of [...this.rules.keys()]) await this.removePolicy(id).catch(() => undefined);
   }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** SIGTERM, then SIGKILL after 5 s; resolves when the process is gone. */
-async function killAndWait(pid: number, exited?: Promise<void>): Promise<void> {
-  const gone = exited ?? (async () => {
-    while (alive(pid)) await new Promise((r) => setTimeout(r, 50));
-  })();
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const t = setTimeout(() => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }, 5_000);
-  await gone;
-  clearTimeout(t);
 }
