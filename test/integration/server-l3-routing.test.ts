@@ -19,9 +19,11 @@
  * pair answers again (time measured from its CONNECTED); the first server
  * ends the stale session and withdraws it; BIRD killed with SIGKILL is
  * restarted, its routes come back, and a client that left meanwhile has no
- * route anywhere. Time bounds are hang guards only.
+ * route anywhere; a node thrown out as revocation does it (ccd gone at
+ * every server, session ended) loses its route everywhere and stays out.
+ * Time bounds are hang guards only.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderClientConfig } from '../../src/openvpn/client-config.ts';
@@ -52,6 +54,9 @@ interface Server {
   readonly address: string;
   readonly routing: L3Routing;
   readonly mgmtSocket: string;
+  readonly ccdDir: string;
+  /** The learn loop's management connection (while it has one). */
+  mgmt?: ManagementClient | undefined;
   clients: L3Client[];
   learning: boolean;
   /** Sessions ended because another server announced a newer one. */
@@ -123,6 +128,7 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     while (s.learning) {
       try {
         mgmt ??= await ManagementClient.connect(s.mgmtSocket, { timeoutMs: 2_000 });
+        s.mgmt = mgmt;
         const { clients, ended } = await learnClients(mgmt, await s.routing.superseded(NET).catch(() => []));
         s.killed.push(...ended);
         if (!sameClients(clients, s.clients)) {
@@ -131,7 +137,7 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
         }
       } catch {
         mgmt?.close();
-        mgmt = undefined;
+        mgmt = s.mgmt = undefined;
       }
       await new Promise((r) => setTimeout(r, 300));
     }
@@ -185,7 +191,7 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
         exec: (cmd, args, o) => ns.exec(cmd, args, { allowFail: true, ...(o?.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) }),
         spawn: (cmd, args) => ns.spawn(cmd, args),
       });
-      servers.push({ name: `srv${i}`, ns, underlay, address, routing, mgmtSocket, clients: [], learning: true, killed: [] });
+      servers.push({ name: `srv${i}`, ns, underlay, address, routing, mgmtSocket, ccdDir: ccd, clients: [], learning: true, killed: [] });
     }
     for (const s of servers) {
       await s.routing.apply(s.address, [spec(s)]);
@@ -299,6 +305,23 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     await waitFor(async () => (failed = await allPairs(nodes.filter((n) => n !== n22))).length === 0, 60_000, 500);
     expect(failed).toEqual([]);
     expect((await s2.routing.view()).bird.restarts).toBe(1);
+  });
+
+  it('a node thrown out (its ccd gone at every server, as revocation does, and its session ended) loses its route everywhere and stays out', async () => {
+    const n31 = nodes.find((n) => n.name === 'n31')!;
+    for (const s of servers) await rm(join(s.ccdDir, 'n31'));
+    // Through the learn loop's connection: openvpn serves one management client at a time.
+    expect(await waitFor(() => servers[2]!.mgmt !== undefined, 10_000)).toBe(true);
+    await servers[2]!.mgmt!.kill('n31');
+    const gone = async () => {
+      for (const s of servers) if ((await table(s.ns)).includes('198.18.0.31 ') || s.clients.some((c) => c.address === n31.address)) return false;
+      return true;
+    };
+    expect(await waitFor(gone, 30_000, 200)).toBe(true);
+    // It keeps trying both of its servers (ccd-exclusive refuses it at each); no route comes back.
+    await new Promise((r) => setTimeout(r, 8_000));
+    expect(await gone()).toBe(true);
+    expect(await nodes[0]!.ns.ping(n31.address, { timeoutS: 1 })).toBe(false);
   });
 
   it('stopping leaves the kernel as it was: the rule and the network table gone', async () => {
