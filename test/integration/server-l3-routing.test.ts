@@ -131,10 +131,8 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
         s.mgmt = mgmt;
         const { clients, ended } = await learnClients(mgmt, await s.routing.superseded(NET).catch(() => []));
         s.killed.push(...ended);
-        if (!sameClients(clients, s.clients)) {
-          s.clients = [...clients];
-          await s.routing.apply(s.address, [spec(s)]);
-        }
+        if (!sameClients(clients, s.clients)) s.clients = [...clients];
+        await s.routing.apply(s.address, [spec(s)]);
       } catch {
         mgmt?.close();
         mgmt = s.mgmt = undefined;

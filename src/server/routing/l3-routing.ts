@@ -8,9 +8,10 @@
  * - `apply(routerId, specs)` makes it so: rules and per-interface
  *   forwarding first, then the config file (rewritten only when it
  *   changes), then BIRD: started if it is not running, told to `configure`
- *   over its control socket if the config changed. The daemon calls it
- *   whenever the connected clients of a network change (a new /32, or one
- *   withdrawn) and at every reconcile.
+ *   over its control socket if the config changed since it last read it (a
+ *   configure that failed is tried again at the next call). The daemon
+ *   calls it at every pass over its clients (a new /32, or one withdrawn)
+ *   and at every reconcile; an unchanged call costs one file read.
  * - BIRD is supervised like openvpn: started by pid (`bird -f`), and when
  *   it dies it is started again after a backoff (1 s doubling to 10 s,
  *   reset once it ran 30 s). A restarted BIRD reads the current config;
@@ -79,6 +80,8 @@ export class L3Routing {
   private lastError: string | undefined;
   private stopped = false;
   private specs: readonly L3RoutingSpec[] = [];
+  /** The config file changed since the running BIRD last read it. */
+  private unconfigured = false;
   /** Rules we added: network → `to SUBNET lookup T priority P`. */
   private readonly rules = new Map<string, { subnet: string; table: number; priority: number }>();
 
@@ -113,12 +116,18 @@ export class L3Routing {
       return;
     }
     await ensureDir(this.deps.configDir, 0o700);
-    const changed = await writeIfChanged(this.configPath, renderBirdConfig(routerId, specs), 0o600);
+    if (await writeIfChanged(this.configPath, renderBirdConfig(routerId, specs), 0o600)) this.unconfigured = true;
     if (this.pid === undefined) {
+      // A BIRD (re)started now reads the file as it is.
+      this.unconfigured = false;
       if (!this.restartTimer) await this.startBird();
       return;
     }
-    if (changed) await birdConfigure(this.socketPath);
+    // A configure that failed (BIRD still opening its socket, or busy) is tried again at the next apply.
+    if (this.unconfigured) {
+      await birdConfigure(this.socketPath);
+      this.unconfigured = false;
+    }
   }
 
   private async ip(args: readonly string[], okIf?: RegExp): Promise<void> {
@@ -172,6 +181,7 @@ export class L3Routing {
     this.startedAt = Date.now();
     child.once('exit', (code, signal) => {
       if (this.child !== child) return;
+      this.unconfigured = false;
       this.child = undefined;
       this.pid = undefined;
       if (this.stopped) return;
