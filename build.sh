@@ -25,6 +25,8 @@ command -v systemd-nspawn >/dev/null 2>&1 || need_pkgs+=(systemd-container)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 # The LAN MTU tests (1472-byte UDP, TCP transfers) and the data-plane benchmark.
 command -v iperf3 >/dev/null 2>&1 || need_pkgs+=(iperf3)
+# L3 networks across servers: each server daemon runs its own BIRD 2 (src/server/routing, test/integration/server-l3-routing.test.ts).
+command -v bird >/dev/null 2>&1 || need_pkgs+=(bird2)
 # The linux-arm64 executable: strip for aarch64, and qemu-user to run it here
 # (packaging and test/integration/arm64.test.ts; binfmt for its arm64 root).
 command -v aarch64-linux-gnu-strip >/dev/null 2>&1 || need_pkgs+=(binutils-aarch64-linux-gnu)

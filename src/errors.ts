@@ -129,6 +129,9 @@ export type ErrorCode =
   | 'MVPN_RELAY_FAILED'
   | 'MVPN_METRICS_LISTEN_FAILED'
   | 'MVPN_CA_ROLL_REFUSED'
+  // L3 routing (the server's own BIRD)
+  | 'MVPN_ROUTING_FAILED'
+  | 'MVPN_BIRD_CONTROL'
   // internal
   | 'MVPN_INTERNAL';
 
@@ -191,6 +194,8 @@ export class DaemonError extends MvpnError {}
 export class StoreError extends MvpnError {}
 /** A testbed's request (GENI RSpec) that cannot be read or planned; nothing is applied. */
 export class RequestError extends MvpnError {}
+
+export class RoutingError extends MvpnError {}
 
 export function isMvpnError(err: unknown): err is MvpnError {
   return err instanceof MvpnError;

@@ -19,7 +19,14 @@
  * server's tunnel address stay right instead of pointing at the MAC of a tap
  * that no longer exists until they time out.
  *
- * L3 (tun): `topology subnet` + `server NET MASK nopool`.
+ * L3 (tun): `topology subnet` + `server NET MASK nopool`. An L3 network
+ * across servers (`routed`, src/server/routing) spells `server` out with the
+ * server address the hub allocated (`ifconfig SERVERIP MASK`, pushed
+ * `topology subnet` and `route-gateway`) and `ifconfig-noexec`: the daemon
+ * made the tun persistent and put the address on it with `noprefixroute`,
+ * so no route lands in the main table; packets for addresses that are not
+ * its clients go from openvpn into the tun and are routed by the network's
+ * own table.
  *
  * MTU: `tun-mtu`, `fragment` and `mssfix` as every node renders them from
  * its network.json (mtu.ts `mtuLines`; openvpn's fragmentation needs both ends).
@@ -67,6 +74,12 @@ export interface ServerNetwork {
    * on the tap, and the caller gives no `lladdr` (the hub's tap has it).
    */
   readonly bridged?: boolean | undefined;
+  /**
+   * tun only: the server address is the hub's allocation and already sits on
+   * a persistent tun (L3 across servers, src/server/routing): openvpn
+   * configures nothing on the device.
+   */
+  readonly routed?: boolean | undefined;
   /** tap only: the server tap's MAC, a locally administered unicast address (`02:…`). */
   readonly lladdr?: string | undefined;
   /** Prefixes pushed to clients as routes via the server (network.json `pushed_routes`). */
@@ -134,7 +147,9 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
     `port ${net.port}`,
     ...(l2
       ? ['mode server', 'tls-server', ...(net.bridged === true ? [] : [`ifconfig ${net.serverIp} ${net.netmask}`]), `server-bridge ${net.serverIp} ${net.netmask} ${net.firstHost} ${net.lastHost}`]
-      : ['topology subnet', `server ${net.network} ${net.netmask} nopool`]),
+      : net.routed === true
+        ? ['mode server', 'tls-server', 'topology subnet', 'push "topology subnet"', `ifconfig ${net.serverIp} ${net.netmask}`, 'ifconfig-noexec', `push "route-gateway ${net.serverIp}"`]
+        : ['topology subnet', `server ${net.network} ${net.netmask} nopool`]),
     'client-to-client',
     ...(net.pushedRoutes ?? []).map((r) => {
       const c = parseCidr(r);

@@ -237,7 +237,15 @@ export async function startVpnClient(
     render: (spec, _dir, files) =>
       renderClientConfig(spec, { ca: files.ca, cert: files.cert, key: files.key, tlsCryptV2: files.tlsCryptV2, crl: files.crl, mgmtSocket, dev }),
   });
-  const child = ns.spawn('openvpn', ['--config', installed.configPath]);
+  return startOpenvpnClient(ns, installed.configPath, mgmtSocket, dev);
+}
+
+/**
+ * A real openvpn client inside `ns` from a rendered config whose management
+ * socket is `mgmtSocket`: the hold is released and turned off.
+ */
+export async function startOpenvpnClient(ns: Netns, configPath: string, mgmtSocket: string, dev: string): Promise<VpnClient> {
+  const child = ns.spawn('openvpn', ['--config', configPath]);
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString('utf8')));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString('utf8')));
