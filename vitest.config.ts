@@ -5,8 +5,8 @@ import { defineConfig } from 'vitest/config';
  * (test/helpers/server-fixtures.ts): they run a second time with
  * MVPN_TEST_STORE=postgres, every test server's store a fresh database of a
  * PostgreSQL cluster the file starts (test/helpers/postgres.ts). server-store
- * is not among them, nor are server-lease and server-failover: they choose
- * their engines themselves. Files that use a server
+ * is not among them, nor are server-lease and server-failover (they choose
+ * their engines themselves) or server-l3-routing (no store). Files that use a server
  * only as the agent's fixture (agent-e2e and the like) stay on SQLite.
  */
 export const POSTGRES_FILES = [
@@ -38,6 +38,7 @@ export default defineConfig({
             'test/integration/server-store-kind.test.ts',
             'test/integration/server-lease.test.ts',
             'test/integration/server-failover.test.ts',
+            'test/integration/server-l3-routing.test.ts',
           ],
           env: { MVPN_TEST_STORE: 'postgres' },
         },
