@@ -66,11 +66,27 @@ describe('role-split start-up (built executable)', () => {
     '%j evaluates neither server mode nor the agent daemon',
     async (args) => {
       const r = await traced(builtBinary(), args);
-      expect(r.mods).toContain('src/cli/main.ts');
+      expect(r.mods).toContain('src/cli/fast.ts');
       expect(offenders(r.mods, SERVER_SIDE)).toEqual([]);
       expect(offenders(r.mods, AGENT_SIDE)).toEqual([]);
     },
   );
+
+  it.each([[['--version']], [['status', '--runtime-dir', '/nonexistent-mvpn-run']], [['status', '--json', '--runtime-dir=/nonexistent-mvpn-run']]])(
+    '%j takes the fast path: neither yargs nor the command tree is evaluated',
+    async (args) => {
+      const r = await traced(builtBinary(), args);
+      expect(r.mods).toContain('src/cli/fast.ts');
+      expect(r.mods.filter((m) => /^node_modules\/(yargs|yargs-parser)\//.test(m) || m === 'src/cli/main.ts' || m === 'src/cli/commands.ts')).toEqual([]);
+    },
+  );
+
+  it('`--help` still builds the command tree with yargs (the check above can fail)', async () => {
+    const r = await traced(builtBinary(), ['--help']);
+    expect(r.code).toBe(0);
+    expect(r.mods).toContain('src/cli/main.ts');
+    expect(r.mods.some((m) => m.startsWith('node_modules/yargs/'))).toBe(true);
+  });
 
   it('the agent joins a network and never evaluates server mode', async () => {
     const bin = builtBinary();
