@@ -5,12 +5,12 @@
  * Why not @peculiar/x509 for issuing: its generic ASN.1 schema machinery
  * costs ~3 ms of JavaScript per certificate, twenty times the signature
  * itself, and a server exporting 1,000 nodes pays it 1,000 times. The
- * library stays the parser and verifier everywhere, and the reference the
- * tests compare this writer's output with, byte for byte.
+ * library stays the reference the tests compare this writer's output with,
+ * byte for byte.
  *
- * The writer only emits definite-length, minimal encodings. The reader is
- * for DER we produced or already parsed with the library (the CA
- * certificate, node:crypto's SPKI export); it checks bounds and nothing else.
+ * The writer only emits definite-length, minimal encodings. The reader
+ * checks bounds on every element; read.ts (certificates, CRLs) and csr.ts
+ * build on it for untrusted input.
  */
 
 export const TAG = {
