@@ -49,9 +49,7 @@ const traceBanner = `const __mvpnTrace = ((file) => {
   }
 })(process.env.MVPN_TRACE_MODULES);`;
 
-await build({
-  entryPoints: ['src/main.ts'],
-  outfile: 'build/mvpn-client.cjs',
+const common = {
   bundle: true,
   platform: 'node',
   target: 'node24',
@@ -69,4 +67,8 @@ await build({
   define: { 'import.meta.url': 'importMetaUrl', MVPN_PG_WORKER_SOURCE: JSON.stringify(pgWorker.outputFiles[0].text) },
   banner: { js: `const importMetaUrl = require("node:url").pathToFileURL(__filename).href;\n${traceBanner}` },
   plugins: [traceModules],
-});
+};
+// The whole CLI: the executable's asset cli.cjs (and runnable on its own with node).
+await build({ ...common, entryPoints: ['src/main.ts'], outfile: 'build/mvpn-client.cjs' });
+// The executable's main script: the fast path, else it compiles cli.cjs (src/sea-entry.ts).
+await build({ ...common, entryPoints: ['src/sea-entry.ts'], outfile: 'build/mvpn-entry.cjs' });

@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 /**
  * Entry point of the `mvpn-client` binary: parse, dispatch, exit. All the
- * work lives in modules that know nothing about argv.
+ * work lives in modules that know nothing about argv. `--version` and plain
+ * `status` take the fast path (cli/fast.ts); yargs and the command tree load
+ * only for everything else.
  */
-import { main } from './cli/main.ts';
+import { fastCommand, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
 
-main(process.argv.slice(2), processIo()).then(
+const argv = process.argv.slice(2);
+const fast = fastCommand(argv);
+(fast ? runFast(fast, processIo()) : import('./cli/main.ts').then(({ main }) => main(argv, processIo()))).then(
   (code) => {
     process.exitCode = code;
   },

@@ -1,9 +1,10 @@
 import yargs, { type Argv } from 'yargs';
-import { ExitCode, exitCodeFor, MvpnError, toMvpnError, UsageError } from '../errors.ts';
+import { ExitCode, MvpnError, UsageError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import { isGroup, isLazy, type CliCommand, type CliEntry, type CliGroup } from './command.ts';
 import { commands } from './commands.ts';
 import type { Io } from './io.ts';
+import { reportFailure } from './report.ts';
 
 /**
  * Parse argv and dispatch to one subcommand. Resolves to the exit code; never
@@ -71,16 +72,8 @@ export async function main(argv: readonly string[], io: Io, tree: readonly CliEn
       output = out;
     });
   } catch (err) {
-    const e = toMvpnError(err);
-    reportError(io, e);
-    if (e instanceof UsageError) io.stderr.write('see: mvpn-client --help\n');
-    return exitCodeFor(e);
+    return reportFailure(io, err);
   }
   if (!ran && output) io.stdout.write(output.endsWith('\n') ? output : output + '\n');
   return exitCode;
-}
-
-export function reportError(io: Io, e: MvpnError): void {
-  io.stderr.write(`mvpn-client: ${e.message} [${e.code}]\n`);
-  if (e.hint) io.stderr.write(`hint: ${e.hint}\n`);
 }

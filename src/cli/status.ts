@@ -6,7 +6,7 @@ import { renderStatusTable, statusExitCode, summaryLine, terminalSafeJson, type 
 import type { CliCommand } from './command.ts';
 import type { Io } from './io.ts';
 
-interface StatusArgs {
+export interface StatusArgs {
   json: boolean;
   prometheus: boolean;
   'runtime-dir': string;

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { PkiError } from '../errors.ts';
 import type { ErrorCode } from '../errors.ts';
-import { derToPem, MAX_PEM_BYTES, OID, x509, type X509 } from './x509.ts';
+import { derToPem, MAX_PEM_BYTES, x509, type X509 } from './x509.ts';
 
 /**
  * CNs of node and server certificates. They become file names in openvpn's
@@ -44,12 +44,6 @@ export function cnName(cn: string): X509.Name {
   return new (x509().Name)([{ CN: [cn] }]);
 }
 
-/** The single CN of a name, or undefined when there is none or more than one. */
-export function cnOf(name: X509.Name): string | undefined {
-  const cns = name.getField(OID.commonName);
-  return cns.length === 1 ? cns[0] : undefined;
-}
-
 /**
  * 16 random bytes as a positive DER INTEGER: top bit clear (so no 00 pad
  * byte is needed) and first byte non-zero (so DER does not shorten it and
@@ -79,13 +73,13 @@ export function checkSerialHex(hex: string): string {
   return h;
 }
 
-function checkPemInput(pem: unknown, code: ErrorCode, what: string): asserts pem is string {
+export function checkPemInput(pem: unknown, code: ErrorCode, what: string): asserts pem is string {
   if (typeof pem !== 'string' || pem.trim().length === 0) throw new PkiError(code, `${what} is empty`);
   if (pem.length > MAX_PEM_BYTES) throw new PkiError(code, `${what} is too large (${pem.length} bytes)`);
 }
 
 /** The DER bytes of exactly one PEM block with the given label; anything else is `code`. */
-function onePemBlock(pem: string, label: string, code: ErrorCode, what: string): ArrayBuffer {
+export function onePemBlock(pem: string, label: string, code: ErrorCode, what: string): ArrayBuffer {
   const re = new RegExp(`-----BEGIN ${label}-----([A-Za-z0-9+/=\\s]*)-----END ${label}-----`, 'g');
   const blocks = [...pem.matchAll(re)];
   if (blocks.length !== 1) throw new PkiError(code, `${what} must be exactly one PEM "${label}" block (found ${blocks.length})`);
@@ -110,16 +104,6 @@ export function csrDer(pem: string): ArrayBuffer {
   return onePemBlock(pem, 'CERTIFICATE REQUEST', 'MVPN_CSR_INVALID', 'CSR');
 }
 
-export function parseCrlPem(pem: string): X509.X509Crl {
-  checkPemInput(pem, 'MVPN_CRL_INVALID', 'CRL');
-  const block = onePemBlock(pem, 'X509 CRL', 'MVPN_CRL_INVALID', 'CRL');
-  try {
-    return new (x509().X509Crl)(block);
-  } catch (err) {
-    throw new PkiError('MVPN_CRL_INVALID', 'CRL is not a readable X.509 CRL', { cause: err });
-  }
-}
-
 /** The subject key identifier of a CA certificate (hex), computed from its key if the extension is absent. */
 export async function keyIdOf(cert: X509.X509Certificate): Promise<string> {
   const ski = cert.getExtension(x509().SubjectKeyIdentifierExtension);
@@ -130,8 +114,4 @@ export async function keyIdOf(cert: X509.X509Certificate): Promise<string> {
 /** SPKI PEM of a certificate's or CSR's public key. */
 export function spkiPem(pub: X509.PublicKey): string {
   return derToPem('PUBLIC KEY', pub.rawData);
-}
-
-export function sameBytes(a: ArrayBuffer, b: ArrayBuffer): boolean {
-  return Buffer.from(a).equals(Buffer.from(b));
 }

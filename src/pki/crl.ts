@@ -8,8 +8,9 @@
  */
 import { PkiError } from '../errors.ts';
 import type { CaMaterial } from './ca.ts';
-import { checkSerialHex, normaliseSerial, parseCertificate, parseCrlPem, sameBytes } from './common.ts';
+import { checkSerialHex, normaliseSerial } from './common.ts';
 import { signingAlgorithm } from './keys.ts';
+import { readCertificate, readCrl } from './read.ts';
 import { derToPem, loadX509, OID, x509 } from './x509.ts';
 
 export interface RevokedEntry {
@@ -78,19 +79,12 @@ export interface CheckedCrl {
  * MVPN_CRL_EXPIRED once nextUpdate <= now.
  */
 export async function checkCrl(opts: { crlPem: string; caCertPem: string; now: Date }): Promise<CheckedCrl> {
-  await loadX509();
-  const caCert = parseCertificate(opts.caCertPem, 'CA certificate');
-  const crl = parseCrlPem(opts.crlPem);
-  if (!sameBytes(crl.issuerName.toArrayBuffer(), caCert.subjectName.toArrayBuffer())) {
+  const caCert = readCertificate(opts.caCertPem, 'CA certificate');
+  const crl = readCrl(opts.crlPem);
+  if (!crl.issuerDer.equals(caCert.subjectDer)) {
     throw new PkiError('MVPN_CRL_INVALID', `the CRL is issued by "${crl.issuer}", not by this network's CA "${caCert.subject}"`);
   }
-  let ok: boolean;
-  try {
-    ok = await crl.verify({ publicKey: caCert });
-  } catch (err) {
-    throw new PkiError('MVPN_CRL_INVALID', 'the CRL signature cannot be checked', { cause: err });
-  }
-  if (!ok) throw new PkiError('MVPN_CRL_INVALID', "the CRL signature does not verify with this network's CA");
+  if (!crl.signedBy(caCert)) throw new PkiError('MVPN_CRL_INVALID', "the CRL signature does not verify with this network's CA");
   const { thisUpdate, nextUpdate } = crl;
   if (!nextUpdate) throw new PkiError('MVPN_CRL_INVALID', 'the CRL has no nextUpdate');
   const now = opts.now.getTime();
@@ -100,5 +94,5 @@ export async function checkCrl(opts: { crlPem: string; caCertPem: string; now: D
   if (nextUpdate.getTime() <= now) {
     throw new PkiError('MVPN_CRL_EXPIRED', `the CRL expired at ${nextUpdate.toISOString()}; fetch a fresh one from the server`, { context: { nextUpdate: nextUpdate.toISOString() } });
   }
-  return { revokedSerials: crl.entries.map((e) => normaliseSerial(e.serialNumber)), thisUpdate, nextUpdate };
+  return { revokedSerials: crl.revokedSerials.map(normaliseSerial), thisUpdate, nextUpdate };
 }

@@ -7,9 +7,10 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { PkiError } from '../errors.ts';
 import { checkLeafCn, cnName, csrDer } from './common.ts';
-import { childrenOf, encodingOf, oid, readElement, TAG, type DerElement } from './der.ts';
+import { childrenOf, encodingOf, oidText, readElement, TAG, type DerElement } from './der.ts';
 import { importSigningKey, importVerifyKey, loadPublicKey, signingAlgorithm, type KeyAlg, type KeyPairPem } from './keys.ts';
-import { derToPem, loadX509, OID, x509 } from './x509.ts';
+import { cnValues, SIGNATURES } from './read.ts';
+import { derToPem, loadX509, x509 } from './x509.ts';
 
 export async function createCsr(opts: { keyPair: KeyPairPem; cn: string }): Promise<string> {
   await loadX509();
@@ -31,58 +32,8 @@ export interface ParsedCsr {
   readonly publicKeyPem: string;
 }
 
-/**
- * Signature algorithms a CSR may use, by OID, with the hash node:crypto
- * verifies with (PKCS#1 v1.5 for RSA). EdDSA is read too, so that such a
- * CSR is refused for its key type (MVPN_KEY_INVALID), not as unreadable.
- */
-const CSR_SIGNATURES: ReadonlyMap<string, { readonly hash: string | null; readonly keyType: string }> = new Map([
-  ['1.2.840.10045.4.3.2', { hash: 'sha256', keyType: 'ec' }],
-  ['1.2.840.10045.4.3.3', { hash: 'sha384', keyType: 'ec' }],
-  ['1.2.840.10045.4.3.4', { hash: 'sha512', keyType: 'ec' }],
-  ['1.2.840.113549.1.1.11', { hash: 'sha256', keyType: 'rsa' }],
-  ['1.2.840.113549.1.1.12', { hash: 'sha384', keyType: 'rsa' }],
-  ['1.2.840.113549.1.1.13', { hash: 'sha512', keyType: 'rsa' }],
-  ['1.3.101.112', { hash: null, keyType: 'ed25519' }],
-  ['1.3.101.113', { hash: null, keyType: 'ed448' }],
-] as const);
-
-const CN_OID = oid(OID.commonName);
-
 function invalid(message: string, cause?: unknown): PkiError {
   return new PkiError('MVPN_CSR_INVALID', message, cause === undefined ? undefined : { cause });
-}
-
-/** The text of a directory string; anything that is not one reads as "" (which no CN rule accepts). */
-function directoryText(der: Buffer, e: DerElement): string {
-  const body = der.subarray(e.contentStart, e.end);
-  switch (e.tag) {
-    case TAG.utf8String:
-      return body.toString('utf8');
-    case TAG.printableString:
-    case 0x16: // IA5String
-    case 0x14: // TeletexString
-      return body.toString('latin1');
-    case 0x1e: // BMPString
-      return body.length % 2 === 0 ? Buffer.from(body).swap16().toString('utf16le') : '';
-    default:
-      return '';
-  }
-}
-
-/** Every CN value in a Name (SEQUENCE OF SET OF SEQUENCE { type, value }). */
-function cnValues(der: Buffer, name: DerElement): string[] {
-  if (name.tag !== TAG.sequence) throw invalid('the CSR subject is not a Name');
-  const out: string[] = [];
-  for (const rdn of childrenOf(der, name)) {
-    if (rdn.tag !== TAG.set) throw invalid('the CSR subject is not a Name');
-    for (const atv of childrenOf(der, rdn)) {
-      const [type, value] = atv.tag === TAG.sequence ? childrenOf(der, atv) : [];
-      if (type?.tag !== TAG.oid || !value) throw invalid('the CSR subject is not a Name');
-      if (encodingOf(der, type).equals(CN_OID)) out.push(directoryText(der, value));
-    }
-  }
-  return out;
 }
 
 /**
@@ -109,7 +60,7 @@ function readCsr(pem: string): { cn: string | undefined; spki: Buffer; key: KeyO
     if (err instanceof PkiError) throw err;
     throw invalid('CSR is not a readable PKCS#10 request', err);
   }
-  const scheme = algOid?.tag === TAG.oid ? CSR_SIGNATURES.get(oidText(der.subarray(algOid.contentStart, algOid.end))) : undefined;
+  const scheme = algOid?.tag === TAG.oid ? SIGNATURES.get(oidText(der.subarray(algOid.contentStart, algOid.end))) : undefined;
   const spki = encodingOf(der, fields[2]!);
   let key: KeyObject;
   try {
@@ -129,27 +80,12 @@ function readCsr(pem: string): { cn: string | undefined; spki: Buffer; key: KeyO
   if (!ok) throw invalid('the CSR signature does not verify: it was not signed by the key it contains');
   let cns: string[];
   try {
-    cns = cnValues(der, fields[1]!);
+    cns = cnValues(der, fields[1]!, () => invalid('the CSR subject is not a Name'));
   } catch (err) {
     if (err instanceof PkiError) throw err;
     throw invalid('the CSR subject is not a Name', err);
   }
   return { cn: cns.length === 1 ? cns[0] : undefined, spki, key };
-}
-
-/** Dotted text of an OID's content bytes. */
-function oidText(body: Uint8Array): string {
-  const arcs: number[] = [];
-  let v = 0;
-  for (const b of body) {
-    v = v * 128 + (b & 0x7f);
-    if ((b & 0x80) === 0) {
-      if (arcs.length === 0) arcs.push(v < 80 ? Math.floor(v / 40) : 2, v < 80 ? v % 40 : v - 80);
-      else arcs.push(v);
-      v = 0;
-    }
-  }
-  return arcs.join('.');
 }
 
 /**

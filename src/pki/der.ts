@@ -5,12 +5,12 @@
  * Why not @peculiar/x509 for issuing: its generic ASN.1 schema machinery
  * costs ~3 ms of JavaScript per certificate, twenty times the signature
  * itself, and a server exporting 1,000 nodes pays it 1,000 times. The
- * library stays the parser and verifier everywhere, and the reference the
- * tests compare this writer's output with, byte for byte.
+ * library stays the reference the tests compare this writer's output with,
+ * byte for byte.
  *
- * The writer only emits definite-length, minimal encodings. The reader is
- * for DER we produced or already parsed with the library (the CA
- * certificate, node:crypto's SPKI export); it checks bounds and nothing else.
+ * The writer only emits definite-length, minimal encodings. The reader
+ * checks bounds on every element; read.ts (certificates, CRLs) and csr.ts
+ * build on it for untrusted input.
  */
 
 export const TAG = {
@@ -151,4 +151,48 @@ export function childrenOf(buf: Uint8Array, parent: DerElement): DerElement[] {
 /** The whole encoding (header and content) of `e`. */
 export function encodingOf(buf: Uint8Array, e: DerElement): Buffer {
   return Buffer.from(buf.subarray(e.start, e.end));
+}
+
+/** Dotted text of an OID's content bytes. */
+export function oidText(body: Uint8Array): string {
+  const arcs: number[] = [];
+  let v = 0;
+  for (const b of body) {
+    v = v * 128 + (b & 0x7f);
+    if ((b & 0x80) === 0) {
+      if (arcs.length === 0) arcs.push(v < 80 ? Math.floor(v / 40) : 2, v < 80 ? v % 40 : v - 80);
+      else arcs.push(v);
+      v = 0;
+    }
+  }
+  return arcs.join('.');
+}
+
+/** The text of a directory string; anything that is not one reads as "" (which no CN rule accepts). */
+export function directoryText(der: Buffer, e: DerElement): string {
+  const body = der.subarray(e.contentStart, e.end);
+  switch (e.tag) {
+    case TAG.utf8String:
+      return body.toString('utf8');
+    case TAG.printableString:
+    case 0x16: // IA5String
+    case 0x14: // TeletexString
+      return body.toString('latin1');
+    case 0x1e: // BMPString
+      return body.length % 2 === 0 ? Buffer.from(body).swap16().toString('utf16le') : '';
+    default:
+      return '';
+  }
+}
+
+/** An X.509 Time (UTCTime YYMMDDHHMMSSZ, 1950-2049, or GeneralizedTime YYYYMMDDHHMMSSZ), the two forms RFC 5280 allows. */
+export function readTime(der: Buffer, e: DerElement): Date {
+  const text = der.subarray(e.contentStart, e.end).toString('latin1');
+  const m = e.tag === TAG.utcTime ? /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text) : e.tag === TAG.generalizedTime ? /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(text) : null;
+  if (!m) throw new Error('DER: malformed time');
+  const [y, mo, d, h, mi, s] = m.slice(1).map(Number) as [number, number, number, number, number, number];
+  const year = e.tag === TAG.utcTime ? (y >= 50 ? 1900 + y : 2000 + y) : y;
+  const date = new Date(Date.UTC(year, mo - 1, d, h, mi, s));
+  if (date.getUTCMonth() !== mo - 1 || date.getUTCDate() !== d || h > 23 || mi > 59 || s > 59) throw new Error('DER: malformed time');
+  return date;
 }

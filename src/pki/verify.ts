@@ -4,12 +4,13 @@
  * so the agent can refuse a bundle with a precise reason. `now` is passed
  * in (Nebula's VerifyCertificate(now, cert)) so expiry is testable.
  */
-import { createHash } from 'node:crypto';
+import { createHash, createPublicKey } from 'node:crypto';
 import { PkiError } from '../errors.ts';
-import { cnOf, normaliseSerial, parseCertificate, sameBytes, spkiPem } from './common.ts';
+import { normaliseSerial } from './common.ts';
 import type { CertUsage } from './cert.ts';
-import { loadPrivateKey, publicKeyPemOf } from './keys.ts';
-import { loadX509, OID, x509, type X509 } from './x509.ts';
+import { loadPrivateKey } from './keys.ts';
+import { readCertificate, type CertInfo } from './read.ts';
+import { derToPem, OID } from './x509.ts';
 
 export interface VerifiedCert {
   readonly cn: string;
@@ -19,7 +20,7 @@ export interface VerifiedCert {
   readonly publicKeyPem: string;
 }
 
-function inValidity(cert: X509.X509Certificate, now: Date): boolean {
+function inValidity(cert: CertInfo, now: Date): boolean {
   return cert.notBefore.getTime() <= now.getTime() && now.getTime() <= cert.notAfter.getTime();
 }
 
@@ -39,24 +40,16 @@ export async function verifyCert(opts: {
   expectCn?: string;
   revokedSerials?: readonly string[];
 }): Promise<VerifiedCert> {
-  await loadX509();
-  const cert = parseCertificate(opts.certPem, 'certificate');
-  const ca = parseCertificate(opts.caCertPem, 'CA certificate');
+  const cert = readCertificate(opts.certPem, 'certificate');
+  const ca = readCertificate(opts.caCertPem, 'CA certificate');
 
-  const caBc = ca.getExtension(x509().BasicConstraintsExtension);
-  if (!caBc?.ca) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `"${ca.subject}" is not a CA certificate`);
-  if (!sameBytes(cert.issuerName.toArrayBuffer(), ca.subjectName.toArrayBuffer())) {
+  if (!ca.isCa) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `"${ca.subject}" is not a CA certificate`);
+  if (!cert.issuerDer.equals(ca.subjectDer)) {
     throw new PkiError('MVPN_CERT_WRONG_ISSUER', `the certificate is issued by "${cert.issuer}", not by this network's CA "${ca.subject}"`, {
       context: { issuer: cert.issuer, ca: ca.subject },
     });
   }
-  let signed: boolean;
-  try {
-    signed = await cert.verify({ publicKey: ca.publicKey, signatureOnly: true });
-  } catch {
-    signed = false;
-  }
-  if (!signed) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `the certificate's signature does not verify with this network's CA "${ca.subject}"`);
+  if (!cert.signedBy(ca)) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `the certificate's signature does not verify with this network's CA "${ca.subject}"`);
 
   if (!inValidity(ca, opts.now)) {
     throw new PkiError('MVPN_CERT_EXPIRED', `the CA certificate is valid only from ${ca.notBefore.toISOString()} to ${ca.notAfter.toISOString()}`, {
@@ -69,42 +62,37 @@ export async function verifyCert(opts: {
     });
   }
 
-  const serialHex = normaliseSerial(cert.serialNumber);
+  const serialHex = normaliseSerial(cert.serialHex);
   if (opts.revokedSerials?.some((s) => normaliseSerial(s) === serialHex)) {
     throw new PkiError('MVPN_CERT_REVOKED', `the certificate (serial ${serialHex}) is revoked`, { context: { serial: serialHex } });
   }
 
-  const bc = cert.getExtension(x509().BasicConstraintsExtension);
-  if (bc?.ca) throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate is a CA certificate, not a node or server certificate');
-  const ku = cert.getExtension(x509().KeyUsagesExtension);
-  if (!ku || (ku.usages & x509().KeyUsageFlags.digitalSignature) === 0) {
+  if (cert.isCa) throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate is a CA certificate, not a node or server certificate');
+  if (!cert.digitalSignature) {
     throw new PkiError('MVPN_CERT_WRONG_USAGE', 'the certificate lacks keyUsage digitalSignature');
   }
-  const eku = cert.getExtension(x509().ExtendedKeyUsageExtension);
   const wanted = opts.usage === 'server' ? OID.serverAuth : OID.clientAuth;
-  if (!eku?.usages.map(String).includes(wanted)) {
+  if (!cert.extKeyUsages.includes(wanted)) {
     throw new PkiError('MVPN_CERT_WRONG_USAGE', `the certificate is not a ${opts.usage} certificate (extendedKeyUsage ${opts.usage === 'server' ? 'serverAuth' : 'clientAuth'} missing)`, {
       context: { usage: opts.usage },
     });
   }
 
-  const cn = cnOf(cert.subjectName);
+  const cn = cert.subjectCns.length === 1 ? cert.subjectCns[0] : undefined;
   if (cn === undefined) throw new PkiError('MVPN_CERT_INVALID', 'the certificate subject must have exactly one CN');
   if (opts.expectCn !== undefined && cn !== opts.expectCn) {
     throw new PkiError('MVPN_CERT_WRONG_CN', `the certificate is for ${JSON.stringify(cn)}, expected ${JSON.stringify(opts.expectCn)}`, {
       context: { cn, expected: opts.expectCn },
     });
   }
-  return { cn, serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter, publicKeyPem: spkiPem(cert.publicKey) };
+  return { cn, serialHex, notBefore: cert.notBefore, notAfter: cert.notAfter, publicKeyPem: derToPem('PUBLIC KEY', cert.spkiDer) };
 }
 
 /** Whether the private key is the one the certificate was issued for (e.g. a central node.key against node.crt). */
 export async function certMatchesKey(certPem: string, privateKeyPem: string): Promise<boolean> {
-  await loadX509();
-  const cert = parseCertificate(certPem);
-  loadPrivateKey(privateKeyPem);
-  const fromKey = new (x509().PublicKey)(publicKeyPemOf(privateKeyPem));
-  return sameBytes(cert.publicKey.rawData, fromKey.rawData);
+  const cert = readCertificate(certPem);
+  const { key } = loadPrivateKey(privateKeyPem);
+  return cert.spkiDer.equals(createPublicKey(key).export({ type: 'spki', format: 'der' }));
 }
 
 /** What the agent needs of a network CA certificate: its name, its pin and its lifetime. */
@@ -116,21 +104,20 @@ export interface CaFacts {
   readonly notAfter: Date;
 }
 
-function caCertOf(pem: string, what: string): X509.X509Certificate {
-  const ca = parseCertificate(pem, what);
+function caCertOf(pem: string, what: string): CertInfo {
+  const ca = readCertificate(pem, what);
   // The code verifyCert gives a chain whose "CA" is not one.
-  if (!ca.getExtension(x509().BasicConstraintsExtension)?.ca) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `${what} is not a CA certificate (basicConstraints CA:TRUE missing)`);
+  if (!ca.isCa) throw new PkiError('MVPN_CERT_WRONG_ISSUER', `${what} is not a CA certificate (basicConstraints CA:TRUE missing)`);
   return ca;
 }
 
-function pinOf(cert: X509.X509Certificate): string {
-  return createHash('sha256').update(Buffer.from(cert.publicKey.rawData)).digest('hex');
+function pinOf(cert: CertInfo): string {
+  return createHash('sha256').update(cert.spkiDer).digest('hex');
 }
 
 export async function caFacts(pem: string, what = 'CA certificate'): Promise<CaFacts> {
-  await loadX509();
   const ca = caCertOf(pem, what);
-  const cn = cnOf(ca.subjectName);
+  const cn = ca.subjectCns.length === 1 ? ca.subjectCns[0] : undefined;
   if (cn === undefined) throw new PkiError('MVPN_CERT_INVALID', `${what}: the subject must have exactly one CN`);
   return { cn, pin: pinOf(ca), notBefore: ca.notBefore, notAfter: ca.notAfter };
 }
@@ -143,9 +130,8 @@ export async function caFacts(pem: string, what = 'CA certificate'): Promise<CaF
  * follow the roll its pinned key signed. Every failure is MVPN_CA_ROLL_INVALID.
  */
 export async function verifyCrossCert(opts: { crossPem: string; issuerCaPem: string; subjectCaPem: string; now: Date }): Promise<void> {
-  await loadX509();
   const bad = (why: string): PkiError => new PkiError('MVPN_CA_ROLL_INVALID', `ca-roll.crt: ${why}`, { hint: 'the server must certify the new CA with the old CA key (server network roll-ca)' });
-  let cross: X509.X509Certificate;
+  let cross: CertInfo;
   try {
     cross = caCertOf(opts.crossPem, 'the cross-certificate');
   } catch (err) {
@@ -153,15 +139,9 @@ export async function verifyCrossCert(opts: { crossPem: string; issuerCaPem: str
   }
   const issuer = caCertOf(opts.issuerCaPem, 'the old CA certificate');
   const subject = caCertOf(opts.subjectCaPem, 'the new CA certificate');
-  if (!sameBytes(cross.issuerName.toArrayBuffer(), issuer.subjectName.toArrayBuffer())) throw bad(`issued by "${cross.issuer}", not by the old CA "${issuer.subject}"`);
-  if (!sameBytes(cross.subjectName.toArrayBuffer(), subject.subjectName.toArrayBuffer())) throw bad(`certifies "${cross.subject}", not the new CA "${subject.subject}"`);
-  if (!sameBytes(cross.publicKey.rawData, subject.publicKey.rawData)) throw bad("certifies another key than the new CA's");
-  let signed: boolean;
-  try {
-    signed = await cross.verify({ publicKey: issuer.publicKey, signatureOnly: true });
-  } catch {
-    signed = false;
-  }
-  if (!signed) throw bad('its signature does not verify with the old CA key');
+  if (!cross.issuerDer.equals(issuer.subjectDer)) throw bad(`issued by "${cross.issuer}", not by the old CA "${issuer.subject}"`);
+  if (!cross.subjectDer.equals(subject.subjectDer)) throw bad(`certifies "${cross.subject}", not the new CA "${subject.subject}"`);
+  if (!cross.spkiDer.equals(subject.spkiDer)) throw bad("certifies another key than the new CA's");
+  if (!cross.signedBy(issuer)) throw bad('its signature does not verify with the old CA key');
   if (!inValidity(cross, opts.now)) throw bad(`valid only from ${cross.notBefore.toISOString()} to ${cross.notAfter.toISOString()}`);
 }

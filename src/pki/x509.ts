@@ -7,7 +7,9 @@
  * It is loaded on first use (`await loadX509()` at the top of every exported
  * async pki function, then `x509()` inside): loading it costs ~55 ms of
  * start-up in the executable (measured with --cpu-prof), which `status`,
- * `--version` and most admin verbs would otherwise pay for nothing.
+ * `--version` and most admin verbs would otherwise pay for nothing. The
+ * agent's checks (verify.ts, checkCrl) do not use it at all (read.ts); it
+ * loads for issuing and for making a CSR.
  */
 import { MvpnError } from '../errors.ts';
 import type * as X509 from '@peculiar/x509';

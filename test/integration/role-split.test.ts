@@ -5,7 +5,8 @@
  * bundle ends every module with a trace call (scripts/bundle.mjs); with
  * MVPN_TRACE_MODULES=FILE the executable appends each evaluated module's
  * path to FILE. An eager import of a server module anywhere on these paths
- * makes this test fail.
+ * makes this test fail, and so does the agent's join loading the X.509
+ * library (@peculiar/x509) again.
  */
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -26,6 +27,12 @@ const SERVER_SIDE = [
 ];
 /** What `--version` and `status` need beyond that: none of the agent's machinery either. */
 const AGENT_SIDE = [/^src\/agent\/(daemon|config|reconcile|sources)\.ts$/, /^src\/bundle\//, /^src\/openvpn\//, /^node_modules\/(zod|tar|undici|@peculiar\/x509)\//];
+/**
+ * The agent verifies certificates, CRLs and CA roll-overs with node:crypto
+ * and the DER reader (pki/read.ts); the X.509 library is for issuing only
+ * (and for a CSR at enrollment or renewal, which this join does not do).
+ */
+const X509_LIBRARY = [/^node_modules\/(@peculiar|reflect-metadata|pvtsutils|@?asn1js|tsyringe)\b/];
 /**
  * The agent's push policy does CIDR arithmetic with the server's address
  * allocator module (pure functions, no imports beyond errors.ts).
@@ -59,11 +66,27 @@ describe('role-split start-up (built executable)', () => {
     '%j evaluates neither server mode nor the agent daemon',
     async (args) => {
       const r = await traced(builtBinary(), args);
-      expect(r.mods).toContain('src/cli/main.ts');
+      expect(r.mods).toContain('src/cli/fast.ts');
       expect(offenders(r.mods, SERVER_SIDE)).toEqual([]);
       expect(offenders(r.mods, AGENT_SIDE)).toEqual([]);
     },
   );
+
+  it.each([[['--version']], [['status', '--runtime-dir', '/nonexistent-mvpn-run']], [['status', '--json', '--runtime-dir=/nonexistent-mvpn-run']]])(
+    '%j takes the fast path: neither yargs nor the command tree is evaluated',
+    async (args) => {
+      const r = await traced(builtBinary(), args);
+      expect(r.mods).toContain('src/cli/fast.ts');
+      expect(r.mods.filter((m) => /^node_modules\/(yargs|yargs-parser)\//.test(m) || m === 'src/cli/main.ts' || m === 'src/cli/commands.ts')).toEqual([]);
+    },
+  );
+
+  it('`--help` still builds the command tree with yargs (the check above can fail)', async () => {
+    const r = await traced(builtBinary(), ['--help']);
+    expect(r.code).toBe(0);
+    expect(r.mods).toContain('src/cli/main.ts');
+    expect(r.mods.some((m) => m.startsWith('node_modules/yargs/'))).toBe(true);
+  });
 
   it('the agent joins a network and never evaluates server mode', async () => {
     const bin = builtBinary();
@@ -84,6 +107,8 @@ describe('role-split start-up (built executable)', () => {
         const mods = (await readFile(file, 'utf8')).split('\n').filter(Boolean);
         expect(mods).toContain('src/agent/daemon.ts');
         expect(offenders(mods, SERVER_SIDE)).toEqual([]);
+        expect(mods).toContain('src/pki/read.ts');
+        expect(offenders(mods, X509_LIBRARY)).toEqual([]);
       } finally {
         await rm(file, { force: true });
         await dir.remove();
