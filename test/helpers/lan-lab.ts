@@ -12,6 +12,10 @@
  * `blackHole`: both routers send no ICMP ("fragmentation needed" included),
  * so a too-big DF packet vanishes at the router without a word, as behind
  * the many firewalls that filter ICMP.
+ *
+ * Case 4 (a server-to-server link) runs on the federation lab of
+ * test/integration/server-federation.test.ts with `blackHoleRouter` between
+ * hub and peer and `fullFrameFailures` as the check, both from here.
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -52,6 +56,36 @@ export const PATH_CASES: readonly PathCase[] = [
 ];
 
 export const LAN_NETWORK = 'lan';
+
+/**
+ * A router that forwards between a near leg to `near` (MTU 1500; `near`'s end
+ * is returned, e.g. to enslave it to a switch's bridge) and a far leg to
+ * `far` with `farMtu` on both ends, and sends no ICMP ("fragmentation
+ * needed" included): a PMTU black hole for whatever crosses it towards
+ * `far`. `far` gets `farAddr` on `farName` and its default route through the
+ * router; `nearRoutes` are routes the router needs beyond its two subnets.
+ */
+export async function blackHoleRouter(
+  lab: Lab,
+  o: {
+    readonly name: string;
+    readonly near: Netns;
+    readonly routerNearAddr: string;
+    readonly far: Netns;
+    readonly farName: string;
+    readonly farAddr: string;
+    readonly routerFarAddr: string;
+    readonly farMtu: number;
+  },
+): Promise<{ readonly router: Netns; readonly nearDev: string }> {
+  const router = await lab.ns(o.name);
+  await router.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  const [, nearDev] = await lab.link(router, o.near, { aAddr: o.routerNearAddr });
+  await lab.link(o.far, router, { aName: o.farName, aAddr: o.farAddr, bAddr: o.routerFarAddr, mtu: o.farMtu });
+  await o.far.route('default', o.routerFarAddr.replace(/\/\d+$/, ''));
+  await router.sendNoIcmp();
+  return { router, nearDev };
+}
 const SERVER_UNDERLAY = '198.18.0.1';
 const PORT = 1194;
 const CONNECTED = 'Initialization Sequence Completed';
@@ -217,4 +251,38 @@ export async function iperf(a: Member, b: Member, args: readonly string[], timeo
   } finally {
     srv.kill('SIGTERM');
   }
+}
+
+interface UdpSum {
+  end?: { sum?: { packets?: number; lost_packets?: number } };
+}
+
+/** Every ordered pair of distinct members (both directions). */
+export function pairs(members: readonly Member[]): [Member, Member][] {
+  return members.flatMap((a) => members.filter((b) => b !== a).map((b) => [a, b] as [Member, Member]));
+}
+
+/**
+ * The full-size frame check of issue 13 over the LAN for each ordered pair:
+ * three 1472-byte DF pings answered, 1472-byte UDP datagrams at 5 Mbit/s
+ * (size, not speed: a higher rate on the loaded 2-core machine overflows
+ * openvpn's socket buffer) with no loss, and a 2 MB TCP transfer; one line
+ * per failure, none when the LAN carries full frames.
+ */
+export async function fullFrameFailures(ordered: readonly (readonly [Member, Member])[]): Promise<string[]> {
+  const failures: string[] = [];
+  for (const [a, b] of ordered) {
+    // A small ping first, so ARP is settled and a failure below is about size alone.
+    await dfPing(a, b, 56, 1);
+    const got = await dfPing(a, b);
+    if (got !== 3) failures.push(`${a.name} -> ${b.name}: ${got}/3 replies to a 1472-byte DF ping`);
+    const udp = await iperf(a, b, ['-u', '-l', '1472', '-b', '5M', '-t', '2']);
+    const sum = (udp.report as UdpSum).end?.sum;
+    if (!udp.ok || !sum?.packets || sum.lost_packets !== 0) failures.push(`${a.name} -> ${b.name}: 1472-byte UDP lost ${sum?.lost_packets ?? '?'} of ${sum?.packets ?? '?'} (${udp.ok ? 'ran' : udp.text.slice(0, 200)})`);
+  }
+  for (const [a, b] of ordered) {
+    const tcp = await iperf(a, b, ['-n', '2M'], 30_000);
+    if (!tcp.ok) failures.push(`${a.name} -> ${b.name}: TCP transfer of 2 MB did not complete: ${tcp.text.slice(0, 200)}`);
+  }
+  return failures;
 }

@@ -3,10 +3,9 @@
  * least 1280 (issue 13, cases 1-3): between every pair of members, both
  * ways, a 1472-byte DF ping and 1472-byte UDP datagrams arrive whole and a
  * TCP transfer completes, with the configs mvpn renders (server and node)
- * run by real openvpn over a routed underlay of namespaces (test/helpers/lan-lab.ts).
- * UDP runs at 5 Mbit/s: this is about size, not speed (a higher rate on the
- * loaded 2-core machine overflows openvpn's socket buffer; bench/dataplane.ts
- * measures rates and loss).
+ * run by real openvpn over a routed underlay of namespaces (test/helpers/lan-lab.ts,
+ * `fullFrameFailures`; bench/dataplane.ts measures rates and loss). Case 4
+ * (across a server-to-server link) is in server-federation.test.ts.
  *
  * Run against the rendering before issue 13 (no fragment/mssfix) all three
  * cases failed: TCP transfers stalled between every pair and 1472-byte frames
@@ -17,18 +16,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runtimePaths } from '../../src/openvpn/process.ts';
 import { Supervisor } from '../../src/openvpn/supervisor.ts';
-import { dfPing, iperf, PATH_CASES, startLan, type Member } from '../helpers/lan-lab.ts';
+import { dfPing, fullFrameFailures, pairs, PATH_CASES, startLan } from '../helpers/lan-lab.ts';
 import { withLab } from '../helpers/netns.ts';
 import { dump, fastDeps, recordingLogger, until } from '../helpers/supervisor-lab.ts';
 import { tmpDir } from '../helpers/tmp.ts';
-
-interface UdpSum {
-  end?: { sum?: { packets?: number; lost_packets?: number } };
-}
-
-function pairs(members: readonly Member[]): [Member, Member][] {
-  return members.flatMap((a) => members.filter((b) => b !== a).map((b) => [a, b] as [Member, Member]));
-}
 
 describe('full-size frames on the LAN over small path MTUs', () => {
   for (const c of PATH_CASES) {
@@ -37,20 +28,7 @@ describe('full-size frames on the LAN over small path MTUs', () => {
       try {
         await withLab(async (lab) => {
           const lan = await startLan(lab, tmp.path, c);
-          const failures: string[] = [];
-          for (const [a, b] of pairs(lan.members)) {
-            // A small ping first, so ARP is settled and a failure below is about size alone.
-            await dfPing(a, b, 56, 1);
-            const got = await dfPing(a, b);
-            if (got !== 3) failures.push(`${a.name} -> ${b.name}: ${got}/3 replies to a 1472-byte DF ping`);
-            const udp = await iperf(a, b, ['-u', '-l', '1472', '-b', '5M', '-t', '2']);
-            const sum = (udp.report as UdpSum).end?.sum;
-            if (!udp.ok || !sum?.packets || sum.lost_packets !== 0) failures.push(`${a.name} -> ${b.name}: 1472-byte UDP lost ${sum?.lost_packets ?? '?'} of ${sum?.packets ?? '?'} (${udp.ok ? 'ran' : udp.text.slice(0, 200)})`);
-          }
-          for (const [a, b] of pairs(lan.members)) {
-            const tcp = await iperf(a, b, ['-n', '2M'], 30_000);
-            if (!tcp.ok) failures.push(`${a.name} -> ${b.name}: TCP transfer of 2 MB did not complete: ${tcp.text.slice(0, 200)}`);
-          }
+          const failures = await fullFrameFailures(pairs(lan.members));
           expect(failures).toEqual([]);
         });
       } finally {
