@@ -15,6 +15,7 @@ interface DemoArgs {
   action?: string;
   keep: boolean;
   federated: boolean;
+  ha: boolean;
   rspec?: string;
   testbeds?: string;
   dir: string;
@@ -34,7 +35,8 @@ export function selfCommand(): string[] {
  * this machine (two testbeds, the planner's plan applied on the servers it
  * names, six agents), proven by status, an all-pairs ping matrix and
  * neighbour tables; `--federated` makes both testbeds private, each with its
- * own server, joined by a link; `--rspec REQUEST.xml --testbeds FILE` builds
+ * own server, joined by a link; `--ha`: four nodes on a LAN whose server
+ * runs on two hosts sharing a PostgreSQL store, and the owning host killed; `--rspec REQUEST.xml --testbeds FILE` builds
  * the testbeds and the one VPN LAN a GENI request describes; `--agentless N` runs N nodes as stock
  * openvpn clients of exported profiles; `down` removes what `demo --keep` (or a
  * killed demo) left.
@@ -46,6 +48,7 @@ export const demoCommand: Omit<CliCommand<DemoArgs>, 'describe'> = {
       .positional('action', { type: 'string', choices: ['down'], describe: 'down: remove what `demo --keep` left' })
       .option('keep', { type: 'boolean', default: false, describe: 'leave the demo running and print commands to look around' })
       .option('federated', { type: 'boolean', default: false, describe: 'two private testbeds, a server on each ops host, joined by a server-to-server link' })
+      .option('ha', { type: 'boolean', default: false, describe: 'two server hosts on one PostgreSQL store (a cluster of the demo\'s own, Debian\'s postgresql), four nodes; the owning host is killed and the LAN fails over' })
       .option('rspec', { type: 'string', describe: 'instead: the testbeds and the one VPN LAN of a GENI request RSpec (with --testbeds; addresses in 198.18.0.0/15)' })
       .option('testbeds', { type: 'string', describe: 'with --rspec: JSON {"testbeds": [...]} as for server plan --rspec' })
       .option('dir', { type: 'string', default: DEFAULT_BASE_DIR, describe: "where demos keep their files and state files" })
@@ -65,17 +68,19 @@ export const demoCommand: Omit<CliCommand<DemoArgs>, 'describe'> = {
     let request: DemoRequest | undefined;
     if (args.rspec !== undefined || args.testbeds !== undefined) {
       if (args.rspec === undefined || args.testbeds === undefined) throw new UsageError('--rspec REQUEST.xml and --testbeds FILE go together');
-      if (args.federated) throw new UsageError('--federated and --rspec are different demos: give one');
+      if (args.federated || args.ha) throw new UsageError('--federated, --ha and --rspec are different demos: give one');
       const tbFile = String(args.testbeds);
       const testbeds = parseTestbedsFile(parseJsonBounded(await readInput(io, tbFile, 'testbeds file', 1 << 20), { maxBytes: 1 << 20, maxDepth: 6 }, 'testbeds file'), tbFile);
       request = await demoRequest(await readInput(io, String(args.rspec), 'request RSpec', MAX_RSPEC_BYTES), testbeds);
     }
+    if (args.ha && args.federated) throw new UsageError('--federated and --ha are different demos: give one');
     return runDemo({
       ...(request ? { request } : {}),
       bin: selfCommand(),
       baseDir,
       keep: args.keep,
       federated: args.federated,
+      ha: args.ha,
       timeoutS: args['timeout-s'],
       agentless: args.agentless,
       out: (s) => io.stdout.write(s),

@@ -18,12 +18,13 @@
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { assertLabAddress, Lab } from '../netns/lab.ts';
+import { assertLabAddress, Lab, waitFor } from '../netns/lab.ts';
 import { MvpnError, UsageError } from '../errors.ts';
 import { formatPlan } from '../server/federation/plan.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
 import type { DemoRequest } from './request.ts';
-import { federated, INTERNET_SUBNET, publicPrivate, type TestbedSpec } from './topology.ts';
+import { pgBinDir } from './postgres.ts';
+import { federated, highAvailability, INTERNET_SUBNET, publicPrivate, standbyOf, type TestbedSpec } from './topology.ts';
 import { mapLimit } from '../util/concurrency.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
 import { tail, World, type NeighbourProof, type PairResult } from './world.ts';
@@ -34,6 +35,8 @@ export interface DemoOptions {
   readonly keep: boolean;
   /** Topology 2: two private testbeds joined by a server-to-server link. */
   readonly federated?: boolean;
+  /** `demo --ha`: four public nodes, the LAN's server on two hosts sharing a PostgreSQL store; the owner is killed. */
+  readonly ha?: boolean;
   /** `demo --rspec`: the testbeds and the description a request gives (request.ts), instead of topology 1 or 2. */
   readonly request?: DemoRequest;
   /** Nodes per testbed (default 3). */
@@ -83,15 +86,16 @@ export async function checkDemoHost(openvpnCandidates: readonly string[] = ['/us
 
 export async function runDemo(o: DemoOptions): Promise<number> {
   await checkDemoHost();
+  if (o.ha) pgBinDir();
   const id = randomBytes(3).toString('hex');
   const prefix = `${NS_PREFIX}${id}-`;
   const dir = join(o.baseDir, id);
   await mkdir(o.baseDir, { recursive: true, mode: 0o755 });
   const lab = new Lab({ prefix, checkAddress: assertLabAddress });
   const count = o.perTestbed ?? 3;
-  const testbeds = o.request ? o.request.testbeds : o.federated ? federated(count, count) : publicPrivate(count, count);
+  const testbeds = o.request ? o.request.testbeds : o.ha ? highAvailability(4) : o.federated ? federated(count, count) : publicPrivate(count, count);
   const agentless = pickAgentless(testbeds, o.agentless ?? 0);
-  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30, agentless });
+  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30, agentless, ...(o.ha ? { ha: true } : {}) });
   const t0 = performance.now();
   const timings: [string, number][] = [];
   const mark = (what: string): void => {
@@ -156,6 +160,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const bcast = await world.broadcastProof(ids[0]!, ids, addrs);
     o.out(`\n== broadcast: ${ids[0]} pings ${world.broadcast} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
     const frames = await fullFrameProof(world, ids, addrs);
+    const failover = o.ha ? await killOwner(world, ids, addrs, mark, o.out) : undefined;
     if (frames) o.out(`\n== full-size frames: ${frames.from} (testbed ${world.node(frames.from).testbed}) -> ${frames.to} (testbed ${world.node(frames.to).testbed}): 1472-byte DF ping (a 1500-byte frame) ${frames.ok ? 'answered' : 'LOST'}\n`);
     printTimings(timings, o.out);
 
@@ -167,10 +172,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (offPlan.length > 0) problems.push(`not joined as planned: ${offPlan.join(', ')}`);
     if (frames && !frames.ok) problems.push(`a 1500-byte frame from ${frames.from} to ${frames.to} was lost`);
     if (bcast.missing.length > 0) problems.push(`broadcast from ${ids[0]} not answered by ${bcast.missing.join(', ')}`);
+    if (failover !== undefined && !failover.ok) problems.push(failover.problem);
     if (pairsOk !== retried.length) problems.push(`${retried.length - pairsOk} of ${retried.length} pairs do not ping: ${retried.filter((p) => !p.ok).map((p) => `${p.from}->${p.to}`).join(' ')}`);
     ok = problems.length === 0;
     if (ok) {
-      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network, a broadcast reaches all\n`);
+      const ha = failover?.ok ? `, and again ${failover.seconds.toFixed(1)} s after the owning host was killed` : '';
+      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network${ha}, a broadcast reaches all\n`);
     } else {
       o.out(`\nRESULT: FAILED: ${problems.join('; ')}\n`);
       for (const n of down.length > 0 ? down : notEnrolled) o.err(`--- ${n} agent log (last lines)\n${await tail(join(world.nodeDir(n), 'agent.log'))}\n`);
@@ -194,6 +201,57 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   }
   if (!o.keep) await teardown();
   return ok ? 0 : 1;
+}
+
+/**
+ * `demo --ha`: the owner of the LAN (lease holder) before, the kill (its
+ * daemon and openvpns SIGKILLed, its links cut), the matrix until every
+ * pair answers again (or `timeoutMs`), the owner after.
+ */
+async function killOwner(
+  world: World,
+  ids: readonly string[],
+  addrs: ReadonlyMap<string, string>,
+  mark: (what: string) => void,
+  out: (s: string) => void,
+  timeoutMs = 120_000,
+): Promise<{ ok: true; seconds: number } | { ok: false; problem: string }> {
+  const hosts = [world.hub, world.standby];
+  const owner = async (): Promise<{ owner: string; epoch: number } | null> => {
+    for (const h of hosts) {
+      const l = await world.lease(h).catch(() => null);
+      if (l) return l;
+    }
+    return null;
+  };
+  const before = await owner();
+  // the hub's host was set up first: its host id is the default "primary"
+  const hostOf = (l: { owner: string } | null): string | undefined => (l === null ? undefined : l.owner === 'primary' ? world.hub : l.owner);
+  const name = (l: { owner: string; epoch: number } | null): string => {
+    const h = hostOf(l);
+    return h === undefined || l === null ? 'none' : `host ${h} (${world.opsHost(h).public}), epoch ${l.epoch}`;
+  };
+  out(`\n== high availability: the LAN's server on ${hosts.map((h) => `${h} (${world.opsHost(h).public})`).join(' and ')}, one PostgreSQL store\n`);
+  out(`owner before: ${name(before)}\n`);
+  const killed = hostOf(before) ?? world.hub;
+  out(`killing ${killed}: SIGKILL to its server run and its openvpns, its links cut\n`);
+  const t0 = performance.now();
+  await world.killHost(killed);
+  mark(`${killed} killed`);
+  let last: PairResult[] = [];
+  const back = await waitFor(async () => {
+    last = await world.pingMatrix(ids, addrs, 6, 1);
+    return last.every((p) => p.ok);
+  }, timeoutMs, 250);
+  const seconds = (performance.now() - t0) / 1000;
+  if (back) mark('all pairs again');
+  printMatrix(ids, last, out);
+  const survivor = killed === world.hub ? world.standby : world.hub;
+  const after = await world.lease(survivor);
+  out(`owner after: ${name(after)}\n`);
+  if (!back) return { ok: false, problem: `not every pair answered within ${timeoutMs / 1000} s after ${killed} was killed` };
+  out(`every pair answered again ${seconds.toFixed(1)} s after the kill\n`);
+  return { ok: true, seconds };
 }
 
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
@@ -281,12 +339,13 @@ function printKeep(world: World, bin: readonly string[], out: (s: string) => voi
   out(`  ip netns exec ${a.ns.name} ping -c 3 <VPN address of ${b.id}, see its status>\n`);
   out(`  ip netns exec ${a.ns.name} ip -br addr\n`);
   out(`  ip netns exec ${a.ns.name} ip neigh show dev ${world.dev}\n`);
+  if (world.store) out(`  ip netns exec ${world.opsHost(world.standby).ns.name} ${exe} server network show ${world.network} --state-dir ${world.serverState(world.standby)}    (the other host: lease owner and epoch)\n`);
   for (const s of world.plan.servers) {
     const what = s.hosts.length > 0 ? `network show ${world.network}` : `link show ${world.network}`;
     out(`  ip netns exec ${world.opsHost(s.testbed).ns.name} ${exe} server ${what} --state-dir ${world.serverState(s.testbed)}\n`);
   }
   out(`  logs: ${world.dir}/server-<testbed>.log, ${world.dir}/nodes/<node>/agent.log; plan input: ${world.dir}/experiment.json\n`);
-  const lans = [...world.topology.ops.values()].map((o) => `${o.testbed} LAN (${o.testbed}-ops ${o.internal})`).join(', ');
+  const lans = [...world.topology.lans.keys()].map((tb) => `${tb} LAN (${[...world.topology.ops.values()].filter((o) => o.testbed === tb || o.testbed === standbyOf(tb)).map((o) => `${o.testbed}-ops ${o.internal}`).join(', ')})`).join(', ');
   out(`  segments: internet ${INTERNET_SUBNET} (ops hosts ${[...world.topology.ops.values()].map((o) => o.public).join(', ')}), ${lans}, VPN ${world.subnet}\n`);
   out(`Remove it with: ${exe} demo down${dirArg}\n`);
 }

@@ -8,6 +8,8 @@
  *   topology 2, two private testbeds (`demo --federated`):
  *     "internet" bridge 198.18.0.0/24: b-ops 198.18.0.1, c-ops 198.18.0.2
  *     b's LAN 198.18.1.0/24: b-ops .1, b1..bN;  c's LAN 198.18.2.0/24: c-ops .1, c1..cN
+ *   `demo --ha`: topology 1 without b's nodes, and a second ops host of b
+ *     (b2: 198.18.0.2 on the internet, 198.18.1.2 on b's LAN) on the same store
  *
  * Each bridge lives in a namespace of its own, so nothing touches the host.
  * An ops host does not forward (a fresh namespace has ip_forward=0), so a
@@ -36,7 +38,7 @@ export interface TestbedSpec {
   /** The nodes' ids when a request names them (`demo --rspec`: RSpec client_ids); else `<name>1` … `<name><count>`. */
   readonly nodeIds?: readonly string[];
   /** Its ops host: public address on the internet segment, internal address (x.y.z.1) on its own LAN. */
-  readonly ops?: { readonly public: string; readonly internal: string };
+  readonly ops?: { readonly public: string; readonly internal: string; readonly standby?: { readonly public: string; readonly internal: string } };
 }
 
 /** Topology 1: public testbed a, private testbed b with its ops host. */
@@ -46,6 +48,17 @@ export function publicPrivate(aCount: number, bCount: number): TestbedSpec[] {
     { name: 'b', nodes: 'private', count: bCount, ops: { public: OPS_PUBLIC, internal: OPS_PRIVATE } },
   ];
 }
+
+/** `demo --ha`: public nodes a1..aN, testbed b's server on two ops hosts (b-ops, b-ops2 198.18.0.2) sharing one store. */
+export function highAvailability(aCount: number): TestbedSpec[] {
+  return [
+    { name: 'a', nodes: 'public', count: aCount },
+    { name: 'b', nodes: 'private', count: 0, ops: { public: OPS_PUBLIC, internal: OPS_PRIVATE, standby: { public: '198.18.0.2', internal: '198.18.1.2' } } },
+  ];
+}
+
+/** The key of a testbed's second ops host in Topology.ops. */
+export const standbyOf = (testbed: string): string => `${testbed}2`;
 
 /** Topology 2: private testbeds b and c, only their ops hosts public. */
 export function federated(bCount: number, cCount: number): TestbedSpec[] {
@@ -101,6 +114,13 @@ export async function buildTopology(lab: Lab, testbeds: readonly TestbedSpec[]):
     lanPorts.set(tb.name, [(await lab.link(ns, lan, { aName: 'eth1', aAddr: `${tb.ops.internal}/24` }))[1]]);
     lans.set(tb.name, lan);
     ops.set(tb.name, { testbed: tb.name, ns, public: tb.ops.public, internal: tb.ops.internal });
+    if (tb.ops.standby) {
+      const st = tb.ops.standby;
+      const ns2 = await lab.ns(`${tb.name}ops2`);
+      inetPorts.push((await lab.link(ns2, internet, { aName: 'eth0', aAddr: `${st.public}/24` }))[1]);
+      lanPorts.get(tb.name)!.push((await lab.link(ns2, lan, { aName: 'eth1', aAddr: `${st.internal}/24` }))[1]);
+      ops.set(standbyOf(tb.name), { testbed: standbyOf(tb.name), ns: ns2, public: st.public, internal: st.internal });
+    }
   }
   const nodes: DemoNode[] = [];
   let publicHost = 10;

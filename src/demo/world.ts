@@ -42,7 +42,8 @@ import { DEFAULT_RELAY_PORT, type ServerStep } from '../server/federation/apply-
 import { parseExperiment, planExperiment, type Experiment, type Plan, type PlanMember } from '../server/federation/plan.ts';
 import { intToIp, parseCidr, size } from '../server/alloc.ts';
 import { mapLimit } from '../util/concurrency.ts';
-import { buildTopology, experimentFor, VPN_SUBNET, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
+import { startPostgres, type PgCluster } from './postgres.ts';
+import { buildTopology, experimentFor, standbyOf, VPN_SUBNET, type DemoNode, type OpsHost, type TestbedSpec, type Topology } from './topology.ts';
 
 export { NETWORK_ID } from './topology.ts';
 export const API_PORT = 8443;
@@ -64,6 +65,13 @@ export interface WorldOptions {
   readonly agentless?: ReadonlySet<string>;
   /** Extra arguments for their `openvpn --config PROFILE` (tests: `--verb 4`). */
   readonly agentlessArgs?: readonly string[];
+  /**
+   * `demo --ha`: the hub's store in a PostgreSQL cluster of the world's own
+   * (postgres.ts, unix socket in `dir/pg`), and a second server host on it
+   * (the hub's standby ops host, `server init --join=-`), set up before the
+   * plan so the LAN's bundles list both hosts.
+   */
+  readonly ha?: boolean;
 }
 
 /** The interface a stock openvpn makes from the profile's `dev tap` in a fresh namespace. */
@@ -103,6 +111,8 @@ export class World {
   readonly servers = new Map<string, RunningProcess>();
   /** The agent per node, or the stock openvpn of an agentless node. */
   readonly agents = new Map<string, RunningProcess>();
+  /** `ha`: the PostgreSQL cluster both server hosts keep their state in. */
+  store: PgCluster | undefined;
   private readonly opts: WorldOptions;
   private stopping = false;
 
@@ -206,10 +216,16 @@ export class World {
     this.plan = planExperiment(this.experiment);
   }
 
-  /** The executable, inside `ns` when given. Never throws on a non-zero exit. */
-  cli(args: readonly string[], ns?: Netns, timeoutMs = 120_000): Promise<ShResult> {
+  /** The executable, inside `ns` when given, `input` on its stdin. Never throws on a non-zero exit. */
+  cli(args: readonly string[], ns?: Netns, timeoutMs = 120_000, input?: string): Promise<ShResult> {
     const argv = [...this.bin, ...args];
-    return ns ? ns.exec(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs }) : sh(argv[0]!, argv.slice(1), { allowFail: true, timeoutMs });
+    const opts = { allowFail: true, timeoutMs, ...(input === undefined ? {} : { input }) };
+    return ns ? ns.exec(argv[0]!, argv.slice(1), opts) : sh(argv[0]!, argv.slice(1), opts);
+  }
+
+  /** `ha`: the hub's second server host (its key in servers and topology.ops). */
+  get standby(): string {
+    return standbyOf(this.hub);
   }
 
   /** A server CLI command on a testbed's server (default: the hub); throws with its output when it fails. */
@@ -226,8 +242,21 @@ export class World {
    */
   async setUpServers(): Promise<void> {
     await mkdir(join(this.dir, 'servers'), { recursive: true, mode: 0o711 });
+    const storeArgs: string[] = [];
+    if (this.opts.ha) {
+      this.store = await startPostgres(join(this.dir, 'pg'), { detached: true });
+      storeArgs.push('--store-url', await this.store.createDatabase('mvpn'));
+      this.say(`PostgreSQL ${this.store.pid()} on the unix socket in ${this.store.socketDir} (no TCP)\n`);
+    }
     for (const s of this.plan.servers) {
-      await this.server$(['init', '--address', s.public, '--address', s.internal, '--listen', `0.0.0.0:${API_PORT}`], s.testbed);
+      await this.server$(['init', '--address', s.public, '--address', s.internal, '--listen', `0.0.0.0:${API_PORT}`, ...(s.testbed === this.hub ? storeArgs : [])], s.testbed);
+    }
+    if (this.opts.ha) {
+      // what `ssh ops mvpn-client server join-material | ssh ops2 mvpn-client server init --join=-` does
+      const st = this.opsHost(this.standby);
+      const material = await this.server$(['join-material']);
+      const r = await this.cli(['server', 'init', '--join=-', '--host-id', this.standby, '--address', st.public, '--address', st.internal, '--listen', `0.0.0.0:${API_PORT}`, '--state-dir', this.serverState(this.standby)], st.ns, 120_000, material);
+      if (r.code !== 0) throw new Error(`mvpn-client server init --join=- on ${this.standby} failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
     }
     const experimentFile = join(this.dir, 'experiment.json');
     const serversFile = join(this.dir, 'servers.json');
@@ -239,7 +268,24 @@ export class World {
     const r = await this.cli(['server', 'plan', experimentFile, '--apply', '--servers', serversFile, '--json'], undefined, 300_000);
     if (r.code !== 0) throw new Error(`mvpn-client server plan --apply failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
     this.applied = (JSON.parse(r.stdout) as { steps: ServerStep[] }).steps;
+    if (this.opts.ha) this.applied = [...this.applied, ...(await this.bothRemotes())];
     for (const n of this.nodes) await this.deliver(n);
+  }
+
+  /**
+   * `ha`: the planner pins each member to the hub's address; a node must
+   * also know the standby to fail over to it, so its bundle lists both hosts
+   * (hub first, the planner's choice), the port being the network's on either.
+   */
+  private async bothRemotes(): Promise<ServerStep[]> {
+    const steps: ServerStep[] = [];
+    const standby = this.opsHost(this.standby);
+    for (const m of this.plan.lans[0]!.members) {
+      const second = m.remote === this.opsHost().internal ? standby.internal : standby.public;
+      await this.server$(['node', 'set-remotes', m.node, '--network', this.network, '--remote', m.remote, '--remote', second]);
+      steps.push({ server: this.hub, action: 'node-remotes-set', lan: this.network, node: m.node, detail: `remotes ${m.remote}, then ${second} (${this.standby}, same store)` });
+    }
+    return steps;
   }
 
   /**
@@ -297,6 +343,34 @@ export class World {
   async startServers(timeoutMs = 60_000): Promise<void> {
     for (const s of this.plan.servers) this.launchServer(s.testbed);
     await Promise.all(this.plan.servers.map((s) => this.awaitServer(s.testbed, timeoutMs)));
+    if (!this.opts.ha) return;
+    // after the hub, so the hub holds the LAN's lease; the standby waits for it to expire
+    this.launchServer(this.standby);
+    const proc = this.servers.get(this.standby)!;
+    const ready = await waitFor(async () => proc.child.exitCode !== null || /server: ready/.test(await tail(proc.log, 200)), timeoutMs, 250);
+    if (!ready || proc.child.exitCode !== null) throw new Error(`the server on ${this.standby} did not come up: ${await tail(proc.log)}`);
+  }
+
+  /**
+   * `demo --ha`: the host dies. SIGKILL to its `server run` and every openvpn
+   * in its namespace (its network's servers), then its links cut, so
+   * nothing of it answers and its lease is left to expire.
+   */
+  async killHost(testbed: string): Promise<void> {
+    const host = this.opsHost(testbed);
+    const victims = [this.servers.get(testbed)?.pid];
+    for (const pid of await host.ns.pids()) {
+      const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+      if (comm.trim() === 'openvpn') victims.push(pid);
+    }
+    for (const pid of victims) if (pid !== undefined) signal(pid, 'SIGKILL');
+    for (const dev of ['eth0', 'eth1']) await host.ns.exec('ip', ['link', 'set', dev, 'down'], { allowFail: true });
+  }
+
+  /** Which host holds the LAN's lease and in which epoch, as `server network show` on `testbed`'s host reads it from the store. */
+  async lease(testbed: string): Promise<{ owner: string; epoch: number } | null> {
+    const r = await this.cli(['server', 'network', 'show', this.network, '--json', '--state-dir', this.serverState(testbed)], this.opsHost(testbed).ns);
+    return r.code === 0 ? ((JSON.parse(r.stdout) as { lease: { owner: string; epoch: number } | null }).lease ?? null) : null;
   }
 
   /** `server run` on one testbed's server (default: the hub), until its part is up. */
@@ -464,12 +538,14 @@ export class World {
     this.stopping = true;
     await Promise.all([...this.agents.keys()].map((id) => this.stopAgent(id)));
     await Promise.all([...this.servers.keys()].map((tb) => this.stopServer(tb)));
+    await this.store?.down();
     await this.lab.destroy();
   }
 
   /** Pids of the world's long-running processes (for the demo's state file). */
   pids(): number[] {
-    return [...[...this.servers.values()].map((p) => p.pid), ...[...this.agents.values()].map((p) => p.pid)];
+    const store = this.store?.pid() ?? 0;
+    return [...[...this.servers.values()].map((p) => p.pid), ...[...this.agents.values()].map((p) => p.pid), ...(store > 0 ? [store] : [])];
   }
 }
 

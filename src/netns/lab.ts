@@ -23,11 +23,15 @@ export interface ShResult {
 export interface ShOptions {
   allowFail?: boolean;
   timeoutMs?: number;
+  /** Written to the command's stdin (closed after). */
+  input?: string;
 }
 
 export async function sh(cmd: string, args: readonly string[], opts: ShOptions = {}): Promise<ShResult> {
   try {
-    const { stdout, stderr } = await execFileP(cmd, [...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 });
+    const running = execFileP(cmd, [...args], { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 });
+    if (opts.input !== undefined) running.child.stdin?.end(opts.input);
+    const { stdout, stderr } = await running;
     return { stdout, stderr, code: 0 };
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string; code?: number | string };

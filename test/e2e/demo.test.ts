@@ -2,7 +2,9 @@
  * `mvpn-client demo` itself, on the built executable: one full run of each
  * topology (public + private; `--federated`, two private testbeds) must end
  * with exit 0 (all 30 pairs, all six connected through the server and
- * address the planner gave them) and leave nothing; `demo --keep` must leave
+ * address the planner gave them) and leave nothing; `--ha` fails over to
+ * the second server host within the run and leaves nothing either (its
+ * PostgreSQL included); `demo --keep` must leave
  * a running demo that `demo down` removes completely, and the plan it
  * printed must be `server plan`'s for the description it kept, and every
  * openvpn it runs (servers and nodes) has dropped to mvpn-openvpn.
@@ -134,6 +136,26 @@ describe('mvpn-client demo (built binary)', () => {
     expect(bad.stderr).toContain("LAN vpn-lan's addresses (192.0.2.0/24) are outside 198.19.0.0/16");
     await rm(tenNet);
     expect(await readdir(dir.path)).toEqual([]);
+  }, 600_000);
+
+  it('demo --ha: two server hosts on a PostgreSQL of its own, four nodes; the owner killed, every pair answers again through the other host; nothing left behind', async () => {
+    const r = await run(['demo', '--ha', '--dir', dir.path]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    // PostgreSQL on a unix socket in the demo's directory, no TCP
+    expect(r.stderr).toMatch(new RegExp(`PostgreSQL \\d+ on the unix socket in ${dir.path}/[0-9a-f]{6}/pg/sock \\(no TCP\\)`));
+    // both hosts in every node's bundle, hub first
+    for (const n of ['a1', 'a2', 'a3', 'a4']) expect(r.stdout).toMatch(new RegExp(`^b +node-remotes-set +${n} +remotes 198\\.18\\.0\\.1, then 198\\.18\\.0\\.2 \\(b2, same store\\)$`, 'm'));
+    expect(r.stdout).toContain("== high availability: the LAN's server on b (198.18.0.1) and b2 (198.18.0.2), one PostgreSQL store");
+    expect(r.stdout).toContain('owner before: host b (198.18.0.1), epoch 1');
+    expect(r.stdout).toContain('owner after: host b2 (198.18.0.2), epoch 2');
+    // the matrix before and after the kill, all 12 pairs each time
+    expect(r.stdout.match(/^12\/12 ordered pairs answered$/gm)).toHaveLength(2);
+    const s = Number(/^every pair answered again (\d+\.\d) s after the kill$/m.exec(r.stdout)?.[1]);
+    expect(s).toBeGreaterThan(0);
+    expect(s).toBeLessThan(60); // a hang guard; the figure is BENCHMARKS.md's "HA failover"
+    expect(r.stdout).toMatch(/RESULT: OK: 4\/4 nodes connected as planned, 12\/12 ordered pairs ping over one L2 network, and again \d+\.\d s after the owning host was killed/);
+    // PostgreSQL was the demo's, stopped with it (its command line named the demo's directory: the leak check)
+    await expectNothingLeft(r.stderr);
   }, 600_000);
 
   it('demo --keep --agentless 2 leaves it running with commands to look around, two nodes on stock openvpn in the matrix; demo down removes everything', async () => {
