@@ -273,9 +273,11 @@ export class World {
   }
 
   /**
-   * `ha`: the planner pins each member to the hub's address; a node must
-   * also know the standby to fail over to it, so its bundle lists both hosts
-   * (hub first, the planner's choice), the port being the network's on either.
+   * `ha`: the planner pins each member to the hub's address; the bundle
+   * would add every host's addresses after it (documents.ts nodeRemotes),
+   * but a node should dial the standby's address on its own side first, so
+   * its remotes list both hosts (hub first, the planner's choice), the port
+   * being the network's on either.
    */
   private async bothRemotes(): Promise<ServerStep[]> {
     const steps: ServerStep[] = [];

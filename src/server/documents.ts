@@ -18,7 +18,7 @@ import { PATH_MTU_FLOOR, type DataPlane } from '../openvpn/mtu.ts';
 import { intToIp, parseCidr, serverAddress } from './alloc.ts';
 import { serverCn, trustedCaPem } from './pki-service.ts';
 import { iso } from './ops/context.ts';
-import type { MembershipRecord, NetworkRecord, NodeRecord } from './store/store.ts';
+import type { MembershipRecord, NetworkRecord, NodeRecord, Remote } from './store/store.ts';
 
 /** Data-channel ciphers, strongest first; all AEAD. */
 export const CIPHERS = ['AES-256-GCM', 'AES-128-GCM', 'CHACHA20-POLY1305'] as const;
@@ -57,7 +57,21 @@ export function dataPlane(net: Pick<NetworkRecord, 'options'>): DataPlane {
   return { ...(mtu === undefined ? {} : { mtu }), ...(fragment === undefined ? {} : { fragment }) };
 }
 
-/** The node's own remotes (per-node override) if it has them, else the network's; a port defaults to the network's. */
+/**
+ * The remotes a node dials: its own (a per-node override, e.g. the planner's
+ * pick) if it has them, else the network's. A failover network's node with
+ * its own remotes gets the network's other hosts after them, so a node the
+ * planner pinned to one host still reaches the host that takes the network
+ * over (at most 8, like the network's list).
+ */
+function nodeRemotes(net: NetworkRecord, own: MembershipRecord['remotes']): readonly Remote[] {
+  if (own === undefined || own === null) return net.remotes;
+  if (net.failover !== true) return own;
+  const known = new Set(own.map((r) => r.host));
+  return [...own, ...net.remotes.filter((r) => !known.has(r.host))].slice(0, 8);
+}
+
+/** The network as one node sees it; a remote's port defaults to the network's. */
 export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'address' | 'remotes'>): NetworkSpec {
   const subnet = parseCidr(net.subnet);
   return {
@@ -66,7 +80,7 @@ export function networkSpec(net: NetworkRecord, m: Pick<MembershipRecord, 'addre
     name: net.name,
     dev_type: net.devType,
     proto: net.proto,
-    remotes: (m.remotes ?? net.remotes).map((r) => ({ host: r.host, port: r.port ?? net.port })),
+    remotes: nodeRemotes(net, m.remotes).map((r) => ({ host: r.host, port: r.port ?? net.port })),
     server_cn: serverCn(net.id),
     address: { ipv4: `${m.address}/${subnet.prefix}` },
     server_tunnel_ip: intToIp(serverAddress(subnet)),
