@@ -25,6 +25,7 @@
  *   Supervisor.reload after a renewal, or a ping-restart) keeps the device
  *   and reads certificate and key again, from the install's stable path
  *   (bundle/install.ts); a profile's inline material is simply taken again.
+ *   A link client (`bridged`) keeps `persist-key`: its files stay root's.
  * - `connect-retry 0`: no pause before the first tries after a soft restart
  *   (openvpn's default waits 1 s, which a renewal's reload would cost as a
  *   lost ping); repeated failures still back off (2, 4, … s up to 300 s).
@@ -181,6 +182,9 @@ function render(spec: NetworkSpec, target: Target): string {
     'tls-version-min 1.2',
     `data-ciphers ${spec.ciphers.join(':')}`,
     'persist-tun',
+    // A link client's certificate and key are root's and never renewed in
+    // place: after a ping-restart it must not read them again as nobody.
+    ...(bridged ? ['persist-key'] : []),
     'connect-retry 0',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),

@@ -29,7 +29,7 @@ describe('link client config', () => {
     const spec = linkSpec(payload);
     const plain = lines(renderClientConfig(spec, paths));
     const bridged = lines(renderClientConfig(spec, paths, [], { bridged: true }));
-    expect(bridged.filter((l) => !plain.includes(l))).toEqual(['connect-retry 1 5', 'pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec']);
+    expect(bridged.filter((l) => !plain.includes(l))).toEqual(['connect-retry 1 5', 'persist-key', 'pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec']);
     expect(plain.filter((l) => !bridged.includes(l))).toEqual([]);
     expect(bridged).toEqual(expect.arrayContaining(['dev ml-lab', 'keepalive 2 10', `verify-x509-name ${payload.network.server_cn} name`, 'crl-verify /s/crl.pem', 'route-nopull']));
     for (const r of payload.hub.remotes) expect(bridged).toContain(`remote ${r.host} ${r.port}`);
