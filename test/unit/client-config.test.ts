@@ -79,14 +79,14 @@ describe('renderClientConfig', () => {
   });
 
   test.each<[string, Parameters<typeof makeSpec>[1], (d: string[][]) => void]>([
-    ['pushed routes allowed: only the listed prefixes, redirect still ignored, the address still pinned, the gateway only the server', { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24', '10.0.0.0/8'], server_tunnel_ip: '192.0.2.1' }, (d) => {
+    ['pushed routes allowed: only the listed prefixes, redirect still ignored, the address still pinned, the gateway only the server', { allow_pushed_routes: true, pushed_routes: ['203.0.113.0/24', '198.51.100.0/24'], server_tunnel_ip: '192.0.2.1' }, (d) => {
       expect(d.some((x) => x[0] === 'route-nopull')).toBe(false);
       expect(d.filter((x) => x[0] === 'pull-filter')).toEqual([
         ['pull-filter', 'accept', '"ifconfig', '192.0.2.10', '255.255.255.0"'],
         ['pull-filter', 'ignore', '"ifconfig"'],
         ['pull-filter', 'ignore', '"redirect-"'],
         ['pull-filter', 'accept', '"route', '203.0.113.0', '255.255.255.0"'],
-        ['pull-filter', 'accept', '"route', '10.0.0.0', '255.0.0.0"'],
+        ['pull-filter', 'accept', '"route', '198.51.100.0', '255.255.255.0"'],
         ...Array.from({ length: 10 }, (_, i) => ['pull-filter', 'ignore', '"route-gateway', `192.0.2.1${i}"`]),
         ['pull-filter', 'accept', '"route-gateway', '192.0.2.1"'],
         ['pull-filter', 'ignore', '"route"'],

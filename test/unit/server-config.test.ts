@@ -78,8 +78,8 @@ describe('renderServerConfig', () => {
   });
 
   it('pushes a route for each listed prefix, none without them, and refuses a prefix nodes would refuse', () => {
-    const conf = renderServerConfig({ ...net, pushedRoutes: ['203.0.113.0/24', '10.0.0.0/8'] }, files);
-    expect(conf.split('\n').filter((l) => l.startsWith('push '))).toEqual(['push "route 203.0.113.0 255.255.255.0"', 'push "route 10.0.0.0 255.0.0.0"']);
+    const conf = renderServerConfig({ ...net, pushedRoutes: ['203.0.113.0/24', '198.18.0.0/15'] }, files);
+    expect(conf.split('\n').filter((l) => l.startsWith('push '))).toEqual(['push "route 203.0.113.0 255.255.255.0"', 'push "route 198.18.0.0 255.254.0.0"']);
     expect(renderServerConfig(net, files)).not.toMatch(/^push /m);
     for (const bad of ['0.0.0.0/1', '203.0.113.1/24', '203.0.113.0/24"\nup /bin/sh']) {
       expect(() => renderServerConfig({ ...net, pushedRoutes: [bad] }, files)).toThrow(/pushedRoutes/);
