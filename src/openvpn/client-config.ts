@@ -28,7 +28,8 @@
  *   A link client (`bridged`) keeps `persist-key`: its files stay root's.
  * - `connect-retry 0`: no pause before the first tries after a soft restart
  *   (openvpn's default waits 1 s, which a renewal's reload would cost as a
- *   lost ping); repeated failures still back off (2, 4, … s up to 300 s).
+ *   lost ping); repeated failures still back off (2, 4, … s up to 300 s;
+ *   a link client's up to 5 s: `connect-retry 0 5`).
  * - no `log`, `status`, `writepid` or script directives: the agent collects
  *   output and state through the management interface.
  * - `tun-mtu`, `fragment` and `mssfix` from the spec's `mtu` and `fragment`
@@ -175,7 +176,6 @@ function render(spec: NetworkSpec, target: Target): string {
     `proto ${spec.proto === 'tcp' ? 'tcp-client' : 'udp'}`,
     ...spec.remotes.map((r) => `remote ${r.host} ${r.port}`),
     'nobind',
-    ...(bridged ? ['connect-retry 1 5'] : []),
     'remote-cert-tls server',
     `verify-x509-name ${spec.server_cn} name`,
     ...(agent ? [`ca ${agent.ca}`, `cert ${agent.cert}`, `key ${agent.key}`, `tls-crypt-v2 ${agent.tlsCryptV2}`, `crl-verify ${agent.crl}`] : []),
@@ -185,7 +185,7 @@ function render(spec: NetworkSpec, target: Target): string {
     // A link client's certificate and key are root's and never renewed in
     // place: after a ping-restart it must not read them again as nobody.
     ...(bridged ? ['persist-key'] : []),
-    'connect-retry 0',
+    bridged ? 'connect-retry 0 5' : 'connect-retry 0',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
     ...pullFilterLines(spec.address.ipv4, routes?.accepted, spec.server_tunnel_ip),

@@ -193,6 +193,18 @@ describe('federation: a network across two servers joined by a link', () => {
     expect(await relay()).toMatchObject({ listen: '198.18.1.1:8444', target: '198.18.0.1:8443', refused: 0 });
   });
 
+  it('keeps an idle link up: 30 s without a frame across it, no reconnect, and the first frame afterwards gets through', { timeout: 120_000 }, async () => {
+    // An idle link hears only the hub server's own pings (every KEEPALIVE.interval s); a link client that gives
+    // up after as long as that flaps, and a frame sent at that moment is lost.
+    const reconnects = () => daemons[1]!.log().split('\n').filter((l) => l.includes('link-lab: connected -> connecting')).length;
+    const pid = (await snapshot(peer))!.links!['lab']!.pid!;
+    const before = reconnects();
+    await new Promise((r) => setTimeout(r, 30_000));
+    expect(reconnects(), logs()).toBe(before);
+    expect((await snapshot(peer))!.links!['lab']).toMatchObject({ state: 'connected', pid });
+    expect(await pings('c1', 'b1'), logs()).toBe(true);
+  });
+
   it("brings the link's openvpn back after kill -9 on the peer side; C's nodes keep talking meanwhile", { timeout: 240_000 }, async () => {
     const pid = (await snapshot(peer))!.links!['lab']!.pid!;
     expect(pid).toBeGreaterThan(0);
@@ -217,7 +229,7 @@ describe('federation: a network across two servers joined by a link', () => {
     }, 60_000);
     expect(back, logs()).toBe(true);
     expect(await pings('c2', 'c1')).toBe(true);
-    // The link notices within its 10 s ping-restart; B's nodes within their 60 s one.
+    // The link notices within its 25 s ping-restart; B's nodes within their 60 s one.
     expect(await waitFor(async () => (await pings('c1', 'b1')) && (await pings('c2', 'b2')), 180_000, 1_000), logs()).toBe(true);
   });
 

@@ -19,7 +19,7 @@ const lines = (text: string) => text.split('\n').filter((l) => l !== '' && !l.st
 describe('link client config', () => {
   test('linkSpec is a valid NetworkSpec: the hub, its server CN, the peer address and the nodes\' ciphers', () => {
     const spec = NetworkSpecSchema.parse(linkSpec(payload));
-    expect(spec).toMatchObject({ id: payload.network.id, dev_type: 'tap', server_cn: payload.network.server_cn, remotes: payload.hub.remotes, keepalive: { interval: 2, timeout: 10 } });
+    expect(spec).toMatchObject({ id: payload.network.id, dev_type: 'tap', server_cn: payload.network.server_cn, remotes: payload.hub.remotes, keepalive: { interval: 2, timeout: 25 } });
     expect(spec.address.ipv4).toBe(`${payload.peer.address}/${payload.network.subnet.split('/')[1]}`);
     const node = networkSpec({ id: 'lab', name: 'lab', devType: 'tap', proto: 'udp', port: 1194, subnet: '198.19.0.0/24', remotes: [{ host: '192.0.2.1' }] } as never, { address: '198.19.0.5', remotes: null });
     expect(spec.ciphers).toEqual(node.ciphers);
@@ -29,9 +29,9 @@ describe('link client config', () => {
     const spec = linkSpec(payload);
     const plain = lines(renderClientConfig(spec, paths));
     const bridged = lines(renderClientConfig(spec, paths, [], { bridged: true }));
-    expect(bridged.filter((l) => !plain.includes(l))).toEqual(['connect-retry 1 5', 'persist-key', 'pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec']);
-    expect(plain.filter((l) => !bridged.includes(l))).toEqual([]);
-    expect(bridged).toEqual(expect.arrayContaining(['dev ml-lab', 'keepalive 2 10', `verify-x509-name ${payload.network.server_cn} name`, 'crl-verify /s/crl.pem', 'route-nopull']));
+    expect(bridged.filter((l) => !plain.includes(l))).toEqual(['persist-key', 'connect-retry 0 5', 'pull-filter ignore "ping"', 'ifconfig-noexec', 'route-noexec']);
+    expect(plain.filter((l) => !bridged.includes(l))).toEqual(['connect-retry 0']);
+    expect(bridged).toEqual(expect.arrayContaining(['dev ml-lab', 'keepalive 2 25', `verify-x509-name ${payload.network.server_cn} name`, 'crl-verify /s/crl.pem', 'route-nopull']));
     for (const r of payload.hub.remotes) expect(bridged).toContain(`remote ${r.host} ${r.port}`);
   });
 });

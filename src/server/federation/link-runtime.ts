@@ -27,7 +27,7 @@ import { renderClientConfig } from '../../openvpn/client-config.ts';
 import type { ExecFn } from '../../util/exec.ts';
 import { ensureDir } from '../../util/fs-atomic.ts';
 import { parseCidr } from '../alloc.ts';
-import { CIPHERS, dataPlane } from '../documents.ts';
+import { CIPHERS, KEEPALIVE, dataPlane } from '../documents.ts';
 import type { DataPlane } from '../../openvpn/mtu.ts';
 import { writeIfChanged, type NetworkFilePaths } from '../network-files.ts';
 import { bridgeDev, linkDev, serverDev } from '../devices.ts';
@@ -72,8 +72,16 @@ export interface LinkFiles {
   readonly config: string;
 }
 
-/** The link client's keepalive: a dead hub is noticed in 10 s instead of the pushed 60 s. */
-const LINK_KEEPALIVE = { interval: 2, timeout: 10 } as const;
+/**
+ * The link client's keepalive: a dead hub is noticed in 25 s instead of the
+ * pushed 60 s. An idle link hears nothing but the hub server's own pings,
+ * sent once it has sent nothing for KEEPALIVE.interval (10 s; a failover
+ * network's 2 s) — openvpn does not answer pings. So the timeout is two of
+ * those intervals plus 5 s: one lost ping is survived, and the timeout never
+ * races the hub's next ping (at 10 s an idle link restarted every ~10 s and
+ * a frame sent at that moment was lost).
+ */
+export const LINK_KEEPALIVE = { interval: 2, timeout: 2 * KEEPALIVE.interval + 5 } as const;
 
 /**
  * What the link client is, as a NetworkSpec for the client renderer: a tap
