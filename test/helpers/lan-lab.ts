@@ -253,6 +253,8 @@ export async function iperf(a: Member, b: Member, args: readonly string[], timeo
   }
 }
 
+const UDP_TRIES = 3;
+
 interface UdpSum {
   end?: { sum?: { packets?: number; lost_packets?: number } };
 }
@@ -268,6 +270,10 @@ export function pairs(members: readonly Member[]): [Member, Member][] {
  * (size, not speed: a higher rate on the loaded 2-core machine overflows
  * openvpn's socket buffer) with no loss, and a 2 MB TCP transfer; one line
  * per failure, none when the LAN carries full frames.
+ * The UDP run is tried up to UDP_TRIES times and one run without any loss
+ * passes: a path that cannot carry the size loses every datagram every time,
+ * while a CPU stall on the loaded machine (two labs, other suites) drops a
+ * burst of some tens once. Every run's figures are in the failure line.
  */
 export async function fullFrameFailures(ordered: readonly (readonly [Member, Member])[]): Promise<string[]> {
   const failures: string[] = [];
@@ -276,9 +282,13 @@ export async function fullFrameFailures(ordered: readonly (readonly [Member, Mem
     await dfPing(a, b, 56, 1);
     const got = await dfPing(a, b);
     if (got !== 3) failures.push(`${a.name} -> ${b.name}: ${got}/3 replies to a 1472-byte DF ping`);
-    const udp = await iperf(a, b, ['-u', '-l', '1472', '-b', '5M', '-t', '2']);
-    const sum = (udp.report as UdpSum).end?.sum;
-    if (!udp.ok || !sum?.packets || sum.lost_packets !== 0) failures.push(`${a.name} -> ${b.name}: 1472-byte UDP lost ${sum?.lost_packets ?? '?'} of ${sum?.packets ?? '?'} (${udp.ok ? 'ran' : udp.text.slice(0, 200)})`);
+    const runs: string[] = [];
+    for (let i = 0; i < UDP_TRIES && runs.length === i; i++) {
+      const udp = await iperf(a, b, ['-u', '-l', '1472', '-b', '5M', '-t', '2']);
+      const sum = (udp.report as UdpSum).end?.sum;
+      if (!udp.ok || !sum?.packets || sum.lost_packets !== 0) runs.push(`lost ${sum?.lost_packets ?? '?'} of ${sum?.packets ?? '?'} (${udp.ok ? 'ran' : udp.text.slice(0, 200)})`);
+    }
+    if (runs.length === UDP_TRIES) failures.push(`${a.name} -> ${b.name}: 1472-byte UDP ${runs.join('; ')}`);
   }
   for (const [a, b] of ordered) {
     const tcp = await iperf(a, b, ['-n', '2M'], 30_000);
