@@ -82,10 +82,13 @@ export class Leases {
     const started = this.o.clock.now();
     let epochs: Map<string, number | undefined> | undefined;
     try {
-      epochs = this.o.store.write((tx) => {
-        for (const l of tx.listLeases()) if (l.owner === this.o.hostId && !wanted.includes(l.network)) tx.releaseLease(l.network, this.o.hostId);
-        return new Map(wanted.map((id) => [id, tx.claimLease(id, this.o.hostId, this.ttl)]));
-      });
+      epochs = this.o.store.write(
+        (tx) => {
+          for (const l of tx.listLeases()) if (l.owner === this.o.hostId && !wanted.includes(l.network)) tx.releaseLease(l.network, this.o.hostId);
+          return new Map(wanted.map((id) => [id, tx.claimLease(id, this.o.hostId, this.ttl)]));
+        },
+        { quiet: true },
+      );
     } catch {
       epochs = undefined;
     }
@@ -121,9 +124,12 @@ export class Leases {
   /** Ends every lease this host holds (a clean stop), so another host takes over at once. */
   releaseAll(): void {
     try {
-      this.o.store.write((tx) => {
-        for (const id of this.held.keys()) tx.releaseLease(id, this.o.hostId);
-      });
+      this.o.store.write(
+        (tx) => {
+          for (const id of this.held.keys()) tx.releaseLease(id, this.o.hostId);
+        },
+        { quiet: true },
+      );
     } catch {
       // they expire by themselves
     }

@@ -1,7 +1,8 @@
 /**
  * Network leases (src/server/lease.ts) on both engines: one owner at a time,
  * expiry on the database's clock, the epoch as fencing token, and a host
- * that cannot renew stopping before its lease can expire elsewhere.
+ * that cannot renew stopping before its lease can expire elsewhere; on
+ * PostgreSQL, lease passes commit without waking the other hosts.
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { Leases } from '../../src/server/lease.ts';
 import { PostgresStore } from '../../src/server/store/postgres.ts';
 import { SqliteStore } from '../../src/server/store/sqlite.ts';
 import { newNetworkRecord, type Store } from '../../src/server/store/store.ts';
+import { waitFor } from '../helpers/netns.ts';
 import { startPostgres, type PgCluster } from '../helpers/postgres.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
@@ -170,6 +172,40 @@ describe.each([sqlite(), postgres()])('network leases on $name', (engine) => {
       expect(la.epoch('lan')).toBeUndefined();
       // Meanwhile the database still says host-a: nobody else runs it yet either.
       expect(b.write((tx) => tx.claimLease('lan', 'host-b', 10_000))).toBeUndefined();
+    } finally {
+      a.close();
+      b.close();
+    }
+  });
+});
+
+describe('lease passes on PostgreSQL', () => {
+  const engine = postgres();
+  beforeAll(async () => engine.setup());
+  afterAll(async () => engine.teardown());
+
+  it('wake no other host (no NOTIFY every 2 s), while any other write still does at once', async () => {
+    const [a, b] = await engine.pair();
+    const events: string[] = [];
+    b.watch?.((e) => events.push(e.kind));
+    try {
+      addNetwork(a, 'lan');
+      expect(await waitFor(async () => events.includes('changed'), 5_000, 20)).toBe(true);
+      events.length = 0;
+      const versionBefore = b.dataVersion();
+      const la = new Leases({ store: a, hostId: 'host-a', clock: { now: () => Date.now() } });
+      expect(la.renew(['lan'])).toBe(true);
+      for (let i = 0; i < 5; i++) la.renew(['lan']);
+      la.releaseAll();
+      await sleep(500);
+      expect(events).toEqual([]);
+      expect(b.dataVersion()).toBe(versionBefore);
+      // The lease passes did commit: B sees host-a's lease, and its end.
+      expect(b.read((tx) => tx.listLeases())).toMatchObject([{ network: 'lan', owner: 'host-a', epoch: 1 }]);
+      expect(b.write((tx) => tx.claimLease('lan', 'host-b', 10_000))).toBe(2);
+      // Any other write on A still wakes B.
+      a.write((tx) => tx.putHost({ id: 'host-a', remotes: [], joinedAt: 0 }));
+      expect(await waitFor(async () => events.includes('changed'), 5_000, 20)).toBe(true);
     } finally {
       a.close();
       b.close();

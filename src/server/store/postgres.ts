@@ -41,7 +41,7 @@ import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from '
 import { StoreError } from '../../errors.ts';
 import { MIGRATIONS } from './sqlite.ts';
 import { makeSqlTx, type Row, type SqlConn } from './sql-tx.ts';
-import type { Store, StoreEvent, StoreTx } from './store.ts';
+import type { Store, StoreEvent, StoreTx, WriteOptions } from './store.ts';
 import type { TxStep, WorkerError, WorkerInit, WorkerReply, WorkerRequest } from './pg-worker.ts';
 
 /** The bundled executable defines this as pg-worker.ts bundled with `pg` (scripts/bundle.mjs); from source it is absent. */
@@ -235,9 +235,9 @@ export class PostgresStore implements Store {
     this.post(write ? `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(${WRITE_LOCK})` : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', 'begin');
   }
 
-  /** A write's COMMIT, with the NOTIFY the other connections wait for; waits for the outcome. */
-  private commitWrite(): void {
-    this.exec(`NOTIFY ${CHANNEL}; COMMIT`, 'end');
+  /** A write's COMMIT, with the NOTIFY the other connections wait for unless `quiet`; waits for the outcome. */
+  private commitWrite(quiet = false): void {
+    this.exec(quiet ? 'COMMIT' : `NOTIFY ${CHANNEL}; COMMIT`, 'end');
   }
 
   private rollback(): void {
@@ -288,7 +288,7 @@ export class PostgresStore implements Store {
     }
   }
 
-  private run<T>(write: boolean, fn: (tx: StoreTx) => T): T {
+  private run<T>(write: boolean, fn: (tx: StoreTx) => T, quiet = false): T {
     if (this.inTx) throw new StoreError('MVPN_INTERNAL', 'state store transactions do not nest');
     this.begin(write);
     this.inTx = true;
@@ -296,7 +296,7 @@ export class PostgresStore implements Store {
       const result = fn(this.tx);
       if (result instanceof Promise) throw new StoreError('MVPN_INTERNAL', 'a state store transaction must not be async');
       // A read-only snapshot has nothing to commit that could fail: ending it needs no answer.
-      if (write) this.commitWrite();
+      if (write) this.commitWrite(quiet);
       else this.post('COMMIT', 'end');
       return result;
     } catch (err) {
@@ -307,8 +307,8 @@ export class PostgresStore implements Store {
     }
   }
 
-  write<T>(fn: (tx: StoreTx) => T): T {
-    return this.run(true, fn);
+  write<T>(fn: (tx: StoreTx) => T, opts: WriteOptions = {}): T {
+    return this.run(true, fn, opts.quiet === true);
   }
 
   read<T>(fn: (tx: StoreTx) => T): T {

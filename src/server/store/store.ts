@@ -321,9 +321,20 @@ export interface StoreTx {
   releaseLease(network: string, host: string): void;
 }
 
+export interface WriteOptions {
+  /**
+   * Commit without telling the other connections (PostgreSQL's NOTIFY, the
+   * dataVersion they poll): for a write no other host reacts to. Only the
+   * lease pass (lease.ts) is one — every host renews its leases every 2 s and
+   * each host runs its own pass on its own timer, so a notice would only make
+   * every other daemon reconcile every 2 s for nothing. SQLite: no effect.
+   */
+  readonly quiet?: boolean;
+}
+
 export interface Store {
   /** Runs `fn` in one IMMEDIATE transaction; commits if it returns, rolls back if it throws. Not reentrant. */
-  write<T>(fn: (tx: StoreTx) => T): T;
+  write<T>(fn: (tx: StoreTx) => T, opts?: WriteOptions): T;
   /** Runs `fn` on one consistent snapshot (read-only use of `tx`). */
   read<T>(fn: (tx: StoreTx) => T): T;
   /**
