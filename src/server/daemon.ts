@@ -64,6 +64,9 @@ import { Credentials } from './credentials.ts';
 import { openStore } from './store/open.ts';
 import type { Store, StoreEvent } from './store/store.ts';
 
+/** How long before a lease's local deadline a store request stops waiting (storeWaitLimit): time for the pass that stops the network. */
+const STORE_WAIT_MARGIN_MS = 1_000;
+
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
   ready(status?: string): Promise<void>;
@@ -109,6 +112,7 @@ export class ServerDaemon {
   private readonly timers: Cancel[] = [];
   private readonly startedAt: number;
   private lastDataVersion = -1;
+  private leaseDeadline: Cancel | undefined;
   private readonly reconciler = new SerialTask(
     (cause) => this.reconcileOnce(cause),
     (err) => {
@@ -166,6 +170,7 @@ export class ServerDaemon {
         void this.updateStatusLine();
       },
     });
+    ctx.store.limitWaits?.(() => this.storeWaitLimit());
   }
 
   /** Loads the state directory, cleans up after a crashed previous run, starts the API and every network that is up. */
@@ -181,7 +186,7 @@ export class ServerDaemon {
     );
     const logger = opts.logger ?? nullLogger<ServerEvent>();
     const creds = await Credentials.load(paths, logger);
-    const store = await openStore(config, paths);
+    const store = await openStore(config, paths, { applicationName: `mvpn-server ${config.host_id ?? DEFAULT_HOST_ID}` });
     const clock = opts.clock ?? systemClock;
     const ctx = { config, paths, store, clock };
     const docs = new DocumentService(ctx, creds.signingKey);
@@ -338,6 +343,22 @@ export class ServerDaemon {
     void this.writeSnapshot();
   }
 
+  /**
+   * How long one store request may block this process now: until shortly
+   * before the earliest local lease deadline of a network whose server runs
+   * here (undefined: none runs). A request that hangs (the database
+   * partitioned away) would otherwise hold the event loop past that deadline
+   * for up to 20 s, and the lease pass that stops the network could not run
+   * while another host took the lease over. Overdue: every request waits
+   * only the store's minimum, until the servers are stopped.
+   */
+  private storeWaitLimit(): number | undefined {
+    const ids = this.networks.ids();
+    if (ids.length === 0) return undefined;
+    const now = this.clock.now();
+    return Math.min(...ids.map((id) => (this.leases.until(id) ?? now) - now)) - STORE_WAIT_MARGIN_MS;
+  }
+
   /** This host in the store's `hosts`, with the remotes nodes reach it at (its config's names and addresses). */
   private registerHost(): void {
     const { config } = this.ctx;
@@ -351,13 +372,32 @@ export class ServerDaemon {
     try {
       up = this.store.read((tx) => tx.listNetworks()).filter((n) => n.state === 'up').map((n) => n.id);
     } catch {
-      up = [...this.leases.running()];
+      // The store cannot say: keep wanting what runs here (renewals fail alike while it is away).
+      up = this.networks.ids();
     }
-    if (!this.leases.renew(up)) return;
+    const changed = this.leases.renew(up);
+    this.armLeaseDeadline();
+    if (!changed) return;
     const running = this.leases.running();
     this.logger.emit({ kind: 'server.leases', host: this.leases.hostId, running: [...running].sort() });
     void this.networks.retain(running, new Set(up), 'this host does not hold its lease');
     this.requestReconcile('lease changed');
+  }
+
+  /**
+   * One more pass just after the earliest local deadline of a network that
+   * runs here, so a network whose renewals fail stops at its deadline, not up
+   * to one renewal period (2 s) later: with openvpn's exit that was the
+   * whole 4 s between the local deadline and the lease's expiry.
+   */
+  private armLeaseDeadline(): void {
+    this.leaseDeadline?.();
+    const untils = this.networks.ids().map((id) => this.leases.until(id) ?? 0);
+    if (untils.length === 0 || this.stopped) return;
+    const ms = Math.min(...untils) - this.clock.now();
+    // Renewed in time, the deadline lies beyond the next pass anyway.
+    if (ms >= RENEW_MS || ms < 0) return;
+    this.leaseDeadline = this.clock.setTimeout(() => !this.stopped && this.leasePass(), ms + 10);
   }
 
   /** A change this process committed itself (invisible to the data_version poll). */
@@ -458,6 +498,7 @@ export class ServerDaemon {
     this.logger.emit({ kind: 'server.stopping', reason });
     await this.opts.notifier?.stopping().catch(() => undefined);
     for (const t of this.timers.splice(0)) t();
+    this.leaseDeadline?.();
     await this.reconciler.close();
     await this.federation.stop();
     await this.networks.stop();

@@ -108,6 +108,11 @@ export class Leases {
     return new Set([...this.held].filter(([, h]) => h.until > now).map(([id]) => id));
   }
 
+  /** Local time until which this host may run `network` (its last successful renewal's start + TTL − margin; past once a renewal is overdue), if it ever held it. */
+  until(network: string): number | undefined {
+    return this.held.get(network)?.until;
+  }
+
   /** The epoch of this host's unexpired lease on `network`, if any. */
   epoch(network: string): number | undefined {
     const h = this.held.get(network);

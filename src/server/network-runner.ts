@@ -69,15 +69,23 @@ export class ServerNetworks {
 
   /** Stops the servers of networks not in `wanted` (`reason` for those still in `known`); returns their ids. */
   async retain(wanted: ReadonlySet<string>, known: ReadonlySet<string>, reason = 'network is down or deleted'): Promise<string[]> {
+    const stopping: Promise<void>[] = [];
     const stopped: string[] = [];
+    // Every SIGTERM goes out in this call, not one network after another's exit: a lost lease stops them all now.
     for (const [id, inst] of this.instances) {
       if (wanted.has(id)) continue;
       this.deps.logger.emit({ kind: 'server.network-stop', network: id, reason: known.has(id) ? reason : 'network was purged' });
       this.instances.delete(id);
-      await inst.sup.stop();
+      stopping.push(inst.sup.stop());
       stopped.push(id);
     }
+    await Promise.all(stopping);
     return stopped;
+  }
+
+  /** The networks whose server this host supervises now. */
+  ids(): string[] {
+    return [...this.instances.keys()];
   }
 
   /**

@@ -14,6 +14,10 @@
  * killed (SIGKILL to its daemon and its openvpn, its link cut) every node is
  * back on the LAN through the other host, and nothing committed before the
  * kill is lost. The failover time is printed (BENCHMARKS.md "HA failover").
+ * When the owner's database connection hangs (its backend and the
+ * postmaster stopped: a partition, not a refusal), the owner's openvpn is
+ * gone before its lease can expire in the database, and it takes the
+ * network back once the database answers again.
  *
  *   srv-a 198.18.0.1 ─┐
  *   srv-b 198.18.0.2 ─┼─ sw (bridge) ─ n1..n4 198.18.0.11-14
@@ -24,6 +28,7 @@ import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor, type Netns } from '../helpers/netns.ts';
+import { pgBinDir } from '../../src/demo/postgres.ts';
 import { startPostgres, type PgCluster } from '../helpers/postgres.ts';
 import { cli, makeServer, startVpnClient, type TestServer, type VpnClient } from '../helpers/server-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
@@ -42,6 +47,7 @@ interface Host {
 describe('two server hosts on one PostgreSQL: leases and failover', () => {
   const lab = new Lab();
   let pg: PgCluster;
+  let url: string;
   let a: Host;
   let b: Host;
   let sA: TestServer;
@@ -104,7 +110,7 @@ describe('two server hosts on one PostgreSQL: leases and failover', () => {
 
   beforeAll(async () => {
     pg = await startPostgres('hapg');
-    const url = await pg.createDatabase('ha');
+    url = await pg.createDatabase('ha');
     const sw = await lab.ns('sw');
     const ports: string[] = [];
     const link = async (ns: Netns, ip: string) => ports.push((await lab.link(ns, sw, { aName: 'eth0', aAddr: `${ip}/24` }))[1]);
@@ -251,4 +257,34 @@ describe('two server hosts on one PostgreSQL: leases and failover', () => {
     expect(seen).toBe(true);
     expect(ms).toBeLessThan(5_000);
   }, 30_000);
+
+  it("stops the owner's server before its lease can expire when its database connection hangs, and takes the network back after", async () => {
+    const psql = (sql: string) => execFileSync(join(pgBinDir(), 'psql'), ['--dbname', url, '-Atc', sql]).toString().trim();
+    // Host b's daemon names itself in pg_stat_activity; its backend and the postmaster (no new connection either) stop answering.
+    const backends = psql("SELECT pid FROM pg_stat_activity WHERE application_name = 'mvpn-server b'").split('\n').filter(Boolean).map(Number);
+    expect(backends.length).toBeGreaterThan(0);
+    expect(await openvpnPids(b.ns)).toHaveLength(1);
+    const addrs = await tunnelIps();
+    const frozen = [...backends, pg.pid()];
+    const t0 = Date.now();
+    let goneAt = 0;
+    try {
+      for (const pid of frozen) process.kill(pid, 'SIGSTOP');
+      const gone = await waitFor(async () => (await openvpnPids(b.ns)).length === 0, 40_000, 100);
+      goneAt = Date.now();
+      expect(gone, b.log.slice(-4000)).toBe(true);
+    } finally {
+      for (const pid of frozen) process.kill(pid, 'SIGCONT');
+    }
+    const expiresAt = Number(psql("SELECT expires_at FROM leases WHERE network = 'lan'"));
+    console.log(`HA partition: host b's server gone ${((goneAt - t0) / 1000).toFixed(1)} s after its database stopped answering, ${((expiresAt - goneAt) / 1000).toFixed(1)} s before its lease expired`);
+    expect(goneAt, b.log.slice(-4000)).toBeLessThan(expiresAt);
+    // The database answers again: b renews (a new epoch, since its lease expired meanwhile), runs the network, the LAN is back.
+    expect(await waitFor(async () => (await openvpnPids(b.ns)).length === 1, 60_000, 250), b.log.slice(-4000)).toBe(true);
+    expect(await waitFor(() => matrix(addrs), 90_000, 250), b.log.slice(-4000)).toBe(true);
+    // Its own lease: renewed at the same epoch if it had not expired yet, else taken again at the next.
+    expect(psql("SELECT owner || ' ' || epoch FROM leases WHERE network = 'lan'")).toMatch(/^b [23]$/);
+    expect(b.log).toContain('lan: stopping its openvpn server (this host does not hold its lease)');
+    expect(overlaps).toEqual([]);
+  }, 240_000);
 });

@@ -13,6 +13,8 @@ import type { Store } from './store.ts';
 export interface OpenStoreOptions {
   /** A new store (server init): create the SQLite file, or the schema in an empty PostgreSQL database. */
   readonly create?: boolean;
+  /** PostgreSQL: the connection's application_name (default `mvpn-server`); the daemon's names its host. */
+  readonly applicationName?: string;
 }
 
 /**
@@ -50,5 +52,5 @@ export async function openStore(config: ServerConfig, paths: ServerPaths, opts: 
   if (config.store === undefined) return SqliteStore.open(paths.store, opts.create ? { create: true } : {});
   const url = await postgresUrl(config.store);
   const { PostgresStore } = await import('./postgres.ts');
-  return PostgresStore.open(url, opts.create ? { create: true } : {});
+  return PostgresStore.open(url, { ...(opts.create ? { create: true } : {}), ...(opts.applicationName ? { applicationName: opts.applicationName } : {}) });
 }

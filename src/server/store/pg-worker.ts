@@ -50,6 +50,7 @@ export interface WorkerInit {
   readonly replacing: boolean;
   /** How often an idle connection is checked, and how long its answer may take. */
   readonly heartbeatMs: number;
+  readonly applicationName: string;
 }
 
 export type WorkerRequest =
@@ -148,7 +149,7 @@ function scheduleReconnect(): void {
 }
 
 async function connect(): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: init.connectionString, connectionTimeoutMillis: 10_000, keepAlive: true, application_name: 'mvpn-server' });
+  const c = new pg.Client({ connectionString: init.connectionString, connectionTimeoutMillis: 10_000, keepAlive: true, application_name: init.applicationName });
   c.on('error', (err) => lost(c, err));
   c.on('end', () => lost(c));
   try {

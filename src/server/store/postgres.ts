@@ -56,6 +56,8 @@ const CHANNEL = 'mvpn_store';
  * systemd watchdog (60 s), since the caller's thread is blocked meanwhile.
  */
 const REQUEST_TIMEOUT_MS = 20_000;
+/** The shortest a capped request waits (limitWaits): a healthy database answers well within it. */
+const MIN_CAPPED_WAIT_MS = 200;
 
 /**
  * A SQLite migration in PostgreSQL's dialect: INTEGER columns become BIGINT
@@ -79,6 +81,8 @@ export interface PostgresStoreOptions {
   readonly requestTimeoutMs?: number;
   /** How often an idle connection is checked (SELECT 1), and how long it may take to answer before it counts as lost. */
   readonly heartbeatMs?: number;
+  /** The connection's application_name (pg_stat_activity): which host and process it is. */
+  readonly applicationName?: string;
 }
 
 /** The URL without its password, for messages. */
@@ -125,6 +129,8 @@ export class PostgresStore implements Store {
   private readonly lockTimeoutMs: number;
   private readonly requestTimeoutMs: number;
   private readonly heartbeatMs: number;
+  private readonly applicationName: string;
+  private waitLimit: (() => number | undefined) | undefined;
   private readonly where: string;
   private readonly tx: StoreTx;
   private inTx = false;
@@ -138,6 +144,7 @@ export class PostgresStore implements Store {
     this.lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
     this.heartbeatMs = opts.heartbeatMs ?? 10_000;
+    this.applicationName = opts.applicationName ?? 'mvpn-server';
     this.spawn();
     const conn: SqlConn = {
       all: (sql, params = {}) => this.query(sql, params).rows as Row[],
@@ -168,6 +175,7 @@ export class PostgresStore implements Store {
       lockTimeoutMs: this.lockTimeoutMs,
       replacing,
       heartbeatMs: this.heartbeatMs,
+      applicationName: this.applicationName,
     };
     const opts = { workerData, transferList: [port2, events.port2] };
     this.worker =
@@ -201,19 +209,22 @@ export class PostgresStore implements Store {
 
   private request(req: WorkerRequest): Extract<WorkerReply, { ok: true }> {
     if (this.closed) throw new StoreError('MVPN_INTERNAL', 'state store used after close');
+    const limit = this.waitLimit?.();
+    const waitMs = limit === undefined ? this.requestTimeoutMs : Math.min(this.requestTimeoutMs, Math.max(MIN_CAPPED_WAIT_MS, Math.floor(limit)));
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(req);
-    if (Atomics.wait(this.flag, 0, 0, this.requestTimeoutMs) === 'timed-out') {
+    if (Atomics.wait(this.flag, 0, 0, waitMs) === 'timed-out') {
       // The connection is stuck (its transaction, if any, is lost with it): a new worker and connection take over.
       this.port.close();
       this.events.close();
       void this.worker.terminate();
       this.spawn(true);
       if (req.op !== 'close') this.port.postMessage({ op: 'connect', reply: false } satisfies WorkerRequest);
-      const message = `no answer within ${this.requestTimeoutMs / 1000} s`;
+      const capped = waitMs < this.requestTimeoutMs ? ' (capped: a network lease of this host runs out)' : '';
+      const message = `no answer within ${waitMs / 1000} s${capped}`;
       // After the caller has its error, not inside its (possibly open) transaction.
       setImmediate(() => this.listener?.({ kind: 'lost', message }));
-      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${this.requestTimeoutMs / 1000} s`, {
+      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${waitMs / 1000} s${capped}`, {
         hint: 'is the database host up and reachable? the store reconnects by itself',
       });
     }
@@ -321,6 +332,10 @@ export class PostgresStore implements Store {
 
   watch(listener: (e: StoreEvent) => void): void {
     this.listener = listener;
+  }
+
+  limitWaits(limit: () => number | undefined): void {
+    this.waitLimit = limit;
   }
 
   close(): void {

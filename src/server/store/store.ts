@@ -349,6 +349,14 @@ export interface Store {
    * one (the daemon's). SQLite has no such thing: a file is never away.
    */
   watch?(listener: (e: StoreEvent) => void): void;
+  /**
+   * A store on a database server blocks the process while a request is out
+   * (up to its request timeout, 20 s). `limit` caps that per request: ms the
+   * caller may block now, undefined for no cap. The daemon caps it at its
+   * earliest local lease deadline (daemon.ts storeWaitLimit), so a hung
+   * connection cannot hold it past the moment it must stop a network.
+   */
+  limitWaits?(limit: () => number | undefined): void;
   close(): void;
 }
 
