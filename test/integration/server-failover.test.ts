@@ -267,7 +267,7 @@ describe('two server hosts on one PostgreSQL: leases and failover', () => {
     const addrs = await tunnelIps();
     const frozen = [...backends, pg.pid()];
     const t0 = Date.now();
-    let goneAt = 0;
+    let goneAt: number;
     try {
       for (const pid of frozen) process.kill(pid, 'SIGSTOP');
       const gone = await waitFor(async () => (await openvpnPids(b.ns)).length === 0, 40_000, 100);
