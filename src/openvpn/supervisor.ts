@@ -261,7 +261,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         const run = this.run;
         if (!run) return;
         this.run = undefined;
-        this.terminate(run, describeEvent(event));
+        this.terminate(run, describeEvent(event), event.type === 'restart' && this.spec.role === 'server');
         return;
       }
       case 'signal-reload':
@@ -409,8 +409,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     });
   }
 
-  /** SIGTERM + SIGCONT, SIGKILL after the grace period; by the pid of our own child, which cannot be reused before we saw it exit. */
-  private terminate(run: Run, reason: string): void {
+  /**
+   * SIGTERM + SIGCONT, SIGKILL after the grace period; by the pid of our own
+   * child, which cannot be reused before we saw it exit. `restartServer`: a
+   * second SIGTERM after notifyGraceMs ends openvpn's 2 s exit-notify wait
+   * (its clients were told to reconnect; the new server should take them).
+   */
+  private terminate(run: Run, reason: string, restartServer = false): void {
     run.mgmt?.close();
     if (run.exited || run.terminated) return;
     const { clock, kill, logger } = this.deps;
@@ -435,6 +440,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     run.terminated = (async () => {
       signal('SIGTERM');
       signal('SIGCONT');
+      if (restartServer && !(await within(this.deps.notifyGraceMs))) signal('SIGTERM');
       if (!(await within(this.deps.graceMs))) {
         signal('SIGKILL');
         if (!(await within(this.deps.killWaitMs))) logger.emit({ kind: 'openvpn.kill-stuck', id: this.spec.id, pid: run.pid });

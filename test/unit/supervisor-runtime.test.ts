@@ -257,6 +257,40 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.logger.events.filter((e) => e.kind === 'openvpn.backoff')).toEqual([]);
   });
 
+  it('a server restart cuts openvpn\'s exit-notify wait with a second SIGTERM after notifyGraceMs; a server stop and a client restart do not', async () => {
+    const h = await harness({ notifyGraceMs: 300 }, { role: 'server' });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    // The first SIGTERM only makes openvpn tell its clients RESTART and wait 2 s.
+    const old = h.procs[0]!;
+    old.ignoresTerm = true;
+    h.sup.restart();
+    await advance(h.clock, 200, 100);
+    expect(old.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    old.ignoresTerm = false;
+    await advance(h.clock, 100, 100);
+    await until(() => expect(old.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGTERM']));
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(2);
+
+    // Stopping keeps openvpn's wait (its clients get the RESTART retransmitted meanwhile).
+    h.procs[1]!.ignoresTerm = true;
+    const stopped = h.sup.stop();
+    await advance(h.clock, 1_000, 100);
+    expect(h.procs[1]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    await advance(h.clock, 4_000, 500);
+    await stopped;
+    expect(h.procs[1]!.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGKILL']);
+
+    const c = await harness({ notifyGraceMs: 300 });
+    c.sup.start();
+    await until(() => expect(c.sup.status().state).toBe('connected'));
+    c.procs[0]!.ignoresTerm = true;
+    c.sup.restart();
+    await advance(c.clock, 1_000, 100);
+    expect(c.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+  });
+
   it('stop(): SIGTERM, wait for exit, remove socket and pid file, state stopped', async () => {
     const h = await harness();
     h.sup.start();
