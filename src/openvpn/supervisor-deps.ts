@@ -55,6 +55,11 @@ export interface SupervisorDeps {
    * clients' retry comes.
    */
   readonly notifyGraceMs: number;
+  /**
+   * Client: after the server sent RESTART, fresh handshakes this long after
+   * it while openvpn has had no answer (Supervisor.retryAfterServerRestart).
+   */
+  readonly serverRestartRetryMs: readonly number[];
   /** After SIGKILL, how long to wait before reporting the process stuck. */
   readonly killWaitMs: number;
   /** How long openvpn may take to open its management socket after spawn. */
@@ -134,6 +139,7 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): Su
     stableMs: 60_000,
     graceMs: 5_000,
     notifyGraceMs: 300,
+    serverRestartRetryMs: [500, 1_000, 1_500],
     killWaitMs: 5_000,
     mgmtConnectTimeoutMs: 15_000,
     mgmtFirstPollMs: 5,

@@ -68,6 +68,10 @@ interface Run {
 }
 
 const OUTPUT_KEEP = 20;
+/** openvpn's RECONNECTING reason when its server sent RESTART (explicit-exit-notify on the server). */
+const SERVER_RESTARTED = 'server-pushed-connection-reset';
+/** openvpn states before any answer from a server (see retryAfterServerRestart). */
+const NO_ANSWER_YET: ReadonlySet<string> = new Set(['RECONNECTING', 'RESOLVE', 'WAIT', 'CONNECTING', 'TCP_CONNECT']);
 /** Refused push lines remembered per push reply (the status reason shows the first few). */
 const REFUSED_PUSHES_KEEP = 32;
 const OUTPUT_LINE_MAX = 4_096;
@@ -546,6 +550,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       run.stateEvents++;
       run.lastNotified = st.name;
       this.onOpenvpnState(run, st);
+      if (this.spec.role === 'client' && st.name === 'RECONNECTING' && st.description === SERVER_RESTARTED) this.retryAfterServerRestart(run);
     });
     mgmt.on('bytecount', (b) => {
       if (this.run !== run) return;
@@ -581,6 +586,32 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private onPolledState(run: Run, polled: { st: StateInfo; seenBefore: number }): void {
     if (run.stateEvents !== polled.seenBefore) return; // a real-time notification is newer than this reply
     this.onOpenvpnState(run, polled.st);
+  }
+
+  /**
+   * The server told this client RESTART (it restarts for a new certificate,
+   * CA or config). openvpn tries again at once, which the old server process
+   * ignores while it exits, and its next try comes 1-2 s later (tls-timeout
+   * on openvpn's whole-second timers). The new server process listens about
+   * 0.3-0.5 s after the RESTART (`notifyGraceMs` and a spawn), so a fresh
+   * handshake (SIGUSR1: a soft restart, `connect-retry 0`) at each of
+   * `serverRestartRetryMs` finds it sooner. Only while openvpn has no answer
+   * from a server yet (WAIT and before): a handshake under way is left alone.
+   */
+  private retryAfterServerRestart(run: Run): void {
+    const at = this.deps.serverRestartRetryMs;
+    const tryAgain = (i: number): void => {
+      if (i >= at.length) return;
+      this.deps.clock.setTimeout(() => {
+        if (this.run !== run || run.exited || !NO_ANSWER_YET.has(run.lastNotified ?? '')) return;
+        const mgmt = run.mgmt;
+        if (mgmt === undefined || mgmt.isClosed) return;
+        this.deps.logger.emit({ kind: 'openvpn.signal', id: this.spec.id, pid: run.pid, signal: 'SIGUSR1', reason: 'the server restarted: a fresh handshake with its new process' });
+        void mgmt.signal('SIGUSR1').catch(() => undefined);
+        tryAgain(i + 1);
+      }, at[i]! - (i === 0 ? 0 : at[i - 1]!));
+    };
+    tryAgain(0);
   }
 
   private onOpenvpnState(run: Run, st: StateInfo): void {

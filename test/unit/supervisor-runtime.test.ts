@@ -525,6 +525,33 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.procs).toHaveLength(1);
   });
 
+  it('a client told RESTART by its server tries a fresh handshake at each serverRestartRetryMs while it has no answer, and stops once the server answers', async () => {
+    const h = await harness({ serverRestartRetryMs: [500, 1_000, 1_500] });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    const signals = (): number => h.fake.commands.filter((c) => c === 'signal SIGUSR1').length;
+    // A restart for another reason (ping-restart, our own reload) is openvpn's to retry.
+    h.fake.broadcast('>STATE:1700000100,RECONNECTING,ping-restart,,,,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connecting'));
+    await advance(h.clock, 2_000, 100);
+    expect(signals()).toBe(0);
+
+    h.fake.broadcast('>STATE:1700000101,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    h.fake.broadcast('>STATE:1700000102,WAIT,,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 400, 100);
+    expect(signals()).toBe(0);
+    await advance(h.clock, 100, 100);
+    await until(() => expect(signals()).toBe(1));
+    // The new server answered: the handshake under way is left alone.
+    h.fake.broadcast('>STATE:1700000103,AUTH,,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 1_500, 100);
+    expect(signals()).toBe(1);
+    expect(h.procs).toHaveLength(1);
+    expect(h.procs[0]!.signals).toEqual([]);
+  });
+
   it('reload(): SIGUSR1 through management, same process; CONNECTED only after openvpn reported the restart', async () => {
     const h = await harness();
     h.sup.start();
