@@ -65,6 +65,8 @@ interface Run {
   stateEvents: number;
   /** The state named by the latest `>STATE:` notification. */
   lastNotified: string | undefined;
+  /** The fresh-handshake sequence after the server's RESTART, while one runs (retryAfterServerRestart). */
+  restartRetry: object | undefined;
 }
 
 const OUTPUT_KEEP = 20;
@@ -359,7 +361,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     let onExit: () => void = () => undefined;
     const exit = new Promise<void>((resolve) => (onExit = resolve));
-    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, refusedPushes: [], stateEvents: 0, lastNotified: undefined };
+    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, refusedPushes: [], stateEvents: 0, lastNotified: undefined, restartRetry: undefined };
     this.run = run;
     this.captureOutput(run, child.stdout);
     this.captureOutput(run, child.stderr);
@@ -550,7 +552,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       run.stateEvents++;
       run.lastNotified = st.name;
       this.onOpenvpnState(run, st);
-      if (this.spec.role === 'client' && st.name === 'RECONNECTING' && st.description === SERVER_RESTARTED) this.retryAfterServerRestart(run);
+      if (!NO_ANSWER_YET.has(st.name)) run.restartRetry = undefined;
+      else if (this.spec.role === 'client' && st.name === 'RECONNECTING' && st.description === SERVER_RESTARTED) this.retryAfterServerRestart(run);
     });
     mgmt.on('bytecount', (b) => {
       if (this.run !== run) return;
@@ -596,14 +599,17 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * 0.3-0.5 s after the RESTART (`notifyGraceMs` and a spawn), so a fresh
    * handshake (SIGUSR1: a soft restart, `connect-retry 0`) at each of
    * `serverRestartRetryMs` finds it sooner. Only while openvpn has no answer
-   * from a server yet (WAIT and before): a handshake under way is left alone.
+   * from a server yet (WAIT and before): once a server answered, the
+   * sequence ends, and a new RESTART starts a new one.
    */
   private retryAfterServerRestart(run: Run): void {
     const at = this.deps.serverRestartRetryMs;
+    const token = {};
+    run.restartRetry = token;
     const tryAgain = (i: number): void => {
       if (i >= at.length) return;
       this.deps.clock.setTimeout(() => {
-        if (this.run !== run || run.exited || !NO_ANSWER_YET.has(run.lastNotified ?? '')) return;
+        if (this.run !== run || run.exited || run.restartRetry !== token) return;
         const mgmt = run.mgmt;
         if (mgmt === undefined || mgmt.isClosed) return;
         this.deps.logger.emit({ kind: 'openvpn.signal', id: this.spec.id, pid: run.pid, signal: 'SIGUSR1', reason: 'the server restarted: a fresh handshake with its new process' });

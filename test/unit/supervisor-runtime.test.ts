@@ -548,6 +548,23 @@ describe('Supervisor with a ManualClock', () => {
     await new Promise((r) => setTimeout(r, 50));
     await advance(h.clock, 1_500, 100);
     expect(signals()).toBe(1);
+    h.fake.broadcast('>STATE:1700000104,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+
+    // Two restarts close together: the first one's sequence ends when the node connected, the second starts afresh.
+    h.fake.broadcast('>STATE:1700000105,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 500, 100);
+    await until(() => expect(signals()).toBe(2));
+    h.fake.broadcast('>STATE:1700000106,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    await advance(h.clock, 300, 100);
+    h.fake.broadcast('>STATE:1700000107,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 400, 100);
+    expect(signals()).toBe(2);
+    await advance(h.clock, 100, 100);
+    await until(() => expect(signals()).toBe(3));
     expect(h.procs).toHaveLength(1);
     expect(h.procs[0]!.signals).toEqual([]);
   });
