@@ -553,7 +553,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       run.lastNotified = st.name;
       this.onOpenvpnState(run, st);
       if (!NO_ANSWER_YET.has(st.name)) run.restartRetry = undefined;
-      else if (this.spec.role === 'client' && st.name === 'RECONNECTING' && st.description === SERVER_RESTARTED) this.retryAfterServerRestart(run);
+      else if (this.spec.retryServerRestart === true && st.name === 'RECONNECTING' && st.description === SERVER_RESTARTED) this.retryAfterServerRestart(run);
     });
     mgmt.on('bytecount', (b) => {
       if (this.run !== run) return;
@@ -600,7 +600,9 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * handshake (SIGUSR1: a soft restart, `connect-retry 0`) at each of
    * `serverRestartRetryMs` finds it sooner. Only while openvpn has no answer
    * from a server yet (WAIT and before): once a server answered, the
-   * sequence ends, and a new RESTART starts a new one.
+   * sequence ends, and a new RESTART starts a new one. Only for a client
+   * with one remote (`retryServerRestart`): openvpn takes the next remote
+   * at every SIGUSR1.
    */
   private retryAfterServerRestart(run: Run): void {
     const at = this.deps.serverRestartRetryMs;

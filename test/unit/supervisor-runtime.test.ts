@@ -526,7 +526,7 @@ describe('Supervisor with a ManualClock', () => {
   });
 
   it('a client told RESTART by its server tries a fresh handshake at each serverRestartRetryMs while it has no answer, and stops once the server answers', async () => {
-    const h = await harness({ serverRestartRetryMs: [500, 1_000, 1_500] });
+    const h = await harness({ serverRestartRetryMs: [500, 1_000, 1_500] }, { retryServerRestart: true });
     h.sup.start();
     await until(() => expect(h.sup.status().state).toBe('connected'));
     const signals = (): number => h.fake.commands.filter((c) => c === 'signal SIGUSR1').length;
@@ -567,6 +567,15 @@ describe('Supervisor with a ManualClock', () => {
     await until(() => expect(signals()).toBe(3));
     expect(h.procs).toHaveLength(1);
     expect(h.procs[0]!.signals).toEqual([]);
+
+    // A client with several remotes is left to openvpn: a SIGUSR1 would move it to the next remote.
+    const multi = await harness({ serverRestartRetryMs: [500, 1_000, 1_500] });
+    multi.sup.start();
+    await until(() => expect(multi.sup.status().state).toBe('connected'));
+    multi.fake.broadcast('>STATE:1700000101,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(multi.clock, 2_000, 100);
+    expect(multi.fake.commands.filter((c) => c === 'signal SIGUSR1')).toEqual([]);
   });
 
   it('reload(): SIGUSR1 through management, same process; CONNECTED only after openvpn reported the restart', async () => {
