@@ -51,6 +51,7 @@ export function instanceSpec(b: InstalledBundle, runtimeDir: string, openvpnPath
     dev: deviceName(b.network),
     expectedAddress: b.spec.address.ipv4,
     pushFiltered: true,
+    retryServerRestart: b.spec.remotes.length === 1,
     // L2 only: a tun network's server address answers at L3, and full frames are the tap's promise.
     ...(b.spec.dev_type === 'tap' && b.spec.server_tunnel_ip !== undefined ? { frameProbe: { peer: b.spec.server_tunnel_ip, mtu: b.spec.mtu ?? LAN_MTU } } : {}),
     openvpnPath,
@@ -66,6 +67,7 @@ function sameSpec(a: InstanceSpec, b: InstanceSpec): boolean {
     a.dev === b.dev &&
     a.expectedAddress === b.expectedAddress &&
     a.pushFiltered === b.pushFiltered &&
+    a.retryServerRestart === b.retryServerRestart &&
     a.frameProbe?.peer === b.frameProbe?.peer &&
     a.frameProbe?.mtu === b.frameProbe?.mtu &&
     a.openvpnPath === b.openvpnPath

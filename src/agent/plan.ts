@@ -134,14 +134,18 @@ export function onlyCrlChanged(old: Readonly<Record<string, string>>, next: Read
 /** What openvpn reads again at a soft restart without persist-key (besides the CRL it re-reads anyway). */
 const RELOADED_FILES: ReadonlySet<string> = new Set(['crl.pem', 'ca.crt', 'node.crt', 'node.key', 'tls-crypt-v2.key']);
 
+/** What openvpn never reads: the CA roll's proof, which only the agent checks to move its CA pin. */
+const AGENT_ONLY_FILES: ReadonlySet<string> = new Set(['ca-roll.crt']);
+
 /**
- * True when two bundles have the same files and differ only in files a
- * soft restart reads again (certificates, keys, CRL): network.json, from
- * which openvpn.conf is rendered, is the same.
+ * True when two bundles differ only in files a soft restart reads again
+ * (certificates, keys, CRL) and files openvpn never reads (a CA roll's
+ * `ca-roll.crt` may come or go): network.json, from which openvpn.conf is
+ * rendered, is the same. A CA roll's start is then a reload like a renewal.
  */
 export function onlyCredentialsChanged(old: Readonly<Record<string, string>>, next: Readonly<Record<string, string>>): boolean {
-  const a = Object.keys(old).sort();
-  const b = Object.keys(next).sort();
+  const a = Object.keys(old).filter((k) => !AGENT_ONLY_FILES.has(k)).sort();
+  const b = Object.keys(next).filter((k) => !AGENT_ONLY_FILES.has(k)).sort();
   if (a.length !== b.length || a.some((k, i) => k !== b[i])) return false;
   return a.every((k) => RELOADED_FILES.has(k) || old[k] === next[k]);
 }

@@ -30,6 +30,12 @@
  *   (openvpn's default waits 1 s, which a renewal's reload would cost as a
  *   lost ping); repeated failures still back off (2, 4, … s up to 300 s;
  *   a link client's up to 5 s: `connect-retry 0 5`).
+ * - `tls-timeout 1`: the first handshake packet is sent again after 1 s,
+ *   not openvpn's 2 (then 2, 4, … s). A server that restarts (new
+ *   certificate, CA roll) tells its clients RESTART; their first try reaches
+ *   the old process while it exits and is ignored, and the server is back
+ *   well within the second (src/openvpn/supervisor.ts cuts openvpn's 2 s
+ *   exit wait), so the retry finds it: about 1 s of loss instead of 2-6.
  * - no `log`, `status`, `writepid` or script directives: the agent collects
  *   output and state through the management interface.
  * - `tun-mtu`, `fragment` and `mssfix` from the spec's `mtu` and `fragment`
@@ -186,6 +192,7 @@ function render(spec: NetworkSpec, target: Target): string {
     // place: after a ping-restart it must not read them again as nobody.
     ...(bridged ? ['persist-key'] : []),
     bridged ? 'connect-retry 0 5' : 'connect-retry 0',
+    'tls-timeout 1',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),
     ...pullFilterLines(spec.address.ipv4, routes?.accepted, spec.server_tunnel_ip),

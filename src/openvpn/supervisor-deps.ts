@@ -47,6 +47,19 @@ export interface SupervisorDeps {
   readonly stableMs: number;
   /** SIGTERM → SIGKILL. */
   readonly graceMs: number;
+  /**
+   * Server restart: SIGTERM → a second SIGTERM. The first makes openvpn send
+   * RESTART to its clients and wait 2 s before it exits (explicit-exit-notify),
+   * ignoring every reconnect meanwhile; the second ends that wait once the
+   * RESTART messages are out, so the new server is listening when the
+   * clients' retry comes.
+   */
+  readonly notifyGraceMs: number;
+  /**
+   * Client: after the server sent RESTART, fresh handshakes this long after
+   * it while openvpn has had no answer (Supervisor.retryAfterServerRestart).
+   */
+  readonly serverRestartRetryMs: readonly number[];
   /** After SIGKILL, how long to wait before reporting the process stuck. */
   readonly killWaitMs: number;
   /** How long openvpn may take to open its management socket after spawn. */
@@ -125,6 +138,8 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): Su
     health: defaultHealthPolicy,
     stableMs: 60_000,
     graceMs: 5_000,
+    notifyGraceMs: 300,
+    serverRestartRetryMs: [500, 1_000, 1_500],
     killWaitMs: 5_000,
     mgmtConnectTimeoutMs: 15_000,
     mgmtFirstPollMs: 5,

@@ -41,6 +41,13 @@ export interface InstanceSpec {
    * convenience (a federation link ignores the server's `ping`).
    */
   readonly pushFiltered?: boolean;
+  /**
+   * Client with a single `remote`: after its server's RESTART, fresh
+   * handshakes find the restarted server sooner (Supervisor
+   * retryAfterServerRestart). Not with more remotes: each SIGUSR1 moves
+   * openvpn on to the next remote, away from the operator's order.
+   */
+  readonly retryServerRestart?: boolean;
   /** Client, tap: probe that full frames reach the server (health.ts `probeFullFrames`). */
   readonly frameProbe?: FrameProbe;
   readonly openvpnPath?: string;

@@ -65,9 +65,15 @@ interface Run {
   stateEvents: number;
   /** The state named by the latest `>STATE:` notification. */
   lastNotified: string | undefined;
+  /** The fresh-handshake sequence after the server's RESTART, while one runs (retryAfterServerRestart). */
+  restartRetry: object | undefined;
 }
 
 const OUTPUT_KEEP = 20;
+/** openvpn's RECONNECTING reason when its server sent RESTART (explicit-exit-notify on the server). */
+const SERVER_RESTARTED = 'server-pushed-connection-reset';
+/** openvpn states before any answer from a server (see retryAfterServerRestart). */
+const NO_ANSWER_YET: ReadonlySet<string> = new Set(['RECONNECTING', 'RESOLVE', 'WAIT', 'CONNECTING', 'TCP_CONNECT']);
 /** Refused push lines remembered per push reply (the status reason shows the first few). */
 const REFUSED_PUSHES_KEEP = 32;
 const OUTPUT_LINE_MAX = 4_096;
@@ -261,7 +267,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         const run = this.run;
         if (!run) return;
         this.run = undefined;
-        this.terminate(run, describeEvent(event));
+        this.terminate(run, describeEvent(event), event.type === 'restart' && this.spec.role === 'server');
         return;
       }
       case 'signal-reload':
@@ -355,7 +361,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     }
     let onExit: () => void = () => undefined;
     const exit = new Promise<void>((resolve) => (onExit = resolve));
-    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, refusedPushes: [], stateEvents: 0, lastNotified: undefined };
+    const run: Run = { gen: ++this.gen, child, pid, exited: false, exit, mgmt: undefined, output: [], fatal: undefined, refusedPushes: [], stateEvents: 0, lastNotified: undefined, restartRetry: undefined };
     this.run = run;
     this.captureOutput(run, child.stdout);
     this.captureOutput(run, child.stderr);
@@ -409,8 +415,13 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     });
   }
 
-  /** SIGTERM + SIGCONT, SIGKILL after the grace period; by the pid of our own child, which cannot be reused before we saw it exit. */
-  private terminate(run: Run, reason: string): void {
+  /**
+   * SIGTERM + SIGCONT, SIGKILL after the grace period; by the pid of our own
+   * child, which cannot be reused before we saw it exit. `restartServer`: a
+   * second SIGTERM after notifyGraceMs ends openvpn's 2 s exit-notify wait
+   * (its clients were told to reconnect; the new server should take them).
+   */
+  private terminate(run: Run, reason: string, restartServer = false): void {
     run.mgmt?.close();
     if (run.exited || run.terminated) return;
     const { clock, kill, logger } = this.deps;
@@ -435,6 +446,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     run.terminated = (async () => {
       signal('SIGTERM');
       signal('SIGCONT');
+      if (restartServer && !(await within(this.deps.notifyGraceMs))) signal('SIGTERM');
       if (!(await within(this.deps.graceMs))) {
         signal('SIGKILL');
         if (!(await within(this.deps.killWaitMs))) logger.emit({ kind: 'openvpn.kill-stuck', id: this.spec.id, pid: run.pid });
@@ -540,6 +552,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       run.stateEvents++;
       run.lastNotified = st.name;
       this.onOpenvpnState(run, st);
+      if (!NO_ANSWER_YET.has(st.name)) run.restartRetry = undefined;
+      else if (this.spec.retryServerRestart === true && st.name === 'RECONNECTING' && st.description === SERVER_RESTARTED) this.retryAfterServerRestart(run);
     });
     mgmt.on('bytecount', (b) => {
       if (this.run !== run) return;
@@ -575,6 +589,37 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private onPolledState(run: Run, polled: { st: StateInfo; seenBefore: number }): void {
     if (run.stateEvents !== polled.seenBefore) return; // a real-time notification is newer than this reply
     this.onOpenvpnState(run, polled.st);
+  }
+
+  /**
+   * The server told this client RESTART (it restarts for a new certificate,
+   * CA or config). openvpn tries again at once, which the old server process
+   * ignores while it exits, and its next try comes 1-2 s later (tls-timeout
+   * on openvpn's whole-second timers). The new server process listens about
+   * 0.3-0.5 s after the RESTART (`notifyGraceMs` and a spawn), so a fresh
+   * handshake (SIGUSR1: a soft restart, `connect-retry 0`) at each of
+   * `serverRestartRetryMs` finds it sooner. Only while openvpn has no answer
+   * from a server yet (WAIT and before): once a server answered, the
+   * sequence ends, and a new RESTART starts a new one. Only for a client
+   * with one remote (`retryServerRestart`): openvpn takes the next remote
+   * at every SIGUSR1.
+   */
+  private retryAfterServerRestart(run: Run): void {
+    const at = this.deps.serverRestartRetryMs;
+    const token = {};
+    run.restartRetry = token;
+    const tryAgain = (i: number): void => {
+      if (i >= at.length) return;
+      this.deps.clock.setTimeout(() => {
+        if (this.run !== run || run.exited || run.restartRetry !== token) return;
+        const mgmt = run.mgmt;
+        if (mgmt === undefined || mgmt.isClosed) return;
+        this.deps.logger.emit({ kind: 'openvpn.signal', id: this.spec.id, pid: run.pid, signal: 'SIGUSR1', reason: 'the server restarted: a fresh handshake with its new process' });
+        void mgmt.signal('SIGUSR1').catch(() => undefined);
+        tryAgain(i + 1);
+      }, at[i]! - (i === 0 ? 0 : at[i - 1]!));
+    };
+    tryAgain(0);
   }
 
   private onOpenvpnState(run: Run, st: StateInfo): void {

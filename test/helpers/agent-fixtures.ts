@@ -307,27 +307,66 @@ export class AgentWorld {
 export interface PingStream {
   /** Replies so far. */
   received(): number;
+  /** Resolves once a reply to a ping sent after this call came back (false: none within `timeoutMs`). */
+  answeredAgain(timeoutMs: number): Promise<boolean>;
+  /**
+   * Waits (up to 5 s) for the next reply, then stops ping. `sent` is ping's
+   * own count of requests (its summary), so pings lost at the end count too;
+   * sequence numbers start at 1, as ping numbers them.
+   */
   stop(): Promise<{ sent: number; lost: number; longestGap: number; lastAnswered: boolean; lostSeqs: number[] }>;
 }
 
 export function pingStream(lab: Lab, ns: Netns, ip: string): PingStream {
   const seen = new Set<number>();
-  const pinger = ns.spawn('ping', ['-n', '-i', '0.2', '-W', '1', ip]);
+  let lastSent = 0;
+  let out = '';
+  let stopping = false;
+  const pinger = ns.spawn('ping', ['-n', '-O', '-i', '0.2', '-W', '1', ip]);
   lab.track(pinger);
+  const interrupt = (): void => {
+    if (pinger.exitCode === null && pinger.signalCode === null) pinger.kill('SIGINT');
+  };
   pinger.stdout?.on('data', (b: Buffer) => {
-    for (const m of b.toString().matchAll(/icmp_seq=(\d+)/g)) seen.add(Number(m[1]));
+    out += b.toString();
+    // `-O` names every request that had no reply by the next one, so the newest sequence number is always known.
+    for (const m of b.toString().matchAll(/(no answer yet for )?icmp_seq=(\d+)/g)) {
+      const seq = Number(m[2]);
+      lastSent = Math.max(lastSent, seq);
+      if (m[1] !== undefined) continue;
+      seen.add(seq);
+      // Stopped right on a reply: ping has sent nothing since, so the last request counts as answered.
+      if (stopping && seq === lastSent) interrupt();
+    }
   });
+  const answeredAfter = (seq: number): boolean => [...seen].some((s) => s > seq);
+  const answeredAgain = (timeoutMs: number): Promise<boolean> => {
+    const from = lastSent;
+    return waitFor(() => answeredAfter(from), timeoutMs, 50);
+  };
   return {
     received: () => seen.size,
+    answeredAgain,
     stop: async () => {
-      pinger.kill('SIGINT');
-      await new Promise((r) => pinger.once('exit', r));
-      const sent = seen.size === 0 ? 0 : Math.max(...seen) + 1;
+      const exited = pinger.exitCode === null && pinger.signalCode === null ? new Promise((r) => pinger.once('exit', r)) : Promise.resolve();
+      stopping = true;
+      const cancel = setTimeout(interrupt, 5_000);
+      await exited;
+      clearTimeout(cancel);
+      const transmitted = /(\d+) packets transmitted/.exec(out);
+      const sent = transmitted ? Number(transmitted[1]) : lastSent;
       let gap = 0;
       let longestGap = 0;
-      for (let i = 0; i < sent; i++) longestGap = Math.max(longestGap, (gap = seen.has(i) ? 0 : gap + 1));
-      const lostSeqs = Array.from({ length: sent }, (_, i) => i).filter((i) => !seen.has(i));
-      return { sent, lost: sent - seen.size, longestGap, lastAnswered: sent > 0 && seen.has(sent - 1), lostSeqs };
+      const lostSeqs: number[] = [];
+      for (let seq = 1; seq <= sent; seq++) {
+        if (seen.has(seq)) {
+          gap = 0;
+        } else {
+          lostSeqs.push(seq);
+          longestGap = Math.max(longestGap, ++gap);
+        }
+      }
+      return { sent, lost: lostSeqs.length, longestGap, lastAnswered: sent > 0 && seen.has(sent), lostSeqs };
     },
   };
 }

@@ -61,7 +61,7 @@ describe('network CA roll', () => {
       expect(overlapPins[0]).toBe(pinned[0]);
       expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(2);
       expect((await readFile(join(w.stateDir, 'networks', NET, 'crl.pem'), 'utf8')).match(/BEGIN X509 CRL/g)).toHaveLength(2);
-      expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
+      expect(await pings.answeredAgain(60_000)).toBe(true);
       const afterStart = pings.received();
       const shown = await w.server.json<{ ca: { cn: string; roll: { overlap: boolean } } }>(['network', 'show', NET]);
       expect(shown.ca).toMatchObject({ cn: caCn(NET, 2), roll: { overlap: true } });
@@ -74,19 +74,22 @@ describe('network CA roll', () => {
       expect(net(s2, NET)?.last_error).toBeNull();
       expect(await pins(w)).toEqual([overlapPins[1]]);
       expect(pemCns(await readFile(join(w.stateDir, 'networks', NET, 'ca.crt'), 'utf8'))).toBe(1);
-      expect(await waitFor(() => w.node.ping(srvIp), 60_000)).toBe(true);
+      expect(await pings.answeredAgain(60_000)).toBe(true);
       // Connected now means the node verified a server certificate of the new CA, the only one it trusts.
       const s3 = await w.waitStatus((st) => allConnected(st, [NET]), 60_000);
       expect(net(s3, NET)?.state).toBe('connected');
 
       const p = await pings.stop();
-      console.log(`ca roll: ${p.sent} pings (0.2 s apart) over the roll, ${p.lost} lost, longest gap ${p.longestGap}`);
-      // Replies came back after each phase, up to the last ping; the loss is each side's openvpn restarting
-      // once per phase. The bound only catches a node that lost its network (30 s of silence), not a timing.
+      console.log(`ca roll: ${p.sent} pings (0.2 s apart) over the roll, ${p.lost} lost (seq ${p.lostSeqs.join(', ') || 'none'}), longest gap ${p.longestGap}`);
+      // Replies came back after each phase, up to the last ping. Each phase restarts the server once (the node
+      // reloads in the same second): about 0.5 s of loss, since the server cuts openvpn's 2 s exit wait and the
+      // node tries a fresh handshake with the new process. 2 s (10 pings) means the node waited on openvpn's own
+      // retries against a server still exiting (before: 12-28 pings per phase).
+      const logs = `lost ${p.lostSeqs.join(', ')}\nagent:\n${c.agent?.log() ?? ''}\nserver:\n${w.daemonLog}`;
       expect(afterStart).toBeGreaterThan(0);
       expect(p.sent - p.lost).toBeGreaterThan(afterStart);
       expect(p.lastAnswered).toBe(true);
-      expect(p.longestGap).toBeLessThan(150);
+      expect(p.longestGap, logs).toBeLessThanOrEqual(10);
 
       // 3. a roll the node's pinned CA did not certify: the pin is replaced by another key's, so gen 2 -> gen 3 is not provable
       await writeFile(join(w.stateDir, 'ca-pins', `${NET}.json`), JSON.stringify({ schema: 1, network: NET, pins: ['00'.repeat(32)], updated_at: new Date().toISOString() }));

@@ -34,7 +34,7 @@ class FakeSupervisor extends EventEmitter implements SupervisorLike {
 }
 
 function bundle(id: string, address = '198.19.1.10/24'): InstalledBundle {
-  return { network: id, configPath: `/state/networks/${id}/openvpn.conf`, dir: `/state/networks/${id}`, spec: { address: { ipv4: address } } } as unknown as InstalledBundle;
+  return { network: id, configPath: `/state/networks/${id}/openvpn.conf`, dir: `/state/networks/${id}`, spec: { address: { ipv4: address }, remotes: [{ host: '192.0.2.1', port: 1194 }] } } as unknown as InstalledBundle;
 }
 
 function runner(persistDown?: (down: ReadonlyMap<string, number>) => Promise<void>): { r: NetworkRunner; made: FakeSupervisor[] } {

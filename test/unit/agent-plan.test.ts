@@ -173,8 +173,17 @@ describe('onlyCredentialsChanged', () => {
     ['identical', files, true],
     ['network.json differs', { ...files, 'node.crt': 'k2', 'network.json': 'n2' }, false],
     ['file set differs', { ...files, 'node.key': 'x' }, false],
+    ['a CA roll starts: ca-roll.crt comes with the new certificates', { ...files, 'ca.crt': 'c2', 'node.crt': 'k2', 'crl.pem': 'r2', 'ca-roll.crt': 'x1' }, true],
+    ['only ca-roll.crt comes', { ...files, 'ca-roll.crt': 'x2' }, true],
+    ['a roll with network.json changed', { ...files, 'ca-roll.crt': 'x1', 'network.json': 'n2' }, false],
   ])('%s', (_n, next, want) => {
     expect(onlyCredentialsChanged(files, next)).toBe(want);
+  });
+  it('lets ca-roll.crt change or go (a later roll), not the files openvpn reads at start', () => {
+    const rolled = { ...files, 'ca-roll.crt': 'x1' };
+    expect(onlyCredentialsChanged(rolled, { ...rolled, 'ca-roll.crt': 'x2', 'node.crt': 'k2' })).toBe(true);
+    expect(onlyCredentialsChanged(rolled, files)).toBe(true);
+    expect(onlyCredentialsChanged(rolled, { ...files, 'network.json': 'n2' })).toBe(false);
   });
 });
 

@@ -257,6 +257,40 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.logger.events.filter((e) => e.kind === 'openvpn.backoff')).toEqual([]);
   });
 
+  it('a server restart cuts openvpn\'s exit-notify wait with a second SIGTERM after notifyGraceMs; a server stop and a client restart do not', async () => {
+    const h = await harness({ notifyGraceMs: 300 }, { role: 'server' });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    // The first SIGTERM only makes openvpn tell its clients RESTART and wait 2 s.
+    const old = h.procs[0]!;
+    old.ignoresTerm = true;
+    h.sup.restart();
+    await advance(h.clock, 200, 100);
+    expect(old.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    old.ignoresTerm = false;
+    await advance(h.clock, 100, 100);
+    await until(() => expect(old.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGTERM']));
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    expect(h.procs).toHaveLength(2);
+
+    // Stopping keeps openvpn's wait (its clients get the RESTART retransmitted meanwhile).
+    h.procs[1]!.ignoresTerm = true;
+    const stopped = h.sup.stop();
+    await advance(h.clock, 1_000, 100);
+    expect(h.procs[1]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    await advance(h.clock, 4_000, 500);
+    await stopped;
+    expect(h.procs[1]!.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGKILL']);
+
+    const c = await harness({ notifyGraceMs: 300 });
+    c.sup.start();
+    await until(() => expect(c.sup.status().state).toBe('connected'));
+    c.procs[0]!.ignoresTerm = true;
+    c.sup.restart();
+    await advance(c.clock, 1_000, 100);
+    expect(c.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+  });
+
   it('stop(): SIGTERM, wait for exit, remove socket and pid file, state stopped', async () => {
     const h = await harness();
     h.sup.start();
@@ -489,6 +523,59 @@ describe('Supervisor with a ManualClock', () => {
     h.fake.broadcast('>STATE:1700000110,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
     await until(() => expect(h.sup.status().state).toBe('connected'));
     expect(h.procs).toHaveLength(1);
+  });
+
+  it('a client told RESTART by its server tries a fresh handshake at each serverRestartRetryMs while it has no answer, and stops once the server answers', async () => {
+    const h = await harness({ serverRestartRetryMs: [500, 1_000, 1_500] }, { retryServerRestart: true });
+    h.sup.start();
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    const signals = (): number => h.fake.commands.filter((c) => c === 'signal SIGUSR1').length;
+    // A restart for another reason (ping-restart, our own reload) is openvpn's to retry.
+    h.fake.broadcast('>STATE:1700000100,RECONNECTING,ping-restart,,,,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connecting'));
+    await advance(h.clock, 2_000, 100);
+    expect(signals()).toBe(0);
+
+    h.fake.broadcast('>STATE:1700000101,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    h.fake.broadcast('>STATE:1700000102,WAIT,,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 400, 100);
+    expect(signals()).toBe(0);
+    await advance(h.clock, 100, 100);
+    await until(() => expect(signals()).toBe(1));
+    // The new server answered: the handshake under way is left alone.
+    h.fake.broadcast('>STATE:1700000103,AUTH,,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 1_500, 100);
+    expect(signals()).toBe(1);
+    h.fake.broadcast('>STATE:1700000104,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+
+    // Two restarts close together: the first one's sequence ends when the node connected, the second starts afresh.
+    h.fake.broadcast('>STATE:1700000105,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 500, 100);
+    await until(() => expect(signals()).toBe(2));
+    h.fake.broadcast('>STATE:1700000106,CONNECTED,SUCCESS,198.51.100.2,192.0.2.1,1194,,\n');
+    await until(() => expect(h.sup.status().state).toBe('connected'));
+    await advance(h.clock, 300, 100);
+    h.fake.broadcast('>STATE:1700000107,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(h.clock, 400, 100);
+    expect(signals()).toBe(2);
+    await advance(h.clock, 100, 100);
+    await until(() => expect(signals()).toBe(3));
+    expect(h.procs).toHaveLength(1);
+    expect(h.procs[0]!.signals).toEqual([]);
+
+    // A client with several remotes is left to openvpn: a SIGUSR1 would move it to the next remote.
+    const multi = await harness({ serverRestartRetryMs: [500, 1_000, 1_500] });
+    multi.sup.start();
+    await until(() => expect(multi.sup.status().state).toBe('connected'));
+    multi.fake.broadcast('>STATE:1700000101,RECONNECTING,server-pushed-connection-reset,,,,,\n');
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(multi.clock, 2_000, 100);
+    expect(multi.fake.commands.filter((c) => c === 'signal SIGUSR1')).toEqual([]);
   });
 
   it('reload(): SIGUSR1 through management, same process; CONNECTED only after openvpn reported the restart', async () => {

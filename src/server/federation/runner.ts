@@ -116,6 +116,7 @@ export class FederationRunner {
       mgmtSocket: rt.mgmtSocket,
       pidFile: rt.pidFile,
       dev: linkDev(link.network),
+      retryServerRestart: payload.hub.remotes.length === 1,
       openvpnPath: this.deps.ctx.config.openvpn_path,
     });
     sup.on('change', () => this.deps.onChange());
