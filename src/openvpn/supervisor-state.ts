@@ -92,7 +92,8 @@ export interface InstanceStatus {
 
 export type SupervisorEvent =
   | { readonly type: 'start' }
-  | { readonly type: 'stop' }
+  /** `quick`: a server's exit notice gets 0.3 s, not openvpn's 2 s (it must be gone by a deadline: a lost lease). */
+  | { readonly type: 'stop'; readonly quick?: boolean }
   | { readonly type: 'restart' }
   /** Take new credential files without a new process (soft restart); see the diagram. */
   | { readonly type: 'reload' }

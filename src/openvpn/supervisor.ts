@@ -153,10 +153,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * Stops the process (SIGTERM, SIGKILL after the grace period), removes its
    * pid file and socket, and resolves once the state is `stopped`.
    */
-  stop(): Promise<void> {
+  stop(opts: { readonly quick?: boolean } = {}): Promise<void> {
     if (this.state === 'stopped') return Promise.resolve();
     const done = new Promise<void>((resolve) => this.stopWaiters.push(resolve));
-    this.dispatch({ type: 'stop' });
+    this.dispatch({ type: 'stop', ...(opts.quick === true ? { quick: true } : {}) });
     return done;
   }
 
@@ -267,7 +267,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         const run = this.run;
         if (!run) return;
         this.run = undefined;
-        this.terminate(run, describeEvent(event), event.type === 'restart' && this.spec.role === 'server');
+        const quick = event.type === 'restart' || (event.type === 'stop' && event.quick === true);
+        this.terminate(run, describeEvent(event), quick && this.spec.role === 'server');
         return;
       }
       case 'signal-reload':

@@ -380,7 +380,7 @@ export class ServerDaemon {
     if (!changed) return;
     const running = this.leases.running();
     this.logger.emit({ kind: 'server.leases', host: this.leases.hostId, running: [...running].sort() });
-    void this.networks.retain(running, new Set(up), 'this host does not hold its lease');
+    void this.networks.retain(running, new Set(up), 'this host does not hold its lease', true);
     this.requestReconcile('lease changed');
   }
 

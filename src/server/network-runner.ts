@@ -61,6 +61,8 @@ const SETTLED = new Set(['connected', 'degraded', 'failed', 'backoff']);
 export class ServerNetworks {
   private readonly deps: ServerNetworksDeps;
   private readonly instances = new Map<string, Instance>();
+  /** Networks whose server retain() is stopping (no longer in `instances`, perhaps still running). */
+  private readonly stopping = new Set<string>();
   private stopped = false;
 
   constructor(deps: ServerNetworksDeps) {
@@ -68,7 +70,8 @@ export class ServerNetworks {
   }
 
   /** Stops the servers of networks not in `wanted` (`reason` for those still in `known`); returns their ids. */
-  async retain(wanted: ReadonlySet<string>, known: ReadonlySet<string>, reason = 'network is down or deleted'): Promise<string[]> {
+  /** Stops every network not in `wanted`; `quick`: their servers must be gone by a deadline (Supervisor.stop). */
+  async retain(wanted: ReadonlySet<string>, known: ReadonlySet<string>, reason = 'network is down or deleted', quick = false): Promise<string[]> {
     const stopping: Promise<void>[] = [];
     const stopped: string[] = [];
     // Every SIGTERM goes out in this call, not one network after another's exit: a lost lease stops them all now.
@@ -76,16 +79,17 @@ export class ServerNetworks {
       if (wanted.has(id)) continue;
       this.deps.logger.emit({ kind: 'server.network-stop', network: id, reason: known.has(id) ? reason : 'network was purged' });
       this.instances.delete(id);
-      stopping.push(inst.sup.stop());
+      this.stopping.add(id);
+      stopping.push(inst.sup.stop({ quick }).finally(() => this.stopping.delete(id)));
       stopped.push(id);
     }
     await Promise.all(stopping);
     return stopped;
   }
 
-  /** The networks whose server this host supervises now. */
+  /** The networks whose server may run on this host now: supervised, or still stopping. */
   ids(): string[] {
-    return [...this.instances.keys()];
+    return [...new Set([...this.instances.keys(), ...this.stopping])];
   }
 
   /**

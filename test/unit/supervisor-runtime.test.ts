@@ -257,7 +257,7 @@ describe('Supervisor with a ManualClock', () => {
     expect(h.logger.events.filter((e) => e.kind === 'openvpn.backoff')).toEqual([]);
   });
 
-  it('a server restart cuts openvpn\'s exit-notify wait with a second SIGTERM after notifyGraceMs; a server stop and a client restart do not', async () => {
+  it('a server restart or quick stop cuts openvpn\'s exit-notify wait with a second SIGTERM after notifyGraceMs; a plain server stop and a client restart do not', async () => {
     const h = await harness({ notifyGraceMs: 300 }, { role: 'server' });
     h.sup.start();
     await until(() => expect(h.sup.status().state).toBe('connected'));
@@ -281,6 +281,20 @@ describe('Supervisor with a ManualClock', () => {
     await advance(h.clock, 4_000, 500);
     await stopped;
     expect(h.procs[1]!.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGKILL']);
+
+    // A quick stop (a lost lease: the server must be gone by a deadline) cuts the wait like a restart.
+    const q = await harness({ notifyGraceMs: 300 }, { role: 'server' });
+    q.sup.start();
+    await until(() => expect(q.sup.status().state).toBe('connected'));
+    q.procs[0]!.ignoresTerm = true;
+    const quick = q.sup.stop({ quick: true });
+    await advance(q.clock, 200, 100);
+    expect(q.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT']);
+    q.procs[0]!.ignoresTerm = false;
+    await advance(q.clock, 100, 100);
+    await quick;
+    expect(q.procs[0]!.signals).toEqual(['SIGTERM', 'SIGCONT', 'SIGTERM']);
+    expect(q.sup.status().state).toBe('stopped');
 
     const c = await harness({ notifyGraceMs: 300 });
     c.sup.start();
