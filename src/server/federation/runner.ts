@@ -33,6 +33,7 @@ import type { LinkPayload } from './link-bundle.ts';
 import { ensureBridge, fetchHubChain, fetchLinkState, linkFetcher, removeBridge, writeLinkFiles } from './link-runtime.ts';
 import { applyLinkState, followHubAnchor, hubApiTarget, linkPayload } from './links.ts';
 import { ApiRelay, relayTarget } from './relay.ts';
+import type { LinkServer } from '../routing/l3-runner.ts';
 
 export interface FederationDeps {
   readonly ctx: ServerContext;
@@ -56,6 +57,8 @@ interface LinkInstance {
   /** The API relay for the nodes behind this server (link `relay_listen`), once it listens. */
   relay?: ApiRelay;
   relayError?: string;
+  /** The network's other servers as the hub's last state listed them (an L3 network's BGP neighbours). */
+  servers: readonly LinkServer[];
 }
 
 export class FederationRunner {
@@ -119,7 +122,7 @@ export class FederationRunner {
       openvpnPath: this.deps.ctx.config.openvpn_path,
     });
     sup.on('change', () => this.deps.onChange());
-    const inst: LinkInstance = { sup, payload, fetcher: linkFetcher(payload) };
+    const inst: LinkInstance = { sup, payload, fetcher: linkFetcher(payload), servers: [] };
     this.links.set(link.network, inst);
     this.deps.logger.emit({ kind: 'server.link-start', network: link.network, hub: payload.hub.remotes.map((r) => `${r.host}:${r.port}`).join(', ') });
     sup.start();
@@ -174,7 +177,9 @@ export class FederationRunner {
     try {
       const state = await fetchLinkState(l.payload, l.fetcher);
       if (this.stopped) return;
-      const changed = applyLinkState(this.deps.ctx, state);
+      const servers = state.servers ?? [];
+      const changed = applyLinkState(this.deps.ctx, state) || JSON.stringify(servers) !== JSON.stringify(l.servers);
+      l.servers = servers;
       // The hub's anchor rotations, followed like an agent follows them (the link row keeps the current anchor).
       const moved = followHubAnchor(this.deps.ctx, id, await fetchHubChain(l.payload, l.fetcher));
       if (this.stopped) return;
@@ -190,6 +195,11 @@ export class FederationRunner {
       if (l.lastSync?.error !== e.message) this.deps.logger.emit({ kind: 'server.link-failed', network: id, code: e.code, message: e.message });
       l.lastSync = { ok: false, at: this.deps.clock.now(), error: e.message };
     }
+  }
+
+  /** The network's other servers as the hub's last link state listed them (src/server/routing l3Plan); none before the first sync. */
+  servers(id: string): readonly LinkServer[] {
+    return this.links.get(id)?.servers ?? [];
   }
 
   snapshot(): Record<string, LinkSnapshot> {
