@@ -51,11 +51,16 @@ export interface RoutedDevice {
   readonly mode: 'tun' | 'tap';
 }
 
-/** Creates (idempotently) persistent devices holding `address/prefix` without a prefix route, and sets them up. */
+/**
+ * Creates (idempotently) persistent devices holding `address` without a
+ * prefix route, and sets them up. The backbone tap gets `/prefix` (BIRD
+ * finds a BGP next hop on the interface whose prefix holds it); the tun only
+ * `/32`, or BIRD may resolve another server's next hop onto the tun.
+ */
 export async function ensureRoutedDevices(exec: ExecFn, devs: readonly RoutedDevice[], address: string, prefix: number): Promise<void> {
   for (const d of devs) {
     await ip(exec, ['tuntap', 'add', 'dev', d.dev, 'mode', d.mode], /File exists|already exists|Device or resource busy/);
-    await ip(exec, ['addr', 'replace', `${address}/${prefix}`, 'dev', d.dev, 'noprefixroute']);
+    await ip(exec, ['addr', 'replace', `${address}/${d.mode === 'tun' ? 32 : prefix}`, 'dev', d.dev, 'noprefixroute']);
     await ip(exec, ['link', 'set', 'dev', d.dev, 'up']);
   }
 }
