@@ -194,8 +194,8 @@ describe('L3 network across three server daemons: tun links, backbone, BIRD, roa
     console.log(`L3 roaming through the daemons: b1 CONNECTED at C ${r.connectedAt - cutAt} ms after the cut; ${r.convergedMs} ms from then to all 30 pairs answering`);
     const cAddr = (await servers[0]!.s.json<{ members: { node: string; address: string }[] }>(['network', 'show', NET])).members.find((m) => m.node === 'mvpn-peer-c')!.address;
     expect(await table(servers[0]!.ns)).toContain(`${b1.address} via ${cAddr} dev mk-${NET}`);
-    const atC = await readSnapshot<{ networks: Record<string, { clients: { cn: string; virtual_address: string }[] }> }>(c.s);
-    expect(await waitFor(async () => (await readSnapshot<typeof atC>(c.s))?.networks[NET]?.clients.some((x) => x.cn === 'b1' && x.virtual_address === b1.address) === true, 20_000, 500)).toBe(true);
+    type Clients = { networks: Record<string, { clients: { cn: string; virtual_address: string }[] }> };
+    expect(await waitFor(async () => (await readSnapshot<Clients>(c.s))?.networks[NET]?.clients.some((x) => x.cn === 'b1' && x.virtual_address === b1.address) === true, 20_000, 500)).toBe(true);
   });
 
   it('a node revoked at the hub loses its route at every server and cannot reach anyone', { timeout: 120_000 }, async () => {
