@@ -198,6 +198,23 @@ describe('L3 network across three server daemons: tun links, backbone, BIRD, roa
     expect(await waitFor(async () => (await readSnapshot<Clients>(c.s))?.networks[NET]?.clients.some((x) => x.cn === 'b1' && x.virtual_address === b1.address) === true, 20_000, 500)).toBe(true);
   });
 
+  it("BIRD killed with SIGKILL at the hub is restarted by the daemon; the routes come back and every pair answers", { timeout: 120_000 }, async () => {
+    const a = servers[0]!;
+    type Routing = { routing?: { bird: { pid: number | null; restarts: number } } };
+    const pid = (await readSnapshot<Routing>(a.s))?.routing?.bird.pid;
+    expect(pid).toBeTypeOf('number');
+    process.kill(pid!, 'SIGKILL');
+    const back = await waitFor(async () => {
+      const bird = (await readSnapshot<Routing>(a.s))?.routing?.bird;
+      return typeof bird?.pid === 'number' && bird.pid !== pid && bird.restarts === 1;
+    }, 30_000, 250);
+    expect(back, logs()).toBe(true);
+    expect(a.daemon!.log()).toContain('routing: bird-exit');
+    let failed: string[] = [];
+    expect(await waitFor(async () => (failed = await failingPairs(nodes)).length === 0, 60_000, 500), failed.join(' ')).toBe(true);
+    expect(await table(a.ns)).toContain(`${node('b2').address} via`);
+  });
+
   it('a node revoked at the hub loses its route at every server and cannot reach anyone', { timeout: 120_000 }, async () => {
     const c2 = node('c2');
     expect(await c2.ns.ping(node('a1').address, { timeoutS: 2 })).toBe(true);
