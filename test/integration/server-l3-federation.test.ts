@@ -166,6 +166,11 @@ describe('L3 network across three server daemons: tun links, backbone, BIRD, roa
     ]);
     const rb = (await shown(b))!;
     expect(rb.peers.map((p) => p.name).sort()).toEqual(['mvpn-hub', 'mvpn-peer-c']);
+    // B's link is its end of the backbone: no bridge, its address on the link's tap.
+    const link = (await b.s.json<{ peer: { bridge: string | null; backbone?: string; address: string }[] }>(['link', 'show', NET])).peer[0]!;
+    expect(link).toMatchObject({ bridge: null, backbone: `ml-${NET}` });
+    expect((await b.ns.exec('ip', ['-4', '-br', 'addr', 'show', 'dev', `ml-${NET}`])).stdout).toContain(`${link.address}/24`);
+    expect((await b.ns.exec('ip', ['-4', '-br', 'addr', 'show', 'dev', `ms-${NET}`])).stdout).toContain(`${link.address}/32`);
     const snap = await readSnapshot<{ routing?: { networks: Record<string, unknown> } }>(b.s);
     expect(Object.keys(snap?.routing?.networks ?? {})).toEqual([NET]);
   });

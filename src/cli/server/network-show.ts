@@ -58,9 +58,9 @@ export const networkShowCommand = serverCommand<IdArgs>({
         : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,
     ];
     if (link) {
-      const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string } };
+      const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string }; bridge: string | null; backbone?: string };
       const rt = linkRuntime as { state?: string; restarts?: number } | null | undefined;
-      lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
+      lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${lv.bridge ?? lv.backbone ?? bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
     }
     if (routing) {
       lines.push(`routing: BIRD ${routing.bird.pid === null ? 'not running' : `pid ${routing.bird.pid}`}, restarts ${routing.bird.restarts}${routing.bird.error ? ` (${routing.bird.error})` : ''}; table ${routing.table}; ${routing.clients.length} client route(s) announced`);

@@ -37,7 +37,7 @@ import { loadApiCaState } from '../ops/api-ca-roll.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import { openLink, parseLinkPayload, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
-import { bridgeDev } from '../devices.ts';
+import { bridgeDev, linkDev } from '../devices.ts';
 import { dataPlane } from '../documents.ts';
 import { joinHostPort } from '../../util/host-port.ts';
 import { linkDataPlane } from './link-runtime.ts';
@@ -408,7 +408,9 @@ export function linkView(l: LinkRecord, runtime?: unknown): Record<string, unkno
     address: p.peer.address,
     subnet: p.network.subnet,
     hub: { api_url: p.hub.api_url, remotes: p.hub.remotes, anchor: l.hubAnchor },
-    bridge: bridgeDev(l.network),
+    // An L3 network's link has no bridge: the peer's address is on its backbone end, the link's tap (src/server/routing).
+    bridge: p.network.dev_type === 'tap' ? bridgeDev(l.network) : null,
+    ...(p.network.dev_type === 'tun' ? { backbone: linkDev(l.network) } : {}),
     relay: l.relayListen === null ? null : { listen: l.relayListen, to: hubApiTarget(p) },
     synced_at: l.syncedAt === 0 ? null : new Date(l.syncedAt).toISOString(),
     created_at: new Date(l.createdAt).toISOString(),

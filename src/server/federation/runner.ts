@@ -207,7 +207,8 @@ export class FederationRunner {
     for (const [id, l] of this.links) {
       links[id] = {
         ...supervisedView(l.sup.status()),
-        bridge: bridgeDev(id),
+        // The device holding the peer's address: the bridge of an L2 link, the link's own tap of an L3 one (its backbone end).
+        bridge: l.payload.network.dev_type === 'tap' ? bridgeDev(id) : linkDev(id),
         sync: l.lastSync ? { ok: l.lastSync.ok, at: new Date(l.lastSync.at).toISOString(), ...(l.lastSync.error ? { error: l.lastSync.error } : {}) } : null,
         ...(l.relay ? { relay: l.relay.stats() } : l.relayError ? { relay: { error: l.relayError } } : {}),
       };
