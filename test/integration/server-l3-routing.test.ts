@@ -9,7 +9,8 @@
  * server, every node with two remotes: its own server, then the next one.
  * What the daemon will do on a timer — one `learnClients` pass per server
  * over its management interface (`status 3`), handed to L3Routing — is
- * done here by the test's `learn` loop (the daemon wiring is not built yet).
+ * done here by the test's `learn` loop, so this test isolates the routing
+ * layer (the daemons do it in server-l3-federation.test.ts).
  *
  * Proves: every ordered pair of the six nodes pings; routes only in the
  * network's own kernel table, forwarding only on the network's interfaces;
