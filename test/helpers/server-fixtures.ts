@@ -240,6 +240,14 @@ export async function startVpnClient(
   return startOpenvpnClient(ns, installed.configPath, mgmtSocket, dev);
 }
 
+/** SIGTERM to a child this test started, and wait for its exit (nothing if it is gone already). */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
 /**
  * A real openvpn client inside `ns` from a rendered config whose management
  * socket is `mgmtSocket`: the hold is released and turned off.
@@ -266,12 +274,7 @@ export async function startOpenvpnClient(ns: Netns, configPath: string, mgmtSock
     child,
     dev,
     output: () => output,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
+    stop: () => stopChild(child),
   };
 }
 
@@ -293,12 +296,7 @@ export function startServerDaemon(ns: Netns, s: TestServer): ServerDaemonRun {
   return {
     child,
     log: () => log,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
+    stop: () => stopChild(child),
   };
 }
 
