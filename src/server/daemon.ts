@@ -52,6 +52,8 @@ import { DocumentService } from './doc-service.ts';
 import type { MetricsServer, NetworkFacts, ServerMetrics } from './metrics.ts';
 import type { ServerEvent } from './events.ts';
 import { FederationRunner } from './federation/runner.ts';
+import { linkPayload } from './federation/links.ts';
+import { L3Runner, l3Plan, type L3Plan } from './routing/l3-runner.ts';
 import { DEFAULT_HOST_ID, Leases, RENEW_MS } from './lease.ts';
 import { writeNetworkFiles } from './network-files.ts';
 import { claimRuntimeDir, releaseRuntimeDir } from './runtime-dir.ts';
@@ -109,6 +111,8 @@ export class ServerDaemon {
   /** Which networks this host may run (src/server/lease.ts); with SQLite always all of them. */
   private readonly leases: Leases;
   private readonly federation: FederationRunner;
+  /** L3 networks across servers: devices, the hub's backbone, BIRD (src/server/routing). */
+  private readonly l3: L3Runner;
   private readonly timers: Cancel[] = [];
   private readonly startedAt: number;
   private lastDataVersion = -1;
@@ -171,6 +175,15 @@ export class ServerDaemon {
       },
     });
     ctx.store.limitWaits?.(() => this.storeWaitLimit());
+    this.l3 = new L3Runner({
+      config: ctx.config,
+      paths: ctx.paths,
+      exec,
+      logger: this.logger,
+      supervisor,
+      management: (id) => this.networks.management(id),
+      onChange: () => void this.writeSnapshot(),
+    });
   }
 
   /** Loads the state directory, cleans up after a crashed previous run, starts the API and every network that is up. */
@@ -322,6 +335,7 @@ export class ServerDaemon {
     repeat(RENEW_MS, () => this.leasePass());
     repeat(this.opts.periodicMs ?? 30_000, () => this.requestReconcile('periodic'));
     repeat(this.opts.linkSyncMs ?? 2_000, () => void this.federation.sync());
+    repeat(1_000, () => void this.l3.tick());
     repeat(this.opts.statusMs ?? 5_000, () =>
       void this.networks
         .refreshClients()
@@ -426,15 +440,25 @@ export class ServerDaemon {
     const up: string[] = [];
     // Only the networks this host holds the lease of (src/server/lease.ts).
     const wanted = new Set(nets.filter((n) => n.state === 'up' && this.leases.epoch(n.id) !== undefined).map((n) => n.id));
-    const stoppedNow = await this.networks.retain(wanted, new Set(nets.map((n) => n.id)));
+    const plans = new Map<string, L3Plan>();
+    for (const net of nets) {
+      const link = links.get(net.id);
+      const plan = wanted.has(net.id) ? l3Plan(net, members.get(net.id) ?? [], link && { payload: linkPayload(link), servers: this.federation.servers(net.id) }) : undefined;
+      if (plan) plans.set(net.id, plan);
+    }
+    // A network that becomes routed (or stops being routed) gets its openvpn stopped before its devices change.
+    const flipping = this.l3.flipping(plans, wanted);
+    const stoppedNow = await this.networks.retain(new Set([...wanted].filter((id) => !flipping.has(id))), new Set(nets.map((n) => n.id)), 'its routing changes');
     await this.federation.retain(new Set([...wanted].filter((id) => links.has(id))));
+    await this.l3.release(plans);
     for (const net of nets) {
       if (!wanted.has(net.id) || this.stopped) continue;
       const ms = members.get(net.id) ?? [];
       const link = links.get(net.id);
+      const plan = plans.get(net.id);
       let restartNeeded: boolean;
       try {
-        const bridge = await this.federation.prepare(net, link);
+        const bridge = plan ? await this.l3.prepare(plan) : await this.federation.prepare(net, link);
         restartNeeded = (await writeNetworkFiles(this.ctx.config, this.ctx.paths, net, ms, bridge, this.runAs)).restartNeeded;
       } catch (err) {
         const e = toMvpnError(err);
@@ -443,11 +467,18 @@ export class ServerDaemon {
       }
       // The lease may have gone while the files were written.
       if (this.leases.epoch(net.id) === undefined) continue;
-      this.networks.ensure(net, restartNeeded, this.federation.isBridged(net.id));
+      this.networks.ensure(net, restartNeeded, this.federation.isBridged(net.id) || plan !== undefined);
       up.push(net.id);
       if (link) await this.federation.ensure(link);
+      if (plan?.role === 'hub') {
+        await this.l3.ensureBackbone(net, ms, this.runAs).catch((err: unknown) => {
+          const e = toMvpnError(err);
+          this.logger.emit({ kind: 'server.files-failed', network: net.id, code: e.code, message: `backbone: ${e.message}` });
+        });
+      }
       await this.networks.killDisallowed(net, ms);
     }
+    this.l3.use(plans);
     this.logger.emit({ kind: 'server.reconcile', cause, up, stopped: stoppedNow });
     await this.writeSnapshot();
   }
@@ -461,6 +492,7 @@ export class ServerDaemon {
       listen: this.listenAddress(),
       networks: this.networks.snapshot(),
       links: this.federation.snapshot(),
+      ...(this.l3.view() ? { routing: this.l3.view() } : {}),
       store: {
         up: this.storeState.up,
         since: new Date(this.storeState.since).toISOString(),
@@ -502,6 +534,7 @@ export class ServerDaemon {
     await this.reconciler.close();
     await this.federation.stop();
     await this.networks.stop();
+    await this.l3.stop();
     // Only once its openvpns are gone: another host may take the networks over at once.
     if (this.claimed) this.leases.releaseAll();
     await this.federation.removeBridges();

@@ -33,6 +33,7 @@ export type ServerEvent =
   | { readonly kind: 'server.link-failed'; readonly network: string; readonly code: string; readonly message: string }
   | { readonly kind: 'server.link-synced'; readonly network: string; readonly members: number; readonly crlNumber: number }
   | { readonly kind: 'server.link-anchor'; readonly network: string; readonly from: string; readonly to: string; readonly version: number }
+  | { readonly kind: 'server.routing'; readonly what: 'bird-start' | 'bird-exit' | 'bird-failed' | 'routing-failed'; readonly network?: string | undefined; readonly pid?: number | undefined; readonly message?: string | undefined }
   | { readonly kind: 'api.request'; readonly method: string; readonly path: string; readonly status: number; readonly node?: string | undefined; readonly ms: number }
   | { readonly kind: 'api.error'; readonly method: string; readonly path: string; readonly status: number; readonly code: string; readonly message: string }
   | { readonly kind: 'api.enrolled'; readonly node: string; readonly networks: readonly string[] }
@@ -78,6 +79,10 @@ export const serverFormatters: Formatters<ServerEvent> = {
   'server.metrics-start': (e) => ({ level: 'notice', text: `server: Prometheus metrics on http://${e.listen}/metrics` }),
   'server.metrics-failed': (e) => ({ level: 'warning', text: `server: no metrics listener on ${e.listen}: ${e.message} [${e.code}]; the API and networks run on (set metrics_listen to a free ADDR:PORT, or null)` }),
   'server.relay-start': (e) => ({ level: 'notice', text: `${e.network}: relaying TCP from ${e.listen} to the hub's API ${e.target} for the nodes behind this server` }),
+  'server.routing': (e) => ({
+    level: e.what === 'bird-start' ? 'info' : 'warning',
+    text: `${e.network ? `${e.network}: ` : ''}routing: ${e.what === 'bird-start' ? `BIRD started (pid ${e.pid ?? '?'})` : `${e.what}: ${e.message ?? ''}`}`,
+  }),
   'server.link-failed': (e) => ({ level: 'warning', text: `${e.network}: link: ${e.message} [${e.code}]` }),
   'server.link-synced': (e) => ({ level: 'info', text: `${e.network}: copied the hub's state (${e.members} members, CRL #${e.crlNumber})` }),
   'server.link-anchor': (e) => ({ level: 'notice', text: `${e.network}: the hub rotated its trust anchor (statement ${e.version}); this link now trusts ${e.to} instead of ${e.from}` }),

@@ -62,10 +62,12 @@ export function allowedMembers<M extends MemberSummary>(memberships: readonly M[
 }
 
 /**
- * `bridge`: this is a peer's mirror of a hub network (src/server/federation):
- * the server's own address is the peer's (allocated by the hub) and sits on
- * the bridge, so the tap gets neither `ifconfig` nor the network's server MAC
- * (which the hub's tap has on the same segment).
+ * `bridge`: the server's own address sits on a device the daemon made. A
+ * tap: a peer's mirror of a hub network (src/server/federation), the
+ * address is the peer's (allocated by the hub) on the bridge, so the tap
+ * gets neither `ifconfig` nor the network's server MAC (which the hub's tap
+ * has on the same segment). A tun: an L3 network across servers
+ * (src/server/routing), rendered `routed` with that address.
  */
 export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, net: NetworkRecord, bridge?: { readonly address: string }): string {
   const f = networkFilePaths(paths, net.id);
@@ -84,7 +86,8 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
       lastHost: intToIp(subnet.base + size(subnet) - 2),
       ciphers: CIPHERS,
       keepalive: keepaliveOf(net),
-      bridged: bridge !== undefined,
+      bridged: bridge !== undefined && net.devType === 'tap',
+      routed: bridge !== undefined && net.devType === 'tun',
       lladdr: net.devType === 'tap' && bridge === undefined ? serverMac(net.id) : undefined,
       pushedRoutes: net.pushedRoutes,
       dataPlane: dataPlane(net),

@@ -199,6 +199,11 @@ export class ServerNetworks {
     }
   }
 
+  /** The management connection of network `id`'s server (the supervisor's: openvpn serves one management client at a time). */
+  management(id: string): ReturnType<Supervisor['management']> {
+    return this.instances.get(id)?.sup.management();
+  }
+
   /** Every server is running or has definitely failed for now. */
   settled(): boolean {
     return [...this.instances.values()].every((i) => SETTLED.has(i.sup.status().state));

@@ -9,6 +9,7 @@
  */
 import type { InstanceStatus } from '../openvpn/supervisor-state.ts';
 import type { RelayStats } from './federation/relay.ts';
+import type { RoutingView } from './routing/l3-routing.ts';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/fs-atomic.ts';
@@ -51,6 +52,8 @@ export interface StatusSnapshot {
   readonly networks: Readonly<Record<string, InstanceSnapshot>>;
   /** Peer side: one per linked (mirrored) network. */
   readonly links?: Readonly<Record<string, LinkSnapshot>>;
+  /** L3 networks across servers (src/server/routing): this server's BIRD and, per network, its clients and each peer's session and routes. */
+  readonly routing?: RoutingView;
   /** The state store's connection (always up on SQLite); `last_error` while it is down. */
   readonly store?: { readonly up: boolean; readonly since: string; readonly last_error?: string };
 }

@@ -240,6 +240,14 @@ export async function startVpnClient(
   return startOpenvpnClient(ns, installed.configPath, mgmtSocket, dev);
 }
 
+/** SIGTERM to a child this test started, and wait for its exit (nothing if it is gone already). */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
 /**
  * A real openvpn client inside `ns` from a rendered config whose management
  * socket is `mgmtSocket`: the hold is released and turned off.
@@ -266,11 +274,77 @@ export async function startOpenvpnClient(ns: Netns, configPath: string, mgmtSock
     child,
     dev,
     output: () => output,
-    stop: async () => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    },
+    stop: () => stopChild(child),
   };
+}
+
+const ROOT = join(import.meta.dirname, '../..');
+
+export interface ServerDaemonRun {
+  readonly child: ChildProcess;
+  log(): string;
+  /** SIGTERM and wait for its exit (nothing if it is gone already). */
+  stop(): Promise<void>;
+}
+
+/** `mvpn-client server run` on `s`'s state dir inside `ns` (from the sources), its output kept. */
+export function startServerDaemon(ns: Netns, s: TestServer): ServerDaemonRun {
+  let log = '';
+  const child = ns.spawn(process.execPath, [join(ROOT, 'src/main.ts'), 'server', 'run', '--state-dir', s.stateDir], { cwd: ROOT });
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString('utf8')));
+  child.stdout?.on('data', (d: Buffer) => (log += d.toString('utf8')));
+  return {
+    child,
+    log: () => log,
+    stop: () => stopChild(child),
+  };
+}
+
+/** The daemon's status.json (undefined while it has none). */
+export async function readSnapshot<T>(s: TestServer): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(join(s.stateDir, 'run', 'status.json'), 'utf8')) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface PingMember {
+  readonly name: string;
+  readonly ns: Netns;
+  readonly address: string;
+}
+
+/** Every ordered pair of `among` that does not answer one ping (`a→b`); empty when all do. */
+export async function failingPairs(among: readonly PingMember[]): Promise<string[]> {
+  const failed: string[] = [];
+  await Promise.all(
+    among.map(async (a) => {
+      for (const b of among) if (a !== b && !(await a.ns.ping(b.address, { timeoutS: 1 }))) failed.push(`${a.name}→${b.name}`);
+    }),
+  );
+  return failed;
+}
+
+/**
+ * L3 roaming convergence: waits for the openvpn client on `mgmtSocket` to
+ * report CONNECTED to `remote`, then for every pair of `among` to answer;
+ * `convergedMs` is the time between the two (undefined: never).
+ */
+export async function roamConvergence(mgmtSocket: string, remote: string, among: readonly PingMember[], withinMs: number): Promise<{ connectedAt: number; convergedMs?: number; failed: string[] }> {
+  const mgmt = await ManagementClient.connect(mgmtSocket, { timeoutMs: 2_000 });
+  let connectedAt = 0;
+  try {
+    await waitFor(async () => {
+      const st = await mgmt.state().catch(() => undefined);
+      if (st?.name === 'CONNECTED' && st.remoteIp === remote) connectedAt = Date.now();
+      return connectedAt > 0;
+    }, withinMs, 100);
+  } finally {
+    mgmt.close();
+  }
+  if (connectedAt === 0) return { connectedAt, failed: ['never CONNECTED'] };
+  let failed: string[] = [];
+  const ok = await waitFor(async () => (failed = await failingPairs(among)).length === 0, withinMs, 100);
+  return { connectedAt, ...(ok ? { convergedMs: Date.now() - connectedAt } : {}), failed };
 }

@@ -17,16 +17,14 @@
  * peer's link follows the hub's trust-anchor rotations (signed statements).
  * Time bounds are generous hang guards only.
  */
-import type { ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, waitFor, type Netns } from '../helpers/netns.ts';
 import { blackHoleRouter, fullFrameFailures, type Member } from '../helpers/lan-lab.ts';
-import { makeServer, startVpnClient, type TestServer, type VpnClient } from '../helpers/server-fixtures.ts';
+import { makeServer, readSnapshot, startServerDaemon, startVpnClient, type ServerDaemonRun, type TestServer, type VpnClient } from '../helpers/server-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 
 interface Snapshot {
   networks: Record<string, { state: string; pid?: number; restarts: number; clients: { cn: string }[] }>;
@@ -42,24 +40,12 @@ describe('federation: a network across two servers joined by a link', () => {
   const nodeNs = new Map<string, Netns>();
   const clients = new Map<string, VpnClient>();
   const addr = new Map<string, string>();
-  const daemons: { child: ChildProcess; log: () => string }[] = [];
+  const daemons: ServerDaemonRun[] = [];
   const dirs: { remove: () => Promise<void> }[] = [];
 
-  const snapshot = async (s: TestServer): Promise<Snapshot | undefined> => {
-    try {
-      return JSON.parse(await readFile(join(s.stateDir, 'run', 'status.json'), 'utf8')) as Snapshot;
-    } catch {
-      return undefined;
-    }
-  };
+  const snapshot = (s: TestServer) => readSnapshot<Snapshot>(s);
   const logs = () => daemons.map((d, i) => `=== daemon ${i}\n${d.log().slice(-4000)}`).join('\n');
-  const startDaemon = (ns: Netns, s: TestServer) => {
-    let log = '';
-    const child = ns.spawn(process.execPath, [join(ROOT, 'src/main.ts'), 'server', 'run', '--state-dir', s.stateDir], { cwd: ROOT });
-    child.stderr?.on('data', (d: Buffer) => (log += d.toString('utf8')));
-    child.stdout?.on('data', (d: Buffer) => (log += d.toString('utf8')));
-    daemons.push({ child, log: () => log });
-  };
+  const startDaemon = (ns: Netns, s: TestServer) => daemons.push(startServerDaemon(ns, s));
   const mac = async (node: string) => (await nodeNs.get(node)!.exec('cat', ['/sys/class/net/mv-lab/address'])).stdout.trim();
   const pings = async (from: string, to: string) => nodeNs.get(from)!.ping(addr.get(to)!, { count: 1, timeoutS: 2 });
 
@@ -126,12 +112,7 @@ describe('federation: a network across two servers joined by a link', () => {
 
   afterAll(async () => {
     for (const c of clients.values()) await c.stop().catch(() => undefined);
-    for (const d of daemons) {
-      if (d.child.exitCode !== null || d.child.signalCode !== null) continue;
-      const exited = new Promise((r) => d.child.once('exit', r));
-      d.child.kill('SIGTERM');
-      await exited;
-    }
+    for (const d of daemons) await d.stop();
     await lab.destroy();
     for (const d of dirs) await d.remove();
     await hub?.remove();

@@ -9,7 +9,8 @@
  * server, every node with two remotes: its own server, then the next one.
  * What the daemon will do on a timer — one `learnClients` pass per server
  * over its management interface (`status 3`), handed to L3Routing — is
- * done here by the test's `learn` loop (the daemon wiring is not built yet).
+ * done here by the test's `learn` loop, so this test isolates the routing
+ * layer (the daemons do it in server-l3-federation.test.ts).
  *
  * Proves: every ordered pair of the six nodes pings; routes only in the
  * network's own kernel table, forwarding only on the network's interfaces;
@@ -35,7 +36,7 @@ import { learnClients, sameClients } from '../../src/server/routing/client-route
 import { L3Routing } from '../../src/server/routing/l3-routing.ts';
 import { Lab, waitFor, type Netns } from '../helpers/netns.ts';
 import { makeTestPki, writeTestPki } from '../helpers/pki-fixtures.ts';
-import { startOpenvpnClient, type VpnClient } from '../helpers/server-fixtures.ts';
+import { failingPairs, roamConvergence, startOpenvpnClient, type VpnClient } from '../helpers/server-fixtures.ts';
 import { tmpDir } from '../helpers/tmp.ts';
 
 const NET = 'l3';
@@ -91,35 +92,13 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
     rules: (await ns.exec('ip', ['rule', 'show'])).stdout,
   });
   const table = async (ns: Netns) => (await ns.exec('ip', ['route', 'show', 'table', TABLE], { allowFail: true })).stdout;
-  const allPairs = async (among: readonly Node[]): Promise<string[]> => {
-    const failed: string[] = [];
-    await Promise.all(
-      among.map(async (a) => {
-        for (const b of among) if (a !== b && !(await a.ns.ping(b.address, { timeoutS: 1 }))) failed.push(`${a.name}→${b.name}`);
-      }),
-    );
-    return failed;
-  };
+  const allPairs = failingPairs;
 
   /** Waits for the node's openvpn CONNECTED to `remote`, then for every pair to answer; the time between the two. */
   const convergence = async (mgmtSocket: string, remote: string, connectWithinMs: number): Promise<{ connectedAt: number; convergedMs: number }> => {
-    const mgmt = await ManagementClient.connect(mgmtSocket, { timeoutMs: 2_000 });
-    let connectedAt = 0;
-    try {
-      await waitFor(async () => {
-        const st = await mgmt.state().catch(() => undefined);
-        if (st?.name === 'CONNECTED' && st.remoteIp === remote) connectedAt = Date.now();
-        return connectedAt > 0;
-      }, connectWithinMs, 100);
-    } finally {
-      mgmt.close();
-    }
-    expect(connectedAt).toBeGreaterThan(0);
-    let failed: string[] = [];
-    await waitFor(async () => (failed = await allPairs(nodes)).length === 0, 60_000, 100);
-    const convergedMs = Date.now() - connectedAt;
-    expect(failed).toEqual([]);
-    return { connectedAt, convergedMs };
+    const r = await roamConvergence(mgmtSocket, remote, nodes, connectWithinMs);
+    expect(r.failed).toEqual([]);
+    return { connectedAt: r.connectedAt, convergedMs: r.convergedMs! };
   };
 
   /** The daemon's part: each pass hands the clients connected now to L3Routing and ends sessions another server superseded. */

@@ -139,6 +139,22 @@ describe('server plan --apply --servers: one plan, every server', () => {
     for (const [n, v] of versions) expect(after.get(n)!.bundle_version, n).toBe(v);
   });
 
+  it('topology 2 as Layer 3: the hub\'s network is tun, the peer mirrors it as tun through a link, nodes behind it use its port', { timeout: 300_000 }, async () => {
+    const l3 = { ...federated, lans: federated.lans.map((l) => ({ ...l, layer: 3 })) };
+    const { made, expFile, serversFile } = await setUp([['b', B], ['c', C]], l3);
+    const hub = made.get('b')!;
+    const peer = made.get('c')!;
+    const r = await cli(['server', 'plan', expFile, '--apply', '--servers', serversFile, '--json']);
+    expect(r.code, r.err).toBe(0);
+    expect(r.json<PlanOut>().steps.map((s) => `${s.server} ${s.action}`)).toEqual(expect.arrayContaining(['b network-created', 'b link-exported', 'c link-added', 'b node-remotes-set']));
+    expect(await hub.json<{ dev_type: string; state: string }>(['network', 'show', 'lan'])).toMatchObject({ dev_type: 'tun', state: 'up' });
+    const peerNet = await peer.json<{ dev_type: string; port: number; kind?: string }>(['network', 'show', 'lan']);
+    expect(peerNet.dev_type).toBe('tun');
+    const atHub = await members(hub, 'lan');
+    expect(atHub.get('c1')!.remotes).toEqual([{ host: C.internal, port: peerNet.port }]);
+    expect(atHub.has('mvpn-peer-c')).toBe(true);
+  });
+
   it("topology 2 with the peer's port taken: the link's server gets another port and the nodes behind the peer get it", { timeout: 120_000 }, async () => {
     const { made, expFile, serversFile } = await setUp([['b', B], ['c', C]], federated);
     const hub = made.get('b')!;

@@ -162,7 +162,6 @@ describe('server plan --rspec --apply --servers: the same state as the JSON desc
       [REQUEST.replace('<rspec ', '<!DOCTYPE rspec [<!ENTITY x "y">]>\n<rspec '), 'MVPN_RSPEC_DOCTYPE', 'line 2: a DOCTYPE is refused'],
       [REQUEST.replace('<interface_ref client_id="w2:if0"/>', '<interface_ref client_id="w9:if0"/>'), 'MVPN_RSPEC_INVALID', 'line 9: link "fed" has <interface_ref client_id="w9:if0">'],
       [REQUEST.replace('<interface_ref client_id="u1:if1"/>', '<interface_ref client_id="u1:if1"/><interface_ref client_id="w1:if0"/>'), 'MVPN_RSPEC_INVALID', 'line 10: interface w1:if0 is in link "routed" and in link "fed" (line 9)'],
-      [REQUEST.replace('<interface_ref client_id="w2:if0"/></link>', '<interface_ref client_id="w2:if0"/><link_type name="openvpn-l3"/></link>'), 'MVPN_PLAN_UNSUPPORTED', 'LAN fed is Layer 3'],
     ] as const;
     for (const [text, code, says] of cases) {
       const rspec = await file('request.xml', text);

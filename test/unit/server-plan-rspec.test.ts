@@ -319,12 +319,6 @@ describe('server plan --rspec: bad requests are refused, naming element and line
       { testbeds: [{ name: 'emu', nodes: 'private', component_manager: CM.emu }] },
     ],
     [
-      'an L3 link that needs two servers',
-      doc([node('a', CM.emu), node('w', CM.wall), vpn('routed', ['a:if0', 'w:if0'], 'openvpn-l3')].join('\n')),
-      'MVPN_PLAN_UNSUPPORTED',
-      /LAN routed is Layer 3, but its private nodes sit on emu and wall.*not built yet.*\(<link> of LAN routed at line 5\)/,
-    ],
-    [
       "a fixed address that is the server's",
       doc([node('a', CM.emu, ip('a', '10.1.0.1')), vpn('l', ['a:if0'])].join('\n')),
       'MVPN_USAGE',
@@ -345,6 +339,12 @@ describe('server plan --rspec: bad requests are refused, naming element and line
     if (!isMvpnError(err)) return;
     expect(err.code, err.message).toBe(code);
     expect(err.message).toMatch(message);
+  });
+
+  it('an openvpn-l3 link across two private testbeds is an L3 LAN with a hub and a peer, linked like an L2 one', async () => {
+    const r = await planRequest(doc([node('a', CM.emu), node('w', CM.wall), vpn('routed', ['a:if0', 'w:if0'], 'openvpn-l3')].join('\n')), TESTBEDS);
+    expect(r.plan.lans.map((l) => [l.name, l.layer, l.peers.length])).toEqual([['routed', 3, 1]]);
+    expect(r.plan.links.map((l) => l.lan)).toEqual(['routed']);
   });
 
   it('refuses an entity bomb at its DOCTYPE without expanding it (bounded memory)', { timeout: 10_000 }, async () => {

@@ -86,7 +86,7 @@ describe('server plan', () => {
     expect(plan.lans[1]).toMatchObject({ hub: 'a', peers: [], members: [{ node: 'a1', server: 'a', remote: '198.18.1.1' }] });
   });
 
-  it('plans an L3 LAN that one server carries as layer 3, and refuses one that needs two servers, saying why', () => {
+  it('plans an L3 LAN like an L2 one: on one server, or across servers with the same hub, peers and links', () => {
     const testbeds = [
       { name: 'a', nodes: 'public' },
       { name: 'b', nodes: 'private', ops: { public: '203.0.113.2', internal: '198.18.2.1' } },
@@ -102,14 +102,12 @@ describe('server plan', () => {
       ['l3', 3, 'b', []],
       ['l2', 2, 'b', ['c']],
     ]);
-    let err: unknown;
-    try {
-      planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l3', layer: 3, members: ['a1', 'b1', 'c1'] }] }));
-    } catch (e) {
-      err = e;
-    }
-    expect(isMvpnError(err) && err.code).toBe('MVPN_PLAN_UNSUPPORTED');
-    expect((err as Error).message).toMatch(/LAN l3 is Layer 3, but its private nodes sit on b and c,.*route sharing between them, which is not built yet: make it Layer 2/);
+    const across = planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l3', layer: 3, members: ['a1', 'b1', 'c1'] }] }));
+    const l2 = planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l3', members: ['a1', 'b1', 'c1'] }] }));
+    expect(across.lans[0]!.layer).toBe(3);
+    expect({ ...across.lans[0]!, layer: 2 }).toEqual(l2.lans[0]);
+    expect(across.links).toEqual(l2.links);
+    expect(across.links).toEqual([{ lan: 'l3', hub: 'b', peer: 'c', hub_remote: '203.0.113.2' }]);
     expect(() => parseExperiment({ testbeds, nodes, lans: [{ name: 'x', layer: 4, members: ['a1'] }] })).toThrow(/lans\.0\.layer/);
   });
 

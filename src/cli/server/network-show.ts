@@ -26,6 +26,9 @@ export const networkShowCommand = serverCommand<IdArgs>({
     const link = ctx.store.read((tx) => tx.getLink(net.id));
     // Which host runs it (src/server/lease.ts): the lease holder, whether its lease is still running is the database's to say.
     const lease = ctx.store.read((tx) => tx.listLeases().find((l) => l.network === net.id));
+    // An L3 network across servers (src/server/routing): this server's BIRD and the network's sessions and routes.
+    const routed = status?.routing?.networks[net.id];
+    const routing = routed && status?.routing ? { bird: status.routing.bird, ...routed } : undefined;
     const linkRuntime = link ? (status ? (status.links?.[net.id] ?? { state: 'stopped' }) : null) : undefined;
     const now = ctx.clock.now();
     const ca = isMirror(net) ? undefined : await networkCaExpiry(net, now);
@@ -38,6 +41,7 @@ export const networkShowCommand = serverCommand<IdArgs>({
       members: members.map(membershipView),
       lease: lease ? { owner: lease.owner, epoch: lease.epoch, expires_at: new Date(lease.expiresAt).toISOString() } : null,
       runtime,
+      ...(routing ? { routing } : {}),
       // Peer side of a server-to-server link: the mirror's link to its hub and its health.
       ...(link ? { link: linkView(link, linkRuntime) } : {}),
     };
@@ -54,9 +58,13 @@ export const networkShowCommand = serverCommand<IdArgs>({
         : `server: ${runtime.state}${'pid' in runtime && runtime.pid ? ` (pid ${runtime.pid})` : ''}, restarts ${runtime.restarts}, ${runtime.clients.length} client(s) connected`,
     ];
     if (link) {
-      const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string } };
+      const lv = linkView(link) as { peer: string; address: string; hub: { api_url: string }; bridge: string | null; backbone?: string };
       const rt = linkRuntime as { state?: string; restarts?: number } | null | undefined;
-      lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
+      lines.push(`link: peer ${lv.peer} (address ${lv.address} on ${lv.bridge ?? lv.backbone ?? bridgeDev(net.id)}) to hub ${lv.hub.api_url}: ${rt ? `${rt.state ?? '?'}, restarts ${rt.restarts ?? 0}` : 'no daemon running'}`);
+    }
+    if (routing) {
+      lines.push(`routing: BIRD ${routing.bird.pid === null ? 'not running' : `pid ${routing.bird.pid}`}, restarts ${routing.bird.restarts}${routing.bird.error ? ` (${routing.bird.error})` : ''}; table ${routing.table}; ${routing.clients.length} client route(s) announced`);
+      for (const p of routing.peers) lines.push(`  peer ${p.name} ${p.address}: ${p.state}, ${p.routes.length} route(s)${p.routes.length ? `: ${p.routes.join(' ')}` : ''}`);
     }
     if (members.length > 0) {
       lines.push(

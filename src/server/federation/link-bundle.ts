@@ -33,7 +33,8 @@ export const LinkPayloadSchema = z.strictObject({
   network: z.strictObject({
     id: z.string().regex(/^[a-z][a-z0-9-]{0,11}$/),
     name: z.string().min(1).max(128),
-    dev_type: z.literal('tap'),
+    /** tap: one L2 segment across the servers; tun: an L3 network across servers (src/server/routing), joined by its `backbone`. */
+    dev_type: z.enum(['tap', 'tun']),
     proto: z.enum(['udp', 'tcp']),
     subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
     /** The hub's port for the network; the peer uses the same one when it is free there, so one remote port fits both. */
@@ -43,7 +44,9 @@ export const LinkPayloadSchema = z.strictObject({
     mtu: z.number().int().min(576).max(9000).optional(),
     /** The hub's fragment size (absent: no fragmentation); the link client and the mirror's server fragment the same. */
     fragment: z.number().int().min(576).max(9000).optional(),
-  }),
+    /** tun only: the hub's backbone server (the servers' segment; its hosts are the hub's remotes). */
+    backbone: z.strictObject({ proto: z.enum(['udp', 'tcp']), port: z.number().int().min(1).max(65535) }).optional(),
+  }).refine((n) => (n.dev_type === 'tun') === (n.backbone !== undefined), 'a tun network has a backbone, a tap network none'),
   hub: z.strictObject({
     remotes: z.array(Remote).min(1).max(8),
     api_url: z.string().regex(/^https:\/\/[^/\s]+$/),

@@ -95,19 +95,21 @@ export function linkDataPlane(p: LinkPayload): DataPlane {
 }
 
 export function linkSpec(p: LinkPayload): NetworkSpec {
+  // An L3 network's link is the peer's end of the hub's backbone (a tap server on the hub's hosts, its own port and protocol).
+  const bb = p.network.backbone;
   return {
     schema: 1,
     id: p.network.id,
     name: p.network.name,
-    dev_type: p.network.dev_type,
-    proto: p.network.proto,
-    remotes: p.hub.remotes,
+    dev_type: 'tap',
+    proto: bb?.proto ?? p.network.proto,
+    remotes: bb ? p.hub.remotes.map((r) => ({ host: r.host, port: bb.port })) : p.hub.remotes,
     server_cn: p.network.server_cn,
     address: { ipv4: `${p.peer.address}/${parseCidr(p.network.subnet).prefix}` },
     ciphers: [...CIPHERS],
     keepalive: { ...LINK_KEEPALIVE },
-    // Fragmentation as the hub's server does it (both ends of a link must agree).
-    ...linkDataPlane(p),
+    // Fragmentation as the hub's server does it (both ends of a link must agree); the backbone server has none.
+    ...(bb ? {} : linkDataPlane(p)),
     allow_pushed_routes: false,
   };
 }
@@ -149,6 +151,7 @@ const LinkStateSchema = z.object({
   crl_number: z.number().int(),
   crl_next_update: z.number().int(),
   members: z.array(z.object({ node: z.string().max(63), address: z.string().max(15), cert_serial: z.string().max(128).nullable(), revoked: z.boolean() })).max(100_000),
+  servers: z.array(z.object({ node: z.string().max(63), address: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}$/) })).max(1000).optional(),
 });
 
 /** The agent's pinned-CA fetcher with the peer's API identity; one per link (close it with the link). */

@@ -37,10 +37,11 @@ import { loadApiCaState } from '../ops/api-ca-roll.ts';
 import type { LinkRecord, NetworkRecord } from '../store/store.ts';
 import { openLink, parseLinkPayload, sealLink, type LinkPayload } from './link-bundle.ts';
 import { isMirror, isPeerNode, mirrorRefusal, peerCn } from './mirror.ts';
-import { bridgeDev } from '../devices.ts';
+import { bridgeDev, linkDev } from '../devices.ts';
 import { dataPlane } from '../documents.ts';
 import { joinHostPort } from '../../util/host-port.ts';
 import { linkDataPlane } from './link-runtime.ts';
+import { backboneProto } from '../routing/backbone.ts';
 
 export { isMirror, isPeerNode, peerCn } from './mirror.ts';
 
@@ -88,7 +89,6 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
   const net = getNetworkOrThrow(ctx, input.network);
   if (isMirror(net)) throw mirrorRefusal(net.id);
   if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${net.id} is deleted`);
-  if (net.devType !== 'tap') throw new UsageError(`network ${net.id} is ${net.devType}; links join L2 (tap) networks only`);
   const cn = peerCn(input.peer);
   if (ctx.store.read((tx) => tx.getMembership(net.id, cn))) {
     throw new StoreError('MVPN_ALREADY_EXISTS', `peer ${input.peer} already has a link to network ${net.id}`, {
@@ -117,7 +117,18 @@ export async function exportLink(ctx: ServerContext, key: SigningKey, apiCa: CaM
     schema: 1,
     kind: 'mvpn-link',
     created: iso(now),
-    network: { id: cur.id, name: cur.name, dev_type: 'tap', proto: cur.proto, subnet: cur.subnet, port: cur.port, server_cn: serverCn(cur.id), ...dataPlane(cur) },
+    network: {
+      id: cur.id,
+      name: cur.name,
+      dev_type: cur.devType,
+      proto: cur.proto,
+      subnet: cur.subnet,
+      port: cur.port,
+      server_cn: serverCn(cur.id),
+      ...dataPlane(cur),
+      // An L3 network's servers meet on the hub's backbone (src/server/routing/backbone.ts).
+      ...(cur.devType === 'tun' ? { backbone: { proto: backboneProto(cur.proto), port: cur.port } } : {}),
+    },
     hub: { remotes: cur.remotes.map((r) => ({ host: r.host, port: r.port ?? cur.port })), api_url: apiUrl, api_ca: apiCa.certPem },
     peer: {
       name: input.peer,
@@ -166,6 +177,8 @@ export interface LinkState {
   readonly crl_number: number;
   readonly crl_next_update: number;
   readonly members: readonly LinkStateMember[];
+  /** The network's other servers (its peers' allowed `mvpn-peer-*` members): an L3 network's BGP neighbours. */
+  readonly servers?: readonly { readonly node: string; readonly address: string }[];
 }
 
 /** Hub side: the state a linked peer copies. Only for the peer's own network. */
@@ -184,6 +197,10 @@ export function linkState(ctx: ServerContext, caller: string, network: string): 
         .memberAddresses(network)
         .filter((m) => !isPeerNode(m.node))
         .map((m) => ({ node: m.node, address: m.address, cert_serial: m.certSerial, revoked: m.revoked })),
+      servers: tx
+        .memberAddresses(network)
+        .filter((m) => isPeerNode(m.node) && !m.revoked && m.certSerial !== null)
+        .map((m) => ({ node: m.node, address: m.address })),
     };
   });
 }
@@ -248,7 +265,7 @@ export function addLink(ctx: ServerContext, bundle: Uint8Array, hubAnchorText: s
       id: p.network.id,
       name: p.network.name,
       kind: 'mirror',
-      devType: 'tap',
+      devType: p.network.dev_type,
       proto: p.network.proto,
       port,
       subnet: p.network.subnet,
@@ -391,7 +408,9 @@ export function linkView(l: LinkRecord, runtime?: unknown): Record<string, unkno
     address: p.peer.address,
     subnet: p.network.subnet,
     hub: { api_url: p.hub.api_url, remotes: p.hub.remotes, anchor: l.hubAnchor },
-    bridge: bridgeDev(l.network),
+    // An L3 network's link has no bridge: the peer's address is on its backbone end, the link's tap (src/server/routing).
+    bridge: p.network.dev_type === 'tap' ? bridgeDev(l.network) : null,
+    ...(p.network.dev_type === 'tun' ? { backbone: linkDev(l.network) } : {}),
     relay: l.relayListen === null ? null : { listen: l.relayListen, to: hubApiTarget(p) },
     synced_at: l.syncedAt === 0 ? null : new Date(l.syncedAt).toISOString(),
     created_at: new Date(l.createdAt).toISOString(),

@@ -23,16 +23,17 @@
  *   behind a peer reaches it through the relay on its own server's internal
  *   address (`api_via`), TLS still end to end with the hub.
  * - A LAN is Layer 2 (tap) unless it says `"layer": 3` (tun, topology
- *   subnet). An L3 LAN is planned when one server carries it (no peers); one
- *   that would need several servers is refused (MVPN_PLAN_UNSUPPORTED):
- *   joining L3 servers needs route sharing between them, not built yet.
+ *   subnet). An L3 LAN is planned exactly like an L2 one (hub, peers,
+ *   links, each node's server); across servers its peers join the hub's
+ *   backbone and the servers share routes by BIRD (src/server/routing),
+ *   which the daemons set up from the links `--apply` makes.
  *
  * GENI request RSpecs (rspec.ts) are translated into this description, so
  * there is one planner whatever the input.
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { MvpnError, UsageError } from '../../errors.ts';
+import { UsageError } from '../../errors.ts';
 import { ipToInt, parseCidr, overlaps, size, type Cidr } from '../alloc.ts';
 
 const NAME_RE = /^[a-z0-9][a-z0-9-]{0,30}$/;
@@ -211,13 +212,6 @@ export function planExperiment(exp: Experiment): Plan {
     }
     const peers = privateTbs.filter((tb) => tb !== hub);
     const layer = lan.layer ?? 2;
-    if (layer === 3 && peers.length > 0) {
-      throw new MvpnError(
-        'MVPN_PLAN_UNSUPPORTED',
-        `experiment: LAN ${lan.name} is Layer 3, but its private nodes sit on ${[hub, ...peers].join(' and ')}, so it needs a server on each joined by links; an L3 LAN across servers needs route sharing between them, which is not built yet: make it Layer 2, or keep its private nodes on one testbed`,
-        { context: { lan: lan.name, hub, peers } },
-      );
-    }
     const hubOps = testbeds.get(hub)!.ops!;
     const planned: PlanMember[] = members.map((m) => {
       const tb = nodes.get(m.node)!.testbed;

@@ -33,6 +33,7 @@ import type { LinkPayload } from './link-bundle.ts';
 import { ensureBridge, fetchHubChain, fetchLinkState, linkFetcher, removeBridge, writeLinkFiles } from './link-runtime.ts';
 import { applyLinkState, followHubAnchor, hubApiTarget, linkPayload } from './links.ts';
 import { ApiRelay, relayTarget } from './relay.ts';
+import type { LinkServer } from '../routing/l3-runner.ts';
 
 export interface FederationDeps {
   readonly ctx: ServerContext;
@@ -56,6 +57,8 @@ interface LinkInstance {
   /** The API relay for the nodes behind this server (link `relay_listen`), once it listens. */
   relay?: ApiRelay;
   relayError?: string;
+  /** The network's other servers as the hub's last state listed them (an L3 network's BGP neighbours). */
+  servers: readonly LinkServer[];
 }
 
 export class FederationRunner {
@@ -120,7 +123,7 @@ export class FederationRunner {
       openvpnPath: this.deps.ctx.config.openvpn_path,
     });
     sup.on('change', () => this.deps.onChange());
-    const inst: LinkInstance = { sup, payload, fetcher: linkFetcher(payload) };
+    const inst: LinkInstance = { sup, payload, fetcher: linkFetcher(payload), servers: [] };
     this.links.set(link.network, inst);
     this.deps.logger.emit({ kind: 'server.link-start', network: link.network, hub: payload.hub.remotes.map((r) => `${r.host}:${r.port}`).join(', ') });
     sup.start();
@@ -175,7 +178,9 @@ export class FederationRunner {
     try {
       const state = await fetchLinkState(l.payload, l.fetcher);
       if (this.stopped) return;
-      const changed = applyLinkState(this.deps.ctx, state);
+      const servers = state.servers ?? [];
+      const changed = applyLinkState(this.deps.ctx, state) || JSON.stringify(servers) !== JSON.stringify(l.servers);
+      l.servers = servers;
       // The hub's anchor rotations, followed like an agent follows them (the link row keeps the current anchor).
       const moved = followHubAnchor(this.deps.ctx, id, await fetchHubChain(l.payload, l.fetcher));
       if (this.stopped) return;
@@ -193,12 +198,18 @@ export class FederationRunner {
     }
   }
 
+  /** The network's other servers as the hub's last link state listed them (src/server/routing l3Plan); none before the first sync. */
+  servers(id: string): readonly LinkServer[] {
+    return this.links.get(id)?.servers ?? [];
+  }
+
   snapshot(): Record<string, LinkSnapshot> {
     const links: Record<string, LinkSnapshot> = {};
     for (const [id, l] of this.links) {
       links[id] = {
         ...supervisedView(l.sup.status()),
-        bridge: bridgeDev(id),
+        // The device holding the peer's address: the bridge of an L2 link, the link's own tap of an L3 one (its backbone end).
+        bridge: l.payload.network.dev_type === 'tap' ? bridgeDev(id) : linkDev(id),
         sync: l.lastSync ? { ok: l.lastSync.ok, at: new Date(l.lastSync.at).toISOString(), ...(l.lastSync.error ? { error: l.lastSync.error } : {}) } : null,
         ...(l.relay ? { relay: l.relay.stats() } : l.relayError ? { relay: { error: l.relayError } } : {}),
       };

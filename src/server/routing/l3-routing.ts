@@ -77,6 +77,7 @@ export class L3Routing {
   private restarts = 0;
   private attempt = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  private starting: Promise<void> | undefined;
   private lastError: string | undefined;
   private stopped = false;
   private specs: readonly L3RoutingSpec[] = [];
@@ -160,7 +161,18 @@ export class L3Routing {
     await this.ip(['route', 'flush', 'table', String(r.table)], /No such file|not found|FIB table does not exist/i);
   }
 
-  private async startBird(): Promise<void> {
+  /**
+   * One start at a time: the restart timer and an `apply` (the daemon calls
+   * it every second) could both find no BIRD during the awaits below and
+   * start two, on one control socket and pid file; the loser exits and
+   * counts as a crash.
+   */
+  private startBird(): Promise<void> {
+    this.starting ??= this.spawnBird().finally(() => (this.starting = undefined));
+    return this.starting;
+  }
+
+  private async spawnBird(): Promise<void> {
     if (this.stopped || this.child) return;
     await ensureDir(this.deps.runtimeDir, 0o700);
     await this.stopLeftover();
