@@ -110,6 +110,13 @@ describe('network update --mtu/--fragment (a data plane changed after creation)'
     });
   });
 
+  it('network create --fragment sets it from the start (a size, or off)', async () => {
+    expect(await srv.json(['network', 'create', 'frag15', '--remote', '198.18.0.1', '--fragment', '1500'])).toMatchObject({ mtu: 1500, fragment: 1500 });
+    expect(await srv.json(['network', 'create', 'fragoff', '--remote', '198.18.0.1', '--fragment', 'off'])).toMatchObject({ mtu: 1500, fragment: null });
+    const r = await cli(['server', 'network', 'create', 'fragtcp', '--proto', 'tcp', '--remote', '198.18.0.1', '--fragment', '1400', '--state-dir', srv.stateDir]);
+    expect(r.err).toMatch(/fragment is for UDP networks only.*MVPN_USAGE/);
+  });
+
   it('refuses what cannot work, saying why, and changes nothing', async () => {
     await withContext(srv.stateDir, async (ctx) => {
       await createNetwork(ctx, { id: 'tcpnet', proto: 'tcp', remotes: ['198.18.0.1'] });

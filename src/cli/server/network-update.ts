@@ -8,8 +8,8 @@ interface UpdateArgs extends ServerArgs {
   fragment?: string;
 }
 
-/** `--fragment BYTES|off`: the size, or null for no fragmentation. */
-function fragmentArg(text: string | undefined): number | null | undefined {
+/** `--fragment BYTES|off` (network create and update): the size, or null for no fragmentation. */
+export function fragmentArg(text: string | undefined): number | null | undefined {
   if (text === undefined) return undefined;
   if (text === 'off') return null;
   if (!/^[0-9]{1,5}$/.test(text)) throw new UsageError(`--fragment ${JSON.stringify(text)} is not valid: a number of bytes (576-9000) or off`);

@@ -40,6 +40,8 @@ export interface CreateNetworkInput {
   readonly options?: NetworkOptions | undefined;
   /** The LAN's MTU (default LAN_MTU, 1500). */
   readonly mtu?: number | undefined;
+  /** The largest underlay datagram (default: newDataPlane's); null: no fragmentation. */
+  readonly fragment?: number | null | undefined;
 }
 
 export function checkNetworkId(id: string): void {
@@ -100,7 +102,9 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
   const mtu = input.mtu ?? input.options?.mtu ?? LAN_MTU;
   checkMtu(input.id, mtu);
   const pushedRoutes = input.pushedRoutes?.length ? checkPushedRoutes(input.id, input.pushedRoutes, remotes) : undefined;
-  const options = checkOptions(input.id, { ...input.options, ...newDataPlane(proto, mtu) });
+  const { fragment: defaultFragment, ...dp } = newDataPlane(proto, mtu);
+  const fragment = input.fragment === undefined ? defaultFragment : (input.fragment ?? undefined);
+  const options = checkOptions(input.id, { ...input.options, ...dp, ...(fragment === undefined ? {} : { fragment }) });
   checkFragmentProto(input.id, options, proto);
   const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
   if (existing) throw alreadyExists(existing);
