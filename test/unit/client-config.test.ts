@@ -72,6 +72,8 @@ describe('renderClientConfig', () => {
         'keepalive 10 60',
         'txqueuelen 1000',
         'fast-io',
+        'sndbuf 2097152',
+        'rcvbuf 2097152',
         'verb 3',
         '',
       ].join('\n'),
