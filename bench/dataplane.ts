@@ -66,10 +66,10 @@ const VARIANTS: Record<string, { readonly describe: string; readonly o: LanOptio
 
 /** Which variants run on which case, and how many interleaved rounds. */
 const PLAN: readonly [string, readonly string[], number][] = [
-  ['flat', ['ours', 'before', 'os-bufs', 'mss-only', 'frag-1500', 'node-probe', 'tuned-txq', 'tuned-bufs8m', 'tuned-chacha', 'tuned-jumbo'], 5],
+  ['flat', ['ours', 'before', 'os-bufs', 'mss-only', 'frag-1500', 'tuned-txq', 'tuned-bufs8m', 'tuned-chacha', 'tuned-jumbo'], 5],
   ['node1280', ['ours'], 3],
   ['server1280', ['ours'], 3],
-  ['blackhole1280', ['ours', 'before', 'os-bufs'], 3],
+  ['blackhole1280', ['ours', 'before'], 3],
 ];
 const QUICK_PLAN: readonly [string, readonly string[], number][] = [
   ['flat', ['ours', 'before'], 1],
@@ -201,7 +201,12 @@ export const dataplaneBench: Benchmark = {
           const [n1, n2] = lan.nodes as [Member, Member];
           await dfPing(n1, n2, 56, 1);
           const base = { n1, n2, srv: lan.server };
-          if (key === 'flat' && variant === 'ours') cells.push({ ...base, underlay: true, row: await measureOnce(CASES[key]!.name, 'underlay', n1, n2, lan.server, true) });
+          if (key === 'flat' && variant === 'ours') {
+            // The underlay once, outside the rounds: a 12 Gbit/s run just before a variant's would weigh on that variant alone.
+            const underlay: Cell = { ...base, underlay: true, row: await measureOnce(CASES[key]!.name, 'underlay', n1, n2, lan.server, true) };
+            await sampleTcp(underlay);
+            rows.push(underlay.row);
+          }
           cells.push({ ...base, underlay: false, row: await measureOnce(CASES[key]!.name, variant, n1, n2, lan.server, false) });
         }
         for (let r = 0; r < rounds; r++) {
@@ -243,7 +248,7 @@ export const dataplaneBench: Benchmark = {
         met: beforeTcp !== null && oursTcp !== null && oursTcp >= 0.95 * beforeTcp,
       },
     ];
-    return { targets, data: { rows, variants: Object.fromEntries(Object.entries(VARIANTS).map(([k, v]) => [k, v.describe])) } };
+    return { targets, data: { rows, variants: Object.fromEntries(Object.entries(VARIANTS).filter(([k]) => rows.some((r) => r.variant === k)).map(([k, v]) => [k, v.describe])) } };
   },
   render(r: SectionResult) {
     const rows = (r.data['rows'] ?? []) as Row[];
