@@ -30,7 +30,7 @@ async function main(): Promise<void> {
   const out = flag('out', 'bench/results/verify-install.json');
 
   const f = await makeBundleFixture({ nodes: ['pc101'] });
-  const spec = makeSpec('lab1', { extra_options: [['mssfix', '1360']] });
+  const spec = makeSpec('lab1', { extra_options: [['sndbuf', '393216']] });
   const bundles = await Promise.all([1, 2].map((version) => buildBundle(bundleInput(f, { version, spec }))));
   const envelopes = bundles.map((b, i) => makeMembership(f, [{ bundle: b, version: i + 1 }], { serial: i + 1 }));
   const nodeKeyPem = f.pki.clients['pc101']!.keyPem;

@@ -202,13 +202,6 @@ function render(spec: NetworkSpec, target: Target): string {
     ...fastPathLines(spec.proto),
     'verb 3',
   ];
-  for (const [field, directives] of [
-    ['mtu', ['tun-mtu']],
-    ['fragment', ['fragment', 'mssfix']],
-  ] as const) {
-    const clash = spec[field] === undefined ? undefined : extras.find((o) => (directives as readonly string[]).includes(o[0]!));
-    if (clash) throw new RenderError('MVPN_OPTION_INVALID', `extra_options: ${clash[0]} is given although the spec sets ${field}`, { context: { directive: clash[0] } });
-  }
   if (extras.length > 0) lines.push('# extra options from network.json (allow-listed)', ...extras.map((o) => o.join(' ')));
   if (inline) {
     lines.push(

@@ -35,11 +35,25 @@ export function mtuLines(d: DataPlane): string[] {
 }
 
 /**
+ * The UDP socket buffers openvpn asks for (SO_SNDBUF/SO_RCVBUF; the kernel
+ * caps the request at net.core.[rw]mem_max and doubles it): on a busy host a
+ * single-threaded openvpn is not always on a CPU when datagrams arrive, and
+ * the kernel's default buffer (212992 bytes, ~90 full datagrams, a few
+ * milliseconds at LAN speed) overflowed tens of thousands of times in a 3 s
+ * transfer (UdpRcvbufErrors), halving TCP. Even capped at the default
+ * rmem_max the request doubles the buffer; the agent never raises the
+ * host-wide limits itself.
+ */
+export const SOCKET_BUFFER = 2 * 1024 * 1024;
+
+/**
  * Data-channel tuning every end renders (bench/dataplane.ts measured it
- * against the plain configs, ARCHITECTURE.md): `fast-io` (UDP: write to the
- * socket without polling first) and a tap queue of 1000 frames instead of
- * openvpn's 100, so a burst of fragments is queued rather than dropped.
+ * against the plain configs, ARCHITECTURE.md): a tap queue of 1000 frames
+ * instead of openvpn's 100, so a burst of fragments is queued rather than
+ * dropped; for UDP `fast-io` (write to the socket without polling first) and
+ * SOCKET_BUFFER. TCP keeps the kernel's buffer autotuning, which a fixed
+ * size would switch off.
  */
 export function fastPathLines(proto: 'udp' | 'tcp'): string[] {
-  return ['txqueuelen 1000', ...(proto === 'udp' ? ['fast-io'] : [])];
+  return ['txqueuelen 1000', ...(proto === 'udp' ? ['fast-io', `sndbuf ${SOCKET_BUFFER}`, `rcvbuf ${SOCKET_BUFFER}`] : [])];
 }

@@ -43,6 +43,9 @@ const FORBIDDEN: ReadonlyMap<string, string> = new Map([
   ...['engine', 'providers', 'show-engines', 'cryptoapicert'].map((d) => [d, LOADS_CODE] as const),
   // create or change devices and files outside the agent's state
   ...['genkey', 'mktun', 'rmtun', 'memstats', 'test-crypto'].map((d) => [d, WRITES_DEVICES] as const),
+  // the data plane: both ends must agree, so it is the network's (mtu.ts), never one node's
+  ...['tun-mtu', 'link-mtu', 'tun-mtu-extra'].map((d) => [d, "the LAN's MTU is the network option `mtu` (server network create/update --mtu), which the server and every node render alike"] as const),
+  ...['fragment', 'mssfix'].map((d) => [d, "fragmentation is the network option `fragment` (server network create/update --fragment), which the server renders alike; one node's own value would not match the server's"] as const),
   ...['lladdr', 'mark', 'bind-dev', 'local', 'nobind', 'topology', 'block-ipv6', 'redirect-private', 'allow-recursive-routing', 'dns', 'port-share', 'remap-usr1', 'inetd', 'server-bridge', 'server-ipv6'].map(
     (d) => [d, 'it changes the interface, routing, sockets or process model the template fixes'] as const,
   ),
@@ -129,12 +132,9 @@ const oneOf =
 
 /** Allowed directives and the arguments each takes. */
 const ALLOWED: ReadonlyMap<string, ArgCheck> = new Map<string, ArgCheck>([
-  ['mssfix', args([int(0, 65535), oneOf('mtu', 'fixed')], 0, '[bytes 0-65535] [mtu|fixed]')],
-  ['fragment', args([int(68, 65535), oneOf('mtu')], 1, 'bytes 68-65535 [mtu]', udpOnly)],
   ['sndbuf', args([int(0, 67108864)], 1, 'bytes 0-67108864')],
   ['rcvbuf', args([int(0, 67108864)], 1, 'bytes 0-67108864')],
   ['txqueuelen', args([int(0, 100000)], 1, 'a length 0-100000')],
-  ['tun-mtu', args([int(576, 65535)], 1, 'bytes 576-65535')],
   ['mtu-disc', args([oneOf('no', 'maybe', 'yes')], 1, 'no|maybe|yes')],
   ['connect-retry', args([int(1, 86400), int(1, 86400)], 1, 'seconds 1-86400 [max seconds]')],
   ['connect-retry-max', args([int(1, 1000000)], 1, 'a count 1-1000000')],

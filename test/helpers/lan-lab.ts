@@ -97,6 +97,8 @@ export interface Member {
   readonly underlayIp: string;
   /** The LAN interface (tap) in `ns`. */
   readonly dev: string;
+  /** Its openvpn's pid, where the lab started it (bench/dataplane.ts reads its CPU time). */
+  readonly pid?: number | undefined;
   log(): string;
   connected(): boolean;
 }
@@ -114,11 +116,14 @@ export interface LanOptions {
   readonly server?: Partial<ServerNetwork>;
   /** Raw lines appended to every config (the benchmark's hand-tuned variants; never mvpn's own configs). */
   readonly extraLines?: readonly string[];
+  /** Raw lines for the server's config only, after extraLines (a variant whose ends differ). */
+  readonly serverLines?: readonly string[];
   /** Runs a node's openvpn (default: `openvpn --config`); `connected` says when it is up. */
-  readonly startNode?: (node: { readonly name: string; readonly ns: Netns; readonly configPath: string }) => { log(): string; connected(): boolean };
+  readonly startNode?: (node: { readonly name: string; readonly ns: Netns; readonly configPath: string }) => { log(): string; connected(): boolean; pid?: number | undefined };
 }
 
 function spawnLogged(ns: Netns, args: readonly string[]): { child: ChildProcess; log: () => string } {
+  // `ip netns exec` execs openvpn: the child's pid is openvpn's.
   const child = ns.spawn('openvpn', args);
   let out = '';
   child.stdout?.on('data', (b: Buffer) => (out += b.toString()));
@@ -126,9 +131,9 @@ function spawnLogged(ns: Netns, args: readonly string[]): { child: ChildProcess;
   return { child, log: () => out };
 }
 
-function plainNode(ns: Netns, configPath: string): { log(): string; connected(): boolean } {
+function plainNode(ns: Netns, configPath: string): { log(): string; connected(): boolean; pid: number | undefined } {
   const run = spawnLogged(ns, ['--config', configPath]);
-  return { log: run.log, connected: () => run.log().includes(CONNECTED) };
+  return { log: run.log, connected: () => run.log().includes(CONNECTED), pid: run.child.pid };
 }
 
 /** Build the underlay of `c` in `lab`, start the server and every node, and wait until all are connected and the LAN answers. */
@@ -174,7 +179,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
   const extra = o.extraLines ?? [];
   await writeFile(
     join(dir, 'server.conf'),
-    renderServerConfig(net, { ca: paths.ca, cert: paths.serverCert, key: paths.serverKey, tlsCryptV2: paths.tlsCryptV2Server, crl: paths.crl, ccdDir: ccd, dev: 'ms-lan' }) + extra.join('\n') + '\n',
+    renderServerConfig(net, { ca: paths.ca, cert: paths.serverCert, key: paths.serverKey, tlsCryptV2: paths.tlsCryptV2Server, crl: paths.crl, ccdDir: ccd, dev: 'ms-lan' }) + [...extra, ...(o.serverLines ?? [])].join('\n') + '\n',
   );
   const srvRun = spawnLogged(srv, ['--config', join(dir, 'server.conf')]);
   if (!(await waitFor(() => srvRun.log().includes(CONNECTED), 30_000))) throw new Error(`lan server did not start:\n${srvRun.log()}`);
@@ -214,7 +219,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
   for (const n of nodes) {
     if (!(await waitFor(() => n.connected(), 60_000))) throw new Error(`${n.name} did not connect:\n${n.log()}\nSERVER\n${srvRun.log()}`);
   }
-  const serverMember: Member = { name: 'server', ns: srv, tunnelIp: net.serverIp, underlayIp: SERVER_UNDERLAY, dev: 'ms-lan', log: srvRun.log, connected: () => true };
+  const serverMember: Member = { name: 'server', ns: srv, tunnelIp: net.serverIp, underlayIp: SERVER_UNDERLAY, dev: 'ms-lan', pid: srvRun.child.pid, log: srvRun.log, connected: () => true };
   for (const n of nodes) {
     if (!(await waitFor(() => n.ns.ping(serverMember.tunnelIp), 30_000))) throw new Error(`${n.name} cannot ping the server over the LAN:\n${n.log()}`);
   }

@@ -8,9 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NetworkSpecSchema } from '../../src/bundle/schema.ts';
 import { renderClientConfig, type ClientPaths } from '../../src/openvpn/client-config.ts';
 import { networkSpec } from '../../src/server/documents.ts';
+import { peerCn } from '../../src/server/federation/mirror.ts';
+import { renderNetworkConfig } from '../../src/server/network-files.ts';
 import { createNetwork, networkView } from '../../src/server/ops/networks.ts';
+import { addNode } from '../../src/server/ops/nodes.ts';
 import { newNetworkRecord } from '../../src/server/store/store.ts';
-import { makeServer, withContext, type TestServer } from '../helpers/server-fixtures.ts';
+import { cli, makeServer, withContext, type TestServer } from '../helpers/server-fixtures.ts';
 
 const paths: ClientPaths = {
   ca: '/var/lib/mvpn/n/ca.crt',
@@ -63,6 +66,77 @@ describe('network.json options', () => {
       });
       await expect(createNetwork(ctx, { id: 'badkey', remotes: ['198.18.0.1'], options: { nosuch: 1 } as never })).rejects.toMatchObject({ code: 'MVPN_USAGE' });
       expect(ctx.store.read((tx) => [tx.getNetwork('badmtu'), tx.getNetwork('badkey')])).toEqual([undefined, undefined]);
+    });
+  });
+});
+
+describe('network update --mtu/--fragment (a data plane changed after creation)', () => {
+  const bundleVersions = (ctx: Parameters<Parameters<typeof withContext>[1]>[0], id: string): (number | null)[] =>
+    ctx.store.read((tx) => ['a', 'b'].map((n) => tx.getMembership(id, n)?.bundleVersion ?? null));
+
+  it('changes the LAN MTU and fragmentation in the store, every member\'s bundle (a new version) and the server config', async () => {
+    let versions: (number | null)[] = [];
+    await withContext(srv.stateDir, async (ctx) => {
+      await createNetwork(ctx, { id: 'chmtu', remotes: ['198.18.0.1'] });
+      for (const node of ['a', 'b']) await addNode(ctx, { node, network: 'chmtu' });
+      versions = bundleVersions(ctx, 'chmtu');
+    });
+    expect(await srv.json(['network', 'update', 'chmtu', '--mtu', '1400'])).toMatchObject({ id: 'chmtu', mtu: 1400, fragment: 1280 });
+    await withContext(srv.stateDir, async (ctx) => {
+      const net = ctx.store.read((tx) => tx.getNetwork('chmtu'))!;
+      expect(net.options).toEqual({ mtu: 1400, fragment: 1280 });
+      const after = bundleVersions(ctx, 'chmtu');
+      for (const [i, v] of after.entries()) expect(v).toBeGreaterThan(versions[i]!);
+      expect(networkSpec(net, { address: '198.19.0.2', remotes: null })).toMatchObject({ mtu: 1400, fragment: 1280 });
+      expect(renderNetworkConfig(ctx.config, ctx.paths, net).split('\n')).toEqual(expect.arrayContaining(['tun-mtu 1400', 'fragment 1280 mtu']));
+      versions = after;
+    });
+    // Fragmentation off (a network whose paths all carry full frames), then a new floor.
+    expect(await srv.json(['network', 'update', 'chmtu', '--fragment', 'off'])).toMatchObject({ mtu: 1400, fragment: null });
+    await withContext(srv.stateDir, async (ctx) => {
+      const net = ctx.store.read((tx) => tx.getNetwork('chmtu'))!;
+      expect(net.options).toEqual({ mtu: 1400 });
+      expect(renderNetworkConfig(ctx.config, ctx.paths, net)).not.toMatch(/^fragment /m);
+      expect('fragment' in networkSpec(net, { address: '198.19.0.2', remotes: null })).toBe(false);
+    });
+    expect(await srv.json(['network', 'update', 'chmtu', '--fragment', '1400', '--mtu', '1500'])).toMatchObject({ mtu: 1500, fragment: 1400 });
+    // The same values again: nothing changes, no new bundle.
+    await withContext(srv.stateDir, async (ctx) => {
+      versions = bundleVersions(ctx, 'chmtu');
+    });
+    expect(await srv.json(['network', 'update', 'chmtu', '--mtu', '1500'])).toMatchObject({ mtu: 1500, fragment: 1400, changed: false });
+    await withContext(srv.stateDir, async (ctx) => {
+      expect(bundleVersions(ctx, 'chmtu')).toEqual(versions);
+    });
+  });
+
+  it('network create --fragment sets it from the start (a size, or off)', async () => {
+    expect(await srv.json(['network', 'create', 'frag15', '--remote', '198.18.0.1', '--fragment', '1500'])).toMatchObject({ mtu: 1500, fragment: 1500 });
+    expect(await srv.json(['network', 'create', 'fragoff', '--remote', '198.18.0.1', '--fragment', 'off'])).toMatchObject({ mtu: 1500, fragment: null });
+    const r = await cli(['server', 'network', 'create', 'fragtcp', '--proto', 'tcp', '--remote', '198.18.0.1', '--fragment', '1400', '--state-dir', srv.stateDir]);
+    expect(r.err).toMatch(/fragment is for UDP networks only.*MVPN_USAGE/);
+  });
+
+  it('refuses what cannot work, saying why, and changes nothing', async () => {
+    await withContext(srv.stateDir, async (ctx) => {
+      await createNetwork(ctx, { id: 'tcpnet', proto: 'tcp', remotes: ['198.18.0.1'] });
+      await createNetwork(ctx, { id: 'linked', remotes: ['198.18.0.1'] });
+      await addNode(ctx, { node: peerCn('far'), network: 'linked' }, { allowReserved: true });
+    });
+    const refused = async (args: string[], code: string, message: RegExp): Promise<void> => {
+      const r = await cli(['server', 'network', 'update', ...args, '--state-dir', srv.stateDir]);
+      expect(r.code).not.toBe(0);
+      expect(r.err).toContain(code);
+      expect(r.err).toMatch(message);
+    };
+    await refused(['tcpnet', '--fragment', '1280'], 'MVPN_USAGE', /fragment is for UDP networks only/);
+    await refused(['chmtu', '--mtu', '100'], 'MVPN_USAGE', /--mtu 100 is not valid/);
+    await refused(['chmtu', '--fragment', '200'], 'MVPN_USAGE', /fragment/);
+    await refused(['chmtu'], 'MVPN_USAGE', /--mtu|--fragment/);
+    // A peer server's link bundle carries the hub's data plane: its link client would no longer match.
+    await refused(['linked', '--mtu', '1400'], 'MVPN_STORE_CONFLICT', /link.*far/);
+    await withContext(srv.stateDir, async (ctx) => {
+      expect(ctx.store.read((tx) => [tx.getNetwork('tcpnet')!.options, tx.getNetwork('linked')!.options])).toEqual([{ mtu: 1500 }, { mtu: 1500, fragment: 1280 }]);
     });
   });
 });

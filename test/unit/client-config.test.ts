@@ -8,7 +8,7 @@ import { describe, expect, test } from 'vitest';
 import { renderClientConfig, renderStandaloneConfig, type ClientPaths, type InlineMaterial } from '../../src/openvpn/client-config.ts';
 import { checkExtraOptions, normaliseDirective, unsafeDirective } from '../../src/openvpn/options.ts';
 import { MvpnError } from '../../src/errors.ts';
-import { NetworkSpecSchema } from '../../src/bundle/schema.ts';
+import { NetworkSpecSchema, type NetworkSpec } from '../../src/bundle/schema.ts';
 import { makeSpec } from '../helpers/bundle-fixtures.ts';
 import { FORBIDDEN_DIRECTIVES, ODD_SPELLINGS } from '../helpers/adversarial/cases.ts';
 
@@ -73,6 +73,8 @@ describe('renderClientConfig', () => {
         'keepalive 10 60',
         'txqueuelen 1000',
         'fast-io',
+        'sndbuf 2097152',
+        'rcvbuf 2097152',
         'verb 3',
         '',
       ].join('\n'),
@@ -112,8 +114,8 @@ describe('renderClientConfig', () => {
     }],
     ['remotes keep their order', { remotes: [{ host: '2001:db8::9', port: 7 }, { host: '198.18.0.9', port: 8 }, { host: 'b.example', port: 9 }] }, (d) =>
       expect(d.filter((x) => x[0] === 'remote')).toEqual([['remote', '2001:db8::9', '7'], ['remote', '198.18.0.9', '8'], ['remote', 'b.example', '9']])],
-    ['extra options are appended in canonical form', { extra_options: [['MSSFIX', '1360'], ['--mute-replay-warnings']] }, (d) => {
-      expect(d.slice(-2)).toEqual([['mssfix', '1360'], ['mute-replay-warnings']]);
+    ['extra options are appended in canonical form', { extra_options: [['SNDBUF', '393216'], ['--mute-replay-warnings']] }, (d) => {
+      expect(d.slice(-2)).toEqual([['sndbuf', '393216'], ['mute-replay-warnings']]);
     }],
   ])('%s', (_n, overrides, check) => {
     check(directives(renderClientConfig(makeSpec('lab1', overrides), paths)));
@@ -152,12 +154,24 @@ describe('renderClientConfig', () => {
     expect(conf).toMatch(/pull-filter ignore "route"\n/);
   });
 
-  test('extra tun-mtu together with spec mtu is refused', () => {
-    expect(codeOf(() => renderClientConfig(makeSpec('lab1', { mtu: 1400, extra_options: [['tun-mtu', '1300']] }), paths))).toBe('MVPN_OPTION_INVALID');
-  });
-
-  test.each([[['fragment', '1400']], [['mssfix', '1400']]])('extra %j together with spec fragment is refused (the server fragments as the spec says)', (opt) => {
-    expect(codeOf(() => renderClientConfig(makeSpec('lab1', { fragment: 1280, extra_options: [opt] }), paths))).toBe('MVPN_OPTION_INVALID');
+  // The data plane is the network's (both ends must agree): never a node-side extra option, with or without spec fields.
+  test.each<[string[], string, Partial<NetworkSpec>]>([
+    [['tun-mtu', '1300'], 'mtu', { mtu: 1400 }],
+    [['tun-mtu', '1300'], 'mtu', {}],
+    [['link-mtu', '1400'], 'mtu', {}],
+    [['fragment', '1400'], 'fragment', { fragment: 1280 }],
+    [['fragment', '1300'], 'fragment', {}],
+    [['mssfix', '1400'], 'fragment', {}],
+    [['MSSFIX', '0'], 'fragment', { fragment: 1280 }],
+  ])('extra %j is refused, naming the network option %s', (opt, field, spec) => {
+    try {
+      renderClientConfig(makeSpec('lab1', { ...spec, extra_options: [opt] }), paths);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as MvpnError).code).toBe('MVPN_OPTION_FORBIDDEN');
+      expect((err as MvpnError).message).toContain(`network option \`${field}\``);
+      expect((err as MvpnError).context).toMatchObject({ directive: opt[0]!.toLowerCase() });
+    }
   });
 
   test('the schema refuses fragment on a TCP network', () => {
@@ -168,14 +182,10 @@ describe('renderClientConfig', () => {
 
 describe('checkExtraOptions', () => {
   test.each([
-    [['mssfix']],
-    [['mssfix', '1400']],
-    [['mssfix', '1400', 'mtu']],
-    [['fragment', '1300']],
+    [['mtu-disc', 'yes']],
     [['sndbuf', '393216']],
     [['rcvbuf', '0']],
     [['txqueuelen', '1000']],
-    [['tun-mtu', '1500']],
     [['connect-retry', '5', '300']],
     [['connect-retry-max', '10']],
     [['hand-window', '60']],
@@ -236,16 +246,16 @@ describe('checkExtraOptions', () => {
   });
 
   test.each<[string[], string]>([
-    [['mssfix', '1400\nup /bin/sh'], 'newline'],
-    [['mssfix', '1400 1'], 'space'],
-    [['mssfix', "'1400'"], 'quote'],
-    [['mssfix', '1400\\'], 'backslash'],
-    [['mssfix', '#1400'], 'comment'],
-    [['mssfix', '1400\0'], 'NUL'],
-    [['mssfix', '１４００'], 'non-ASCII digits'],
-    [['mssfix', '70000'], 'out of range'],
-    [['mssfix', '01400'], 'leading zero'],
-    [['mssfix', '1400', 'sometimes'], 'bad keyword'],
+    [['sndbuf', '1400\nup /bin/sh'], 'newline'],
+    [['sndbuf', '1400 1'], 'space'],
+    [['sndbuf', "'1400'"], 'quote'],
+    [['sndbuf', '1400\\'], 'backslash'],
+    [['sndbuf', '#1400'], 'comment'],
+    [['sndbuf', '1400\0'], 'NUL'],
+    [['sndbuf', '１４００'], 'non-ASCII digits'],
+    [['sndbuf', '99999999'], 'out of range'],
+    [['sndbuf', '01400'], 'leading zero'],
+    [['mtu-disc', 'sometimes'], 'bad keyword'],
     [['ping'], 'missing argument'],
     [['ping', '5', '6'], 'extra argument'],
     [['mute-replay-warnings', '1'], 'argument to a flag'],
@@ -255,8 +265,8 @@ describe('checkExtraOptions', () => {
   });
 
   test('udp-only options are refused with proto tcp', () => {
-    expect(checkExtraOptions([['fragment', '1300']], { proto: 'udp' })).toHaveLength(1);
-    expect(codeOf(() => checkExtraOptions([['fragment', '1300']], { proto: 'tcp' }))).toBe('MVPN_OPTION_INVALID');
+    expect(checkExtraOptions([['fast-io']], { proto: 'udp' })).toHaveLength(1);
+    expect(codeOf(() => checkExtraOptions([['fast-io']], { proto: 'tcp' }))).toBe('MVPN_OPTION_INVALID');
     expect(codeOf(() => checkExtraOptions([['explicit-exit-notify']], { proto: 'tcp' }))).toBe('MVPN_OPTION_INVALID');
   });
 

@@ -14,6 +14,7 @@ import { networkPurgeCommand } from './network-purge.ts';
 import { networkRollCaCommand } from './network-roll-ca.ts';
 import { networkShowCommand } from './network-show.ts';
 import { networkUpCommand } from './network-up.ts';
+import { networkUpdateCommand } from './network-update.ts';
 import { nodeAddCommand } from './node-add.ts';
 import { nodeListCommand } from './node-list.ts';
 import { nodeRemoveCommand } from './node-remove.ts';
@@ -38,11 +39,12 @@ export const serverGroup: Omit<CliGroup, 'describe'> = {
     },
     {
       command: 'network',
-      describe: 'create, list, show, start, stop, delete, purge networks and roll their CAs',
+      describe: 'create, list, show, update, start, stop, delete, purge networks and roll their CAs',
       children: [
         networkCreateCommand,
         networkListCommand,
         networkShowCommand,
+        networkUpdateCommand,
         networkUpCommand,
         networkDownCommand,
         networkDeleteCommand,

@@ -23,6 +23,7 @@ import { newNetworkRecord, type DevType, type NetworkRecord, type NetworkState, 
 import { Bumps, nowOf, type ServerContext } from './context.ts';
 import { portNumber, splitHostPort } from '../../util/host-port.ts';
 import { hostRemotes, networkHosts } from '../join.ts';
+import { isMirror, isPeerNode, PEER_PREFIX } from '../federation/mirror.ts';
 
 export interface CreateNetworkInput {
   readonly id: string;
@@ -39,6 +40,8 @@ export interface CreateNetworkInput {
   readonly options?: NetworkOptions | undefined;
   /** The LAN's MTU (default LAN_MTU, 1500). */
   readonly mtu?: number | undefined;
+  /** The largest underlay datagram (default: newDataPlane's); null: no fragmentation. */
+  readonly fragment?: number | null | undefined;
 }
 
 export function checkNetworkId(id: string): void {
@@ -97,15 +100,12 @@ export async function createNetwork(ctx: ServerContext, input: CreateNetworkInpu
   if (remotes.length > 8) throw new UsageError(`network ${input.id}: at most 8 remotes`);
   if (input.options !== undefined) checkOptions(input.id, input.options);
   const mtu = input.mtu ?? input.options?.mtu ?? LAN_MTU;
-  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 9000) {
-    throw new UsageError(`network ${input.id}: --mtu ${mtu} is not valid: an integer from 1280 to 9000`, {
-      context: { network: input.id, mtu },
-      hint: 'the LAN MTU is the interface MTU of every member; 1500 (the default) is Ethernet\'s, which experiment software assumes',
-    });
-  }
+  checkMtu(input.id, mtu);
   const pushedRoutes = input.pushedRoutes?.length ? checkPushedRoutes(input.id, input.pushedRoutes, remotes) : undefined;
-  const options = checkOptions(input.id, { ...input.options, ...newDataPlane(proto, mtu) });
-  if (options.fragment !== undefined && proto !== 'udp') throw new UsageError(`network ${input.id}: fragment is for UDP networks only (openvpn fragments UDP datagrams)`, { context: { network: input.id } });
+  const { fragment: defaultFragment, ...dp } = newDataPlane(proto, mtu);
+  const fragment = input.fragment === undefined ? defaultFragment : (input.fragment ?? undefined);
+  const options = checkOptions(input.id, { ...input.options, ...dp, ...(fragment === undefined ? {} : { fragment }) });
+  checkFragmentProto(input.id, options, proto);
   const existing = ctx.store.read((tx) => tx.getNetwork(input.id));
   if (existing) throw alreadyExists(existing);
 
@@ -142,6 +142,67 @@ function checkPushedRoutes(id: string, prefixes: readonly string[], remotes: rea
     });
   }
   return [...prefixes];
+}
+
+function checkMtu(id: string, mtu: number): void {
+  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 9000) {
+    throw new UsageError(`network ${id}: --mtu ${mtu} is not valid: an integer from 1280 to 9000`, {
+      context: { network: id, mtu },
+      hint: 'the LAN MTU is the interface MTU of every member; 1500 (the default) is Ethernet\'s, which experiment software assumes',
+    });
+  }
+}
+
+function checkFragmentProto(id: string, options: NetworkOptions, proto: Proto): void {
+  if (options.fragment !== undefined && proto !== 'udp') throw new UsageError(`network ${id}: fragment is for UDP networks only (openvpn fragments UDP datagrams)`, { context: { network: id } });
+}
+
+export interface DataPlaneUpdate {
+  readonly mtu?: number | undefined;
+  /** The largest underlay datagram openvpn sends; null: no fragmentation. */
+  readonly fragment?: number | null | undefined;
+}
+
+/**
+ * `network update`: a new LAN MTU or fragment size for a network that has
+ * members already. The server config and every member's spec render from
+ * the same options (documents.ts dataPlane), so the daemon restarts the
+ * network's openvpn with the new config and every active member gets a new
+ * bundle version (signed when it is served) that its agent installs with
+ * its next update; until a node has it, its fragmentation differs from the
+ * server's and its frames do not cross. A network with federation links is
+ * refused: a peer's link bundle carries the hub's data plane and would no
+ * longer match (ARCHITECTURE.md, "Full-size frames over any path MTU").
+ */
+export function updateNetworkDataPlane(ctx: ServerContext, id: string, change: DataPlaneUpdate): { readonly net: NetworkRecord; readonly changed: boolean } {
+  checkNetworkId(id);
+  if (change.mtu === undefined && change.fragment === undefined) throw new UsageError(`network ${id}: nothing to update: give --mtu BYTES and/or --fragment BYTES|off`);
+  if (change.mtu !== undefined) checkMtu(id, change.mtu);
+  const now = nowOf(ctx);
+  return ctx.store.write((tx) => {
+    const net = tx.getNetwork(id);
+    if (!net) throw new StoreError('MVPN_NOT_FOUND', `no network ${id}`, { context: { network: id } });
+    if (net.state === 'deleted') throw new StoreError('MVPN_STORE_CONFLICT', `network ${id} is deleted`, { context: { network: id } });
+    if (isMirror(net)) throw new StoreError('MVPN_STORE_CONFLICT', `network ${id} is a peer's mirror of a hub's network: its MTU and fragmentation are the hub's`, { context: { network: id }, hint: 'change them at the hub' });
+    const { fragment: oldFragment, ...rest } = net.options ?? {};
+    const fragment = change.fragment === undefined ? oldFragment : (change.fragment ?? undefined);
+    const options = checkOptions(id, { ...rest, ...(change.mtu === undefined ? {} : { mtu: change.mtu }), ...(fragment === undefined ? {} : { fragment }) });
+    checkFragmentProto(id, options, net.proto);
+    const before = dataPlane(net);
+    const after = dataPlane({ options });
+    if (before.mtu === after.mtu && before.fragment === after.fragment) return { net, changed: false };
+    const links = tx.memberAddresses(id).filter((m) => isPeerNode(m.node) && !m.revoked);
+    if (links.length > 0) {
+      const peers = links.map((m) => m.node.slice(PEER_PREFIX.length)).join(', ');
+      throw new StoreError('MVPN_STORE_CONFLICT', `network ${id} has federation links (${peers}): each peer's link bundle carries this network's MTU and fragmentation, and its link would no longer match`, {
+        context: { network: id },
+        hint: `remove the links (mvpn-client server link remove ${id} --peer NAME), update, then export and add them again`,
+      });
+    }
+    tx.updateNetwork(id, { options, updatedAt: now });
+    new Bumps().network(id).apply(tx, now, ctx.config.membership_days);
+    return { net: { ...net, options, updatedAt: now }, changed: true };
+  });
 }
 
 /** network.json settings, checked by the schema every node applies to them too. */

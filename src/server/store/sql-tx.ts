@@ -145,6 +145,7 @@ const NETWORK_COLUMNS: Record<keyof NetworkPatch, string> = {
   state: 'state',
   remotes: 'remotes',
   failover: 'failover',
+  options: 'options',
   crlPem: 'crl',
   crlNumber: 'crl_number',
   caCertPem: 'ca_cert',

@@ -229,7 +229,7 @@ type Patch<T, K extends keyof T> = Partial<Pick<{ -readonly [P in keyof T]: T[P]
 
 export type NetworkPatch = Patch<
   NetworkRecord,
-  'name' | 'state' | 'remotes' | 'failover' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
+  'name' | 'state' | 'remotes' | 'failover' | 'options' | 'crlPem' | 'crlNumber' | 'crlNextUpdate' | 'allocHint' | 'updatedAt' | 'caCertPem' | 'caKeyPem' | 'serverCertPem' | 'serverKeyPem' | 'caRoll'
 >;
 export type NodePatch = Patch<
   NodeRecord,

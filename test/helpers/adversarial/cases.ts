@@ -433,17 +433,18 @@ export async function makeCorpus(ctx: CorpusContext): Promise<AdversarialCase[]>
   const withOptions = (name: string, code: ErrorCode, options: string[][]): void => specCase(name, code, { ...spec, extra_options: options });
   for (const d of FORBIDDEN_DIRECTIVES) {
     const args = d === 'management' ? ['0.0.0.0', '7505'] : ['/bin/sh'];
-    withOptions(`options: forbidden directive "${d}"`, 'MVPN_OPTION_FORBIDDEN', [['mssfix', '1400'], [d, ...args]]);
+    withOptions(`options: forbidden directive "${d}"`, 'MVPN_OPTION_FORBIDDEN', [['sndbuf', '393216'], [d, ...args]]);
   }
   for (const s of ODD_SPELLINGS) withOptions(`options: "up" spelled ${JSON.stringify(s)}`, 'MVPN_OPTION_FORBIDDEN', [[s, '/bin/sh']]);
   withOptions('options: "Log-Append" in mixed case', 'MVPN_OPTION_FORBIDDEN', [['Log-Append', '/tmp/x']]);
   withOptions('options: "remote" adding a server', 'MVPN_OPTION_FORBIDDEN', [['remote', '203.0.113.66', '1194']]);
   withOptions('options: "tls-version-min" weakened', 'MVPN_OPTION_FORBIDDEN', [['tls-version-min', '1.0']]);
+  withOptions('options: "fragment" beside the network\'s data plane', 'MVPN_OPTION_FORBIDDEN', [['fragment', '1400']]);
   withOptions('options: unknown directive', 'MVPN_OPTION_UNKNOWN', [['frobnicate', '1']]);
   withOptions('options: directive that is an inline block', 'MVPN_OPTION_UNKNOWN', [['<ca>']]);
-  withOptions('options: argument with a newline and a directive', 'MVPN_OPTION_INVALID', [['mssfix', '1400\nup /bin/sh']]);
-  withOptions('options: argument with quotes', 'MVPN_OPTION_INVALID', [['mssfix', '"1400"']]);
-  withOptions('options: argument with NUL', 'MVPN_OPTION_INVALID', [['mssfix', '1400\0']]);
-  withOptions('options: argument out of range', 'MVPN_OPTION_INVALID', [['mssfix', '99999999']]);
+  withOptions('options: argument with a newline and a directive', 'MVPN_OPTION_INVALID', [['sndbuf', '1400\nup /bin/sh']]);
+  withOptions('options: argument with quotes', 'MVPN_OPTION_INVALID', [['sndbuf', '"1400"']]);
+  withOptions('options: argument with NUL', 'MVPN_OPTION_INVALID', [['sndbuf', '1400\0']]);
+  withOptions('options: argument out of range', 'MVPN_OPTION_INVALID', [['sndbuf', '99999999']]);
   return cases;
 }
