@@ -1,16 +1,24 @@
 #!/usr/bin/env node
 /**
  * Entry point of the `mvpn-client` binary: parse, dispatch, exit. All the
- * work lives in modules that know nothing about argv. `--version` and plain
- * `status` take the fast path (cli/fast.ts); yargs and the command tree load
- * only for everything else.
+ * work lives in modules that know nothing about argv. `--version`, plain
+ * `status` and the agent's `run [--config FILE]` take the fast path
+ * (cli/fast.ts); yargs and the command tree load only for everything else.
  */
-import { fastCommand, runFast } from './cli/fast.ts';
+import { fastCommand, fastRunArgs, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
+import { reportFailure } from './cli/report.ts';
 
 const argv = process.argv.slice(2);
+const io = processIo();
 const fast = fastCommand(argv);
-(fast ? runFast(fast, processIo()) : import('./cli/main.ts').then(({ main }) => main(argv, processIo()))).then(
+const agent = fast ? undefined : fastRunArgs(argv);
+const done = fast
+  ? runFast(fast, io)
+  : agent
+    ? import('./cli/run.ts').then(({ runCommand }) => runCommand.run(agent, io)).catch((err: unknown) => reportFailure(io, err))
+    : import('./cli/main.ts').then(({ main }) => main(argv, io));
+done.then(
   (code) => {
     process.exitCode = code;
   },

@@ -7,7 +7,7 @@
  * included, goes to yargs (main.ts), so behaviour and help text are yargs'.
  * test/unit/cli-fast.test.ts checks each shape against yargs' own parse.
  */
-import { DEFAULT_RUNTIME_DIR } from '../agent/paths.ts';
+import { DEFAULT_CONFIG_PATH, DEFAULT_RUNTIME_DIR } from '../agent/paths.ts';
 import { VERSION } from '../version.ts';
 import type { Io } from './io.ts';
 import { reportFailure } from './report.ts';
@@ -53,4 +53,21 @@ export async function runFast(cmd: FastCommand, io: Io): Promise<number> {
   } catch (err) {
     return reportFailure(io, err);
   }
+}
+
+/**
+ * The agent's own argv as systemd starts it (`run`, `run --config FILE`,
+ * `run --config=FILE`): its options without yargs, whose parser and the
+ * `run` command's help text were ~15–30 ms of every agent start before the
+ * first network (issue 14). src/main.ts (the CLI asset, not the executable's
+ * entry: the agent is not in it) calls run.ts with these; every other shape
+ * goes to yargs. test/unit/cli-fast.test.ts checks each against yargs.
+ */
+export function fastRunArgs(argv: readonly string[]): { config: string } | undefined {
+  if (argv[0] !== 'run') return undefined;
+  if (argv.length === 1) return { config: DEFAULT_CONFIG_PATH };
+  const a = argv[1]!;
+  const value = a === '--config' && argv.length === 3 ? argv[2] : a.startsWith('--config=') && argv.length === 2 ? a.slice('--config='.length) : undefined;
+  // A missing, empty or dash-led value is yargs' to judge.
+  return value === undefined || value === '' || value.startsWith('-') ? undefined : { config: value };
 }

@@ -86,8 +86,15 @@ export interface SupervisorEvents {
   change: [InstanceStatus];
 }
 
-/** Health checks between two frame probes while frames pass (12 × 5 s: a minute). */
-const PROBE_EVERY = 12;
+/**
+ * Health checks between two frame probes while frames pass (60 × 5 s: five
+ * minutes). Each probe is a `ping` process, forked from the agent: at one a
+ * minute per network they were most of an idle agent's reaped-children CPU
+ * (0.05–0.067% of a core with 16 networks, plus the forks; issue 14). A path
+ * that stops passing frames is still seen within five minutes, and a failing
+ * one is probed at every check.
+ */
+const PROBE_EVERY = 60;
 
 export class Supervisor extends EventEmitter<SupervisorEvents> {
   readonly spec: InstanceSpec;

@@ -62,6 +62,16 @@ describe('sd_notify via systemd-notify', () => {
     expect(raw).toEqual(['STATUS=a', 'WATCHDOG=1', 'STATUS=b']);
   });
 
+  it('a queued STATUS line is replaced by a newer send that sets it again, never moved past another send', async () => {
+    const n = createNotifier(listener.socket);
+    // A join: every network that connects changes the line, then READY=1 carries the last one.
+    await Promise.all([n.status('0/3 connected'), n.status('1/3 connected'), n.status('2/3 connected'), n.ready('3/3 connected')]);
+    expect(listener.messages().map((m) => m.raw)).toEqual(['READY=1\nSTATUS=3/3 connected']);
+    // A send in between keeps its place: only the newest queued one is replaced.
+    await Promise.all([n.status('a'), n.watchdog(), n.status('b'), n.status('c'), n.stopping()]);
+    expect(listener.messages().map((m) => m.raw).slice(1)).toEqual(['STATUS=a', 'WATCHDOG=1', 'STATUS=c', 'STOPPING=1']);
+  });
+
   it('a failing systemd-notify is logged, never thrown', async () => {
     const logger = memoryLogger<SystemdEvent>();
     const gone = createNotifier(`${listener.socket}.missing`, { logger });

@@ -5,9 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RUNTIME_DIR } from '../../src/agent/paths.ts';
-import { fastCommand, runFast } from '../../src/cli/fast.ts';
+import { fastCommand, fastRunArgs, runFast } from '../../src/cli/fast.ts';
 import { bufferIo } from '../../src/cli/io.ts';
 import { main } from '../../src/cli/main.ts';
+import { runCommand } from '../../src/cli/run.ts';
 import { statusCommand, type StatusArgs } from '../../src/cli/status.ts';
 
 /** What yargs hands the status command for `argv` (the real builder; the run only records). */
@@ -82,5 +83,39 @@ describe('CLI fast path', () => {
   it('the default runtime directory is the documented one', () => {
     const fast = fastCommand(['status']);
     expect(fast?.kind === 'status' ? fast.args['runtime-dir'] : undefined).toBe(DEFAULT_RUNTIME_DIR);
+  });
+});
+
+/** What yargs hands the run command for `argv` (its real builder; the run only records). */
+async function yargsRunArgs(argv: string[]): Promise<{ config: string } | undefined> {
+  let got: { config: string } | undefined;
+  const recording = { ...runCommand, describe: 'the agent', run: async (a: { config: string }) => ((got = { config: a.config }), 0) };
+  const code = await main(argv, bufferIo(), [recording]);
+  return code === 0 ? got : undefined;
+}
+
+describe('CLI fast path of the agent (run)', () => {
+  it.each([[['run']], [['run', '--config', '/etc/x/config.json']], [['run', '--config=/srv/a b']], [['run', '--config', 'relative/dir']]])(
+    '%j: the same config as yargs parses',
+    async (argv) => {
+      const viaYargs = await yargsRunArgs(argv);
+      expect(viaYargs).toBeDefined();
+      expect(fastRunArgs(argv)).toEqual(viaYargs);
+    },
+  );
+
+  it.each([
+    [['run', '--help']],
+    [['run', '--config']],
+    [['run', '--config', '-x']],
+    [['run', '--config=']],
+    [['run', '--config', 'a', '--config', 'b']],
+    [['run', '--config', 'a', 'extra']],
+    [['run', 'extra']],
+    [['run', '--cfg', 'a']],
+    [['status']],
+    [['--version']],
+  ])('%j goes to yargs', (argv) => {
+    expect(fastRunArgs(argv)).toBeUndefined();
   });
 });
