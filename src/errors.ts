@@ -122,7 +122,6 @@ export type ErrorCode =
   | 'MVPN_TARBALL_FAILED'
   | 'MVPN_APPLY_FAILED'
   // planning from testbed requests
-  | 'MVPN_PLAN_UNSUPPORTED'
   | 'MVPN_RSPEC_INVALID'
   | 'MVPN_RSPEC_DOCTYPE'
   | 'MVPN_RSPEC_TOO_LARGE'
