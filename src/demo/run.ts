@@ -248,14 +248,7 @@ async function killOwner(
   const t0 = performance.now();
   await world.killHost(killed);
   mark(`${killed} killed`);
-  let last: PairResult[] = [];
-  const back = await waitFor(async () => {
-    last = await world.pingMatrix(ids, addrs, 6, 1);
-    return last.every((p) => p.ok);
-  }, timeoutMs, 250);
-  const seconds = (performance.now() - t0) / 1000;
-  if (back) mark('all pairs again');
-  printMatrix(ids, last, out);
+  const { back, seconds } = await matrixUntilAll(world, ids, addrs, t0, timeoutMs, mark, out);
   const survivor = killed === world.hub ? world.standby : world.hub;
   const after = await world.lease(survivor);
   out(`owner after: ${name(after)}\n`);
@@ -290,18 +283,12 @@ async function moveNode(
   mark(`${r.node} cut off`);
   const second = world.opsHost(r.to).public;
   let connectedS: number | undefined;
-  let last: PairResult[] = [];
-  const back = await waitFor(async () => {
+  const { back, seconds } = await matrixUntilAll(world, ids, addrs, t0, timeoutMs, mark, out, async () => {
     if (connectedS === undefined && (await inUse()).replace(/:\d+$/, '') === second) {
       connectedS = (performance.now() - t0) / 1000;
       mark(`${r.node} at ${r.to}`);
     }
-    last = await world.pingMatrix(ids, addrs, 6, 1);
-    return last.every((p) => p.ok);
-  }, timeoutMs, 250);
-  const seconds = (performance.now() - t0) / 1000;
-  if (back) mark('all pairs again');
-  printMatrix(ids, last, out);
+  });
   if (connectedS !== undefined) out(`${r.node} connected at ${r.to}'s server ${connectedS.toFixed(1)} s after the cut (openvpn's failover)\n`);
   const now = await inUse();
   const moved = now.replace(/:\d+$/, '') === second;
@@ -310,6 +297,29 @@ async function moveNode(
   if (!moved) return { ok: false, problem: `${r.node} is not on ${r.to}'s server after the cut (in use: ${now})` };
   out(`every pair answered again ${seconds.toFixed(1)} s after the cut\n`);
   return { ok: true, seconds };
+}
+
+/** The matrix (one ping each, 1 s) round after round until every pair answers or `timeoutMs`, `each` before every round; seconds since `t0`. */
+async function matrixUntilAll(
+  world: World,
+  ids: readonly string[],
+  addrs: ReadonlyMap<string, string>,
+  t0: number,
+  timeoutMs: number,
+  mark: (what: string) => void,
+  out: (s: string) => void,
+  each?: () => Promise<void>,
+): Promise<{ back: boolean; seconds: number }> {
+  let last: PairResult[] = [];
+  const back = await waitFor(async () => {
+    await each?.();
+    last = await world.pingMatrix(ids, addrs, 6, 1);
+    return last.every((p) => p.ok);
+  }, timeoutMs, 250);
+  const seconds = (performance.now() - t0) / 1000;
+  if (back) mark('all pairs again');
+  printMatrix(ids, last, out);
+  return { back, seconds };
 }
 
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
