@@ -159,8 +159,8 @@ describe('mvpn-client demo (built binary)', () => {
     await expectNothingLeft(r.stderr);
   }, 600_000);
 
-  it('demo --l3: three servers (public a, private b and c), one L3 LAN; a1 cut off from its server moves to c and every pair answers again; nothing left behind', async () => {
-    const r = await run(['demo', '--l3', '--dir', dir.path]);
+  it('demo --l3 --keep: three servers (public a, private b and c), one L3 LAN; a1 cut off from its server moves to c and every pair answers again; demo down removes it all, BIRD included', async () => {
+    const r = await run(['demo', '--l3', '--keep', '--dir', dir.path]);
     expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     // the plan: L3, hub b, peers c and a (a public testbed with a server of its own serves its nodes in an L3 LAN)
     expect(r.stdout).toMatch(/^demo +L3 +b +c,a +198\.19\.0\.0\/24 +-$/m);
@@ -177,8 +177,13 @@ describe('mvpn-client demo (built binary)', () => {
     const s = Number(/^every pair answered again (\d+\.\d) s after the cut$/m.exec(r.stdout)?.[1]);
     expect(s).toBeGreaterThan(0);
     expect(s).toBeLessThan(180); // a hang guard: openvpn's failover alone takes ~40 s
+    console.log(`demo --l3: ${/^a1 connected at c's server .*$/m.exec(r.stdout)?.[0]}; every pair answered again ${s} s after the cut`);
     expect(r.stdout).toMatch(/RESULT: OK: 6\/6 nodes connected as planned, 30\/30 ordered pairs ping over one L3 network routed across 3 servers, and again \d+\.\d s after a1's first server was cut off/);
-    // BIRD ran under each server's state directory: the leak check covers it
+    // kept: each server's daemon runs its own BIRD (its config under the demo's directory)
+    expect((await processesNaming(dir.path)).filter((p) => /^\d+: \S*bird /.test(p))).toHaveLength(3);
+    const down = await run(['demo', 'down', '--dir', dir.path]);
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stdout).toContain(`removed demo(s) ${demoId(r.stderr)}`);
     await expectNothingLeft(r.stderr);
 
     const both = await run(['demo', '--l3', '--ha', '--dir', dir.path]);
