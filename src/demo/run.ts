@@ -156,7 +156,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const statuses = await printStatuses(world, ids, o.out);
     const offPlan = await printPlanUse(world, ids, o.out);
     const addrs = await world.vpnAddresses(ids);
-    const matrix = await world.pingMatrix(ids, addrs);
+    // L3: a server announces a new client within a second or two and BGP carries it to the others; the matrix waits (bounded) for that
+    const matrix = o.l3 ? (await matrixUntilAll(world, ids, addrs, 60_000)).last : await world.pingMatrix(ids, addrs);
     mark('ping matrix');
     // a second ping for pairs that lost their first one to ARP resolution
     const retried = await retryFailed(world, matrix, addrs);
@@ -248,7 +249,10 @@ async function killOwner(
   const t0 = performance.now();
   await world.killHost(killed);
   mark(`${killed} killed`);
-  const { back, seconds } = await matrixUntilAll(world, ids, addrs, t0, timeoutMs, mark, out);
+  const { back, last } = await matrixUntilAll(world, ids, addrs, timeoutMs);
+  const seconds = (performance.now() - t0) / 1000;
+  if (back) mark('all pairs again');
+  printMatrix(ids, last, out);
   const survivor = killed === world.hub ? world.standby : world.hub;
   const after = await world.lease(survivor);
   out(`owner after: ${name(after)}\n`);
@@ -283,12 +287,15 @@ async function moveNode(
   mark(`${r.node} cut off`);
   const second = world.opsHost(r.to).public;
   let connectedS: number | undefined;
-  const { back, seconds } = await matrixUntilAll(world, ids, addrs, t0, timeoutMs, mark, out, async () => {
+  const { back, last } = await matrixUntilAll(world, ids, addrs, timeoutMs, async () => {
     if (connectedS === undefined && (await inUse()).replace(/:\d+$/, '') === second) {
       connectedS = (performance.now() - t0) / 1000;
       mark(`${r.node} at ${r.to}`);
     }
   });
+  const seconds = (performance.now() - t0) / 1000;
+  if (back) mark('all pairs again');
+  printMatrix(ids, last, out);
   if (connectedS !== undefined) out(`${r.node} connected at ${r.to}'s server ${connectedS.toFixed(1)} s after the cut (openvpn's failover)\n`);
   const now = await inUse();
   const moved = now.replace(/:\d+$/, '') === second;
@@ -299,27 +306,21 @@ async function moveNode(
   return { ok: true, seconds };
 }
 
-/** The matrix (one ping each, 1 s) round after round until every pair answers or `timeoutMs`, `each` before every round; seconds since `t0`. */
+/** The matrix (one ping each, 1 s) round after round until every pair answers or `timeoutMs`, `each` before every round; whether it did, and the last round. */
 async function matrixUntilAll(
   world: World,
   ids: readonly string[],
   addrs: ReadonlyMap<string, string>,
-  t0: number,
   timeoutMs: number,
-  mark: (what: string) => void,
-  out: (s: string) => void,
   each?: () => Promise<void>,
-): Promise<{ back: boolean; seconds: number }> {
+): Promise<{ back: boolean; last: PairResult[] }> {
   let last: PairResult[] = [];
   const back = await waitFor(async () => {
     await each?.();
     last = await world.pingMatrix(ids, addrs, 6, 1);
     return last.every((p) => p.ok);
   }, timeoutMs, 250);
-  const seconds = (performance.now() - t0) / 1000;
-  if (back) mark('all pairs again');
-  printMatrix(ids, last, out);
-  return { back, seconds };
+  return { back, last };
 }
 
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {
