@@ -8,7 +8,10 @@
  * a server on its ops host. `--federated` (topology 2): private testbeds b
  * and c, a server on each ops host, joined by a link. `--rspec REQUEST.xml
  * --testbeds FILE`: the testbeds and the one VPN LAN a GENI request gives
- * (request.ts), nodes named by their client_ids.
+ * (request.ts), nodes named by their client_ids. `--l3`: public a and
+ * private b and c, a server on each ops host, one routed (L3) LAN across
+ * them; then a public node's first server is cut off and it moves to
+ * another (its second remote), and the matrix runs until every pair answers.
  * Progress goes to stderr, results to stdout. Exit 0 only when all pairs
  * ping, every node is connected, and each through its planned server.
  *
@@ -24,7 +27,7 @@ import { formatPlan } from '../server/federation/plan.ts';
 import type { ServerStep } from '../server/federation/apply-servers.ts';
 import type { DemoRequest } from './request.ts';
 import { pgBinDir } from './postgres.ts';
-import { federated, highAvailability, INTERNET_SUBNET, publicPrivate, standbyOf, type TestbedSpec } from './topology.ts';
+import { federated, highAvailability, INTERNET_SUBNET, publicPrivate, standbyOf, threeServers, type TestbedSpec } from './topology.ts';
 import { mapLimit } from '../util/concurrency.ts';
 import { DEFAULT_BASE_DIR, NS_PREFIX, stateFile, writeState, type DemoState } from './state.ts';
 import { tail, World, type NeighbourProof, type PairResult } from './world.ts';
@@ -37,6 +40,8 @@ export interface DemoOptions {
   readonly federated?: boolean;
   /** `demo --ha`: four public nodes, the LAN's server on two hosts sharing a PostgreSQL store; the owner is killed. */
   readonly ha?: boolean;
+  /** `demo --l3`: three servers (public a, private b and c), one L3 LAN; a node moved from its server to another. */
+  readonly l3?: boolean;
   /** `demo --rspec`: the testbeds and the description a request gives (request.ts), instead of topology 1 or 2. */
   readonly request?: DemoRequest;
   /** Nodes per testbed (default 3). */
@@ -92,10 +97,11 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const dir = join(o.baseDir, id);
   await mkdir(o.baseDir, { recursive: true, mode: 0o755 });
   const lab = new Lab({ prefix, checkAddress: assertLabAddress });
-  const count = o.perTestbed ?? 3;
-  const testbeds = o.request ? o.request.testbeds : o.ha ? highAvailability(4) : o.federated ? federated(count, count) : publicPrivate(count, count);
+  // --l3: two nodes per testbed, so six nodes behind three servers
+  const count = o.perTestbed ?? (o.l3 ? 2 : 3);
+  const testbeds = o.request ? o.request.testbeds : o.ha ? highAvailability(4) : o.l3 ? threeServers(count) : o.federated ? federated(count, count) : publicPrivate(count, count);
   const agentless = pickAgentless(testbeds, o.agentless ?? 0);
-  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30, agentless, ...(o.ha ? { ha: true } : {}) });
+  const world = new World({ lab, bin: o.bin, dir, testbeds, ...(o.request ? { experiment: o.request.experiment } : {}), progress: o.err, reconcileIntervalS: 30, agentless, ...(o.ha ? { ha: true } : {}), ...(o.l3 ? { l3: true } : {}) });
   const t0 = performance.now();
   const timings: [string, number][] = [];
   const mark = (what: string): void => {
@@ -150,17 +156,21 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const statuses = await printStatuses(world, ids, o.out);
     const offPlan = await printPlanUse(world, ids, o.out);
     const addrs = await world.vpnAddresses(ids);
-    const matrix = await world.pingMatrix(ids, addrs);
+    // L3: a server announces a new client within a second or two and BGP carries it to the others; the matrix waits (bounded) for that
+    const matrix = o.l3 ? (await matrixUntilAll(world, ids, addrs, 60_000)).last : await world.pingMatrix(ids, addrs);
     mark('ping matrix');
     // a second ping for pairs that lost their first one to ARP resolution
     const retried = await retryFailed(world, matrix, addrs);
     printMatrix(ids, retried, o.out);
-    const proof = await world.neighbourProof(ids, addrs);
-    printProof(proof, world.dev, o.out);
-    const bcast = await world.broadcastProof(ids[0]!, ids, addrs);
-    o.out(`\n== broadcast: ${ids[0]} pings ${world.broadcast} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
-    const frames = await fullFrameProof(world, ids, addrs);
-    const failover = o.ha ? await killOwner(world, ids, addrs, mark, o.out) : undefined;
+    // neighbour tables, broadcast and Ethernet frames are proofs of one L2 segment; an L3 LAN is routed
+    let bcast: { answered: string[]; missing: string[] } = { answered: [], missing: [] };
+    if (!o.l3) {
+      printProof(await world.neighbourProof(ids, addrs), world.dev, o.out);
+      bcast = await world.broadcastProof(ids[0]!, ids, addrs);
+      o.out(`\n== broadcast: ${ids[0]} pings ${world.broadcast} on the VPN; answered by ${bcast.answered.length}/${ids.length - 1}: ${bcast.answered.join(' ')}${bcast.missing.length ? `  MISSING: ${bcast.missing.join(' ')}` : ''}\n`);
+    }
+    const frames = o.l3 ? undefined : await fullFrameProof(world, ids, addrs);
+    const failover = o.ha ? await killOwner(world, ids, addrs, mark, o.out) : o.l3 ? await moveNode(world, ids, addrs, mark, o.out) : undefined;
     if (frames) o.out(`\n== full-size frames: ${frames.from} (testbed ${world.node(frames.from).testbed}) -> ${frames.to} (testbed ${world.node(frames.to).testbed}): 1472-byte DF ping (a 1500-byte frame) ${frames.ok ? 'answered' : 'LOST'}\n`);
     printTimings(timings, o.out);
 
@@ -176,8 +186,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (pairsOk !== retried.length) problems.push(`${retried.length - pairsOk} of ${retried.length} pairs do not ping: ${retried.filter((p) => !p.ok).map((p) => `${p.from}->${p.to}`).join(' ')}`);
     ok = problems.length === 0;
     if (ok) {
-      const ha = failover?.ok ? `, and again ${failover.seconds.toFixed(1)} s after the owning host was killed` : '';
-      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over one L2 network${ha}, a broadcast reaches all\n`);
+      const again = failover?.ok ? `, and again ${failover.seconds.toFixed(1)} s after ${o.l3 ? `${world.roamer!.node}'s first server was cut off` : 'the owning host was killed'}` : '';
+      const net = o.l3 ? `one L3 network routed across ${world.plan.servers.length} servers` : 'one L2 network';
+      o.out(`\nRESULT: OK: ${ids.length}/${ids.length} nodes connected as planned, ${pairsOk}/${retried.length} ordered pairs ping over ${net}${again}${o.l3 ? '' : ', a broadcast reaches all'}\n`);
     } else {
       o.out(`\nRESULT: FAILED: ${problems.join('; ')}\n`);
       for (const n of down.length > 0 ? down : notEnrolled) o.err(`--- ${n} agent log (last lines)\n${await tail(join(world.nodeDir(n), 'agent.log'))}\n`);
@@ -238,11 +249,7 @@ async function killOwner(
   const t0 = performance.now();
   await world.killHost(killed);
   mark(`${killed} killed`);
-  let last: PairResult[] = [];
-  const back = await waitFor(async () => {
-    last = await world.pingMatrix(ids, addrs, 6, 1);
-    return last.every((p) => p.ok);
-  }, timeoutMs, 250);
+  const { back, last } = await matrixUntilAll(world, ids, addrs, timeoutMs);
   const seconds = (performance.now() - t0) / 1000;
   if (back) mark('all pairs again');
   printMatrix(ids, last, out);
@@ -252,6 +259,68 @@ async function killOwner(
   if (!back) return { ok: false, problem: `not every pair answered within ${timeoutMs / 1000} s after ${killed} was killed` };
   out(`every pair answered again ${seconds.toFixed(1)} s after the kill\n`);
   return { ok: true, seconds };
+}
+
+/**
+ * `demo --l3`: the roaming node's path to its first server cut; openvpn's own
+ * failover takes it to its second remote (ping-restart, then a handshake to
+ * the dead remote times out first), that server announces its /32 by BGP,
+ * and the matrix runs until every pair answers (or `timeoutMs`).
+ */
+async function moveNode(
+  world: World,
+  ids: readonly string[],
+  addrs: ReadonlyMap<string, string>,
+  mark: (what: string) => void,
+  out: (s: string) => void,
+  timeoutMs = 180_000,
+): Promise<{ ok: true; seconds: number } | { ok: false; problem: string }> {
+  const r = world.roamer!;
+  const inUse = async (): Promise<string> => {
+    const n = (await world.status(r.node))?.networks.find((x) => x.id === world.network);
+    return n?.state === 'connected' ? (n.server ?? '-') : '-';
+  };
+  out(`\n== a node moves between servers: ${r.node} (address ${addrs.get(r.node)}) on ${r.from}'s server, in use ${await inUse()}; its second remote is ${r.to}'s server\n`);
+  out(`cutting ${r.node}'s path to ${r.from}'s server (${world.member(r.node).remote}); openvpn fails over by itself: expect ~40 s (ping-restart, then the handshake to the dead remote times out), then BGP moves the route\n`);
+  const t0 = performance.now();
+  await world.cutOff(r.node);
+  mark(`${r.node} cut off`);
+  const second = world.opsHost(r.to).public;
+  let connectedS: number | undefined;
+  const { back, last } = await matrixUntilAll(world, ids, addrs, timeoutMs, async () => {
+    if (connectedS === undefined && (await inUse()).replace(/:\d+$/, '') === second) {
+      connectedS = (performance.now() - t0) / 1000;
+      mark(`${r.node} at ${r.to}`);
+    }
+  });
+  const seconds = (performance.now() - t0) / 1000;
+  if (back) mark('all pairs again');
+  printMatrix(ids, last, out);
+  if (connectedS !== undefined) out(`${r.node} connected at ${r.to}'s server ${connectedS.toFixed(1)} s after the cut (openvpn's failover)\n`);
+  const now = await inUse();
+  const moved = now.replace(/:\d+$/, '') === second;
+  out(`${r.node} now in use ${now}: ${moved ? `${r.to}'s server, same address ${(await world.vpnAddress(r.node)) ?? '-'}` : 'NOT MOVED'}\n`);
+  if (!back) return { ok: false, problem: `not every pair answered within ${timeoutMs / 1000} s after ${r.node} was cut off from ${r.from}` };
+  if (!moved) return { ok: false, problem: `${r.node} is not on ${r.to}'s server after the cut (in use: ${now})` };
+  out(`every pair answered again ${seconds.toFixed(1)} s after the cut\n`);
+  return { ok: true, seconds };
+}
+
+/** The matrix (one ping each, 1 s) round after round until every pair answers or `timeoutMs`, `each` before every round; whether it did, and the last round. */
+async function matrixUntilAll(
+  world: World,
+  ids: readonly string[],
+  addrs: ReadonlyMap<string, string>,
+  timeoutMs: number,
+  each?: () => Promise<void>,
+): Promise<{ back: boolean; last: PairResult[] }> {
+  let last: PairResult[] = [];
+  const back = await waitFor(async () => {
+    await each?.();
+    last = await world.pingMatrix(ids, addrs, 6, 1);
+    return last.every((p) => p.ok);
+  }, timeoutMs, 250);
+  return { back, last };
 }
 
 async function printStatuses(world: World, ids: readonly string[], out: (s: string) => void): Promise<Map<string, boolean>> {

@@ -10,6 +10,8 @@
  *     b's LAN 198.18.1.0/24: b-ops .1, b1..bN;  c's LAN 198.18.2.0/24: c-ops .1, c1..cN
  *   `demo --ha`: topology 1 without b's nodes, and a second ops host of b
  *     (b2: 198.18.0.2 on the internet, 198.18.1.2 on b's LAN) on the same store
+ *   `demo --l3`: topology 2 plus public testbed a with an ops host of its own
+ *     (a-ops 198.18.0.3, internal 198.18.3.1): three servers, one L3 LAN
  *
  * Each bridge lives in a namespace of its own, so nothing touches the host.
  * An ops host does not forward (a fresh namespace has ip_forward=0), so a
@@ -66,6 +68,11 @@ export function federated(bCount: number, cCount: number): TestbedSpec[] {
     { name: 'b', nodes: 'private', count: bCount, ops: { public: OPS_PUBLIC, internal: OPS_PRIVATE } },
     { name: 'c', nodes: 'private', count: cCount, ops: { public: '198.18.0.2', internal: '198.18.2.1' } },
   ];
+}
+
+/** `demo --l3`: public a and private b and c, each testbed with an ops host running a server. */
+export function threeServers(count: number): TestbedSpec[] {
+  return [{ name: 'a', nodes: 'public', count, ops: { public: '198.18.0.3', internal: '198.18.3.1' } }, ...federated(count, count)];
 }
 
 export interface DemoNode {
@@ -148,8 +155,8 @@ export function segmentOf(t: Topology, node: DemoNode): Netns {
   return node.public ? t.internet : t.lans.get(node.testbed)!;
 }
 
-/** What the planner reads: the testbeds as built, and one LAN of every node. */
-export function experimentFor(t: Topology): Experiment {
+/** What the planner reads: the testbeds as built, and one LAN of every node (`layer` 3: routed, `demo --l3`). */
+export function experimentFor(t: Topology, layer: 2 | 3 = 2): Experiment {
   return {
     testbeds: t.testbeds.map((tb) => ({
       name: tb.name,
@@ -157,6 +164,6 @@ export function experimentFor(t: Topology): Experiment {
       ...(tb.ops ? { ops: { public: tb.ops.public, internal: tb.ops.internal, server: true } } : {}),
     })),
     nodes: t.nodes.map((n) => ({ name: n.id, testbed: n.testbed })),
-    lans: [{ name: NETWORK_ID, subnet: VPN_SUBNET, members: t.nodes.map((n) => n.id) }],
+    lans: [{ name: NETWORK_ID, subnet: VPN_SUBNET, ...(layer === 3 ? { layer } : {}), members: t.nodes.map((n) => n.id) }],
   };
 }

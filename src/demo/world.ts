@@ -72,6 +72,13 @@ export interface WorldOptions {
    * plan so the LAN's bundles list both hosts.
    */
   readonly ha?: boolean;
+  /**
+   * `demo --l3`: the LAN is routed (`"layer": 3`, BIRD between the servers),
+   * and the first public node behind a peer of its own testbed gets a second
+   * remote, another peer's public address (`node set-remotes` at the hub):
+   * where it goes when its own server is cut off (`roamer`, `cutOff`).
+   */
+  readonly l3?: boolean;
 }
 
 /** The interface a stock openvpn makes from the profile's `dev tap` in a fresh namespace. */
@@ -111,6 +118,8 @@ export class World {
   readonly servers = new Map<string, RunningProcess>();
   /** The agent per node, or the stock openvpn of an agentless node. */
   readonly agents = new Map<string, RunningProcess>();
+  /** `l3`: the node that has a second server, its own and that one. */
+  roamer: { readonly node: string; readonly from: string; readonly to: string } | undefined;
   /** `ha`: the PostgreSQL cluster both server hosts keep their state in. */
   store: PgCluster | undefined;
   private readonly opts: WorldOptions;
@@ -212,7 +221,7 @@ export class World {
     this.topology = await buildTopology(this.lab, this.opts.testbeds);
     // nodes answer a broadcast ping (Linux ignores them by default), for the broadcast proof
     for (const n of this.topology.nodes) await n.ns.exec('sysctl', ['-q', '-w', 'net.ipv4.icmp_echo_ignore_broadcasts=0']);
-    this.experiment = parseExperiment(this.opts.experiment ?? experimentFor(this.topology));
+    this.experiment = parseExperiment(this.opts.experiment ?? experimentFor(this.topology, this.opts.l3 ? 3 : 2));
     this.plan = planExperiment(this.experiment);
   }
 
@@ -269,7 +278,27 @@ export class World {
     if (r.code !== 0) throw new Error(`mvpn-client server plan --apply failed (exit ${r.code}): ${r.stderr.trim() || r.stdout.trim()}`);
     this.applied = (JSON.parse(r.stdout) as { steps: ServerStep[] }).steps;
     if (this.opts.ha) this.applied = [...this.applied, ...(await this.bothRemotes())];
+    if (this.opts.l3) this.applied = [...this.applied, await this.secondServer()];
     for (const n of this.nodes) await this.deliver(n);
+  }
+
+  /** `l3`: a public node behind a peer dials its own server first, then another peer's public address (same network, its own port). */
+  private async secondServer(): Promise<ServerStep> {
+    const lan = this.plan.lans[0]!;
+    const m = lan.members.find((x) => this.node(x.node).public && x.server !== this.hub);
+    const to = lan.peers.find((p) => p !== m?.server);
+    if (!m || to === undefined) throw new Error('demo --l3 needs a public node behind a peer and a second peer');
+    const port = async (tb: string): Promise<number> => (JSON.parse(await this.server$(['network', 'show', this.network, '--json'], tb)) as { port: number }).port;
+    const first = `${m.remote}:${await port(m.server)}`;
+    const second = `${this.opsHost(to).public}:${await port(to)}`;
+    await this.server$(['node', 'set-remotes', m.node, '--network', this.network, '--remote', first, '--remote', second]);
+    this.roamer = { node: m.node, from: m.server, to };
+    return { server: this.hub, action: 'node-remotes-set', lan: this.network, node: m.node, detail: `remotes ${first}, then ${second} (${to}'s server)` };
+  }
+
+  /** `l3`: the node's path to its first server cut (a blackhole route to that server's address in the node's namespace). */
+  async cutOff(id: string): Promise<void> {
+    await this.node(id).ns.exec('ip', ['route', 'add', 'blackhole', `${this.member(id).remote}/32`]);
   }
 
   /**

@@ -4,7 +4,8 @@
  * with exit 0 (all 30 pairs, all six connected through the server and
  * address the planner gave them) and leave nothing; `--ha` fails over to
  * the second server host within the run and leaves nothing either (its
- * PostgreSQL included); `demo --keep` must leave
+ * PostgreSQL included); `--l3` (three servers, one routed LAN) moves a
+ * node to another server and every pair answers again; `demo --keep` must leave
  * a running demo that `demo down` removes completely, and the plan it
  * printed must be `server plan`'s for the description it kept, and every
  * openvpn it runs (servers and nodes) has dropped to mvpn-openvpn.
@@ -156,6 +157,39 @@ describe('mvpn-client demo (built binary)', () => {
     expect(r.stdout).toMatch(/RESULT: OK: 4\/4 nodes connected as planned, 12\/12 ordered pairs ping over one L2 network, and again \d+\.\d s after the owning host was killed/);
     // PostgreSQL was the demo's, stopped with it (its command line named the demo's directory: the leak check)
     await expectNothingLeft(r.stderr);
+  }, 600_000);
+
+  it('demo --l3 --keep: three servers (public a, private b and c), one L3 LAN; a1 cut off from its server moves to c and every pair answers again; demo down removes it all, BIRD included', async () => {
+    const r = await run(['demo', '--l3', '--keep', '--dir', dir.path]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    // the plan: L3, hub b, peers c and a (a public testbed with a server of its own serves its nodes in an L3 LAN)
+    expect(r.stdout).toMatch(/^demo +L3 +b +c,a +198\.19\.0\.0\/24 +-$/m);
+    expect(r.stdout).toMatch(/^a +198\.18\.0\.3 +198\.18\.3\.1 +- +demo$/m);
+    for (const peer of ['a', 'c']) expect(r.stdout).toMatch(new RegExp(`^${peer} +link-added `, 'm'));
+    expect(r.stdout).toMatch(/^b +node-remotes-set +a1 +remotes 198\.18\.0\.3:\d+, then 198\.18\.0\.2:\d+ \(c's server\)$/m);
+    for (const [ids, server, remote] of [[['a1', 'a2'], 'a', '198.18.0.3'], [['b1', 'b2'], 'b', '198.18.1.1'], [['c1', 'c2'], 'c', '198.18.2.1']] as const) {
+      for (const id of ids) expect(r.stdout).toMatch(new RegExp(`^${id} +planned ${server} at ${remote.replaceAll('.', '\\.')} +in use ${remote.replaceAll('.', '\\.')}:\\d+ +as planned$`, 'm'));
+    }
+    // the matrix before and after the move, all 30 pairs each time; a1 ends on c's server with its address
+    expect(r.stdout.match(/^30\/30 ordered pairs answered$/gm)).toHaveLength(2);
+    expect(r.stdout).toMatch(/^a1 connected at c's server \d+\.\d s after the cut/m);
+    expect(r.stdout).toMatch(/^a1 now in use 198\.18\.0\.2:\d+: c's server, same address 198\.19\.0\.\d+$/m);
+    const s = Number(/^every pair answered again (\d+\.\d) s after the cut$/m.exec(r.stdout)?.[1]);
+    expect(s).toBeGreaterThan(0);
+    expect(s).toBeLessThan(180); // a hang guard: openvpn's failover alone takes ~40 s
+    console.log(`demo --l3: ${/^a1 connected at c's server .*$/m.exec(r.stdout)?.[0]}; every pair answered again ${s} s after the cut`);
+    expect(r.stdout).toMatch(/RESULT: OK: 6\/6 nodes connected as planned, 30\/30 ordered pairs ping over one L3 network routed across 3 servers, and again \d+\.\d s after a1's first server was cut off/);
+    // kept: each server's daemon runs its own BIRD (its config under the demo's directory)
+    expect((await processesNaming(dir.path)).filter((p) => /^\d+: \S*bird /.test(p))).toHaveLength(3);
+    const down = await run(['demo', 'down', '--dir', dir.path]);
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stdout).toContain(`removed demo(s) ${demoId(r.stderr)}`);
+    await expectNothingLeft(r.stderr);
+
+    const both = await run(['demo', '--l3', '--ha', '--dir', dir.path]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--federated, --ha and --l3 are different demos: give one');
+    expect(await readdir(dir.path)).toEqual([]);
   }, 600_000);
 
   it('demo --keep --agentless 2 leaves it running with commands to look around, two nodes on stock openvpn in the matrix; demo down removes everything', async () => {

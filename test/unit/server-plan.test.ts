@@ -111,6 +111,32 @@ describe('server plan', () => {
     expect(() => parseExperiment({ testbeds, nodes, lans: [{ name: 'x', layer: 4, members: ['a1'] }] })).toThrow(/lans\.0\.layer/);
   });
 
+  it("L3 only: a public testbed that runs a server serves its own nodes as a peer, at its public address, the hub's API direct", () => {
+    const testbeds = [
+      { name: 'a', nodes: 'public', ops: { public: '203.0.113.1', internal: '198.18.1.1' } },
+      { name: 'b', nodes: 'private', ops: { public: '203.0.113.2', internal: '198.18.2.1' } },
+      { name: 'c', nodes: 'private', ops: { public: '203.0.113.3', internal: '198.18.3.1' } },
+    ];
+    const nodes = ['a1', 'a2', 'b1', 'b2', 'c1', 'c2'].map((name) => ({ name, testbed: name[0]! }));
+    const members = nodes.map((n) => n.name);
+    const l3 = planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l3', layer: 3, members }] }));
+    expect([l3.lans[0]!.hub, l3.lans[0]!.peers]).toEqual(['b', ['c', 'a']]);
+    expect(l3.links.map((l) => l.peer)).toEqual(['c', 'a']);
+    expect(l3.servers.map((s) => [s.testbed, s.hosts, s.joins])).toEqual([
+      ['a', [], ['l3']],
+      ['b', ['l3'], []],
+      ['c', [], ['l3']],
+    ]);
+    const a1 = l3.lans[0]!.members.find((m) => m.node === 'a1');
+    expect(a1).toMatchObject({ server: 'a', remote: '203.0.113.1', api: '203.0.113.2', api_via: null });
+    expect(l3.lans[0]!.members.find((m) => m.node === 'c1')).toMatchObject({ server: 'c', remote: '198.18.3.1', api_via: '198.18.3.1' });
+    // the same description as L2: a's nodes use the hub, a runs no server
+    const l2 = planExperiment(parseExperiment({ testbeds, nodes, lans: [{ name: 'l2', members }] }));
+    expect([l2.lans[0]!.hub, l2.lans[0]!.peers]).toEqual(['b', ['c']]);
+    expect(l2.lans[0]!.members.find((m) => m.node === 'a1')).toMatchObject({ server: 'b', remote: '203.0.113.2' });
+    expect(l2.servers.map((s) => s.testbed)).toEqual(['b', 'c']);
+  });
+
   const base = {
     testbeds: [
       { name: 'a', nodes: 'public' },

@@ -26,7 +26,10 @@
  *   subnet). An L3 LAN is planned exactly like an L2 one (hub, peers,
  *   links, each node's server); across servers its peers join the hub's
  *   backbone and the servers share routes by BIRD (src/server/routing),
- *   which the daemons set up from the links `--apply` makes.
+ *   which the daemons set up from the links `--apply` makes. In an L3 LAN
+ *   a public testbed that runs a server serves its own nodes as a peer (at
+ *   its public address, API direct to the hub): every server routes, so
+ *   each testbed's nodes stay on their own server.
  *
  * GENI request RSpecs (rspec.ts) are translated into this description, so
  * there is one planner whatever the input.
@@ -210,16 +213,20 @@ export function planExperiment(exp: Experiment): Plan {
       hub = [...count.keys()].filter(hasServer).sort(byWeight)[0] ?? exp.testbeds.map((t) => t.name).filter(hasServer).sort()[0];
       if (hub === undefined) throw bad(`LAN ${lan.name} has no server to host it: no testbed runs one (give a testbed ops with server true)`, { lan: lan.name });
     }
-    const peers = privateTbs.filter((tb) => tb !== hub);
     const layer = lan.layer ?? 2;
+    // L3: every server routes, so a public testbed that runs a server serves its own nodes too (a peer like a private one)
+    const publicPeers = layer === 3 ? [...count.keys()].filter((tb) => tb !== hub && testbeds.get(tb)!.nodes === 'public' && hasServer(tb)).sort(byWeight) : [];
+    const peers = [...privateTbs.filter((tb) => tb !== hub), ...publicPeers];
     const hubOps = testbeds.get(hub)!.ops!;
     const planned: PlanMember[] = members.map((m) => {
       const tb = nodes.get(m.node)!.testbed;
-      const server = testbeds.get(tb)!.nodes === 'private' ? tb : hub;
+      const server = testbeds.get(tb)!.nodes === 'private' || publicPeers.includes(tb) ? tb : hub;
       const ops = testbeds.get(server)!.ops!;
       const api = tb === hub ? hubOps.internal : hubOps.public;
-      const apiVia = server !== hub ? ops.internal : null;
-      const remote = tb === server ? ops.internal : ops.public;
+      // public nodes behind a public peer reach the hub's API and their server on the public side
+      const onPublicPeer = publicPeers.includes(server);
+      const apiVia = server !== hub && !onPublicPeer ? ops.internal : null;
+      const remote = tb === server && !onPublicPeer ? ops.internal : ops.public;
       return { node: m.node, testbed: tb, address: m.address ?? null, server, remote, api, api_via: apiVia, interface: m.interface ?? null };
     });
     for (const p of peers) links.push({ lan: lan.name, hub, peer: p, hub_remote: hubOps.public });
