@@ -66,8 +66,9 @@ import { Credentials } from './credentials.ts';
 import { openStore } from './store/open.ts';
 import type { Store, StoreEvent } from './store/store.ts';
 
-/** How long before a lease's local deadline a store request stops waiting (storeWaitLimit): time for the pass that stops the network. */
-const STORE_WAIT_MARGIN_MS = 1_000;
+/** fenceOverdue: SIGTERM, a second one after this long (openvpn's exit notice cut short), SIGKILL after FENCE_KILL_MS. */
+const FENCE_SECOND_TERM_MS = 300;
+const FENCE_KILL_MS = 5_000;
 
 /** What the daemon tells systemd (src/systemd/notify.ts Notifier, narrowed). */
 export interface DaemonNotifier {
@@ -117,6 +118,8 @@ export class ServerDaemon {
   private readonly startedAt: number;
   private lastDataVersion = -1;
   private leaseDeadline: Cancel | undefined;
+  /** Servers fenceOverdue signalled (pid → when, and whether the second SIGTERM went). */
+  private readonly fenced = new Map<number, { at: number; second: boolean }>();
   private readonly reconciler = new SerialTask(
     (cause) => this.reconcileOnce(cause),
     (err) => {
@@ -174,7 +177,7 @@ export class ServerDaemon {
         void this.updateStatusLine();
       },
     });
-    ctx.store.limitWaits?.(() => this.storeWaitLimit());
+    ctx.store.whileBlocked?.(() => this.fenceOverdue());
     this.l3 = new L3Runner({
       config: ctx.config,
       paths: ctx.paths,
@@ -358,19 +361,40 @@ export class ServerDaemon {
   }
 
   /**
-   * How long one store request may block this process now: until shortly
-   * before the earliest local lease deadline of a network whose server runs
-   * here (undefined: none runs). A request that hangs (the database
-   * partitioned away) would otherwise hold the event loop past that deadline
-   * for up to 20 s, and the lease pass that stops the network could not run
-   * while another host took the lease over. Overdue: every request waits
-   * only the store's minimum, until the servers are stopped.
+   * Runs while a store request blocks the thread (PostgresStore
+   * whileBlocked, every ~100 ms): the server of a network whose local lease
+   * deadline has passed is stopped here, by pid — SIGTERM, a second one
+   * 300 ms later, SIGKILL after 5 s. A request that hangs (the database
+   * partitioned away) would otherwise hold the event loop, and with it the
+   * lease pass that stops the network, for up to 20 s while another host
+   * took the lease over. Once the loop runs again, the lease pass stops the
+   * network properly (retain) and its supervisor does not start it again.
    */
-  private storeWaitLimit(): number | undefined {
-    const ids = this.networks.ids();
-    if (ids.length === 0) return undefined;
+  private fenceOverdue(): void {
     const now = this.clock.now();
-    return Math.min(...ids.map((id) => (this.leases.until(id) ?? now) - now)) - STORE_WAIT_MARGIN_MS;
+    for (const id of this.networks.ids()) {
+      const until = this.leases.until(id);
+      const pid = this.networks.pid(id);
+      if (until === undefined || until > now || pid === undefined) continue;
+      const f = this.fenced.get(pid);
+      const signal = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // gone already
+        }
+      };
+      if (!f) {
+        this.fenced.set(pid, { at: now, second: false });
+        this.logger.emit({ kind: 'server.network-stop', network: id, reason: 'its lease ran out while the state store did not answer' });
+        signal('SIGTERM');
+      } else if (!f.second && now - f.at >= FENCE_SECOND_TERM_MS) {
+        f.second = true;
+        signal('SIGTERM');
+      } else if (now - f.at >= FENCE_KILL_MS) {
+        signal('SIGKILL');
+      }
+    }
   }
 
   /** This host in the store's `hosts`, with the remotes nodes reach it at (its config's names and addresses). */
@@ -382,6 +406,7 @@ export class ServerDaemon {
 
   /** Renews this host's leases: a network whose lease was lost stops at once (before it can expire elsewhere), a new one starts. */
   private leasePass(): void {
+    for (const [pid, f] of this.fenced) if (this.clock.now() - f.at > 60_000) this.fenced.delete(pid);
     let up: string[];
     try {
       up = this.store.read((tx) => tx.listNetworks()).filter((n) => n.state === 'up').map((n) => n.id);

@@ -62,7 +62,7 @@ export class ServerNetworks {
   private readonly deps: ServerNetworksDeps;
   private readonly instances = new Map<string, Instance>();
   /** Networks whose server retain() is stopping (no longer in `instances`, perhaps still running). */
-  private readonly stopping = new Set<string>();
+  private readonly stopping = new Map<string, Supervisor>();
   private stopped = false;
 
   constructor(deps: ServerNetworksDeps) {
@@ -79,7 +79,7 @@ export class ServerNetworks {
       if (wanted.has(id)) continue;
       this.deps.logger.emit({ kind: 'server.network-stop', network: id, reason: known.has(id) ? reason : 'network was purged' });
       this.instances.delete(id);
-      this.stopping.add(id);
+      this.stopping.set(id, inst.sup);
       stopping.push(inst.sup.stop({ quick }).finally(() => this.stopping.delete(id)));
       stopped.push(id);
     }
@@ -89,7 +89,12 @@ export class ServerNetworks {
 
   /** The networks whose server may run on this host now: supervised, or still stopping. */
   ids(): string[] {
-    return [...new Set([...this.instances.keys(), ...this.stopping])];
+    return [...new Set([...this.instances.keys(), ...this.stopping.keys()])];
+  }
+
+  /** The pid of `id`'s openvpn server, if one runs (also while it is being stopped). */
+  pid(id: string): number | undefined {
+    return (this.instances.get(id)?.sup ?? this.stopping.get(id))?.status().pid;
   }
 
   /**

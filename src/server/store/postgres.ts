@@ -56,8 +56,8 @@ const CHANNEL = 'mvpn_store';
  * systemd watchdog (60 s), since the caller's thread is blocked meanwhile.
  */
 const REQUEST_TIMEOUT_MS = 20_000;
-/** The shortest a capped request waits (limitWaits): a healthy database answers well within it. */
-const MIN_CAPPED_WAIT_MS = 200;
+/** How often a blocked request runs the whileBlocked hook. */
+const BLOCKED_HOOK_MS = 100;
 
 /**
  * A SQLite migration in PostgreSQL's dialect: INTEGER columns become BIGINT
@@ -130,7 +130,7 @@ export class PostgresStore implements Store {
   private readonly requestTimeoutMs: number;
   private readonly heartbeatMs: number;
   private readonly applicationName: string;
-  private waitLimit: (() => number | undefined) | undefined;
+  private blockedHook: (() => void) | undefined;
   private readonly where: string;
   private readonly tx: StoreTx;
   private inTx = false;
@@ -207,24 +207,32 @@ export class PostgresStore implements Store {
     this.port.postMessage({ op: 'exec', sql, tx, reply: false } satisfies WorkerRequest);
   }
 
+  /** Waits for the worker's reply up to requestTimeoutMs, running the whileBlocked hook every BLOCKED_HOOK_MS; false: timed out. */
+  private waitForReply(): boolean {
+    const started = performance.now();
+    for (;;) {
+      const left = this.requestTimeoutMs - (performance.now() - started);
+      if (left <= 0) return false;
+      if (Atomics.wait(this.flag, 0, 0, this.blockedHook ? Math.min(BLOCKED_HOOK_MS, left) : left) !== 'timed-out') return true;
+      this.blockedHook?.();
+    }
+  }
+
   private request(req: WorkerRequest): Extract<WorkerReply, { ok: true }> {
     if (this.closed) throw new StoreError('MVPN_INTERNAL', 'state store used after close');
-    const limit = this.waitLimit?.();
-    const waitMs = limit === undefined ? this.requestTimeoutMs : Math.min(this.requestTimeoutMs, Math.max(MIN_CAPPED_WAIT_MS, Math.floor(limit)));
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(req);
-    if (Atomics.wait(this.flag, 0, 0, waitMs) === 'timed-out') {
+    if (!this.waitForReply()) {
       // The connection is stuck (its transaction, if any, is lost with it): a new worker and connection take over.
       this.port.close();
       this.events.close();
       void this.worker.terminate();
       this.spawn(true);
       if (req.op !== 'close') this.port.postMessage({ op: 'connect', reply: false } satisfies WorkerRequest);
-      const capped = waitMs < this.requestTimeoutMs ? ' (capped: a network lease of this host runs out)' : '';
-      const message = `no answer within ${waitMs / 1000} s${capped}`;
+      const message = `no answer within ${this.requestTimeoutMs / 1000} s`;
       // After the caller has its error, not inside its (possibly open) transaction.
       setImmediate(() => this.listener?.({ kind: 'lost', message }));
-      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${waitMs / 1000} s${capped}`, {
+      throw new StoreError('MVPN_STORE_UNREACHABLE', `the PostgreSQL store ${this.where} did not answer within ${this.requestTimeoutMs / 1000} s`, {
         hint: 'is the database host up and reachable? the store reconnects by itself',
       });
     }
@@ -334,8 +342,8 @@ export class PostgresStore implements Store {
     this.listener = listener;
   }
 
-  limitWaits(limit: () => number | undefined): void {
-    this.waitLimit = limit;
+  whileBlocked(hook: () => void): void {
+    this.blockedHook = hook;
   }
 
   close(): void {

@@ -350,13 +350,13 @@ export interface Store {
    */
   watch?(listener: (e: StoreEvent) => void): void;
   /**
-   * A store on a database server blocks the process while a request is out
-   * (up to its request timeout, 20 s). `limit` caps that per request: ms the
-   * caller may block now, undefined for no cap. The daemon caps it at its
-   * earliest local lease deadline (daemon.ts storeWaitLimit), so a hung
-   * connection cannot hold it past the moment it must stop a network.
+   * A store on a database server blocks the thread while a request is out
+   * (up to its request timeout, 20 s). `hook` runs about every 100 ms
+   * meanwhile, synchronously: the daemon stops there, by pid, a network
+   * whose local lease deadline passed (daemon.ts fenceOverdue), which its
+   * event loop cannot do while blocked. Requests are never cut short for it.
    */
-  limitWaits?(limit: () => number | undefined): void;
+  whileBlocked?(hook: () => void): void;
   close(): void;
 }
 
