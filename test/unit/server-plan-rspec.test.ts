@@ -306,11 +306,11 @@ describe('server plan --rspec: bad requests are refused, naming element and line
     ['a duplicate link client_id', doc([...two, vpn('l', ['a:if0']), vpn('l', ['b:if0'])].join('\n')), 'MVPN_RSPEC_INVALID', /line 6: duplicate link client_id "l" \(first at line 5\)/],
     [
       'members on different subnets',
-      doc([node('a', CM.emu, ip('a', '10.1.0.2')), node('b', CM.emu, ip('b', '10.2.0.3')), vpn('l', ['a:if0', 'b:if0'])].join('\n')),
+      doc([node('a', CM.emu, ip('a', '198.18.1.2')), node('b', CM.emu, ip('b', '198.18.2.3')), vpn('l', ['a:if0', 'b:if0'])].join('\n')),
       'MVPN_RSPEC_INVALID',
-      /line 4: link "l": interface b:if0 is on 10\.2\.0\.0\/24 but interface a:if0 \(line 3\) is on 10\.1\.0\.0\/24/,
+      /line 4: link "l": interface b:if0 is on 198\.18\.2\.0\/24 but interface a:if0 \(line 3\) is on 198\.18\.1\.0\/24/,
     ],
-    ['a netmask that is not one', doc([node('a', CM.emu, ip('a', '10.1.0.2', '255.0.255.0')), vpn('l', ['a:if0'])].join('\n')), 'MVPN_RSPEC_INVALID', /line 3: interface a:if0: netmask "255\.0\.255\.0" is not a usable/],
+    ['a netmask that is not one', doc([node('a', CM.emu, ip('a', '198.18.1.2', '255.0.255.0')), vpn('l', ['a:if0'])].join('\n')), 'MVPN_RSPEC_INVALID', /line 3: interface a:if0: netmask "255\.0\.255\.0" is not a usable/],
     [
       'a private node whose testbed has no ops host',
       doc([...two, vpn('l', ['a:if0', 'b:if0'])].join('\n')),
@@ -320,9 +320,9 @@ describe('server plan --rspec: bad requests are refused, naming element and line
     ],
     [
       "a fixed address that is the server's",
-      doc([node('a', CM.emu, ip('a', '10.1.0.1')), vpn('l', ['a:if0'])].join('\n')),
+      doc([node('a', CM.emu, ip('a', '198.18.1.1')), vpn('l', ['a:if0'])].join('\n')),
       'MVPN_USAGE',
-      /address 10\.1\.0\.1 of a is not a node address of 10\.1\.0\.0\/24 \(the first host is the server's\) \(<link> of LAN l at line 4\)/,
+      /address 198\.18\.1\.1 of a is not a node address of 198\.18\.1\.0\/24 \(the first host is the server's\) \(<link> of LAN l at line 4\)/,
     ],
     ['a VPN node without a component manager', doc([node('a', CM.emu), '  <node client_id="b"><interface client_id="b:if0"/></node>', vpn('l', ['a:if0', 'b:if0'])].join('\n')), 'MVPN_RSPEC_INVALID', /line 4: <node client_id="b"> is in VPN link "l" but has no component_manager_id/],
     ['a document that is not UTF-8', Buffer.concat([Buffer.from(doc('').slice(0, 30)), Buffer.from([0xff, 0xfe]), Buffer.from(doc('').slice(30))]), 'MVPN_RSPEC_INVALID', /the document is not UTF-8 text/],
