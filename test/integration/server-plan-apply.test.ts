@@ -155,6 +155,34 @@ describe('server plan --apply --servers: one plan, every server', () => {
     expect(atHub.has('mvpn-peer-c')).toBe(true);
   });
 
+  it('Layer 3 with a public testbed that runs a server: it joins as a peer without an API relay (its nodes reach the hub directly)', { timeout: 300_000 }, async () => {
+    const A = { public: '198.18.0.3', internal: '198.18.3.1' };
+    const experiment = {
+      testbeds: [
+        { name: 'a', nodes: 'public', ops: A },
+        { name: 'b', nodes: 'private', ops: B },
+      ],
+      nodes: [
+        { name: 'a1', testbed: 'a' },
+        { name: 'b1', testbed: 'b' },
+        { name: 'b2', testbed: 'b' },
+      ],
+      lans: [{ name: 'lan', layer: 3, members: ['a1', 'b1', 'b2'] }],
+    };
+    const { made, expFile, serversFile } = await setUp([['a', A], ['b', B]], experiment);
+    const r = await cli(['server', 'plan', expFile, '--apply', '--servers', serversFile, '--json']);
+    expect(r.code, r.err).toBe(0);
+    const out = r.json<PlanOut>();
+    expect(out.plan.lans[0]!.hub).toBe('b');
+    // the plan sends a1 to the hub's API directly, so a relay at a would serve no node
+    expect(out.plan.lans[0]!.members.find((m) => m.node === 'a1')).toMatchObject({ server: 'a', api_via: null });
+    const added = out.steps.find((s) => s.action === 'link-added');
+    expect(added, JSON.stringify(out.steps)).toMatchObject({ server: 'a' });
+    expect(added!.detail).toContain('no API relay');
+    const links = await made.get('a')!.json<{ peer: { network: string; relay: unknown }[] }>(['link', 'show']);
+    expect(links.peer).toEqual([expect.objectContaining({ network: 'lan', relay: null })]);
+  });
+
   it("topology 2 with the peer's port taken: the link's server gets another port and the nodes behind the peer get it", { timeout: 120_000 }, async () => {
     const { made, expFile, serversFile } = await setUp([['b', B], ['c', C]], federated);
     const hub = made.get('b')!;

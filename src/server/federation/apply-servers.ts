@@ -15,7 +15,8 @@
  * 2. every link: unless the peer already has it, the hub's anchor
  *    (`anchor`) and link bundle (`link export … --out=-`) go to the peer
  *    (`link add - --hub-anchor … --relay-listen INTERNAL:8444`: the peer
- *    relays the hub's API to the nodes behind it);
+ *    relays the hub's API to the nodes behind it; no relay for a public
+ *    peer, whose nodes the plan sends to the hub's API directly);
  * 3. the nodes behind each peer get the peer's internal address with the
  *    port the peer's openvpn server listens on (`node set-remotes` at the hub).
  *
@@ -150,15 +151,21 @@ export async function applyAcrossServers(plan: Plan, experimentJson: string, cha
       const api = channels.apiUrl(link.hub);
       const bundle = await channels.raw(link.hub, ['link', 'export', link.lan, '--peer', link.peer, '--out=-', ...(api ? ['--api-url', api] : [])]);
       steps.push({ server: link.hub, action: 'link-exported', lan: link.lan, peer: link.peer, detail: `to ${link.peer}` });
+      // A relay only where the plan sends a node of this peer through it (a public peer's nodes reach the hub's API directly).
+      const relayed = plan.lans.find((l) => l.name === link.lan)!.members.some((m) => m.server === link.peer && m.api_via !== null);
       const peerOps = plan.servers.find((x) => x.testbed === link.peer)!;
-      const relayListen = `${peerOps.internal}:${channels.relayPort(link.peer)}`;
-      const added = await channels.json<{ address: string; port: number }>(link.peer, ['link', 'add', '-', '--hub-anchor', anchor, '--relay-listen', relayListen], bundle);
+      const relayListen = relayed ? `${peerOps.internal}:${channels.relayPort(link.peer)}` : undefined;
+      const added = await channels.json<{ address: string; port: number }>(
+        link.peer,
+        ['link', 'add', '-', '--hub-anchor', anchor, ...(relayListen ? ['--relay-listen', relayListen] : [])],
+        bundle,
+      );
       steps.push({
         server: link.peer,
         action: 'link-added',
         lan: link.lan,
         peer: link.peer,
-        detail: `link address ${added.address}, local server on port ${added.port}, relay to the hub's API on ${relayListen}`,
+        detail: `link address ${added.address}, local server on port ${added.port}, ${relayListen ? `relay to the hub's API on ${relayListen}` : 'no API relay (its nodes reach the hub directly)'}`,
       });
     }
     const { port } = await channels.json<{ port: number }>(link.peer, ['network', 'show', link.lan]);
