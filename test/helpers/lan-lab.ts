@@ -227,7 +227,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
 }
 
 /** Replies to `count` DF pings of `size` payload bytes from `a` to `b` over the LAN. */
-export async function dfPing(a: Member, b: Member, size = 1472, count = 3): Promise<number> {
+export async function dfPing(a: Pick<Member, 'ns'>, b: Pick<Member, 'tunnelIp'>, size = 1472, count = 3): Promise<number> {
   const r = await a.ns.exec('ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', String(count), '-i', '0.2', '-W', '2', b.tunnelIp], { allowFail: true });
   return Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
 }

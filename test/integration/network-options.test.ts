@@ -16,6 +16,7 @@ import { createNetwork, networkView } from '../../src/server/ops/networks.ts';
 import { addNode } from '../../src/server/ops/nodes.ts';
 import { newNetworkRecord } from '../../src/server/store/store.ts';
 import { net, openvpnPids, withConnectedWorld } from '../helpers/agent-fixtures.ts';
+import { dfPing } from '../helpers/lan-lab.ts';
 import { waitFor } from '../helpers/netns.ts';
 import { cli, makeServer, withContext, type TestServer } from '../helpers/server-fixtures.ts';
 
@@ -190,9 +191,8 @@ describe('a running node follows network update --mtu/--fragment', () => {
     await withConnectedWorld('follow', async (c) => {
       const { w } = c;
       const serverPids = async (): Promise<number[]> => openvpnPids({ runtimeDir: w.server.stateDir });
-      /** A DF ping of `size` bytes to the server's LAN address: frames of size+28 bytes cross whole. */
-      const dfPing = async (size: number): Promise<boolean> =>
-        (await w.node.exec('ping', ['-n', '-M', 'do', '-s', String(size), '-c', '2', '-W', '3', c.srvIp], { allowFail: true })).code === 0;
+      /** DF pings of `size` bytes to the server's LAN address answered: frames of size+28 bytes cross whole. */
+      const crosses = async (size: number): Promise<boolean> => (await dfPing({ ns: w.node }, { tunnelIp: c.srvIp }, size, 2)) > 0;
       const lanMtu = async (dev: string): Promise<number> => {
         const r = await w.node.exec('ip', ['-j', 'link', 'show', 'dev', dev]);
         return (JSON.parse(r.stdout) as { mtu: number }[])[0]!.mtu;
@@ -201,7 +201,7 @@ describe('a running node follows network update --mtu/--fragment', () => {
       expect(s0).toMatchObject({ mtu: 1500, fragment: 1280 });
       const dev = deviceName('follow');
       expect(await lanMtu(dev)).toBe(1500);
-      expect(await dfPing(1472)).toBe(true);
+      expect(await crosses(1472)).toBe(true);
 
       const steps: { args: string[]; mtu: number; fragment: number | null; lines: RegExp[]; absent: RegExp[] }[] = [
         // Fragmentation off: a node still fragmenting would exchange nothing with the server.
@@ -238,8 +238,8 @@ describe('a running node follows network update --mtu/--fragment', () => {
         for (const l of step.absent) expect(config).not.toMatch(l);
         expect(await lanMtu(dev)).toBe(step.mtu);
         // Full-size frames of the new LAN MTU cross; one byte more does not leave the node.
-        expect(await dfPing(step.mtu - 28)).toBe(true);
-        expect(await dfPing(step.mtu - 27)).toBe(false);
+        expect(await crosses(step.mtu - 28)).toBe(true);
+        expect(await crosses(step.mtu - 27)).toBe(false);
       }
     });
   }, 420_000);
