@@ -126,6 +126,8 @@ function isoOrNull(ms: number | undefined): string | null {
 
 /** States from which a network will not become connected without something changing. */
 const DEFINITE_FAILURE: ReadonlySet<string> = new Set(['failed', 'backoff']);
+/** The least time between two fetches made because frames stopped passing (followDataPlane). */
+const FRAMES_FETCH_GAP_MS = 30_000;
 
 export class AgentDaemon {
   readonly config: AgentConfig;
@@ -140,6 +142,10 @@ export class AgentDaemon {
   private stopping = false;
   private cancelTimer: Cancel | undefined;
   private lastSummary = '';
+  /** Each network's last frame-probe verdict, and when a failing one last made the agent fetch (followDataPlane). */
+  private readonly frames = new Map<string, FrameVerdict | undefined>();
+  private framesFetchAt = -Infinity;
+  private cancelFramesFetch: Cancel | undefined;
   /** The user every openvpn drops to (set at start; undefined when the agent is not root). */
   private runAs: OpenvpnUser | undefined;
   private readonly certExpiry = new CertExpiryCache();
@@ -270,6 +276,7 @@ export class AgentDaemon {
     await this.notify((n) => n.stopping());
     this.cancelTimer?.();
     this.cancelTimer = undefined;
+    this.cancelFramesFetch?.();
     await this.reconciler.shutdown();
     await this.runner.stopAll();
     await this.api?.close();
@@ -375,13 +382,42 @@ export class AgentDaemon {
 
   // ------------------------------------------------------------ readiness, timer
 
-  private onNetworkChange(_id: string, _s: InstanceStatus): void {
+  private onNetworkChange(id: string, s: InstanceStatus): void {
+    this.followDataPlane(id, s.frames);
     const line = this.summary();
     if (line !== this.lastSummary) {
       this.lastSummary = line;
       void this.notify((n) => n.status(line));
     }
     this.settleCheck?.();
+  }
+
+  /**
+   * Frames that stop passing (a probe that newly fails, also the first one
+   * of a connection) can mean the server's data plane changed (`server
+   * network update --fragment/--mtu`): the server restarted with the new
+   * values, and a node on the old ones exchanges no frames (the fragment
+   * header is on every packet, ARCHITECTURE.md "Full-size frames"). So the
+   * agent fetches at once instead of at its next reconcile, up to
+   * reconcile_interval_s later; at most once per FRAMES_FETCH_GAP_MS (a
+   * failure within it fetches when it ends), whatever the cause (a path that
+   * got smaller fetches the same, unchanged, bundle).
+   */
+  private followDataPlane(id: string, frames: FrameVerdict | undefined): void {
+    const before = this.frames.get(id);
+    this.frames.set(id, frames);
+    if (frames === undefined || frames === 'ok' || frames === before || this.stopping) return;
+    if (this.cancelFramesFetch !== undefined) return;
+    const fetch = (): void => {
+      this.cancelFramesFetch = undefined;
+      this.framesFetchAt = this.deps.clock.now();
+      void this.reconciler
+        .reconcile(`frames stopped passing on ${id}`)
+        .catch((err: unknown) => this.deps.logger.emit({ kind: 'discovery.failed', code: toMvpnError(err).code, message: toMvpnError(err).message }));
+    };
+    const wait = this.framesFetchAt + FRAMES_FETCH_GAP_MS - this.deps.clock.now();
+    if (wait <= 0) fetch();
+    else this.cancelFramesFetch = this.deps.clock.setTimeout(fetch, wait);
   }
 
   private settleCheck: (() => void) | undefined;

@@ -118,6 +118,8 @@ export interface LanOptions {
   readonly extraLines?: readonly string[];
   /** Raw lines for the server's config only, after extraLines (a variant whose ends differ). */
   readonly serverLines?: readonly string[];
+  /** Raw lines appended to every node's client-config-dir file on the server. */
+  readonly ccdLines?: readonly string[];
   /** Runs a node's openvpn (default: `openvpn --config`); `connected` says when it is up. */
   readonly startNode?: (node: { readonly name: string; readonly ns: Netns; readonly configPath: string }) => { log(): string; connected(): boolean; pid?: number | undefined };
 }
@@ -191,7 +193,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
     await ns.route('default', `198.18.${i + 1}.254`);
     if (c.refuseFragments) await ns.refuseFragments();
     const tunnelIp = `198.19.0.${10 + i}`;
-    await writeFile(join(ccd, name), renderCcd(tunnelIp, '255.255.255.0'));
+    await writeFile(join(ccd, name), renderCcd(tunnelIp, '255.255.255.0') + (o.ccdLines ?? []).map((l) => `${l}\n`).join(''));
     const spec: NetworkSpec = {
       schema: 1,
       id: LAN_NETWORK,
@@ -227,7 +229,7 @@ export async function startLan(lab: Lab, dir: string, c: PathCase, o: LanOptions
 }
 
 /** Replies to `count` DF pings of `size` payload bytes from `a` to `b` over the LAN. */
-export async function dfPing(a: Member, b: Member, size = 1472, count = 3): Promise<number> {
+export async function dfPing(a: Pick<Member, 'ns'>, b: Pick<Member, 'tunnelIp'>, size = 1472, count = 3): Promise<number> {
   const r = await a.ns.exec('ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', String(count), '-i', '0.2', '-W', '2', b.tunnelIp], { allowFail: true });
   return Number(/(\d+) received/.exec(r.stdout)?.[1] ?? 0);
 }

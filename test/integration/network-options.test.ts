@@ -4,7 +4,9 @@
  * config, with no copy in between: the path ARCHITECTURE.md's "Adding a
  * field to network.json" walks through. `mtu` stands for any such field.
  */
+import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deviceName } from '../../src/agent/networks.ts';
 import { NetworkSpecSchema } from '../../src/bundle/schema.ts';
 import { renderClientConfig, type ClientPaths } from '../../src/openvpn/client-config.ts';
 import { networkSpec } from '../../src/server/documents.ts';
@@ -13,6 +15,9 @@ import { renderNetworkConfig } from '../../src/server/network-files.ts';
 import { createNetwork, networkView } from '../../src/server/ops/networks.ts';
 import { addNode } from '../../src/server/ops/nodes.ts';
 import { newNetworkRecord } from '../../src/server/store/store.ts';
+import { net, openvpnPids, withConnectedWorld } from '../helpers/agent-fixtures.ts';
+import { dfPing } from '../helpers/lan-lab.ts';
+import { waitFor } from '../helpers/netns.ts';
 import { cli, makeServer, withContext, type TestServer } from '../helpers/server-fixtures.ts';
 
 const paths: ClientPaths = {
@@ -170,4 +175,76 @@ describe('newNetworkRecord', () => {
     const r = newNetworkRecord({ ...init, state: 'up', pushedRoutes: ['198.51.100.0/24'], options: { mtu: 1300 } }, 7);
     expect(r).toMatchObject({ state: 'up', pushedRoutes: ['198.51.100.0/24'], options: { mtu: 1300 }, allocHint: 0, createdAt: 7 });
   });
+});
+
+/**
+ * A running node follows a data-plane change made on its server (issue 13):
+ * the real server daemon and agent in namespaces (agent-fixtures.ts
+ * ServerWorld), the change made with the server CLI as an operator would.
+ * Each step is one that a node not following it would fail: a node keeping
+ * `fragment` after the server dropped it (or the reverse) exchanges no
+ * frames at all, since the fragment header is on every data packet; a node
+ * keeping the old `tun-mtu` shows it on its LAN interface. Nobody tells the
+ * agent (no reload, a reconcile interval of an hour): its frame probe fails
+ * against the restarted server and it fetches by itself (daemon.ts
+ * followDataPlane); the second change comes within that fetch's 30 s gap,
+ * so it is fetched when the gap ends.
+ */
+describe('a running node follows network update --mtu/--fragment', () => {
+  it('new bundle, re-rendered config, openvpn restarted at both ends, full-size frames pass after each change', async () => {
+    await withConnectedWorld('follow', async (c) => {
+      const { w } = c;
+      const serverPids = async (): Promise<number[]> => openvpnPids({ runtimeDir: w.server.stateDir });
+      /** DF pings of `size` bytes to the server's LAN address answered: frames of size+28 bytes cross whole. */
+      const crosses = async (size: number): Promise<boolean> => (await dfPing({ ns: w.node }, { tunnelIp: c.srvIp }, size, 2)) > 0;
+      const lanMtu = async (dev: string): Promise<number> => {
+        const r = await w.node.exec('ip', ['-j', 'link', 'show', 'dev', dev]);
+        return (JSON.parse(r.stdout) as { mtu: number }[])[0]!.mtu;
+      };
+      const s0 = net(c.s0, 'follow')!;
+      expect(s0).toMatchObject({ mtu: 1500, fragment: 1280 });
+      const dev = deviceName('follow');
+      expect(await lanMtu(dev)).toBe(1500);
+      expect(await crosses(1472)).toBe(true);
+
+      const steps: { args: string[]; mtu: number; fragment: number | null; lines: RegExp[]; absent: RegExp[] }[] = [
+        // Fragmentation off: a node still fragmenting would exchange nothing with the server.
+        { args: ['--fragment', 'off'], mtu: 1500, fragment: null, lines: [], absent: [/^fragment /m, /^mssfix /m] },
+        // A smaller LAN MTU and fragmentation back on, at another size.
+        { args: ['--mtu', '1400', '--fragment', '1400'], mtu: 1400, fragment: 1400, lines: [/^tun-mtu 1400$/m, /^fragment 1400 mtu$/m, /^mssfix 1400 mtu$/m], absent: [] },
+      ];
+      for (const step of steps) {
+        const before = net(await w.status(), 'follow')!;
+        const srvBefore = await serverPids();
+        expect(await w.server.json(['network', 'update', 'follow', ...step.args])).toMatchObject({ mtu: step.mtu, fragment: step.fragment });
+        // The server daemon re-renders its config and restarts the network's openvpn.
+        const restarted = await waitFor(async () => {
+          const now = await serverPids();
+          return now.length === 1 && !srvBefore.includes(now[0]!);
+        }, 60_000);
+        expect(restarted, `the server's openvpn restarted after network update ${step.args.join(' ')}:\n${w.daemonLog}`).toBe(true);
+        // No reload and a reconcile interval of an hour (ServerWorld's config): the agent fetches because its frames
+        // stopped passing (daemon.ts followDataPlane), installs the new bundle and restarts its openvpn.
+        const after = net(
+          await w.waitStatus((s) => {
+            const n = net(s, 'follow');
+            return n?.state === 'connected' && n.bundle_version !== before.bundle_version && n.full_frames === 'ok';
+          }, 120_000).catch((e: unknown) => { console.log('AGENTLOG', c.agent?.log()); throw e; }),
+          'follow',
+        )!;
+        expect(after).toMatchObject({ mtu: step.mtu, fragment: step.fragment, full_frames: 'ok', last_error: null });
+        expect(after.bundle_version).toBeGreaterThan(before.bundle_version!);
+        expect(after.pid).not.toBe(before.pid);
+        // The config the running openvpn was started with (its --config argument).
+        const argv = (await readFile(`/proc/${after.pid}/cmdline`, 'utf8')).split('\0');
+        const config = await readFile(argv[argv.indexOf('--config') + 1]!, 'utf8');
+        for (const l of step.lines) expect(config).toMatch(l);
+        for (const l of step.absent) expect(config).not.toMatch(l);
+        expect(await lanMtu(dev)).toBe(step.mtu);
+        // Full-size frames of the new LAN MTU cross; one byte more does not leave the node.
+        expect(await crosses(step.mtu - 28)).toBe(true);
+        expect(await crosses(step.mtu - 27)).toBe(false);
+      }
+    });
+  }, 420_000);
 });
