@@ -76,8 +76,8 @@ export interface NetworkStatus {
   readonly mtu?: number | null;
   /** The largest underlay datagram openvpn sends (network.json `fragment`): larger frames are split by openvpn on this node's path. null: no fragmentation (or no bundle). */
   readonly fragment?: number | null;
-  /** The last frame probe: ok, lost (full-size frames to the server vanish; the network is degraded) or unreachable; null: not probed (yet, or not a tap network). */
-  readonly full_frames?: 'ok' | 'lost' | 'unreachable' | null;
+  /** The last frame probe: ok, lost (full-size frames to the server vanish; degraded), unreachable (no ping answered, the server's address resolves: no verdict) or silent (nothing crosses the LAN; degraded); null: not probed (yet, or not a tap network). */
+  readonly full_frames?: 'ok' | 'lost' | 'unreachable' | 'silent' | null;
 }
 
 export interface MembershipStatus {

@@ -22,6 +22,10 @@
  *   full-size frames to the server vanish while small ones arrive (the
  *   frame probe): the underlay cannot carry even openvpn's fragments. A
  *   restart would not help; the probe repeats until frames pass again.
+ * - `degraded` (no restart) with MVPN_LAN_SILENT: a client is CONNECTED
+ *   but nothing crosses the LAN (the frame probe's pings unanswered and the
+ *   server's LAN address unresolved by ARP): keepalives and byte counters
+ *   still move on the control channel, so nothing else would see it.
  * - `pending`: openvpn is working on a connection (any state but CONNECTED).
  *   Not our business to restart: openvpn retries on its own (connect-retry,
  *   ping-restart).
@@ -99,7 +103,7 @@ export interface HealthResult {
   readonly verdict: HealthVerdict;
   readonly reason: string;
   /** Set for `failed`: the error code the supervisor records as lastError. */
-  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY' | 'MVPN_OPENVPN_PUSH_REFUSED' | 'MVPN_PATH_MTU';
+  readonly code?: 'MVPN_OPENVPN_HUNG' | 'MVPN_OPENVPN_UNHEALTHY' | 'MVPN_OPENVPN_PUSH_REFUSED' | 'MVPN_PATH_MTU' | 'MVPN_LAN_SILENT';
   readonly memory: HealthMemory;
   /** The address found on the device that matches the expected one (or the first IPv4 one). */
   readonly tunnelAddress?: string;
@@ -175,6 +179,16 @@ export function assessHealth(obs: HealthObservation, memory: HealthMemory, targe
       });
     }
     return withAddr({ verdict: 'degraded' as const, reason: `connected but ${where}`, memory: next });
+  }
+
+  if (target.role === 'client' && obs.frames?.verdict === 'silent') {
+    const { peer } = obs.frames;
+    return withAddr({
+      verdict: 'degraded' as const,
+      code: 'MVPN_LAN_SILENT' as const,
+      reason: `openvpn is connected but nothing crosses the LAN: pings to ${peer} over ${target.dev} get no answer and its address does not resolve (ARP); the server drops what this node sends (its LAN device, a bridge or firewall there, or the two ends disagree on fragmenting)`,
+      memory: base,
+    });
   }
 
   if (target.role === 'client' && obs.frames?.verdict === 'lost') {
@@ -289,6 +303,24 @@ export async function probeFullFrames(exec: ExecFn, dev: string, peer: string, m
     }
   };
   if (await ping(mtu - 28)) return 'ok';
-  return (await ping(56)) ? 'lost' : 'unreachable';
+  if (await ping(56)) return 'lost';
+  return (await neighbourResolves(exec, dev, peer, timeoutMs)) ? 'unreachable' : 'silent';
+}
+
+/**
+ * Whether `peer` has a link-layer address on `dev` (`ip neigh`): a server
+ * that ignores pings still answers ARP, so an entry the kernel could not
+ * resolve (FAILED, INCOMPLETE, none) after the pings means no frame crosses
+ * the LAN at all. An answer we cannot read counts as resolved (no verdict).
+ */
+async function neighbourResolves(exec: ExecFn, dev: string, peer: string, timeoutMs: number): Promise<boolean> {
+  try {
+    const r = await exec('ip', ['-json', 'neigh', 'show', 'to', peer, 'dev', dev], { timeoutMs });
+    if (r.code !== 0) return true;
+    const entries = JSON.parse(r.stdout) as { state?: string[] }[];
+    return entries.some((e) => !(e.state ?? []).some((st) => st === 'FAILED' || st === 'INCOMPLETE'));
+  } catch {
+    return true;
+  }
 }
 

@@ -59,8 +59,12 @@ export interface FrameProbe {
   readonly mtu: number;
 }
 
-/** `lost`: full-size DF pings to the server vanish while small ones answer; `unreachable`: small ones vanish too (no verdict on size). */
-export type FrameVerdict = 'ok' | 'lost' | 'unreachable';
+/**
+ * `lost`: full-size DF pings to the server vanish while small ones answer;
+ * `unreachable`: small ones vanish too but the server's LAN address resolves
+ * (it ignores pings: no verdict); `silent`: it does not even resolve (nothing crosses the LAN).
+ */
+export type FrameVerdict = 'ok' | 'lost' | 'unreachable' | 'silent';
 
 export interface ErrorInfo {
   readonly code: string;

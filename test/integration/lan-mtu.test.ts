@@ -87,6 +87,67 @@ describe('full-size frames on the LAN over small path MTUs', () => {
   }, 180_000);
 
   /**
+   * openvpn's control channel can stay up while nothing crosses the LAN: a
+   * server whose LAN device is down (standing for a broken bridge or a
+   * firewall there, or two ends on different fragment settings, which log
+   * FRAG_IN errors). Keepalives and byte counters still move, so only the
+   * frame probe sees it: the network must say degraded, not connected. A
+   * server that merely ignores pings (its address still resolves by ARP) is
+   * no verdict, and connected again.
+   */
+  it('a LAN that carries nothing while openvpn stays connected is degraded (MVPN_LAN_SILENT); a server that only ignores pings is not', async () => {
+    const tmp = await tmpDir('lanmtu-silent');
+    const logger = recordingLogger();
+    const sups: Supervisor[] = [];
+    try {
+      const runtimeDir = join(tmp.path, 'run');
+      await mkdir(runtimeDir, { recursive: true, mode: 0o700 });
+      await withLab(async (lab) => {
+        const lan = await startLan(
+          lab,
+          tmp.path,
+          { name: 'plain 1500', nodeMtus: [1500], serverMtu: 1500, middleMtu: 1500, blackHole: false },
+          {
+            startNode: ({ name, ns, configPath }) => {
+              const sup = new Supervisor(
+                { id: name, role: 'client', configPath, dev: 'tap0', expectedAddress: '198.19.0.10/24', frameProbe: { peer: '198.19.0.1', mtu: 1500 }, ...runtimePaths(runtimeDir, name) },
+                fastDeps(ns, logger),
+              );
+              sups.push(sup);
+              sup.start();
+              return { log: () => dump(logger.events), connected: () => ['connected', 'degraded'].includes(sup.status().state) };
+            },
+          },
+        );
+        const sup = sups[0]!;
+        await until(() => sup.status().state === 'connected' && sup.status().frames === 'ok', 'full frames to pass', logger.events);
+        const pid = sup.status().pid;
+        const srv = lan.server.ns;
+        await srv.exec('ip', ['link', 'set', lan.server.dev, 'down']);
+        await until(() => sup.status().state === 'degraded', 'the silent LAN to be degraded', logger.events, 120_000);
+        expect(sup.status().frames).toBe('silent');
+        expect(sup.status().lastError?.code).toBe('MVPN_LAN_SILENT');
+        expect(sup.status().lastError?.message).toMatch(/openvpn is connected but nothing crosses the LAN: pings to 198\.19\.0\.1 over tap0 get no answer/);
+        expect(await dfPing(lan.nodes[0]!, lan.server, 56, 2)).toBe(0);
+        // Not a restart loop: the same openvpn.
+        expect(sup.status().pid).toBe(pid);
+
+        // The device back, but pings ignored: frames cross (ARP resolves), so no verdict and connected.
+        await srv.exec('sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=1']);
+        await srv.exec('ip', ['link', 'set', lan.server.dev, 'up']);
+        await until(() => sup.status().state === 'connected' && sup.status().frames === 'unreachable', 'a ping-ignoring server to be no verdict', logger.events);
+        await srv.exec('sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=0']);
+        await until(() => sup.status().frames === 'ok', 'full frames to pass again', logger.events);
+        expect(sup.status().state).toBe('connected');
+        expect(sup.status().pid).toBe(pid);
+      });
+    } finally {
+      for (const s of sups) await s.stop();
+      await tmp.remove();
+    }
+  }, 240_000);
+
+  /**
    * Why the fragment size is one per network (ARCHITECTURE.md): openvpn 2.6
    * reads a client-config-dir file with CLIENT_CONNECT_OPT_MASK, which lets
    * neither `fragment` nor `mssfix` through, so the server cannot fragment

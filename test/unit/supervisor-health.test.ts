@@ -73,7 +73,8 @@ describe('assessHealth', () => {
     { name: 'a push without refused lines: ok', obs: ok({ refusedPushes: [] }), verdict: 'ok' },
     { name: 'full frames lost, small ones answer: degraded with MVPN_PATH_MTU', obs: ok({ frames: { verdict: 'lost', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'degraded', code: 'MVPN_PATH_MTU' },
     { name: 'full frames pass: ok', obs: ok({ frames: { verdict: 'ok', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'ok' },
-    { name: 'server unreachable even for small pings: no MTU verdict', obs: ok({ frames: { verdict: 'unreachable', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'ok' },
+    { name: 'no ping answered but the server resolves (it ignores pings): no verdict', obs: ok({ frames: { verdict: 'unreachable', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'ok' },
+    { name: 'nothing crosses the LAN (the server does not even resolve): degraded with MVPN_LAN_SILENT', obs: ok({ frames: { verdict: 'silent', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'degraded', code: 'MVPN_LAN_SILENT' },
     { name: 'frames lost while not connected: pending', obs: ok({ openvpnState: 'RECONNECTING', frames: { verdict: 'lost', mtu: 1500, peer: '198.19.0.1' } }), verdict: 'pending' },
     { name: 'refused push on a server: not judged', obs: ok({ device: present('203.0.113.1/24'), refusedPushes: ['ping 2'] }), target: server, verdict: 'ok' },
     {
