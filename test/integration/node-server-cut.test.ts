@@ -135,12 +135,12 @@ function connectedRemote(sup: Supervisor): string | undefined {
 
 /**
  * What the cut costs at most with the rendered timers: the keepalive
- * timeout (ping-restart), one server-poll-timeout on the dead remote, and 4 s
+ * timeout (ping-restart), one server-poll-timeout on the dead remote, and 5 s
  * for the handshake, the ping and a loaded machine. Before server-poll-timeout
  * was rendered, the dead remote was tried for a second keepalive timeout:
  * 20 s, over this bound.
  */
-const CUT_BOUND_MS = (FAILOVER_KEEPALIVE.timeout + SERVER_POLL_SECONDS + 4) * 1000;
+const CUT_BOUND_MS = (FAILOVER_KEEPALIVE.timeout + SERVER_POLL_SECONDS + 5) * 1000;
 
 async function inLab(label: string, fn: (t: CutLab) => Promise<void>, devType: 'tun' | 'tap' = 'tun'): Promise<void> {
   const tmp = await tmpDir(label);
