@@ -100,6 +100,20 @@ export class Netns {
     await this.exec('ip', ['rule', 'add', 'iif', 'lo', 'ipproto', 'icmp', 'lookup', '100']);
   }
 
+  /**
+   * Cut this namespace off from `ip` in both directions, as when that host
+   * dies or loses its link: a blackhole route for what goes to it and a
+   * blackhole rule for what comes from it. A route alone is a one-way cut:
+   * the far end (an openvpn server) keeps sending its keepalive pings for
+   * its own session timeout, and every one it delivers resets this side's
+   * ping-restart (BENCHMARKS.md, "Node failover when its server dies").
+   */
+  async cutOff(ip: string): Promise<void> {
+    this.lab.checkAddress(ip);
+    await this.exec('ip', ['route', 'add', 'blackhole', `${ip}/32`]);
+    await this.exec('ip', ['rule', 'add', 'from', `${ip}/32`, 'blackhole']);
+  }
+
   /** Reassemble no IP fragments (no memory for them), as behind the firewalls and NATs that drop fragments. */
   async refuseFragments(): Promise<void> {
     await this.exec('sysctl', ['-qw', 'net.ipv4.ipfrag_low_thresh=0', 'net.ipv4.ipfrag_high_thresh=0']);
