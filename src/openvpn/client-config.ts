@@ -37,7 +37,7 @@
  *   keeps its remote across one restart), so without this a node whose
  *   server died waited a second full ping-restart period (10 s with the
  *   failover keepalive) in a handshake with the dead server before it tried
- *   the next remote: cut → CONNECTED elsewhere ~20 s instead of ~12 s
+ *   the next remote: cut → CONNECTED elsewhere ~20 s instead of ~13 s
  *   (BENCHMARKS.md, "Node failover when its server dies"). A live server
  *   answers within milliseconds, and openvpn restarts after this timeout
  *   without any pause or back-off, so a client of a dead network keeps
