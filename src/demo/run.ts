@@ -262,9 +262,9 @@ async function killOwner(
 }
 
 /**
- * `demo --l3`: the roaming node's path to its first server cut; openvpn's own
- * failover takes it to its second remote (ping-restart, then a handshake to
- * the dead remote times out first), that server announces its /32 by BGP,
+ * `demo --l3`: the roaming node cut off from its first server; openvpn's own
+ * failover takes it to its second remote (ping-restart, then one
+ * server-poll-timeout on the dead remote), that server announces its /32 by BGP,
  * and the matrix runs until every pair answers (or `timeoutMs`).
  */
 async function moveNode(
@@ -281,7 +281,7 @@ async function moveNode(
     return n?.state === 'connected' ? (n.server ?? '-') : '-';
   };
   out(`\n== a node moves between servers: ${r.node} (address ${addrs.get(r.node)}) on ${r.from}'s server, in use ${await inUse()}; its second remote is ${r.to}'s server\n`);
-  out(`cutting ${r.node}'s path to ${r.from}'s server (${world.member(r.node).remote}); openvpn fails over by itself: expect ~40 s (ping-restart, then the handshake to the dead remote times out), then BGP moves the route\n`);
+  out(`cutting ${r.node}'s path to ${r.from}'s server (${world.member(r.node).remote}); openvpn fails over by itself: expect ~13 s (ping-restart after 10 s of silence, then 3 s of server-poll-timeout on the dead remote), then BGP moves the route\n`);
   const t0 = performance.now();
   await world.cutOff(r.node);
   mark(`${r.node} cut off`);

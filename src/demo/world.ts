@@ -296,9 +296,9 @@ export class World {
     return { server: this.hub, action: 'node-remotes-set', lan: this.network, node: m.node, detail: `remotes ${first}, then ${second} (${to}'s server)` };
   }
 
-  /** `l3`: the node's path to its first server cut (a blackhole route to that server's address in the node's namespace). */
+  /** `l3`: the node cut off from its first server, both ways, as when that host dies (Netns.cutOff in the node's namespace). */
   async cutOff(id: string): Promise<void> {
-    await this.node(id).ns.exec('ip', ['route', 'add', 'blackhole', `${this.member(id).remote}/32`]);
+    await this.node(id).ns.cutOff(this.member(id).remote);
   }
 
   /**

@@ -100,6 +100,26 @@ export class Netns {
     await this.exec('ip', ['rule', 'add', 'iif', 'lo', 'ipproto', 'icmp', 'lookup', '100']);
   }
 
+  /**
+   * Cut this namespace off from `ip` in both directions, as when that host
+   * dies or loses its link: a blackhole route for what goes to it and a
+   * blackhole rule for what comes from it. A route alone is a one-way cut:
+   * the far end (an openvpn server) keeps sending its keepalive pings for
+   * its own session timeout, and every one it delivers resets this side's
+   * ping-restart (BENCHMARKS.md, "Node failover when its server dies").
+   * The rule must come before the `local` table's (priority 0), which would
+   * otherwise deliver the packet first: that lookup moves to priority 2.
+   */
+  async cutOff(ip: string): Promise<void> {
+    this.lab.checkAddress(ip);
+    await this.exec('ip', ['route', 'add', 'blackhole', `${ip}/32`]);
+    await this.exec('ip', ['rule', 'add', 'pref', '1', 'from', `${ip}/32`, 'blackhole']);
+    if ((await this.exec('ip', ['rule', 'show', 'pref', '0'])).stdout.includes('lookup local')) {
+      await this.exec('ip', ['rule', 'add', 'pref', '2', 'lookup', 'local']);
+      await this.exec('ip', ['rule', 'del', 'pref', '0', 'lookup', 'local']);
+    }
+  }
+
   /** Reassemble no IP fragments (no memory for them), as behind the firewalls and NATs that drop fragments. */
   async refuseFragments(): Promise<void> {
     await this.exec('sysctl', ['-qw', 'net.ipv4.ipfrag_low_thresh=0', 'net.ipv4.ipfrag_high_thresh=0']);

@@ -30,6 +30,18 @@
  *   (openvpn's default waits 1 s, which a renewal's reload would cost as a
  *   lost ping); repeated failures still back off (2, 4, … s up to 300 s;
  *   a link client's up to 5 s: `connect-retry 0 5`).
+ * - `server-poll-timeout 3` (SERVER_POLL_SECONDS): a remote that has not
+ *   answered the first handshake packet within 3 s is given up for the next
+ *   one. openvpn's default is 120 s, and after a ping-restart it tries the
+ *   remote it was connected to again first (a session that came up once
+ *   keeps its remote across one restart), so without this a node whose
+ *   server died waited a second full ping-restart period (10 s with the
+ *   failover keepalive) in a handshake with the dead server before it tried
+ *   the next remote: cut → CONNECTED elsewhere ~20 s instead of ~13 s
+ *   (BENCHMARKS.md, "Node failover when its server dies"). A live server
+ *   answers within milliseconds, and openvpn restarts after this timeout
+ *   without any pause or back-off, so a client of a dead network keeps
+ *   asking every 3 s (two small datagrams) rather than backing off to 300 s.
  * - `tls-timeout 1`: the first handshake packet is sent again after 1 s,
  *   not openvpn's 2 (then 2, 4, … s). A server that restarts (new
  *   certificate, CA roll) tells its clients RESTART; their first try reaches
@@ -63,6 +75,13 @@ import type { NetworkSpec } from '../bundle/schema.ts';
 import { fastPathLines, mtuLines } from './mtu.ts';
 import { checkExtraOptions, unsafeDirective } from './options.ts';
 import { acceptedRoutes, pullFilterLines, type ProtectedPrefix } from './push-policy.ts';
+
+/**
+ * How long a client waits for a remote's first answer before it tries the
+ * next remote (`server-poll-timeout`; see the module comment). Longer than
+ * two `tls-timeout 1` resends, far shorter than the keepalive timeout.
+ */
+export const SERVER_POLL_SECONDS = 3;
 
 export interface ClientPaths {
   readonly ca: string;
@@ -192,6 +211,7 @@ function render(spec: NetworkSpec, target: Target): string {
     // place: after a ping-restart it must not read them again as nobody.
     ...(bridged ? ['persist-key'] : []),
     bridged ? 'connect-retry 0 5' : 'connect-retry 0',
+    `server-poll-timeout ${SERVER_POLL_SECONDS}`,
     'tls-timeout 1',
     ...(agent ? [`management ${agent.mgmtSocket} unix`, 'management-hold', 'script-security 1'] : []),
     ...(routes?.refused ?? []).map((r) => `# pushed routes for ${r.prefix} refused on this node: ${r.reason}`),

@@ -80,6 +80,15 @@ export interface ServerNetwork {
    * configures nothing on the device.
    */
   readonly routed?: boolean | undefined;
+  /**
+   * routed only: the `route-gateway` pushed to clients (default `serverIp`).
+   * Every server of an L3 network pushes the same one (the node specs'
+   * `server_tunnel_ip`), so a node moving between servers is pushed the same
+   * options: openvpn reopens its tun when a reconnect's push differs, which
+   * fails once it has dropped root (a fatal exit and a supervisor restart,
+   * ~7 s of the failover). On a tun any on-link gateway serves.
+   */
+  readonly routeGateway?: string | undefined;
   /** tap only: the server tap's MAC, a locally administered unicast address (`02:…`). */
   readonly lladdr?: string | undefined;
   /** Prefixes pushed to clients as routes via the server (network.json `pushed_routes`). */
@@ -119,6 +128,7 @@ function check(net: ServerNetwork, files: ServerFiles): void {
   if (net.local !== undefined && !IP_RE.test(net.local)) throw invalid('local', net.local);
   if (net.lladdr !== undefined && !MAC_RE.test(net.lladdr)) throw invalid('lladdr', net.lladdr);
   for (const k of ['network', 'netmask', 'serverIp', 'firstHost', 'lastHost'] as const) if (!IPV4_RE.test(net[k])) throw invalid(k, net[k]);
+  if (net.routeGateway !== undefined && !IPV4_RE.test(net.routeGateway)) throw invalid('routeGateway', net.routeGateway);
   for (const r of net.pushedRoutes ?? []) if (pushedRoutePrefixProblem(r) !== undefined) throw invalid('pushedRoutes', r);
   const { mtu, fragment } = net.dataPlane ?? {};
   if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < 576 || mtu > 9000)) throw invalid('mtu', mtu);
@@ -148,7 +158,7 @@ export function renderServerConfig(net: ServerNetwork, files: ServerFiles): stri
     ...(l2
       ? ['mode server', 'tls-server', ...(net.bridged === true ? [] : [`ifconfig ${net.serverIp} ${net.netmask}`]), `server-bridge ${net.serverIp} ${net.netmask} ${net.firstHost} ${net.lastHost}`]
       : net.routed === true
-        ? ['mode server', 'tls-server', 'topology subnet', 'push "topology subnet"', `ifconfig ${net.serverIp} ${net.netmask}`, 'ifconfig-noexec', `push "route-gateway ${net.serverIp}"`]
+        ? ['mode server', 'tls-server', 'topology subnet', 'push "topology subnet"', `ifconfig ${net.serverIp} ${net.netmask}`, 'ifconfig-noexec', `push "route-gateway ${net.routeGateway ?? net.serverIp}"`]
         : ['topology subnet', `server ${net.network} ${net.netmask} nopool`]),
     'client-to-client',
     ...(net.pushedRoutes ?? []).map((r) => {

@@ -88,6 +88,7 @@ export function renderNetworkConfig(config: ServerConfig, paths: ServerPaths, ne
       keepalive: keepaliveOf(net),
       bridged: bridge !== undefined && net.devType === 'tap',
       routed: bridge !== undefined && net.devType === 'tun',
+      routeGateway: bridge !== undefined && net.devType === 'tun' ? intToIp(serverAddress(subnet)) : undefined,
       lladdr: net.devType === 'tap' && bridge === undefined ? serverMac(net.id) : undefined,
       pushedRoutes: net.pushedRoutes,
       dataPlane: dataPlane(net),

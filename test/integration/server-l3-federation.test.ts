@@ -191,8 +191,8 @@ describe('L3 network across three server daemons: tun links, backbone, BIRD, roa
   it('a node whose first server becomes unreachable is reachable from all others through its second, with the same address', { timeout: 240_000 }, async () => {
     const b1 = node('b1');
     const [, b, c] = servers as [Srv, Srv, Srv];
-    // Cut b1's path to B only.
-    await b1.ns.exec('ip', ['route', 'add', 'blackhole', `${b.underlay}/32`]);
+    // Cut b1 off from B, both ways (as when B's host dies); the rest of B's traffic is untouched.
+    await b1.ns.cutOff(b.underlay);
     const cutAt = Date.now();
     const r = await roamConvergence(join(b1.workDir!, `${NET}.sock`), c.underlay, nodes, 120_000);
     expect(r.convergedMs, `${r.failed.join(' ')}\n${logs()}`).toBeTypeOf('number');

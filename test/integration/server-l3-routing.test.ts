@@ -237,8 +237,8 @@ describe('L3 network across three servers: openvpn tun servers, their own BIRDs,
 
   it('a node whose first server becomes unreachable is reachable from all others through its second', async () => {
     const n11 = nodes[0]!;
-    // Cut n11's path to srv1 only (its other traffic and the other nodes are untouched).
-    await n11.ns.exec('ip', ['route', 'add', 'blackhole', '198.19.0.1/32']);
+    // Cut n11 off from srv1, both ways (its other traffic and the other nodes are untouched).
+    await n11.ns.cutOff('198.19.0.1');
     const cutAt = Date.now();
     const { connectedAt, convergedMs } = await convergence(n11.mgmtSocket, '198.19.0.2', 90_000);
     console.log(`L3 roaming: CONNECTED at the second server ${connectedAt - cutAt} ms after the cut; ${convergedMs} ms from then to all 30 pairs answering; srv1 ended stale sessions: [${servers[0]!.killed.join(', ')}]`);

@@ -62,6 +62,7 @@ describe('renderClientConfig', () => {
         'data-ciphers AES-256-GCM:CHACHA20-POLY1305',
         'persist-tun',
         'connect-retry 0',
+        'server-poll-timeout 3',
         'tls-timeout 1',
         `management ${paths.mgmtSocket} unix`,
         'management-hold',

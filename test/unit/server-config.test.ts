@@ -34,6 +34,13 @@ function directives(conf: string): string[][] {
 const has = (conf: string, line: string) => conf.split('\n').includes(line);
 
 describe('renderServerConfig', () => {
+  it('an L3 server across servers pushes the network-wide route-gateway, so every server pushes the same options (a node moving between them keeps its tun)', () => {
+    const peer = { ...net, devType: 'tun' as const, routed: true, serverIp: '198.19.0.8' };
+    expect(has(renderServerConfig({ ...peer, routeGateway: '198.19.0.1' }, files), 'push "route-gateway 198.19.0.1"')).toBe(true);
+    expect(has(renderServerConfig(peer, files), 'push "route-gateway 198.19.0.8"')).toBe(true);
+    expect(() => renderServerConfig({ ...peer, routeGateway: '198.19.0.1\npush "x"' }, files)).toThrow(/routeGateway/);
+  });
+
   it('renders L2 (tap) as server-bridge with the server address on the tap and per-node addresses only', () => {
     const conf = renderServerConfig(net, files);
     for (const line of [
