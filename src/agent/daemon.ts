@@ -45,6 +45,8 @@ import { nullLogger, type Logger } from '../log.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, findRunning } from '../openvpn/process.ts';
 import { Supervisor } from '../openvpn/supervisor.ts';
+import { defaultHealthPolicy } from '../openvpn/health.ts';
+import { HealthRound } from '../openvpn/health-round.ts';
 import type { SupervisorDeps } from '../openvpn/supervisor-deps.ts';
 import type { FrameVerdict, InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
 import { LAN_MTU } from '../openvpn/mtu.ts';
@@ -151,12 +153,15 @@ export class AgentDaemon {
     this.anchor = anchor;
     this.deps = deps;
     this.startedAt = deps.clock.now();
+    // One timer and one interface read per interval for the health checks of every network (issue 14: idle CPU).
+    const healthRound = new HealthRound(deps.clock, (deps.supervisorDeps.health ?? defaultHealthPolicy).intervalMs);
     const factory: SupervisorFactory =
       deps.supervisorFactory ??
       ((spec: InstanceSpec) =>
         new Supervisor(spec, {
           logger: deps.openvpnLogger,
           clock: deps.clock,
+          healthRound,
           // Supervisors are only made after start() ran cleanupLeftovers (see the start-up order above).
           findRunning: (files) => findRunning(files, { scan: 'when-files-exist' }),
           runAs: this.runAs,
