@@ -201,21 +201,36 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
   const tmpLink = join(nets, `.${id}.link.${randomBytes(6).toString('hex')}`);
   let switched = false;
   let configSha256: string;
+  const written: Promise<void>[] = [];
+  // Handled at once (settled and checked below): a write that fails while a later step runs is no unhandled rejection.
+  const writing = (p: Promise<void>): void => {
+    p.catch(() => undefined);
+    written.push(p);
+  };
   try {
     await step('mkdir');
     await mkdir(versionDir, { mode: SHARED_DIR_MODE });
     await shareWithOpenvpn(versionDir, opts.openvpnUser, SHARED_DIR_MODE);
 
+    // Every file at once (each written, chmodded and fsynced on the thread
+    // pool): one after the other, a bundle's ten files were a chain of about
+    // fifty thread-pool hops and ten fsyncs in a row before its openvpn could
+    // start (issue 14: join time). Nothing points at the directory until the
+    // switch below, so the order in which they land does not matter.
     await step('write');
     const files = [...b.files, ...(nodeKey === undefined ? [] : [[KEY_FILE, nodeKey] as const])];
-    for (const [file, data] of files.sort(([a], [c]) => a.localeCompare(c))) {
-      await writeSynced(join(versionDir, file), data, fileModes(file)[0]!);
-      if (SHARED_FILES.has(file)) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
+    for (const [file, data] of files) {
+      writing(
+        (async () => {
+          await writeSynced(join(versionDir, file), data, fileModes(file)[0]!);
+          if (SHARED_FILES.has(file)) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
+        })(),
+      );
     }
 
     await step('render');
     const config = opts.render(b.spec, dir, paths);
-    await writeSynced(join(versionDir, CONFIG_FILE), config, 0o644);
+    writing(writeSynced(join(versionDir, CONFIG_FILE), config, 0o644));
     configSha256 = sha256Hex(Buffer.from(config, 'utf8'));
     const record: InstallRecord = {
       schema: 1,
@@ -227,11 +242,13 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
       key_path: keySource,
       ...(nodeKey === undefined ? {} : { key_sha256: sha256Hex(nodeKey) }),
     };
-    await writeSynced(join(versionDir, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', 0o644);
+    writing(writeSynced(join(versionDir, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', 0o644));
+    // All of them settled before a failure is acted on: the cleanup below removes the directory they are in.
+    const failed = (await Promise.allSettled(written)).find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
 
     await step('fsync');
-    await fsyncDir(versionDir);
-    await fsyncDir(nets);
+    await Promise.all([fsyncDir(versionDir), fsyncDir(nets)]);
 
     await step('switch');
     await symlink(name, tmpLink);
@@ -239,6 +256,8 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
     switched = true;
     await fsyncDir(nets);
   } catch (err) {
+    // No write may still be running into the directory removed here.
+    await Promise.allSettled(written);
     if (!switched) {
       await rm(tmpLink, { force: true });
       await rm(versionDir, { recursive: true, force: true });
