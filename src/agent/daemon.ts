@@ -126,6 +126,9 @@ function isoOrNull(ms: number | undefined): string | null {
   return ms === undefined ? null : new Date(ms).toISOString();
 }
 
+/** Before READY=1, STATUS changes go out at most this often (AgentDaemon.statusBeforeReady). */
+const EARLY_STATUS_MS = 1_000;
+
 /** States from which a network will not become connected without something changing. */
 const DEFINITE_FAILURE: ReadonlySet<string> = new Set(['failed', 'backoff']);
 
@@ -275,6 +278,8 @@ export class AgentDaemon {
     await this.notify((n) => n.stopping());
     this.cancelTimer?.();
     this.cancelTimer = undefined;
+    this.cancelEarlyStatus?.();
+    this.cancelEarlyStatus = undefined;
     await this.reconciler.shutdown();
     await this.runner.stopAll();
     await this.api?.close();
@@ -384,9 +389,30 @@ export class AgentDaemon {
     const line = this.summary();
     if (line !== this.lastSummary) {
       this.lastSummary = line;
-      void this.notify((n) => n.status(line));
+      if (this.ready) void this.notify((n) => n.status(line));
+      else this.statusBeforeReady();
     }
     this.settleCheck?.();
+  }
+
+  private cancelEarlyStatus: Cancel | undefined;
+
+  /**
+   * Before READY=1 (which carries the STATUS line), a changed line goes out
+   * at most once per EARLY_STATUS_MS, the latest one: a join that settles
+   * sooner sends no STATUS of its own. Each send is a systemd-notify process
+   * forked from the agent, and READY=1 waited behind the one a first
+   * network's connect started (issue 14: join time). A slow start still
+   * shows its progress in `systemctl status`.
+   */
+  private statusBeforeReady(): void {
+    if (this.cancelEarlyStatus !== undefined || this.deps.notifier === undefined) return;
+    this.cancelEarlyStatus = this.deps.clock.setTimeout(() => {
+      this.cancelEarlyStatus = undefined;
+      if (this.ready || this.stopping) return;
+      const line = this.lastSummary;
+      void this.notify((n) => n.status(line));
+    }, EARLY_STATUS_MS);
   }
 
   private settleCheck: (() => void) | undefined;
