@@ -6,9 +6,10 @@
  *   <stateDir>/networks/.<id>.<version>.<random>/   0700: the bundle's files,
  *                                                  openvpn.conf, install.json
  *
- * Steps: make a fresh 0710 directory, write every file (keys 0600, the rest
- * 0644; we run as root, so they are root-owned), render openvpn.conf into
- * it, fsync each file and the directory, then switch the symlink atomically
+ * Steps: make a fresh 0710 directory, write every file (all at once; keys
+ * 0600, the rest 0644; we run as root, so they are root-owned), render
+ * openvpn.conf into it, fsync each file, then the directory and its parent
+ * (together), then switch the symlink atomically
  * (new symlink under a temporary name, rename over the old one), fsync the
  * parent, and only then remove the previous version's directory. A failure
  * or crash before the rename leaves the previous install untouched (the
