@@ -232,7 +232,7 @@ export class AgentDaemon {
       logger.emit({ kind: 'agent.admin-state-ignored', message: toMvpnError(err).message });
     }
     await this.reconciler.refreshInstalled();
-    for (const b of this.reconciler.installed.values()) await shareInstalled(config.stateDir, b, this.runAs);
+    await Promise.all([...this.reconciler.installed.values()].map((b) => shareInstalled(config.stateDir, b, this.runAs)));
     await this.reconciler.startFromCache();
 
     await this.reconciler.reconcile('start');

@@ -50,6 +50,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BundleError, isMvpnError, type ErrorCode } from '../errors.ts';
 import { fsyncDir } from '../util/fs-atomic.ts';
+import { mapLimit } from '../util/concurrency.ts';
 import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { sha256Hex } from './membership.ts';
 import { MANIFEST_FILE, MANIFEST_SIG_FILE, NETWORK_ID_RE, parseWithSchema, type Manifest, type NetworkSpec } from './schema.ts';
@@ -70,6 +71,9 @@ function fileModes(name: string): readonly number[] {
   if (SECRET_FILES.has(name)) return [SHARED_FILE_MODE, 0o600];
   return name === CRL_FILE ? [SHARED_FILE_MODE, 0o644] : [0o644];
 }
+
+/** Installs listInstalled reads at once. */
+const READ_CONCURRENCY = 8;
 
 /** Absolute paths of the installed trust material, through the stable symlink. */
 export interface InstalledPaths {
@@ -374,17 +378,21 @@ export async function listInstalled(stateDir: string, opts: { anchor?: Anchor; o
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  const out: InstalledBundle[] = [];
-  for (const name of names.sort()) {
-    if (!NETWORK_ID_RE.test(name)) continue;
-    try {
-      const b = await readInstalled(stateDir, name, opts);
-      if (b) out.push(b);
-    } catch (err) {
-      opts.onError?.(name, err);
-    }
-  }
-  return out;
+  // Several at once: each is a chain of reads and hashes on the thread pool, and a
+  // rebooting agent reads every install before it starts any (issue 14: join).
+  const read = await mapLimit(
+    names.sort().filter((name) => NETWORK_ID_RE.test(name)),
+    READ_CONCURRENCY,
+    async (name) => {
+      try {
+        return await readInstalled(stateDir, name, opts);
+      } catch (err) {
+        opts.onError?.(name, err);
+        return undefined;
+      }
+    },
+  );
+  return read.filter((b): b is InstalledBundle => b !== undefined);
 }
 
 /** Removes a network's install: the symlink first (atomically, so it is never half there), then its directories. */
