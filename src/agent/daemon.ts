@@ -45,6 +45,8 @@ import { nullLogger, type Logger } from '../log.ts';
 import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers, findRunning } from '../openvpn/process.ts';
 import { Supervisor } from '../openvpn/supervisor.ts';
+import { defaultHealthPolicy } from '../openvpn/health.ts';
+import { HealthRound } from '../openvpn/health-round.ts';
 import type { SupervisorDeps } from '../openvpn/supervisor-deps.ts';
 import type { FrameVerdict, InstanceSpec, InstanceStatus } from '../openvpn/supervisor-state.ts';
 import { LAN_MTU } from '../openvpn/mtu.ts';
@@ -124,6 +126,9 @@ function isoOrNull(ms: number | undefined): string | null {
   return ms === undefined ? null : new Date(ms).toISOString();
 }
 
+/** Before READY=1, STATUS changes go out at most this often (AgentDaemon.statusBeforeReady). */
+const EARLY_STATUS_MS = 1_000;
+
 /** States from which a network will not become connected without something changing. */
 const DEFINITE_FAILURE: ReadonlySet<string> = new Set(['failed', 'backoff']);
 /** The least time between two fetches made because frames stopped passing (followDataPlane). */
@@ -157,12 +162,15 @@ export class AgentDaemon {
     this.anchor = anchor;
     this.deps = deps;
     this.startedAt = deps.clock.now();
+    // One timer and one interface read per interval for the health checks of every network (issue 14: idle CPU).
+    const healthRound = new HealthRound(deps.clock, (deps.supervisorDeps.health ?? defaultHealthPolicy).intervalMs);
     const factory: SupervisorFactory =
       deps.supervisorFactory ??
       ((spec: InstanceSpec) =>
         new Supervisor(spec, {
           logger: deps.openvpnLogger,
           clock: deps.clock,
+          healthRound,
           // Supervisors are only made after start() ran cleanupLeftovers (see the start-up order above).
           findRunning: (files) => findRunning(files, { scan: 'when-files-exist' }),
           runAs: this.runAs,
@@ -230,7 +238,7 @@ export class AgentDaemon {
       logger.emit({ kind: 'agent.admin-state-ignored', message: toMvpnError(err).message });
     }
     await this.reconciler.refreshInstalled();
-    for (const b of this.reconciler.installed.values()) await shareInstalled(config.stateDir, b, this.runAs);
+    await Promise.all([...this.reconciler.installed.values()].map((b) => shareInstalled(config.stateDir, b, this.runAs)));
     await this.reconciler.startFromCache();
 
     await this.reconciler.reconcile('start');
@@ -277,6 +285,8 @@ export class AgentDaemon {
     this.cancelTimer?.();
     this.cancelTimer = undefined;
     this.cancelFramesFetch?.();
+    this.cancelEarlyStatus?.();
+    this.cancelEarlyStatus = undefined;
     await this.reconciler.shutdown();
     await this.runner.stopAll();
     await this.api?.close();
@@ -387,7 +397,8 @@ export class AgentDaemon {
     const line = this.summary();
     if (line !== this.lastSummary) {
       this.lastSummary = line;
-      void this.notify((n) => n.status(line));
+      if (this.ready) void this.notify((n) => n.status(line));
+      else this.statusBeforeReady();
     }
     this.settleCheck?.();
   }
@@ -418,6 +429,26 @@ export class AgentDaemon {
     const wait = this.framesFetchAt + FRAMES_FETCH_GAP_MS - this.deps.clock.now();
     if (wait <= 0) fetch();
     else this.cancelFramesFetch = this.deps.clock.setTimeout(fetch, wait);
+  }
+
+  private cancelEarlyStatus: Cancel | undefined;
+
+  /**
+   * Before READY=1 (which carries the STATUS line), a changed line goes out
+   * at most once per EARLY_STATUS_MS, the latest one: a join that settles
+   * sooner sends no STATUS of its own. Each send is a systemd-notify process
+   * forked from the agent, and READY=1 waited behind the one a first
+   * network's connect started (issue 14: join time). A slow start still
+   * shows its progress in `systemctl status`.
+   */
+  private statusBeforeReady(): void {
+    if (this.cancelEarlyStatus !== undefined || this.deps.notifier === undefined) return;
+    this.cancelEarlyStatus = this.deps.clock.setTimeout(() => {
+      this.cancelEarlyStatus = undefined;
+      if (this.ready || this.stopping) return;
+      const line = this.lastSummary;
+      void this.notify((n) => n.status(line));
+    }, EARLY_STATUS_MS);
   }
 
   private settleCheck: (() => void) | undefined;

@@ -98,7 +98,7 @@ export function factsOf(manifest: Manifest, sha256: string): BundleFacts {
 }
 
 /** Networks fetched, verified, installed and started at once in one reconcile (see step 5 above). */
-export const BUNDLE_CONCURRENCY = 4;
+export const BUNDLE_CONCURRENCY = 8;
 
 async function caNames(pems: readonly string[]): Promise<string[]> {
   return Promise.all(pems.map(async (p) => (await caFacts(p).catch(() => ({ cn: '?' }))).cn));
@@ -197,13 +197,25 @@ export class Reconciler {
 
   /** Re-read the installed bundles (start-up, and before every plan). */
   async refreshInstalled(): Promise<void> {
+    const anchor = this.trust.anchor;
     const list = await listInstalled(this.ctx.config.stateDir, {
-      anchor: this.trust.anchor,
+      anchor,
       onError: (network, err) => this.deps.logger.emit({ kind: 'install.broken', network, message: toMvpnError(err).message }),
     });
     this.installed.clear();
     for (const b of list) this.installed.set(b.network, b);
+    this.freshlyRead = anchor.keyId;
   }
+
+  /**
+   * Set by refreshInstalled to the anchor it checked the installs with, and
+   * cleared by the next plan: the first reconcile after start-up plans with
+   * what start-up has just read, instead of reading and verifying every
+   * install a second time while their openvpns start (READY=1 waits for that
+   * reconcile; issue 14: join). Only while nothing was installed since and
+   * the anchor is the same: a rotation adopted during discovery re-reads.
+   */
+  private freshlyRead: string | undefined;
 
   /** The CA pins of a network: its pin file, else the CAs of the bundle installed before pins existed, else none (first install). */
   private async caPins(id: string): Promise<string[] | undefined> {
@@ -238,6 +250,7 @@ export class Reconciler {
       render: (spec, _dir, files) => renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev }, protect),
     });
     this.installed.set(b.network, b);
+    this.freshlyRead = undefined;
     return b;
   }
 
@@ -417,7 +430,8 @@ export class Reconciler {
       }
 
       // 4–5. installed state; then per network: its bundle if it changed, plan, act
-      await this.refreshInstalled();
+      if (this.freshlyRead !== this.trust.anchor.keyId) await this.refreshInstalled();
+      this.freshlyRead = undefined;
       let actions: Action[];
       if (accepted === undefined) {
         // Without a fresh document, earlier reasons (a rejected bundle) still hold: keep them.

@@ -6,9 +6,10 @@
  *   <stateDir>/networks/.<id>.<version>.<random>/   0700: the bundle's files,
  *                                                  openvpn.conf, install.json
  *
- * Steps: make a fresh 0710 directory, write every file (keys 0600, the rest
- * 0644; we run as root, so they are root-owned), render openvpn.conf into
- * it, fsync each file and the directory, then switch the symlink atomically
+ * Steps: make a fresh 0710 directory, write every file (all at once; keys
+ * 0600, the rest 0644; we run as root, so they are root-owned), render
+ * openvpn.conf into it, fsync each file, then the directory and its parent
+ * (together), then switch the symlink atomically
  * (new symlink under a temporary name, rename over the old one), fsync the
  * parent, and only then remove the previous version's directory. A failure
  * or crash before the rename leaves the previous install untouched (the
@@ -49,6 +50,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BundleError, isMvpnError, type ErrorCode } from '../errors.ts';
 import { fsyncDir } from '../util/fs-atomic.ts';
+import { mapLimit } from '../util/concurrency.ts';
 import { SHARED_DIR_MODE, SHARED_FILE_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { sha256Hex } from './membership.ts';
 import { MANIFEST_FILE, MANIFEST_SIG_FILE, NETWORK_ID_RE, parseWithSchema, type Manifest, type NetworkSpec } from './schema.ts';
@@ -69,6 +71,9 @@ function fileModes(name: string): readonly number[] {
   if (SECRET_FILES.has(name)) return [SHARED_FILE_MODE, 0o600];
   return name === CRL_FILE ? [SHARED_FILE_MODE, 0o644] : [0o644];
 }
+
+/** Installs listInstalled reads at once. */
+const READ_CONCURRENCY = 8;
 
 /** Absolute paths of the installed trust material, through the stable symlink. */
 export interface InstalledPaths {
@@ -201,21 +206,36 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
   const tmpLink = join(nets, `.${id}.link.${randomBytes(6).toString('hex')}`);
   let switched = false;
   let configSha256: string;
+  const written: Promise<void>[] = [];
+  // Handled at once (settled and checked below): a write that fails while a later step runs is no unhandled rejection.
+  const writing = (p: Promise<void>): void => {
+    p.catch(() => undefined);
+    written.push(p);
+  };
   try {
     await step('mkdir');
     await mkdir(versionDir, { mode: SHARED_DIR_MODE });
     await shareWithOpenvpn(versionDir, opts.openvpnUser, SHARED_DIR_MODE);
 
+    // Every file at once (each written, chmodded and fsynced on the thread
+    // pool): one after the other, a bundle's ten files were a chain of about
+    // fifty thread-pool hops and ten fsyncs in a row before its openvpn could
+    // start (issue 14: join time). Nothing points at the directory until the
+    // switch below, so the order in which they land does not matter.
     await step('write');
     const files = [...b.files, ...(nodeKey === undefined ? [] : [[KEY_FILE, nodeKey] as const])];
-    for (const [file, data] of files.sort(([a], [c]) => a.localeCompare(c))) {
-      await writeSynced(join(versionDir, file), data, fileModes(file)[0]!);
-      if (SHARED_FILES.has(file)) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
+    for (const [file, data] of files) {
+      writing(
+        (async () => {
+          await writeSynced(join(versionDir, file), data, fileModes(file)[0]!);
+          if (SHARED_FILES.has(file)) await shareWithOpenvpn(join(versionDir, file), opts.openvpnUser, SHARED_FILE_MODE);
+        })(),
+      );
     }
 
     await step('render');
     const config = opts.render(b.spec, dir, paths);
-    await writeSynced(join(versionDir, CONFIG_FILE), config, 0o644);
+    writing(writeSynced(join(versionDir, CONFIG_FILE), config, 0o644));
     configSha256 = sha256Hex(Buffer.from(config, 'utf8'));
     const record: InstallRecord = {
       schema: 1,
@@ -227,11 +247,13 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
       key_path: keySource,
       ...(nodeKey === undefined ? {} : { key_sha256: sha256Hex(nodeKey) }),
     };
-    await writeSynced(join(versionDir, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', 0o644);
+    writing(writeSynced(join(versionDir, RECORD_FILE), JSON.stringify(record, null, 2) + '\n', 0o644));
+    // All of them settled before a failure is acted on: the cleanup below removes the directory they are in.
+    const failed = (await Promise.allSettled(written)).find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
 
     await step('fsync');
-    await fsyncDir(versionDir);
-    await fsyncDir(nets);
+    await Promise.all([fsyncDir(versionDir), fsyncDir(nets)]);
 
     await step('switch');
     await symlink(name, tmpLink);
@@ -239,6 +261,8 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
     switched = true;
     await fsyncDir(nets);
   } catch (err) {
+    // No write may still be running into the directory removed here.
+    await Promise.allSettled(written);
     if (!switched) {
       await rm(tmpLink, { force: true });
       await rm(versionDir, { recursive: true, force: true });
@@ -354,17 +378,21 @@ export async function listInstalled(stateDir: string, opts: { anchor?: Anchor; o
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw err;
   }
-  const out: InstalledBundle[] = [];
-  for (const name of names.sort()) {
-    if (!NETWORK_ID_RE.test(name)) continue;
-    try {
-      const b = await readInstalled(stateDir, name, opts);
-      if (b) out.push(b);
-    } catch (err) {
-      opts.onError?.(name, err);
-    }
-  }
-  return out;
+  // Several at once: each is a chain of reads and hashes on the thread pool, and a
+  // rebooting agent reads every install before it starts any (issue 14: join).
+  const read = await mapLimit(
+    names.sort().filter((name) => NETWORK_ID_RE.test(name)),
+    READ_CONCURRENCY,
+    async (name) => {
+      try {
+        return await readInstalled(stateDir, name, opts);
+      } catch (err) {
+        opts.onError?.(name, err);
+        return undefined;
+      }
+    },
+  );
+  return read.filter((b): b is InstalledBundle => b !== undefined);
 }
 
 /** Removes a network's install: the symlink first (atomically, so it is never half there), then its directories. */

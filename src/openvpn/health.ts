@@ -38,8 +38,9 @@
  * when the management interface answers and its device exists (a server has
  * no single peer whose loss would make it "not connected").
  */
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
+import type { Interfaces } from './health-round.ts';
 import type { ExecFn } from '../util/exec.ts';
 import type { FrameVerdict } from './supervisor-state.ts';
 import { parseJsonBounded } from '../util/json.ts';
@@ -259,28 +260,27 @@ const IFNAME_RE = /^(?!\.\.?$)[^/\s]{1,15}$/;
 /**
  * The same facts as readDevice, in-process (no `ip` spawned every check):
  * presence from /sys/class/net/<dev>, addresses from getifaddrs
- * (os.networkInterfaces, which lists only interfaces that are up and
- * running: a tap openvpn no longer holds counts as without addresses).
+ * (`interfaces`: os.networkInterfaces, or the one read a HealthRound shares
+ * among the checks of a round; it lists only interfaces that are up and
+ * running, so a tap openvpn no longer holds counts as without addresses).
  * Both see the network namespace this process is in — with `ip netns exec`
  * also /sys, which it remounts — so the supervisor uses this only when
  * openvpn runs in our own namespace (no command prefix). Where
  * /sys/class/net is not mounted, `fallback` (readDevice with `ip`) answers.
+ * The stat is synchronous: a sysfs lookup takes microseconds, less than the
+ * thread-pool round trip of an asynchronous one.
  */
-export async function readDeviceInProcess(dev: string, fallback: () => Promise<DeviceInfo>): Promise<DeviceInfo> {
+export async function readDeviceInProcess(dev: string, fallback: () => Promise<DeviceInfo>, interfaces: () => Interfaces = networkInterfaces): Promise<DeviceInfo> {
   if (!IFNAME_RE.test(dev)) return { device: 'unknown', addresses: [] };
   try {
-    await stat(`/sys/class/net/${dev}`);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return { device: 'unknown', addresses: [] };
-    try {
-      await stat('/sys/class/net');
-    } catch {
-      return fallback();
+    if (statSync(`/sys/class/net/${dev}`, { throwIfNoEntry: false }) === undefined) {
+      return statSync('/sys/class/net', { throwIfNoEntry: false }) === undefined ? fallback() : { device: 'missing', addresses: [] };
     }
-    return { device: 'missing', addresses: [] };
+  } catch {
+    return { device: 'unknown', addresses: [] };
   }
   try {
-    return { device: 'present', addresses: (networkInterfaces()[dev] ?? []).map((a) => a.cidr).filter((c): c is string => c !== null) };
+    return { device: 'present', addresses: (interfaces()[dev] ?? []).map((a) => a.cidr).filter((c): c is string => c !== null) };
   } catch {
     return { device: 'unknown', addresses: [] };
   }

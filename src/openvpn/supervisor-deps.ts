@@ -11,6 +11,7 @@ import { defaultBackoff, type BackoffPolicy } from '../util/backoff.ts';
 import { systemClock, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
 import { defaultHealthPolicy, readDevice, readDeviceInProcess, type DeviceInfo, type HealthPolicy } from './health.ts';
+import type { HealthRound } from './health-round.ts';
 import { ManagementClient, type ManagementOptions } from './management.ts';
 import { findRunning } from './process.ts';
 import type { OpenvpnUser } from './unpriv.ts';
@@ -43,6 +44,12 @@ export interface SupervisorDeps {
   readonly removeFile: (path: string) => Promise<void>;
   readonly backoff: BackoffPolicy;
   readonly health: HealthPolicy;
+  /**
+   * Shared by every supervisor of a daemon: one timer for all their health
+   * checks and one read of the interfaces per round (health-round.ts). Its
+   * interval replaces `health.intervalMs`. Absent: a timer per supervisor.
+   */
+  readonly healthRound?: HealthRound;
   /** Connected this long resets the backoff attempt counter. */
   readonly stableMs: number;
   /** SIGTERM → SIGKILL. */
@@ -114,7 +121,7 @@ export function openvpnEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return out;
 }
 
-export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): SupervisorDeps {
+export function defaultSupervisorDeps(commandPrefix: readonly string[] = [], healthRound?: HealthRound): SupervisorDeps {
   const wrap = (cmd: string, args: readonly string[]): [string, string[]] =>
     commandPrefix.length === 0 ? [cmd, [...args]] : [commandPrefix[0]!, [...commandPrefix.slice(1), cmd, ...args]];
   return {
@@ -124,9 +131,13 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = []): Su
     },
     connectManagement: (path, opts) => ManagementClient.connect(path, opts),
     exec: (cmd, args, opts) => execCommand(...wrap(cmd, args), opts),
-    // openvpn in our own namespace: no `ip` process per health check (issue 14); in another one, `ip netns exec … ip`.
+    // openvpn in our own namespace: no `ip` process per health check (issue 14), and with a round one read of the
+    // interfaces for all its checks; in another namespace, `ip netns exec … ip`.
     ...(commandPrefix.length === 0
-      ? { readDevice: (dev: string, timeoutMs: number) => readDeviceInProcess(dev, () => readDevice((c, a, o) => execCommand(c, a, o), dev, timeoutMs)) }
+      ? {
+          readDevice: (dev: string, timeoutMs: number) =>
+            readDeviceInProcess(dev, () => readDevice((c, a, o) => execCommand(c, a, o), dev, timeoutMs), healthRound === undefined ? undefined : () => healthRound.interfaces()),
+        }
       : {}),
     clock: systemClock,
     random: Math.random,

@@ -31,8 +31,10 @@
  * - Restarts back off exponentially with jitter per instance; the attempt
  *   counter resets after the instance stayed connected for `stableMs`.
  * - Health (health.ts) runs every `health.intervalMs` while the process is
- *   up; a `failed` verdict (hung, or connected without its address) restarts
- *   it through backoff.
+ *   up, or at each round of a HealthRound the daemon shares among its
+ *   supervisors (health-round.ts: one timer and one interface read for all);
+ *   a `failed` verdict (hung, or connected without its address) restarts it
+ *   through backoff.
  */
 import { EventEmitter } from 'node:events';
 import { OpenvpnError, toMvpnError, type MvpnError } from '../errors.ts';
@@ -116,6 +118,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private lastError: ErrorInfo | undefined;
   private cancelBackoff: Cancel | undefined;
   private cancelHealth: Cancel | undefined;
+  /** With a shared HealthRound: leaves it (set while this process's checks are in the round). */
+  private leaveRound: (() => void) | undefined;
   private healthActive = false;
   private healthMemory: HealthMemory = freshHealthMemory;
   private lastVerdict: HealthVerdict | undefined;
@@ -130,7 +134,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     super();
     if (spec.mgmtSocket === spec.pidFile) throw new OpenvpnError('MVPN_CONFIG_INVALID', `instance ${spec.id}: management socket and pid file must differ`);
     this.spec = spec;
-    const { readDevice: readDeviceHere, ...defaults } = defaultSupervisorDeps(deps.commandPrefix ?? []);
+    const { readDevice: readDeviceHere, ...defaults } = defaultSupervisorDeps(deps.commandPrefix ?? [], deps.healthRound);
     // An injected exec (tests) also answers the health check's device read.
     this.deps = { ...defaults, ...(deps.exec === undefined && readDeviceHere !== undefined ? { readDevice: readDeviceHere } : {}), ...deps };
     this.since = this.deps.clock.now();
@@ -257,12 +261,16 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
         this.healthActive = true;
         this.healthMemory = freshHealthMemory;
         this.lastVerdict = undefined;
+        this.leaveRound?.();
+        this.leaveRound = undefined;
         this.scheduleHealth();
         return;
       case 'stop-health':
         this.healthActive = false;
         this.cancelHealth?.();
         this.cancelHealth = undefined;
+        this.leaveRound?.();
+        this.leaveRound = undefined;
         return;
       case 'close-mgmt': {
         const run = this.run;
@@ -654,6 +662,12 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   private scheduleHealth(): void {
     if (!this.healthActive) return;
     const run = this.run;
+    const round = this.deps.healthRound;
+    if (round !== undefined) {
+      // The round runs the check at each of its ticks, for this process until stop-health.
+      if (this.leaveRound === undefined && run !== undefined) this.leaveRound = round.join(() => this.healthCheck(run));
+      return;
+    }
     this.cancelHealth = this.deps.clock.setTimeout(() => {
       this.cancelHealth = undefined;
       if (run !== undefined) void this.healthCheck(run);
