@@ -39,6 +39,8 @@ import type { OpenvpnEvent } from '../openvpn/events.ts';
 import { cleanupLeftovers } from '../openvpn/process.ts';
 import { checkReachable, ensureOpenvpnUser, SHARED_DIR_MODE, shareWithOpenvpn, type OpenvpnUser } from '../openvpn/unpriv.ts';
 import { checkBuildFingerprint } from './build-fingerprint.ts';
+import { defaultHealthPolicy } from '../openvpn/health.ts';
+import { HealthRound } from '../openvpn/health-round.ts';
 import { Supervisor } from '../openvpn/supervisor.ts';
 import type { SupervisorDeps } from '../openvpn/supervisor-deps.ts';
 import type { InstanceSpec } from '../openvpn/supervisor-state.ts';
@@ -152,9 +154,12 @@ export class ServerDaemon {
     this.leases = new Leases({ store: ctx.store, hostId: ctx.config.host_id ?? DEFAULT_HOST_ID, clock: this.clock });
     this.upkeep = new Upkeep(ctx, this.logger, this.leases);
     const exec = opts.exec ?? execCommand;
+    // One timer and one interface read per interval for the health checks of every openvpn here (as in the agent: with a
+    // timer and an interface dump per supervisor, the work grew with the square of the networks).
+    const healthRound = new HealthRound(opts.supervisorDeps?.clock ?? systemClock, (opts.supervisorDeps?.health ?? defaultHealthPolicy).intervalMs);
     // Every openvpn of this server (networks and links) drops to the openvpn user.
     const supervisor = (spec: InstanceSpec) =>
-      new Supervisor(spec, { runAs: this.runAs, ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}), ...opts.supervisorDeps });
+      new Supervisor(spec, { runAs: this.runAs, healthRound, ...(opts.openvpnLogger ? { logger: opts.openvpnLogger } : {}), ...opts.supervisorDeps });
     this.federation = new FederationRunner({
       ctx,
       clock: this.clock,
