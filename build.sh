@@ -74,19 +74,21 @@ sea() {
   # anonymous RSS fell from 48.9 to 34.8 MiB with 4 networks (issue 14,
   # BENCHMARKS.md footprint).
   # The main script is the small entry (src/sea-entry.ts: --version and
-  # plain status without the rest); the whole CLI is the asset cli.cjs, with
-  # a V8 code cache made here by the same runtime under the same flags
-  # (x64 only: the arm64 runtime does not run on the build machine).
+  # plain status without the rest); the agent's `run` is the asset agent.cjs
+  # (only the agent's modules), the whole CLI the asset cli.cjs, each with a
+  # V8 code cache made here by the same runtime under the same flags (x64
+  # only: the arm64 runtime does not run on the build machine).
   local cache_asset=""
   if [ "$code_cache" = true ]; then
     $NODE --max-semi-space-size=1 scripts/code-cache.mjs build/mvpn-client.cjs build/mvpn-client.cache
-    cache_asset=', "cli.cache": "build/mvpn-client.cache"'
+    $NODE --max-semi-space-size=1 scripts/code-cache.mjs build/mvpn-agent.cjs build/mvpn-agent.cache
+    cache_asset=', "cli.cache": "build/mvpn-client.cache", "agent.cache": "build/mvpn-agent.cache"'
   fi
   cat > "build/sea-config-$tag.json" <<JSON
 { "main": "build/mvpn-entry.cjs", "output": "build/sea-prep-$tag.blob",
   "disableExperimentalSEAWarning": true, "useSnapshot": false, "useCodeCache": $code_cache,
   "execArgv": ["--max-semi-space-size=1"],
-  "assets": { "cli.cjs": "build/mvpn-client.cjs"$cache_asset } }
+  "assets": { "cli.cjs": "build/mvpn-client.cjs", "agent.cjs": "build/mvpn-agent.cjs"$cache_asset } }
 JSON
   $NODE --experimental-sea-config "build/sea-config-$tag.json" >/dev/null 2>&1
   cp "$runtime" "build/$tag.tmp"

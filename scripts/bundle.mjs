@@ -70,5 +70,8 @@ const common = {
 };
 // The whole CLI: the executable's asset cli.cjs (and runnable on its own with node).
 await build({ ...common, entryPoints: ['src/main.ts'], outfile: 'build/mvpn-client.cjs' });
-// The executable's main script: the fast path, else it compiles cli.cjs (src/sea-entry.ts).
+// The agent (`run`) and only what it imports: the executable's asset agent.cjs,
+// so a long-lived agent holds none of the CLI's other source and code.
+await build({ ...common, entryPoints: ['src/agent-main.ts'], outfile: 'build/mvpn-agent.cjs' });
+// The executable's main script: the fast path, else it compiles agent.cjs or cli.cjs (src/sea-entry.ts).
 await build({ ...common, entryPoints: ['src/sea-entry.ts'], outfile: 'build/mvpn-entry.cjs' });
