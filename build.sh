@@ -61,6 +61,7 @@ say "type check"
 node_modules/.bin/tsc -p tsconfig.json --noEmit
 
 say "bundle"
+rm -f build/mvpn-lib-*.cjs
 $NODE scripts/bundle.mjs
 
 # sea RUNTIME STRIP CODE_CACHE OUT: inject the bundle into a copy of RUNTIME.
@@ -78,17 +79,25 @@ sea() {
   # (only the agent's modules), the whole CLI the asset cli.cjs, each with a
   # V8 code cache made here by the same runtime under the same flags (x64
   # only: the arm64 runtime does not run on the build machine).
-  local cache_asset=""
-  if [ "$code_cache" = true ]; then
-    $NODE --max-semi-space-size=1 scripts/code-cache.mjs build/mvpn-client.cjs build/mvpn-client.cache
-    $NODE --max-semi-space-size=1 scripts/code-cache.mjs build/mvpn-agent.cjs build/mvpn-agent.cache
-    cache_asset=', "cli.cache": "build/mvpn-client.cache", "agent.cache": "build/mvpn-agent.cache"'
-  fi
+  # The agent's lazily loaded libraries are assets lib-NAME.cjs (scripts/bundle.mjs).
+  local assets="" name file
+  for file in build/mvpn-client.cjs build/mvpn-agent.cjs build/mvpn-lib-*.cjs; do
+    case $file in
+      build/mvpn-client.cjs) name=cli ;;
+      build/mvpn-agent.cjs) name=agent ;;
+      *) name=${file#build/mvpn-}; name=${name%.cjs} ;;
+    esac
+    assets+="${assets:+, }\"$name.cjs\": \"$file\""
+    if [ "$code_cache" = true ]; then
+      $NODE --max-semi-space-size=1 scripts/code-cache.mjs "$file" "${file%.cjs}.cache"
+      assets+=", \"$name.cache\": \"${file%.cjs}.cache\""
+    fi
+  done
   cat > "build/sea-config-$tag.json" <<JSON
 { "main": "build/mvpn-entry.cjs", "output": "build/sea-prep-$tag.blob",
   "disableExperimentalSEAWarning": true, "useSnapshot": false, "useCodeCache": $code_cache,
   "execArgv": ["--max-semi-space-size=1"],
-  "assets": { "cli.cjs": "build/mvpn-client.cjs", "agent.cjs": "build/mvpn-agent.cjs"$cache_asset } }
+  "assets": { $assets } }
 JSON
   $NODE --experimental-sea-config "build/sea-config-$tag.json" >/dev/null 2>&1
   cp "$runtime" "build/$tag.tmp"

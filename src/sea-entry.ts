@@ -8,7 +8,8 @@
  * absent or rejected = a plain compile):
  * - `agent.cjs` (src/agent-main.ts): the agent's `run [--config FILE]`,
  *   which stays up for an experiment's whole life and so should hold the
- *   source and code of its own modules only;
+ *   source and code of its own modules only; the libraries it loads on
+ *   first use are `lib-NAME.cjs` (below, `assetRequire`);
  * - `cli.cjs` (src/main.ts): the whole CLI, for everything else.
  * The executable is still one file.
  */
@@ -19,8 +20,24 @@ import { fastCommand, fastRunArgs, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
 import { wrapCli } from './sea-wrapper.ts';
 
+/** Exports of the library assets evaluated so far (each once). */
+const libs = new Map<string, unknown>();
+/**
+ * The `require` an asset runs with: `mvpn-lib:NAME` (the agent's stubs for
+ * the libraries it loads on first use, scripts/bundle.mjs) is asset
+ * `lib-NAME.cjs`; anything else (Node's built-ins) is Node's.
+ */
+const assetRequire = Object.assign((id: string): unknown => {
+  // The require Node gives a main script, as the bundles would get it without this wrapper.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (!id.startsWith('mvpn-lib:')) return require(id);
+  const name = id.slice('mvpn-lib:'.length);
+  if (!libs.has(name)) libs.set(name, evaluateAsset(`lib-${name}`));
+  return libs.get(name);
+}, require);
+
 /** Compiles and runs the bundle in asset `NAME.cjs` as a CommonJS module; returns its exports. */
-function evaluateAsset(name: 'cli' | 'agent'): Record<string, unknown> {
+function evaluateAsset(name: string): unknown {
   let cachedData: Buffer | undefined;
   try {
     cachedData = Buffer.from(getAsset(`${name}.cache`));
@@ -32,8 +49,8 @@ function evaluateAsset(name: 'cli' | 'agent'): Record<string, unknown> {
     ...(cachedData ? { cachedData } : {}),
     importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
-  const mod = { exports: {} as Record<string, unknown> };
-  (script.runInThisContext() as (...a: unknown[]) => void)(mod.exports, require, mod, __filename, __dirname);
+  const mod = { exports: {} as unknown };
+  (script.runInThisContext() as (...a: unknown[]) => void)(mod.exports, assetRequire, mod, __filename, __dirname);
   return mod.exports;
 }
 
@@ -53,5 +70,5 @@ const argv = process.argv.slice(2);
 const fast = fastCommand(argv);
 const agent = fast ? undefined : fastRunArgs(argv);
 if (fast) exitWith(runFast(fast, processIo()));
-else if (agent) exitWith((evaluateAsset('agent')['runAgent'] as typeof runAgent)(agent, processIo()));
+else if (agent) exitWith((evaluateAsset('agent') as { runAgent: typeof runAgent }).runAgent(agent, processIo()));
 else evaluateAsset('cli');
