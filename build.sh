@@ -89,7 +89,8 @@ sea() {
     esac
     assets+="${assets:+, }\"$name.cjs\": \"$file\""
     if [ "$code_cache" = true ]; then
-      $NODE --max-semi-space-size=1 scripts/code-cache.mjs "$file" "${file%.cjs}.cache"
+      # The agent's assets under its own V8 flags (AGENT_V8_FLAGS in src/sea-wrapper.ts).
+      $NODE --max-semi-space-size=1 scripts/code-cache.mjs "$file" "${file%.cjs}.cache" $([ "$name" = cli ] || echo --agent)
       assets+=", \"$name.cache\": \"${file%.cjs}.cache\""
     fi
   done

@@ -14,11 +14,12 @@
  * The executable is still one file.
  */
 import { getAsset } from 'node:sea';
+import { setFlagsFromString } from 'node:v8';
 import { constants, Script } from 'node:vm';
 import type { runAgent } from './agent-main.ts';
 import { fastCommand, fastRunArgs, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
-import { wrapCli } from './sea-wrapper.ts';
+import { AGENT_V8_FLAGS, wrapCli } from './sea-wrapper.ts';
 
 /** Exports of the library assets evaluated so far (each once). */
 const libs = new Map<string, unknown>();
@@ -70,5 +71,8 @@ const argv = process.argv.slice(2);
 const fast = fastCommand(argv);
 const agent = fast ? undefined : fastRunArgs(argv);
 if (fast) exitWith(runFast(fast, processIo()));
-else if (agent) exitWith((evaluateAsset('agent') as { runAgent: typeof runAgent }).runAgent(agent, processIo()));
-else evaluateAsset('cli');
+else if (agent) {
+  // Baseline code only (AGENT_V8_FLAGS); set before any of the agent's code is compiled.
+  for (const flag of AGENT_V8_FLAGS) setFlagsFromString(flag);
+  exitWith((evaluateAsset('agent') as { runAgent: typeof runAgent }).runAgent(agent, processIo()));
+} else evaluateAsset('cli');
