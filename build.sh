@@ -61,6 +61,7 @@ say "type check"
 node_modules/.bin/tsc -p tsconfig.json --noEmit
 
 say "bundle"
+rm -f build/mvpn-lib-*.cjs
 $NODE scripts/bundle.mjs
 
 # sea RUNTIME STRIP CODE_CACHE OUT: inject the bundle into a copy of RUNTIME.
@@ -74,19 +75,30 @@ sea() {
   # anonymous RSS fell from 48.9 to 34.8 MiB with 4 networks (issue 14,
   # BENCHMARKS.md footprint).
   # The main script is the small entry (src/sea-entry.ts: --version and
-  # plain status without the rest); the whole CLI is the asset cli.cjs, with
-  # a V8 code cache made here by the same runtime under the same flags
-  # (x64 only: the arm64 runtime does not run on the build machine).
-  local cache_asset=""
-  if [ "$code_cache" = true ]; then
-    $NODE --max-semi-space-size=1 scripts/code-cache.mjs build/mvpn-client.cjs build/mvpn-client.cache
-    cache_asset=', "cli.cache": "build/mvpn-client.cache"'
-  fi
+  # plain status without the rest); the agent's `run` is the asset agent.cjs
+  # (only the agent's modules), the whole CLI the asset cli.cjs, each with a
+  # V8 code cache made here by the same runtime under the same flags (x64
+  # only: the arm64 runtime does not run on the build machine).
+  # The agent's lazily loaded libraries are assets lib-NAME.cjs (scripts/bundle.mjs).
+  local assets="" name file
+  for file in build/mvpn-client.cjs build/mvpn-agent.cjs build/mvpn-lib-*.cjs; do
+    case $file in
+      build/mvpn-client.cjs) name=cli ;;
+      build/mvpn-agent.cjs) name=agent ;;
+      *) name=${file#build/mvpn-}; name=${name%.cjs} ;;
+    esac
+    assets+="${assets:+, }\"$name.cjs\": \"$file\""
+    if [ "$code_cache" = true ]; then
+      # The agent's assets under its own V8 flags (AGENT_V8_FLAGS in src/sea-wrapper.ts).
+      $NODE --max-semi-space-size=1 scripts/code-cache.mjs "$file" "${file%.cjs}.cache" $([ "$name" = cli ] || echo --agent)
+      assets+=", \"$name.cache\": \"${file%.cjs}.cache\""
+    fi
+  done
   cat > "build/sea-config-$tag.json" <<JSON
 { "main": "build/mvpn-entry.cjs", "output": "build/sea-prep-$tag.blob",
   "disableExperimentalSEAWarning": true, "useSnapshot": false, "useCodeCache": $code_cache,
   "execArgv": ["--max-semi-space-size=1"],
-  "assets": { "cli.cjs": "build/mvpn-client.cjs"$cache_asset } }
+  "assets": { $assets } }
 JSON
   $NODE --experimental-sea-config "build/sea-config-$tag.json" >/dev/null 2>&1
   cp "$runtime" "build/$tag.tmp"

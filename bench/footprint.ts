@@ -162,6 +162,7 @@ const metricsOffBench: Benchmark = {
         sizes: {
           executable: await sizeOf(BIN),
           jsBundle: await sizeOf(join(ROOT, 'build/mvpn-client.cjs')),
+          agentBundle: await sizeOf(join(ROOT, 'build/mvpn-agent.cjs')),
           deb: await findPackage('.deb'),
           rpm: await findPackage('.rpm'),
           openvpn: await sizeOf(OPENVPN),
@@ -251,7 +252,7 @@ const metricsOffBench: Benchmark = {
       `| anchor: \`openvpn --version\` | ${fmtRange(d.openvpnVersionMs, '', 1)} |`,
       `| anchor: the Node runtime alone, \`node -e 0\` | ${fmtRange(d.nodeRuntimeFloorMs, '', 1)} |`,
       '',
-      `Peak RSS of one \`status\`: ${d.statusPeakRssMiB ?? 'n/a'} MiB. Sizes: executable ${mib(d.sizes['executable'])} (its JavaScript bundle ${mib(d.sizes['jsBundle'])}), .deb ${mib(d.sizes['deb'])}, .rpm ${mib(d.sizes['rpm'])}; for comparison /usr/sbin/openvpn ${mib(d.sizes['openvpn'])} (plus shared libraries).`,
+      `Peak RSS of one \`status\`: ${d.statusPeakRssMiB ?? 'n/a'} MiB. Sizes: executable ${mib(d.sizes['executable'])} (its JavaScript: the CLI bundle ${mib(d.sizes['jsBundle'])}, the agent's own ${mib(d.sizes['agentBundle'])}), .deb ${mib(d.sizes['deb'])}, .rpm ${mib(d.sizes['rpm'])}; for comparison /usr/sbin/openvpn ${mib(d.sizes['openvpn'])} (plus shared libraries).`,
       ...(d.serverIdle === undefined || d.serverIdle.length === 0
         ? []
         : [

@@ -70,5 +70,31 @@ const common = {
 };
 // The whole CLI: the executable's asset cli.cjs (and runnable on its own with node).
 await build({ ...common, entryPoints: ['src/main.ts'], outfile: 'build/mvpn-client.cjs' });
-// The executable's main script: the fast path, else it compiles cli.cjs (src/sea-entry.ts).
+// The agent (`run`) and only what it imports: the executable's asset agent.cjs,
+// so a long-lived agent holds none of the CLI's other source and code.
+// The libraries it loads only on first use (undici: an HTTPS source or
+// enrollment; @peculiar/x509: a CSR; prom-client: metrics_listen) are assets
+// of their own, lib-NAME.cjs: in agent.cjs each is a stub requiring
+// `mvpn-lib:NAME`, which src/sea-entry.ts resolves by evaluating that asset
+// once. An agent that never uses one never holds its source either.
+const agentLibs = { undici: 'undici', '@peculiar/x509': 'x509', 'reflect-metadata': 'x509', 'prom-client': 'prom-client' };
+const libEntries = {
+  undici: "module.exports = require('undici');",
+  // reflect-metadata before the library, as src/pki/x509.ts loads them.
+  x509: "require('reflect-metadata'); module.exports = require('@peculiar/x509');",
+  'prom-client': "module.exports = require('prom-client');",
+};
+const agentLibStubs = {
+  name: 'agent-lib-stubs',
+  setup(b) {
+    b.onResolve({ filter: /^(undici|@peculiar\/x509|reflect-metadata|prom-client)$/ }, (args) => ({ path: args.path, namespace: 'mvpn-lib' }));
+    b.onLoad({ filter: /.*/, namespace: 'mvpn-lib' }, (args) => ({ contents: `module.exports = require(${JSON.stringify(`mvpn-lib:${agentLibs[args.path]}`)});`, loader: 'js' }));
+    b.onResolve({ filter: /^mvpn-lib:/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+await build({ ...common, entryPoints: ['src/agent-main.ts'], outfile: 'build/mvpn-agent.cjs', plugins: [traceModules, agentLibStubs] });
+for (const [name, contents] of Object.entries(libEntries)) {
+  await build({ ...common, stdin: { contents, resolveDir: process.cwd(), sourcefile: `lib-${name}.cjs` }, outfile: `build/mvpn-lib-${name}.cjs` });
+}
+// The executable's main script: the fast path, else it compiles agent.cjs or cli.cjs (src/sea-entry.ts).
 await build({ ...common, entryPoints: ['src/sea-entry.ts'], outfile: 'build/mvpn-entry.cjs' });

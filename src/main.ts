@@ -7,7 +7,6 @@
  */
 import { fastCommand, fastRunArgs, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
-import { reportFailure } from './cli/report.ts';
 
 const argv = process.argv.slice(2);
 const io = processIo();
@@ -16,7 +15,7 @@ const agent = fast ? undefined : fastRunArgs(argv);
 const done = fast
   ? runFast(fast, io)
   : agent
-    ? import('./cli/run.ts').then(({ runCommand }) => runCommand.run(agent, io)).catch((err: unknown) => reportFailure(io, err))
+    ? import('./agent-main.ts').then(({ runAgent }) => runAgent(agent, io))
     : import('./cli/main.ts').then(({ main }) => main(argv, io));
 done.then(
   (code) => {

@@ -3,38 +3,60 @@
  * and code-cache-checks the SEA main script on every start, and for the
  * whole 3 MB CLI that was most of `status` and `--version`. So the main
  * script is only this and the fast path (cli/fast.ts: `--version`, plain
- * `status`); the whole CLI (src/main.ts's bundle) is the SEA asset
- * `cli.cjs`, compiled here only when argv needs it, with the V8 code cache
- * build.sh made for it (asset `cli.cache`, absent or rejected = a plain
- * compile). The executable is still one file.
+ * `status`). The rest are SEA assets, each compiled here only when argv
+ * needs it, with the V8 code cache build.sh made for it (`NAME.cache`,
+ * absent or rejected = a plain compile):
+ * - `agent.cjs` (src/agent-main.ts): the agent's `run [--config FILE]`,
+ *   which stays up for an experiment's whole life and so should hold the
+ *   source and code of its own modules only; the libraries it loads on
+ *   first use are `lib-NAME.cjs` (below, `assetRequire`);
+ * - `cli.cjs` (src/main.ts): the whole CLI, for everything else.
+ * The executable is still one file.
  */
 import { getAsset } from 'node:sea';
+import { setFlagsFromString } from 'node:v8';
 import { constants, Script } from 'node:vm';
-import { fastCommand, runFast } from './cli/fast.ts';
+import type { runAgent } from './agent-main.ts';
+import { fastCommand, fastRunArgs, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
-import { wrapCli } from './sea-wrapper.ts';
+import { AGENT_V8_FLAGS, wrapCli } from './sea-wrapper.ts';
 
+/** Exports of the library assets evaluated so far (each once). */
+const libs = new Map<string, unknown>();
+/**
+ * The `require` an asset runs with: `mvpn-lib:NAME` (the agent's stubs for
+ * the libraries it loads on first use, scripts/bundle.mjs) is asset
+ * `lib-NAME.cjs`; anything else (Node's built-ins) is Node's.
+ */
+const assetRequire = Object.assign((id: string): unknown => {
+  // The require Node gives a main script, as the bundles would get it without this wrapper.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  if (!id.startsWith('mvpn-lib:')) return require(id);
+  const name = id.slice('mvpn-lib:'.length);
+  if (!libs.has(name)) libs.set(name, evaluateAsset(`lib-${name}`));
+  return libs.get(name);
+}, require);
 
-function runCli(): void {
+/** Compiles and runs the bundle in asset `NAME.cjs` as a CommonJS module; returns its exports. */
+function evaluateAsset(name: string): unknown {
   let cachedData: Buffer | undefined;
   try {
-    cachedData = Buffer.from(getAsset('cli.cache'));
+    cachedData = Buffer.from(getAsset(`${name}.cache`));
   } catch {
     cachedData = undefined;
   }
-  const script = new Script(wrapCli(getAsset('cli.cjs', 'utf8')), {
+  const script = new Script(wrapCli(getAsset(`${name}.cjs`, 'utf8')), {
     filename: __filename,
     ...(cachedData ? { cachedData } : {}),
     importModuleDynamically: constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
   });
-  (script.runInThisContext() as (...a: unknown[]) => void)(module.exports, require, module, __filename, __dirname);
+  const mod = { exports: {} as unknown };
+  (script.runInThisContext() as (...a: unknown[]) => void)(mod.exports, assetRequire, mod, __filename, __dirname);
+  return mod.exports;
 }
 
-const fast = fastCommand(process.argv.slice(2));
-if (fast === undefined) {
-  runCli();
-} else {
-  runFast(fast, processIo()).then(
+function exitWith(done: Promise<number>): void {
+  done.then(
     (code) => {
       process.exitCode = code;
     },
@@ -44,3 +66,13 @@ if (fast === undefined) {
     },
   );
 }
+
+const argv = process.argv.slice(2);
+const fast = fastCommand(argv);
+const agent = fast ? undefined : fastRunArgs(argv);
+if (fast) exitWith(runFast(fast, processIo()));
+else if (agent) {
+  // Baseline code only (AGENT_V8_FLAGS); set before any of the agent's code is compiled.
+  for (const flag of AGENT_V8_FLAGS) setFlagsFromString(flag);
+  exitWith((evaluateAsset('agent') as { runAgent: typeof runAgent }).runAgent(agent, processIo()));
+} else evaluateAsset('cli');

@@ -10,6 +10,7 @@
  * so no enrollment is needed here; the recovery benchmark covers the server
  * mode with enrolled agents.
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { daemonRequest } from '../../src/agent/control-client.ts';
@@ -22,7 +23,17 @@ import { renderCcd, renderServerConfig } from '../../src/openvpn/server-config.t
 import { startNotifyListener, type NotifyListener } from '../../test/helpers/notify-listener.ts';
 import { caCn, serverCn } from '../../src/bundle/names.ts';
 import { makeTestPki, writeTestPki, type TestPki } from '../../test/helpers/pki-fixtures.ts';
-import { BIN, epochMs, OPENVPN, pollUntil, profileEnv, stopProc, within, type BenchEnv, type Proc } from './env.ts';
+import { BIN, epochMs, OPENVPN, pollUntil, profileEnv, ROOT, stopProc, within, type BenchEnv, type Proc } from './env.ts';
+
+/** The agent unit's `Environment=` settings (systemd/mvpn-client.service): the agent is measured as systemd runs it. */
+export const AGENT_UNIT_ENV: Readonly<Record<string, string>> = Object.fromEntries(
+  readFileSync(join(ROOT, 'systemd/mvpn-client.service'), 'utf8')
+    .split('\n')
+    .flatMap((l) => {
+      const m = /^Environment=(\w+)=(\S*)$/.exec(l);
+      return m ? [[m[1]!, m[2]!]] : [];
+    }),
+);
 
 export const SERVER_UNDERLAY = '198.18.0.1';
 export const NODE_UNDERLAY = '198.18.0.2';
@@ -177,9 +188,9 @@ export class AgentWorld {
     return dirs;
   }
 
-  /** `dist/mvpn-client run` in the node namespace, with NOTIFY_SOCKET pointing at our listener. */
+  /** `dist/mvpn-client run` in the node namespace, with the unit's environment and NOTIFY_SOCKET pointing at our listener. */
   startAgent(dirs: AgentDirs): Proc {
-    return this.env.spawnIn(this.node, BIN, ['run', '--config', dirs.config], { env: { ...process.env, ...profileEnv(), NOTIFY_SOCKET: this.notify.socket } });
+    return this.env.spawnIn(this.node, BIN, ['run', '--config', dirs.config], { env: { ...process.env, ...AGENT_UNIT_ENV, ...profileEnv(), NOTIFY_SOCKET: this.notify.socket } });
   }
 
   /** No mv-* interface left in the node namespace (every openvpn of the previous run has exited). */

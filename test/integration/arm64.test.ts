@@ -86,6 +86,15 @@ describe('the linux-arm64 executable under qemu-user', () => {
     expect(JSON.parse(r.stdout)).toEqual(JSON.parse(await x64('server', 'plan', experiment, '--json')));
   }, 300_000);
 
+  it('the agent (its own asset agent.cjs, no code cache on arm64) names what is wrong in its config, as the x64 one does', async () => {
+    const config = join(tmp.path, 'agent-config.json');
+    await writeFile(config, '{}\n');
+    const r = await arm(['run', '--config', config], { allowFail: true });
+    const want = await sh(X64, ['run', '--config', config], { allowFail: true, timeoutMs: 120_000 });
+    expect(r.stderr).toMatch(/\[MVPN_CONFIG_INVALID\]/);
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: want.code, stderr: want.stderr });
+  }, 300_000);
+
   it('status exits 3 when no daemon runs', async () => {
     const r = await arm(['status', '--runtime-dir', join(tmp.path, 'no-daemon')], { allowFail: true });
     expect(r.code, r.stderr).toBe(3);
