@@ -14,12 +14,47 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import type { OpenvpnEvent } from '../../src/openvpn/events.ts';
 import { runtimePaths } from '../../src/openvpn/process.ts';
 import { Supervisor } from '../../src/openvpn/supervisor.ts';
-import { dfPing, fullFrameFailures, pairs, PATH_CASES, startLan } from '../helpers/lan-lab.ts';
+import { dfPing, fullFrameFailures, pairs, PATH_CASES, startLan, type LanLab, type LanOptions, type PathCase } from '../helpers/lan-lab.ts';
 import { withLab } from '../helpers/netns.ts';
 import { dump, fastDeps, recordingLogger, until } from '../helpers/supervisor-lab.ts';
 import { tmpDir } from '../helpers/tmp.ts';
+
+/**
+ * One node under the agent's Supervisor with its frame probe (the server's
+ * LAN address and the LAN MTU, as networks.ts instanceSpec makes it) on the
+ * lab of `c`; `body` gets the LAN and the supervisor. Everything is stopped
+ * and removed after it, also when it throws.
+ */
+async function withProbedNode(label: string, c: PathCase, o: LanOptions, body: (lan: LanLab, sup: Supervisor, events: readonly OpenvpnEvent[]) => Promise<void>): Promise<void> {
+  const tmp = await tmpDir(label);
+  const logger = recordingLogger();
+  const sups: Supervisor[] = [];
+  try {
+    const runtimeDir = join(tmp.path, 'run');
+    await mkdir(runtimeDir, { recursive: true, mode: 0o700 });
+    await withLab(async (lab) => {
+      const lan = await startLan(lab, tmp.path, c, {
+        ...o,
+        startNode: ({ name, ns, configPath }) => {
+          const sup = new Supervisor(
+            { id: name, role: 'client', configPath, dev: 'tap0', expectedAddress: '198.19.0.10/24', frameProbe: { peer: '198.19.0.1', mtu: 1500 }, ...runtimePaths(runtimeDir, name) },
+            fastDeps(ns, logger),
+          );
+          sups.push(sup);
+          sup.start();
+          return { log: () => dump(logger.events), connected: () => ['connected', 'degraded'].includes(sup.status().state) };
+        },
+      });
+      await body(lan, sups[0]!, logger.events);
+    });
+  } finally {
+    for (const s of sups) await s.stop();
+    await tmp.remove();
+  }
+}
 
 describe('full-size frames on the LAN over small path MTUs', () => {
   for (const c of PATH_CASES) {
@@ -45,45 +80,20 @@ describe('full-size frames on the LAN over small path MTUs', () => {
    * 1400-byte path whose fragments never arrive: openvpn connects, full frames vanish.
    */
   it('a path that cannot carry full frames (no fragmentation, 1400, IP fragments dropped) is degraded with MVPN_PATH_MTU, not a silent loss', async () => {
-    const tmp = await tmpDir('lanmtu-deg');
-    const logger = recordingLogger();
-    const sups: Supervisor[] = [];
-    try {
-      const runtimeDir = join(tmp.path, 'run');
-      await mkdir(runtimeDir, { recursive: true, mode: 0o700 });
-      await withLab(async (lab) => {
-        const lan = await startLan(
-          lab,
-          tmp.path,
-          { name: 'black hole 1400', nodeMtus: [1500], serverMtu: 1500, middleMtu: 1400, blackHole: true, refuseFragments: true },
-          {
-            spec: { mtu: undefined, fragment: undefined },
-            server: { dataPlane: {} },
-            startNode: ({ name, ns, configPath }) => {
-              // The agent's frame probe: the server's LAN address and the LAN MTU (networks.ts instanceSpec).
-              const sup = new Supervisor(
-                { id: name, role: 'client', configPath, dev: 'tap0', expectedAddress: '198.19.0.10/24', frameProbe: { peer: '198.19.0.1', mtu: 1500 }, ...runtimePaths(runtimeDir, name) },
-                fastDeps(ns, logger),
-              );
-              sups.push(sup);
-              sup.start();
-              return { log: () => dump(logger.events), connected: () => ['connected', 'degraded'].includes(sup.status().state) };
-            },
-          },
-        );
-        const sup = sups[0]!;
-        await until(() => sup.status().state === 'degraded', 'the network to be degraded', logger.events);
+    await withProbedNode(
+      'lanmtu-deg',
+      { name: 'black hole 1400', nodeMtus: [1500], serverMtu: 1500, middleMtu: 1400, blackHole: true, refuseFragments: true },
+      { spec: { mtu: undefined, fragment: undefined }, server: { dataPlane: {} } },
+      async (lan, sup, events) => {
+        await until(() => sup.status().state === 'degraded', 'the network to be degraded', events);
         expect(sup.status().frames).toBe('lost');
         expect(sup.status().lastError?.code).toBe('MVPN_PATH_MTU');
         expect(sup.status().lastError?.message).toMatch(/cannot carry 1500-byte frames: 1472-byte DF pings to 198\.19\.0\.1 are lost while small ones answer/);
         // Small frames still cross: degraded, not down.
         expect(await dfPing(lan.nodes[0]!, lan.server, 56, 1)).toBe(1);
         expect(await dfPing(lan.nodes[0]!, lan.server)).toBe(0);
-      });
-    } finally {
-      for (const s of sups) await s.stop();
-      await tmp.remove();
-    }
+      },
+    );
   }, 180_000);
 
   /**
@@ -96,55 +106,28 @@ describe('full-size frames on the LAN over small path MTUs', () => {
    * no verdict, and connected again.
    */
   it('a LAN that carries nothing while openvpn stays connected is degraded (MVPN_LAN_SILENT); a server that only ignores pings is not', async () => {
-    const tmp = await tmpDir('lanmtu-silent');
-    const logger = recordingLogger();
-    const sups: Supervisor[] = [];
-    try {
-      const runtimeDir = join(tmp.path, 'run');
-      await mkdir(runtimeDir, { recursive: true, mode: 0o700 });
-      await withLab(async (lab) => {
-        const lan = await startLan(
-          lab,
-          tmp.path,
-          { name: 'plain 1500', nodeMtus: [1500], serverMtu: 1500, middleMtu: 1500, blackHole: false },
-          {
-            startNode: ({ name, ns, configPath }) => {
-              const sup = new Supervisor(
-                { id: name, role: 'client', configPath, dev: 'tap0', expectedAddress: '198.19.0.10/24', frameProbe: { peer: '198.19.0.1', mtu: 1500 }, ...runtimePaths(runtimeDir, name) },
-                fastDeps(ns, logger),
-              );
-              sups.push(sup);
-              sup.start();
-              return { log: () => dump(logger.events), connected: () => ['connected', 'degraded'].includes(sup.status().state) };
-            },
-          },
-        );
-        const sup = sups[0]!;
-        await until(() => sup.status().state === 'connected' && sup.status().frames === 'ok', 'full frames to pass', logger.events);
-        const pid = sup.status().pid;
-        const srv = lan.server.ns;
-        await srv.exec('ip', ['link', 'set', lan.server.dev, 'down']);
-        await until(() => sup.status().state === 'degraded', 'the silent LAN to be degraded', logger.events, 120_000);
-        expect(sup.status().frames).toBe('silent');
-        expect(sup.status().lastError?.code).toBe('MVPN_LAN_SILENT');
-        expect(sup.status().lastError?.message).toMatch(/openvpn is connected but nothing crosses the LAN: pings to 198\.19\.0\.1 over tap0 get no answer/);
-        expect(await dfPing(lan.nodes[0]!, lan.server, 56, 2)).toBe(0);
-        // Not a restart loop: the same openvpn.
-        expect(sup.status().pid).toBe(pid);
+    await withProbedNode('lanmtu-silent', { name: 'plain 1500', nodeMtus: [1500], serverMtu: 1500, middleMtu: 1500, blackHole: false }, {}, async (lan, sup, events) => {
+      await until(() => sup.status().state === 'connected' && sup.status().frames === 'ok', 'full frames to pass', events);
+      const pid = sup.status().pid;
+      const srv = lan.server.ns;
+      await srv.exec('ip', ['link', 'set', lan.server.dev, 'down']);
+      await until(() => sup.status().state === 'degraded', 'the silent LAN to be degraded', events, 120_000);
+      expect(sup.status().frames).toBe('silent');
+      expect(sup.status().lastError?.code).toBe('MVPN_LAN_SILENT');
+      expect(sup.status().lastError?.message).toMatch(/openvpn is connected but nothing crosses the LAN: pings to 198\.19\.0\.1 over tap0 get no answer/);
+      expect(await dfPing(lan.nodes[0]!, lan.server, 56, 2)).toBe(0);
+      // Not a restart loop: the same openvpn.
+      expect(sup.status().pid).toBe(pid);
 
-        // The device back, but pings ignored: frames cross (ARP resolves), so no verdict and connected.
-        await srv.exec('sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=1']);
-        await srv.exec('ip', ['link', 'set', lan.server.dev, 'up']);
-        await until(() => sup.status().state === 'connected' && sup.status().frames === 'unreachable', 'a ping-ignoring server to be no verdict', logger.events);
-        await srv.exec('sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=0']);
-        await until(() => sup.status().frames === 'ok', 'full frames to pass again', logger.events);
-        expect(sup.status().state).toBe('connected');
-        expect(sup.status().pid).toBe(pid);
-      });
-    } finally {
-      for (const s of sups) await s.stop();
-      await tmp.remove();
-    }
+      // The device back, but pings ignored: frames cross (ARP resolves), so no verdict and connected.
+      await srv.exec('sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=1']);
+      await srv.exec('ip', ['link', 'set', lan.server.dev, 'up']);
+      await until(() => sup.status().state === 'connected' && sup.status().frames === 'unreachable', 'a ping-ignoring server to be no verdict', events);
+      await srv.exec('sysctl', ['-qw', 'net.ipv4.icmp_echo_ignore_all=0']);
+      await until(() => sup.status().frames === 'ok', 'full frames to pass again', events);
+      expect(sup.status().state).toBe('connected');
+      expect(sup.status().pid).toBe(pid);
+    });
   }, 240_000);
 
   /**
