@@ -126,6 +126,12 @@ export class ServerDaemon {
     (cause) => this.reconcileOnce(cause),
     (err) => {
       const e = toMvpnError(err);
+      // While the store is known to be away, store-lost said it once and store-back says how many passes it cost:
+      // a line per pass (every 30 s, and at each lease change) for the length of an outage would only bury the rest.
+      if (!this.storeState.up && e.code === 'MVPN_STORE_UNREACHABLE') {
+        this.storeState.missedPasses++;
+        return;
+      }
       this.logger.emit({ kind: 'server.reconcile-failed', code: e.code, message: e.message });
     },
   );
@@ -140,7 +146,7 @@ export class ServerDaemon {
   private facts: { at: number; value: NetworkFacts[] } | undefined;
   private counters: Record<string, number> | undefined;
   /** The store's connection as its last event said (a SQLite store is always up). */
-  private storeState: { up: boolean; since: number; lastError?: string };
+  private storeState: { up: boolean; since: number; lastError?: string; missedPasses: number };
 
   private constructor(ctx: ServerContext & { store: Store }, server: Server, opts: DaemonOptions) {
     this.ctx = ctx;
@@ -150,7 +156,7 @@ export class ServerDaemon {
     this.clock = opts.clock ?? systemClock;
     this.logger = opts.logger ?? nullLogger();
     this.startedAt = this.clock.now();
-    this.storeState = { up: true, since: this.startedAt };
+    this.storeState = { up: true, since: this.startedAt, missedPasses: 0 };
     this.leases = new Leases({ store: ctx.store, hostId: ctx.config.host_id ?? DEFAULT_HOST_ID, clock: this.clock });
     this.upkeep = new Upkeep(ctx, this.logger, this.leases);
     const exec = opts.exec ?? execCommand;
@@ -355,11 +361,15 @@ export class ServerDaemon {
   private storeEvent(e: StoreEvent): void {
     if (e.kind === 'changed') return this.requestReconcile('store notified');
     if (e.kind === 'lost') {
-      if (this.storeState.up) this.logger.emit({ kind: 'server.store-lost', message: e.message });
-      this.storeState = { up: false, since: this.clock.now(), lastError: e.message };
+      if (this.storeState.up) {
+        this.logger.emit({ kind: 'server.store-lost', message: e.message });
+        this.storeState = { up: false, since: this.clock.now(), lastError: e.message, missedPasses: 0 };
+      } else {
+        this.storeState.lastError = e.message;
+      }
     } else {
-      this.logger.emit({ kind: 'server.store-back', downMs: e.downMs });
-      this.storeState = { up: true, since: this.clock.now() };
+      this.logger.emit({ kind: 'server.store-back', downMs: e.downMs, missedPasses: this.storeState.missedPasses });
+      this.storeState = { up: true, since: this.clock.now(), missedPasses: 0 };
       this.requestReconcile('store reconnected');
     }
     void this.writeSnapshot();

@@ -16,7 +16,7 @@ export type ServerEvent =
   | { readonly kind: 'server.leases'; readonly host: string; readonly running: readonly string[] }
   | { readonly kind: 'server.reconcile-failed'; readonly code: string; readonly message: string }
   | { readonly kind: 'server.store-lost'; readonly message: string }
-  | { readonly kind: 'server.store-back'; readonly downMs: number }
+  | { readonly kind: 'server.store-back'; readonly downMs: number; readonly missedPasses: number }
   | { readonly kind: 'server.network-start'; readonly network: string }
   | { readonly kind: 'server.network-stop'; readonly network: string; readonly reason: string }
   | { readonly kind: 'server.network-restart'; readonly network: string; readonly reason: string }
@@ -65,7 +65,10 @@ export const serverFormatters: Formatters<ServerEvent> = {
     level: 'error',
     text: `server: lost the state store (${e.message}); reconnecting. The networks keep running; API calls that need the store answer 503 MVPN_STORE_UNREACHABLE until it is back`,
   }),
-  'server.store-back': (e) => ({ level: 'notice', text: `server: the state store is back after ${(e.downMs / 1000).toFixed(1)} s; reconciling` }),
+  'server.store-back': (e) => ({
+    level: 'notice',
+    text: `server: the state store is back after ${(e.downMs / 1000).toFixed(1)} s${e.missedPasses > 0 ? ` (${e.missedPasses} reconcile pass${e.missedPasses === 1 ? '' : 'es'} could not read it meanwhile)` : ''}; reconciling`,
+  }),
   'server.network-start': (e) => ({ level: 'notice', text: `${e.network}: starting its openvpn server` }),
   'server.network-stop': (e) => ({ level: 'notice', text: `${e.network}: stopping its openvpn server (${e.reason})` }),
   'server.network-restart': (e) => ({ level: 'notice', text: `${e.network}: restarting its openvpn server (${e.reason})` }),

@@ -8,6 +8,7 @@
  */
 import { spawn } from 'node:child_process';
 import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DatabaseSync } from 'node:sqlite';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
@@ -15,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMvpnError } from '../../src/errors.ts';
 import { memoryLogger } from '../../src/log.ts';
 import { ServerDaemon } from '../../src/server/daemon.ts';
-import type { ServerEvent } from '../../src/server/events.ts';
+import { serverFormatters, type ServerEvent } from '../../src/server/events.ts';
 import { overlaps, parseCidr } from '../../src/server/alloc.ts';
 import { postgresUrl } from '../../src/server/store/open.ts';
 import { PostgresStore, postgresDdl } from '../../src/server/store/postgres.ts';
@@ -572,6 +573,39 @@ describe('a server on PostgreSQL', () => {
     } finally {
       a.close();
       b.close();
+    }
+  });
+
+  it('logs an outage once: no reconcile failure per pass while the store is away, and says at its return how many passes it cost', async () => {
+    const logger = memoryLogger<ServerEvent>();
+    // A pass every 300 ms: over the outage below, a line per pass would be a dozen.
+    const daemon = await ServerDaemon.start({ stateDir: s.stateDir, logger, pollMs: 100, periodicMs: 300 });
+    try {
+      const seen = logger.events.length;
+      await cluster.down();
+      try {
+        expect(await waitFor(() => logger.events.some((e) => e.kind === 'server.store-lost'), 20_000, 50)).toBe(true);
+        const lostAt = logger.events.length;
+        await sleep(3_000);
+        const failed = logger.events.slice(lostAt).filter((e) => e.kind === 'server.reconcile-failed');
+        expect(failed, JSON.stringify(failed)).toEqual([]);
+      } finally {
+        await cluster.up();
+      }
+      expect(await waitFor(() => logger.events.some((e) => e.kind === 'server.store-back'), 30_000, 50)).toBe(true);
+      const back = logger.events.find((e) => e.kind === 'server.store-back');
+      expect(back).toMatchObject({ missedPasses: expect.any(Number) });
+      expect((back as { missedPasses: number }).missedPasses).toBeGreaterThanOrEqual(5);
+      const text = serverFormatters['server.store-back'](back as Extract<ServerEvent, { kind: 'server.store-back' }>).text;
+      expect(text).toMatch(/could not read it meanwhile/);
+      // Every event of the outage, from the store's loss to its return: one line that it went, one that it came back.
+      const outage = logger.events.slice(seen).filter((e) => e.kind === 'server.store-lost' || e.kind === 'server.store-back' || e.kind === 'server.reconcile-failed');
+      expect(outage.map((e) => e.kind)).toEqual(['server.store-lost', 'server.store-back']);
+      // And passes succeed again (whatever woke them: a pass asked for while one runs takes the newest cause).
+      const backAt = logger.events.indexOf(back!);
+      expect(await waitFor(() => logger.events.slice(backAt).some((e) => e.kind === 'server.reconcile'), 10_000, 50)).toBe(true);
+    } finally {
+      await daemon.stop();
     }
   });
 
