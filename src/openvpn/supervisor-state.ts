@@ -44,8 +44,10 @@ export interface InstanceSpec {
   /**
    * Client with a single `remote`: after its server's RESTART, fresh
    * handshakes find the restarted server sooner (Supervisor
-   * retryAfterServerRestart). Not with more remotes: each SIGUSR1 moves
-   * openvpn on to the next remote, away from the operator's order.
+   * retryAfterServerRestart). Not with more remotes: after a RESTART openvpn
+   * has not connected yet, and each SIGUSR1 in that state moves it on to the
+   * next remote, away from the operator's order (a connected client keeps
+   * its remote across SIGUSR1: node-server-cut.test.ts shows both).
    */
   readonly retryServerRestart?: boolean;
   /** Client, tap: probe that full frames reach the server (health.ts `probeFullFrames`). */

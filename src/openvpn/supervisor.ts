@@ -617,8 +617,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
    * `serverRestartRetryMs` finds it sooner. Only while openvpn has no answer
    * from a server yet (WAIT and before): once a server answered, the
    * sequence ends, and a new RESTART starts a new one. Only for a client
-   * with one remote (`retryServerRestart`): openvpn takes the next remote
-   * at every SIGUSR1.
+   * with one remote (`retryServerRestart`): a client that has not connected
+   * since its restart, as here, takes the next remote at every SIGUSR1.
    */
   private retryAfterServerRestart(run: Run): void {
     const at = this.deps.serverRestartRetryMs;
