@@ -41,6 +41,8 @@ const END = '<!-- bench:results:end -->';
 interface Stored {
   machine: Machine;
   date: string;
+  /** The benchmarks the last run measured (absent in files written before it was kept). */
+  ran?: string[];
   sections: Record<string, SectionResult & { machine?: Machine }>;
 }
 
@@ -71,7 +73,7 @@ function renderMarkdown(stored: Stored): string {
   const out: string[] = [
     START,
     '',
-    `Last run: ${stored.date}. Machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.kernel}, ${m.openvpn.replace(/ \[.*$/, '')}, Node ${m.node}, mvpn-client ${m.mvpnClient}; load average at start ${m.loadAvgAtStart.join(' / ')}.`,
+    `Last run: ${stored.date}${stored.ran ? ` (${stored.ran.join(', ')}${stored.ran.length < Object.keys(stored.sections).length ? '; every other section is from an earlier run, dated in its heading' : ''})` : ''}. Machine: ${m.nproc} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.kernel}, ${m.openvpn.replace(/ \[.*$/, '')}, Node ${m.node}, mvpn-client ${m.mvpnClient}; load average at start ${m.loadAvgAtStart.join(' / ')}.`,
     `${m.note[0]!.toUpperCase()}${m.note.slice(1)}.`,
     '',
     '### Targets',
@@ -86,7 +88,8 @@ function renderMarkdown(stored: Stored): string {
   for (const name of order) {
     const s = stored.sections[name]!;
     const b = ALL.find((x) => x.name === name)!;
-    const other = s.machine && s.date.slice(0, 10) !== stored.date.slice(0, 10) ? ` (measured ${s.date}, load average at start ${s.machine.loadAvgAtStart.join(' / ')})` : '';
+    const earlier = stored.ran ? !stored.ran.includes(name) : s.date.slice(0, 10) !== stored.date.slice(0, 10);
+    const other = s.machine && earlier ? ` (measured ${s.date}, load average at start ${s.machine.loadAvgAtStart.join(' / ')})` : '';
     out.push('', `### ${name[0]!.toUpperCase()}${name.slice(1)}${other}`, '', b.render(s));
   }
   out.push('', END);
@@ -145,11 +148,11 @@ async function main(): Promise<number> {
 
   // A smoke run must not replace the committed figures.
   const outFile = args.quick ? join(tmpdir(), 'mvpn-bench-quick.json') : join(RESULTS, 'latest.json');
-  let stored: Stored = { machine, date: new Date().toISOString(), sections: {} };
+  let stored: Stored = { machine, date: new Date().toISOString(), ran: [], sections: {} };
   if (existsSync(outFile)) {
     try {
       const prev = JSON.parse(await readFile(outFile, 'utf8')) as Stored;
-      stored = { machine, date: stored.date, sections: prev.sections ?? {} };
+      stored = { machine, date: stored.date, ran: [], sections: prev.sections ?? {} };
     } catch {
       // unreadable: start over
     }
@@ -171,6 +174,7 @@ async function main(): Promise<number> {
           machine,
         };
         stored.sections[b.name] = section;
+        stored.ran = [...(stored.ran ?? []), b.name];
         for (const t of r.targets) log(`${b.name}: ${t.what}: ${t.measured} (goal ${t.goal}) ${t.met ? 'met' : 'MISSED'}`);
         await mkdir(RESULTS, { recursive: true });
         await writeFile(outFile, JSON.stringify(stored, null, 2) + '\n');
