@@ -20,14 +20,24 @@
  *   later than `SNAPSHOT_MAX_AGE_MS` into the round (it waited on a slow
  *   openvpn) reads them afresh: a verdict never rests on an old read.
  * - The timer runs only while there are members.
+ * - Frame probes asked for within `PROBE_GATHER_MS` of each other run as one
+ *   (health.ts probeFullFrames: one shell for all of them instead of a
+ *   `ping` forked from this process per network). The checks of a round
+ *   reach their probe within a few milliseconds of each other (after their
+ *   management query), so the networks of a round share one process.
  */
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
 import type { Cancel, Clock } from '../util/clock.ts';
+import { execCommand, type ExecFn } from '../util/exec.ts';
+import { probeFullFrames, type FrameProbeTarget } from './health.ts';
+import type { FrameVerdict } from './supervisor-state.ts';
 
 export type Interfaces = NodeJS.Dict<NetworkInterfaceInfo[]>;
 
 /** How long one read of the addresses answers the checks of a round. */
 const SNAPSHOT_MAX_AGE_MS = 1_000;
+/** How long the first frame probe of a batch waits for others to join it. */
+const PROBE_GATHER_MS = 50;
 
 interface Member {
   readonly check: () => Promise<void>;
@@ -42,12 +52,32 @@ export class HealthRound {
   private readonly members = new Set<Member>();
   private cancel: Cancel | undefined;
   private snapshot: { readonly at: number; readonly value: Interfaces } | undefined;
+  private readonly exec: ExecFn;
+  /** Frame probes gathered for the next batch, and their callers. */
+  private probes: { readonly target: FrameProbeTarget; readonly resolve: (v: FrameVerdict) => void }[] = [];
 
-  constructor(clock: Clock, intervalMs: number, readInterfaces: () => Interfaces = networkInterfaces) {
+  constructor(clock: Clock, intervalMs: number, readInterfaces: () => Interfaces = networkInterfaces, exec: ExecFn = execCommand) {
     if (!(intervalMs > 0)) throw new RangeError(`health round interval must be positive, got ${intervalMs}`);
     this.clock = clock;
     this.intervalMs = intervalMs;
     this.readInterfaces = readInterfaces;
+    this.exec = exec;
+  }
+
+  /** The frame probe of one network, run together with the others asked for at about the same time (see above). */
+  probeFrames(target: FrameProbeTarget): Promise<FrameVerdict> {
+    return new Promise((resolve) => {
+      this.probes.push({ target, resolve });
+      if (this.probes.length > 1) return;
+      this.clock.setTimeout(() => {
+        const batch = this.probes;
+        this.probes = [];
+        void probeFullFrames(
+          this.exec,
+          batch.map((p) => p.target),
+        ).then((verdicts) => batch.forEach((p, i) => p.resolve(verdicts[i]!)));
+      }, PROBE_GATHER_MS);
+    });
   }
 
   /** Runs `check` at every round from the next one (see above); returns the function that removes it. */

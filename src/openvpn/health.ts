@@ -286,41 +286,80 @@ export async function readDeviceInProcess(dev: string, fallback: () => Promise<D
   }
 }
 
-/**
- * The frame probe: DF pings of a full LAN frame (`mtu` bytes of IP) to the
- * server's LAN address over `dev`, and only when they are lost a small one,
- * to tell "too big" from "not there". openvpn's management interface has no
- * fragment counters (its `status` and `bytecount` count bytes only), so the
- * path is judged by what actually crosses it.
- */
-export async function probeFullFrames(exec: ExecFn, dev: string, peer: string, mtu: number, timeoutMs = 10_000): Promise<FrameVerdict> {
-  const ping = async (size: number): Promise<boolean> => {
-    try {
-      const r = await exec('ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', '2', '-i', '0.3', '-W', '2', '-I', dev, peer], { timeoutMs });
-      return r.code === 0;
-    } catch {
-      return false;
-    }
-  };
-  if (await ping(mtu - 28)) return 'ok';
-  if (await ping(56)) return 'lost';
-  return (await neighbourResolves(exec, dev, peer, timeoutMs)) ? 'unreachable' : 'silent';
+/** One network's frame probe: full frames of `mtu` bytes of IP to the server's LAN address `peer` over `dev`. */
+export interface FrameProbeTarget {
+  readonly dev: string;
+  readonly peer: string;
+  readonly mtu: number;
 }
 
 /**
- * Whether `peer` has a link-layer address on `dev` (`ip neigh`): a server
- * that ignores pings still answers ARP, so an entry the kernel could not
- * resolve (FAILED, INCOMPLETE, none) after the pings means no frame crosses
- * the LAN at all. An answer we cannot read counts as resolved (no verdict).
+ * The frame probe of each target, run by one shell (positional arguments
+ * `dev peer size` per target, never spliced into the script): per target, in
+ * parallel, two DF pings of a full LAN frame; only when they are lost two
+ * small ones, to tell "too big" from "not there"; only when those are lost
+ * too, the neighbour entry (`ip neigh`). One line per target: `i ok`,
+ * `i lost`, or `i neigh <exit code> <ip's JSON>`.
  */
-async function neighbourResolves(exec: ExecFn, dev: string, peer: string, timeoutMs: number): Promise<boolean> {
+const PROBE_SCRIPT = `i=0
+while [ $# -ge 3 ]; do
+  (
+    if ping -n -q -M do -s "$3" -c 2 -i 0.3 -W 2 -I "$1" "$2" >/dev/null 2>&1; then echo "$i ok"
+    elif ping -n -q -M do -s 56 -c 2 -i 0.3 -W 2 -I "$1" "$2" >/dev/null 2>&1; then echo "$i lost"
+    else n=$(ip -json neigh show to "$2" dev "$1" 2>/dev/null); echo "$i neigh $? $n"
+    fi
+  ) &
+  shift 3
+  i=$((i + 1))
+done
+wait
+`;
+
+/**
+ * The frame probe: whether full LAN frames reach the server, judged by what
+ * actually crosses the path (openvpn's management interface has no fragment
+ * counters; its `status` and `bytecount` count bytes only). Verdicts in
+ * the order of `targets`.
+ *
+ * All targets go through one `sh` (PROBE_SCRIPT) instead of a `ping`
+ * process each forked from us: a fork copies this process's page tables
+ * (~100 MB of it) and the child tears them down again at its exec, which was
+ * most of a probe's cost; a shell forks its pings from a few hundred KiB
+ * (issue 14). A target without an answer line (the shell could not run or
+ * was killed at `timeoutMs`) gets `unreachable`: no verdict, as a server
+ * that ignores pings.
+ */
+export async function probeFullFrames(exec: ExecFn, targets: readonly FrameProbeTarget[], timeoutMs = 30_000): Promise<FrameVerdict[]> {
+  const verdicts: FrameVerdict[] = targets.map(() => 'unreachable');
+  if (targets.length === 0) return verdicts;
+  let stdout: string;
   try {
-    const r = await exec('ip', ['-json', 'neigh', 'show', 'to', peer, 'dev', dev], { timeoutMs });
-    if (r.code !== 0) return true;
-    const entries = JSON.parse(r.stdout) as { state?: string[] }[];
+    stdout = (await exec('sh', ['-c', PROBE_SCRIPT, 'mvpn-frame-probe', ...targets.flatMap((t) => [t.dev, t.peer, String(t.mtu - 28)])], { timeoutMs })).stdout;
+  } catch {
+    return verdicts;
+  }
+  for (const line of stdout.split('\n')) {
+    const m = /^(\d+) (ok|lost|neigh (\d+) (.*))$/.exec(line);
+    const i = m === null ? -1 : Number(m[1]);
+    if (m === null || !(i < targets.length)) continue;
+    verdicts[i] = m[2] === 'ok' ? 'ok' : m[2] === 'lost' ? 'lost' : neighbourResolves(Number(m[3]), m[4]!) ? 'unreachable' : 'silent';
+  }
+  return verdicts;
+}
+
+/**
+ * Whether `ip -json neigh show to PEER dev DEV` (its exit code and output)
+ * says the peer has a link-layer address: a server that ignores pings still
+ * answers ARP, so an entry the kernel could not resolve (FAILED, INCOMPLETE,
+ * none) after the pings means no frame crosses the LAN at all. An answer we
+ * cannot read counts as resolved (no verdict).
+ */
+function neighbourResolves(code: number, stdout: string): boolean {
+  if (code !== 0) return true;
+  try {
+    const entries = JSON.parse(stdout) as { state?: string[] }[];
     return entries.some((e) => !(e.state ?? []).some((st) => st === 'FAILED' || st === 'INCOMPLETE'));
   } catch {
     return true;
   }
 }
-

@@ -10,12 +10,13 @@ import { nullLogger, type Logger } from '../log.ts';
 import { defaultBackoff, type BackoffPolicy } from '../util/backoff.ts';
 import { systemClock, type Clock } from '../util/clock.ts';
 import { execCommand, type ExecFn } from '../util/exec.ts';
-import { defaultHealthPolicy, readDevice, readDeviceInProcess, type DeviceInfo, type HealthPolicy } from './health.ts';
+import { defaultHealthPolicy, readDevice, readDeviceInProcess, type DeviceInfo, type FrameProbeTarget, type HealthPolicy } from './health.ts';
 import type { HealthRound } from './health-round.ts';
 import { ManagementClient, type ManagementOptions } from './management.ts';
 import { findRunning } from './process.ts';
 import type { OpenvpnUser } from './unpriv.ts';
 import type { OpenvpnEvent } from './events.ts';
+import type { FrameVerdict } from './supervisor-state.ts';
 
 /** The narrow process handle the supervisor needs (node's ChildProcess fits). */
 export interface SpawnedProcess {
@@ -35,6 +36,8 @@ export interface SupervisorDeps {
   readonly exec: ExecFn;
   /** The health check's read of the device; absent: readDevice with `exec`. */
   readonly readDevice?: (dev: string, timeoutMs: number) => Promise<DeviceInfo>;
+  /** The health check's frame probe; absent: probeFullFrames with `exec`, one network at a time. */
+  readonly probeFrames?: (target: FrameProbeTarget) => Promise<FrameVerdict>;
   readonly clock: Clock;
   readonly random: () => number;
   readonly logger: Logger<OpenvpnEvent>;
@@ -132,11 +135,12 @@ export function defaultSupervisorDeps(commandPrefix: readonly string[] = [], hea
     connectManagement: (path, opts) => ManagementClient.connect(path, opts),
     exec: (cmd, args, opts) => execCommand(...wrap(cmd, args), opts),
     // openvpn in our own namespace: no `ip` process per health check (issue 14), and with a round one read of the
-    // interfaces for all its checks; in another namespace, `ip netns exec … ip`.
+    // interfaces and one frame-probe process for all its checks; in another namespace, `ip netns exec … ip`.
     ...(commandPrefix.length === 0
       ? {
           readDevice: (dev: string, timeoutMs: number) =>
             readDeviceInProcess(dev, () => readDevice((c, a, o) => execCommand(c, a, o), dev, timeoutMs), healthRound === undefined ? undefined : () => healthRound.interfaces()),
+          ...(healthRound === undefined ? {} : { probeFrames: (target: FrameProbeTarget) => healthRound.probeFrames(target) }),
         }
       : {}),
     clock: systemClock,

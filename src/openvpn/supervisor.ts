@@ -134,9 +134,10 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     super();
     if (spec.mgmtSocket === spec.pidFile) throw new OpenvpnError('MVPN_CONFIG_INVALID', `instance ${spec.id}: management socket and pid file must differ`);
     this.spec = spec;
-    const { readDevice: readDeviceHere, ...defaults } = defaultSupervisorDeps(deps.commandPrefix ?? [], deps.healthRound);
-    // An injected exec (tests) also answers the health check's device read.
-    this.deps = { ...defaults, ...(deps.exec === undefined && readDeviceHere !== undefined ? { readDevice: readDeviceHere } : {}), ...deps };
+    const { readDevice: readDeviceHere, probeFrames: probeHere, ...defaults } = defaultSupervisorDeps(deps.commandPrefix ?? [], deps.healthRound);
+    // An injected exec (tests) also answers the health check's device read and frame probe.
+    const here = deps.exec === undefined ? { ...(readDeviceHere === undefined ? {} : { readDevice: readDeviceHere }), ...(probeHere === undefined ? {} : { probeFrames: probeHere }) } : {};
+    this.deps = { ...defaults, ...here, ...deps };
     this.since = this.deps.clock.now();
   }
 
@@ -732,7 +733,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
     if (probe !== undefined && openvpnState === 'CONNECTED' && device.device === 'present') {
       if (this.frames !== 'ok' || ++this.checksSinceProbe >= PROBE_EVERY) {
         this.checksSinceProbe = 0;
-        this.frames = await probeFullFrames(this.deps.exec, this.spec.dev, probe.peer, probe.mtu);
+        const target = { dev: this.spec.dev, peer: probe.peer, mtu: probe.mtu };
+        this.frames = await (this.deps.probeFrames?.(target) ?? probeFullFrames(this.deps.exec, [target]).then(([v]) => v!));
         if (this.run !== run || !this.healthActive) return;
       }
     }

@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { HealthRound, type Interfaces } from '../../src/openvpn/health-round.ts';
 import { ManualClock } from '../../src/util/clock.ts';
+import type { ExecFn } from '../../src/util/exec.ts';
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -113,6 +114,29 @@ describe('HealthRound', () => {
     clock.advance(1_000);
     await tick();
     expect(n).toBe(2);
+  });
+
+  it('runs the frame probes asked for within 50 ms of each other as one shell, and a later one on its own', async () => {
+    const clock = new ManualClock(0);
+    const runs: string[][] = [];
+    const exec: ExecFn = async (cmd, args) => {
+      runs.push([cmd, ...args.slice(3)]);
+      // One answer line per target (dev peer size triples after sh -c SCRIPT NAME), in its order.
+      const targets = args.length - 3;
+      return { code: 0, stdout: Array.from({ length: targets / 3 }, (_, i) => `${i} ${args[3 + i * 3] === 'mv-b' ? 'lost' : 'ok'}`).join('\n'), stderr: '' };
+    };
+    const round = new HealthRound(clock, 5_000, undefined, exec);
+    const a = round.probeFrames({ dev: 'mv-a', peer: '198.19.1.1', mtu: 1500 });
+    clock.advance(30);
+    const b = round.probeFrames({ dev: 'mv-b', peer: '198.19.2.1', mtu: 1400 });
+    clock.advance(20);
+    expect(await Promise.all([a, b])).toEqual(['ok', 'lost']);
+    expect(runs).toEqual([['sh', 'mv-a', '198.19.1.1', '1472', 'mv-b', '198.19.2.1', '1372']]);
+    const c = round.probeFrames({ dev: 'mv-c', peer: '198.19.3.1', mtu: 1500 });
+    clock.advance(50);
+    expect(await c).toBe('ok');
+    expect(runs).toHaveLength(2);
+    expect(runs[1]).toEqual(['sh', 'mv-c', '198.19.3.1', '1472']);
   });
 
   it('refuses an interval that is not positive', () => {

@@ -5,6 +5,7 @@ import {
   freshHealthMemory,
   hasAddress,
   parseIpAddrJson,
+  probeFullFrames,
   readDevice,
   readDeviceInProcess,
   type HealthMemory,
@@ -155,6 +156,32 @@ describe('addresses', () => {
     expect([...here.addresses].sort()).toEqual([...viaIp.addresses].sort());
     expect(await readDeviceInProcess('mv-nonexistent', noIp)).toEqual({ device: 'missing', addresses: [] });
     for (const bad of ['..', 'a/b', 'x'.repeat(16), '']) expect(await readDeviceInProcess(bad, noIp)).toEqual({ device: 'unknown', addresses: [] });
+  });
+
+  it('probeFullFrames probes several networks in one shell with real pings: frames that pass, frames too big for the device, a device that is not there, arguments that are never script', async () => {
+    const calls: string[] = [];
+    const exec: typeof execCommand = (cmd, args, o) => {
+      calls.push(cmd);
+      return execCommand(cmd, args, o);
+    };
+    const verdicts = await probeFullFrames(exec, [
+      { dev: 'lo', peer: '127.0.0.1', mtu: 1500 },
+      // Larger than lo's MTU with DF: the full frame cannot leave, the small ping answers.
+      { dev: 'lo', peer: '127.0.0.1', mtu: 70_000 },
+      { dev: 'mv-nonexistent', peer: '198.18.0.9', mtu: 1500 },
+      { dev: 'lo', peer: '127.0.0.1; echo "0 lost"', mtu: 1500 },
+    ]);
+    expect(verdicts).toEqual(['ok', 'lost', 'unreachable', 'unreachable']);
+    expect(calls).toEqual(['sh']);
+  });
+
+  it('probeFullFrames reads the neighbour answer as the single-ping probe did, and gives no verdict for a target without an answer line', async () => {
+    const lines = (stdout: string): typeof execCommand => async () => ({ code: 0, stdout, stderr: '' });
+    const t = { dev: 'mv-a', peer: '198.19.0.1', mtu: 1500 };
+    expect(await probeFullFrames(lines('0 neigh 0 [{"dst":"198.19.0.1","dev":"mv-a","state":["FAILED"]}]\n1 neigh 0 []\n'), [t, t])).toEqual(['silent', 'silent']);
+    expect(await probeFullFrames(lines('0 neigh 0 [{"dst":"198.19.0.1","lladdr":"02:00:00:00:00:01","state":["REACHABLE"]}]\n1 neigh 1 \n2 neigh 0 not json\n'), [t, t, t])).toEqual(['unreachable', 'unreachable', 'unreachable']);
+    expect(await probeFullFrames(lines('1 ok\n7 ok\n'), [t, t])).toEqual(['unreachable', 'ok']);
+    expect(await probeFullFrames(async () => Promise.reject(new Error('spawn sh ENOENT')), [t])).toEqual(['unreachable']);
   });
 });
 
