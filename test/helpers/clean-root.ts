@@ -5,7 +5,7 @@
  * every test and removed afterwards.
  *
  * Design notes:
- * - The package's run-time dependencies (openvpn, iproute2) are part of the
+ * - The package's run-time dependencies (openvpn, iproute2, iputils-ping) are part of the
  *   cached root (`--include`), resolved by debootstrap from Debian's archive.
  *   That is what `apt-get install ./mvpn-client.deb` would do, without
  *   needing the network on every run; `dpkg -i` in the test then checks that
@@ -40,7 +40,7 @@ import { tmpDir } from './tmp.ts';
 
 export const CLEAN_ROOT_RELEASE = 'bookworm';
 /** What the .deb depends on; installed into the cached root by debootstrap. */
-export const CLEAN_ROOT_INCLUDE = ['openvpn', 'iproute2'] as const;
+export const CLEAN_ROOT_INCLUDE = ['openvpn', 'iproute2', 'iputils-ping'] as const;
 
 export interface CleanRootOptions {
   readonly release?: string;

@@ -37,7 +37,7 @@ import { sh, waitFor, type ExecResult } from './netns.ts';
 import { runId } from './run-id.ts';
 
 /** The clean root plus what booting it needs; its own cache tar (clean-root keys the cache by this list). */
-export const SYSTEMD_ROOT_INCLUDE = ['systemd', 'dbus', 'openvpn', 'iproute2'] as const;
+export const SYSTEMD_ROOT_INCLUDE = ['systemd', 'dbus', 'openvpn', 'iproute2', 'iputils-ping'] as const;
 
 const PATH = 'PATH=/usr/sbin:/usr/bin:/sbin:/bin';
 const CGROUP = '/sys/fs/cgroup';

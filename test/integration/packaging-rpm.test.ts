@@ -68,10 +68,11 @@ afterAll(async () => {
 }, LONG);
 
 describe('the .rpm', () => {
-  it('declares openvpn, iproute and the shared libraries, and carries the files', async () => {
+  it('declares openvpn, iproute, iputils and the shared libraries, and carries the files', async () => {
     const requires = (await sh('rpm', ['-qpR', rpmFile])).stdout.split('\n');
     expect(requires).toContain('openvpn');
     expect(requires).toContain('iproute');
+    expect(requires).toContain('iputils');
     expect(requires.some((r) => r.startsWith('libc.so.6'))).toBe(true);
     const files = (await sh('rpm', ['-qpl', rpmFile])).stdout.trim().split('\n');
     expect(files).toEqual(
