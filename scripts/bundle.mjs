@@ -1,6 +1,7 @@
 // Bundle src/main.ts and its dependencies into one CommonJS file, the input
 // of the single executable (Node SEA needs a CommonJS main script).
 import { readFile } from 'node:fs/promises';
+import { isBuiltin } from 'node:module';
 import { relative } from 'node:path';
 import { build } from 'esbuild';
 
@@ -92,9 +93,19 @@ const agentLibStubs = {
     b.onResolve({ filter: /^mvpn-lib:/ }, (args) => ({ path: args.path, external: true }));
   },
 };
-await build({ ...common, entryPoints: ['src/agent-main.ts'], outfile: 'build/mvpn-agent.cjs', plugins: [traceModules, agentLibStubs] });
+const agent = await build({ ...common, entryPoints: ['src/agent-main.ts'], outfile: 'build/mvpn-agent.cjs', plugins: [traceModules, agentLibStubs], metafile: true });
+// Node's built-in modules agent.cjs requires: src/sea-entry.ts loads them
+// before it changes V8's flags for the agent (MVPN_AGENT_BUILTINS there says why).
+const agentBuiltins = [
+  ...new Set(
+    Object.values(agent.metafile.outputs)
+      .flatMap((o) => o.imports)
+      .filter((i) => i.external && i.kind === 'require-call' && isBuiltin(i.path))
+      .map((i) => (i.path.startsWith('node:') ? i.path : `node:${i.path}`)),
+  ),
+].sort();
 for (const [name, contents] of Object.entries(libEntries)) {
   await build({ ...common, stdin: { contents, resolveDir: process.cwd(), sourcefile: `lib-${name}.cjs` }, outfile: `build/mvpn-lib-${name}.cjs` });
 }
 // The executable's main script: the fast path, else it compiles agent.cjs or cli.cjs (src/sea-entry.ts).
-await build({ ...common, entryPoints: ['src/sea-entry.ts'], outfile: 'build/mvpn-entry.cjs' });
+await build({ ...common, entryPoints: ['src/sea-entry.ts'], outfile: 'build/mvpn-entry.cjs', define: { ...common.define, MVPN_AGENT_BUILTINS: JSON.stringify(agentBuiltins.join(' ')) } });

@@ -21,6 +21,16 @@ import { fastCommand, fastRunArgs, runFast } from './cli/fast.ts';
 import { processIo } from './cli/io.ts';
 import { AGENT_V8_FLAGS, wrapCli } from './sea-wrapper.ts';
 
+/**
+ * Node's built-in modules that agent.cjs requires as it is evaluated,
+ * separated by spaces (scripts/bundle.mjs reads them off the bundle). The
+ * entry loads them before it sets AGENT_V8_FLAGS: Node's code cache of its
+ * own modules is valid only under the V8 flags it was made with, so after
+ * the change each of them would be compiled from source, ~10 ms of every
+ * agent start (issue 14: join).
+ */
+declare const MVPN_AGENT_BUILTINS: string;
+
 /** Exports of the library assets evaluated so far (each once). */
 const libs = new Map<string, unknown>();
 /**
@@ -72,6 +82,8 @@ const fast = fastCommand(argv);
 const agent = fast ? undefined : fastRunArgs(argv);
 if (fast) exitWith(runFast(fast, processIo()));
 else if (agent) {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  for (const id of MVPN_AGENT_BUILTINS.split(' ')) require(id);
   // Baseline code only (AGENT_V8_FLAGS); set before any of the agent's code is compiled.
   for (const flag of AGENT_V8_FLAGS) setFlagsFromString(flag);
   exitWith((evaluateAsset('agent') as { runAgent: typeof runAgent }).runAgent(agent, processIo()));

@@ -9,8 +9,10 @@
  * During a CA roll's overlap that is the old and the new CA; afterwards the
  * new one alone, so the old CA key can no longer move the network anywhere.
  *
- * The pin is written before the bundle is installed: a crash in between
- * leaves a pin that the next fetch of the same bundle satisfies. Pins stay
+ * The pin is on disk before the bundle's install is switched live (it is
+ * written alongside the install's files, installBundle's beforeSwitch): a
+ * crash in between leaves a pin that the next fetch of the same bundle
+ * satisfies. Pins stay
  * when a network leaves the membership, so a stolen signing key cannot drop
  * a network and add it back with its own CA.
  *

@@ -227,13 +227,11 @@ export class Reconciler {
 
   private async install(vb: VerifiedBundle, identity: Identity | undefined): Promise<InstalledBundle> {
     // The pin moves first (see ca-pins.ts): verifyBundle accepted these CAs under the pin rule.
+    // It is written alongside the install's files (its fsyncs overlap theirs; issue 14: join)
+    // and is on disk before the install is switched live (beforeSwitch).
     const pins = vb.cas.map((c) => c.pin);
     const { stateDir } = this.ctx.config;
     const had = await loadCaPins(stateDir, vb.manifest.network);
-    if (had === undefined || had.join() !== pins.join()) {
-      await saveCaPins(stateDir, vb.manifest.network, pins, new Date(this.deps.clock.now()));
-      this.deps.logger.emit({ kind: 'ca.pinned', network: vb.manifest.network, pins, previous: had ?? [] });
-    }
     const dev = deviceName(vb.spec.id);
     // Pushed routes must never cover the node's underlay: read it now, for the config rendered now.
     let protect: ProtectedPrefix[] = [];
@@ -243,12 +241,24 @@ export class Reconciler {
         this.deps.logger.emit({ kind: 'install.route-refused', network: vb.spec.id, prefix: r.prefix, reason: r.reason });
       }
     }
-    const b = await installBundle(vb, {
+    const pinning =
+      had === undefined || had.join() !== pins.join()
+        ? saveCaPins(stateDir, vb.manifest.network, pins, new Date(this.deps.clock.now())).then(() =>
+            this.deps.logger.emit({ kind: 'ca.pinned', network: vb.manifest.network, pins, previous: had ?? [] }),
+          )
+        : undefined;
+    const installing = installBundle(vb, {
       stateDir: this.ctx.config.stateDir,
       ...(identity ? { nodeKeyPath: identity.paths.key } : {}),
       openvpnUser: this.openvpnUser,
       render: (spec, _dir, files) => renderClientConfig(spec, { ...files, mgmtSocket: runtimePaths(this.ctx.config.runtimeDir, spec.id).mgmtSocket, dev }, protect),
+      ...(pinning === undefined ? {} : { beforeSwitch: () => pinning }),
     });
+    const [pinned, done] = await Promise.allSettled([pinning, installing]);
+    // A pin that cannot be saved fails the install with its own error, as when it was written first.
+    if (pinned.status === 'rejected') throw pinned.reason;
+    if (done.status === 'rejected') throw done.reason;
+    const b = done.value;
     this.installed.set(b.network, b);
     this.freshlyRead = undefined;
     return b;

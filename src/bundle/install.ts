@@ -114,6 +114,13 @@ export interface InstallOptions {
   readonly render: (spec: NetworkSpec, dir: string, files: InstalledPaths) => string;
   /** The user openvpn drops to: it gets read access to crl.pem (and entry to the directories above it). */
   readonly openvpnUser?: OpenvpnUser | undefined;
+  /**
+   * Awaited once every file is durable, just before the switch makes the
+   * version live: the caller's work that must be on disk first (the
+   * network's CA pin, ca-pins.ts) runs alongside the writes. A rejection
+   * fails the install like a failed write.
+   */
+  readonly beforeSwitch?: () => Promise<void>;
   /** Called before each step; tests throw from it to prove a failure at that step loses nothing. */
   readonly beforeStep?: (step: InstallStep) => void | Promise<void>;
 }
@@ -256,6 +263,7 @@ export async function installBundle(b: VerifiedBundle, opts: InstallOptions): Pr
     await Promise.all([fsyncDir(versionDir), fsyncDir(nets)]);
 
     await step('switch');
+    await opts.beforeSwitch?.();
     await symlink(name, tmpLink);
     await rename(tmpLink, dir);
     switched = true;
